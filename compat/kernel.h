@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* Kernel interfaces newer than the oldest headers and libraries we build against (Ubuntu
+ * 20.04: glibc 2.31, no liburing; Debian 12: liburing 2.3), and a raw -errno wrapper for each
+ * syscall we call directly. Internal. */
+#ifndef ABD_COMPAT_KERNEL_H
+#define ABD_COMPAT_KERNEL_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef __NR_pidfd_open
+#define __NR_pidfd_open 434
+#endif
+#ifndef __NR_pidfd_getfd
+#define __NR_pidfd_getfd 438
+#endif
+#ifndef __NR_close_range
+#define __NR_close_range 436
+#endif
+#ifndef __NR_openat2
+#define __NR_openat2 437
+#endif
+#ifndef __NR_io_uring_setup
+#define __NR_io_uring_setup 425
+#endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 0x0001U
+#endif
+#ifndef MFD_ALLOW_SEALING
+#define MFD_ALLOW_SEALING 0x0002U
+#endif
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+#ifndef F_SEAL_FUTURE_WRITE
+#define F_SEAL_FUTURE_WRITE 0x0010
+#endif
+#ifndef F_SEAL_EXEC
+#define F_SEAL_EXEC 0x0020
+#endif
+#ifndef PIDFD_NONBLOCK
+#define PIDFD_NONBLOCK 04000
+#endif
+
+/* io_uring opcodes and constants from kernels newer than liburing 2.3's copy of the uapi. */
+#define ABD_IORING_OP_FUTEX_WAIT 51
+#define ABD_IORING_OP_FUTEX_WAKE 52
+#define ABD_IORING_OP_FUTEX_WAITV 53
+#define ABD_IORING_REGISTER_PROBE 8
+#define ABD_FUTEX2_SIZE_U32 0x02
+#define ABD_FUTEX_BITSET_MATCH_ANY 0xffffffffu
+
+/* The raw syscalls return -errno, never touching the caller's errno meaning. */
+static inline int abd__sys_ret(long r)
+{
+	return r < 0 ? -errno : (int)r;
+}
+
+static inline int abd__pidfd_open(pid_t pid, unsigned int flags)
+{
+	return abd__sys_ret(syscall(__NR_pidfd_open, pid, flags));
+}
+
+static inline int abd__pidfd_getfd(int pidfd, int targetfd, unsigned int flags)
+{
+	return abd__sys_ret(syscall(__NR_pidfd_getfd, pidfd, targetfd, flags));
+}
+
+static inline int abd__close_range(unsigned int first, unsigned int last, unsigned int flags)
+{
+	return abd__sys_ret(syscall(__NR_close_range, first, last, flags));
+}
+
+#endif

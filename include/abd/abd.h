@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: MIT */
+/* abd — atomic, brokerless discovery. The umbrella header. */
+#ifndef ABD_ABD_H
+#define ABD_ABD_H
+
+#include <abd/common.h>
+#include <abd/version.h>
+#include <abd/probe.h>
+
+#endif

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared by every Criterion suite: an fd-leak check around each test, skips that say why,
+ * scratch directories on tmpfs, and helpers for tests that fork real processes. */
+#ifndef ABD_TESTS_HARNESS_H
+#define ABD_TESTS_HARNESS_H
+
+#include <abd/abd.h>
+#include <criterion/criterion.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* ABD_TEST(suite, name, criterion options...) { body }: the body runs between two counts of
+ * this process's open descriptors, and the test fails if they differ. */
+#define ABD_TEST(suite, name, ...)                                                     \
+	static void abd_test_body_##suite##_##name(void);                                  \
+	Test(suite, name, ##__VA_ARGS__)                                                   \
+	{                                                                                  \
+		int abd_fds_before_ = abd_test_count_fds();                                    \
+		abd_test_body_##suite##_##name();                                              \
+		abd_test_check_fds(abd_fds_before_);                                           \
+	}                                                                                  \
+	static void abd_test_body_##suite##_##name(void)
+
+int abd_test_count_fds(void);
+void abd_test_check_fds(int before);
+
+/* The kernel profile the suite runs under ("native", "linux-5.4", ...). */
+const char *abd_test_profile(void);
+
+/* Skip (with the reason printed, naming the profile) unless the feature may be used. */
+void abd_test_require(enum abd_feature feature);
+
+/* A fresh directory on tmpfs (O_TMPFILE works there), removed with everything in it by
+ * abd_test_rmtree. The returned string is static per call site's buffer: copy if needed. */
+void abd_test_mkdtemp(char *out, size_t size);
+void abd_test_rmtree(const char *path);
+
+/* Fork a child that runs fn(arg) and exits with its return value. */
+pid_t abd_test_fork(int (*fn)(void *arg), void *arg);
+/* Wait for a child; returns its exit status, 128+signal if killed, -1 on error. */
+int abd_test_wait(pid_t pid);
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+uint64_t abd_test_now_ns(void);
+
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl: the operator's view of abd. */
+#include <abd/abd.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "abdctl.h"
+
+static const struct abdctl_command commands[] = {
+	{ "probe", "what this kernel offers and the choices abd makes", abdctl_probe,
+	  abdctl_probe_help },
+	{ "emulate", "run a command as if on another kernel (seccomp profile)", abdctl_emulate,
+	  abdctl_emulate_help },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: abdctl COMMAND [ARGS...]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\n'abdctl COMMAND --help' for a command's options. abd %s\n",
+	        abd_version_string());
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return ABDCTL_USAGE;
+	}
+	if (is_help_flag(argv[1])) {
+		usage(stdout);
+		return ABDCTL_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("abdctl %s\n", abd_version_string());
+		return ABDCTL_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[1], commands[i].name) != 0)
+			continue;
+		if (argc > 2 && is_help_flag(argv[2])) {
+			commands[i].help(stdout);
+			return ABDCTL_OK;
+		}
+		return commands[i].run(argc - 1, argv + 1);
+	}
+	fprintf(stderr, "abdctl: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return ABDCTL_USAGE;
+}

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl: one file per command; this header is what they share. */
+#ifndef ABD_TOOLS_ABDCTL_H
+#define ABD_TOOLS_ABDCTL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 not found. */
+enum { ABDCTL_OK = 0, ABDCTL_FAIL = 1, ABDCTL_USAGE = 2, ABDCTL_NOTFOUND = 3 };
+
+struct abdctl_command {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv); /* argv[0] is the command name */
+	void (*help)(FILE *out);
+};
+
+int abdctl_probe(int argc, char **argv);
+void abdctl_probe_help(FILE *out);
+int abdctl_emulate(int argc, char **argv);
+void abdctl_emulate_help(FILE *out);
+
+/* JSON output: a string with every byte escaped so that any input stays valid JSON. */
+void json_string(FILE *out, const char *s);
+void json_string_n(FILE *out, const char *s, size_t len);
+
+/* "EPERM" for -EPERM or EPERM; "E?" for an unknown number. */
+const char *errno_name(int err);
+
+bool is_help_flag(const char *arg);
+
+#endif
