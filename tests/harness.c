@@ -123,3 +123,13 @@ uint64_t abd_test_now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+unsigned long abd_test_scaled(unsigned long n, unsigned long min)
+{
+	const char *env = getenv("ABD_TEST_SCALE");
+	unsigned long div = env ? strtoul(env, NULL, 10) : 1;
+	if (div == 0)
+		div = 1;
+	unsigned long r = n / div;
+	return r < min ? min : r;
+}

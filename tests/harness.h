@@ -40,6 +40,10 @@ pid_t abd_test_fork(int (*fn)(void *arg), void *arg);
 /* Wait for a child; returns its exit status, 128+signal if killed, -1 on error. */
 int abd_test_wait(pid_t pid);
 
+/* Stress sizes: n divided by $ABD_TEST_SCALE (default 1; the sanitizer builds set 10 or
+ * more), never below min. Properties stay the same, only the iteration counts shrink. */
+unsigned long abd_test_scaled(unsigned long n, unsigned long min);
+
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t abd_test_now_ns(void);
 
