@@ -15,6 +15,16 @@
 #include <linux/futex.h>
 
 #include "config.h"
+
+#if defined(__has_feature)
+#if __has_feature(memory_sanitizer)
+#include <sanitizer/msan_interface.h>
+#define abd__msan_unpoison(p, n) __msan_unpoison(p, n)
+#endif
+#endif
+#ifndef abd__msan_unpoison
+#define abd__msan_unpoison(p, n) ((void)(p), (void)(n))
+#endif
 #include "runtime/internal.h"
 
 /* Our own copies of the io_uring setup/probe layouts, so the probe builds against headers
@@ -109,6 +119,9 @@ static void probe_io_uring(void)
 	                                 256))
 	          : -ENOMEM;
 	close(fd);
+	/* The kernel filled the buffer through a raw syscall MSan cannot see. */
+	if (p && r >= 0)
+		abd__msan_unpoison(p, sizeof(*p));
 	/* A 5.4 kernel has io_uring but no REGISTER_PROBE (EINVAL): too old to rely on. */
 	set(ABD_FEAT_IO_URING, r);
 	for (int f = ABD_FEAT_IO_URING + 1; f < ABD_FEAT__COUNT; f++) {

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Count every TAP subtest that meson recorded (test x profile) and print the closing line.
+
+usage: tap-summary.py BUILD_DIR [LABEL]
+Reads BUILD_DIR/meson-logs/testlog.json. A test executable that produced no TAP at all (it
+crashed before printing, or timed out) counts as one failure, so nothing disappears."""
+import json
+import re
+import sys
+
+build = sys.argv[1]
+label = sys.argv[2] if len(sys.argv) > 2 else ""
+passed = failed = skipped = 0
+failures = []
+skip_reasons = {}
+with open(f"{build}/meson-logs/testlog.json") as f:
+    for line in f:
+        t = json.loads(line)
+        out = t.get("stdout") or ""
+        seen = 0
+        for l in out.splitlines():
+            m = re.match(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)$", l)
+            if not m:
+                continue
+            seen += 1
+            desc = m.group(2)
+            if "# SKIP" in desc or "# skip" in desc:
+                skipped += 1
+                reason = desc.split("#", 1)[1].strip()
+                skip_reasons.setdefault(reason, 0)
+                skip_reasons[reason] += 1
+            elif m.group(1) == "ok":
+                passed += 1
+            else:
+                failed += 1
+                failures.append(f"{t['name']}: {desc.strip()}")
+        if seen == 0:
+            if t.get("result") in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif t.get("result") == "SKIP":
+                skipped += 1
+            else:
+                failed += 1
+                failures.append(f"{t['name']}: {t.get('result')} with no TAP output")
+        elif t.get("result") not in ("OK", "SKIP", "EXPECTEDFAIL") and not any(
+                f.startswith(t["name"] + ":") for f in failures):
+            failed += 1
+            failures.append(f"{t['name']}: {t.get('result')} (exit code {t.get('returncode')})")
+
+for reason, n in sorted(skip_reasons.items()):
+    print(f"skipped {n}x: {reason}")
+for f in failures:
+    print(f"FAILED: {f}")
+prefix = f"{label}: " if label else ""
+print(f"{prefix}{passed} passed, {failed} failed, {skipped} skipped")
+sys.exit(1 if failed else 0)
