@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/* abd-perf [--json] [--quick] [--iters N] [BENCH...] | list
+ * Runs the named benchmark families (all of them when none is named). See bench.h. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "perf/bench.h"
+
+/* One line per family. */
+static const struct {
+	const char *name;
+	void (*run)(void);
+	const char *what;
+} families[] = {
+	{"baselines", bench_baselines, "kernel floors: cache line, spin SPSC, futex, eventfd, pipe, unix, inotify, pidfd"},
+	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
+};
+#define NFAMILIES (sizeof(families) / sizeof(families[0]))
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: abd-perf [--json] [--quick] [--iters N] [BENCH...]\n"
+	        "       abd-perf list\n"
+	        "  --json     one JSON object per line\n"
+	        "  --quick    smoke-run sizes (a few seconds per family)\n"
+	        "  --iters N  timed iterations (messages for throughput rows) for every subject\n"
+	        "With no BENCH, runs every family.\n");
+}
+
+static int find(const char *name)
+{
+	for (size_t i = 0; i < NFAMILIES; i++)
+		if (!strcmp(families[i].name, name))
+			return (int)i;
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"json", no_argument, NULL, 'j'},
+		{"quick", no_argument, NULL, 'q'},
+		{"iters", required_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "+jqn:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'j': bench_opt.json = true; break;
+		case 'q': bench_opt.quick = true; break;
+		case 'n': {
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(optarg, &end, 10);
+			if (errno || *end || !n || n > 100000000ull) {
+				fprintf(stderr, "abd-perf: --iters wants 1..100000000\n");
+				return 2;
+			}
+			bench_opt.iters = n;
+			break;
+		}
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+
+	if (optind < argc && !strcmp(argv[optind], "list")) {
+		for (size_t i = 0; i < NFAMILIES; i++)
+			printf("%-12s %s\n", families[i].name, families[i].what);
+		return 0;
+	}
+	for (int i = optind; i < argc; i++)
+		if (find(argv[i]) < 0) {
+			fprintf(stderr, "abd-perf: unknown benchmark '%s' (try: abd-perf list)\n", argv[i]);
+			return 2;
+		}
+
+	if (optind == argc) {
+		for (size_t i = 0; i < NFAMILIES; i++) {
+			bench_family = families[i].name;
+			families[i].run();
+		}
+	} else {
+		for (int i = optind; i < argc; i++) {
+			int f = find(argv[i]);
+			bench_family = families[f].name;
+			families[f].run();
+		}
+	}
+	return bench_failures ? 1 : 0;
+}

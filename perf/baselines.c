@@ -1,0 +1,629 @@
+/* SPDX-License-Identifier: MIT */
+/* `abd-perf baselines`: the kernel floors every abd figure is compared against.
+ *   bare-cacheline       two processes bounce a counter through shared memory, spinning
+ *   bare-spsc            a minimal spin-only single-producer/single-consumer ring
+ *   bare-futex           futex(2) wait/wake ping-pong on two shared words
+ *   bare-eventfd         eventfd write/read ping-pong
+ *   bare-pipe            64 B over two pipes
+ *   bare-unix            64 B over a socketpair, SOCK_STREAM and SOCK_SEQPACKET
+ *   bare-inotify-linkat  linkat() of an O_TMPFILE record -> a watcher's read(inotify) returns
+ *   bare-pidfd-exit      a child's last instruction -> the parent's poll(pidfd) returns
+ * Each two-process subject runs with split and shared CPUs (see bench.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "compat/kernel.h"
+#include "perf/bench.h"
+
+#define CACHELINE 64
+static const char *const modes[] = {BENCH_SPLIT, BENCH_SHARED};
+
+/* Per-process state for the transports that count: the shared area and a sequence. */
+struct seqstate {
+	void *shm;
+	uint64_t seq;
+};
+
+static int seq_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	(void)role, (void)arg;
+	struct seqstate *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->shm = shm;
+	*state = s;
+	return 0;
+}
+
+static void seq_fini(enum bench_role role, void *state)
+{
+	(void)role;
+	free(state);
+}
+
+/* ---- bare-cacheline ---- */
+
+struct lines {
+	alignas(CACHELINE) _Atomic uint64_t ping;
+	_Atomic uint64_t pong_same_line;
+	alignas(CACHELINE) _Atomic uint64_t pong_own_line;
+};
+
+static _Atomic uint64_t *pong_word(struct seqstate *s)
+{
+	struct lines *l = s->shm;
+	return s->seq & (1ull << 63) ? &l->pong_own_line : &l->pong_same_line;
+}
+
+static int cl_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	int r = seq_init(role, shm, arg, state);
+	if (r == 0 && arg) /* the high bit of seq selects the two-line layout */
+		((struct seqstate *)*state)->seq = 1ull << 63;
+	return r;
+}
+
+static int cl_ping(void *state, uint64_t *ns)
+{
+	(void)ns;
+	struct seqstate *s = state;
+	struct lines *l = s->shm;
+	uint64_t v = ++s->seq;
+	atomic_store_explicit(&l->ping, v, memory_order_release);
+	while (atomic_load_explicit(pong_word(s), memory_order_acquire) != v)
+		bench_relax();
+	return 0;
+}
+
+static int cl_pong(void *state)
+{
+	struct seqstate *s = state;
+	struct lines *l = s->shm;
+	uint64_t v = ++s->seq;
+	while (atomic_load_explicit(&l->ping, memory_order_acquire) != v)
+		bench_relax();
+	atomic_store_explicit(pong_word(s), v, memory_order_release);
+	return 0;
+}
+
+static void run_cacheline(void)
+{
+	uint64_t n = bench_iters(200000, 20000);
+	for (int m = 0; m < 2; m++)
+		for (int layout = 0; layout < 2; layout++) {
+			struct bench_pair p = {
+				.shm_size = sizeof(struct lines),
+				.arg = layout ? (void *)(uintptr_t)1 : NULL,
+				.init = cl_init, .fini = seq_fini, .ping = cl_ping, .pong = cl_pong,
+			};
+			bench_pingpong(&p, (struct bench_row){
+				.subject = "bare-cacheline", .case_name = layout ? "rtt-2lines" : "rtt",
+				.cpus = modes[m], .msg_bytes = 8}, n);
+		}
+}
+
+/* ---- bare-spsc ---- */
+
+#define SPSC_SLOTS 4096u /* power of two */
+
+struct spsc {
+	alignas(CACHELINE) _Atomic uint64_t head; /* next slot to read; written by the consumer */
+	alignas(CACHELINE) _Atomic uint64_t tail; /* next slot to write; written by the producer */
+	alignas(CACHELINE) unsigned char slots[];
+};
+
+/* Each side keeps its own index and a cached copy of the other's, so the shared lines are
+ * touched only when the cache says full / empty. */
+struct spsc_end {
+	struct spsc *q;
+	uint64_t mine, cached;
+	size_t slot;
+};
+
+static size_t spsc_size(size_t slot)
+{
+	return sizeof(struct spsc) + SPSC_SLOTS * slot;
+}
+
+static void spsc_push(struct spsc_end *e, const void *msg)
+{
+	while (e->mine - e->cached >= SPSC_SLOTS) {
+		e->cached = atomic_load_explicit(&e->q->head, memory_order_acquire);
+		if (e->mine - e->cached >= SPSC_SLOTS)
+			bench_relax();
+	}
+	memcpy(e->q->slots + (e->mine & (SPSC_SLOTS - 1)) * e->slot, msg, e->slot);
+	atomic_store_explicit(&e->q->tail, ++e->mine, memory_order_release);
+}
+
+static void spsc_pop(struct spsc_end *e, void *msg)
+{
+	while (e->mine == e->cached) {
+		e->cached = atomic_load_explicit(&e->q->tail, memory_order_acquire);
+		if (e->mine == e->cached)
+			bench_relax();
+	}
+	memcpy(msg, e->q->slots + (e->mine & (SPSC_SLOTS - 1)) * e->slot, e->slot);
+	atomic_store_explicit(&e->q->head, ++e->mine, memory_order_release);
+}
+
+/* Throughput: one ring of 8-byte items. Round trip: two rings of 64-byte slots. */
+struct spsc_state {
+	struct spsc_end out, in;
+};
+
+static int spsc_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	size_t slot = (size_t)(uintptr_t)arg;
+	struct spsc_state *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	struct spsc *q0 = shm, *q1 = (struct spsc *)((char *)shm + spsc_size(slot));
+	s->out = (struct spsc_end){.q = role == BENCH_A ? q0 : q1, .slot = slot};
+	s->in = (struct spsc_end){.q = role == BENCH_A ? q1 : q0, .slot = slot};
+	*state = s;
+	return 0;
+}
+
+static int spsc_produce(void *state, uint64_t n)
+{
+	struct spsc_state *s = state;
+	for (uint64_t i = 0; i < n; i++)
+		spsc_push(&s->out, &i);
+	return 0;
+}
+
+static int spsc_consume(void *state, uint64_t n)
+{
+	struct spsc_state *s = state;
+	uint64_t v = 0, expect = s->in.mine;
+	for (uint64_t i = 0; i < n; i++, expect++) {
+		spsc_pop(&s->in, &v);
+		if (v != expect)
+			return bench_fail("spsc: got item %llu, expected %llu", (unsigned long long)v,
+			                  (unsigned long long)expect);
+	}
+	return 0;
+}
+
+static int spsc_ping(void *state, uint64_t *ns)
+{
+	(void)ns;
+	struct spsc_state *s = state;
+	unsigned char msg[64] = {1};
+	spsc_push(&s->out, msg);
+	spsc_pop(&s->in, msg);
+	return 0;
+}
+
+static int spsc_pong(void *state)
+{
+	struct spsc_state *s = state;
+	unsigned char msg[64];
+	spsc_pop(&s->in, msg);
+	spsc_push(&s->out, msg);
+	return 0;
+}
+
+static void run_spsc(void)
+{
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair tp = {
+			.shm_size = spsc_size(8), .arg = (void *)(uintptr_t)8,
+			.init = spsc_init, .fini = seq_fini, .produce = spsc_produce, .consume = spsc_consume,
+		};
+		bench_throughput(&tp, (struct bench_row){
+			.subject = "bare-spsc", .case_name = "throughput", .cpus = modes[m], .msg_bytes = 8},
+			bench_iters(50000000, 5000000));
+		struct bench_pair pp = {
+			.shm_size = 2 * spsc_size(64), .arg = (void *)(uintptr_t)64,
+			.init = spsc_init, .fini = seq_fini, .ping = spsc_ping, .pong = spsc_pong,
+		};
+		bench_pingpong(&pp, (struct bench_row){
+			.subject = "bare-spsc", .case_name = "rtt", .cpus = modes[m], .msg_bytes = 64},
+			bench_iters(200000, 20000));
+	}
+}
+
+/* ---- bare-futex ---- */
+
+struct futex_pair {
+	uint32_t ping; /* separate lines: the floor of the syscalls, not of false sharing */
+	alignas(CACHELINE) uint32_t pong;
+};
+
+static void futex_post(uint32_t *word, uint32_t v)
+{
+	__atomic_store_n(word, v, __ATOMIC_RELEASE);
+	bench_futex_wake(word);
+}
+
+static int futex_until(uint32_t *word, uint32_t want)
+{
+	uint32_t cur;
+	while ((cur = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != want) {
+		int r = bench_futex_wait(word, cur);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int futex_ping(void *state, uint64_t *ns)
+{
+	(void)ns;
+	struct seqstate *s = state;
+	struct futex_pair *f = s->shm;
+	uint32_t v = (uint32_t)++s->seq;
+	futex_post(&f->ping, v);
+	return futex_until(&f->pong, v);
+}
+
+static int futex_pong(void *state)
+{
+	struct seqstate *s = state;
+	struct futex_pair *f = s->shm;
+	uint32_t v = (uint32_t)++s->seq;
+	int r = futex_until(&f->ping, v);
+	if (r == 0)
+		futex_post(&f->pong, v);
+	return r;
+}
+
+/* ---- bare-eventfd, bare-pipe, bare-unix: one transport over four fds ---- */
+
+struct fds {
+	int a_out, a_in, b_out, b_in; /* A writes a_out, reads a_in; B the same with b_* */
+	unsigned len;
+	int kind;
+};
+enum { FD_EVENTFD, FD_PIPE, FD_STREAM, FD_SEQPACKET };
+
+static int fds_prepare(void *shm, void *arg)
+{
+	struct fds *f = shm;
+	int kind = (int)(intptr_t)arg, p[2], q[2];
+	f->kind = kind;
+	switch (kind) {
+	case FD_EVENTFD:
+		if ((p[0] = eventfd(0, EFD_CLOEXEC)) < 0)
+			return -errno;
+		if ((p[1] = eventfd(0, EFD_CLOEXEC)) < 0)
+			return close(p[0]), -errno;
+		f->a_out = f->b_in = p[0];
+		f->b_out = f->a_in = p[1];
+		f->len = 8;
+		return 0;
+	case FD_PIPE:
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -errno;
+		if (pipe2(q, O_CLOEXEC) < 0)
+			return close(p[0]), close(p[1]), -errno;
+		f->a_out = p[1], f->b_in = p[0], f->b_out = q[1], f->a_in = q[0];
+		f->len = 64;
+		return 0;
+	default:
+		if (socketpair(AF_UNIX, (kind == FD_STREAM ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC,
+		               0, p) < 0)
+			return -errno;
+		f->a_out = f->a_in = p[0];
+		f->b_out = f->b_in = p[1];
+		f->len = 64;
+		return 0;
+	}
+}
+
+static void fds_cleanup(void *shm, void *arg)
+{
+	(void)arg;
+	struct fds *f = shm;
+	int all[] = {f->a_out, f->a_in, f->b_out, f->b_in};
+	for (int i = 0; i < 4; i++)
+		for (int j = 0; j < i; j++)
+			if (all[j] == all[i])
+				all[i] = -1;
+	for (int i = 0; i < 4; i++)
+		if (all[i] >= 0)
+			close(all[i]);
+}
+
+static int put(int fd, unsigned len)
+{
+	unsigned char buf[64] = {1};
+	ssize_t n = write(fd, buf, len);
+	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
+}
+
+static int get(int fd, unsigned len)
+{
+	unsigned char buf[64];
+	for (unsigned got = 0; got < len;) {
+		ssize_t n = read(fd, buf + got, len - got);
+		if (n <= 0)
+			return n < 0 ? (errno == EINTR ? 0 : -errno) : -EPIPE;
+		got += (unsigned)n;
+	}
+	return 0;
+}
+
+static int fds_ping(void *state, uint64_t *ns)
+{
+	(void)ns;
+	struct fds *f = state;
+	int r = put(f->a_out, f->len);
+	return r ? r : get(f->a_in, f->len);
+}
+
+static int fds_pong(void *state)
+{
+	struct fds *f = state;
+	int r = get(f->b_in, f->len);
+	return r ? r : put(f->b_out, f->len);
+}
+
+static void run_blocking(const char *subject, const char *case_name, int kind)
+{
+	uint64_t n = bench_iters(20000, 2000);
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct fds), .arg = (void *)(intptr_t)kind,
+		                       .prepare = fds_prepare, .cleanup = fds_cleanup,
+		                       .ping = fds_ping, .pong = fds_pong};
+		struct bench_row row = {.subject = subject, .case_name = case_name, .cpus = modes[m],
+		                        .msg_bytes = kind == FD_EVENTFD ? 8 : 64};
+		bench_pingpong(&p, row, n);
+	}
+}
+
+static void run_futex(void)
+{
+	uint64_t n = bench_iters(20000, 2000);
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct futex_pair), .init = seq_init,
+		                       .fini = seq_fini, .ping = futex_ping, .pong = futex_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "bare-futex", .case_name = "rtt",
+		                                      .cpus = modes[m], .msg_bytes = 4}, n);
+	}
+}
+
+static void run_eventfd(void) { run_blocking("bare-eventfd", "rtt", FD_EVENTFD); }
+static void run_pipe(void) { run_blocking("bare-pipe", "rtt", FD_PIPE); }
+static void run_unix(void)
+{
+	run_blocking("bare-unix", "rtt-stream", FD_STREAM);
+	run_blocking("bare-unix", "rtt-seqpacket", FD_SEQPACKET);
+}
+
+/* ---- bare-inotify-linkat ----
+ * A publishes the way the registry does (O_TMPFILE in a tmpfs directory, write, linkat via
+ * /proc/self/fd) and takes the time just before linkat(); B sleeps in read(inotify) and takes
+ * the time when it wakes, then acks through a futex. Sample = wake - linkat. */
+
+struct inot {
+	char dir[96];
+	uint64_t t_wake;
+	alignas(CACHELINE) uint32_t ack;
+};
+
+struct inot_state {
+	struct inot *sh;
+	int dirfd, ifd;
+	uint32_t seq;
+};
+
+/* A tmpfs directory for the records: O_TMPFILE works there on every kernel we support. */
+static int tmpfs_dir(char *out, size_t len)
+{
+	static const char *const bases[] = {"/dev/shm", "/run", "/tmp"};
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		snprintf(out, len, "%s/abd-perf-XXXXXX", bases[i]);
+		if (mkdtemp(out))
+			return 0;
+	}
+	return -errno;
+}
+
+static int inot_prepare(void *shm, void *arg)
+{
+	(void)arg;
+	struct inot *in = shm;
+	return tmpfs_dir(in->dir, sizeof(in->dir));
+}
+
+static void inot_cleanup(void *shm, void *arg)
+{
+	(void)arg;
+	struct inot *in = shm;
+	DIR *d = opendir(in->dir);
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.')
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
+	rmdir(in->dir);
+}
+
+static int inot_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	(void)arg;
+	struct inot_state *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->sh = shm;
+	s->ifd = s->dirfd = -1;
+	*state = s;
+	s->dirfd = open(s->sh->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dirfd < 0)
+		return -errno;
+	if (role == BENCH_B) {
+		s->ifd = inotify_init1(IN_CLOEXEC);
+		if (s->ifd < 0 || inotify_add_watch(s->ifd, s->sh->dir, IN_CREATE | IN_MOVED_TO) < 0)
+			return -errno;
+	} else {
+		int fd = open(s->sh->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return bench_fail("O_TMPFILE in %s: %s", s->sh->dir, strerror(errno));
+		close(fd);
+	}
+	return 0;
+}
+
+static void inot_fini(enum bench_role role, void *state)
+{
+	(void)role;
+	struct inot_state *s = state;
+	if (s->dirfd >= 0)
+		close(s->dirfd);
+	if (s->ifd >= 0)
+		close(s->ifd);
+	free(s);
+}
+
+static int inot_ping(void *state, uint64_t *ns)
+{
+	struct inot_state *s = state;
+	char record[256] = "abd-perf record", path[64], name[32];
+	uint32_t v = ++s->seq;
+
+	int fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, record, sizeof(record)) != (ssize_t)sizeof(record)) {
+		close(fd);
+		return -EIO;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	snprintf(name, sizeof(name), "r%u", v);
+	uint64_t t = bench_now_ns();
+	int r = linkat(AT_FDCWD, path, s->dirfd, name, AT_SYMLINK_FOLLOW);
+	r = r < 0 ? -errno : 0;
+	close(fd);
+	if (r == 0)
+		r = futex_until(&s->sh->ack, v);
+	if (r == 0) {
+		uint64_t w = __atomic_load_n(&s->sh->t_wake, __ATOMIC_ACQUIRE);
+		*ns = w > t ? w - t : 1;
+		unlinkat(s->dirfd, name, 0);
+	}
+	return r;
+}
+
+static int inot_pong(void *state)
+{
+	struct inot_state *s = state;
+	alignas(struct inotify_event) char buf[4096];
+	ssize_t n = read(s->ifd, buf, sizeof(buf));
+	uint64_t t = bench_now_ns();
+	if (n <= 0)
+		return n < 0 ? -errno : -EIO;
+	__atomic_store_n(&s->sh->t_wake, t, __ATOMIC_RELEASE);
+	futex_post(&s->sh->ack, ++s->seq);
+	return 0;
+}
+
+static void run_inotify(void)
+{
+	uint64_t n = bench_iters(20000, 2000);
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct inot), .prepare = inot_prepare,
+		                       .cleanup = inot_cleanup, .init = inot_init, .fini = inot_fini,
+		                       .ping = inot_ping, .pong = inot_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "bare-inotify-linkat",
+		                                      .case_name = "linkat-to-wake", .cpus = modes[m]}, n);
+	}
+}
+
+/* ---- bare-pidfd-exit ----
+ * A forks a child pinned to the other CPU (split) or its own (shared); the child waits for
+ * the go, records the time and exits; A sleeps in poll(pidfd). Sample = wake - exit. B idles. */
+
+struct exits {
+	uint64_t t_exit;
+	alignas(CACHELINE) uint32_t go;
+};
+
+static int exit_ping(void *state, uint64_t *ns)
+{
+	struct seqstate *s = state;
+	struct exits *e = s->shm;
+	uint32_t v = (uint32_t)++s->seq;
+
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		bench_pin(bench_cpu_other);
+		futex_until(&e->go, v);
+		__atomic_store_n(&e->t_exit, bench_now_ns(), __ATOMIC_RELEASE);
+		_exit(0);
+	}
+	int pidfd = abd__pidfd_open(pid, 0), r = 0;
+	if (pidfd < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return pidfd;
+	}
+	futex_post(&e->go, v);
+	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+	int k;
+	while ((k = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
+		;
+	uint64_t t = bench_now_ns();
+	if (k <= 0) {
+		r = k < 0 ? -errno : -ETIMEDOUT;
+		kill(pid, SIGKILL);
+	}
+	waitpid(pid, NULL, 0);
+	close(pidfd);
+	uint64_t x = __atomic_load_n(&e->t_exit, __ATOMIC_ACQUIRE);
+	*ns = t > x ? t - x : 1;
+	return r;
+}
+
+static int idle_pong(void *state)
+{
+	(void)state;
+	return 0;
+}
+
+static void run_pidfd(void)
+{
+	uint64_t n = bench_iters(2000, 200);
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct exits), .init = seq_init,
+		                       .fini = seq_fini, .ping = exit_ping, .pong = idle_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "bare-pidfd-exit",
+		                                      .case_name = "exit-to-poll", .cpus = modes[m]}, n);
+	}
+}
+
+const struct bench_subject bench_baseline_subjects[] = {
+	{"bare-cacheline", run_cacheline},
+	{"bare-spsc", run_spsc},
+	{"bare-futex", run_futex},
+	{"bare-eventfd", run_eventfd},
+	{"bare-pipe", run_pipe},
+	{"bare-unix", run_unix},
+	{"bare-inotify-linkat", run_inotify},
+	{"bare-pidfd-exit", run_pidfd},
+	{0},
+};
+
+void bench_baselines(void)
+{
+	for (const struct bench_subject *s = bench_baseline_subjects; s->name; s++)
+		bench_subject_run(s->name);
+}

@@ -1,0 +1,599 @@
+/* SPDX-License-Identifier: MIT */
+/* The harness: options, statistics, the row emitter, the subject registry and the
+ * two-process runners. See bench.h. */
+#include <errno.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "compat/kernel.h"
+#include "perf/bench.h"
+
+struct bench_opts bench_opt;
+bool bench_spin_yields;
+int bench_cpu_self = -1, bench_cpu_other = -1;
+const char *bench_family;     /* set by abd-perf.c around each family */
+int bench_failures;           /* rows whose child crashed or the harness failed */
+
+uint64_t bench_iters(uint64_t full, uint64_t quick)
+{
+	if (bench_opt.iters)
+		return bench_opt.iters;
+	return bench_opt.quick ? quick : full;
+}
+
+uint64_t bench_warmup(uint64_t iters)
+{
+	uint64_t w = iters / 10;
+	return w < 10 ? 10 : w > 10000 ? 10000 : w;
+}
+
+/* ---- CPUs ---- */
+
+int bench_cpus(const char *mode, int *a, int *b, const char **why)
+{
+	cpu_set_t set;
+	int first = -1, second = -1;
+
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return -errno;
+	for (int c = 0; c < CPU_SETSIZE && second < 0; c++) {
+		if (!CPU_ISSET(c, &set))
+			continue;
+		if (first < 0)
+			first = c;
+		else
+			second = c;
+	}
+	if (first < 0)
+		return -ESRCH;
+	*a = *b = first;
+	if (mode && !strcmp(mode, BENCH_SPLIT)) {
+		if (second < 0) {
+			*why = "only one CPU allowed";
+			return -EOPNOTSUPP;
+		}
+		*b = second;
+	}
+	return 0;
+}
+
+int bench_pin(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set) < 0 ? -errno : 0;
+}
+
+/* ---- statistics ---- */
+
+static int cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+	return (a > b) - (a < b);
+}
+
+static double rank(const uint64_t *s, uint64_t n, double p)
+{
+	uint64_t i = (uint64_t)ceil(p * (double)n);
+	return (double)s[i ? i - 1 : 0];
+}
+
+void bench_stats(uint64_t *samples, uint64_t n, struct bench_stats *st)
+{
+	*st = (struct bench_stats){.n = n};
+	if (!n)
+		return;
+	qsort(samples, n, sizeof(*samples), cmp_u64);
+	double sum = 0;
+	for (uint64_t i = 0; i < n; i++)
+		sum += (double)samples[i];
+	st->p50 = rank(samples, n, 0.50);
+	st->p99 = rank(samples, n, 0.99);
+	st->p999 = rank(samples, n, 0.999);
+	st->min = (double)samples[0];
+	st->max = (double)samples[n - 1];
+	st->mean = sum / (double)n;
+}
+
+void bench_row_latency(struct bench_row *row, const struct bench_stats *st)
+{
+	row->p50_ns = st->p50;
+	row->p99_ns = st->p99;
+	row->p999_ns = st->p999;
+	row->iters = st->n;
+}
+
+/* ---- rows ---- */
+
+struct kept {
+	char *subject, *case_name, *cpus;
+	double p50, ops;
+	bool skipped;
+};
+static struct kept *kept;
+static size_t nkept;
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static bool same(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+static const struct kept *find_kept(const char *subject, const char *case_name, const char *cpus)
+{
+	for (size_t i = nkept; i-- > 0;)
+		if (same(kept[i].subject, subject) && same(kept[i].case_name, case_name) &&
+		    (!cpus || same(kept[i].cpus, cpus)))
+			return &kept[i];
+	return NULL;
+}
+
+static void keep(const struct bench_row *r)
+{
+	struct kept *k = realloc(kept, (nkept + 1) * sizeof(*kept));
+	if (!k)
+		return;
+	kept = k;
+	kept[nkept++] = (struct kept){
+		.subject = dup_or_null(r->subject),
+		.case_name = dup_or_null(r->case_name),
+		.cpus = dup_or_null(r->cpus),
+		.p50 = r->p50_ns,
+		.ops = r->ops_per_s,
+		.skipped = r->skipped != NULL,
+	};
+}
+
+static void json_str(const char *s)
+{
+	if (!s) {
+		fputs("null", stdout);
+		return;
+	}
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}
+
+static void json_key_str(const char *key, const char *val)
+{
+	printf(",\"%s\":", key);
+	json_str(val);
+}
+
+static void json_key_num(const char *key, double v, int decimals)
+{
+	if (v > 0 && isfinite(v))
+		printf(",\"%s\":%.*f", key, decimals, v);
+}
+
+static const char *fmt_ns(char *buf, size_t len, double ns)
+{
+	if (ns <= 0)
+		snprintf(buf, len, "-");
+	else if (ns < 1e3)
+		snprintf(buf, len, "%.0fns", ns);
+	else if (ns < 1e6)
+		snprintf(buf, len, "%.2fus", ns / 1e3);
+	else
+		snprintf(buf, len, "%.2fms", ns / 1e6);
+	return buf;
+}
+
+static const char *fmt_ops(char *buf, size_t len, double ops)
+{
+	if (ops <= 0)
+		snprintf(buf, len, "-");
+	else if (ops >= 1e6)
+		snprintf(buf, len, "%.1fM/s", ops / 1e6);
+	else
+		snprintf(buf, len, "%.1fk/s", ops / 1e3);
+	return buf;
+}
+
+static void print_header(void)
+{
+	static bool done;
+	if (done || bench_opt.json)
+		return;
+	done = true;
+	printf("%-10s %-20s %-16s %-6s %5s %9s %9s %9s %10s %8s  %s\n", "bench", "subject", "case",
+	       "cpus", "bytes", "p50", "p99", "p99.9", "ops/s", "ratio", "vs baseline");
+}
+
+void bench_emit(const struct bench_row *in)
+{
+	struct bench_row r = *in;
+	if (!r.bench)
+		r.bench = bench_family ? bench_family : "?";
+
+	/* The ratio against the baseline's row in this invocation (measured now if needed). */
+	bool have_ratio = false;
+	double ratio = 0;
+	const char *ratio_of = r.ops_per_s > 0 && r.p50_ns <= 0 ? "ops_per_s" : "p50_ns";
+	const char *bcase = r.baseline_case ? r.baseline_case : r.case_name;
+	if (r.baseline && !r.skipped) {
+		const struct kept *b = find_kept(r.baseline, bcase, r.cpus);
+		if (!b && bench_subject_run(r.baseline) == 0)
+			b = find_kept(r.baseline, bcase, r.cpus);
+		if (b && !b->skipped) {
+			double mine = !strcmp(ratio_of, "p50_ns") ? r.p50_ns : r.ops_per_s;
+			double theirs = !strcmp(ratio_of, "p50_ns") ? b->p50 : b->ops;
+			if (mine > 0 && theirs > 0) {
+				ratio = mine / theirs;
+				have_ratio = true;
+			}
+		}
+	}
+	keep(&r);
+
+	if (bench_opt.json) {
+		printf("{\"bench\":");
+		json_str(r.bench);
+		json_key_str("subject", r.subject);
+		if (r.case_name)
+			json_key_str("case", r.case_name);
+		if (r.cpus)
+			json_key_str("cpus", r.cpus);
+		if (r.msg_bytes)
+			printf(",\"msg_bytes\":%u", r.msg_bytes);
+		if (r.skipped) {
+			printf(",\"skipped\":true");
+			json_key_str("reason", r.skipped);
+		} else {
+			if (r.iters)
+				printf(",\"iters\":%llu", (unsigned long long)r.iters);
+			json_key_num("p50_ns", r.p50_ns, 1);
+			json_key_num("p99_ns", r.p99_ns, 1);
+			json_key_num("p999_ns", r.p999_ns, 1);
+			json_key_num("ops_per_s", r.ops_per_s, 0);
+		}
+		if (r.baseline) {
+			json_key_str("baseline", r.baseline);
+			if (bcase)
+				json_key_str("baseline_case", bcase);
+			json_key_str("ratio_of", ratio_of);
+			if (have_ratio)
+				printf(",\"ratio\":%.3f", ratio);
+			else
+				printf(",\"ratio\":null");
+		}
+		printf("}\n");
+	} else {
+		char p50[16], p99[16], p999[16], ops[16], rat[16] = "", bytes[16] = "";
+		print_header();
+		if (r.msg_bytes)
+			snprintf(bytes, sizeof(bytes), "%u", r.msg_bytes);
+		if (have_ratio)
+			snprintf(rat, sizeof(rat), "%.2fx", ratio);
+		else if (r.baseline)
+			snprintf(rat, sizeof(rat), "n/a");
+		if (r.skipped) {
+			printf("%-10s %-20s %-16s %-6s %5s skipped: %s\n", r.bench, r.subject,
+			       r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes, r.skipped);
+		} else {
+			printf("%-10s %-20s %-16s %-6s %5s %9s %9s %9s %10s %8s  %s%s\n", r.bench,
+			       r.subject, r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes,
+			       fmt_ns(p50, sizeof(p50), r.p50_ns), fmt_ns(p99, sizeof(p99), r.p99_ns),
+			       fmt_ns(p999, sizeof(p999), r.p999_ns), fmt_ops(ops, sizeof(ops), r.ops_per_s),
+			       rat, r.baseline ? r.baseline : "",
+			       r.baseline && have_ratio ? (!strcmp(ratio_of, "p50_ns") ? " (p50)" : " (ops/s)")
+			                                : "");
+		}
+	}
+	fflush(stdout);
+}
+
+void bench_skip(const struct bench_row *tmpl, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	struct bench_row r = *tmpl;
+	r.skipped = why;
+	bench_emit(&r);
+}
+
+/* ---- subjects ---- */
+
+int bench_subject_run(const char *name)
+{
+	static const struct bench_subject *const tables[] = {bench_baseline_subjects,
+	                                                     bench_peer_subjects};
+	static const char *ran[64];
+	static size_t nran;
+
+	for (size_t i = 0; i < nran; i++)
+		if (!strcmp(ran[i], name))
+			return 0;
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const struct bench_subject *s = tables[t]; s->name; s++)
+			if (!strcmp(s->name, name)) {
+				if (nran < sizeof(ran) / sizeof(ran[0]))
+					ran[nran++] = s->name;
+				s->run();
+				return 0;
+			}
+	return -ENOENT;
+}
+
+/* ---- futex ---- */
+
+int bench_futex_wait(uint32_t *word, uint32_t expected)
+{
+	if (syscall(SYS_futex, word, FUTEX_WAIT, expected, NULL, NULL, 0) < 0 && errno != EAGAIN &&
+	    errno != EINTR)
+		return -errno;
+	return 0;
+}
+
+int bench_futex_wake(uint32_t *word)
+{
+	return syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) < 0 ? -errno : 0;
+}
+
+/* ---- runners ---- */
+
+/* The control block both children and the main process share. */
+struct ctl {
+	_Atomic uint32_t stage; /* 0 start, 1 B ready, 2 A ready, STAGE_ABORT */
+	int err[2];
+	uint64_t t0, t1;        /* throughput: B's timed window */
+	char reason[200];
+};
+#define STAGE_ABORT 99u
+
+static struct ctl *child_ctl; /* in a child: for bench_fail() */
+
+int bench_fail(const char *fmt, ...)
+{
+	if (child_ctl && !child_ctl->reason[0]) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(child_ctl->reason, sizeof(child_ctl->reason), fmt, ap);
+		va_end(ap);
+	}
+	return -ECANCELED;
+}
+
+static void *map_shared(size_t size)
+{
+	void *p = mmap(NULL, size ? size : 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void note_error(struct ctl *c, enum bench_role role, const char *what, int err)
+{
+	if (!c->reason[0] && err != -ECANCELED)
+		snprintf(c->reason, sizeof(c->reason), "%s: %s: %s", role == BENCH_A ? "A" : "B", what,
+		         strerror(-err));
+	c->err[role] = err;
+	atomic_store(&c->stage, STAGE_ABORT);
+}
+
+static bool wait_stage(struct ctl *c, uint32_t want)
+{
+	uint32_t s;
+	while ((s = atomic_load(&c->stage)) < want)
+		usleep(50);
+	return s != STAGE_ABORT;
+}
+
+enum kind { PINGPONG, THROUGHPUT };
+
+/* Body of each child; returns the exit status. */
+static int child(const struct bench_pair *p, enum kind kind, enum bench_role role, int cpu,
+                 int other, bool shared, struct ctl *c, void *shm, uint64_t *samples, uint64_t warm,
+                 uint64_t iters)
+{
+	void *state = shm;
+	int r;
+
+	child_ctl = c;
+	bench_spin_yields = shared;
+	bench_cpu_self = cpu;
+	bench_cpu_other = other;
+	if ((r = bench_pin(cpu)) < 0)
+		return note_error(c, role, "sched_setaffinity", r), 1;
+	if (role == BENCH_A && !wait_stage(c, 1))
+		return 1;
+	if (p->init && (r = p->init(role, shm, p->arg, &state)) < 0)
+		return note_error(c, role, "init", r), 1;
+	atomic_fetch_add(&c->stage, 1); /* B: 0 -> 1, A: 1 -> 2 */
+	if (!wait_stage(c, 2))
+		goto out;
+
+	if (kind == PINGPONG && role == BENCH_A) {
+		for (uint64_t i = 0; i < warm + iters; i++) {
+			uint64_t own = 0, t0 = bench_now_ns();
+			if ((r = p->ping(state, &own)) < 0) {
+				note_error(c, role, "ping", r);
+				break;
+			}
+			uint64_t t = own ? own : bench_now_ns() - t0;
+			if (i >= warm)
+				samples[i - warm] = p->halve ? t / 2 : t;
+		}
+	} else if (kind == PINGPONG) {
+		for (uint64_t i = 0; i < warm + iters; i++)
+			if ((r = p->pong(state)) < 0) {
+				note_error(c, role, "pong", r);
+				break;
+			}
+	} else if (role == BENCH_A) {
+		if ((r = p->produce(state, warm + iters)) < 0)
+			note_error(c, role, "produce", r);
+	} else {
+		if ((r = p->consume(state, warm)) < 0) {
+			note_error(c, role, "consume", r);
+		} else {
+			c->t0 = bench_now_ns();
+			if ((r = p->consume(state, iters)) < 0)
+				note_error(c, role, "consume", r);
+			c->t1 = bench_now_ns();
+		}
+	}
+out:
+	if (p->fini)
+		p->fini(role, state);
+	return c->err[role] ? 1 : 0;
+}
+
+/* Waits for a child until the deadline (ms since epoch of bench_now_ns); false on timeout. */
+static bool reap(pid_t pid, int pidfd, uint64_t deadline_ns, int *status)
+{
+	for (;;) {
+		uint64_t now = bench_now_ns();
+		int ms = now >= deadline_ns ? 0 : (int)((deadline_ns - now) / 1000000) + 1;
+		struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+		int n = pidfd >= 0 ? poll(&pfd, 1, ms) : 1;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			return false;
+		if (waitpid(pid, status, 0) == pid)
+			return true;
+		if (errno != EINTR)
+			return true;
+	}
+}
+
+static int run(const struct bench_pair *p, enum kind kind, struct bench_row row, uint64_t iters)
+{
+	int cpu[2], r;
+	const char *why = NULL;
+	uint64_t warm = bench_warmup(iters);
+
+	if ((r = bench_cpus(row.cpus, &cpu[0], &cpu[1], &why)) < 0) {
+		bench_skip(&row, "%s", why ? why : strerror(-r));
+		return 0;
+	}
+	struct ctl *c = map_shared(sizeof(*c));
+	void *shm = map_shared(p->shm_size);
+	uint64_t *samples = kind == PINGPONG ? map_shared(iters * sizeof(uint64_t)) : NULL;
+	if (!c || !shm || (kind == PINGPONG && !samples)) {
+		r = -ENOMEM;
+		bench_skip(&row, "mmap: %s", strerror(ENOMEM));
+		bench_failures++;
+		goto unmap;
+	}
+	if (p->prepare && (r = p->prepare(shm, p->arg)) < 0) {
+		bench_skip(&row, "prepare: %s", strerror(-r));
+		goto unmap;
+	}
+
+	fflush(stdout);
+	pid_t pid[2] = {-1, -1};
+	int pidfd[2] = {-1, -1}, status[2] = {0, 0};
+	bool done[2] = {false, false}, killed[2] = {false, false};
+	for (int role = BENCH_B; role >= BENCH_A; role--) {
+		pid[role] = fork();
+		if (pid[role] == 0)
+			_exit(child(p, kind, (enum bench_role)role, cpu[role], cpu[1 - role],
+			            !strcmp(row.cpus ? row.cpus : "", BENCH_SHARED), c, shm, samples, warm,
+			            iters));
+		if (pid[role] < 0) {
+			note_error(c, (enum bench_role)role, "fork", -errno);
+			break;
+		}
+		pidfd[role] = abd__pidfd_open(pid[role], 0);
+	}
+
+	/* A generous deadline: a run that takes minutes is broken or starved, not slow. */
+	uint64_t deadline = bench_now_ns() + (bench_opt.quick ? 30 : 120) * 1000000000ull;
+	bool timeout = false;
+	for (int i = 0; i < 2; i++) {
+		/* A (the timed side) first for ping-pong; B (the timer) first for throughput. */
+		int role = (kind == PINGPONG) ? i : 1 - i;
+		if (pid[role] < 0)
+			continue;
+		uint64_t dl = atomic_load(&c->stage) == STAGE_ABORT ? bench_now_ns() + 2000000000ull
+		                                                    : deadline;
+		if (!(done[role] = reap(pid[role], pidfd[role], dl, &status[role])))
+			timeout = true;
+		if (timeout || atomic_load(&c->stage) == STAGE_ABORT) {
+			/* Nothing more will come: stop the other side at once. */
+			for (int k = 0; k < 2; k++)
+				if (pid[k] > 0 && !done[k] && !killed[k])
+					killed[k] = kill(pid[k], SIGKILL) == 0;
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		if (pid[k] > 0 && !done[k])
+			done[k] = waitpid(pid[k], &status[k], 0) == pid[k];
+		if (pidfd[k] >= 0)
+			close(pidfd[k]);
+	}
+	if (p->cleanup)
+		p->cleanup(shm, p->arg);
+
+	for (int k = 0; k < 2; k++)
+		if (!killed[k] && WIFSIGNALED(status[k])) {
+			bench_failures++;
+			bench_skip(&row, "%s died of signal %d", k == BENCH_A ? "A" : "B", WTERMSIG(status[k]));
+			r = -ECHILD;
+			goto unmap;
+		}
+	if (timeout) {
+		bench_skip(&row, "timeout (%s)", c->reason[0] ? c->reason : "no progress");
+		r = -ETIMEDOUT;
+	} else if (atomic_load(&c->stage) == STAGE_ABORT || c->err[0] || c->err[1]) {
+		bench_skip(&row, "%s", c->reason[0] ? c->reason : "failed");
+		r = c->err[0] ? c->err[0] : c->err[1] ? c->err[1] : -ECANCELED;
+	} else if (kind == PINGPONG) {
+		struct bench_stats st;
+		bench_stats(samples, iters, &st);
+		bench_row_latency(&row, &st);
+		bench_emit(&row);
+		r = 0;
+	} else {
+		row.iters = iters;
+		row.ops_per_s = (double)iters * 1e9 / (double)(c->t1 - c->t0 ? c->t1 - c->t0 : 1);
+		bench_emit(&row);
+		r = 0;
+	}
+unmap:
+	if (samples)
+		munmap(samples, iters * sizeof(uint64_t));
+	if (shm)
+		munmap(shm, p->shm_size ? p->shm_size : 1);
+	if (c)
+		munmap(c, sizeof(*c));
+	return r;
+}
+
+int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t iters)
+{
+	return run(p, PINGPONG, row, iters ? iters : 1);
+}
+
+int bench_throughput(const struct bench_pair *p, struct bench_row row, uint64_t iters)
+{
+	return run(p, THROUGHPUT, row, iters ? iters : 1);
+}

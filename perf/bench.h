@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/* abd-perf: the benchmark harness shared by every family (baselines, peers, ring, ...).
+ *
+ * Adding a family: write perf/<family>.c with `int bench_<family>(void)`, declare it below,
+ * add one line to the table in perf/abd-perf.c and the file to `perf_sources` in
+ * perf/meson.build. A family measures, then hands each result to bench_emit() as a
+ * struct bench_row; the emitter prints the text table or the JSON lines and computes ratios.
+ *
+ * Naming: our subjects `abd-...` (they must set .baseline), bare kernel floors `bare-...`,
+ * peers `zmq-ipc`, `nng-ipc`, `iceoryx`. A row's `case` says what was measured ("rtt",
+ * "throughput", "oneway-busy", ...), `cpus` how the two processes were placed:
+ *   "split"  — each process pinned to its own allowed vCPU;
+ *   "shared" — both pinned to the same vCPU.
+ * A subject that cannot run is emitted with .skipped = reason, never with a number.
+ *
+ * Everything here is process-global and single-threaded (abd-perf runs one bench at a time);
+ * the measuring happens in forked children, the main process only collects. */
+#ifndef ABD_PERF_BENCH_H
+#define ABD_PERF_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---- options (parsed by abd-perf.c) ---- */
+
+struct bench_opts {
+	bool json;     /* --json: one JSON object per line instead of the table */
+	bool quick;    /* --quick: smoke-run sizes, a few seconds per family */
+	uint64_t iters; /* --iters N: overrides every family's default (0 = not given) */
+};
+extern struct bench_opts bench_opt;
+extern const char *bench_family; /* the family being run (set by abd-perf.c) */
+extern int bench_failures;       /* crashes and harness errors so far: abd-perf exits 1 */
+
+/* The iteration count a family should use: --iters if given, else `quick` under --quick,
+ * else `full`. Warm-up counts are derived by bench_warmup(). */
+uint64_t bench_iters(uint64_t full, uint64_t quick);
+uint64_t bench_warmup(uint64_t iters); /* iters/10, at least 10, at most 10000 */
+
+/* ---- time, CPUs ---- */
+
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The CPU mode strings; a family passes one of these as row.cpus. */
+#define BENCH_SPLIT "split"
+#define BENCH_SHARED "shared"
+
+/* Picks the CPUs for a mode from this process's allowed set: *a for the first (ping /
+ * producer) process, *b for the second. Returns 0, or -EOPNOTSUPP with *why set when the
+ * mode cannot be honoured (split with a single allowed CPU). */
+int bench_cpus(const char *mode, int *a, int *b, const char **why);
+int bench_pin(int cpu); /* sched_setaffinity(0, {cpu}); 0 or -errno */
+
+/* Spin-wait helper for busy-polling transports: a pause instruction while the two processes
+ * have their own vCPUs, sched_yield() when they share one (a pure spin would burn the whole
+ * timeslice of the peer it waits for). The runners set the mode in each child. */
+extern bool bench_spin_yields;
+/* In a runner's child: the CPU it is pinned to and the CPU of the other child (equal in
+ * shared mode), e.g. for a transport that forks a third process of its own. */
+extern int bench_cpu_self, bench_cpu_other;
+static inline void bench_relax(void)
+{
+	extern int sched_yield(void);
+	if (bench_spin_yields)
+		sched_yield();
+	else
+		__builtin_ia32_pause();
+}
+
+/* ---- statistics ---- */
+
+struct bench_stats {
+	uint64_t n;
+	double p50, p99, p999, min, max, mean; /* ns */
+};
+/* Sorts samples[0..n) in place and fills *st (nearest-rank percentiles). The caller passes
+ * only the timed samples, warm-up already left out. */
+void bench_stats(uint64_t *samples, uint64_t n, struct bench_stats *st);
+
+/* ---- rows ---- */
+
+struct bench_row {
+	const char *bench;     /* family; NULL = the family being run */
+	const char *subject;   /* "abd-ring", "bare-futex", "zmq-ipc", ... */
+	const char *case_name; /* "rtt", "throughput", ... */
+	const char *cpus;      /* BENCH_SPLIT, BENCH_SHARED or NULL when it does not apply */
+	unsigned msg_bytes;    /* message size, 0 = n/a */
+	uint64_t iters;        /* timed iterations (or messages for throughput) */
+	/* Figures: 0 means "does not apply" and the key is left out. */
+	double p50_ns, p99_ns, p999_ns, ops_per_s;
+	/* abd-... rows: the subject compared against, and its case when it differs from this
+	 * row's (e.g. "rtt" vs "rtt-2lines"). The emitter finds the baseline's row among those
+	 * already emitted in this invocation with the same cpus and case, runs the baseline
+	 * subject first if it has not run yet (bench_subject_run), and writes `ratio` = this
+	 * row's figure / the baseline's: p50 for latency rows, ops_per_s for throughput rows,
+	 * named in `ratio_of`. No baseline row (it was skipped) gives "ratio": null. */
+	const char *baseline;
+	const char *baseline_case;
+	const char *skipped;   /* non-NULL: the subject could not run, and this is why */
+};
+
+/* Prints one row (table line or JSON object) and remembers it for later ratios. */
+void bench_emit(const struct bench_row *row);
+/* Emits a skipped row; `fmt` formats the reason. */
+void bench_skip(const struct bench_row *tmpl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Fills the latency figures of a row from stats. */
+void bench_row_latency(struct bench_row *row, const struct bench_stats *st);
+
+/* ---- named subjects, so one family can run another family's rows beside its own ---- */
+
+struct bench_subject {
+	const char *name;
+	void (*run)(void); /* measures and emits every row of this subject */
+};
+/* Runs the named subject (from bench_baseline_subjects[] or bench_peer_subjects[]) unless it
+ * already ran in this invocation. Returns 0, or -ENOENT for an unknown name. */
+int bench_subject_run(const char *name);
+
+/* ---- two-process runners ----
+ *
+ * A runner forks two children (A = ping / producer, B = pong / consumer), pins them per
+ * row.cpus, hands both the same zeroed MAP_SHARED mapping of `shm_size` bytes, runs the
+ * transport callbacks, and emits the row (figures, or skipped with the reason). The main
+ * process never blocks on the transport: it waits for the children with a deadline and
+ * kills them when it passes (reported as skipped: "timeout").
+ *
+ * Order: prepare() in the main process before the fork (create fds there that both children
+ * inherit, store them in shm); then B runs init(), then A runs init() (so a listener exists
+ * before its dialer), then both loop; fini() in each child, cleanup() in the main process
+ * after both have exited. Every callback returns 0 or -errno; a failing child reports
+ * `<role>: <callback>: <strerror>` unless it called bench_fail() with its own reason. */
+
+enum bench_role { BENCH_A = 0, BENCH_B = 1 };
+
+struct bench_pair {
+	size_t shm_size;
+	void *arg;
+	int (*prepare)(void *shm, void *arg);                              /* optional */
+	int (*init)(enum bench_role, void *shm, void *arg, void **state);   /* optional; state = shm */
+	void (*fini)(enum bench_role, void *state);                         /* optional */
+	void (*cleanup)(void *shm, void *arg);                              /* optional */
+
+	/* Ping-pong: A's ping() sends one message and waits for the reply; B's pong() waits for
+	 * one message and replies. The runner times each ping() with bench_now_ns(); ping() may
+	 * instead store its own sample in *sample_ns (e.g. a one-way time), which then wins.
+	 * pong() is called exactly as many times as ping(). */
+	int (*ping)(void *state, uint64_t *sample_ns);
+	int (*pong)(void *state);
+	bool halve; /* report round trip / 2 (a one-way figure) */
+
+	/* Throughput: A's produce() sends n messages, B's consume() receives n. B is timed from
+	 * the end of the warm-up batch to the last message: ops_per_s = iters / that time. */
+	int (*produce)(void *state, uint64_t n);
+	int (*consume)(void *state, uint64_t n);
+};
+
+/* Ping-pong: `bench_warmup(iters)` untimed round trips, then `iters` timed ones; fills the
+ * row's p50/p99/p999 and emits it. Returns 0 or -errno (the row is emitted either way). */
+int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t iters);
+/* Throughput: `bench_warmup(iters)` messages, then `iters` timed; fills ops_per_s. */
+int bench_throughput(const struct bench_pair *p, struct bench_row row, uint64_t iters);
+
+/* In a runner's child: sets the skip reason the row will carry. Returns -ECANCELED so a
+ * callback can `return bench_fail("...")`. */
+int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Futex helpers on a shared 32-bit word (not PRIVATE: the word is in shared memory). */
+int bench_futex_wait(uint32_t *word, uint32_t expected); /* 0, or -errno other than EAGAIN/EINTR */
+int bench_futex_wake(uint32_t *word);
+
+/* ---- families ---- */
+
+void bench_baselines(void);
+void bench_peers(void);
+
+extern const struct bench_subject bench_baseline_subjects[];
+extern const struct bench_subject bench_peer_subjects[];
+
+#endif
