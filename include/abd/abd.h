@@ -6,5 +6,6 @@
 #include <abd/common.h>
 #include <abd/version.h>
 #include <abd/probe.h>
+#include <abd/registry.h>
 
 #endif

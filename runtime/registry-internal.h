@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/* What record.c, registry.c and watch.c share. Internal. */
+#ifndef ABD_RUNTIME_REGISTRY_INTERNAL_H
+#define ABD_RUNTIME_REGISTRY_INTERNAL_H
+
+#include <abd/registry.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define ABD__MAGIC "ABDR"
+#define ABD__VERSION_MAJOR 1
+#define ABD__VERSION_MINOR 0
+#define ABD__HEADER_LEN 96
+#define ABD__SLOT_FIXED 6 /* u32 fd, u8 kind, u8 name length */
+
+struct abd__slot {
+	char name[ABD_SLOT_NAME_MAX + 1];
+	uint8_t name_len;
+	uint8_t kind;
+	int32_t fd;
+};
+
+struct abd__meta {
+	uint32_t key, value;  /* offsets into blob (NUL-terminated there) */
+	uint16_t klen, vlen;
+};
+
+struct abd_record {
+	char service[ABD_SERVICE_MAX + 1];
+	uint8_t instance[ABD_INSTANCE_SIZE];
+	int32_t pid;
+	uint32_t uid;
+	uint64_t start_time, pidns_dev, pidns_ino, caps, published_ns;
+	char socket[ABD_SOCKET_PATH_MAX + 1];
+	uint16_t socket_len;
+	struct abd__slot *slots;
+	size_t nslots, slots_cap;
+	struct abd__meta *meta;
+	size_t nmeta, meta_cap, meta_bytes; /* meta_bytes: the wire size of the section */
+	char *blob;
+	size_t blob_len, blob_cap;
+};
+
+uint32_t abd__crc32c(const void *data, size_t len);
+bool abd__name_valid(const char *s, size_t len, size_t max);
+int abd__record_copy(const struct abd_record *src, struct abd_record **out);
+size_t abd__record_size(const struct abd_record *r);
+
+struct abd_registry {
+	int dirfd;
+	char *path;
+	unsigned long fs_type;
+	dev_t pidns_dev;  /* our own PID namespace, to know when a record's pid means a pid here */
+	ino_t pidns_ino;
+};
+
+/* Reading one entry: what a snapshot and a watch both keep per name. */
+struct abd__item {
+	struct abd_entry e;
+	char *name;
+	struct abd_record *rec;
+	ino_t ino;  /* of the file read (0 when not opened) */
+	char reason[96];
+};
+
+/* What checking processes costs, cached per call: pid -> (uid, start time). */
+struct abd__proc_cache;
+
+/* Read the entry called name (d_type from readdir, DT_UNKNOWN if unknown) into it; never
+ * fails for a bad entry (state invalid + reason); returns -ENOENT when the name vanished
+ * meanwhile, -ENOMEM. buf is scratch of ABD_RECORD_MAX bytes. */
+int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache);
+void abd__item_clear(struct abd__item *it);
+void abd__proc_cache_free(struct abd__proc_cache *c);
+
+/* F_OFD_GETLK on fd: 1 if someone holds a lock on the record, 0 if not, -errno. */
+int abd__lock_held(int fd);
+
+/* Is (pid, start time) a live process in our PID namespace? 1 yes, 0 no (gone or another
+ * process now); uid out. */
+int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid);
+
+/* The directory listing, sorted, with d_type. */
+struct abd__dirent {
+	char *name;
+	unsigned char type;
+};
+int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *n);
+void abd__list_free(struct abd__dirent *list, size_t n);
+
+#endif

@@ -1,0 +1,951 @@
+/* SPDX-License-Identifier: MIT */
+/* The registry directory: choosing and checking it, publishing, reading entries as untrusted
+ * input, snapshots, lookup, liveness and GC. docs/registry.md explains the rules. */
+#include <abd/registry.h>
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+
+#include "runtime/internal.h"
+#include "runtime/registry-internal.h"
+
+#define REASON(...)                                                                    \
+	do {                                                                               \
+		if (reason && reason_size)                                                     \
+			snprintf(reason, reason_size, __VA_ARGS__);                                \
+	} while (0)
+
+/* ------------------------------------------------------------------ the directory -- */
+
+/* The rules every registry directory must pass, whoever made it. */
+static int check_dir(int fd, const char *path, char *reason, size_t reason_size)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		REASON("%s: fstat: %s", path, strerror(-e));
+		return e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		REASON("%s: not a directory", path);
+		return -ENOTDIR;
+	}
+	if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX)) {
+		REASON("%s: world-writable without the sticky bit (mode %04o): anyone could delete or "
+		       "replace records; use mode 1777 (chmod +t) or a group directory (3775)",
+		       path, (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	if (st.st_uid != 0 && st.st_uid != geteuid()) {
+		REASON("%s: owned by uid %u, which is neither root nor you (uid %u): its owner could "
+		       "delete or replace every record",
+		       path, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* Open path as a directory, creating it with mode when create is set. */
+static int open_dir(const char *path, bool create, mode_t mode, char *reason, size_t reason_size)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT && create) {
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			int e = -errno;
+			REASON("%s: mkdir: %s", path, strerror(-e));
+			return e;
+		}
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat st;
+		/* mkdir honours the umask; set the mode we mean, on the directory we opened. */
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
+		    (st.st_mode & 07777) != mode)
+			fchmod(fd, mode);
+	}
+	if (fd < 0) {
+		int e = -errno;
+		REASON("%s: %s", path, strerror(-e));
+		return e;
+	}
+	int r = check_dir(fd, path, reason, reason_size);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+static int registry_make(const char *path, int fd, struct abd_registry **out)
+{
+	struct abd_registry *reg = calloc(1, sizeof(*reg));
+	if (!reg || !(reg->path = strdup(path))) {
+		free(reg);
+		close(fd);
+		return -ENOMEM;
+	}
+	reg->dirfd = fd;
+	struct statfs sf;
+	if (fstatfs(fd, &sf) == 0)
+		reg->fs_type = (unsigned long)sf.f_type;
+	struct stat st;
+	if (stat("/proc/self/ns/pid", &st) == 0) {
+		reg->pidns_dev = st.st_dev;
+		reg->pidns_ino = st.st_ino;
+	}
+	*out = reg;
+	return 0;
+}
+
+ABD_EXPORT int abd_registry_open(const char *dir, unsigned flags, struct abd_registry **out,
+                                 char *reason, size_t reason_size)
+{
+	if (reason && reason_size)
+		reason[0] = 0;
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(!(flags & ~(unsigned)(ABD_REGISTRY_CREATE | ABD_REGISTRY_SHARED)), -EINVAL);
+	mode_t mode = (flags & ABD_REGISTRY_SHARED) ? 01777 : 0700;
+	char buf[4096];
+	int fd;
+
+	if (dir) {
+		abd__check(*dir, -EINVAL);
+		fd = open_dir(dir, flags & ABD_REGISTRY_CREATE, mode, reason, reason_size);
+		return fd < 0 ? fd : registry_make(dir, fd, out);
+	}
+	const char *env = getenv("ABD_REGISTRY");
+	if (env && *env) {
+		fd = open_dir(env, true, mode, reason, reason_size);
+		return fd < 0 ? fd : registry_make(env, fd, out);
+	}
+	/* /run/abd: the shared one. Root makes it (sticky, world-writable: every user may
+	 * publish, nobody may delete another's records); others use it when it is usable. */
+	if (geteuid() == 0) {
+		fd = open_dir("/run/abd", true, 01777, reason, reason_size);
+		if (fd >= 0)
+			return registry_make("/run/abd", fd, out);
+	} else if (access("/run/abd", W_OK | X_OK) == 0) {
+		fd = open_dir("/run/abd", false, 0, reason, reason_size);
+		if (fd >= 0)
+			return registry_make("/run/abd", fd, out);
+	}
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	if (xdg && *xdg && (size_t)snprintf(buf, sizeof(buf), "%s/abd", xdg) < sizeof(buf)) {
+		fd = open_dir(buf, true, 0700, reason, reason_size);
+		if (fd >= 0)
+			return registry_make(buf, fd, out);
+	}
+	static const char *const bases[] = { "/dev/shm", "/tmp" };
+	int r = -ENOENT;
+	for (size_t i = 0; i < ABD__ARRAY_SIZE(bases); i++) {
+		snprintf(buf, sizeof(buf), "%s/abd-%u", bases[i], (unsigned)geteuid());
+		fd = open_dir(buf, true, 0700, reason, reason_size);
+		if (fd >= 0)
+			return registry_make(buf, fd, out);
+		r = fd;
+	}
+	return r;
+}
+
+ABD_EXPORT void abd_registry_free(struct abd_registry *reg)
+{
+	if (!reg)
+		return;
+	abd__close(reg->dirfd);
+	free(reg->path);
+	free(reg);
+}
+
+ABD_EXPORT const char *abd_registry_path(const struct abd_registry *reg)
+{
+	return reg ? reg->path : NULL;
+}
+
+ABD_EXPORT int abd_registry_fd(const struct abd_registry *reg)
+{
+	return reg ? reg->dirfd : -EINVAL;
+}
+
+ABD_EXPORT unsigned long abd_registry_fs_type(const struct abd_registry *reg)
+{
+	return reg ? reg->fs_type : 0;
+}
+
+ABD_EXPORT const char *abd_fs_type_name(unsigned long t)
+{
+	switch (t) {
+	case 0x01021994: return "tmpfs";
+	case 0x858458f6: return "ramfs";
+	case 0xEF53: return "ext4";
+	case 0x58465342: return "xfs";
+	case 0x9123683E: return "btrfs";
+	case 0x794c7630: return "overlayfs";
+	case 0x6969: return "nfs";
+	case 0x65735546: return "fuse";
+	case 0x4d44: return "vfat";
+	case 0x5346544e: return "ntfs";
+	case 0xFF534D42: return "cifs";
+	case 0x01021997: return "9p";
+	case 0x9fa0: return "proc";
+	case 0x62656572: return "sysfs";
+	case 0xcafe4a11: return "bpf";
+	case 0x958458f6: return "hugetlbfs";
+	case 0x2fc12fc1: return "zfs";
+	case 0x73717368: return "squashfs";
+	}
+	return "unknown";
+}
+
+/* ------------------------------------------------------------------ processes -- */
+
+static int read_small(const char *path, char *buf, size_t size, uid_t *owner)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (owner) {
+		struct stat st;
+		*owner = fstat(fd, &st) == 0 ? st.st_uid : (uid_t)-1;
+	}
+	ssize_t n;
+	do
+		n = read(fd, buf, size - 1);
+	while (n < 0 && errno == EINTR);
+	int e = n < 0 ? -errno : 0;
+	close(fd);
+	if (e)
+		return e;
+	buf[n] = 0;
+	return (int)n;
+}
+
+/* Field 22 of /proc/PID/stat, counted after the last ')' (the command may hold anything). */
+static int parse_start_time(const char *stat, uint64_t *out)
+{
+	const char *p = strrchr(stat, ')');
+	if (!p)
+		return -EIO;
+	p++;
+	/* after ")" come fields 3..: skip 19 of them to reach 22 */
+	for (int field = 3; field < 22; field++) {
+		while (*p == ' ')
+			p++;
+		while (*p && *p != ' ')
+			p++;
+		if (!*p)
+			return -EIO;
+	}
+	char *end;
+	unsigned long long v = strtoull(p, &end, 10);
+	if (end == p)
+		return -EIO;
+	*out = v;
+	return 0;
+}
+
+int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid)
+{
+	char path[64], buf[1024];
+	uid_t owner;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int n = read_small(path, buf, sizeof(buf), &owner);
+	if (n == -ENOENT || n == -ESRCH)
+		return 0;
+	if (n < 0)
+		return n;
+	if (parse_start_time(buf, start_time) < 0)
+		return -EIO;
+	/* /proc/PID belongs to the process's effective uid unless it is not dumpable (then root):
+	 * ask /proc/PID/status for the effective uid in that case. */
+	*uid = owner;
+	if (owner == 0) {
+		char st[4096];
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+		if (read_small(path, st, sizeof(st), NULL) > 0) {
+			const char *u = strstr(st, "\nUid:");
+			unsigned real, eff;
+			if (u && sscanf(u + 5, "%u %u", &real, &eff) == 2)
+				*uid = eff;
+		}
+	}
+	return 1;
+}
+
+static int self_start_time(uint64_t *out)
+{
+	char buf[1024];
+	int n = read_small("/proc/self/stat", buf, sizeof(buf), NULL);
+	if (n < 0)
+		return n;
+	return parse_start_time(buf, out);
+}
+
+struct abd__proc_cache {
+	struct {
+		pid_t pid;
+		int found;
+		uint64_t start;
+		uid_t uid;
+	} slot[256];
+};
+
+void abd__proc_cache_free(struct abd__proc_cache *c)
+{
+	free(c);
+}
+
+/* Cached abd__proc_lookup: many records of one process cost one /proc read. */
+static int proc_cached(struct abd__proc_cache **cache, pid_t pid, uint64_t *start, uid_t *uid)
+{
+	if (cache && !*cache)
+		*cache = calloc(1, sizeof(**cache));
+	if (!cache || !*cache)
+		return abd__proc_lookup(pid, start, uid);
+	unsigned h = ((unsigned)pid * 2654435761u) >> 24;
+	for (unsigned i = 0; i < 8; i++) {
+		unsigned k = (h + i) & 255;
+		if ((*cache)->slot[k].pid == pid) {
+			*start = (*cache)->slot[k].start;
+			*uid = (*cache)->slot[k].uid;
+			return (*cache)->slot[k].found;
+		}
+		if ((*cache)->slot[k].pid == 0) {
+			int r = abd__proc_lookup(pid, start, uid);
+			if (r >= 0) {
+				(*cache)->slot[k].pid = pid;
+				(*cache)->slot[k].found = r;
+				(*cache)->slot[k].start = *start;
+				(*cache)->slot[k].uid = *uid;
+			}
+			return r;
+		}
+	}
+	return abd__proc_lookup(pid, start, uid);
+}
+
+/* ------------------------------------------------------------------ publishing -- */
+
+struct abd_publication {
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	int fd;
+	char name[ABD_RECORD_NAME_MAX + 1];
+};
+
+static void instance_hex(const uint8_t *id, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < ABD_INSTANCE_SIZE; i++) {
+		out[2 * i] = hex[id[i] >> 4];
+		out[2 * i + 1] = hex[id[i] & 15];
+	}
+	out[2 * ABD_INSTANCE_SIZE] = 0;
+}
+
+static int fill_identity(struct abd_registry *reg, struct abd_record *r)
+{
+	ssize_t n;
+	do
+		n = getrandom(r->instance, sizeof(r->instance), 0);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(r->instance))
+		return n < 0 ? -errno : -EIO;
+	r->pid = getpid();
+	r->uid = geteuid();
+	int e = self_start_time(&r->start_time);
+	if (e < 0)
+		return e;
+	r->pidns_dev = reg->pidns_dev;
+	r->pidns_ino = reg->pidns_ino;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	r->published_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return 0;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *rec,
+                           struct abd_publication **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(reg && rec, -EINVAL);
+	struct abd_publication *pub = calloc(1, sizeof(*pub));
+	if (!pub)
+		return -ENOMEM;
+	pub->fd = -1;
+	pub->reg = reg;
+	uint8_t *buf = NULL;
+	int r = abd__record_copy(rec, &pub->rec);
+	if (r < 0)
+		goto fail;
+	if ((r = fill_identity(reg, pub->rec)) < 0)
+		goto fail;
+	size_t size = abd__record_size(pub->rec);
+	if (!(buf = malloc(size))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	abd_record_encode(pub->rec, buf, size);
+
+	pub->fd = openat(reg->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+	if (pub->fd < 0) {
+		r = (errno == EISDIR || errno == EOPNOTSUPP) ? -EOPNOTSUPP : -errno;
+		goto fail;
+	}
+	/* The umask must not make the record unreadable to other users. */
+	if (fchmod(pub->fd, 0644) < 0 || (r = write_all(pub->fd, buf, size)) < 0) {
+		if (r == 0)
+			r = -errno;
+		goto fail;
+	}
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	if (fcntl(pub->fd, F_OFD_SETLK, &fl) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	char hex[2 * ABD_INSTANCE_SIZE + 1];
+	instance_hex(pub->rec->instance, hex);
+	snprintf(pub->name, sizeof(pub->name), "%s.%s", pub->rec->service, hex);
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pub->fd);
+	/* The record is complete and locked: only now does it get a name. */
+	if (linkat(AT_FDCWD, proc, reg->dirfd, pub->name, AT_SYMLINK_FOLLOW) < 0) {
+		r = -errno;
+		/* Without /proc, AT_EMPTY_PATH does the same (needs CAP_DAC_READ_SEARCH before 6.10). */
+		if (r == -ENOENT &&
+		    linkat(pub->fd, "", reg->dirfd, pub->name, AT_EMPTY_PATH) == 0)
+			r = 0;
+		if (r < 0)
+			goto fail;
+	}
+	free(buf);
+	*out = pub;
+	return 0;
+fail:
+	free(buf);
+	abd__close(pub->fd);
+	abd_record_free(pub->rec);
+	free(pub);
+	return r;
+}
+
+ABD_EXPORT int abd_withdraw(struct abd_publication *pub)
+{
+	if (!pub)
+		return 0;
+	int r = unlinkat(pub->reg->dirfd, pub->name, 0) < 0 ? -errno : 0;
+	/* After the unlink: watchers see `removed`, never a death. */
+	abd__close(pub->fd);
+	abd_record_free(pub->rec);
+	free(pub);
+	return r;
+}
+
+ABD_EXPORT const struct abd_record *abd_publication_record(const struct abd_publication *pub)
+{
+	return pub ? pub->rec : NULL;
+}
+
+ABD_EXPORT const char *abd_publication_name(const struct abd_publication *pub)
+{
+	return pub ? pub->name : NULL;
+}
+
+ABD_EXPORT int abd_publication_fd(const struct abd_publication *pub)
+{
+	return pub ? pub->fd : -EINVAL;
+}
+
+/* ------------------------------------------------------------------ reading -- */
+
+ABD_EXPORT const char *abd_state_name(enum abd_state state)
+{
+	switch (state) {
+	case ABD_STATE_ALIVE: return "alive";
+	case ABD_STATE_STALE: return "stale";
+	case ABD_STATE_INVALID: return "invalid";
+	}
+	return NULL;
+}
+
+int abd__lock_held(int fd)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* "<service>.<32 lowercase hex>": the service part's length, or -1. */
+static int parse_name(const char *name, size_t len, uint8_t *instance)
+{
+	const size_t hexlen = 2 * ABD_INSTANCE_SIZE;
+	if (len < hexlen + 2 || len > ABD_RECORD_NAME_MAX)
+		return -1;
+	size_t svc = len - hexlen - 1;
+	if (name[svc] != '.' || !abd__name_valid(name, svc, ABD_SERVICE_MAX))
+		return -1;
+	for (size_t i = 0; i < ABD_INSTANCE_SIZE; i++) {
+		int hi = hexval(name[svc + 1 + 2 * i]), lo = hexval(name[svc + 2 + 2 * i]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		instance[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return (int)svc;
+}
+
+static const char *type_reason(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "symlink (never followed)";
+	if (S_ISFIFO(mode))
+		return "FIFO";
+	if (S_ISSOCK(mode))
+		return "socket";
+	if (S_ISCHR(mode) || S_ISBLK(mode))
+		return "device node";
+	if (S_ISDIR(mode))
+		return "directory";
+	return "not a regular file";
+}
+
+static const char *dtype_reason(unsigned char t)
+{
+	switch (t) {
+	case DT_LNK: return type_reason(S_IFLNK);
+	case DT_FIFO: return type_reason(S_IFIFO);
+	case DT_SOCK: return type_reason(S_IFSOCK);
+	case DT_CHR: case DT_BLK: return type_reason(S_IFCHR);
+	case DT_DIR: return type_reason(S_IFDIR);
+	}
+	return type_reason(0);
+}
+
+void abd__item_clear(struct abd__item *it)
+{
+	free(it->name);
+	abd_record_free(it->rec);
+	memset(it, 0, sizeof(*it));
+}
+
+static void set_invalid(struct abd__item *it, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_invalid(struct abd__item *it, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(it->reason, sizeof(it->reason), fmt, ap);
+	va_end(ap);
+	abd_record_free(it->rec);
+	it->rec = NULL;
+	it->e.state = ABD_STATE_INVALID;
+	it->e.reason = it->reason;
+	it->e.record = NULL;
+	it->e.service = NULL;
+	it->e.instance = NULL;
+	it->e.pid = 0;
+}
+
+static ssize_t read_exact(int fd, uint8_t *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+/* Check a record whose lock is held against the process it names, when that pid means a
+ * process in our PID namespace. */
+static void check_process(struct abd_registry *reg, struct abd__item *it, int fd,
+                          struct abd__proc_cache **cache)
+{
+	const struct abd_record *rec = it->rec;
+	if (rec->pidns_dev != (uint64_t)reg->pidns_dev || rec->pidns_ino != (uint64_t)reg->pidns_ino)
+		return;
+	uint64_t start = 0;
+	uid_t uid = 0;
+	int r = proc_cached(cache, rec->pid, &start, &uid);
+	if (r < 0)
+		return; /* cannot tell (e.g. /proc hidden): the lock and owner checks stand */
+	if (r == 0 || start != rec->start_time) {
+		/* The publisher may have died since we checked the lock: then it is merely stale. */
+		if (abd__lock_held(fd) == 0) {
+			it->e.state = ABD_STATE_STALE;
+			return;
+		}
+		if (r == 0)
+			set_invalid(it, "pid %d does not exist, yet the record is locked", (int)rec->pid);
+		else
+			set_invalid(it, "pid %d is another process (start time differs)", (int)rec->pid);
+		return;
+	}
+	if (uid != rec->uid)
+		set_invalid(it, "pid %d runs as uid %u, the record claims uid %u", (int)rec->pid,
+		            (unsigned)uid, (unsigned)rec->uid);
+}
+
+int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
+{
+	memset(it, 0, sizeof(*it));
+	if (!(it->name = strdup(name)))
+		return -ENOMEM;
+	it->e.name = it->name;
+	it->e.uid = (uid_t)-1;
+	size_t len = strlen(name);
+	uint8_t instance[ABD_INSTANCE_SIZE];
+	int svc = parse_name(name, len, instance);
+	if (svc < 0) {
+		/* Not even opened: a bad name says nothing we would trust. */
+		struct stat st;
+		if (fstatat(reg->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			it->e.uid = st.st_uid;
+		else if (errno == ENOENT)
+			return -ENOENT;
+		set_invalid(it, "name outside the grammar <service>.<32 hex digits>");
+		return 0;
+	}
+	if (d_type != DT_UNKNOWN && d_type != DT_REG) {
+		struct stat st;
+		if (fstatat(reg->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			it->e.uid = st.st_uid;
+		else if (errno == ENOENT)
+			return -ENOENT;
+		set_invalid(it, "%s", dtype_reason(d_type));
+		return 0;
+	}
+	int fd = openat(reg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return -ENOENT;
+		if (e == ELOOP)
+			set_invalid(it, "%s", type_reason(S_IFLNK));
+		else if (e == ENXIO)
+			set_invalid(it, "%s", type_reason(S_IFSOCK));
+		else
+			set_invalid(it, "cannot open: %s", strerror(e));
+		return 0;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		set_invalid(it, "fstat: %s", strerror(errno));
+		goto out;
+	}
+	it->e.uid = st.st_uid;
+	it->ino = st.st_ino;
+	if (!S_ISREG(st.st_mode)) {
+		set_invalid(it, "%s", type_reason(st.st_mode));
+		goto out;
+	}
+	if (st.st_nlink != 1) {
+		set_invalid(it, "%lu hard links (a record has exactly one name)",
+		            (unsigned long)st.st_nlink);
+		goto out;
+	}
+	if (st.st_size > ABD_RECORD_MAX) {
+		set_invalid(it, "oversized (%lld bytes, the bound is %d)", (long long)st.st_size,
+		            ABD_RECORD_MAX);
+		goto out;
+	}
+	ssize_t n = read_exact(fd, buf, (size_t)st.st_size);
+	if (n < 0) {
+		set_invalid(it, "read: %s", strerror((int)-n));
+		goto out;
+	}
+	const char *why = NULL;
+	int r = abd_record_decode(buf, (size_t)n, &it->rec, &why);
+	if (r == -ENOMEM) {
+		close(fd);
+		return r;
+	}
+	if (r == -EPROTONOSUPPORT) {
+		set_invalid(it, "record from a future version (major %u)",
+		            n >= 6 ? (unsigned)(buf[4] | buf[5] << 8) : 0u);
+		goto out;
+	}
+	if (r < 0) {
+		set_invalid(it, "malformed record: %s", why ? why : strerror(-r));
+		goto out;
+	}
+	struct abd_record *rec = it->rec;
+	if ((size_t)svc != strlen(rec->service) || memcmp(name, rec->service, (size_t)svc) != 0 ||
+	    memcmp(instance, rec->instance, ABD_INSTANCE_SIZE) != 0) {
+		set_invalid(it, "name does not match the record's service and instance");
+		goto out;
+	}
+	if (st.st_uid != rec->uid) {
+		set_invalid(it, "owned by uid %u, the record claims uid %u", (unsigned)st.st_uid,
+		            (unsigned)rec->uid);
+		goto out;
+	}
+	it->e.record = rec;
+	it->e.service = rec->service;
+	it->e.instance = rec->instance;
+	it->e.pid = rec->pid;
+	it->e.uid = rec->uid;
+	r = abd__lock_held(fd);
+	if (r < 0) {
+		set_invalid(it, "lock test: %s", strerror(-r));
+		goto out;
+	}
+	it->e.state = r ? ABD_STATE_ALIVE : ABD_STATE_STALE;
+	if (r)
+		check_process(reg, it, fd, cache);
+out:
+	close(fd);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ listing -- */
+
+static int dirent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct abd__dirent *)a)->name, ((const struct abd__dirent *)b)->name);
+}
+
+void abd__list_free(struct abd__dirent *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i].name);
+	free(list);
+}
+
+int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *count)
+{
+	*out = NULL;
+	*count = 0;
+	/* A fresh open file description: our own offset, whoever else reads the directory. */
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	struct abd__dirent *list = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+	struct dirent *e;
+	errno = 0;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			void *p = realloc(list, cap * sizeof(*list));
+			if (!p) {
+				r = -ENOMEM;
+				break;
+			}
+			list = p;
+		}
+		if (!(list[n].name = strdup(e->d_name))) {
+			r = -ENOMEM;
+			break;
+		}
+		list[n++].type = e->d_type;
+		errno = 0;
+	}
+	if (!r && errno)
+		r = -errno;
+	closedir(d);
+	if (r < 0) {
+		abd__list_free(list, n);
+		return r;
+	}
+	if (n > 1)
+		qsort(list, n, sizeof(*list), dirent_cmp);
+	*out = list;
+	*count = n;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ snapshots -- */
+
+struct abd_snapshot {
+	struct abd__item *items;
+	size_t n;
+};
+
+ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapshot **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(reg, -EINVAL);
+	struct abd__dirent *list;
+	size_t n;
+	int r = abd__list_dir(reg->dirfd, &list, &n);
+	if (r < 0)
+		return r;
+	struct abd_snapshot *snap = calloc(1, sizeof(*snap));
+	uint8_t *buf = malloc(ABD_RECORD_MAX);
+	struct abd__proc_cache *cache = NULL;
+	if (!snap || !buf || (n && !(snap->items = calloc(n, sizeof(*snap->items))))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		r = abd__item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache);
+		if (r == -ENOENT) {
+			abd__item_clear(&snap->items[snap->n]);
+			continue; /* withdrawn meanwhile */
+		}
+		if (r < 0) {
+			abd__item_clear(&snap->items[snap->n]);
+			goto fail;
+		}
+		snap->n++;
+	}
+	abd__list_free(list, n);
+	abd__proc_cache_free(cache);
+	free(buf);
+	*out = snap;
+	return 0;
+fail:
+	abd__list_free(list, n);
+	abd__proc_cache_free(cache);
+	free(buf);
+	abd_snapshot_free(snap);
+	return r;
+}
+
+ABD_EXPORT size_t abd_snapshot_count(const struct abd_snapshot *snap)
+{
+	return snap ? snap->n : 0;
+}
+
+ABD_EXPORT const struct abd_entry *abd_snapshot_entry(const struct abd_snapshot *snap, size_t i)
+{
+	return snap && i < snap->n ? &snap->items[i].e : NULL;
+}
+
+ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap)
+{
+	if (!snap)
+		return;
+	for (size_t i = 0; i < snap->n; i++)
+		abd__item_clear(&snap->items[i]);
+	free(snap->items);
+	free(snap);
+}
+
+ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
+                                   struct abd_record **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(reg && abd_service_name_valid(service), -EINVAL);
+	struct abd_snapshot *snap;
+	int r = abd_registry_snapshot(reg, &snap);
+	if (r < 0)
+		return r;
+	const struct abd_record *best = NULL;
+	for (size_t i = 0; i < snap->n; i++) {
+		const struct abd_entry *e = &snap->items[i].e;
+		if (e->state == ABD_STATE_ALIVE && strcmp(e->service, service) == 0 &&
+		    (!best || e->record->published_ns > best->published_ns))
+			best = e->record;
+	}
+	r = best ? abd__record_copy(best, out) : -ENOENT;
+	abd_snapshot_free(snap);
+	return r;
+}
+
+ABD_EXPORT int abd_registry_liveness(struct abd_registry *reg, const char *name)
+{
+	abd__check(reg && name && !strchr(name, '/') && *name, -EINVAL);
+	int fd = openat(reg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP || errno == ENXIO ? -EBADMSG : -errno;
+	struct stat st;
+	int r;
+	if (fstat(fd, &st) < 0)
+		r = -errno;
+	else if (!S_ISREG(st.st_mode))
+		r = -EBADMSG;
+	else if ((r = abd__lock_held(fd)) >= 0)
+		r = r ? ABD_STATE_ALIVE : ABD_STATE_STALE;
+	close(fd);
+	return r;
+}
+
+ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
+{
+	if (failed)
+		*failed = 0;
+	abd__check(reg, -EINVAL);
+	struct abd__dirent *list;
+	size_t n;
+	int r = abd__list_dir(reg->dirfd, &list, &n);
+	if (r < 0)
+		return r;
+	uint8_t *buf = malloc(ABD_RECORD_MAX);
+	if (!buf) {
+		abd__list_free(list, n);
+		return -ENOMEM;
+	}
+	int removed = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct abd__item it;
+		/* No process cache: a stale record is decided by its lock alone. */
+		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL);
+		if (r == 0 && it.e.state == ABD_STATE_STALE) {
+			if (unlinkat(reg->dirfd, it.name, 0) == 0)
+				removed++;
+			else if (errno != ENOENT && failed)
+				(*failed)++;
+		}
+		abd__item_clear(&it);
+		if (r == -ENOMEM) {
+			removed = r;
+			break;
+		}
+	}
+	free(buf);
+	abd__list_free(list, n);
+	return removed;
+}

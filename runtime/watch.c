@@ -1,0 +1,522 @@
+/* SPDX-License-Identifier: MIT */
+/* Watching the registry: inotify on the directory (and, on request, a pidfd per alive record)
+ * behind one epoll descriptor the caller polls.
+ *
+ * Every notification leads to one idempotent step, reconcile(name): read what the name holds
+ * now and compare it with what the watch believed, reporting the difference. Because the step
+ * looks at the truth rather than trusting the event, duplicated, coalesced or reordered
+ * events cannot leave the view wrong, and an inotify overflow is repaired by reconciling every
+ * name (a rescan).
+ *
+ * Deaths: the publisher's record descriptor is the only writable one, so its last close (at
+ * exit or kill) raises IN_CLOSE_WRITE. That descriptor was opened with O_TMPFILE, so the event
+ * carries the name the kernel gave the unnamed file, "#<inode number>", not the record's name
+ * (and IN_EXCL_UNLINK would suppress it): the watch maps it back by inode. The kernel announces the close (fsnotify_close) just
+ * before it drops the file's locks (locks_remove_file) in __fput, so a watcher can wake up
+ * inside that window and still see the lock: it then retries briefly, and if the lock is still
+ * held it arms a pidfd for the publisher, which becomes readable only after the process's
+ * files are gone. No timer, no polling loop. */
+#include <abd/probe.h>
+#include <abd/registry.h>
+
+#include <fcntl.h>
+#include <dirent.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+
+#include "runtime/internal.h"
+#include "runtime/registry-internal.h"
+
+#define WATCH_MASK                                                                     \
+	(IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE_SELF | \
+	 IN_MOVE_SELF | IN_ONLYDIR)
+
+struct wentry {
+	struct abd__item it;
+	int pidfd;
+	size_t index;          /* in w->v */
+	struct wentry *next;   /* hash chain */
+};
+
+struct abd_watch {
+	struct abd_registry *reg;
+	unsigned flags;
+	int inofd, epfd;
+	bool initial_pending, gone;
+	struct wentry **v;
+	size_t n, cap;
+	struct wentry **buckets;
+	size_t nbuckets;
+	uint8_t *buf;
+	struct abd__proc_cache *cache; /* for one process/rescan call */
+	abd_watch_fn fn;
+	void *userdata;
+	int events;
+};
+
+/* ------------------------------------------------------------------ the table -- */
+
+static size_t hash_name(const char *s)
+{
+	uint64_t h = 1469598103934665603u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211u;
+	return (size_t)h;
+}
+
+static struct wentry *find(struct abd_watch *w, const char *name)
+{
+	for (struct wentry *e = w->buckets[hash_name(name) & (w->nbuckets - 1)]; e; e = e->next)
+		if (strcmp(e->it.name, name) == 0)
+			return e;
+	return NULL;
+}
+
+static int grow(struct abd_watch *w)
+{
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 64;
+		void *p = realloc(w->v, cap * sizeof(*w->v));
+		if (!p)
+			return -ENOMEM;
+		w->v = p;
+		w->cap = cap;
+	}
+	if (w->n + 1 > w->nbuckets) {
+		size_t nb = w->nbuckets * 2;
+		struct wentry **b = calloc(nb, sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		for (size_t i = 0; i < w->n; i++) {
+			struct wentry *e = w->v[i];
+			size_t h = hash_name(e->it.name) & (nb - 1);
+			e->next = b[h];
+			b[h] = e;
+		}
+		free(w->buckets);
+		w->buckets = b;
+		w->nbuckets = nb;
+	}
+	return 0;
+}
+
+/* Takes it (moved into the table). */
+static int insert(struct abd_watch *w, struct abd__item *it)
+{
+	int r = grow(w);
+	struct wentry *e = r < 0 ? NULL : calloc(1, sizeof(*e));
+	if (!e) {
+		abd__item_clear(it);
+		return -ENOMEM;
+	}
+	e->it = *it;
+	e->pidfd = -1;
+	e->index = w->n;
+	w->v[w->n++] = e;
+	size_t h = hash_name(e->it.name) & (w->nbuckets - 1);
+	e->next = w->buckets[h];
+	w->buckets[h] = e;
+	return 0;
+}
+
+static void disarm(struct wentry *e)
+{
+	e->pidfd = abd__close(e->pidfd); /* closing removes it from the epoll set */
+}
+
+static void erase(struct abd_watch *w, struct wentry *e)
+{
+	struct wentry **pp = &w->buckets[hash_name(e->it.name) & (w->nbuckets - 1)];
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	w->v[e->index] = w->v[--w->n];
+	w->v[e->index]->index = e->index;
+	disarm(e);
+	abd__item_clear(&e->it);
+	free(e);
+}
+
+static void emit(struct abd_watch *w, enum abd_event_type type, const struct abd_entry *entry)
+{
+	w->events++;
+	if (w->fn)
+		w->fn(w->userdata, type, entry);
+}
+
+/* ------------------------------------------------------------------ pidfds -- */
+
+static bool same_pidns(struct abd_watch *w, const struct abd_record *rec)
+{
+	return rec->pidns_dev == (uint64_t)w->reg->pidns_dev &&
+	       rec->pidns_ino == (uint64_t)w->reg->pidns_ino;
+}
+
+/* Watch the publisher's pidfd. After pidfd_open, check that the pid is still the publisher
+ * (start time) and that the record is still locked, so a reused pid is never watched in its
+ * place. Returns 0, or -ESRCH when the publisher is already gone. */
+static int arm(struct abd_watch *w, struct wentry *e)
+{
+	const struct abd_record *rec = e->it.rec;
+	if (e->pidfd >= 0 || !rec || !same_pidns(w, rec) || abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1)
+		return 0;
+	int fd = abd__pidfd_open(rec->pid, 0);
+	if (fd < 0)
+		return fd == -ESRCH ? -ESRCH : 0;
+	uint64_t start;
+	uid_t uid;
+	if (abd__proc_lookup(rec->pid, &start, &uid) != 1 || start != rec->start_time ||
+	    abd_registry_liveness(w->reg, e->it.name) != ABD_STATE_ALIVE) {
+		close(fd);
+		return -ESRCH;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)fd + 1 };
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		close(fd);
+		return 0;
+	}
+	e->pidfd = fd;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ reconcile -- */
+
+static bool same_identity(const struct abd__item *a, const struct abd__item *b)
+{
+	if (a->e.state == ABD_STATE_INVALID || b->e.state == ABD_STATE_INVALID)
+		return a->e.state == b->e.state;
+	return a->rec->published_ns == b->rec->published_ns && a->rec->pid == b->rec->pid &&
+	       a->rec->start_time == b->rec->start_time;
+}
+
+static void mark_died(struct abd_watch *w, struct wentry *e)
+{
+	e->it.e.state = ABD_STATE_STALE;
+	disarm(e);
+	emit(w, ABD_EVENT_DIED, &e->it.e);
+}
+
+/* Read name now, compare with the view, report the difference. */
+static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type)
+{
+	struct wentry *e = find(w, name);
+	struct abd__item it;
+	int r = abd__item_read(w->reg, name, d_type, &it, w->buf, &w->cache);
+	if (r == -ENOENT) {
+		abd__item_clear(&it);
+		if (e) {
+			emit(w, ABD_EVENT_REMOVED, &e->it.e);
+			erase(w, e);
+		}
+		return 0;
+	}
+	if (r < 0) {
+		abd__item_clear(&it);
+		return r;
+	}
+	if (e && same_identity(&e->it, &it)) {
+		if (e->it.e.state == ABD_STATE_ALIVE && it.e.state == ABD_STATE_STALE)
+			mark_died(w, e);
+		abd__item_clear(&it);
+		return 0;
+	}
+	if (e) {
+		emit(w, ABD_EVENT_REMOVED, &e->it.e);
+		erase(w, e);
+	}
+	if ((r = insert(w, &it)) < 0)
+		return r;
+	e = w->v[w->n - 1];
+	if (e->it.e.state == ABD_STATE_ALIVE && (w->flags & ABD_WATCH_PIDFD) && arm(w, e) == -ESRCH &&
+	    abd_registry_liveness(w->reg, name) == ABD_STATE_STALE)
+		e->it.e.state = ABD_STATE_STALE;
+	if (!w->initial_pending)
+		emit(w, ABD_EVENT_ADDED, &e->it.e);
+	return 0;
+}
+
+/* The publisher closed its writable descriptor: dead, unless the lock says otherwise. */
+static int closed_for_write(struct abd_watch *w, const char *name)
+{
+	struct wentry *e = find(w, name);
+	if (!e || e->it.e.state != ABD_STATE_ALIVE)
+		return reconcile(w, name, DT_UNKNOWN);
+	for (int i = 0; i < 200; i++) {
+		int s = abd_registry_liveness(w->reg, name);
+		if (s == ABD_STATE_STALE) {
+			mark_died(w, e);
+			return 0;
+		}
+		if (s != ABD_STATE_ALIVE)
+			return reconcile(w, name, DT_UNKNOWN);
+		/* The close is announced a moment before the lock is dropped. */
+		sched_yield();
+	}
+	/* Still locked: someone else closed a writable descriptor, or the dying publisher was
+	 * preempted inside __fput. Its pidfd will tell. */
+	if (arm(w, e) == -ESRCH && abd_registry_liveness(w->reg, name) == ABD_STATE_STALE)
+		mark_died(w, e);
+	return 0;
+}
+
+static int pidfd_ready(struct abd_watch *w, int fd)
+{
+	for (size_t i = 0; i < w->n; i++) {
+		struct wentry *e = w->v[i];
+		if (e->pidfd != fd)
+			continue;
+		disarm(e);
+		int s = abd_registry_liveness(w->reg, e->it.name);
+		if (s == ABD_STATE_STALE)
+			mark_died(w, e);
+		else if (s != ABD_STATE_ALIVE)
+			return reconcile(w, e->it.name, DT_UNKNOWN);
+		return 0;
+	}
+	return 0;
+}
+
+static int dirent_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct abd__dirent *)a)->name, ((const struct abd__dirent *)b)->name);
+}
+
+static int rescan(struct abd_watch *w)
+{
+	struct abd__dirent *list;
+	size_t n;
+	int r = abd__list_dir(w->reg->dirfd, &list, &n);
+	if (r < 0)
+		return r;
+	/* Names we believe in that the listing does not show: gone, unless they came back. */
+	char **missing = NULL;
+	size_t nmissing = 0;
+	if (w->n && !(missing = calloc(w->n, sizeof(*missing))))
+		r = -ENOMEM;
+	for (size_t i = 0; i < w->n && r >= 0; i++) {
+		struct abd__dirent key = { .name = w->v[i]->it.name };
+		if (n && bsearch(&key, list, n, sizeof(*list), dirent_name_cmp))
+			continue;
+		if (!(missing[nmissing++] = strdup(key.name)))
+			r = -ENOMEM;
+	}
+	for (size_t i = 0; i < nmissing && r >= 0; i++)
+		r = reconcile(w, missing[i], DT_UNKNOWN);
+	for (size_t i = 0; i < n && r >= 0; i++)
+		r = reconcile(w, list[i].name, list[i].type);
+	for (size_t i = 0; i < nmissing; i++)
+		free(missing[i]);
+	free(missing);
+	abd__list_free(list, n);
+	return r;
+}
+
+/* ------------------------------------------------------------------ public -- */
+
+ABD_EXPORT const char *abd_event_name(enum abd_event_type type)
+{
+	switch (type) {
+	case ABD_EVENT_ADDED: return "added";
+	case ABD_EVENT_REMOVED: return "removed";
+	case ABD_EVENT_DIED: return "died";
+	}
+	return NULL;
+}
+
+ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct abd_watch **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(reg && !(flags & ~(unsigned)ABD_WATCH_PIDFD), -EINVAL);
+	struct abd_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->reg = reg;
+	w->flags = flags;
+	w->inofd = w->epfd = -1;
+	w->nbuckets = 64;
+	int r = -ENOMEM;
+	if (!(w->buckets = calloc(w->nbuckets, sizeof(*w->buckets))) ||
+	    !(w->buf = malloc(ABD_RECORD_MAX)))
+		goto fail;
+	if ((w->inofd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0 ||
+	    (w->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", reg->dirfd);
+	if (inotify_add_watch(w->inofd, proc, WATCH_MASK) < 0 &&
+	    inotify_add_watch(w->inofd, reg->path, WATCH_MASK) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->inofd, &ev) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	/* The watch is in place before the scan: nothing can fall between the two. */
+	w->initial_pending = true;
+	r = rescan(w);
+	abd__proc_cache_free(w->cache);
+	w->cache = NULL;
+	if (r < 0)
+		goto fail;
+	*out = w;
+	return 0;
+fail:
+	abd_watch_free(w);
+	return r;
+}
+
+ABD_EXPORT void abd_watch_free(struct abd_watch *w)
+{
+	if (!w)
+		return;
+	while (w->n)
+		erase(w, w->v[w->n - 1]);
+	abd__close(w->inofd);
+	abd__close(w->epfd);
+	free(w->v);
+	free(w->buckets);
+	free(w->buf);
+	free(w);
+}
+
+ABD_EXPORT int abd_watch_fd(const struct abd_watch *w)
+{
+	return w ? w->epfd : -EINVAL;
+}
+
+static int handle(struct abd_watch *w, const struct inotify_event *ev, bool *overflow)
+{
+	if (ev->mask & IN_Q_OVERFLOW) {
+		*overflow = true;
+		return 0;
+	}
+	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT)) {
+		w->gone = true;
+		return 0;
+	}
+	if (!ev->len || !ev->name[0])
+		return 0;
+	if (*overflow)
+		return 0; /* the rescan will look at everything */
+	if (ev->mask & IN_CLOSE_WRITE) {
+		if (find(w, ev->name))
+			return closed_for_write(w, ev->name);
+		/* "#<ino>": a record's O_TMPFILE descriptor (or an unlinked file's) closing. */
+		char *end;
+		unsigned long long ino;
+		if (ev->name[0] != '#' || !ev->name[1] ||
+		    (ino = strtoull(ev->name + 1, &end, 10), *end))
+			return 0;
+		for (size_t i = 0; i < w->n; i++)
+			if (w->v[i]->it.ino == (ino_t)ino && w->v[i]->it.e.state == ABD_STATE_ALIVE) {
+				char name[NAME_MAX + 1];
+				snprintf(name, sizeof(name), "%s", w->v[i]->it.name);
+				return closed_for_write(w, name);
+			}
+		return 0;
+	}
+	return reconcile(w, ev->name, DT_UNKNOWN);
+}
+
+static int process(struct abd_watch *w)
+{
+	if (w->initial_pending) {
+		w->initial_pending = false;
+		for (size_t i = 0; i < w->n; i++)
+			emit(w, ABD_EVENT_ADDED, &w->v[i]->it.e);
+	}
+	int r = 0;
+	bool overflow = false;
+	/* inotify first: its events come before any pidfd's in time. */
+	union {
+		struct inotify_event ev;
+		char bytes[16384];
+	} u;
+	for (;;) {
+		ssize_t n = read(w->inofd, u.bytes, sizeof(u.bytes));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				r = -errno;
+			break;
+		}
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n && r >= 0;) {
+			const struct inotify_event *ev = (const void *)(u.bytes + off);
+			r = handle(w, ev, &overflow);
+			off += (ssize_t)sizeof(*ev) + ev->len;
+		}
+		if (r < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (overflow && (r = rescan(w)) < 0)
+		return r;
+	struct epoll_event evs[64];
+	int n;
+	while ((n = epoll_wait(w->epfd, evs, 64, 0)) > 0) {
+		int handled = 0;
+		for (int i = 0; i < n && r >= 0; i++)
+			if (evs[i].data.u64) {
+				r = pidfd_ready(w, (int)(evs[i].data.u64 - 1));
+				handled++;
+			}
+		if (r < 0 || !handled)
+			break; /* only the inotify fd is ready: the next call reads it */
+	}
+	if (r < 0)
+		return r;
+	if (w->gone)
+		return -EIDRM;
+	return 0;
+}
+
+ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata)
+{
+	abd__check(w, -EINVAL);
+	w->fn = fn;
+	w->userdata = userdata;
+	w->events = 0;
+	int r = process(w);
+	abd__proc_cache_free(w->cache);
+	w->cache = NULL;
+	return r < 0 ? r : w->events;
+}
+
+ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *userdata)
+{
+	abd__check(w, -EINVAL);
+	w->fn = fn;
+	w->userdata = userdata;
+	w->events = 0;
+	if (w->initial_pending) {
+		w->initial_pending = false;
+		for (size_t i = 0; i < w->n; i++)
+			emit(w, ABD_EVENT_ADDED, &w->v[i]->it.e);
+	}
+	int r = rescan(w);
+	abd__proc_cache_free(w->cache);
+	w->cache = NULL;
+	return r < 0 ? r : w->events;
+}
+
+ABD_EXPORT size_t abd_watch_count(const struct abd_watch *w)
+{
+	return w ? w->n : 0;
+}
+
+ABD_EXPORT const struct abd_entry *abd_watch_entry(const struct abd_watch *w, size_t i)
+{
+	return w && i < w->n ? &w->v[i]->it.e : NULL;
+}

@@ -1,0 +1,774 @@
+/* SPDX-License-Identifier: MIT */
+/* The registry: record format, directory rules, publish / enumerate / lookup / liveness / GC,
+ * hostile directory entries, and watch events, with real processes. */
+#include <dirent.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <sys/wait.h>
+
+#include "registry-util.h"
+#include "runtime/internal.h"
+#include "runtime/registry-internal.h"
+
+/* ------------------------------------------------------------------ grammar & format -- */
+
+ABD_TEST(registry, service_name_grammar)
+{
+	cr_assert(abd_service_name_valid("camera.frames"));
+	cr_assert(abd_service_name_valid("a-b_C.9"));
+	char longest[ABD_SERVICE_MAX + 2];
+	memset(longest, 'x', sizeof(longest));
+	longest[ABD_SERVICE_MAX] = 0;
+	cr_assert(abd_service_name_valid(longest));
+	longest[ABD_SERVICE_MAX] = 'x';
+	longest[ABD_SERVICE_MAX + 1] = 0;
+	cr_assert_not(abd_service_name_valid(longest));
+	const char *bad[] = { "", ".hidden", "..", "a/b", "a b", "a\nb", "caf\xc3\xa9", "x*", NULL };
+	for (int i = 0; bad[i]; i++) {
+		cr_assert_not(abd_service_name_valid(bad[i]), "'%s' accepted", bad[i]);
+		struct abd_record *rec = (void *)1;
+		cr_assert_eq(abd_record_new(bad[i], &rec), -EINVAL);
+		cr_assert_null(rec);
+	}
+	cr_assert_not(abd_service_name_valid(NULL));
+}
+
+static struct abd_record *full_record(void)
+{
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("svc.full", &rec), 0);
+	cr_assert_eq(abd_record_add_fd(rec, "ring", 7, ABD_FD_MEMFD), 0);
+	cr_assert_eq(abd_record_add_fd(rec, "wake", 8, ABD_FD_EVENTFD), 0);
+	cr_assert_eq(abd_record_add_fd(rec, "ring", 9, ABD_FD_MEMFD), -EEXIST);
+	cr_assert_eq(abd_record_add_fd(rec, ".x", 9, ABD_FD_MEMFD), -EINVAL);
+	cr_assert_eq(abd_record_add_fd(rec, "x", -1, ABD_FD_MEMFD), -EINVAL);
+	cr_assert_eq(abd_record_add_fd(rec, "x", 1, (enum abd_fd_kind)99), -EINVAL);
+	cr_assert_eq(abd_record_set_socket(rec, "/run/abd/svc.sock"), 0);
+	cr_assert_eq(abd_record_set_caps(rec, 0x8000000000000001u), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "owner", "camera team"), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "bytes", "\x01\xff\"\\ {}"), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "empty", ""), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "owner", "again"), -EEXIST);
+	cr_assert_eq(abd_record_add_meta(rec, "bad key", "v"), -EINVAL);
+	rec->pid = 4242;
+	rec->uid = 1000;
+	rec->start_time = 123456789;
+	rec->pidns_dev = 4;
+	rec->pidns_ino = 4026531836u;
+	rec->published_ns = 1700000000123456789u;
+	for (int i = 0; i < ABD_INSTANCE_SIZE; i++)
+		rec->instance[i] = (uint8_t)(i * 17);
+	return rec;
+}
+
+ABD_TEST(registry, record_roundtrip)
+{
+	struct abd_record *rec = full_record();
+	uint8_t buf[4096];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_gt(len, 0);
+	cr_assert_eq(abd_record_encode(rec, buf, (size_t)len - 1), -ENOSPC);
+	struct abd_record *back;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &back, &why), 0, "%s", why);
+	cr_assert_str_eq(abd_record_service(back), "svc.full");
+	cr_assert_eq(memcmp(abd_record_instance(back), rec->instance, ABD_INSTANCE_SIZE), 0);
+	cr_assert_eq(abd_record_pid(back), 4242);
+	cr_assert_eq(abd_record_uid(back), 1000);
+	cr_assert_eq(abd_record_start_time(back), 123456789);
+	uint64_t dev, ino;
+	abd_record_pidns(back, &dev, &ino);
+	cr_assert_eq(dev, 4);
+	cr_assert_eq(ino, 4026531836u);
+	cr_assert_eq(abd_record_caps(back), 0x8000000000000001u);
+	cr_assert_eq(abd_record_published_ns(back), 1700000000123456789u);
+	cr_assert_str_eq(abd_record_socket(back), "/run/abd/svc.sock");
+	cr_assert_eq(abd_record_fd_count(back), 2);
+	const char *slot;
+	int fd;
+	enum abd_fd_kind kind;
+	cr_assert_eq(abd_record_fd_at(back, 1, &slot, &fd, &kind), 0);
+	cr_assert_str_eq(slot, "wake");
+	cr_assert_eq(fd, 8);
+	cr_assert_eq(kind, ABD_FD_EVENTFD);
+	cr_assert_eq(abd_record_fd_at(back, 2, &slot, &fd, &kind), -ERANGE);
+	cr_assert_eq(abd_record_fd_by_name(back, "ring"), 7);
+	cr_assert_eq(abd_record_fd_by_name(back, "nope"), -ENOENT);
+	cr_assert_eq(abd_record_meta_count(back), 3);
+	cr_assert_str_eq(abd_record_meta(back, "bytes"), "\x01\xff\"\\ {}");
+	cr_assert_str_eq(abd_record_meta(back, "empty"), "");
+	cr_assert_null(abd_record_meta(back, "nope"));
+	/* Encoding the decoded record gives the same bytes. */
+	uint8_t again[4096];
+	cr_assert_eq(abd_record_encode(back, again, sizeof(again)), len);
+	cr_assert_eq(memcmp(buf, again, (size_t)len), 0);
+	abd_record_free(back);
+	abd_record_free(rec);
+}
+
+ABD_TEST(registry, record_bounds)
+{
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("bounds", &rec), 0);
+	char name[16];
+	for (int i = 0; i < ABD_SLOTS_MAX; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		cr_assert_eq(abd_record_add_fd(rec, name, i, ABD_FD_OTHER), 0);
+	}
+	cr_assert_eq(abd_record_add_fd(rec, "one-more", 1, ABD_FD_OTHER), -ENOSPC);
+	char big[ABD_META_VALUE_MAX + 2];
+	memset(big, 'v', sizeof(big));
+	big[ABD_META_VALUE_MAX + 1] = 0;
+	cr_assert_eq(abd_record_add_meta(rec, "big", big), -ENAMETOOLONG);
+	big[ABD_META_VALUE_MAX] = 0;
+	int added = 0, r;
+	while ((r = abd_record_add_meta(rec, (snprintf(name, sizeof(name), "k%d", added), name),
+	                                big)) == 0)
+		added++;
+	cr_assert_eq(r, -ENOSPC);
+	cr_assert_eq(added, ABD_META_BYTES_MAX / (ABD_META_VALUE_MAX + 4 + 3));
+	char sock[ABD_SOCKET_PATH_MAX + 2];
+	memset(sock, 'p', sizeof(sock));
+	sock[ABD_SOCKET_PATH_MAX + 1] = 0;
+	cr_assert_eq(abd_record_set_socket(rec, sock), -ENAMETOOLONG);
+	/* The largest record still decodes. */
+	rec->pid = 1;
+	uint8_t *buf = malloc(ABD_RECORD_MAX);
+	long len = abd_record_encode(rec, buf, ABD_RECORD_MAX);
+	cr_assert_gt(len, 0);
+	struct abd_record *back;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &back, NULL), 0);
+	abd_record_free(back);
+	free(buf);
+	abd_record_free(rec);
+}
+
+static void fix_crc(uint8_t *buf, size_t len)
+{
+	uint32_t c = abd__crc32c(buf, len - 4);
+	memcpy(buf + len - 4, &c, 4);
+}
+
+ABD_TEST(registry, decode_rejects_every_corruption)
+{
+	struct abd_record *rec = full_record();
+	uint8_t buf[4096], bad[4096 + 8];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	struct abd_record *out;
+	/* Every truncation. */
+	for (long n = 0; n < len; n++) {
+		out = (void *)1;
+		cr_assert_lt(abd_record_decode(buf, (size_t)n, &out, NULL), 0, "length %ld", n);
+		cr_assert_null(out);
+	}
+	/* Every single-bit flip: CRC32C catches them all. */
+	for (long i = 0; i < len; i++)
+		for (int bit = 0; bit < 8; bit++) {
+			memcpy(bad, buf, (size_t)len);
+			bad[i] ^= (uint8_t)(1u << bit);
+			cr_assert_lt(abd_record_decode(bad, (size_t)len, &out, NULL), 0, "byte %ld", i);
+		}
+	/* A trailing byte. */
+	memcpy(bad, buf, (size_t)len);
+	bad[len] = 0;
+	cr_assert_eq(abd_record_decode(bad, (size_t)len + 1, &out, NULL), -EBADMSG);
+	/* A future major version, even with a good checksum. */
+	memcpy(bad, buf, (size_t)len);
+	bad[4] = 2;
+	fix_crc(bad, (size_t)len);
+	const char *why;
+	cr_assert_eq(abd_record_decode(bad, (size_t)len, &out, &why), -EPROTONOSUPPORT);
+	/* Bad content with a good checksum: a service outside the grammar. */
+	memcpy(bad, buf, (size_t)len);
+	bad[ABD__HEADER_LEN] = '.';
+	fix_crc(bad, (size_t)len);
+	cr_assert_eq(abd_record_decode(bad, (size_t)len, &out, &why), -EBADMSG);
+	cr_assert_str_eq(why, "service name outside the grammar");
+	abd_record_free(rec);
+}
+
+ABD_TEST(registry, decode_accepts_a_later_minor)
+{
+	/* A 1.1 record: a longer header and a trailing extension, both skipped by a 1.0 reader. */
+	struct abd_record *rec = full_record();
+	uint8_t buf[4096], newer[4096];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	const size_t extra_h = 8, extra_t = 5;
+	size_t nlen = (size_t)len + extra_h + extra_t;
+	memcpy(newer, buf, ABD__HEADER_LEN);
+	memset(newer + ABD__HEADER_LEN, 0xEE, extra_h);
+	memcpy(newer + ABD__HEADER_LEN + extra_h, buf + ABD__HEADER_LEN,
+	       (size_t)len - ABD__HEADER_LEN - 4);
+	memset(newer + nlen - 4 - extra_t, 0xDD, extra_t);
+	newer[6] = 1; /* minor */
+	uint32_t total = (uint32_t)nlen;
+	memcpy(newer + 8, &total, 4);
+	uint16_t hlen = (uint16_t)(ABD__HEADER_LEN + extra_h);
+	memcpy(newer + 12, &hlen, 2);
+	fix_crc(newer, nlen);
+	struct abd_record *back;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(newer, nlen, &back, &why), 0, "%s", why);
+	cr_assert_str_eq(abd_record_service(back), "svc.full");
+	cr_assert_str_eq(abd_record_meta(back, "owner"), "camera team");
+	abd_record_free(back);
+	/* The same bytes claiming minor 0 are refused: 1.0 is exact. */
+	newer[6] = 0;
+	fix_crc(newer, nlen);
+	cr_assert_eq(abd_record_decode(newer, nlen, &back, &why), -EBADMSG);
+	abd_record_free(rec);
+}
+
+/* ------------------------------------------------------------------ directory rules -- */
+
+ABD_TEST(registry, directory_rules)
+{
+	char dir[256], path[300], why[512];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg = NULL;
+
+	snprintf(path, sizeof(path), "%s/missing", dir);
+	cr_assert_eq(abd_registry_open(path, 0, &reg, why, sizeof(why)), -ENOENT);
+	cr_assert_eq(abd_registry_open(path, ABD_REGISTRY_CREATE, &reg, why, sizeof(why)), 0, "%s",
+	             why);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0700);
+	cr_assert_str_eq(abd_registry_path(reg), path);
+	cr_assert_geq(abd_registry_fd(reg), 0);
+	cr_assert_str_eq(abd_fs_type_name(abd_registry_fs_type(reg)), "tmpfs");
+	abd_registry_free(reg);
+
+	snprintf(path, sizeof(path), "%s/shared", dir);
+	cr_assert_eq(abd_registry_open(path, ABD_REGISTRY_CREATE | ABD_REGISTRY_SHARED, &reg, why,
+	                               sizeof(why)), 0, "%s", why);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 01777);
+	abd_registry_free(reg);
+
+	/* World-writable without the sticky bit: refused, and the reason says why. */
+	cr_assert_eq(chmod(path, 0777), 0);
+	cr_assert_eq(abd_registry_open(path, 0, &reg, why, sizeof(why)), -EPERM);
+	cr_assert_null(reg);
+	cr_assert_not_null(strstr(why, "sticky"), "%s", why);
+
+	/* Owned by another, non-root user: refused. */
+	if (geteuid() == 0) {
+		cr_assert_eq(chmod(path, 0755), 0);
+		cr_assert_eq(chown(path, 4321, 4321), 0);
+		cr_assert_eq(abd_registry_open(path, 0, &reg, why, sizeof(why)), -EPERM);
+		cr_assert_not_null(strstr(why, "uid 4321"), "%s", why);
+	}
+
+	snprintf(path, sizeof(path), "%s/file", dir);
+	close(open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	cr_assert_eq(abd_registry_open(path, 0, &reg, why, sizeof(why)), -ENOTDIR);
+
+	/* $ABD_REGISTRY chooses when dir is NULL. */
+	snprintf(path, sizeof(path), "%s/env", dir);
+	setenv("ABD_REGISTRY", path, 1);
+	cr_assert_eq(abd_registry_open(NULL, 0, &reg, why, sizeof(why)), 0, "%s", why);
+	cr_assert_str_eq(abd_registry_path(reg), path);
+	abd_registry_free(reg);
+	unsetenv("ABD_REGISTRY");
+
+	cr_assert_eq(abd_registry_open(dir, 0x80, &reg, NULL, 0), -EINVAL);
+	cr_assert_eq(abd_registry_open("", 0, &reg, NULL, 0), -EINVAL);
+	cr_assert_eq(abd_registry_open(dir, 0, NULL, NULL, 0), -EINVAL);
+	abd_test_rmtree(dir);
+}
+
+/* A filesystem without O_TMPFILE: bpffs, mounted in a private mount namespace. */
+static int no_tmpfile_child(void *arg)
+{
+	const char *dir = arg;
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return 77;
+	if (mount("none", dir, "bpf", 0, NULL) < 0)
+		return 77;
+	struct abd_registry *reg;
+	if (abd_registry_open(dir, 0, &reg, NULL, 0) < 0)
+		return 2;
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	abd_record_new("x", &rec);
+	int r = abd_publish(reg, rec, &pub);
+	int ok = r == -EOPNOTSUPP && strcmp(abd_fs_type_name(abd_registry_fs_type(reg)), "bpf") == 0;
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return ok ? 0 : 3;
+}
+
+ABD_TEST(registry, no_tmpfile_is_eopnotsupp)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a filesystem without O_TMPFILE");
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	int st = abd_test_wait(abd_test_fork(no_tmpfile_child, dir));
+	abd_test_rmtree(dir);
+	if (st == 77)
+		cr_skip_test("cannot mount bpffs in a private mount namespace here");
+	cr_assert_eq(st, 0, "publish on bpffs: status %d", st);
+}
+
+/* ------------------------------------------------------------------ publish & read -- */
+
+ABD_TEST(registry, publish_enumerate_withdraw)
+{
+	struct scratch s;
+	scratch_open(&s);
+	umask(077); /* the record must stay readable by others whatever the umask */
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("camera.frames", &rec), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "fps", "30"), 0);
+	struct abd_publication *a, *b;
+	cr_assert_eq(abd_publish(s.reg, rec, &a), 0);
+	cr_assert_eq(abd_publish(s.reg, rec, &b), 0);
+	umask(022);
+	abd_record_free(rec);
+	struct abd_publication *c = publish_simple(s.reg, "other");
+
+	const char *name = abd_publication_name(a);
+	cr_assert_eq(strncmp(name, "camera.frames.", 14), 0);
+	cr_assert_eq(strlen(name), 14 + 32);
+	cr_assert_neq(strcmp(name, abd_publication_name(b)), 0, "instance ids must differ");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/%s", s.dir, name);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0644);
+	cr_assert_eq(st.st_nlink, 1);
+
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
+	cr_assert_eq(abd_snapshot_count(snap), 3);
+	for (size_t i = 0; i < 3; i++) {
+		const struct abd_entry *e = abd_snapshot_entry(snap, i);
+		cr_assert_eq(e->state, ABD_STATE_ALIVE, "%s: %s", e->name, e->reason);
+		cr_assert_eq(e->pid, getpid());
+		cr_assert_eq(e->uid, geteuid());
+		cr_assert_null(e->reason);
+		cr_assert_not_null(e->record);
+		if (i)
+			cr_assert_lt(strcmp(abd_snapshot_entry(snap, i - 1)->name, e->name), 0);
+	}
+	cr_assert_null(abd_snapshot_entry(snap, 3));
+	abd_snapshot_free(snap);
+
+	struct abd_record *found;
+	cr_assert_eq(abd_registry_lookup(s.reg, "camera.frames", &found), 0);
+	cr_assert_eq(memcmp(abd_record_instance(found), abd_record_instance(abd_publication_record(b)),
+	                    ABD_INSTANCE_SIZE), 0, "lookup picks the latest publication");
+	cr_assert_str_eq(abd_record_meta(found, "fps"), "30");
+	uint64_t start = abd_record_start_time(found);
+	cr_assert_gt(start, 0);
+	abd_record_free(found);
+	cr_assert_eq(abd_registry_lookup(s.reg, "absent", &found), -ENOENT);
+	cr_assert_eq(abd_registry_lookup(s.reg, "../x", &found), -EINVAL);
+	cr_assert_eq(abd_registry_liveness(s.reg, name), ABD_STATE_ALIVE);
+
+	cr_assert_eq(abd_withdraw(a), 0);
+	cr_assert_eq(abd_registry_liveness(s.reg, name), -ENOENT);
+	cr_assert_eq(abd_withdraw(b), 0);
+	cr_assert_eq(abd_withdraw(c), 0);
+	cr_assert_eq(abd_withdraw(NULL), 0);
+	cr_assert_eq(count_state(s.reg, 0), 0);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry, death_makes_stale_and_gc_removes)
+{
+	struct scratch s;
+	scratch_open(&s);
+	char dead[128], live[128];
+	int hold_dead, hold_live;
+	pid_t pd = spawn_publisher(s.dir, "svc.dead", 0, dead, sizeof(dead), &hold_dead);
+	pid_t pl = spawn_publisher(s.dir, "svc.live", 1, live, sizeof(live), &hold_live);
+	cr_assert_eq(abd_registry_liveness(s.reg, dead), ABD_STATE_ALIVE);
+	kill(pd, SIGKILL);
+	cr_assert_eq(abd_test_wait(pd), 128 + SIGKILL);
+	close(hold_dead);
+	cr_assert_eq(abd_registry_liveness(s.reg, dead), ABD_STATE_STALE);
+	cr_assert_eq(abd_registry_liveness(s.reg, live), ABD_STATE_ALIVE);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), 1);
+	unsigned failed = 99;
+	cr_assert_eq(abd_registry_gc(s.reg, &failed), 1);
+	cr_assert_eq(failed, 0);
+	cr_assert_eq(abd_registry_liveness(s.reg, dead), -ENOENT);
+	cr_assert_eq(abd_registry_liveness(s.reg, live), ABD_STATE_ALIVE);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 0);
+	close(hold_live);
+	cr_assert_eq(abd_test_wait(pl), 0);
+	cr_assert_eq(count_state(s.reg, 0), 0);
+	scratch_close(&s);
+}
+
+/* Write a crafted record file named name (or its proper name when NULL) into dir. */
+static void craft(struct scratch *s, struct abd_record *rec, const char *name, bool lock,
+                  int *keep_fd)
+{
+	uint8_t buf[4096];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_gt(len, 0);
+	char proper[ABD_RECORD_NAME_MAX + 1];
+	if (!name) {
+		int o = snprintf(proper, sizeof(proper), "%s.", rec->service);
+		for (int i = 0; i < ABD_INSTANCE_SIZE; i++)
+			o += snprintf(proper + o, sizeof(proper) - (size_t)o, "%02x", rec->instance[i]);
+		name = proper;
+	}
+	int fd = openat(abd_registry_fd(s->reg), name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0, "create %s: %s", name, strerror(errno));
+	cr_assert_eq(write(fd, buf, (size_t)len), len);
+	if (lock) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		cr_assert_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	}
+	if (keep_fd)
+		*keep_fd = fd;
+	else
+		close(fd);
+}
+
+static struct abd_record *self_record(const char *service, uint8_t seed)
+{
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new(service, &rec), 0);
+	rec->pid = getpid();
+	rec->uid = geteuid();
+	uint64_t start;
+	uid_t uid;
+	cr_assert_eq(abd__proc_lookup(getpid(), &start, &uid), 1);
+	rec->start_time = start;
+	struct stat st;
+	cr_assert_eq(stat("/proc/self/ns/pid", &st), 0);
+	rec->pidns_dev = st.st_dev;
+	rec->pidns_ino = st.st_ino;
+	memset(rec->instance, seed, sizeof(rec->instance));
+	return rec;
+}
+
+static const struct abd_entry *find_entry(struct abd_snapshot *snap, const char *name)
+{
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++)
+		if (strcmp(abd_snapshot_entry(snap, i)->name, name) == 0)
+			return abd_snapshot_entry(snap, i);
+	return NULL;
+}
+
+static void expect_invalid(struct abd_snapshot *snap, const char *name, const char *reason_part)
+{
+	const struct abd_entry *e = find_entry(snap, name);
+	cr_assert_not_null(e, "entry %s not reported", name);
+	cr_assert_eq(e->state, ABD_STATE_INVALID, "%s: state %s", name, abd_state_name(e->state));
+	cr_assert_not_null(e->reason);
+	cr_assert_not_null(strstr(e->reason, reason_part), "%s: reason '%s' lacks '%s'", name,
+	                   e->reason, reason_part);
+	cr_assert_null(e->record);
+}
+
+ABD_TEST(registry, hostile_entries_are_reported_never_followed)
+{
+	struct scratch s;
+	scratch_open(&s);
+	int dfd = abd_registry_fd(s.reg);
+	const char *hex = "00112233445566778899aabbccddeeff";
+	char name[128];
+
+	/* One genuine record, which must stay alive through all of it. */
+	struct abd_publication *good = publish_simple(s.reg, "good");
+
+	/* Garbage and empty files with proper names. */
+	snprintf(name, sizeof(name), "garbage.%s", hex);
+	int fd = openat(dfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_eq(write(fd, "hello, world, this is not a record", 34), 34);
+	close(fd);
+	snprintf(name, sizeof(name), "empty.%s", hex);
+	close(openat(dfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+
+	/* Truncated: a real record cut short. */
+	struct abd_record *rec = self_record("trunc", 1);
+	uint8_t buf[4096];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	char tname[128];
+	snprintf(tname, sizeof(tname), "trunc.%s", "01010101010101010101010101010101");
+	fd = openat(dfd, tname, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_eq(write(fd, buf, (size_t)len - 10), len - 10);
+	close(fd);
+	abd_record_free(rec);
+
+	/* Oversized: 1 GiB, sparse; must not be read. */
+	snprintf(name, sizeof(name), "huge.%s", hex);
+	fd = openat(dfd, name, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_eq(ftruncate(fd, 1 << 30), 0);
+	close(fd);
+
+	/* A FIFO (opening it for read must not block), a socket, a directory, a device node. */
+	snprintf(name, sizeof(name), "fifo.%s", hex);
+	cr_assert_eq(mkfifoat(dfd, name, 0644), 0);
+	snprintf(name, sizeof(name), "sock.%s", hex);
+	int sk = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", s.dir, name);
+	cr_assert_eq(bind(sk, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(sk);
+	snprintf(name, sizeof(name), "dir.%s", hex);
+	cr_assert_eq(mkdirat(dfd, name, 0755), 0);
+	bool have_dev = false;
+	snprintf(name, sizeof(name), "dev.%s", hex);
+	if (mknodat(dfd, name, S_IFCHR | 0644, makedev(1, 3)) == 0)
+		have_dev = true;
+
+	/* A symlink to the good record, and a hard link to another valid record. */
+	snprintf(name, sizeof(name), "link.%s", hex);
+	cr_assert_eq(symlinkat(abd_publication_name(good), dfd, name), 0);
+	int keep_hl;
+	rec = self_record("hl", 2);
+	craft(&s, rec, NULL, true, &keep_hl);
+	char hlname[128], hl2[128];
+	snprintf(hlname, sizeof(hlname), "hl.%s", "02020202020202020202020202020202");
+	snprintf(hl2, sizeof(hl2), "hl.%s", "02020202020202020202020202020203");
+	cr_assert_eq(linkat(dfd, hlname, dfd, hl2, 0), 0);
+	abd_record_free(rec);
+
+	/* A record from a future major version. */
+	rec = self_record("future", 3);
+	len = abd_record_encode(rec, buf, sizeof(buf));
+	buf[4] = 9;
+	fix_crc(buf, (size_t)len);
+	char fname[128];
+	snprintf(fname, sizeof(fname), "future.%s", "03030303030303030303030303030303");
+	fd = openat(dfd, fname, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_eq(write(fd, buf, (size_t)len), len);
+	close(fd);
+	abd_record_free(rec);
+
+	/* Names outside the grammar. */
+	close(openat(dfd, ".hidden", O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+	close(openat(dfd, "no-instance", O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+	close(openat(dfd, "bad name.00112233445566778899aabbccddeeff", O_CREAT | O_WRONLY | O_CLOEXEC,
+	             0644));
+	close(openat(dfd, "x.00112233445566778899AABBCCDDEEFF", O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+
+	/* A valid record under a name that is not its own. */
+	rec = self_record("mismatch", 4);
+	char mname[128];
+	snprintf(mname, sizeof(mname), "mismatch.%s", "05050505050505050505050505050505");
+	int keep_m;
+	craft(&s, rec, mname, true, &keep_m);
+	abd_record_free(rec);
+
+	/* An owner that does not match the uid the record claims, and a record naming a process
+	 * that runs as another uid. */
+	int keep_o = -1, keep_p = -1;
+	char oname[128], pname[128];
+	snprintf(oname, sizeof(oname), "owner.%s", "06060606060606060606060606060606");
+	snprintf(pname, sizeof(pname), "proc.%s", "07070707070707070707070707070707");
+	if (geteuid() == 0) {
+		rec = self_record("owner", 6);
+		rec->uid = 1234;
+		craft(&s, rec, NULL, true, &keep_o);
+		abd_record_free(rec);
+		rec = self_record("proc", 7);
+		rec->uid = 4321;
+		craft(&s, rec, NULL, true, &keep_p);
+		cr_assert_eq(fchownat(dfd, pname, 4321, 4321, 0), 0);
+		abd_record_free(rec);
+	}
+
+	uint64_t t0 = abd_test_now_ns();
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
+	(void)t0;
+	const struct abd_entry *g = find_entry(snap, abd_publication_name(good));
+	cr_assert_not_null(g);
+	cr_assert_eq(g->state, ABD_STATE_ALIVE);
+	snprintf(name, sizeof(name), "garbage.%s", hex);
+	expect_invalid(snap, name, "bad magic");
+	snprintf(name, sizeof(name), "empty.%s", hex);
+	expect_invalid(snap, name, "truncated");
+	expect_invalid(snap, tname, "truncated");
+	snprintf(name, sizeof(name), "huge.%s", hex);
+	expect_invalid(snap, name, "oversized");
+	snprintf(name, sizeof(name), "fifo.%s", hex);
+	expect_invalid(snap, name, "FIFO");
+	snprintf(name, sizeof(name), "sock.%s", hex);
+	expect_invalid(snap, name, "socket");
+	snprintf(name, sizeof(name), "dir.%s", hex);
+	expect_invalid(snap, name, "directory");
+	if (have_dev) {
+		snprintf(name, sizeof(name), "dev.%s", hex);
+		expect_invalid(snap, name, "device");
+	}
+	snprintf(name, sizeof(name), "link.%s", hex);
+	expect_invalid(snap, name, "symlink");
+	expect_invalid(snap, hlname, "hard links");
+	expect_invalid(snap, hl2, "hard links");
+	expect_invalid(snap, fname, "future version");
+	expect_invalid(snap, ".hidden", "grammar");
+	expect_invalid(snap, "no-instance", "grammar");
+	expect_invalid(snap, "bad name.00112233445566778899aabbccddeeff", "grammar");
+	expect_invalid(snap, "x.00112233445566778899AABBCCDDEEFF", "grammar");
+	expect_invalid(snap, mname, "does not match");
+	if (geteuid() == 0) {
+		expect_invalid(snap, oname, "claims uid 1234");
+		expect_invalid(snap, pname, "runs as uid 0");
+	}
+	abd_snapshot_free(snap);
+
+	/* GC removes none of them: they are not stale records. */
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 0);
+	/* A watch reports them the same way. */
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, 0, &w), 0);
+	cr_assert_eq(abd_watch_process(w, NULL, NULL), (int)abd_watch_count(w));
+	for (size_t i = 0; i < abd_watch_count(w); i++) {
+		const struct abd_entry *e = abd_watch_entry(w, i);
+		cr_assert_eq(e->state, strcmp(e->name, abd_publication_name(good)) == 0
+		                           ? ABD_STATE_ALIVE
+		                           : ABD_STATE_INVALID, "%s", e->name);
+	}
+	abd_watch_free(w);
+
+	close(keep_hl);
+	close(keep_m);
+	abd__close(keep_o);
+	abd__close(keep_p);
+	abd_withdraw(good);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry, reused_pid_cannot_fake_liveness)
+{
+	/* A record that names a live process (us, with our true start time) but whose lock
+	 * nobody holds: stale. Only the lock speaks for the publisher. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_record *rec = self_record("reused", 9);
+	craft(&s, rec, NULL, false, NULL);
+	abd_record_free(rec);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), 1);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 1);
+	scratch_close(&s);
+}
+
+/* ------------------------------------------------------------------ watching -- */
+
+struct seen {
+	int added, removed, died;
+	char last[256];
+	enum abd_state last_state;
+};
+
+static void on_event(void *ud, enum abd_event_type type, const struct abd_entry *e)
+{
+	struct seen *s = ud;
+	if (type == ABD_EVENT_ADDED)
+		s->added++;
+	else if (type == ABD_EVENT_REMOVED)
+		s->removed++;
+	else if (type == ABD_EVENT_DIED)
+		s->died++;
+	snprintf(s->last, sizeof(s->last), "%s", e->name);
+	s->last_state = e->state;
+}
+
+/* Block on the watch fd (the point: no polling) until at least one event. */
+static void wait_events(struct abd_watch *w, struct seen *seen)
+{
+	for (int spins = 0; spins < 1000; spins++) {
+		struct pollfd pfd = { .fd = abd_watch_fd(w), .events = POLLIN };
+		cr_assert_eq(poll(&pfd, 1, 10000), 1, "no notification within 10 s");
+		int n = abd_watch_process(w, on_event, seen);
+		cr_assert_geq(n, 0, "abd_watch_process: %s", strerror(-n));
+		if (n > 0)
+			return;
+	}
+	cr_assert_fail("woken 1000 times without an event");
+}
+
+static void watch_lifecycle(unsigned flags)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *before = publish_simple(s.reg, "before");
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, flags, &w), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 1, "initial state as added");
+	cr_assert_eq(seen.added, 1);
+
+	char name[128];
+	int hold;
+	pid_t pid = spawn_publisher(s.dir, "svc.watch", 1, name, sizeof(name), &hold);
+	wait_events(w, &seen);
+	cr_assert_eq(seen.added, 2);
+	cr_assert_str_eq(seen.last, name);
+	cr_assert_eq(seen.last_state, ABD_STATE_ALIVE);
+	close(hold); /* the child withdraws */
+	cr_assert_eq(abd_test_wait(pid), 0);
+	while (seen.removed < 1)
+		wait_events(w, &seen);
+	cr_assert_eq(seen.died, 0, "a withdrawal is not a death");
+
+	pid = spawn_publisher(s.dir, "svc.victim", 0, name, sizeof(name), &hold);
+	while (seen.added < 3)
+		wait_events(w, &seen);
+	kill(pid, SIGKILL);
+	while (seen.died < 1)
+		wait_events(w, &seen);
+	cr_assert_str_eq(seen.last, name);
+	cr_assert_eq(seen.last_state, ABD_STATE_STALE);
+	cr_assert_eq(abd_test_wait(pid), 128 + SIGKILL);
+	close(hold);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 1);
+	while (seen.removed < 2)
+		wait_events(w, &seen);
+	cr_assert_eq(abd_watch_count(w), 1);
+	cr_assert_str_eq(abd_watch_entry(w, 0)->name, abd_publication_name(before));
+	abd_watch_free(w);
+	abd_withdraw(before);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry, watch_added_removed_died)
+{
+	watch_lifecycle(0);
+}
+
+ABD_TEST(registry, watch_with_pidfds)
+{
+	abd_test_require(ABD_FEAT_PIDFD_OPEN);
+	watch_lifecycle(ABD_WATCH_PIDFD);
+}
+
+ABD_TEST(registry, bad_arguments)
+{
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("x", NULL), -EINVAL);
+	cr_assert_eq(abd_record_new(NULL, &rec), -EINVAL);
+	cr_assert_eq(abd_record_decode(NULL, 10, &rec, NULL), -EINVAL);
+	cr_assert_eq(abd_record_decode("", 0, NULL, NULL), -EINVAL);
+	struct abd_publication *pub;
+	cr_assert_eq(abd_publish(NULL, NULL, &pub), -EINVAL);
+	cr_assert_eq(abd_publish(NULL, NULL, NULL), -EINVAL);
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(NULL, &snap), -EINVAL);
+	cr_assert_eq(abd_registry_gc(NULL, NULL), -EINVAL);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(NULL, 0, &w), -EINVAL);
+	cr_assert_eq(abd_watch_process(NULL, NULL, NULL), -EINVAL);
+	cr_assert_eq(abd_registry_liveness(NULL, "x"), -EINVAL);
+	abd_registry_free(NULL);
+	abd_record_free(NULL);
+	abd_snapshot_free(NULL);
+	abd_watch_free(NULL);
+	cr_assert_str_eq(abd_state_name(ABD_STATE_STALE), "stale");
+	cr_assert_str_eq(abd_event_name(ABD_EVENT_DIED), "died");
+	cr_assert_null(abd_event_name((enum abd_event_type)0));
+}
