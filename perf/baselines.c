@@ -9,7 +9,6 @@
  *   bare-inotify-linkat  linkat() of an O_TMPFILE record -> a watcher's read(inotify) returns
  *   bare-pidfd-exit      a child's last instruction -> the parent's poll(pidfd) returns
  * Each two-process subject runs with split and shared CPUs (see bench.h). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -422,38 +421,17 @@ struct inot_state {
 	uint32_t seq;
 };
 
-/* A tmpfs directory for the records: O_TMPFILE works there on every kernel we support. */
-static int tmpfs_dir(char *out, size_t len)
-{
-	static const char *const bases[] = {"/dev/shm", "/run", "/tmp"};
-	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
-		snprintf(out, len, "%s/abd-perf-XXXXXX", bases[i]);
-		if (mkdtemp(out))
-			return 0;
-	}
-	return -errno;
-}
-
 static int inot_prepare(void *shm, void *arg)
 {
 	(void)arg;
 	struct inot *in = shm;
-	return tmpfs_dir(in->dir, sizeof(in->dir));
+	return bench_tmpdir(in->dir, sizeof(in->dir));
 }
 
 static void inot_cleanup(void *shm, void *arg)
 {
 	(void)arg;
-	struct inot *in = shm;
-	DIR *d = opendir(in->dir);
-	if (d) {
-		struct dirent *e;
-		while ((e = readdir(d)))
-			if (e->d_name[0] != '.')
-				unlinkat(dirfd(d), e->d_name, 0);
-		closedir(d);
-	}
-	rmdir(in->dir);
+	bench_rmdir(((struct inot *)shm)->dir);
 }
 
 static int inot_init(enum bench_role role, void *shm, void *arg, void **state)

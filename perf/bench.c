@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The harness: options, statistics, the row emitter, the subject registry and the
  * two-process runners. See bench.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -75,6 +76,30 @@ int bench_pin(int cpu)
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
 	return sched_setaffinity(0, sizeof(set), &set) < 0 ? -errno : 0;
+}
+
+int bench_tmpdir(char *out, size_t len)
+{
+	static const char *const bases[] = {"/dev/shm", "/run", "/tmp"};
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		snprintf(out, len, "%s/abd-perf-XXXXXX", bases[i]);
+		if (mkdtemp(out))
+			return 0;
+	}
+	return -errno;
+}
+
+void bench_rmdir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *e;
+		while ((e = readdir(d)))
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
+	rmdir(dir);
 }
 
 /* ---- statistics ---- */
@@ -362,21 +387,24 @@ int bench_futex_wake(uint32_t *word)
 
 /* The control block both children and the main process share. */
 struct ctl {
-	_Atomic uint32_t stage; /* 0 start, 1 B ready, 2 A ready, STAGE_ABORT */
+	_Atomic uint32_t stage; /* 0 start, 1 B ready, 2 A ready, STAGE_CONSUMED, STAGE_ABORT */
 	int err[2];
 	uint64_t t0, t1;        /* throughput: B's timed window */
 	char reason[200];
 };
+#define STAGE_CONSUMED 3u
 #define STAGE_ABORT 99u
 
-static struct ctl *child_ctl; /* in a child: for bench_fail() */
+static struct ctl *child_ctl; /* in a child: where bench_fail() writes */
+static char main_reason[200];  /* in the main process (prepare): the same */
 
 int bench_fail(const char *fmt, ...)
 {
-	if (child_ctl && !child_ctl->reason[0]) {
+	char *out = child_ctl ? child_ctl->reason : main_reason;
+	if (!out[0]) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(child_ctl->reason, sizeof(child_ctl->reason), fmt, ap);
+		vsnprintf(out, sizeof(main_reason), fmt, ap);
 		va_end(ap);
 	}
 	return -ECANCELED;
@@ -447,8 +475,11 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 				break;
 			}
 	} else if (role == BENCH_A) {
+		/* Stay open until B has everything: closing may drop what is still queued. */
 		if ((r = p->produce(state, warm + iters)) < 0)
 			note_error(c, role, "produce", r);
+		else
+			wait_stage(c, STAGE_CONSUMED);
 	} else {
 		if ((r = p->consume(state, warm)) < 0) {
 			note_error(c, role, "consume", r);
@@ -457,6 +488,8 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 			if ((r = p->consume(state, iters)) < 0)
 				note_error(c, role, "consume", r);
 			c->t1 = bench_now_ns();
+			uint32_t running = 2;
+			atomic_compare_exchange_strong(&c->stage, &running, STAGE_CONSUMED);
 		}
 	}
 out:
@@ -503,8 +536,12 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		bench_failures++;
 		goto unmap;
 	}
+	main_reason[0] = 0;
 	if (p->prepare && (r = p->prepare(shm, p->arg)) < 0) {
-		bench_skip(&row, "prepare: %s", strerror(-r));
+		if (main_reason[0])
+			bench_skip(&row, "%s", main_reason);
+		else
+			bench_skip(&row, "prepare: %s", strerror(-r));
 		goto unmap;
 	}
 
@@ -570,6 +607,8 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		struct bench_stats st;
 		bench_stats(samples, iters, &st);
 		bench_row_latency(&row, &st);
+		if (p->result)
+			*p->result = st;
 		bench_emit(&row);
 		r = 0;
 	} else {

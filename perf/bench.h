@@ -73,6 +73,12 @@ static inline void bench_relax(void)
 		__builtin_ia32_pause();
 }
 
+/* A fresh private directory on tmpfs (/dev/shm, else /run, else /tmp) for sockets and
+ * records: fills out ("<base>/abd-perf-XXXXXX"); 0 or -errno. bench_rmdir() removes it
+ * with the files directly inside it. */
+int bench_tmpdir(char *out, size_t len);
+void bench_rmdir(const char *dir);
+
 /* ---- statistics ---- */
 
 struct bench_stats {
@@ -154,6 +160,7 @@ struct bench_pair {
 	int (*ping)(void *state, uint64_t *sample_ns);
 	int (*pong)(void *state);
 	bool halve; /* report round trip / 2 (a one-way figure) */
+	struct bench_stats *result; /* optional: receives the ping-pong statistics */
 
 	/* Throughput: A's produce() sends n messages, B's consume() receives n. B is timed from
 	 * the end of the warm-up batch to the last message: ops_per_s = iters / that time. */
@@ -167,8 +174,8 @@ int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t it
 /* Throughput: `bench_warmup(iters)` messages, then `iters` timed; fills ops_per_s. */
 int bench_throughput(const struct bench_pair *p, struct bench_row row, uint64_t iters);
 
-/* In a runner's child: sets the skip reason the row will carry. Returns -ECANCELED so a
- * callback can `return bench_fail("...")`. */
+/* In a callback (prepare in the main process, or any callback in a child): sets the skip
+ * reason the row will carry. Returns -ECANCELED so a callback can `return bench_fail(...)`. */
 int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Futex helpers on a shared 32-bit word (not PRIVATE: the word is in shared memory). */
@@ -179,6 +186,13 @@ int bench_futex_wake(uint32_t *word);
 
 void bench_baselines(void);
 void bench_peers(void);
+
+/* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
+ * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed
+ * by its "oneway-busy" half) or "throughput" (zmq, nng), cpus BENCH_SPLIT / BENCH_SHARED,
+ * message size 1..4096. Emits the row (skipped when the peer was not built or cannot run);
+ * returns 0, -ENOENT for a combination that does not exist, -EINVAL for a bad size. */
+int bench_peer(const char *subject, const char *case_name, const char *cpus, unsigned bytes);
 
 extern const struct bench_subject bench_baseline_subjects[];
 extern const struct bench_subject bench_peer_subjects[];
