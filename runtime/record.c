@@ -7,6 +7,7 @@
 #include <abd/registry.h>
 
 #include <endian.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,10 +16,9 @@
 
 /* ------------------------------------------------------------------ CRC32C -- */
 
-/* Castagnoli polynomial, reflected; one table, built on first use (idempotent, so a race
- * between two first users writes the same bytes). */
+/* Castagnoli polynomial, reflected; one table, built once. */
 static uint32_t crc_table[256];
-static _Atomic int crc_ready;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
@@ -28,13 +28,11 @@ static void crc_init(void)
 			c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
 		crc_table[i] = c;
 	}
-	crc_ready = 1;
 }
 
 uint32_t abd__crc32c(const void *data, size_t len)
 {
-	if (!crc_ready)
-		crc_init();
+	pthread_once(&crc_once, crc_init);
 	const uint8_t *p = data;
 	uint32_t c = 0xFFFFFFFFu;
 	for (size_t i = 0; i < len; i++)
@@ -513,6 +511,10 @@ ABD_EXPORT int abd_record_decode(const void *buf, size_t len, struct abd_record 
 	if (hlen < ABD__HEADER_LEN || (minor == ABD__VERSION_MINOR && hlen != ABD__HEADER_LEN) ||
 	    (size_t)hlen > len - 4) {
 		*why = "bad header length";
+		return -EBADMSG;
+	}
+	if (minor == ABD__VERSION_MINOR && get16(p + 14) != 0) {
+		*why = "reserved flags set";
 		return -EBADMSG;
 	}
 	size_t svc = get16(p + 80), sock = get16(p + 82), nslots = get16(p + 84),

@@ -90,4 +90,7 @@ struct abd__dirent {
 int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *n);
 void abd__list_free(struct abd__dirent *list, size_t n);
 
+/* How many times a watch has rescanned after an overflow (tests). */
+unsigned abd__watch_rescans(const struct abd_watch *w);
+
 #endif

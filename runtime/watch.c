@@ -57,6 +57,7 @@ struct abd_watch {
 	abd_watch_fn fn;
 	void *userdata;
 	int events;
+	unsigned rescans;
 };
 
 /* ------------------------------------------------------------------ the table -- */
@@ -461,8 +462,11 @@ static int process(struct abd_watch *w)
 	}
 	if (r < 0)
 		return r;
-	if (overflow && (r = rescan(w)) < 0)
-		return r;
+	if (overflow) {
+		w->rescans++;
+		if ((r = rescan(w)) < 0)
+			return r;
+	}
 	struct epoll_event evs[64];
 	int n;
 	while ((n = epoll_wait(w->epfd, evs, 64, 0)) > 0) {
@@ -519,4 +523,9 @@ ABD_EXPORT size_t abd_watch_count(const struct abd_watch *w)
 ABD_EXPORT const struct abd_entry *abd_watch_entry(const struct abd_watch *w, size_t i)
 {
 	return w && i < w->n ? &w->v[i]->it.e : NULL;
+}
+
+unsigned abd__watch_rescans(const struct abd_watch *w)
+{
+	return w->rescans;
 }

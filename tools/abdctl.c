@@ -11,6 +11,13 @@ static const struct abdctl_command commands[] = {
 	  abdctl_probe_help },
 	{ "emulate", "run a command as if on another kernel (seccomp profile)", abdctl_emulate,
 	  abdctl_emulate_help },
+	{ "list", "the services in the registry (--all: stale and invalid too)", abdctl_list,
+	  abdctl_list_help },
+	{ "watch", "print registry changes as they happen: added, removed, died", abdctl_watch,
+	  abdctl_watch_help },
+	{ "gc", "remove stale records of dead publishers", abdctl_gc, abdctl_gc_help },
+	{ "publish", "publish a service record and hold it until interrupted", abdctl_publish,
+	  abdctl_publish_help },
 };
 
 static void usage(FILE *out)

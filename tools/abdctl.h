@@ -20,6 +20,14 @@ int abdctl_probe(int argc, char **argv);
 void abdctl_probe_help(FILE *out);
 int abdctl_emulate(int argc, char **argv);
 void abdctl_emulate_help(FILE *out);
+int abdctl_list(int argc, char **argv);
+void abdctl_list_help(FILE *out);
+int abdctl_watch(int argc, char **argv);
+void abdctl_watch_help(FILE *out);
+int abdctl_gc(int argc, char **argv);
+void abdctl_gc_help(FILE *out);
+int abdctl_publish(int argc, char **argv);
+void abdctl_publish_help(FILE *out);
 
 /* JSON output: a string with every byte escaped so that any input stays valid JSON. */
 void json_string(FILE *out, const char *s);

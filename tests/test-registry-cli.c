@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl list / watch / gc / publish, run as the built binary ($ABD_ABDCTL). */
+#include <poll.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+
+#include "registry-util.h"
+
+static char *abdctl(void)
+{
+	char *p = getenv("ABD_ABDCTL");
+	if (!p || access(p, X_OK) != 0)
+		cr_skip_test("ABD_ABDCTL is not set to the built abdctl");
+	return p;
+}
+
+/* Start abdctl with args; its stdout (and stderr when err_out) come back on *out_fd. */
+static pid_t start(char *const argv[], int *out_fd, bool err_out)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		if (err_out)
+			dup2(p[1], 2);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(p[1]);
+	*out_fd = p[0];
+	return pid;
+}
+
+/* Read everything until EOF into buf; returns the length. */
+static size_t slurp(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
+		n += (size_t)r;
+	buf[n] = 0;
+	close(fd);
+	return n;
+}
+
+/* Read one line (without '\n'), waiting at most 10 s. */
+static bool read_line(int fd, char *line, size_t size)
+{
+	size_t n = 0;
+	while (n + 1 < size) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		char c;
+		if (read(fd, &c, 1) != 1)
+			break;
+		if (c == '\n') {
+			line[n] = 0;
+			return true;
+		}
+		line[n++] = c;
+	}
+	line[n] = 0;
+	return false;
+}
+
+/* Run and collect: exit status and output. */
+static int run(char *const argv[], char *out, size_t size, bool err_out)
+{
+	int fd;
+	pid_t pid = start(argv, &fd, err_out);
+	slurp(fd, out, size);
+	return abd_test_wait(pid);
+}
+
+/* Valid JSON (one document, or one per line with lines=true), checked by Python's parser. */
+static void assert_json(const char *text, bool lines)
+{
+	if (access("/usr/bin/python3", X_OK) != 0)
+		return;
+	char path[] = "/dev/shm/abd-test-json-XXXXXX";
+	int fd = mkstemp(path);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	char script[512];
+	snprintf(script, sizeof(script),
+	         "import json,sys\nt=open('%s','rb').read().decode('ascii')\n"
+	         "[json.loads(l) for l in t.splitlines() if l] if %d else json.loads(t)\n",
+	         path, lines ? 1 : 0);
+	char *argv[] = { "/usr/bin/python3", "-c", script, NULL };
+	char out[4096];
+	int st = run(argv, out, sizeof(out), true);
+	unlink(path);
+	cr_assert_eq(st, 0, "invalid JSON:\n%s\n%s", text, out);
+}
+
+ABD_TEST(registry_cli, list_json_survives_hostile_bytes)
+{
+	char *ctl = abdctl();
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("cli.list", &rec), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "weird", "\x01\x7f\xff\"\\\n{}"), 0);
+	struct abd_publication *pub;
+	cr_assert_eq(abd_publish(s.reg, rec, &pub), 0);
+	abd_record_free(rec);
+	int dfd = abd_registry_fd(s.reg);
+	close(openat(dfd, "bad\x01\xff\"\\name", O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+	close(openat(dfd, "garbage.00112233445566778899aabbccddeeff", O_CREAT | O_WRONLY | O_CLOEXEC,
+	             0644));
+
+	static char out[65536];
+	char *argv[] = { ctl, "list", "--dir", s.dir, "--json", "--all", NULL };
+	cr_assert_eq(run(argv, out, sizeof(out), false), 0);
+	assert_json(out, false);
+	cr_assert_not_null(strstr(out, "\"state\":\"alive\""), "%s", out);
+	cr_assert_not_null(strstr(out, "\"state\":\"invalid\""), "%s", out);
+	cr_assert_not_null(strstr(out, "\"reason\":\"malformed record: truncated\""), "%s", out);
+	cr_assert_not_null(strstr(out, abd_publication_name(pub)), "%s", out);
+
+	/* Without --all: only the live one. */
+	char *argv2[] = { ctl, "list", "--dir", s.dir, "--json", NULL };
+	cr_assert_eq(run(argv2, out, sizeof(out), false), 0);
+	assert_json(out, false);
+	cr_assert_null(strstr(out, "invalid"), "%s", out);
+	/* Text output escapes control bytes. */
+	char *argv3[] = { ctl, "list", "--dir", s.dir, "--all", NULL };
+	cr_assert_eq(run(argv3, out, sizeof(out), false), 0);
+	cr_assert_null(strchr(out, '\x01'), "raw control byte in text output");
+	abd_withdraw(pub);
+	scratch_close(&s);
+}
+
+static void expect_event(int fd, const char *event, const char *name)
+{
+	char line[4096], want_event[64], want_name[256];
+	snprintf(want_event, sizeof(want_event), "\"event\":\"%s\"", event);
+	snprintf(want_name, sizeof(want_name), "\"name\":\"%s\"", name);
+	for (int i = 0; i < 20; i++) {
+		cr_assert(read_line(fd, line, sizeof(line)), "watch: no '%s' event for %s", event, name);
+		assert_json(line, true);
+		if (strstr(line, want_event) && strstr(line, want_name))
+			return;
+	}
+	cr_assert_fail("watch: no '%s' event for %s", event, name);
+}
+
+ABD_TEST(registry_cli, publish_watch_gc)
+{
+	char *ctl = abdctl();
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *before = publish_simple(s.reg, "cli.before");
+
+	int wfd;
+	char *wargv[] = { ctl, "watch", "--dir", s.dir, "--json", NULL };
+	pid_t watcher = start(wargv, &wfd, false);
+	expect_event(wfd, "added", abd_publication_name(before));
+
+	/* publish, then SIGTERM: withdrawn. */
+	int pfd;
+	char name[256];
+	char *pargv[] = { ctl, "publish", "--dir", s.dir, "cli.svc", "--meta", "a=b", NULL };
+	pid_t pub = start(pargv, &pfd, false);
+	cr_assert(read_line(pfd, name, sizeof(name)), "publish printed no name");
+	expect_event(wfd, "added", name);
+	char out[8192];
+	char *largv[] = { ctl, "list", "--dir", s.dir, NULL };
+	cr_assert_eq(run(largv, out, sizeof(out), false), 0);
+	cr_assert_not_null(strstr(out, "cli.svc"), "%s", out);
+	cr_assert_not_null(strstr(out, "a=b"), "%s", out);
+	kill(pub, SIGTERM);
+	cr_assert_eq(abd_test_wait(pub), 0);
+	close(pfd);
+	expect_event(wfd, "removed", name);
+
+	/* publish, then kill -9: died, stale, removed by gc. */
+	pub = start(pargv, &pfd, false);
+	cr_assert(read_line(pfd, name, sizeof(name)));
+	expect_event(wfd, "added", name);
+	kill(pub, SIGKILL);
+	cr_assert_eq(abd_test_wait(pub), 128 + SIGKILL);
+	close(pfd);
+	expect_event(wfd, "died", name);
+	char *gargv[] = { ctl, "gc", "--dir", s.dir, NULL };
+	cr_assert_eq(run(gargv, out, sizeof(out), false), 0);
+	cr_assert_str_eq(out, "1\n");
+	expect_event(wfd, "removed", name);
+
+	/* SIGINT: the watcher exits cleanly. */
+	kill(watcher, SIGINT);
+	cr_assert_eq(abd_test_wait(watcher), 0);
+	close(wfd);
+	abd_withdraw(before);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry_cli, usage_errors)
+{
+	char *ctl = abdctl();
+	char out[8192];
+	char *a1[] = { ctl, "publish", "--dir", "/dev/shm", ".bad", NULL };
+	cr_assert_eq(run(a1, out, sizeof(out), true), 2);
+	cr_assert_not_null(strstr(out, "not a service name"), "%s", out);
+	char *a2[] = { ctl, "publish", "x", "--meta", "novalue", NULL };
+	cr_assert_eq(run(a2, out, sizeof(out), true), 2);
+	char *a3[] = { ctl, "list", "--bogus", NULL };
+	cr_assert_eq(run(a3, out, sizeof(out), true), 2);
+	char *cmds[] = { "list", "watch", "gc", "publish" };
+	for (int i = 0; i < 4; i++) {
+		char *a[] = { ctl, cmds[i], "--help", NULL };
+		cr_assert_eq(run(a, out, sizeof(out), true), 0);
+		cr_assert_not_null(strstr(out, "--dir"), "%s --help: %s", cmds[i], out);
+	}
+	/* An unsafe directory: refused with the reason. */
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	chmod(dir, 0777);
+	char *a4[] = { ctl, "list", "--dir", dir, NULL };
+	cr_assert_eq(run(a4, out, sizeof(out), true), 1);
+	cr_assert_not_null(strstr(out, "sticky"), "%s", out);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(registry_cli, publish_names_the_filesystem_without_tmpfile)
+{
+	char *ctl = abdctl();
+	if (geteuid() != 0)
+		cr_skip_test("needs root to mount a filesystem without O_TMPFILE");
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("none", dir, "bpf", 0, NULL) < 0)
+			_exit(77);
+		dup2(p[1], 2);
+		execl(ctl, ctl, "publish", "--dir", dir, "x", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char out[4096];
+	slurp(p[0], out, sizeof(out));
+	int st = abd_test_wait(pid);
+	abd_test_rmtree(dir);
+	if (st == 77)
+		cr_skip_test("cannot mount bpffs in a private mount namespace here");
+	cr_assert_eq(st, 1, "%s", out);
+	cr_assert_not_null(strstr(out, "bpf"), "%s", out);
+	cr_assert_not_null(strstr(out, "tmpfs"), "%s", out);
+}

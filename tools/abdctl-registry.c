@@ -1,0 +1,413 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl list / watch / gc / publish: the registry from the command line. */
+#include <abd/abd.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "abdctl.h"
+
+/* ------------------------------------------------------------------ shared -- */
+
+struct opts {
+	const char *dir;
+	bool json, all, pidfd;
+	const char *name;
+	char **meta;
+	int nmeta;
+};
+
+/* Parses the options every registry command shares plus its own; 0 or ABDCTL_USAGE. */
+static int parse(const char *cmd, int argc, char **argv, struct opts *o, const char *allowed,
+                 bool want_name)
+{
+	memset(o, 0, sizeof(*o));
+	o->meta = calloc((size_t)argc, sizeof(*o->meta));
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--dir") == 0 && i + 1 < argc) {
+			o->dir = argv[++i];
+		} else if (strncmp(a, "--dir=", 6) == 0) {
+			o->dir = a + 6;
+		} else if (strcmp(a, "--json") == 0 && strstr(allowed, "json")) {
+			o->json = true;
+		} else if (strcmp(a, "--all") == 0 && strstr(allowed, "all")) {
+			o->all = true;
+		} else if (strcmp(a, "--pidfd") == 0 && strstr(allowed, "pidfd")) {
+			o->pidfd = true;
+		} else if (strcmp(a, "--meta") == 0 && i + 1 < argc && strstr(allowed, "meta")) {
+			o->meta[o->nmeta++] = argv[++i];
+		} else if (a[0] != '-' && want_name && !o->name) {
+			o->name = a;
+		} else {
+			fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, a);
+			return ABDCTL_USAGE;
+		}
+	}
+	if (want_name && !o->name) {
+		fprintf(stderr, "abdctl %s: a service name is required (see --help)\n", cmd);
+		return ABDCTL_USAGE;
+	}
+	return 0;
+}
+
+static struct abd_registry *open_registry(const char *cmd, const struct opts *o)
+{
+	struct abd_registry *reg;
+	char why[512];
+	int r = abd_registry_open(o->dir, 0, &reg, why, sizeof(why));
+	if (r < 0) {
+		fprintf(stderr, "abdctl %s: cannot open the registry: %s\n", cmd, why[0] ? why : strerror(-r));
+		return NULL;
+	}
+	return reg;
+}
+
+static void print_instance(FILE *out, const uint8_t *id)
+{
+	for (int i = 0; i < ABD_INSTANCE_SIZE; i++)
+		fprintf(out, "%02x", id[i]);
+}
+
+/* One entry as a JSON object (no newline). */
+static void entry_json(FILE *out, const struct abd_entry *e, const char *event)
+{
+	fputc('{', out);
+	if (event)
+		fprintf(out, "\"event\":\"%s\",", event);
+	fputs("\"name\":", out);
+	json_string(out, e->name);
+	fputs(",\"service\":", out);
+	json_string(out, e->service);
+	fputs(",\"instance\":", out);
+	if (e->instance) {
+		fputc('"', out);
+		print_instance(out, e->instance);
+		fputc('"', out);
+	} else {
+		fputs("null", out);
+	}
+	fprintf(out, ",\"pid\":%d,\"uid\":", (int)e->pid);
+	if (e->uid == (uid_t)-1)
+		fputs("null", out);
+	else
+		fprintf(out, "%u", (unsigned)e->uid);
+	fprintf(out, ",\"state\":\"%s\",\"reason\":", abd_state_name(e->state));
+	json_string(out, e->reason);
+	if (e->record) {
+		fputs(",\"socket\":", out);
+		json_string(out, abd_record_socket(e->record));
+		fputs(",\"meta\":{", out);
+		for (size_t i = 0; i < abd_record_meta_count(e->record); i++) {
+			const char *k, *v;
+			abd_record_meta_at(e->record, i, &k, &v);
+			if (i)
+				fputc(',', out);
+			json_string(out, k);
+			fputc(':', out);
+			json_string(out, v);
+		}
+		fputc('}', out);
+	}
+	fputc('}', out);
+}
+
+/* Text: names may hold any byte; show them with control bytes escaped. */
+static void print_safe(FILE *out, const char *s)
+{
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\x%02x", c);
+		else
+			fputc(c, out);
+	}
+}
+
+static void entry_text(FILE *out, const struct abd_entry *e, const char *event)
+{
+	if (event)
+		fprintf(out, "%-8s ", event);
+	fprintf(out, "%-8s ", abd_state_name(e->state));
+	if (e->state == ABD_STATE_INVALID) {
+		print_safe(out, e->name);
+		fputs("  (", out);
+		print_safe(out, e->reason);
+		fputs(")\n", out);
+		return;
+	}
+	fprintf(out, "pid %-7d uid %-6u ", (int)e->pid, (unsigned)e->uid);
+	print_safe(out, e->service);
+	fputc(' ', out);
+	print_instance(out, e->instance);
+	for (size_t i = 0; i < abd_record_meta_count(e->record); i++) {
+		const char *k, *v;
+		abd_record_meta_at(e->record, i, &k, &v);
+		fprintf(out, " %s=", k);
+		print_safe(out, v);
+	}
+	fputc('\n', out);
+}
+
+/* SIGINT/SIGTERM (and SIGHUP) as a descriptor, so the loops wait on one poll. */
+static int signals_fd(sigset_t *old)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, old);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* ------------------------------------------------------------------ list -- */
+
+void abdctl_list_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl list [--dir DIR] [--json] [--all]\n\n"
+	        "Lists the services alive in the registry; --all adds stale records (dead publishers,\n"
+	        "removed by 'abdctl gc') and invalid entries with the reason they were refused.\n"
+	        "--json prints one array of objects: name, service, instance, pid, uid, state\n"
+	        "(alive, stale, invalid), reason, socket, meta.\n"
+	        "The registry: --dir, else $ABD_REGISTRY, /run/abd, $XDG_RUNTIME_DIR/abd,\n"
+	        "/dev/shm/abd-UID.\n");
+}
+
+int abdctl_list(int argc, char **argv)
+{
+	struct opts o;
+	int r = parse("list", argc, argv, &o, "json all", false);
+	if (r) {
+		free(o.meta);
+		return r;
+	}
+	free(o.meta);
+	struct abd_registry *reg = open_registry("list", &o);
+	if (!reg)
+		return ABDCTL_FAIL;
+	struct abd_snapshot *snap;
+	r = abd_registry_snapshot(reg, &snap);
+	if (r < 0) {
+		fprintf(stderr, "abdctl list: %s: %s\n", abd_registry_path(reg), strerror(-r));
+		abd_registry_free(reg);
+		return ABDCTL_FAIL;
+	}
+	if (o.json)
+		fputc('[', stdout);
+	bool first = true;
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++) {
+		const struct abd_entry *e = abd_snapshot_entry(snap, i);
+		if (!o.all && e->state != ABD_STATE_ALIVE)
+			continue;
+		if (o.json) {
+			fputs(first ? "\n" : ",\n", stdout);
+			entry_json(stdout, e, NULL);
+		} else {
+			entry_text(stdout, e, NULL);
+		}
+		first = false;
+	}
+	if (o.json)
+		fputs(first ? "]\n" : "\n]\n", stdout);
+	else if (first)
+		fprintf(stderr, "(no %s in %s)\n", o.all ? "entries" : "live services",
+		        abd_registry_path(reg));
+	abd_snapshot_free(snap);
+	abd_registry_free(reg);
+	return fflush(stdout) == 0 ? ABDCTL_OK : ABDCTL_FAIL;
+}
+
+/* ------------------------------------------------------------------ watch -- */
+
+void abdctl_watch_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl watch [--dir DIR] [--json] [--pidfd]\n\n"
+	        "Prints the registry's entries as 'added' events, then every change as it happens:\n"
+	        "added, removed, died (a publisher exited without withdrawing). Deaths are pushed by\n"
+	        "the kernel (IN_CLOSE_WRITE of the record; --pidfd adds a pidfd per publisher), never\n"
+	        "polled. --json prints one object per line: event, name, service, instance, pid, uid,\n"
+	        "state, reason. Stops cleanly on SIGINT or SIGTERM.\n");
+}
+
+struct watch_ctx {
+	bool json;
+};
+
+static void on_event(void *ud, enum abd_event_type type, const struct abd_entry *e)
+{
+	struct watch_ctx *c = ud;
+	if (c->json) {
+		entry_json(stdout, e, abd_event_name(type));
+		fputc('\n', stdout);
+	} else {
+		entry_text(stdout, e, abd_event_name(type));
+	}
+	fflush(stdout);
+}
+
+int abdctl_watch(int argc, char **argv)
+{
+	struct opts o;
+	int r = parse("watch", argc, argv, &o, "json pidfd", false);
+	free(o.meta);
+	if (r)
+		return r;
+	struct abd_registry *reg = open_registry("watch", &o);
+	if (!reg)
+		return ABDCTL_FAIL;
+	struct abd_watch *w;
+	r = abd_watch_new(reg, o.pidfd ? ABD_WATCH_PIDFD : 0, &w);
+	if (r < 0) {
+		fprintf(stderr, "abdctl watch: %s: %s\n", abd_registry_path(reg), strerror(-r));
+		abd_registry_free(reg);
+		return ABDCTL_FAIL;
+	}
+	sigset_t old;
+	int sfd = signals_fd(&old);
+	struct watch_ctx ctx = { o.json };
+	int rc = ABDCTL_OK;
+	r = abd_watch_process(w, on_event, &ctx);
+	while (r >= 0) {
+		struct pollfd p[2] = { { abd_watch_fd(w), POLLIN, 0 }, { sfd, POLLIN, 0 } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		r = abd_watch_process(w, on_event, &ctx);
+	}
+	if (r < 0) {
+		fprintf(stderr, "abdctl watch: %s: %s\n", abd_registry_path(reg),
+		        r == -EIDRM ? "the registry directory was removed" : strerror(-r));
+		rc = ABDCTL_FAIL;
+	}
+	close(sfd);
+	abd_watch_free(w);
+	abd_registry_free(reg);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ gc -- */
+
+void abdctl_gc_help(FILE *out)
+{
+	fprintf(out, "usage: abdctl gc [--dir DIR]\n\n"
+	             "Removes stale records (their publisher died: nobody holds the record's lock) and\n"
+	             "prints how many. Live records and invalid entries are left alone; another user's\n"
+	             "stale record in a sticky directory is counted as not removable.\n");
+}
+
+int abdctl_gc(int argc, char **argv)
+{
+	struct opts o;
+	int r = parse("gc", argc, argv, &o, "", false);
+	free(o.meta);
+	if (r)
+		return r;
+	struct abd_registry *reg = open_registry("gc", &o);
+	if (!reg)
+		return ABDCTL_FAIL;
+	unsigned failed = 0;
+	r = abd_registry_gc(reg, &failed);
+	abd_registry_free(reg);
+	if (r < 0) {
+		fprintf(stderr, "abdctl gc: %s\n", strerror(-r));
+		return ABDCTL_FAIL;
+	}
+	printf("%d\n", r);
+	if (failed)
+		fprintf(stderr, "abdctl gc: %u stale record(s) could not be removed (owned by another "
+		                "user in a sticky directory?)\n", failed);
+	return ABDCTL_OK;
+}
+
+/* ------------------------------------------------------------------ publish -- */
+
+void abdctl_publish_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl publish [--dir DIR] NAME [--meta KEY=VALUE]...\n\n"
+	        "Publishes a record for service NAME ([A-Za-z0-9._-], at most %d bytes, no leading\n"
+	        "dot) and holds it until SIGINT or SIGTERM, then withdraws it. Killed (-9), it leaves\n"
+	        "a stale record that watchers are told about at once and 'abdctl gc' removes.\n"
+	        "Prints the record's file name.\n",
+	        ABD_SERVICE_MAX);
+}
+
+int abdctl_publish(int argc, char **argv)
+{
+	struct opts o;
+	int r = parse("publish", argc, argv, &o, "meta", true);
+	if (r) {
+		free(o.meta);
+		return r;
+	}
+	struct abd_record *rec;
+	if (abd_record_new(o.name, &rec) < 0) {
+		fprintf(stderr, "abdctl publish: '%s' is not a service name: use 1..%d bytes of "
+		                "[A-Za-z0-9._-], not starting with '.'\n", o.name, ABD_SERVICE_MAX);
+		free(o.meta);
+		return ABDCTL_USAGE;
+	}
+	for (int i = 0; i < o.nmeta; i++) {
+		char *eq = strchr(o.meta[i], '=');
+		if (eq)
+			*eq = 0;
+		r = eq ? abd_record_add_meta(rec, o.meta[i], eq + 1) : -EINVAL;
+		if (r < 0) {
+			fprintf(stderr, "abdctl publish: --meta %s: %s\n", o.meta[i],
+			        r == -EINVAL ? "expected KEY=VALUE, KEY of [A-Za-z0-9._-]" : strerror(-r));
+			free(o.meta);
+			abd_record_free(rec);
+			return ABDCTL_USAGE;
+		}
+	}
+	free(o.meta);
+	struct abd_registry *reg = open_registry("publish", &o);
+	if (!reg) {
+		abd_record_free(rec);
+		return ABDCTL_FAIL;
+	}
+	sigset_t old;
+	int sfd = signals_fd(&old);
+	struct abd_publication *pub;
+	r = abd_publish(reg, rec, &pub);
+	abd_record_free(rec);
+	if (r == -EOPNOTSUPP) {
+		fprintf(stderr, "abdctl publish: %s is on %s (f_type 0x%lx), which has no O_TMPFILE: "
+		                "records cannot be published atomically there. Use a tmpfs directory "
+		                "(/run, /dev/shm or $XDG_RUNTIME_DIR).\n",
+		        abd_registry_path(reg), abd_fs_type_name(abd_registry_fs_type(reg)),
+		        abd_registry_fs_type(reg));
+	} else if (r < 0) {
+		fprintf(stderr, "abdctl publish: %s: %s\n", abd_registry_path(reg), strerror(-r));
+	}
+	if (r < 0) {
+		close(sfd);
+		abd_registry_free(reg);
+		return ABDCTL_FAIL;
+	}
+	printf("%s\n", abd_publication_name(pub));
+	fflush(stdout);
+	struct pollfd p = { sfd, POLLIN, 0 };
+	while (poll(&p, 1, -1) < 0 && errno == EINTR)
+		;
+	r = abd_withdraw(pub);
+	close(sfd);
+	abd_registry_free(reg);
+	if (r < 0) {
+		fprintf(stderr, "abdctl publish: withdraw: %s\n", strerror(-r));
+		return ABDCTL_FAIL;
+	}
+	return ABDCTL_OK;
+}
