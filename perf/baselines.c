@@ -99,7 +99,7 @@ static int cl_pong(void *state)
 
 static void run_cacheline(void)
 {
-	uint64_t n = bench_iters(200000, 20000);
+	uint64_t n = bench_iters(100000, 10000);
 	for (int m = 0; m < 2; m++)
 		for (int layout = 0; layout < 2; layout++) {
 			struct bench_pair p = {
@@ -128,7 +128,6 @@ struct spsc {
 struct spsc_end {
 	struct spsc *q;
 	uint64_t mine, cached;
-	size_t slot;
 };
 
 static size_t spsc_size(size_t slot)
@@ -136,42 +135,74 @@ static size_t spsc_size(size_t slot)
 	return sizeof(struct spsc) + SPSC_SLOTS * slot;
 }
 
-static void spsc_push(struct spsc_end *e, const void *msg)
+/* Room for (producer) or items to take (consumer), refreshing the cached index only when
+ * the cache says there is none; spins until there is some. */
+static inline uint64_t spsc_room(struct spsc_end *e)
 {
-	while (e->mine - e->cached >= SPSC_SLOTS) {
+	uint64_t room;
+	while (!(room = SPSC_SLOTS - (e->mine - e->cached))) {
 		e->cached = atomic_load_explicit(&e->q->head, memory_order_acquire);
-		if (e->mine - e->cached >= SPSC_SLOTS)
+		if (e->mine - e->cached == SPSC_SLOTS)
 			bench_relax();
 	}
-	memcpy(e->q->slots + (e->mine & (SPSC_SLOTS - 1)) * e->slot, msg, e->slot);
+	return room;
+}
+
+static inline uint64_t spsc_ready(struct spsc_end *e)
+{
+	uint64_t ready;
+	while (!(ready = e->cached - e->mine)) {
+		e->cached = atomic_load_explicit(&e->q->tail, memory_order_acquire);
+		if (e->cached == e->mine)
+			bench_relax();
+	}
+	return ready;
+}
+
+/* Always inlined so that the constant slot size turns memcpy into moves. */
+static inline __attribute__((always_inline)) void *spsc_slot(struct spsc_end *e, uint64_t i,
+                                                             size_t slot)
+{
+	return e->q->slots + (i & (SPSC_SLOTS - 1)) * slot;
+}
+
+static inline __attribute__((always_inline)) void spsc_push(struct spsc_end *e, const void *msg,
+                                                            size_t slot)
+{
+	spsc_room(e);
+	memcpy(spsc_slot(e, e->mine, slot), msg, slot);
 	atomic_store_explicit(&e->q->tail, ++e->mine, memory_order_release);
 }
 
-static void spsc_pop(struct spsc_end *e, void *msg)
+static inline __attribute__((always_inline)) void spsc_pop(struct spsc_end *e, void *msg,
+                                                           size_t slot)
 {
-	while (e->mine == e->cached) {
-		e->cached = atomic_load_explicit(&e->q->tail, memory_order_acquire);
-		if (e->mine == e->cached)
-			bench_relax();
-	}
-	memcpy(msg, e->q->slots + (e->mine & (SPSC_SLOTS - 1)) * e->slot, e->slot);
+	spsc_ready(e);
+	memcpy(msg, spsc_slot(e, e->mine, slot), slot);
 	atomic_store_explicit(&e->q->head, ++e->mine, memory_order_release);
 }
 
 /* Throughput: one ring of 8-byte items. Round trip: two rings of 64-byte slots. */
 struct spsc_state {
 	struct spsc_end out, in;
+	bool batch; /* publish the index once per run of free slots / ready items */
+};
+
+struct spsc_arg {
+	size_t slot;
+	bool batch;
 };
 
 static int spsc_init(enum bench_role role, void *shm, void *arg, void **state)
 {
-	size_t slot = (size_t)(uintptr_t)arg;
+	const struct spsc_arg *a = arg;
 	struct spsc_state *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	struct spsc *q0 = shm, *q1 = (struct spsc *)((char *)shm + spsc_size(slot));
-	s->out = (struct spsc_end){.q = role == BENCH_A ? q0 : q1, .slot = slot};
-	s->in = (struct spsc_end){.q = role == BENCH_A ? q1 : q0, .slot = slot};
+	struct spsc *q0 = shm, *q1 = (struct spsc *)((char *)shm + spsc_size(a->slot));
+	s->out.q = role == BENCH_A ? q0 : q1;
+	s->in.q = role == BENCH_A ? q1 : q0;
+	s->batch = a->batch;
 	*state = s;
 	return 0;
 }
@@ -179,22 +210,47 @@ static int spsc_init(enum bench_role role, void *shm, void *arg, void **state)
 static int spsc_produce(void *state, uint64_t n)
 {
 	struct spsc_state *s = state;
-	for (uint64_t i = 0; i < n; i++)
-		spsc_push(&s->out, &i);
+	struct spsc_end *e = &s->out;
+	if (!s->batch) {
+		for (uint64_t i = 0; i < n; i++)
+			spsc_push(e, &i, sizeof(i));
+		return 0;
+	}
+	for (uint64_t i = 0; i < n;) {
+		uint64_t k = spsc_room(e);
+		k = k < n - i ? k : n - i;
+		for (uint64_t j = 0; j < k; j++, i++)
+			memcpy(spsc_slot(e, e->mine + j, sizeof(i)), &i, sizeof(i));
+		e->mine += k;
+		atomic_store_explicit(&e->q->tail, e->mine, memory_order_release);
+	}
 	return 0;
 }
 
 static int spsc_consume(void *state, uint64_t n)
 {
 	struct spsc_state *s = state;
-	uint64_t v = 0, expect = s->in.mine;
-	for (uint64_t i = 0; i < n; i++, expect++) {
-		spsc_pop(&s->in, &v);
-		if (v != expect)
-			return bench_fail("spsc: got item %llu, expected %llu", (unsigned long long)v,
-			                  (unsigned long long)expect);
+	struct spsc_end *e = &s->in;
+	uint64_t v, bad = 0;
+	if (!s->batch) {
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t expect = e->mine;
+			spsc_pop(e, &v, sizeof(v));
+			bad |= v ^ expect;
+		}
+	} else {
+		for (uint64_t i = 0; i < n;) {
+			uint64_t k = spsc_ready(e);
+			k = k < n - i ? k : n - i;
+			for (uint64_t j = 0; j < k; j++, i++) {
+				memcpy(&v, spsc_slot(e, e->mine + j, sizeof(v)), sizeof(v));
+				bad |= v ^ (e->mine + j);
+			}
+			e->mine += k;
+			atomic_store_explicit(&e->q->head, e->mine, memory_order_release);
+		}
 	}
-	return 0;
+	return bad ? bench_fail("spsc: items out of order") : 0;
 }
 
 static int spsc_ping(void *state, uint64_t *ns)
@@ -202,8 +258,8 @@ static int spsc_ping(void *state, uint64_t *ns)
 	(void)ns;
 	struct spsc_state *s = state;
 	unsigned char msg[64] = {1};
-	spsc_push(&s->out, msg);
-	spsc_pop(&s->in, msg);
+	spsc_push(&s->out, msg, sizeof(msg));
+	spsc_pop(&s->in, msg, sizeof(msg));
 	return 0;
 }
 
@@ -211,28 +267,29 @@ static int spsc_pong(void *state)
 {
 	struct spsc_state *s = state;
 	unsigned char msg[64];
-	spsc_pop(&s->in, msg);
-	spsc_push(&s->out, msg);
+	spsc_pop(&s->in, msg, sizeof(msg));
+	spsc_push(&s->out, msg, sizeof(msg));
 	return 0;
 }
 
 static void run_spsc(void)
 {
+	static struct spsc_arg item = {.slot = 8}, batch = {.slot = 8, .batch = true},
+	                       rtt = {.slot = 64};
 	for (int m = 0; m < 2; m++) {
-		struct bench_pair tp = {
-			.shm_size = spsc_size(8), .arg = (void *)(uintptr_t)8,
-			.init = spsc_init, .fini = seq_fini, .produce = spsc_produce, .consume = spsc_consume,
-		};
-		bench_throughput(&tp, (struct bench_row){
-			.subject = "bare-spsc", .case_name = "throughput", .cpus = modes[m], .msg_bytes = 8},
-			bench_iters(50000000, 5000000));
-		struct bench_pair pp = {
-			.shm_size = 2 * spsc_size(64), .arg = (void *)(uintptr_t)64,
-			.init = spsc_init, .fini = seq_fini, .ping = spsc_ping, .pong = spsc_pong,
-		};
+		for (int b = 0; b < 2; b++) {
+			struct bench_pair tp = {.shm_size = spsc_size(8), .arg = b ? &batch : &item,
+			                        .init = spsc_init, .fini = seq_fini,
+			                        .produce = spsc_produce, .consume = spsc_consume};
+			bench_throughput(&tp, (struct bench_row){
+				.subject = "bare-spsc", .case_name = b ? "throughput-batch" : "throughput",
+				.cpus = modes[m], .msg_bytes = 8}, bench_iters(20000000, 2000000));
+		}
+		struct bench_pair pp = {.shm_size = 2 * spsc_size(64), .arg = &rtt, .init = spsc_init,
+		                        .fini = seq_fini, .ping = spsc_ping, .pong = spsc_pong};
 		bench_pingpong(&pp, (struct bench_row){
 			.subject = "bare-spsc", .case_name = "rtt", .cpus = modes[m], .msg_bytes = 64},
-			bench_iters(200000, 20000));
+			bench_iters(100000, 10000));
 	}
 }
 
@@ -374,7 +431,7 @@ static int fds_pong(void *state)
 
 static void run_blocking(const char *subject, const char *case_name, int kind)
 {
-	uint64_t n = bench_iters(20000, 2000);
+	uint64_t n = bench_iters(10000, 1000);
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct fds), .arg = (void *)(intptr_t)kind,
 		                       .prepare = fds_prepare, .cleanup = fds_cleanup,
@@ -387,7 +444,7 @@ static void run_blocking(const char *subject, const char *case_name, int kind)
 
 static void run_futex(void)
 {
-	uint64_t n = bench_iters(20000, 2000);
+	uint64_t n = bench_iters(10000, 1000);
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct futex_pair), .init = seq_init,
 		                       .fini = seq_fini, .ping = futex_ping, .pong = futex_pong};
@@ -514,7 +571,7 @@ static int inot_pong(void *state)
 
 static void run_inotify(void)
 {
-	uint64_t n = bench_iters(20000, 2000);
+	uint64_t n = bench_iters(10000, 1000);
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct inot), .prepare = inot_prepare,
 		                       .cleanup = inot_cleanup, .init = inot_init, .fini = inot_fini,
@@ -579,7 +636,7 @@ static int idle_pong(void *state)
 
 static void run_pidfd(void)
 {
-	uint64_t n = bench_iters(2000, 200);
+	uint64_t n = bench_iters(1000, 100);
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct exits), .init = seq_init,
 		                       .fini = seq_fini, .ping = exit_ping, .pong = idle_pong};

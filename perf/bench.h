@@ -69,8 +69,13 @@ static inline void bench_relax(void)
 	extern int sched_yield(void);
 	if (bench_spin_yields)
 		sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
 	else
 		__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	else
+		__asm__ volatile("yield");
+#endif
 }
 
 /* A fresh private directory on tmpfs (/dev/shm, else /run, else /tmp) for sockets and
