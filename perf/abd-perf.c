@@ -16,6 +16,7 @@ static const struct {
 	const char *what;
 } families[] = {
 	{"baselines", bench_baselines, "kernel floors: cache line, spin SPSC, futex, eventfd, pipe, unix, inotify, pidfd"},
+	{"discovery", bench_discovery, "registry: publish -> watcher, enumerate 1k/10k, exit -> died, vs inotify/readdir/pidfd"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

@@ -191,6 +191,7 @@ int bench_futex_wake(uint32_t *word);
 
 void bench_baselines(void);
 void bench_peers(void);
+void bench_discovery(void);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed

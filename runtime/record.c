@@ -535,6 +535,17 @@ ABD_EXPORT int abd_record_decode(const void *buf, size_t len, struct abd_record 
 	rec = calloc(1, sizeof(*rec));
 	if (!rec)
 		return -ENOMEM;
+	/* One allocation per table, sized from the header (the walk below still checks every
+	 * entry against the bytes actually present). */
+	if ((nslots && !(rec->slots = malloc(nslots * sizeof(*rec->slots)))) ||
+	    (nmeta && (!(rec->meta = malloc(nmeta * sizeof(*rec->meta))) ||
+	               !(rec->blob = malloc(ml + 1))))) {
+		abd_record_free(rec);
+		return -ENOMEM;
+	}
+	rec->slots_cap = nslots;
+	rec->meta_cap = nmeta;
+	rec->blob_cap = nmeta ? ml + 1 : 0;
 	memcpy(rec->instance, p + 16, ABD_INSTANCE_SIZE);
 	rec->pid = (int32_t)get32(p + 32);
 	rec->uid = get32(p + 36);

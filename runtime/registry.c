@@ -251,49 +251,72 @@ static int parse_start_time(const char *stat, uint64_t *out)
 	return 0;
 }
 
-int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid)
+/* /proc/PID/stat: start time, and the owner of /proc/PID (the effective uid, or root when
+ * the process is not dumpable). 1 found, 0 no such process, -errno. */
+static int proc_stat(pid_t pid, uint64_t *start_time, uid_t *owner)
 {
 	char path[64], buf[1024];
-	uid_t owner;
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int n = read_small(path, buf, sizeof(buf), &owner);
+	int n = read_small(path, buf, sizeof(buf), owner);
 	if (n == -ENOENT || n == -ESRCH)
 		return 0;
 	if (n < 0)
 		return n;
-	if (parse_start_time(buf, start_time) < 0)
-		return -EIO;
-	/* /proc/PID belongs to the process's effective uid unless it is not dumpable (then root):
-	 * ask /proc/PID/status for the effective uid in that case. */
-	*uid = owner;
-	if (owner == 0) {
-		char st[4096];
-		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-		if (read_small(path, st, sizeof(st), NULL) > 0) {
-			const char *u = strstr(st, "\nUid:");
-			unsigned real, eff;
-			if (u && sscanf(u + 5, "%u %u", &real, &eff) == 2)
-				*uid = eff;
-		}
+	return parse_start_time(buf, start_time) < 0 ? -EIO : 1;
+}
+
+/* The effective uid from /proc/PID/status, or (uid_t)-1. */
+static uid_t proc_euid(pid_t pid)
+{
+	char path[64], st[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (read_small(path, st, sizeof(st), NULL) > 0) {
+		const char *u = strstr(st, "\nUid:");
+		unsigned real, eff;
+		if (u && sscanf(u + 5, "%u %u", &real, &eff) == 2)
+			return (uid_t)eff;
 	}
-	return 1;
+	return (uid_t)-1;
+}
+
+int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid)
+{
+	int r = proc_stat(pid, start_time, uid);
+	if (r == 1 && *uid == 0)
+		*uid = proc_euid(pid);
+	return r;
 }
 
 static int self_start_time(uint64_t *out)
 {
+	/* Per thread, keyed by pid: a forked child computes its own. */
+	static _Thread_local pid_t cached_pid;
+	static _Thread_local uint64_t cached;
+	pid_t me = getpid();
+	if (cached_pid == me) {
+		*out = cached;
+		return 0;
+	}
 	char buf[1024];
 	int n = read_small("/proc/self/stat", buf, sizeof(buf), NULL);
 	if (n < 0)
 		return n;
-	return parse_start_time(buf, out);
+	if ((n = parse_start_time(buf, out)) < 0)
+		return n;
+	cached = *out;
+	cached_pid = me;
+	return 0;
 }
 
+/* pid -> (start time, owner, effective uid). An entry is trusted only for the start time it
+ * recorded: (pid, start time) names one process, so a reused pid misses and is read afresh.
+ * That makes the cache safe to keep across calls (a watch keeps one). */
 struct abd__proc_cache {
 	struct {
 		pid_t pid;
 		int found;
 		uint64_t start;
-		uid_t uid;
+		uid_t owner, euid;
 	} slot[256];
 };
 
@@ -302,33 +325,35 @@ void abd__proc_cache_free(struct abd__proc_cache *c)
 	free(c);
 }
 
-/* Cached abd__proc_lookup: many records of one process cost one /proc read. */
-static int proc_cached(struct abd__proc_cache **cache, pid_t pid, uint64_t *start, uid_t *uid)
+/* Does the live process (pid, start) run as uid? 1 yes, 0 no, -ESRCH: no such process (or
+ * another one now), other -errno: cannot tell. */
+static int proc_check(struct abd__proc_cache **cache, pid_t pid, uint64_t start, uid_t uid)
 {
 	if (cache && !*cache)
 		*cache = calloc(1, sizeof(**cache));
-	if (!cache || !*cache)
-		return abd__proc_lookup(pid, start, uid);
-	unsigned h = ((unsigned)pid * 2654435761u) >> 24;
-	for (unsigned i = 0; i < 8; i++) {
-		unsigned k = (h + i) & 255;
-		if ((*cache)->slot[k].pid == pid) {
-			*start = (*cache)->slot[k].start;
-			*uid = (*cache)->slot[k].uid;
-			return (*cache)->slot[k].found;
-		}
-		if ((*cache)->slot[k].pid == 0) {
-			int r = abd__proc_lookup(pid, start, uid);
-			if (r >= 0) {
-				(*cache)->slot[k].pid = pid;
-				(*cache)->slot[k].found = r;
-				(*cache)->slot[k].start = *start;
-				(*cache)->slot[k].uid = *uid;
-			}
+	unsigned k = (((unsigned)pid * 2654435761u) >> 24) & 255;
+	struct abd__proc_cache *c = cache ? *cache : NULL;
+	if (!c || c->slot[k].pid != pid || !c->slot[k].found || c->slot[k].start != start) {
+		uint64_t st = 0;
+		uid_t owner = 0;
+		int r = proc_stat(pid, &st, &owner);
+		if (r < 0)
 			return r;
-		}
+		if (!r || st != start)
+			return -ESRCH;
+		if (!c)
+			return owner == uid || proc_euid(pid) == uid;
+		c->slot[k].pid = pid;
+		c->slot[k].found = 1;
+		c->slot[k].start = st;
+		c->slot[k].owner = owner;
+		c->slot[k].euid = (uid_t)-2; /* not read yet */
 	}
-	return abd__proc_lookup(pid, start, uid);
+	if (c->slot[k].owner == uid)
+		return 1;
+	if (c->slot[k].euid == (uid_t)-2)
+		c->slot[k].euid = proc_euid(pid);
+	return c->slot[k].euid == uid;
 }
 
 /* ------------------------------------------------------------------ publishing -- */
@@ -603,26 +628,24 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 	const struct abd_record *rec = it->rec;
 	if (rec->pidns_dev != (uint64_t)reg->pidns_dev || rec->pidns_ino != (uint64_t)reg->pidns_ino)
 		return;
-	uint64_t start = 0;
-	uid_t uid = 0;
-	int r = proc_cached(cache, rec->pid, &start, &uid);
-	if (r < 0)
-		return; /* cannot tell (e.g. /proc hidden): the lock and owner checks stand */
-	if (r == 0 || start != rec->start_time) {
+	int r = proc_check(cache, rec->pid, rec->start_time, rec->uid);
+	if (r == 1 || (r < 0 && r != -ESRCH))
+		return; /* fine, or cannot tell (e.g. /proc hidden): the lock and owner checks stand */
+	if (r == -ESRCH) {
 		/* The publisher may have died since we checked the lock: then it is merely stale. */
 		if (abd__lock_held(fd) == 0) {
 			it->e.state = ABD_STATE_STALE;
 			return;
 		}
-		if (r == 0)
-			set_invalid(it, "pid %d does not exist, yet the record is locked", (int)rec->pid);
-		else
-			set_invalid(it, "pid %d is another process (start time differs)", (int)rec->pid);
+		set_invalid(it, "pid %d is not the process that published (gone, or another one)",
+		            (int)rec->pid);
 		return;
 	}
-	if (uid != rec->uid)
-		set_invalid(it, "pid %d runs as uid %u, the record claims uid %u", (int)rec->pid,
-		            (unsigned)uid, (unsigned)rec->uid);
+	uint64_t start;
+	uid_t uid = (uid_t)-1;
+	abd__proc_lookup(rec->pid, &start, &uid);
+	set_invalid(it, "pid %d runs as uid %u, the record claims uid %u", (int)rec->pid,
+	            (unsigned)uid, (unsigned)rec->uid);
 }
 
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
@@ -678,6 +701,11 @@ int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_t
 	if (!S_ISREG(st.st_mode)) {
 		set_invalid(it, "%s", type_reason(st.st_mode));
 		goto out;
+	}
+	if (st.st_nlink == 0) {
+		/* Unlinked between our open and fstat: withdrawn, as if we had not seen it. */
+		close(fd);
+		return -ENOENT;
 	}
 	if (st.st_nlink != 1) {
 		set_invalid(it, "%lu hard links (a record has exactly one name)",

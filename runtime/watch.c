@@ -53,7 +53,7 @@ struct abd_watch {
 	struct wentry **buckets;
 	size_t nbuckets;
 	uint8_t *buf;
-	struct abd__proc_cache *cache; /* for one process/rescan call */
+	struct abd__proc_cache *cache; /* kept for the watch's life: see registry.c */
 	abd_watch_fn fn;
 	void *userdata;
 	int events;
@@ -365,8 +365,6 @@ ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct ab
 	/* The watch is in place before the scan: nothing can fall between the two. */
 	w->initial_pending = true;
 	r = rescan(w);
-	abd__proc_cache_free(w->cache);
-	w->cache = NULL;
 	if (r < 0)
 		goto fail;
 	*out = w;
@@ -384,6 +382,7 @@ ABD_EXPORT void abd_watch_free(struct abd_watch *w)
 		erase(w, w->v[w->n - 1]);
 	abd__close(w->inofd);
 	abd__close(w->epfd);
+	abd__proc_cache_free(w->cache);
 	free(w->v);
 	free(w->buckets);
 	free(w->buf);
@@ -493,8 +492,6 @@ ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *use
 	w->userdata = userdata;
 	w->events = 0;
 	int r = process(w);
-	abd__proc_cache_free(w->cache);
-	w->cache = NULL;
 	return r < 0 ? r : w->events;
 }
 
@@ -510,8 +507,6 @@ ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *user
 			emit(w, ABD_EVENT_ADDED, &w->v[i]->it.e);
 	}
 	int r = rescan(w);
-	abd__proc_cache_free(w->cache);
-	w->cache = NULL;
 	return r < 0 ? r : w->events;
 }
 

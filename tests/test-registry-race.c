@@ -60,6 +60,7 @@ struct race_shared {
 	_Atomic int stop;       /* set when every publisher has exited */
 	_Atomic int torn;       /* an invalid entry or an event about one */
 	_Atomic long snapshots, events;
+	char why[256];
 };
 
 struct race_arg {
@@ -101,11 +102,12 @@ static void race_event(void *ud, enum abd_event_type type, const struct abd_entr
 	struct race_shared *sh = ud;
 	sh->events++;
 	/* A record written by our publishers is never seen half-written. */
-	if (type != ABD_EVENT_REMOVED && e->state == ABD_STATE_INVALID)
-		sh->torn = 1;
-	if (e->state != ABD_STATE_INVALID &&
-	    (!e->record || strcmp(abd_record_meta(e->record, "index"), e->service) != 0))
-		sh->torn = 1;
+	bool torn = (type != ABD_EVENT_REMOVED && e->state == ABD_STATE_INVALID) ||
+	            (e->state != ABD_STATE_INVALID &&
+	             (!e->record || strcmp(abd_record_meta(e->record, "index"), e->service) != 0));
+	if (torn && !sh->torn++)
+		snprintf(sh->why, sizeof(sh->why), "%s %s: %s", abd_event_name(type), e->name,
+		         e->reason ? e->reason : "(record does not match its publisher)");
 }
 
 static int race_reader(void *arg)
@@ -136,7 +138,7 @@ static int race_reader(void *arg)
 	return r;
 }
 
-ABD_TEST(registry_race, publishers_readers_watchers, .timeout = 300)
+ABD_TEST(registry_race, publishers_readers_watchers)
 {
 	struct scratch s;
 	scratch_open(&s);
@@ -162,7 +164,7 @@ ABD_TEST(registry_race, publishers_readers_watchers, .timeout = 300)
 	for (int i = 0; i < READERS; i++)
 		cr_assert_eq(abd_test_wait(readers[i]), 0,
 		             "reader %d: its final view differs from the directory (or it failed)", i);
-	cr_assert_eq(sh->torn, 0, "a torn or foreign record was seen");
+	cr_assert_eq(sh->torn, 0, "a torn or foreign record was seen: %s", sh->why);
 	cr_assert_gt(sh->snapshots, 0);
 	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), PUBLISHERS / 2);
 	cr_assert_eq(count_state(s.reg, 0), PUBLISHERS / 2);
@@ -211,7 +213,7 @@ static void kill_event(void *ud, enum abd_event_type type, const struct abd_entr
 		k->removed++;
 }
 
-ABD_TEST(registry_race, kill9_inside_publish, .timeout = 300)
+ABD_TEST(registry_race, kill9_inside_publish)
 {
 	struct scratch s;
 	scratch_open(&s);
@@ -358,7 +360,7 @@ ABD_TEST(registry_race, rescan_reports_the_difference)
 	overflow_scenario(false);
 }
 
-ABD_TEST(registry_race, inotify_overflow_resyncs, .timeout = 300)
+ABD_TEST(registry_race, inotify_overflow_resyncs)
 {
 	long max = read_long("/proc/sys/fs/inotify/max_queued_events");
 	if (max < 0 || max > 65536)
@@ -460,7 +462,7 @@ static int set_protected_regular(int v)
 	return fclose(f) == 0 ? r : -1;
 }
 
-ABD_TEST(registry_race, root_and_user_share_a_sticky_registry, .timeout = 120)
+ABD_TEST(registry_race, root_and_user_share_a_sticky_registry)
 {
 	if (geteuid() != 0)
 		cr_skip_test("needs root to switch to an ordinary uid (setresuid)");

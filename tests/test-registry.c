@@ -333,7 +333,8 @@ ABD_TEST(registry, publish_enumerate_withdraw)
 	abd_record_free(rec);
 	struct abd_publication *c = publish_simple(s.reg, "other");
 
-	const char *name = abd_publication_name(a);
+	char name[ABD_RECORD_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%s", abd_publication_name(a));
 	cr_assert_eq(strncmp(name, "camera.frames.", 14), 0);
 	cr_assert_eq(strlen(name), 14 + 32);
 	cr_assert_neq(strcmp(name, abd_publication_name(b)), 0, "instance ids must differ");
