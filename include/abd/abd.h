@@ -7,5 +7,6 @@
 #include <abd/version.h>
 #include <abd/probe.h>
 #include <abd/registry.h>
+#include <abd/ring.h>
 
 #endif

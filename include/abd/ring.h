@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/* Lock-free MPMC ring in a sealed memfd, shared between processes.
+ *
+ * One process creates the ring (abd_ring_new) and hands its two descriptors to peers
+ * (abd_ring_fd: the memfd; abd_ring_wait_fd: the eventfd), who map it with abd_ring_attach.
+ * Every committed message is delivered exactly once to exactly one consumer, in FIFO order
+ * per producer. A participant that dies at any instruction cannot wedge the ring: each
+ * participant holds a lease (an OFD lock on a byte of the memfd, dropped by the kernel at
+ * death); a slot stuck in a dead participant's hands is recovered by the next waiter that
+ * finds it. docs/ring.md specifies the shared-memory layout and the recovery rules.
+ *
+ * Fast paths (try forms, reserve/commit, peek/release) make no syscall and take no lock; the
+ * one exception is the wake-up owed to a sleeping peer: a push makes one futex wake (+ one
+ * eventfd write) only when a consumer announced that it sleeps, and a pop does the same for a
+ * producer waiting for space. Blocking forms wait on the ring's futex word.
+ *
+ * A handle is for one thread at a time; several threads or processes use several handles
+ * (attach again). A handle must not be used in a child after fork(): attach there anew. */
+#ifndef ABD_RING_H
+#define ABD_RING_H
+
+#include <abd/common.h>
+
+#include <errno.h>
+
+ABD_BEGIN_DECLS
+
+struct abd_ring;
+
+/* Flags for abd_ring_new and abd_ring_attach. */
+enum {
+	ABD_RING_PRODUCER = 1u << 0, /* this handle pushes (default when no role is given: both) */
+	ABD_RING_CONSUMER = 1u << 1, /* this handle pops */
+	/* Ring modes, fixed at creation and stored in the header. A single-producer ring lets one
+	 * producer handle at a time exist (a second one gets -EBUSY; a dead one is replaced at
+	 * once) and pushes without compare-and-swap; likewise a single-consumer ring. */
+	ABD_RING_SINGLE_PRODUCER = 1u << 2,
+	ABD_RING_SINGLE_CONSUMER = 1u << 3,
+};
+
+/* What a waiter waits for (abd_ring_wait_prepare & co). */
+enum abd_ring_wait_for {
+	ABD_RING_WAIT_DATA = 0,  /* a consumer waiting for a message */
+	ABD_RING_WAIT_SPACE = 1, /* a producer waiting for a free slot */
+};
+
+#define ABD_RING_NONCE_SIZE 16
+#define ABD_RING_MAX_CAPACITY (1u << 24)
+#define ABD_RING_MAX_SLOT_SIZE (1u << 24)
+#define ABD_RING_MAX_PARTICIPANTS 128
+
+/* Create a ring of `capacity` slots (a power of two, 2 .. ABD_RING_MAX_CAPACITY), each holding
+ * a message of up to `slot_size` bytes (1 .. ABD_RING_MAX_SLOT_SIZE), in a new sealed memfd,
+ * plus an eventfd for waiters (when the kernel/feature mask offers eventfd). `nonce` is the
+ * 128-bit instance nonce stored in the header (NULL: random). `flags`: roles and modes above.
+ * On success *out owns both descriptors; returns 0.
+ * Errors: -EINVAL (bad capacity, slot size, flags, out NULL), -ENOMEM, -EMFILE/-ENFILE,
+ * or another -errno from memfd_create/ftruncate/fcntl/mmap/eventfd. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags,
+                                          const uint8_t *nonce, struct abd_ring **out);
+
+/* Map a ring created elsewhere. `memfd` and `wait_fd` are borrowed: attach duplicates what it
+ * keeps, so the caller may close them afterwards. `wait_fd` may be -1 (no eventfd: waiters
+ * then use only the futex word). `expected_nonce` (16 bytes, or NULL to skip the check) must
+ * match the header's nonce. `flags`: ABD_RING_PRODUCER and/or ABD_RING_CONSUMER (0: both).
+ * Every header field is validated before any other use of the memory.
+ * Errors: -EINVAL (bad arguments; memfd not a regular file; wait_fd not an eventfd),
+ * -EPROTO (wrong magic or version, hostile or inconsistent geometry, size mismatch with the
+ * file, seals missing), -ESTALE (nonce mismatch), -EBUSY (a single-producer/consumer role is
+ * already held by a live peer), -EUSERS (the participant table is full of live peers),
+ * -ENOENT (/proc is not mounted: the memfd cannot be reopened), or another -errno. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce,
+                                             unsigned flags, struct abd_ring **out);
+
+/* Leave the ring: any slot this handle still holds is given up (a reserved slot becomes a
+ * tombstone consumers skip, a peeked one is freed), the lease is released, everything unmapped
+ * and closed. Accepts NULL. */
+ABD_EXPORT void abd_ring_free(struct abd_ring *ring);
+ABD_DEFINE_POINTER_CLEANUP(struct abd_ring, abd_ring_free)
+
+/* The memfd to hand to peers (borrowed: owned by the ring, O_CLOEXEC). Never the descriptor
+ * that holds this handle's lease. Returns the fd or -EINVAL. */
+ABD_EXPORT int abd_ring_fd(const struct abd_ring *ring);
+/* The eventfd waiters may sleep on (borrowed, O_CLOEXEC|O_NONBLOCK). Returns the fd, -EINVAL,
+ * or -ENODEV when the ring has no eventfd. */
+ABD_EXPORT int abd_ring_wait_fd(const struct abd_ring *ring);
+/* Copy the 128-bit instance nonce to out (16 bytes). Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_ring_nonce(const struct abd_ring *ring, uint8_t *out);
+/* Geometry: capacity (slots) and the largest message. Return the value or -EINVAL. */
+ABD_EXPORT int64_t abd_ring_capacity(const struct abd_ring *ring);
+ABD_EXPORT int64_t abd_ring_slot_size(const struct abd_ring *ring);
+
+/* ---- Copy forms ---------------------------------------------------------------------- */
+
+/* Push one message of len bytes (0 .. slot size). Returns 0; -EAGAIN when the ring is full;
+ * -EMSGSIZE when len exceeds the slot size; -EPERM without the producer role; -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_push(struct abd_ring *ring, const void *data, size_t len);
+
+/* Pop one message into buf (size bytes). Returns its length (>= 0); -EAGAIN when the ring is
+ * empty; -EMSGSIZE when the message is longer than size (it stays in the ring); -EPERM
+ * without the consumer role; -EBADMSG when a peer corrupted the slot (the slot is dropped);
+ * -EOWNERDEAD when the slot was taken from this handle meanwhile (see abd_ring_release). */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_pop(struct abd_ring *ring, void *buf, size_t size);
+
+/* Blocking forms: as the try forms, but wait up to timeout_ns (-1: forever; 0: do not wait,
+ * only run the slow-path checks, which include recovering slots of dead peers). Returns
+ * -ETIMEDOUT when the time ran out, -EINTR when a signal interrupted the wait. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_push(struct abd_ring *ring, const void *data, size_t len,
+                                           int64_t timeout_ns);
+ABD_EXPORT ABD_NODISCARD int abd_ring_pop(struct abd_ring *ring, void *buf, size_t size,
+                                          int64_t timeout_ns);
+
+/* ---- Batch forms --------------------------------------------------------------------- */
+
+/* Push up to n messages (msgs[i], lens[i]); at most one wake for the whole batch. Returns the
+ * number pushed (0 when full) or -EMSGSIZE/-EPERM/-EINVAL before pushing anything. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_push_batch(struct abd_ring *ring, const void *const *msgs,
+                                                     const size_t *lens, unsigned n);
+/* Pop up to n messages into bufs, message i into bufs + i * stride (each at most stride bytes),
+ * its length into lens[i]. Returns the number popped (0 when empty) or an error of
+ * abd_ring_try_pop when the first pop fails otherwise. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_pop_batch(struct abd_ring *ring, void *bufs, size_t stride,
+                                                    size_t *lens, unsigned n);
+
+/* ---- Zero-copy forms ----------------------------------------------------------------- */
+
+/* Claim a slot and return a pointer to its payload (slot-size bytes, 16-byte aligned) in
+ * *data; write the message there and commit it. Returns 0, -EAGAIN (full), -EPERM, -EINVAL,
+ * -EBUSY (single-producer ring: the previous reservation is not committed yet). */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_reserve(struct abd_ring *ring, void **data);
+/* Publish a reserved slot holding len bytes. Returns 0; -EMSGSIZE (len too big: the slot stays
+ * reserved); -EOWNERDEAD when the slot was taken from this handle (a peer decided it was
+ * stuck, see abd_ring_set_stuck_timeout): the message is not delivered; -EINVAL when data is
+ * not a slot this handle reserved. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_commit(struct abd_ring *ring, void *data, size_t len);
+/* Give a reservation up: consumers skip the slot. Returns 0, -EOWNERDEAD or -EINVAL. */
+ABD_EXPORT int abd_ring_abort(struct abd_ring *ring, void *data);
+
+/* Claim the oldest message and point *data at it (*len bytes) in place. Returns 0, -EAGAIN
+ * (empty), -EPERM, -EBADMSG (corrupt slot, dropped), -EBUSY (single-consumer ring: the
+ * previous message is not released yet). The message is this handle's until released. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_peek(struct abd_ring *ring, const void **data, size_t *len);
+/* Hand a peeked slot back to the producers. Returns 0; -EOWNERDEAD when the slot was taken
+ * from this handle meanwhile (its bytes may have been overwritten while read: discard what was
+ * read); -EINVAL when data is not a slot this handle peeked. */
+ABD_EXPORT int abd_ring_release(struct abd_ring *ring, const void *data);
+
+/* ---- Waiting from a reactor ---------------------------------------------------------- */
+
+/* Announce that this handle is about to sleep until `what` becomes possible. Returns 1 when
+ * it is possible already (do not sleep; nothing to cancel), 0 when the caller must now sleep:
+ * either FUTEX_WAIT on the word abd_ring_futex() gives with the value stored in *futex_value
+ * (shared futex: no FUTEX_PRIVATE_FLAG), or wait for abd_ring_wait_fd() to become readable.
+ * *timeout_ns receives the longest the caller should sleep (-1: no limit; a finite value while
+ * a peer holds a slot the waiter depends on, so its death is noticed within a millisecond).
+ * After waking (or giving up), call abd_ring_wait_finish, then retry the operation.
+ * Errors: -EINVAL, -EPERM (wrong role), -EALREADY (already announced). Slow path: may make
+ * syscalls (lease checks). */
+ABD_EXPORT ABD_NODISCARD int abd_ring_wait_prepare(struct abd_ring *ring, enum abd_ring_wait_for what,
+                                                   uint32_t *futex_value, int64_t *timeout_ns);
+/* Withdraw the announcement and drain the eventfd. Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_ring_wait_finish(struct abd_ring *ring, enum abd_ring_wait_for what);
+/* The 32-bit futex word waiters of `what` sleep on (inside the shared mapping). */
+ABD_EXPORT const uint32_t *abd_ring_futex(const struct abd_ring *ring, enum abd_ring_wait_for what);
+
+/* ---- Recovery and statistics --------------------------------------------------------- */
+
+/* Scan the participant table and the slots: release leases and slots of dead participants,
+ * wake waiters when something was recovered. Returns the number of slots recovered.
+ * Blocking forms and abd_ring_wait_prepare do this on their own for the slot they wait for;
+ * a program that only spins on try forms calls this now and then. */
+ABD_EXPORT int abd_ring_recover(struct abd_ring *ring);
+
+/* How long a *live* peer may hold the slot a blocking waiter depends on before the waiter
+ * takes it (the peer's commit/release then fails with -EOWNERDEAD). 0 disables; default 1 s.
+ * Per handle. Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_ring_set_stuck_timeout(struct abd_ring *ring, int64_t timeout_ns);
+
+struct abd_ring_stats {
+	uint64_t pushed;    /* messages committed (all participants) */
+	uint64_t popped;    /* messages released (all participants) */
+	uint64_t recovered; /* slots recovered from dead or stuck participants */
+	uint64_t wakes;     /* wake syscalls made (all participants) */
+	uint64_t own_wakes; /* wake syscalls made by this handle */
+	uint64_t own_waits; /* sleeps (futex/eventfd waits) made by this handle */
+	uint64_t reserved[4];
+};
+/* Counters are flushed from each handle every few hundred operations and on its slow paths:
+ * other participants' figures may lag. Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_ring_stats(struct abd_ring *ring, struct abd_ring_stats *out);
+
+/* ---- Typed wrappers ------------------------------------------------------------------- */
+
+/* ABD_RING_TYPED(name, type) defines static inline name_try_push(ring, const type *),
+ * name_try_pop(ring, type *), name_push(ring, const type *, timeout_ns) and
+ * name_pop(ring, type *, timeout_ns), returning 0 or the ring's -errno; a popped message of
+ * the wrong size gives -EBADMSG. The type must be trivially copyable and at most
+ * ABD_RING_MAX_SLOT_SIZE bytes (checked at compile time). */
+#ifdef __cplusplus
+#define ABD_RING__STATIC_ASSERT(e, m) static_assert(e, m)
+#else
+#define ABD_RING__STATIC_ASSERT(e, m) _Static_assert(e, m)
+#endif
+#define ABD_RING_TYPED(name, type)                                                     \
+	ABD_RING__STATIC_ASSERT(sizeof(type) > 0 && sizeof(type) <= ABD_RING_MAX_SLOT_SIZE, \
+	                        "ABD_RING_TYPED: " #type " does not fit a ring slot");      \
+	static inline int name##_try_push(struct abd_ring *r, const type *v)               \
+	{                                                                                  \
+		return abd_ring_try_push(r, v, sizeof(type));                                  \
+	}                                                                                  \
+	static inline int name##_push(struct abd_ring *r, const type *v, int64_t t)        \
+	{                                                                                  \
+		return abd_ring_push(r, v, sizeof(type), t);                                   \
+	}                                                                                  \
+	static inline int name##_try_pop(struct abd_ring *r, type *v)                      \
+	{                                                                                  \
+		int n_ = abd_ring_try_pop(r, v, sizeof(type));                                 \
+		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}                                                                                  \
+	static inline int name##_pop(struct abd_ring *r, type *v, int64_t t)               \
+	{                                                                                  \
+		int n_ = abd_ring_pop(r, v, sizeof(type), t);                                  \
+		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}                                                                                  \
+	static inline int name##_check_slot(struct abd_ring *r)                            \
+	{                                                                                  \
+		int64_t s_ = abd_ring_slot_size(r);                                            \
+		return s_ < 0 ? (int)s_ : s_ >= (int64_t)sizeof(type) ? 0 : -EMSGSIZE;         \
+	}
+
+ABD_END_DECLS
+
+#endif

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/* The ring's shared-memory layout (docs/ring.md is the specification) and the private handle.
+ * Internal to ring.c, ring-wait.c and ring-recover.c. */
+#ifndef ABD_RUNTIME_RING_INTERNAL_H
+#define ABD_RUNTIME_RING_INTERNAL_H
+
+#include <abd/ring.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+#define ABD__RING_MAGIC UINT64_C(0x31474e4952444241) /* "ABDRING1", little-endian */
+#define ABD__RING_VERSION 1u
+#define ABD__RING_HEADER_SIZE 512u
+#define ABD__RING_LINE 64u
+#define ABD__RING_LEASE_SIZE 64u
+#define ABD__RING_SLOT_HDR 16u
+#define ABD__RING_MODES (ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER)
+#define ABD__RING_ROLES (ABD_RING_PRODUCER | ABD_RING_CONSUMER)
+
+/* Bytes of the memfd that carry OFD locks (advisory; they need not lie inside the file). */
+#define ABD__RING_LOCK_PRODUCER 0 /* held by the single producer of a SINGLE_PRODUCER ring */
+#define ABD__RING_LOCK_CONSUMER 1 /* held by the single consumer of a SINGLE_CONSUMER ring */
+#define ABD__RING_LOCK_LEASE0 64  /* lease i: byte 64 + i */
+
+/* The header: 8 cache lines. Line 0-1 are written once by the creator; every other line has
+ * one job so that producers and consumers do not share a line they write. */
+struct abd__ring_hdr {
+	/* line 0-1: immutable geometry */
+	uint64_t magic;
+	uint32_t version;
+	uint32_t header_size;
+	uint8_t nonce[ABD_RING_NONCE_SIZE];
+	uint32_t capacity;
+	uint32_t slot_size;
+	uint32_t slot_stride;
+	uint32_t modes;
+	uint32_t lease_count;
+	uint32_t lease_offset;
+	uint64_t slots_offset;
+	uint64_t total_size;
+	uint8_t pad0[128 - 72];
+	/* line 2: producers' position */
+	uint64_t tail;
+	uint8_t pad1[56];
+	/* line 3: consumers' position */
+	uint64_t head;
+	uint8_t pad2[56];
+	/* line 4: eventcount of consumers waiting for data */
+	uint32_t data_futex;
+	uint32_t data_sleepers;
+	uint8_t pad3[56];
+	/* line 5: eventcount of producers waiting for space */
+	uint32_t space_futex;
+	uint32_t space_sleepers;
+	uint8_t pad4[56];
+	/* line 6: statistics */
+	uint64_t pushed;
+	uint64_t popped;
+	uint64_t recovered;
+	uint64_t wakes;
+	uint8_t pad5[32];
+	/* line 7: reserved, zero */
+	uint8_t pad6[64];
+};
+_Static_assert(sizeof(struct abd__ring_hdr) == ABD__RING_HEADER_SIZE, "header is 8 lines");
+_Static_assert(offsetof(struct abd__ring_hdr, tail) == 128, "tail on line 2");
+_Static_assert(offsetof(struct abd__ring_hdr, data_futex) == 256, "data eventcount on line 4");
+
+enum { ABD__LEASE_FREE = 0, ABD__LEASE_HELD = 1 };
+struct abd__ring_lease {
+	uint32_t state;    /* ABD__LEASE_* */
+	uint32_t pid;      /* informational: the holder's pid in its own namespace */
+	uint32_t sleeping; /* bit 0: counted in data_sleepers; bit 1: in space_sleepers */
+	uint32_t gen;      /* bumped at every acquisition */
+	uint8_t pad[48];
+};
+_Static_assert(sizeof(struct abd__ring_lease) == ABD__RING_LEASE_SIZE, "lease is one line");
+
+/* A slot: control word, length, payload. ctl = seq (32) | state (4) << 32 | lease (16) << 48. */
+struct abd__ring_slot {
+	uint64_t ctl;
+	uint32_t len;
+	uint32_t pad;
+	unsigned char data[];
+};
+
+enum {
+	ABD__SLOT_FREE = 0,    /* seq: the position a producer may claim it for */
+	ABD__SLOT_WRITING = 1, /* claimed by producer `lease` for position seq */
+	ABD__SLOT_FULL = 2,    /* committed message for position seq */
+	ABD__SLOT_READING = 3, /* claimed by consumer `lease` */
+	ABD__SLOT_TOMB = 4,    /* a claim given up or recovered: consumers skip it */
+};
+
+static inline uint64_t abd__ctl(uint32_t seq, unsigned state, unsigned lease)
+{
+	return (uint64_t)seq | (uint64_t)(state & 15) << 32 | (uint64_t)(lease & 0xffff) << 48;
+}
+static inline uint32_t abd__ctl_seq(uint64_t c) { return (uint32_t)c; }
+static inline unsigned abd__ctl_state(uint64_t c) { return (unsigned)(c >> 32) & 15; }
+static inline unsigned abd__ctl_lease(uint64_t c) { return (unsigned)(c >> 48); }
+
+#define abd__load(p, o) __atomic_load_n((p), __ATOMIC_##o)
+#define abd__store(p, v, o) __atomic_store_n((p), (v), __ATOMIC_##o)
+#define abd__cas(p, expp, v, o)                                                        \
+	__atomic_compare_exchange_n((p), (expp), (v), false, __ATOMIC_##o, __ATOMIC_ACQUIRE)
+#define abd__add(p, v, o) __atomic_fetch_add((p), (v), __ATOMIC_##o)
+
+#define ABD__STATS_FLUSH 256u
+
+static inline void abd__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+struct abd_ring {
+	unsigned char *base;
+	size_t map_size;
+	struct abd__ring_hdr *h;
+	struct abd__ring_lease *leases;
+	unsigned char *slots;
+	/* private copies of the validated geometry: a peer rewriting the header later cannot
+	 * move our bounds */
+	uint32_t cap, mask, slot_size, stride, modes, lease_count;
+	uint8_t nonce[ABD_RING_NONCE_SIZE];
+	int shfd;   /* the memfd handed to peers */
+	int lockfd; /* our own open file description: holds the lease and role locks */
+	int evfd;   /* eventfd or -1 */
+	unsigned roles;
+	unsigned lease;
+	bool use_futex;
+	/* single-producer / single-consumer state */
+	uint64_t sp_tail, sc_head;
+	bool sp_reserved, sc_peeked;
+	/* slots this handle holds (reserved or peeked), for abd_ring_free */
+	uint64_t held;
+	/* counters not yet added to the header */
+	uint32_t unflushed_pushed, unflushed_popped;
+	uint64_t own_wakes, own_waits;
+	unsigned sleeping; /* announced wait kinds (bits as in the lease) */
+	/* last-resort takeover of a slot held by a live peer */
+	int64_t stuck_ns;
+	uint64_t stuck_pos, stuck_since;
+	unsigned stuck_what;
+};
+
+static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_t pos)
+{
+	return (struct abd__ring_slot *)(r->slots + (size_t)(pos & r->mask) * r->stride);
+}
+
+/* ring.c */
+void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what);
+void abd__ring_flush_stats(struct abd_ring *r);
+
+/* ring-recover.c */
+int abd__ring_take_lease(struct abd_ring *r);
+void abd__ring_drop_lease(struct abd_ring *r);
+int abd__ring_lease_alive(struct abd_ring *r, unsigned lease);
+int abd__ring_reap_lease(struct abd_ring *r, unsigned lease);
+int abd__ring_lock(int fd, int64_t byte, bool lock);
+unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
+
+/* ring-wait.c */
+uint64_t abd__ring_now_ns(void);
+
+#endif

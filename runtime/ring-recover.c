@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/* Leases and recovery: who holds what, and what happens to a dead participant's slots.
+ *
+ * Lease i is an OFD write lock on byte 64 + i of the memfd, taken through the handle's own
+ * open file description. The kernel drops it when the last descriptor of that description
+ * closes, i.e. when the process dies, at any instruction; F_OFD_GETLK then reports the byte
+ * unlocked. No heartbeat, no PID (PIDs mean nothing across PID namespaces). Recovery of a dead
+ * lease is done under that lease's lock, so two recoverers never undo a lease twice. */
+#include <fcntl.h>
+
+#include "ring-internal.h"
+
+int abd__ring_lock(int fd, int64_t byte, bool lock)
+{
+	struct flock fl = {
+		.l_type = lock ? F_WRLCK : F_UNLCK,
+		.l_whence = SEEK_SET,
+		.l_start = byte,
+		.l_len = 1,
+	};
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* 1 alive, 0 dead, -errno. A lease number outside the table names nobody: dead. */
+int abd__ring_lease_alive(struct abd_ring *r, unsigned lease)
+{
+	if (lease == r->lease)
+		return 1;
+	if (lease >= r->lease_count)
+		return 0;
+	struct flock fl = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = ABD__RING_LOCK_LEASE0 + lease,
+		.l_len = 1,
+	};
+	if (fcntl(r->lockfd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+static void sleepers_dec(uint32_t *count)
+{
+	uint32_t v = abd__load(count, RELAXED);
+	while (v && !abd__cas(count, &v, v - 1, SEQ_CST))
+		;
+}
+
+/* Undo what a lease had announced: its sleeper counts. */
+static void unsleep(struct abd_ring *r, struct abd__ring_lease *l)
+{
+	uint32_t s = __atomic_exchange_n(&l->sleeping, 0, __ATOMIC_SEQ_CST);
+	if (s & 1)
+		sleepers_dec(&r->h->data_sleepers);
+	if (s & 2)
+		sleepers_dec(&r->h->space_sleepers);
+}
+
+/* Give up every slot claimed under `lease`: a producer's claim becomes a tombstone that
+ * consumers skip, a consumer's claim is freed (its message is lost with it). Each step is a
+ * CAS from the exact claimed word, so a claim that completes meanwhile is left alone. */
+unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease)
+{
+	unsigned n = 0;
+	for (uint32_t i = 0; i < r->cap; i++) {
+		struct abd__ring_slot *s = abd__slot(r, i);
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		if (abd__ctl_lease(c) != lease)
+			continue;
+		uint32_t seq = abd__ctl_seq(c);
+		if (abd__ctl_state(c) == ABD__SLOT_WRITING &&
+		    abd__cas(&s->ctl, &c, abd__ctl(seq, ABD__SLOT_TOMB, 0), SEQ_CST))
+			n++;
+		else if (abd__ctl_state(c) == ABD__SLOT_READING &&
+		         abd__cas(&s->ctl, &c, abd__ctl(seq + r->cap, ABD__SLOT_FREE, 0), SEQ_CST))
+			n++;
+	}
+	if (n) {
+		abd__add(&r->h->recovered, n, RELAXED);
+		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+	}
+	return n;
+}
+
+/* Called with lease i's lock held by us and its previous holder gone. */
+static unsigned cleanup(struct abd_ring *r, unsigned i)
+{
+	struct abd__ring_lease *l = &r->leases[i];
+	if (abd__load(&l->state, ACQUIRE) == ABD__LEASE_FREE)
+		return 0;
+	unsleep(r, l);
+	unsigned n = abd__ring_sweep(r, i);
+	abd__store(&l->state, ABD__LEASE_FREE, RELEASE);
+	return n;
+}
+
+int abd__ring_take_lease(struct abd_ring *r)
+{
+	for (unsigned i = 0; i < r->lease_count; i++) {
+		int e = abd__ring_lock(r->lockfd, ABD__RING_LOCK_LEASE0 + i, true);
+		if (e == -EAGAIN || e == -EACCES)
+			continue;
+		if (e < 0)
+			return e;
+		cleanup(r, i); /* a dead holder's leftovers */
+		struct abd__ring_lease *l = &r->leases[i];
+		abd__store(&l->pid, (uint32_t)getpid(), RELAXED);
+		abd__add(&l->gen, 1, RELAXED);
+		abd__store(&l->state, ABD__LEASE_HELD, RELEASE);
+		r->lease = i;
+		return 0;
+	}
+	return -EUSERS;
+}
+
+void abd__ring_drop_lease(struct abd_ring *r)
+{
+	struct abd__ring_lease *l = &r->leases[r->lease];
+	unsleep(r, l);
+	abd__store(&l->state, ABD__LEASE_FREE, RELEASE);
+	abd__ring_lock(r->lockfd, ABD__RING_LOCK_LEASE0 + r->lease, false);
+}
+
+/* Recover lease `lease` if its holder is dead; returns slots recovered (0 if alive). */
+int abd__ring_reap_lease(struct abd_ring *r, unsigned lease)
+{
+	if (lease == r->lease)
+		return 0;
+	if (lease >= r->lease_count)
+		return (int)abd__ring_sweep(r, lease); /* garbage from a peer: nobody will commit it */
+	int e = abd__ring_lock(r->lockfd, ABD__RING_LOCK_LEASE0 + lease, true);
+	if (e == -EAGAIN || e == -EACCES)
+		return 0; /* alive (or being reaped by someone else right now) */
+	if (e < 0)
+		return e;
+	unsigned n = cleanup(r, lease);
+	abd__ring_lock(r->lockfd, ABD__RING_LOCK_LEASE0 + lease, false);
+	return (int)n;
+}
+
+int abd_ring_recover(struct abd_ring *r)
+{
+	abd__check(r, -EINVAL);
+	abd__ring_flush_stats(r);
+	int total = 0;
+	for (unsigned i = 0; i < r->lease_count; i++) {
+		if (i == r->lease || abd__load(&r->leases[i].state, ACQUIRE) != ABD__LEASE_HELD)
+			continue;
+		int alive = abd__ring_lease_alive(r, i);
+		if (alive < 0)
+			return alive;
+		if (alive)
+			continue;
+		int n = abd__ring_reap_lease(r, i);
+		if (n < 0)
+			return n;
+		total += n;
+	}
+	return total;
+}

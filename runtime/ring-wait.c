@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/* Waiting: the eventcount in the header, and the blocking forms built on it.
+ *
+ * A waiter reads the futex word, announces itself (sleepers++, then its lease's sleeping bit),
+ * re-checks the ring, and only then sleeps on the futex word (or the eventfd). A waker
+ * publishes its slot with a sequentially consistent store or CAS, then reads the sleeper
+ * count: either the waiter's re-check sees the slot or the waker sees the sleeper, never
+ * neither. The waker bumps the futex word before FUTEX_WAKE, so a waiter that read the word
+ * before the bump does not go to sleep on it. */
+#include <linux/futex.h>
+#include <poll.h>
+#include <time.h>
+
+#include "ring-internal.h"
+
+#define ABD__STALL_POLL_NS 1000000 /* re-check a live claimer we depend on every 1 ms */
+#define ABD__SPIN 128
+
+uint64_t abd__ring_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool role_ok(const struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	return what == ABD_RING_WAIT_DATA ? r->roles & ABD_RING_CONSUMER : r->roles & ABD_RING_PRODUCER;
+}
+
+/* A live participant holds the slot we wait behind. Give it stuck_ns, then take the slot. */
+static int stuck(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t pos,
+                 struct abd__ring_slot *s, uint64_t c, bool takeable, int64_t *tmo)
+{
+	uint64_t now = abd__ring_now_ns();
+	*tmo = ABD__STALL_POLL_NS;
+	if (r->stuck_pos != pos || r->stuck_what != (unsigned)what) {
+		r->stuck_pos = pos;
+		r->stuck_what = what;
+		r->stuck_since = now;
+		return 0;
+	}
+	if (!takeable || r->stuck_ns == 0 || now - r->stuck_since < (uint64_t)r->stuck_ns)
+		return 0;
+	uint32_t seq = abd__ctl_seq(c);
+	uint64_t v = abd__ctl_state(c) == ABD__SLOT_WRITING ? abd__ctl(seq, ABD__SLOT_TOMB, 0)
+	                                                    : abd__ctl(seq + r->cap, ABD__SLOT_FREE, 0);
+	if (abd__cas(&s->ctl, &c, v, SEQ_CST)) {
+		abd__add(&r->h->recovered, 1, RELAXED);
+		abd__ring_wake(r, what == ABD_RING_WAIT_DATA ? ABD_RING_WAIT_SPACE : ABD_RING_WAIT_DATA);
+	}
+	r->stuck_pos = UINT64_MAX;
+	return 1;
+}
+
+/* A slot claimed by `lease` blocks us: recover it if the claimer died. 1 = retry now. */
+static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t pos,
+                      struct abd__ring_slot *s, uint64_t c, bool takeable, int64_t *tmo)
+{
+	unsigned lease = abd__ctl_lease(c);
+	if (lease == r->lease)
+		return 0; /* our own claim: nothing to recover */
+	int alive = abd__ring_lease_alive(r, lease);
+	if (alive < 0)
+		return alive;
+	if (!alive) {
+		int n = abd__ring_reap_lease(r, lease);
+		return n < 0 ? n : 1;
+	}
+	return stuck(r, what, pos, s, c, takeable, tmo);
+}
+
+/* After announcing: may the operation proceed (1), or must we sleep (0, *tmo)? */
+static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo)
+{
+	*tmo = -1;
+	if (what == ABD_RING_WAIT_DATA) {
+		uint64_t h = r->modes & ABD_RING_SINGLE_CONSUMER ? r->sc_head : abd__load(&r->h->head, SEQ_CST);
+		struct abd__ring_slot *s = abd__slot(r, h);
+		uint64_t c = abd__load(&s->ctl, SEQ_CST);
+		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
+		unsigned st = abd__ctl_state(c);
+		if (d == 0 && st == ABD__SLOT_FREE)
+			return 0;
+		if (d == 0 && st == ABD__SLOT_WRITING) {
+			/* take a live producer's slot only when committed messages wait behind it */
+			bool behind = abd__load(&r->h->tail, ACQUIRE) > h + 1;
+			return blocked_by(r, what, h, s, c, behind, tmo);
+		}
+		return 1;
+	}
+	uint64_t t = r->modes & ABD_RING_SINGLE_PRODUCER ? r->sp_tail : abd__load(&r->h->tail, SEQ_CST);
+	struct abd__ring_slot *s = abd__slot(r, t);
+	uint64_t c = abd__load(&s->ctl, SEQ_CST);
+	int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
+	unsigned st = abd__ctl_state(c);
+	if (d == -(int32_t)r->cap && st != ABD__SLOT_FREE) {
+		if (st == ABD__SLOT_READING || st == ABD__SLOT_WRITING)
+			return blocked_by(r, what, t, s, c, true, tmo);
+		return 0; /* full of messages: consumers will wake us */
+	}
+	return 1;
+}
+
+static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	unsigned bit = what == ABD_RING_WAIT_SPACE ? 2 : 1;
+	if (!(r->sleeping & bit))
+		return;
+	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
+	/* flag first, count second: a death in between leaves one extra sleeper counted (a
+	 * spare wake), never one too few (a lost wake) */
+	__atomic_fetch_and(&r->leases[r->lease].sleeping, ~bit, __ATOMIC_SEQ_CST);
+	uint32_t v = abd__load(count, RELAXED);
+	while (v && !abd__cas(count, &v, v - 1, SEQ_CST))
+		;
+	r->sleeping &= ~bit;
+}
+
+static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *value, int64_t *tmo)
+{
+	unsigned bit = what == ABD_RING_WAIT_SPACE ? 2 : 1;
+	if (r->sleeping & bit)
+		return -EALREADY;
+	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
+	*value = abd__load(word, ACQUIRE);
+	abd__add(count, 1, SEQ_CST);
+	__atomic_fetch_or(&r->leases[r->lease].sleeping, bit, __ATOMIC_SEQ_CST);
+	r->sleeping |= bit;
+	abd__ring_flush_stats(r);
+	int e = recheck(r, what, tmo);
+	if (e != 0)
+		finish(r, what);
+	return e;
+}
+
+int abd_ring_wait_prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *futex_value,
+                          int64_t *timeout_ns)
+{
+	abd__check(r && futex_value && timeout_ns, -EINVAL);
+	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
+	if (!role_ok(r, what))
+		return -EPERM;
+	return prepare(r, what, futex_value, timeout_ns);
+}
+
+int abd_ring_wait_finish(struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	abd__check(r, -EINVAL);
+	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
+	finish(r, what);
+	if (r->evfd >= 0) {
+		uint64_t v;
+		ssize_t n = read(r->evfd, &v, sizeof(v));
+		(void)n; /* EAGAIN: nothing to drain */
+	}
+	return 0;
+}
+
+/* Sleep on the futex word (or the eventfd, or in short naps) for at most ns (-1: no limit).
+ * Returns 0 (woken, timed out or spurious: the caller re-checks) or -EINTR. */
+static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value, int64_t ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (ns >= 0) {
+		ts.tv_sec = ns / 1000000000;
+		ts.tv_nsec = ns % 1000000000;
+		tsp = &ts;
+	}
+	r->own_waits++;
+	if (r->use_futex) {
+		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, tsp, NULL, 0);
+		return e < 0 && errno == EINTR ? -EINTR : 0;
+	}
+	if (r->evfd >= 0) {
+		struct pollfd p = { .fd = r->evfd, .events = POLLIN };
+		int e = ppoll(&p, 1, tsp, NULL);
+		if (e < 0 && errno == EINTR)
+			return -EINTR;
+		uint64_t v;
+		ssize_t n = read(r->evfd, &v, sizeof(v));
+		(void)n;
+		return 0;
+	}
+	/* neither futex nor eventfd: nap */
+	struct timespec nap = { 0, 100000 };
+	if (tsp && (ts.tv_sec == 0 && ts.tv_nsec < nap.tv_nsec))
+		nap = ts;
+	return nanosleep(&nap, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+}
+
+/* The shared loop of the blocking forms: op() until it stops saying -EAGAIN. */
+static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t timeout_ns,
+                    int (*op)(struct abd_ring *, void *), void *arg)
+{
+	int e = op(r, arg);
+	for (int i = 0; e == -EAGAIN && i < ABD__SPIN; i++) {
+		abd__cpu_relax();
+		e = op(r, arg);
+	}
+	if (e != -EAGAIN)
+		return e;
+	uint64_t deadline = timeout_ns > 0 ? abd__ring_now_ns() + (uint64_t)timeout_ns : 0;
+	for (;;) {
+		uint32_t value;
+		int64_t tmo;
+		int p = prepare(r, what, &value, &tmo);
+		if (p < 0)
+			return p;
+		if (p == 0) {
+			int64_t left = -1;
+			if (timeout_ns == 0) {
+				finish(r, what);
+				return -EAGAIN;
+			}
+			if (timeout_ns > 0) {
+				uint64_t now = abd__ring_now_ns();
+				if (now >= deadline) {
+					finish(r, what);
+					return -ETIMEDOUT;
+				}
+				left = (int64_t)(deadline - now);
+			}
+			if (tmo >= 0 && (left < 0 || tmo < left))
+				left = tmo;
+			int s = sleep_on(r, what, value, left);
+			finish(r, what);
+			if (s < 0)
+				return s;
+		}
+		e = op(r, arg);
+		if (e != -EAGAIN)
+			return e;
+		if (timeout_ns == 0)
+			return e;
+	}
+}
+
+struct push_arg {
+	const void *data;
+	size_t len;
+};
+struct pop_arg {
+	void *buf;
+	size_t size;
+};
+
+static int push_op(struct abd_ring *r, void *a)
+{
+	struct push_arg *p = a;
+	return abd_ring_try_push(r, p->data, p->len);
+}
+
+static int pop_op(struct abd_ring *r, void *a)
+{
+	struct pop_arg *p = a;
+	return abd_ring_try_pop(r, p->buf, p->size);
+}
+
+int abd_ring_push(struct abd_ring *r, const void *data, size_t len, int64_t timeout_ns)
+{
+	abd__check(r && (data || len == 0) && timeout_ns >= -1, -EINVAL);
+	struct push_arg a = { data, len };
+	return blocking(r, ABD_RING_WAIT_SPACE, timeout_ns, push_op, &a);
+}
+
+int abd_ring_pop(struct abd_ring *r, void *buf, size_t size, int64_t timeout_ns)
+{
+	abd__check(r && (buf || size == 0) && size <= INT32_MAX && timeout_ns >= -1, -EINVAL);
+	struct pop_arg a = { buf, size };
+	return blocking(r, ABD_RING_WAIT_DATA, timeout_ns, pop_op, &a);
+}

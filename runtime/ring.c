@@ -1,0 +1,898 @@
+/* SPDX-License-Identifier: MIT */
+/* The ring: creation, validated attach, and the lock-free fast paths.
+ *
+ * Producers and consumers agree through one 64-bit control word per slot (seq | state |
+ * lease), a bounded MPMC queue in the manner of Vyukov's, but a producer claims a slot with a
+ * CAS on the slot itself (recording its lease in the same word) before it advances the tail,
+ * and anyone may advance a tail or head that lags behind a claimed slot. So a claim and its
+ * owner are one atomic fact, and a participant killed at any instruction leaves either an
+ * untouched slot or a slot that names it. docs/ring.md has the full protocol. */
+#include <abd/probe.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <linux/futex.h>
+#include <limits.h>
+
+#include "ring-internal.h"
+
+#define ABD__REQUIRED_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+static uint32_t stride_for(uint32_t slot_size)
+{
+	uint64_t s = (ABD__RING_SLOT_HDR + (uint64_t)slot_size + 15) & ~UINT64_C(15);
+	if (s > 32)
+		s = (s + ABD__RING_LINE - 1) & ~(uint64_t)(ABD__RING_LINE - 1);
+	return (uint32_t)s;
+}
+
+static uint64_t slots_offset_for(uint32_t lease_count)
+{
+	return ABD__RING_HEADER_SIZE + (uint64_t)lease_count * ABD__RING_LEASE_SIZE;
+}
+
+static uint64_t total_size_for(uint64_t slots_offset, uint32_t cap, uint32_t stride)
+{
+	uint64_t page = 4096;
+	uint64_t t = slots_offset + (uint64_t)cap * stride;
+	return (t + page - 1) & ~(page - 1);
+}
+
+static bool is_pow2(uint32_t v)
+{
+	return v >= 2 && (v & (v - 1)) == 0;
+}
+
+/* Reopen the memfd through /proc to get an open file description of our own: OFD locks
+ * belong to the description, and one shared by dup/fork/SCM_RIGHTS/pidfd_getfd would let
+ * another process keep our lease alive. */
+static int reopen_private(int fd)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	int r = open(path, O_RDWR | O_CLOEXEC);
+	return r < 0 ? -errno : r;
+}
+
+static void ring_close(struct abd_ring *r)
+{
+	if (r->base)
+		munmap(r->base, r->map_size);
+	abd__close(r->shfd);
+	abd__close(r->lockfd);
+	abd__close(r->evfd);
+	free(r);
+}
+
+static struct abd_ring *ring_alloc(void)
+{
+	struct abd_ring *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->shfd = r->lockfd = r->evfd = -1;
+	r->stuck_ns = 1000000000;
+	r->stuck_pos = UINT64_MAX;
+	return r;
+}
+
+/* Everything after the mapping is validated: roles, lease, futex choice, positions. */
+static int ring_join(struct abd_ring *r, unsigned flags)
+{
+	r->roles = flags & ABD__RING_ROLES ? flags & ABD__RING_ROLES : ABD__RING_ROLES;
+	r->use_futex = abd_probe_has(ABD_FEAT_FUTEX) == 1;
+	if ((r->modes & ABD_RING_SINGLE_PRODUCER) && (r->roles & ABD_RING_PRODUCER)) {
+		int e = abd__ring_lock(r->lockfd, ABD__RING_LOCK_PRODUCER, true);
+		if (e < 0)
+			return e == -EAGAIN || e == -EACCES ? -EBUSY : e;
+	}
+	if ((r->modes & ABD_RING_SINGLE_CONSUMER) && (r->roles & ABD_RING_CONSUMER)) {
+		int e = abd__ring_lock(r->lockfd, ABD__RING_LOCK_CONSUMER, true);
+		if (e < 0)
+			return e == -EAGAIN || e == -EACCES ? -EBUSY : e;
+	}
+	int e = abd__ring_take_lease(r);
+	if (e < 0)
+		return e;
+	/* A single producer/consumer owns its position; the shared copy may lag by one when its
+	 * predecessor died between publishing a slot and storing the position: the fast path
+	 * steps over such slots. */
+	r->sp_tail = abd__load(&r->h->tail, ACQUIRE);
+	r->sc_head = abd__load(&r->h->head, ACQUIRE);
+	return 0;
+}
+
+int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags, const uint8_t *nonce,
+                 struct abd_ring **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(is_pow2(capacity) && capacity <= ABD_RING_MAX_CAPACITY, -EINVAL);
+	abd__check(slot_size >= 1 && slot_size <= ABD_RING_MAX_SLOT_SIZE, -EINVAL);
+	abd__check((flags & ~(ABD__RING_ROLES | ABD__RING_MODES)) == 0, -EINVAL);
+
+	struct abd_ring *r = ring_alloc();
+	if (!r)
+		return -ENOMEM;
+	int e;
+	unsigned mfd = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+	if (abd_probe_has(ABD_FEAT_MFD_NOEXEC_SEAL) == 1)
+		mfd |= MFD_NOEXEC_SEAL;
+	r->shfd = memfd_create("abd-ring", mfd);
+	if (r->shfd < 0 && (mfd & MFD_NOEXEC_SEAL) && errno == EINVAL)
+		r->shfd = memfd_create("abd-ring", mfd & ~MFD_NOEXEC_SEAL);
+	if (r->shfd < 0)
+		goto fail_errno;
+
+	r->cap = capacity;
+	r->mask = capacity - 1;
+	r->slot_size = slot_size;
+	r->stride = stride_for(slot_size);
+	r->modes = flags & ABD__RING_MODES;
+	r->lease_count = ABD_RING_MAX_PARTICIPANTS;
+	uint64_t slots_off = slots_offset_for(r->lease_count);
+	uint64_t total = total_size_for(slots_off, capacity, r->stride);
+	if (total > (uint64_t)SIZE_MAX / 2) {
+		e = -ENOMEM;
+		goto fail;
+	}
+	if (ftruncate(r->shfd, (off_t)total) < 0)
+		goto fail_errno;
+	if (fcntl(r->shfd, F_ADD_SEALS, ABD__REQUIRED_SEALS) < 0)
+		goto fail_errno;
+	r->map_size = (size_t)total;
+	void *m = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->shfd, 0);
+	if (m == MAP_FAILED)
+		goto fail_errno;
+	r->base = m;
+	r->h = m;
+	r->leases = (struct abd__ring_lease *)(r->base + ABD__RING_HEADER_SIZE);
+	r->slots = r->base + slots_off;
+
+	if (nonce)
+		memcpy(r->nonce, nonce, sizeof(r->nonce));
+	else if (getrandom(r->nonce, sizeof(r->nonce), 0) != (ssize_t)sizeof(r->nonce))
+		goto fail_errno;
+
+	struct abd__ring_hdr *h = r->h;
+	h->version = ABD__RING_VERSION;
+	h->header_size = ABD__RING_HEADER_SIZE;
+	memcpy(h->nonce, r->nonce, sizeof(h->nonce));
+	h->capacity = capacity;
+	h->slot_size = slot_size;
+	h->slot_stride = r->stride;
+	h->modes = r->modes;
+	h->lease_count = r->lease_count;
+	h->lease_offset = ABD__RING_HEADER_SIZE;
+	h->slots_offset = slots_off;
+	h->total_size = total;
+	for (uint32_t i = 0; i < capacity; i++)
+		abd__slot(r, i)->ctl = abd__ctl(i, ABD__SLOT_FREE, 0);
+	/* The magic last: a peer that maps a half-built ring sees no magic. */
+	abd__store(&h->magic, ABD__RING_MAGIC, RELEASE);
+
+	if (abd_probe_has(ABD_FEAT_EVENTFD) == 1) {
+		r->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (r->evfd < 0)
+			goto fail_errno;
+	}
+	r->lockfd = reopen_private(r->shfd);
+	if (r->lockfd < 0) {
+		e = r->lockfd;
+		goto fail;
+	}
+	e = ring_join(r, flags);
+	if (e < 0)
+		goto fail;
+	*out = r;
+	return 0;
+
+fail_errno:
+	e = -errno;
+fail:
+	ring_close(r);
+	return e;
+}
+
+/* Check every header field against the file before the mapping is trusted. The header is
+ * copied first: the checks and the use must see the same bytes. */
+static int validate(const struct abd__ring_hdr *hp, uint64_t file_size, struct abd_ring *r)
+{
+	struct abd__ring_hdr h;
+	memcpy(&h, hp, sizeof(h));
+	if (h.magic != ABD__RING_MAGIC || h.version != ABD__RING_VERSION ||
+	    h.header_size != ABD__RING_HEADER_SIZE)
+		return -EPROTO;
+	if (!is_pow2(h.capacity) || h.capacity > ABD_RING_MAX_CAPACITY)
+		return -EPROTO;
+	if (h.slot_size < 1 || h.slot_size > ABD_RING_MAX_SLOT_SIZE ||
+	    h.slot_stride != stride_for(h.slot_size))
+		return -EPROTO;
+	if (h.modes & ~ABD__RING_MODES)
+		return -EPROTO;
+	if (h.lease_count < 1 || h.lease_count > ABD_RING_MAX_PARTICIPANTS ||
+	    h.lease_offset != ABD__RING_HEADER_SIZE)
+		return -EPROTO;
+	uint64_t slots_off = slots_offset_for(h.lease_count);
+	if (h.slots_offset != slots_off)
+		return -EPROTO;
+	uint64_t total = total_size_for(slots_off, h.capacity, h.slot_stride);
+	if (h.total_size != total || total != file_size)
+		return -EPROTO;
+	r->cap = h.capacity;
+	r->mask = h.capacity - 1;
+	r->slot_size = h.slot_size;
+	r->stride = h.slot_stride;
+	r->modes = h.modes;
+	r->lease_count = h.lease_count;
+	memcpy(r->nonce, h.nonce, sizeof(r->nonce));
+	return 0;
+}
+
+int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce, unsigned flags,
+                    struct abd_ring **out)
+{
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(memfd >= 0, -EINVAL);
+	abd__check(wait_fd >= -1, -EINVAL);
+	abd__check((flags & ~ABD__RING_ROLES) == 0, -EINVAL);
+
+	struct stat st;
+	if (fstat(memfd, &st) < 0)
+		return -errno;
+	abd__check(S_ISREG(st.st_mode), -EINVAL);
+	if (wait_fd >= 0) {
+		/* An eventfd is an anonymous inode; its /proc link names it. */
+		char path[64], target[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", wait_fd);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		if (n < 0)
+			return errno == ENOENT ? -EINVAL : -errno;
+		target[n] = 0;
+		abd__check(strcmp(target, "anon_inode:[eventfd]") == 0, -EINVAL);
+	}
+	int seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0)
+		return errno == EINVAL ? -EPROTO : -errno; /* not a memfd: no seals at all */
+	if ((seals & ABD__REQUIRED_SEALS) != ABD__REQUIRED_SEALS)
+		return -EPROTO;
+	if (st.st_size < (off_t)ABD__RING_HEADER_SIZE || (uint64_t)st.st_size > (uint64_t)SIZE_MAX / 2)
+		return -EPROTO;
+
+	struct abd_ring *r = ring_alloc();
+	if (!r)
+		return -ENOMEM;
+	int e;
+	r->map_size = (size_t)st.st_size;
+	void *m = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd, 0);
+	if (m == MAP_FAILED)
+		goto fail_errno;
+	r->base = m;
+	r->h = m;
+	e = validate(r->h, (uint64_t)st.st_size, r);
+	if (e < 0)
+		goto fail;
+	if (expected_nonce && memcmp(expected_nonce, r->nonce, sizeof(r->nonce)) != 0) {
+		e = -ESTALE;
+		goto fail;
+	}
+	r->leases = (struct abd__ring_lease *)(r->base + ABD__RING_HEADER_SIZE);
+	r->slots = r->base + slots_offset_for(r->lease_count);
+
+	r->shfd = fcntl(memfd, F_DUPFD_CLOEXEC, 3);
+	if (r->shfd < 0)
+		goto fail_errno;
+	if (wait_fd >= 0) {
+		r->evfd = fcntl(wait_fd, F_DUPFD_CLOEXEC, 3);
+		if (r->evfd < 0)
+			goto fail_errno;
+	}
+	r->lockfd = reopen_private(memfd);
+	if (r->lockfd < 0) {
+		e = r->lockfd;
+		goto fail;
+	}
+	e = ring_join(r, flags);
+	if (e < 0)
+		goto fail;
+	*out = r;
+	return 0;
+
+fail_errno:
+	e = -errno;
+fail:
+	ring_close(r);
+	return e;
+}
+
+void abd_ring_free(struct abd_ring *r)
+{
+	if (!r)
+		return;
+	if (r->lockfd >= 0 && r->leases) {
+		if (r->held)
+			abd__ring_sweep(r, r->lease);
+		abd__ring_flush_stats(r);
+		abd__ring_drop_lease(r);
+	}
+	ring_close(r);
+}
+
+int abd_ring_fd(const struct abd_ring *r)
+{
+	abd__check(r, -EINVAL);
+	return r->shfd;
+}
+
+int abd_ring_wait_fd(const struct abd_ring *r)
+{
+	abd__check(r, -EINVAL);
+	return r->evfd >= 0 ? r->evfd : -ENODEV;
+}
+
+int abd_ring_nonce(const struct abd_ring *r, uint8_t *out)
+{
+	abd__check(r && out, -EINVAL);
+	memcpy(out, r->nonce, sizeof(r->nonce));
+	return 0;
+}
+
+int64_t abd_ring_capacity(const struct abd_ring *r)
+{
+	abd__check(r, -EINVAL);
+	return r->cap;
+}
+
+int64_t abd_ring_slot_size(const struct abd_ring *r)
+{
+	abd__check(r, -EINVAL);
+	return r->slot_size;
+}
+
+int abd_ring_set_stuck_timeout(struct abd_ring *r, int64_t timeout_ns)
+{
+	abd__check(r && timeout_ns >= 0, -EINVAL);
+	r->stuck_ns = timeout_ns;
+	return 0;
+}
+
+const uint32_t *abd_ring_futex(const struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	if (!r)
+		return NULL;
+	return what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+}
+
+void abd__ring_flush_stats(struct abd_ring *r)
+{
+	if (r->unflushed_pushed)
+		abd__add(&r->h->pushed, r->unflushed_pushed, RELAXED);
+	if (r->unflushed_popped)
+		abd__add(&r->h->popped, r->unflushed_popped, RELAXED);
+	r->unflushed_pushed = r->unflushed_popped = 0;
+}
+
+int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
+{
+	abd__check(r && out, -EINVAL);
+	abd__ring_flush_stats(r);
+	memset(out, 0, sizeof(*out));
+	out->pushed = abd__load(&r->h->pushed, RELAXED);
+	out->popped = abd__load(&r->h->popped, RELAXED);
+	out->recovered = abd__load(&r->h->recovered, RELAXED);
+	out->wakes = abd__load(&r->h->wakes, RELAXED);
+	out->own_wakes = r->own_wakes;
+	out->own_waits = r->own_waits;
+	return 0;
+}
+
+/* The one syscall a fast path may owe: someone announced that it sleeps. */
+void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+	abd__add(word, 1, RELEASE);
+	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	if (r->evfd >= 0) {
+		uint64_t one = 1;
+		ssize_t n = write(r->evfd, &one, sizeof(one));
+		(void)n; /* EAGAIN: the counter is saturated, readers are awake anyway */
+	}
+	abd__add(&r->h->wakes, 1, RELAXED);
+	r->own_wakes++;
+}
+
+/* ---- Fast paths ------------------------------------------------------------------------
+ * Every index read from shared memory is masked before use and every length is bounded by
+ * our private slot size: a hostile peer can garble messages, never move our accesses out of
+ * the mapping. Loops that depend on shared state are bounded as well. */
+
+static inline bool sleepers(const uint32_t *count) ABD_NONBLOCKING
+{
+	return abd__load(count, SEQ_CST) != 0;
+}
+
+/* Multi-producer claim: returns the slot for position *pos, with ctl = WRITING(me). */
+static int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
+{
+	uint64_t t = abd__load(&r->h->tail, ACQUIRE);
+	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
+		struct abd__ring_slot *s = abd__slot(r, t);
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
+		unsigned st = abd__ctl_state(c);
+		if (d == 0 && st == ABD__SLOT_FREE) {
+			if (abd__cas(&s->ctl, &c, abd__ctl((uint32_t)t, ABD__SLOT_WRITING, r->lease), ACQ_REL)) {
+				abd__cas(&r->h->tail, &t, t + 1, RELEASE);
+				*out = s;
+				return 0;
+			}
+			continue; /* lost the race for this position: look again */
+		}
+		if ((d == 0) || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
+			/* position t is taken already: help the tail past it */
+			if (abd__cas(&r->h->tail, &t, t + 1, RELEASE))
+				t++;
+			continue;
+		}
+		uint64_t t2 = abd__load(&r->h->tail, ACQUIRE);
+		if (t2 == t)
+			return -EAGAIN; /* the previous lap is still in use: full */
+		t = t2;
+	}
+	return -EAGAIN;
+}
+
+/* Single-producer claim: no CAS, the position is ours. */
+static int sp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
+{
+	for (uint32_t guard = r->cap + 1; guard; guard--) {
+		uint64_t t = r->sp_tail;
+		struct abd__ring_slot *s = abd__slot(r, t);
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
+		if (d == 0 && abd__ctl_state(c) == ABD__SLOT_FREE) {
+			*out = s;
+			return 0;
+		}
+		if (d == 0 || (d == (int32_t)r->cap && abd__ctl_state(c) == ABD__SLOT_FREE)) {
+			/* our predecessor published t but died before storing the tail */
+			r->sp_tail = t + 1;
+			abd__store(&r->h->tail, t + 1, RELEASE);
+			continue;
+		}
+		return -EAGAIN;
+	}
+	return -EAGAIN;
+}
+
+static inline int claim(struct abd_ring *r, struct abd__ring_slot **s) ABD_NONBLOCKING
+{
+	return r->modes & ABD_RING_SINGLE_PRODUCER ? sp_claim(r, s) : mp_claim(r, s);
+}
+
+/* Publish a claimed slot. `order_sc`: a single push orders the publication before the sleeper
+ * check itself; a batch uses release stores and one fence at the end. */
+static int publish(struct abd_ring *r, struct abd__ring_slot *s, size_t len, bool order_sc)
+	ABD_NONBLOCKING
+{
+	abd__store(&s->len, (uint32_t)len, RELAXED);
+	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
+		uint64_t t = r->sp_tail;
+		uint64_t v = abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0);
+		if (order_sc)
+			abd__store(&s->ctl, v, SEQ_CST);
+		else
+			abd__store(&s->ctl, v, RELEASE);
+		r->sp_tail = t + 1;
+		abd__store(&r->h->tail, t + 1, RELEASE);
+	} else {
+		uint64_t c = abd__load(&s->ctl, RELAXED);
+		if (abd__ctl_state(c) != ABD__SLOT_WRITING || abd__ctl_lease(c) != r->lease)
+			return -EOWNERDEAD;
+		if (!abd__cas(&s->ctl, &c, abd__ctl(abd__ctl_seq(c), ABD__SLOT_FULL, 0), SEQ_CST))
+			return -EOWNERDEAD; /* a peer took the slot from us meanwhile */
+	}
+	if (++r->unflushed_pushed == ABD__STATS_FLUSH) {
+		abd__add(&r->h->pushed, ABD__STATS_FLUSH, RELAXED);
+		r->unflushed_pushed = 0;
+	}
+	return 0;
+}
+
+static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *wake) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_PRODUCER))
+		return -EPERM;
+	if (len > r->slot_size)
+		return -EMSGSIZE;
+	if (r->sp_reserved)
+		return -EBUSY;
+	struct abd__ring_slot *s;
+	int e = claim(r, &s);
+	if (e < 0)
+		return e;
+	if (len)
+		memcpy(s->data, data, len);
+	e = publish(r, s, len, true);
+	*wake = e == 0 && sleepers(&r->h->data_sleepers);
+	return e;
+}
+
+int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len)
+{
+	abd__check(r && (data || len == 0), -EINVAL);
+	bool wake = false;
+	int e = push_nowake(r, data, len, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+	return e;
+}
+
+static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const size_t *lens,
+                             unsigned n, bool *wake) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_PRODUCER))
+		return -EPERM;
+	if (r->sp_reserved)
+		return -EBUSY;
+	for (unsigned i = 0; i < n; i++)
+		if (lens[i] > r->slot_size || (!msgs[i] && lens[i]))
+			return lens[i] > r->slot_size ? -EMSGSIZE : -EINVAL;
+	unsigned done = 0;
+	int e = 0;
+	while (done < n) {
+		struct abd__ring_slot *s;
+		e = claim(r, &s);
+		if (e < 0)
+			break;
+		if (lens[done])
+			memcpy(s->data, msgs[done], lens[done]);
+		e = publish(r, s, lens[done], false);
+		if (e < 0)
+			break;
+		done++;
+	}
+	if (done) {
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		*wake = sleepers(&r->h->data_sleepers);
+	}
+	return done ? (int)done : e == -EAGAIN ? 0 : e;
+}
+
+int abd_ring_try_push_batch(struct abd_ring *r, const void *const *msgs, const size_t *lens,
+                            unsigned n)
+{
+	abd__check(r && (n == 0 || (msgs && lens)) && n <= INT_MAX, -EINVAL);
+	bool wake = false;
+	int e = push_batch_nowake(r, msgs, lens, n, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+	return e;
+}
+
+static int reserve(struct abd_ring *r, void **data) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_PRODUCER))
+		return -EPERM;
+	if (r->sp_reserved)
+		return -EBUSY;
+	struct abd__ring_slot *s;
+	int e = claim(r, &s);
+	if (e < 0)
+		return e;
+	if (r->modes & ABD_RING_SINGLE_PRODUCER)
+		r->sp_reserved = true;
+	r->held++;
+	*data = s->data;
+	return 0;
+}
+
+int abd_ring_try_reserve(struct abd_ring *r, void **data)
+{
+	abd__check(r && data, -EINVAL);
+	return reserve(r, data);
+}
+
+/* The slot a payload pointer belongs to, or NULL when it is not one of ours. */
+static struct abd__ring_slot *slot_of(const struct abd_ring *r, const void *data) ABD_NONBLOCKING
+{
+	const unsigned char *p = data;
+	if (p < r->slots + ABD__RING_SLOT_HDR)
+		return NULL;
+	size_t off = (size_t)(p - r->slots) - ABD__RING_SLOT_HDR;
+	if (off % r->stride || off / r->stride >= r->cap)
+		return NULL;
+	return (struct abd__ring_slot *)(r->slots + off);
+}
+
+static int commit_nowake(struct abd_ring *r, void *data, size_t len, bool *wake) ABD_NONBLOCKING
+{
+	struct abd__ring_slot *s = slot_of(r, data);
+	if (!s || !r->held)
+		return -EINVAL;
+	if (len > r->slot_size)
+		return -EMSGSIZE;
+	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
+		if (!r->sp_reserved || s != abd__slot(r, r->sp_tail))
+			return -EINVAL;
+		r->sp_reserved = false;
+	}
+	r->held--;
+	int e = publish(r, s, len, true);
+	*wake = e == 0 && sleepers(&r->h->data_sleepers);
+	return e;
+}
+
+int abd_ring_commit(struct abd_ring *r, void *data, size_t len)
+{
+	abd__check(r && data, -EINVAL);
+	bool wake = false;
+	int e = commit_nowake(r, data, len, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+	return e;
+}
+
+int abd_ring_abort(struct abd_ring *r, void *data)
+{
+	abd__check(r && data, -EINVAL);
+	struct abd__ring_slot *s = slot_of(r, data);
+	abd__check(s && r->held, -EINVAL);
+	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
+		/* nothing was published: the slot simply stays free for the next claim */
+		abd__check(r->sp_reserved && s == abd__slot(r, r->sp_tail), -EINVAL);
+		r->sp_reserved = false;
+		r->held--;
+		return 0;
+	}
+	r->held--;
+	uint64_t c = abd__load(&s->ctl, RELAXED);
+	if (abd__ctl_state(c) != ABD__SLOT_WRITING || abd__ctl_lease(c) != r->lease ||
+	    !abd__cas(&s->ctl, &c, abd__ctl(abd__ctl_seq(c), ABD__SLOT_TOMB, 0), SEQ_CST))
+		return -EOWNERDEAD;
+	if (sleepers(&r->h->data_sleepers))
+		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+	return 0;
+}
+
+/* ---- Consumer side ---- */
+
+/* Multi-consumer claim of the oldest message: ctl becomes READING(me). `size` (or SIZE_MAX)
+ * bounds the message: a longer one stays in the ring. */
+static int mc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out) ABD_NONBLOCKING
+{
+	uint64_t h = abd__load(&r->h->head, ACQUIRE);
+	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
+		struct abd__ring_slot *s = abd__slot(r, h);
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
+		unsigned st = abd__ctl_state(c);
+		if (d == 0 && st == ABD__SLOT_FULL) {
+			uint32_t len = abd__load(&s->len, RELAXED);
+			if (len <= r->slot_size && len > size)
+				return -EMSGSIZE;
+			if (!abd__cas(&s->ctl, &c, abd__ctl((uint32_t)h, ABD__SLOT_READING, r->lease), ACQ_REL))
+				continue;
+			abd__cas(&r->h->head, &h, h + 1, RELEASE);
+			*out = s;
+			return 0;
+		}
+		if (d == 0 && st == ABD__SLOT_TOMB) {
+			/* skip a given-up claim: free it for the next lap, then step over it */
+			if (abd__cas(&s->ctl, &c, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), ACQ_REL)) {
+				if (abd__cas(&r->h->head, &h, h + 1, RELEASE))
+					h++;
+			}
+			continue;
+		}
+		if (d == 0 && (st == ABD__SLOT_FREE || st == ABD__SLOT_WRITING))
+			return -EAGAIN; /* empty, or the next message is being written */
+		if (d == 0 || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
+			/* position h is claimed or consumed already: help the head past it */
+			if (abd__cas(&r->h->head, &h, h + 1, RELEASE))
+				h++;
+			continue;
+		}
+		uint64_t h2 = abd__load(&r->h->head, ACQUIRE);
+		if (h2 == h)
+			return -EAGAIN; /* inconsistent slot (a stale read or a hostile peer) */
+		h = h2;
+	}
+	return -EAGAIN;
+}
+
+/* Single-consumer: the head is ours; slots are not marked READING. */
+static int sc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out) ABD_NONBLOCKING
+{
+	for (uint32_t guard = r->cap + 1; guard; guard--) {
+		uint64_t h = r->sc_head;
+		struct abd__ring_slot *s = abd__slot(r, h);
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
+		unsigned st = abd__ctl_state(c);
+		if (d == 0 && st == ABD__SLOT_FULL) {
+			uint32_t len = abd__load(&s->len, RELAXED);
+			if (len <= r->slot_size && len > size)
+				return -EMSGSIZE;
+			*out = s;
+			return 0;
+		}
+		if (d == 0 && (st == ABD__SLOT_FREE || st == ABD__SLOT_WRITING))
+			return -EAGAIN;
+		if (d == 0 && st == ABD__SLOT_TOMB) {
+			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
+			r->sc_head = h + 1;
+			abd__store(&r->h->head, h + 1, RELEASE);
+			continue;
+		}
+		if (d == 0 || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
+			/* our predecessor consumed h but died before storing the head */
+			r->sc_head = h + 1;
+			abd__store(&r->h->head, h + 1, RELEASE);
+			continue;
+		}
+		return -EAGAIN;
+	}
+	return -EAGAIN;
+}
+
+/* Hand a consumed slot back to producers. */
+static int give_back(struct abd_ring *r, struct abd__ring_slot *s, bool order_sc) ABD_NONBLOCKING
+{
+	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
+		uint64_t h = r->sc_head;
+		uint64_t v = abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0);
+		if (order_sc)
+			abd__store(&s->ctl, v, SEQ_CST);
+		else
+			abd__store(&s->ctl, v, RELEASE);
+		r->sc_head = h + 1;
+		abd__store(&r->h->head, h + 1, RELEASE);
+	} else {
+		uint64_t c = abd__load(&s->ctl, RELAXED);
+		if (abd__ctl_state(c) != ABD__SLOT_READING || abd__ctl_lease(c) != r->lease)
+			return -EOWNERDEAD;
+		uint64_t v = abd__ctl(abd__ctl_seq(c) + r->cap, ABD__SLOT_FREE, 0);
+		if (!abd__cas(&s->ctl, &c, v, SEQ_CST))
+			return -EOWNERDEAD;
+	}
+	if (++r->unflushed_popped == ABD__STATS_FLUSH) {
+		abd__add(&r->h->popped, ABD__STATS_FLUSH, RELAXED);
+		r->unflushed_popped = 0;
+	}
+	return 0;
+}
+
+static inline int take(struct abd_ring *r, size_t size, struct abd__ring_slot **s) ABD_NONBLOCKING
+{
+	return r->modes & ABD_RING_SINGLE_CONSUMER ? sc_claim(r, size, s) : mc_claim(r, size, s);
+}
+
+static int pop_one(struct abd_ring *r, void *buf, size_t size, bool order_sc) ABD_NONBLOCKING
+{
+	struct abd__ring_slot *s;
+	int e = take(r, size, &s);
+	if (e < 0)
+		return e;
+	uint32_t len = abd__load(&s->len, RELAXED);
+	bool bad = len > r->slot_size;
+	if (!bad && len)
+		memcpy(buf, s->data, len);
+	e = give_back(r, s, order_sc);
+	if (e < 0)
+		return e;
+	return bad ? -EBADMSG : (int)len;
+}
+
+static int pop_nowake(struct abd_ring *r, void *buf, size_t size, bool *wake) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_CONSUMER))
+		return -EPERM;
+	if (r->sc_peeked)
+		return -EBUSY;
+	int e = pop_one(r, buf, size, true);
+	*wake = e >= 0 && sleepers(&r->h->space_sleepers);
+	return e;
+}
+
+int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size)
+{
+	abd__check(r && (buf || size == 0) && size <= INT_MAX, -EINVAL);
+	bool wake = false;
+	int e = pop_nowake(r, buf, size, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+	return e;
+}
+
+static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_t *lens,
+                            unsigned n, bool *wake) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_CONSUMER))
+		return -EPERM;
+	if (r->sc_peeked)
+		return -EBUSY;
+	unsigned done = 0;
+	int e = 0;
+	while (done < n) {
+		e = pop_one(r, (unsigned char *)bufs + (size_t)done * stride, stride, false);
+		if (e < 0)
+			break;
+		lens[done++] = (size_t)e;
+	}
+	if (done) {
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		*wake = sleepers(&r->h->space_sleepers);
+	}
+	return done ? (int)done : e == -EAGAIN ? 0 : e;
+}
+
+int abd_ring_try_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size_t *lens, unsigned n)
+{
+	abd__check(r && (n == 0 || (bufs && lens)) && n <= INT_MAX && stride <= INT_MAX, -EINVAL);
+	bool wake = false;
+	int e = pop_batch_nowake(r, bufs, stride, lens, n, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+	return e;
+}
+
+static int peek(struct abd_ring *r, const void **data, size_t *len) ABD_NONBLOCKING
+{
+	if (!(r->roles & ABD_RING_CONSUMER))
+		return -EPERM;
+	if (r->sc_peeked)
+		return -EBUSY;
+	struct abd__ring_slot *s;
+	int e = take(r, SIZE_MAX, &s);
+	if (e < 0)
+		return e;
+	uint32_t l = abd__load(&s->len, RELAXED);
+	if (l > r->slot_size) {
+		give_back(r, s, true);
+		return -EBADMSG;
+	}
+	if (r->modes & ABD_RING_SINGLE_CONSUMER)
+		r->sc_peeked = true;
+	r->held++;
+	*data = s->data;
+	*len = l;
+	return 0;
+}
+
+int abd_ring_try_peek(struct abd_ring *r, const void **data, size_t *len)
+{
+	abd__check(r && data && len, -EINVAL);
+	return peek(r, data, len);
+}
+
+static int release_nowake(struct abd_ring *r, const void *data, bool *wake) ABD_NONBLOCKING
+{
+	struct abd__ring_slot *s = slot_of(r, data);
+	if (!s || !r->held)
+		return -EINVAL;
+	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
+		if (!r->sc_peeked || s != abd__slot(r, r->sc_head))
+			return -EINVAL;
+		r->sc_peeked = false;
+	}
+	r->held--;
+	int e = give_back(r, s, true);
+	*wake = e == 0 && sleepers(&r->h->space_sleepers);
+	return e;
+}
+
+int abd_ring_release(struct abd_ring *r, const void *data)
+{
+	abd__check(r && data, -EINVAL);
+	bool wake = false;
+	int e = release_nowake(r, data, &wake);
+	if (abd__unlikely(wake))
+		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+	return e;
+}
