@@ -40,7 +40,8 @@ struct abd__ring_hdr {
 	uint32_t lease_offset;
 	uint64_t slots_offset;
 	uint64_t total_size;
-	uint8_t pad0[128 - 72];
+	uint64_t checksum; /* FNV-1a 64 of bytes 0..71 */
+	uint8_t pad0[128 - 80];
 	/* line 2: producers' position */
 	uint64_t tail;
 	uint8_t pad1[56];
@@ -149,6 +150,15 @@ struct abd_ring {
 	uint64_t stuck_pos, stuck_since;
 	unsigned stuck_what;
 };
+
+static inline uint64_t abd__ring_checksum(const void *hdr)
+{
+	const unsigned char *p = hdr;
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	for (size_t i = 0; i < offsetof(struct abd__ring_hdr, checksum); i++)
+		h = (h ^ p[i]) * UINT64_C(0x100000001b3);
+	return h;
+}
 
 static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_t pos)
 {

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* Waiting: the eventcount in the header, and the blocking forms built on it.
  *
- * A waiter reads the futex word, announces itself (sleepers++, then its lease's sleeping bit),
- * re-checks the ring, and only then sleeps on the futex word (or the eventfd). A waker
- * publishes its slot with a sequentially consistent store or CAS, then reads the sleeper
- * count: either the waiter's re-check sees the slot or the waker sees the sleeper, never
- * neither. The waker bumps the futex word before FUTEX_WAKE, so a waiter that read the word
- * before the bump does not go to sleep on it. */
+ * The futex word is bit 0 "armed" + a sequence in bits 1..31. A waiter arms it (fetch_or),
+ * counts itself in the sleeper count (informational; its lease's sleeping bit lets a dead
+ * sleeper's count be undone), re-checks the ring, and only then sleeps on the futex word
+ * (expecting the armed value) or the eventfd. A waker publishes its slot with a sequentially
+ * consistent store or CAS, then loads the word: either the waiter's re-check sees the slot or
+ * the waker sees the armed bit, never neither. The first waker to see it armed disarms it and
+ * bumps the sequence in one CAS, then wakes: a waiter that armed before the bump finds the
+ * word changed and does not sleep. A sleeper that dies leaves the word armed: it costs the
+ * next waker one spare wake, nothing more. */
 #include <linux/futex.h>
 #include <poll.h>
 #include <time.h>
@@ -124,7 +127,7 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		return -EALREADY;
 	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
-	*value = abd__load(word, ACQUIRE);
+	*value = __atomic_fetch_or(word, 1, __ATOMIC_SEQ_CST) | 1;
 	abd__add(count, 1, SEQ_CST);
 	__atomic_fetch_or(&r->leases[r->lease].sleeping, bit, __ATOMIC_SEQ_CST);
 	r->sleeping |= bit;

@@ -38,9 +38,8 @@ static uint64_t slots_offset_for(uint32_t lease_count)
 
 static uint64_t total_size_for(uint64_t slots_offset, uint32_t cap, uint32_t stride)
 {
-	uint64_t page = 4096;
-	uint64_t t = slots_offset + (uint64_t)cap * stride;
-	return (t + page - 1) & ~(page - 1);
+	/* exact, not page-rounded: any change of geometry changes the size */
+	return slots_offset + (uint64_t)cap * stride;
 }
 
 static bool is_pow2(uint32_t v)
@@ -170,6 +169,9 @@ int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags, const ui
 	h->lease_offset = ABD__RING_HEADER_SIZE;
 	h->slots_offset = slots_off;
 	h->total_size = total;
+	h->magic = ABD__RING_MAGIC;
+	h->checksum = abd__ring_checksum(h);
+	h->magic = 0;
 	for (uint32_t i = 0; i < capacity; i++)
 		abd__slot(r, i)->ctl = abd__ctl(i, ABD__SLOT_FREE, 0);
 	/* The magic last: a peer that maps a half-built ring sees no magic. */
@@ -205,7 +207,7 @@ static int validate(const struct abd__ring_hdr *hp, uint64_t file_size, struct a
 	struct abd__ring_hdr h;
 	memcpy(&h, hp, sizeof(h));
 	if (h.magic != ABD__RING_MAGIC || h.version != ABD__RING_VERSION ||
-	    h.header_size != ABD__RING_HEADER_SIZE)
+	    h.header_size != ABD__RING_HEADER_SIZE || h.checksum != abd__ring_checksum(&h))
 		return -EPROTO;
 	if (!is_pow2(h.capacity) || h.capacity > ABD_RING_MAX_CAPACITY)
 		return -EPROTO;
@@ -391,11 +393,15 @@ int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
 	return 0;
 }
 
-/* The one syscall a fast path may owe: someone announced that it sleeps. */
+/* The one syscall a fast path may owe: a sleeper armed the word. The first waker disarms it
+ * (and bumps the sequence in bits 1..31) and makes the syscalls; later wakers find it disarmed
+ * and make none, until a sleeper arms it again. */
 void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what)
 {
 	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-	abd__add(word, 1, RELEASE);
+	uint32_t w = abd__load(word, SEQ_CST);
+	if (!(w & 1) || !abd__cas(word, &w, (w + 2) & ~1u, SEQ_CST))
+		return; /* not armed, or another waker disarmed it and wakes */
 	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 	if (r->evfd >= 0) {
 		uint64_t one = 1;
@@ -411,9 +417,11 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what)
  * our private slot size: a hostile peer can garble messages, never move our accesses out of
  * the mapping. Loops that depend on shared state are bounded as well. */
 
-static inline bool sleepers(const uint32_t *count) ABD_NONBLOCKING
+/* Is a sleeper armed on this futex word (bit 0)? A plain load of a line nobody writes while
+ * nobody sleeps. */
+static inline bool armed(const uint32_t *word) ABD_NONBLOCKING
 {
-	return abd__load(count, SEQ_CST) != 0;
+	return abd__load(word, SEQ_CST) & 1;
 }
 
 /* Multi-producer claim: returns the slot for position *pos, with ctl = WRITING(me). */
@@ -433,8 +441,10 @@ static int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOC
 			}
 			continue; /* lost the race for this position: look again */
 		}
-		if ((d == 0) || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
-			/* position t is taken already: help the tail past it */
+		if (d >= 0) {
+			/* position t is taken already (d == 0), or done and its slot reused for a later
+			 * lap (d > 0: a slot's seq passes t only after position t was consumed): help
+			 * the tail past it */
 			if (abd__cas(&r->h->tail, &t, t + 1, RELEASE))
 				t++;
 			continue;
@@ -459,7 +469,7 @@ static int sp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOC
 			*out = s;
 			return 0;
 		}
-		if (d == 0 || (d == (int32_t)r->cap && abd__ctl_state(c) == ABD__SLOT_FREE)) {
+		if (d >= 0) {
 			/* our predecessor published t but died before storing the tail */
 			r->sp_tail = t + 1;
 			abd__store(&r->h->tail, t + 1, RELEASE);
@@ -519,7 +529,7 @@ static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *w
 	if (len)
 		memcpy(s->data, data, len);
 	e = publish(r, s, len, true);
-	*wake = e == 0 && sleepers(&r->h->data_sleepers);
+	*wake = e == 0 && armed(&r->h->data_futex);
 	return e;
 }
 
@@ -559,7 +569,7 @@ static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const 
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		*wake = sleepers(&r->h->data_sleepers);
+		*wake = armed(&r->h->data_futex);
 	}
 	return done ? (int)done : e == -EAGAIN ? 0 : e;
 }
@@ -624,7 +634,7 @@ static int commit_nowake(struct abd_ring *r, void *data, size_t len, bool *wake)
 	}
 	r->held--;
 	int e = publish(r, s, len, true);
-	*wake = e == 0 && sleepers(&r->h->data_sleepers);
+	*wake = e == 0 && armed(&r->h->data_futex);
 	return e;
 }
 
@@ -655,7 +665,7 @@ int abd_ring_abort(struct abd_ring *r, void *data)
 	if (abd__ctl_state(c) != ABD__SLOT_WRITING || abd__ctl_lease(c) != r->lease ||
 	    !abd__cas(&s->ctl, &c, abd__ctl(abd__ctl_seq(c), ABD__SLOT_TOMB, 0), SEQ_CST))
 		return -EOWNERDEAD;
-	if (sleepers(&r->h->data_sleepers))
+	if (armed(&r->h->data_futex))
 		abd__ring_wake(r, ABD_RING_WAIT_DATA);
 	return 0;
 }
@@ -692,8 +702,9 @@ static int mc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out
 		}
 		if (d == 0 && (st == ABD__SLOT_FREE || st == ABD__SLOT_WRITING))
 			return -EAGAIN; /* empty, or the next message is being written */
-		if (d == 0 || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
-			/* position h is claimed or consumed already: help the head past it */
+		if (d >= 0) {
+			/* position h is claimed (d == 0) or consumed, maybe with its slot refilled for
+			 * the next lap (d > 0): help the head past it */
 			if (abd__cas(&r->h->head, &h, h + 1, RELEASE))
 				h++;
 			continue;
@@ -730,7 +741,7 @@ static int sc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out
 			abd__store(&r->h->head, h + 1, RELEASE);
 			continue;
 		}
-		if (d == 0 || (d == (int32_t)r->cap && st == ABD__SLOT_FREE)) {
+		if (d >= 0) {
 			/* our predecessor consumed h but died before storing the head */
 			r->sc_head = h + 1;
 			abd__store(&r->h->head, h + 1, RELEASE);
@@ -796,7 +807,7 @@ static int pop_nowake(struct abd_ring *r, void *buf, size_t size, bool *wake) AB
 	if (r->sc_peeked)
 		return -EBUSY;
 	int e = pop_one(r, buf, size, true);
-	*wake = e >= 0 && sleepers(&r->h->space_sleepers);
+	*wake = e >= 0 && armed(&r->h->space_futex);
 	return e;
 }
 
@@ -827,7 +838,7 @@ static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		*wake = sleepers(&r->h->space_sleepers);
+		*wake = armed(&r->h->space_futex);
 	}
 	return done ? (int)done : e == -EAGAIN ? 0 : e;
 }
@@ -883,7 +894,7 @@ static int release_nowake(struct abd_ring *r, const void *data, bool *wake) ABD_
 	}
 	r->held--;
 	int e = give_back(r, s, true);
-	*wake = e == 0 && sleepers(&r->h->space_sleepers);
+	*wake = e == 0 && armed(&r->h->space_futex);
 	return e;
 }
 

@@ -1,0 +1,706 @@
+/* SPDX-License-Identifier: MIT */
+/* The ring across real processes: exactly-once delivery and per-producer FIFO, recovery from
+ * participants that die holding a slot, the SIGKILL property test, and the lost-wake-up
+ * stress. Children die with the test (PR_SET_PDEATHSIG); a watchdog alarm turns a hang into a
+ * failure. */
+#include <abd/ring.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define WATCHDOG_S 120
+
+static void watchdog(void)
+{
+	/* SIGALRM's default action kills the Criterion worker: the test fails as crashed */
+	alarm(WATCHDOG_S);
+}
+
+static void *shared_alloc(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(p, MAP_FAILED);
+	return p;
+}
+
+static void child_setup(void)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* ---- exactly once, FIFO per producer, several producer and consumer processes ---- */
+
+#define NPROD 3
+#define NCONS 3
+
+struct mpmc {
+	int memfd, evfd;
+	unsigned n;
+	unsigned id;
+	unsigned *seen; /* [NPROD][n], shared */
+};
+
+static int mpmc_producer(void *arg)
+{
+	struct mpmc *m = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(m->memfd, m->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 10;
+	for (unsigned i = 0; i < m->n; i++) {
+		uint64_t v = (uint64_t)m->id << 32 | i;
+		/* alternate copy and zero-copy pushes */
+		if (i & 1) {
+			if (abd_ring_push(r, &v, sizeof(v), -1) < 0)
+				return 11;
+		} else {
+			void *p;
+			int e;
+			while ((e = abd_ring_try_reserve(r, &p)) == -EAGAIN)
+				sched_yield();
+			if (e < 0)
+				return 13;
+			memcpy(p, &v, sizeof(v));
+			if (abd_ring_commit(r, p, sizeof(v)) < 0)
+				return 14;
+		}
+	}
+	abd_ring_free(r);
+	return 0;
+}
+
+static int mpmc_consumer(void *arg)
+{
+	struct mpmc *m = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(m->memfd, m->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 20;
+	int64_t last[NPROD] = { -1, -1, -1 };
+	for (unsigned k = 0;; k++) {
+		uint64_t v;
+		if (k & 1) {
+			const void *p;
+			size_t len;
+			int e = abd_ring_try_peek(r, &p, &len);
+			if (e == -EAGAIN) {
+				if (abd_ring_pop(r, &v, sizeof(v), -1) != 8)
+					return 21;
+			} else {
+				if (e < 0 || len != 8)
+					return 22;
+				memcpy(&v, p, 8);
+				if (abd_ring_release(r, p) < 0)
+					return 23;
+			}
+		} else if (abd_ring_pop(r, &v, sizeof(v), -1) != 8) {
+			return 24;
+		}
+		if (v == UINT64_MAX)
+			break;
+		unsigned p = (unsigned)(v >> 32), i = (unsigned)v;
+		if (p >= NPROD || i >= m->n)
+			return 25;
+		if ((int64_t)i <= last[p])
+			return 26; /* FIFO per producer broken */
+		last[p] = i;
+		__atomic_fetch_add(&m->seen[p * m->n + i], 1, __ATOMIC_RELAXED);
+	}
+	abd_ring_free(r);
+	return 0;
+}
+
+static void mpmc_run(unsigned mode, unsigned nprod, unsigned ncons)
+{
+	watchdog();
+	unsigned n = (unsigned)abd_test_scaled(100000, 3000);
+	/* keep only the descriptors here: a handle would hold a single producer/consumer role */
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(32, 8, mode, NULL, &r), 0);
+	int memfd = dup(abd_ring_fd(r));
+	int evfd = abd_ring_wait_fd(r) >= 0 ? dup(abd_ring_wait_fd(r)) : -1;
+	abd_ring_free(r);
+	unsigned *seen = shared_alloc((size_t)NPROD * n * sizeof(unsigned));
+	struct mpmc ctx[NPROD + NCONS];
+	pid_t pids[NPROD + NCONS];
+	for (unsigned i = 0; i < nprod + ncons; i++) {
+		ctx[i] = (struct mpmc){ memfd, evfd, n, i, seen };
+		pids[i] = abd_test_fork(i < nprod ? mpmc_producer : mpmc_consumer, &ctx[i]);
+	}
+	for (unsigned i = 0; i < nprod; i++)
+		cr_assert_eq(abd_test_wait(pids[i]), 0, "producer %u", i);
+	cr_assert_eq(abd_ring_attach(memfd, evfd, NULL, ABD_RING_PRODUCER, &r), 0);
+	uint64_t stop = UINT64_MAX;
+	for (unsigned i = 0; i < ncons; i++)
+		cr_assert_eq(abd_ring_push(r, &stop, 8, -1), 0);
+	for (unsigned i = nprod; i < nprod + ncons; i++)
+		cr_assert_eq(abd_test_wait(pids[i]), 0, "consumer %u", i);
+	for (unsigned p = 0; p < nprod; p++)
+		for (unsigned i = 0; i < n; i++)
+			cr_assert_eq(seen[p * n + i], 1, "producer %u message %u seen %u times", p, i,
+			             seen[p * n + i]);
+	munmap(seen, (size_t)NPROD * n * sizeof(unsigned));
+	abd_ring_free(r);
+	close(memfd);
+	if (evfd >= 0)
+		close(evfd);
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, mpmc_exactly_once_fifo_per_producer)
+{
+	mpmc_run(0, NPROD, NCONS);
+}
+
+ABD_TEST(ring_procs, spsc_exactly_once_fifo)
+{
+	mpmc_run(ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER, 1, 1);
+}
+
+ABD_TEST(ring_procs, sp_mc_and_mp_sc_exactly_once)
+{
+	mpmc_run(ABD_RING_SINGLE_PRODUCER, 1, NCONS);
+	mpmc_run(ABD_RING_SINGLE_CONSUMER, NPROD, 1);
+}
+
+/* ---- deterministic deaths ---- */
+
+struct die {
+	int memfd;
+	int pipefd;
+	unsigned mode;
+};
+
+static int reserve_then_die(void *arg)
+{
+	struct die *d = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(d->memfd, -1, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	void *p;
+	if (abd_ring_try_reserve(r, &p) < 0)
+		return 2;
+	memcpy(p, "dead", 4);
+	raise(SIGKILL);
+	return 3;
+}
+
+ABD_TEST(ring_procs, dead_producer_slot_is_skipped)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 16, 0, NULL, &r), 0);
+	struct die d = { abd_ring_fd(r), -1, 0 };
+	cr_assert_eq(abd_test_wait(abd_test_fork(reserve_then_die, &d)), 128 + SIGKILL);
+	cr_assert_eq(abd_ring_try_push(r, "behind", 6), 0);
+	char b[16];
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), -EAGAIN, "the fast path does not syscall to check leases");
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), -1), 6, "the blocking pop recovers the dead claim");
+	cr_assert_eq(memcmp(b, "behind", 6), 0);
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	cr_assert_eq(st.recovered, 1);
+	/* the ring keeps working for whole laps afterwards */
+	for (int i = 0; i < 40; i++) {
+		cr_assert_eq(abd_ring_try_push(r, &i, sizeof(i)), 0);
+		int v;
+		cr_assert_eq(abd_ring_try_pop(r, &v, sizeof(v)), 4);
+		cr_assert_eq(v, i);
+	}
+	abd_ring_free(r);
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, recover_call_unblocks_a_spinning_consumer)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 16, ABD_RING_SINGLE_CONSUMER, NULL, &r), 0);
+	struct die d = { abd_ring_fd(r), -1, 0 };
+	cr_assert_eq(abd_test_wait(abd_test_fork(reserve_then_die, &d)), 128 + SIGKILL);
+	cr_assert_eq(abd_ring_try_push(r, "x", 1), 0);
+	char b[16];
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), -EAGAIN);
+	cr_assert_eq(abd_ring_recover(r), 1);
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), 1);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+/* A consumer sleeping in pop is woken by a later commit and then recovers the dead slot. */
+static int sleeping_consumer(void *arg)
+{
+	struct die *d = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(d->memfd, -1, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	char b[16];
+	int n = abd_ring_pop(r, b, sizeof(b), -1);
+	return n == 5 && memcmp(b, "later", 5) == 0 ? 0 : 2;
+}
+
+ABD_TEST(ring_procs, sleeping_consumer_recovers_after_a_producer_death)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 16, 0, NULL, &r), 0);
+	struct die d = { abd_ring_fd(r), -1, 0 };
+	pid_t c = abd_test_fork(sleeping_consumer, &d);
+	/* wait until the consumer sleeps: the stats count its announcement indirectly */
+	while (__atomic_load_n(abd_ring_futex(r, ABD_RING_WAIT_DATA) + 1, __ATOMIC_ACQUIRE) == 0)
+		usleep(100);
+	cr_assert_eq(abd_test_wait(abd_test_fork(reserve_then_die, &d)), 128 + SIGKILL);
+	cr_assert_eq(abd_ring_try_push(r, "later", 5), 0);
+	cr_assert_eq(abd_test_wait(c), 0);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+static int peek_then_die(void *arg)
+{
+	struct die *d = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(d->memfd, -1, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	const void *p;
+	size_t len;
+	if (abd_ring_try_peek(r, &p, &len) < 0)
+		return 2;
+	raise(SIGKILL);
+	return 3;
+}
+
+ABD_TEST(ring_procs, dead_consumer_slot_is_freed_for_producers)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(4, 8, ABD_RING_PRODUCER, NULL, &r), 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(abd_ring_try_push(r, &i, sizeof(i)), 0);
+	struct die d = { abd_ring_fd(r), -1, 0 };
+	cr_assert_eq(abd_test_wait(abd_test_fork(peek_then_die, &d)), 128 + SIGKILL);
+	int v = 4;
+	cr_assert_eq(abd_ring_try_push(r, &v, sizeof(v)), -EAGAIN);
+	cr_assert_eq(abd_ring_push(r, &v, sizeof(v), -1), 0, "the blocking push frees the dead consumer's slot");
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	cr_assert_eq(st.recovered, 1);
+	struct abd_ring *c;
+	cr_assert_eq(abd_ring_attach(abd_ring_fd(r), -1, NULL, ABD_RING_CONSUMER, &c), 0);
+	for (int i = 1; i <= 4; i++) {
+		int got;
+		cr_assert_eq(abd_ring_try_pop(c, &got, sizeof(got)), 4);
+		cr_assert_eq(got, i, "message 0 died with its consumer, the rest in order");
+	}
+	abd_ring_free(c);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+/* A live producer that holds its claim too long loses it, and learns so at commit. */
+static int slow_producer(void *arg)
+{
+	struct die *d = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(d->memfd, -1, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	void *p;
+	if (abd_ring_try_reserve(r, &p) < 0)
+		return 2;
+	char c = 1;
+	if (write(d->pipefd, &c, 1) != 1)
+		return 3;
+	/* wait for the parent's go: by then the claim has been taken */
+	char go;
+	int rp = d->pipefd; /* the same socketpair end reads too */
+	if (read(rp, &go, 1) != 1)
+		return 4;
+	int e = abd_ring_commit(r, p, 4);
+	abd_ring_free(r);
+	return e == -EOWNERDEAD ? 0 : 5;
+}
+
+ABD_TEST(ring_procs, stuck_live_producer_loses_its_slot_and_learns_it)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, 0, NULL, &r), 0);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct die d = { abd_ring_fd(r), sv[1], 0 };
+	pid_t c = abd_test_fork(slow_producer, &d);
+	char x;
+	cr_assert_eq(read(sv[0], &x, 1), 1);
+	cr_assert_eq(abd_ring_try_push(r, "b", 1), 0);
+	char b[8];
+	cr_assert_eq(abd_ring_set_stuck_timeout(r, 5000000), 0);
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), -1), 1, "taken after the stuck timeout");
+	cr_assert_eq(b[0], 'b');
+	cr_assert_eq(write(sv[0], "g", 1), 1);
+	cr_assert_eq(abd_test_wait(c), 0, "the slow producer's commit said -EOWNERDEAD");
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), -EAGAIN, "and nothing was delivered twice");
+	close(sv[0]);
+	close(sv[1]);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+/* ---- SIGKILL property test ----
+ * Producers and consumers are killed at random points, many times over. Each producer
+ * instance i pushes (i, 0), (i, 1), ... and records after each successful push how many it
+ * pushed; each consumer counts what it pops in a shared table. Afterwards: nothing is seen
+ * twice; everything recorded as pushed is seen, except at most one message per killed
+ * consumer (the one it held); and the ring drains, so it never stayed wedged. */
+
+#define KILL_MAX_INST 4096
+#define KILL_PER_INST 4096
+
+struct killctx {
+	int memfd, evfd;
+	unsigned inst;
+	uint32_t *pushed;  /* [KILL_MAX_INST] */
+	uint8_t *seen;     /* [KILL_MAX_INST][KILL_PER_INST] */
+	uint32_t *dups;
+};
+
+/* Hold a claimed slot for a few microseconds, so that kills often land inside claims. */
+static void hold(void)
+{
+	for (volatile int i = 0; i < 2000; i++)
+		;
+}
+
+static int kill_producer(void *arg)
+{
+	struct killctx *k = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(k->memfd, k->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	for (uint32_t i = 0; i < KILL_PER_INST; i++) {
+		uint32_t v[2] = { k->inst, i };
+		int e = -EAGAIN;
+		/* mostly spinning on the fast paths, so that kills land inside claims */
+		for (int spin = 0; e == -EAGAIN && spin < 256; spin++) {
+			if (i % 3 == 0) {
+				void *p;
+				e = abd_ring_try_reserve(r, &p);
+				if (e == 0) {
+					memcpy(p, v, 8);
+					hold();
+					e = abd_ring_commit(r, p, 8);
+				}
+			} else {
+				e = abd_ring_try_push(r, v, 8);
+			}
+		}
+		if (e == -EAGAIN)
+			e = abd_ring_push(r, v, 8, 20000000);
+		if (e == -ETIMEDOUT) {
+			i--;
+			continue;
+		}
+		if (e < 0)
+			return 2;
+		__atomic_store_n(&k->pushed[k->inst], i + 1, __ATOMIC_RELEASE);
+	}
+	for (;;)
+		pause();
+}
+
+static volatile sig_atomic_t drain_and_exit;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	drain_and_exit = 1;
+}
+
+static int kill_consumer(void *arg)
+{
+	struct killctx *k = arg;
+	child_setup();
+
+	struct abd_ring *r;
+	if (abd_ring_attach(k->memfd, k->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	for (unsigned n = 0;; n++) {
+		uint32_t v[2];
+		int e;
+		if (n & 1) {
+			const void *p;
+			size_t len;
+			e = abd_ring_try_peek(r, &p, &len);
+			if (e == 0) {
+				memcpy(v, p, 8);
+				hold();
+				e = abd_ring_release(r, p) == 0 ? 8 : -EOWNERDEAD;
+			}
+		} else {
+			e = abd_ring_try_pop(r, v, sizeof(v));
+			if (e == -EAGAIN && n % 64 == 0)
+				e = abd_ring_pop(r, v, sizeof(v), 20000000);
+		}
+		if (e == -EAGAIN || e == -ETIMEDOUT || e == -EINTR) {
+			if (drain_and_exit && e != -EINTR) {
+				abd_ring_free(r);
+				return 0;
+			}
+			continue;
+		}
+		if (e != 8)
+			return 2;
+		if (v[0] >= KILL_MAX_INST || v[1] >= KILL_PER_INST)
+			return 3;
+		if (__atomic_fetch_add(&k->seen[(size_t)v[0] * KILL_PER_INST + v[1]], 1, __ATOMIC_RELAXED))
+			__atomic_fetch_add(k->dups, 1, __ATOMIC_RELAXED);
+	}
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void sigkill_property(unsigned mode, unsigned np, unsigned nc)
+{
+	watchdog();
+	unsigned cycles = (unsigned)abd_test_scaled(60, 12);
+	/* the test process keeps only the descriptors: a handle here would hold the single
+	 * producer/consumer role */
+	struct abd_ring *r0;
+	cr_assert_eq(abd_ring_new(16, 8, mode, NULL, &r0), 0);
+	int memfd = dup(abd_ring_fd(r0));
+	int evfd = abd_ring_wait_fd(r0) >= 0 ? dup(abd_ring_wait_fd(r0)) : -1;
+	abd_ring_free(r0);
+	uint32_t *pushed = shared_alloc(KILL_MAX_INST * sizeof(uint32_t));
+	uint8_t *seen = shared_alloc((size_t)KILL_MAX_INST * KILL_PER_INST);
+	uint32_t *dups = shared_alloc(sizeof(uint32_t));
+	memset(seen, 0, (size_t)KILL_MAX_INST * KILL_PER_INST); /* no page faults in children */
+	uint64_t seed = abd_test_now_ns() | 1;
+	unsigned inst = 0, killed_consumers = 0;
+	pid_t prod[4] = { 0 }, cons[4] = { 0 };
+	struct killctx k = { memfd, evfd, 0, pushed, seen, dups };
+	/* children inherit the handler: a SIGUSR1 right after fork must not kill them */
+	struct sigaction sa = { .sa_handler = on_usr1 }, old_sa;
+	sigaction(SIGUSR1, &sa, &old_sa);
+	for (unsigned c = 0; c < cycles; c++) {
+		for (unsigned i = 0; i < np; i++)
+			if (!prod[i] && inst < KILL_MAX_INST) {
+				k.inst = inst++;
+				prod[i] = abd_test_fork(kill_producer, &k);
+			}
+		for (unsigned i = 0; i < nc; i++)
+			if (!cons[i])
+				cons[i] = abd_test_fork(kill_consumer, &k);
+		struct timespec ts = { 0, (long)(rnd(&seed) % 3000000) };
+		nanosleep(&ts, NULL);
+		/* kill one or two at random */
+		unsigned nk = 1 + (unsigned)(rnd(&seed) % 2);
+		for (unsigned j = 0; j < nk; j++) {
+			unsigned who = (unsigned)(rnd(&seed) % (np + nc));
+			pid_t *slot = who < np ? &prod[who] : &cons[who - np];
+			if (!*slot)
+				continue;
+			kill(*slot, SIGKILL);
+			int st = abd_test_wait(*slot);
+			cr_assert_eq(st, 128 + SIGKILL, "a child failed on its own: status %d", st);
+			*slot = 0;
+			if (who >= np)
+				killed_consumers++;
+		}
+	}
+	/* stop the producers; the surviving consumers drain the ring and leave */
+	for (unsigned i = 0; i < np; i++)
+		if (prod[i]) {
+			kill(prod[i], SIGKILL);
+			cr_assert_eq(abd_test_wait(prod[i]), 128 + SIGKILL);
+		}
+	for (unsigned i = 0; i < nc; i++)
+		if (cons[i]) {
+			kill(cons[i], SIGUSR1);
+			cr_assert_eq(abd_test_wait(cons[i]), 0, "consumer %u did not drain and exit", i);
+		}
+	/* whatever is left (nothing, when a consumer survived) drains here */
+	struct abd_ring *c, *p;
+	cr_assert_eq(abd_ring_attach(memfd, evfd, NULL, ABD_RING_CONSUMER, &c), 0);
+	for (;;) {
+		uint32_t v[2];
+		int e = abd_ring_pop(c, v, sizeof(v), 0);
+		if (e == -EAGAIN)
+			break;
+		cr_assert_eq(e, 8, "drain: %d", e);
+		cr_assert_lt(v[0], KILL_MAX_INST);
+		cr_assert_lt(v[1], KILL_PER_INST);
+		if (seen[(size_t)v[0] * KILL_PER_INST + v[1]]++)
+			(*dups)++;
+	}
+	/* and the ring is not wedged: two full laps through it */
+	cr_assert_eq(abd_ring_attach(memfd, evfd, NULL, ABD_RING_PRODUCER, &p), 0);
+	for (int i = 0; i < 32; i++) {
+		cr_assert_eq(abd_ring_push(p, &i, sizeof(i), 1000000000), 0, "wedged at %d", i);
+		int v;
+		cr_assert_eq(abd_ring_pop(c, &v, sizeof(v), 1000000000), 4, "wedged at %d", i);
+		cr_assert_eq(v, i);
+	}
+	cr_assert_eq(*dups, 0, "a message was delivered twice");
+	unsigned lost = 0, total = 0;
+	for (unsigned i = 0; i < inst; i++) {
+		uint32_t n = pushed[i];
+		total += n;
+		for (uint32_t j = 0; j < n; j++)
+			if (!seen[(size_t)i * KILL_PER_INST + j]) {
+				lost++;
+				cr_log_info("lost: instance %u message %u of %u", i, j, n);
+			}
+		/* message n may have been committed by a producer killed before recording it */
+		for (uint32_t j = n + 1; j < KILL_PER_INST; j++)
+			cr_assert_eq(seen[(size_t)i * KILL_PER_INST + j], 0, "a message never pushed was seen");
+	}
+	cr_assert_gt(total, 0);
+	cr_assert_leq(lost, killed_consumers, "%u committed messages lost, %u consumers killed", lost,
+	              killed_consumers);
+	sigaction(SIGUSR1, &old_sa, NULL);
+	struct abd_ring_stats st;
+	abd_ring_stats(c, &st);
+	cr_log_info("sigkill mode %u: %u producer instances, %u messages, %u lost with %u killed "
+	            "consumers, %llu slots recovered",
+	            mode, inst, total, lost, killed_consumers, (unsigned long long)st.recovered);
+	abd_ring_free(p);
+	abd_ring_free(c);
+	close(memfd);
+	if (evfd >= 0)
+		close(evfd);
+	munmap(pushed, KILL_MAX_INST * sizeof(uint32_t));
+	munmap(seen, (size_t)KILL_MAX_INST * KILL_PER_INST);
+	munmap(dups, sizeof(uint32_t));
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, sigkill_anywhere_mpmc)
+{
+	sigkill_property(0, 2, 2);
+}
+
+ABD_TEST(ring_procs, sigkill_anywhere_spsc)
+{
+	sigkill_property(ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER, 1, 1);
+}
+
+/* ---- lost wake-ups ----
+ * 2 producers and 2 consumers; the consumers go to sleep every few messages (they stop and
+ * let the ring run dry); everything must arrive and nothing may hang. */
+
+struct lw {
+	int memfd, evfd;
+	unsigned n, id;
+	uint64_t *sum;
+};
+
+static int lw_producer(void *arg)
+{
+	struct lw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	const void *msgs[8];
+	size_t lens[8];
+	uint64_t vals[8];
+	for (unsigned i = 0; i < w->n;) {
+		unsigned b = 1 + (i * 2654435761u >> 28) % 8;
+		if (b > w->n - i)
+			b = w->n - i;
+		for (unsigned j = 0; j < b; j++) {
+			vals[j] = (uint64_t)(i + j + 1);
+			msgs[j] = &vals[j];
+			lens[j] = 8;
+		}
+		int e = b > 1 ? abd_ring_try_push_batch(r, msgs, lens, b) : abd_ring_push(r, &vals[0], 8, -1);
+		if (e == 0 && b > 1)
+			e = abd_ring_push(r, &vals[0], 8, -1) == 0 ? 1 : -1;
+		if (e < 0)
+			return 2;
+		i += b > 1 ? (unsigned)e : 1;
+	}
+	abd_ring_free(r);
+	return 0;
+}
+
+static int lw_consumer(void *arg)
+{
+	struct lw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	uint64_t sum = 0;
+	for (unsigned k = 0;; k++) {
+		uint64_t v;
+		if (abd_ring_pop(r, &v, sizeof(v), -1) != 8)
+			return 2;
+		if (v == UINT64_MAX)
+			break;
+		sum += v;
+		if (k % 5 == 4)
+			sched_yield(); /* fall behind now and then, so that sleeps and wakes interleave */
+	}
+	__atomic_fetch_add(w->sum, sum, __ATOMIC_RELAXED);
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	abd_ring_free(r);
+	return st.own_waits > 0 ? 0 : 3; /* it did sleep */
+}
+
+ABD_TEST(ring_procs, no_lost_wakeup_2p2c)
+{
+	watchdog();
+	/* The issue's figure is 10^7 messages; at ~25 us per cross-vCPU wake on this kind of VM that
+	 * is a minute, beyond the CI budget of the four profiles. CI runs 5 x 10^5 (scaled down further
+	 * under sanitizers); ABD_RING_STRESS_MESSAGES=10000000 runs the full figure. */
+	const char *env = getenv("ABD_RING_STRESS_MESSAGES");
+	unsigned total = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)abd_test_scaled(500000, 50000);
+	if (total < 4)
+		total = 4;
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, 0, NULL, &r), 0);
+	uint64_t *sum = shared_alloc(sizeof(uint64_t));
+	struct lw w[4];
+	pid_t pids[4];
+	for (unsigned i = 0; i < 4; i++) {
+		w[i] = (struct lw){ abd_ring_fd(r), abd_ring_wait_fd(r), total / 2, i, sum };
+		pids[i] = abd_test_fork(i < 2 ? lw_producer : lw_consumer, &w[i]);
+	}
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(abd_test_wait(pids[i]), 0, "producer %u", i);
+	uint64_t stop = UINT64_MAX;
+	for (unsigned i = 0; i < 2; i++)
+		cr_assert_eq(abd_ring_push(r, &stop, 8, -1), 0);
+	for (unsigned i = 2; i < 4; i++)
+		cr_assert_eq(abd_test_wait(pids[i]), 0, "consumer %u", i);
+	uint64_t half = total / 2;
+	cr_assert_eq(*sum, 2 * (half * (half + 1) / 2), "every message arrived exactly once");
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	cr_log_info("lost-wakeup: %u messages, %llu wakes", total, (unsigned long long)st.wakes);
+	munmap(sum, sizeof(uint64_t));
+	abd_ring_free(r);
+	alarm(0);
+}
