@@ -773,3 +773,41 @@ ABD_TEST(registry, bad_arguments)
 	cr_assert_str_eq(abd_event_name(ABD_EVENT_DIED), "died");
 	cr_assert_null(abd_event_name((enum abd_event_type)0));
 }
+
+static int publish_many_and_die(void *arg)
+{
+	const char *dir = arg;
+	struct abd_registry *reg;
+	if (abd_registry_open(dir, 0, &reg, NULL, 0) < 0)
+		return 10;
+	struct abd_record *rec;
+	abd_record_new("many.dead", &rec);
+	for (int i = 0; i < 40; i++) {
+		struct abd_publication *pub;
+		if (abd_publish(reg, rec, &pub) < 0)
+			return 11;
+	}
+	_exit(0); /* without withdrawing: 40 stale records */
+}
+
+ABD_TEST(registry, big_directory_states)
+{
+	/* Past 64 entries a snapshot reads the lock table once instead of testing each record:
+	 * the states must not change. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *pubs[40];
+	for (int i = 0; i < 40; i++)
+		pubs[i] = publish_simple(s.reg, "many.alive");
+	cr_assert_eq(abd_test_wait(abd_test_fork(publish_many_and_die, s.dir)), 0);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_ALIVE), 40);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), 40);
+	for (int i = 0; i < 20; i++)
+		abd_withdraw(pubs[i]);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_ALIVE), 20);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 40);
+	for (int i = 20; i < 40; i++)
+		abd_withdraw(pubs[i]);
+	cr_assert_eq(count_state(s.reg, 0), 0);
+	scratch_close(&s);
+}
