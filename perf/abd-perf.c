@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* abd-perf [--json] [--quick] [--iters N] [BENCH...] | list
- * Runs the named benchmark families (all of them when none is named). See bench.h. */
+/* abd-perf [--json] [--quick] [--iters N] [BENCH|SUBJECT...]
+ * abd-perf list | subjects
+ * Runs the named benchmark families (all of them when none is named), or single subjects
+ * such as bare-futex or zmq-ipc. See bench.h and docs/perf.md. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -24,12 +26,13 @@ static const struct {
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: abd-perf [--json] [--quick] [--iters N] [BENCH...]\n"
-	        "       abd-perf list\n"
+	        "usage: abd-perf [--json] [--quick] [--iters N] [BENCH|SUBJECT...]\n"
+	        "       abd-perf list       the families, one a line: name, description\n"
+	        "       abd-perf subjects   the subjects that also run alone\n"
 	        "  --json     one JSON object per line\n"
 	        "  --quick    smoke-run sizes (a few seconds per family)\n"
 	        "  --iters N  timed iterations (messages for throughput rows) for every subject\n"
-	        "With no BENCH, runs every family.\n");
+	        "With no BENCH, runs every family; a SUBJECT (e.g. bare-futex) runs alone.\n");
 }
 
 static int find(const char *name)
@@ -75,8 +78,12 @@ int main(int argc, char **argv)
 			printf("%-12s %s\n", families[i].name, families[i].what);
 		return 0;
 	}
+	if (optind < argc && !strcmp(argv[optind], "subjects")) {
+		bench_subject_list();
+		return 0;
+	}
 	for (int i = optind; i < argc; i++)
-		if (find(argv[i]) < 0) {
+		if (find(argv[i]) < 0 && !bench_subject_find(argv[i])) {
 			fprintf(stderr, "abd-perf: unknown benchmark '%s' (try: abd-perf list)\n", argv[i]);
 			return 2;
 		}
@@ -89,6 +96,11 @@ int main(int argc, char **argv)
 	} else {
 		for (int i = optind; i < argc; i++) {
 			int f = find(argv[i]);
+			if (f < 0) {
+				bench_family = "subject";
+				bench_subject_run(argv[i]);
+				continue;
+			}
 			bench_family = families[f].name;
 			families[f].run();
 		}

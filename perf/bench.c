@@ -347,25 +347,40 @@ void bench_skip(const struct bench_row *tmpl, const char *fmt, ...)
 
 /* ---- subjects ---- */
 
+static const struct bench_subject *const subject_tables[] = {bench_baseline_subjects,
+                                                             bench_peer_subjects};
+
+const struct bench_subject *bench_subject_find(const char *name)
+{
+	for (size_t t = 0; t < sizeof(subject_tables) / sizeof(subject_tables[0]); t++)
+		for (const struct bench_subject *s = subject_tables[t]; s->name; s++)
+			if (!strcmp(s->name, name))
+				return s;
+	return NULL;
+}
+
+void bench_subject_list(void)
+{
+	for (size_t t = 0; t < sizeof(subject_tables) / sizeof(subject_tables[0]); t++)
+		for (const struct bench_subject *s = subject_tables[t]; s->name; s++)
+			printf("%s\n", s->name);
+}
+
 int bench_subject_run(const char *name)
 {
-	static const struct bench_subject *const tables[] = {bench_baseline_subjects,
-	                                                     bench_peer_subjects};
 	static const char *ran[64];
 	static size_t nran;
 
 	for (size_t i = 0; i < nran; i++)
 		if (!strcmp(ran[i], name))
 			return 0;
-	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-		for (const struct bench_subject *s = tables[t]; s->name; s++)
-			if (!strcmp(s->name, name)) {
-				if (nran < sizeof(ran) / sizeof(ran[0]))
-					ran[nran++] = s->name;
-				s->run();
-				return 0;
-			}
-	return -ENOENT;
+	const struct bench_subject *s = bench_subject_find(name);
+	if (!s)
+		return -ENOENT;
+	if (nran < sizeof(ran) / sizeof(ran[0]))
+		ran[nran++] = s->name;
+	s->run();
+	return 0;
 }
 
 /* ---- futex ---- */

@@ -133,6 +133,8 @@ struct bench_subject {
 /* Runs the named subject (from bench_baseline_subjects[] or bench_peer_subjects[]) unless it
  * already ran in this invocation. Returns 0, or -ENOENT for an unknown name. */
 int bench_subject_run(const char *name);
+const struct bench_subject *bench_subject_find(const char *name); /* NULL: unknown */
+void bench_subject_list(void); /* prints the names, one per line */
 
 /* ---- two-process runners ----
  *
@@ -200,6 +202,8 @@ void bench_discovery(void);
  * returns 0, -ENOENT for a combination that does not exist, -EINVAL for a bad size. */
 int bench_peer(const char *subject, const char *case_name, const char *cpus, unsigned bytes);
 
+/* Subject tables (name + run, ending with {0}); a family with subjects other families may want
+ * beside their rows adds its table to subject_tables in bench.c. */
 extern const struct bench_subject bench_baseline_subjects[];
 extern const struct bench_subject bench_peer_subjects[];
 
