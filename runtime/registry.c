@@ -288,12 +288,11 @@ int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid)
 	return r;
 }
 
-static int self_start_time(uint64_t *out)
+static int self_start_time(pid_t me, uint64_t *out)
 {
 	/* Per thread, keyed by pid: a forked child computes its own. */
 	static _Thread_local pid_t cached_pid;
 	static _Thread_local uint64_t cached;
-	pid_t me = getpid();
 	if (cached_pid == me) {
 		*out = cached;
 		return 0;
@@ -386,7 +385,7 @@ static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 		return n < 0 ? -errno : -EIO;
 	r->pid = getpid();
 	r->uid = geteuid();
-	int e = self_start_time(&r->start_time);
+	int e = self_start_time(r->pid, &r->start_time);
 	if (e < 0)
 		return e;
 	r->pidns_dev = reg->pidns_dev;

@@ -58,6 +58,7 @@ struct abd_watch {
 	void *userdata;
 	int events;
 	unsigned rescans;
+	size_t armed; /* pidfds in the epoll set */
 };
 
 /* ------------------------------------------------------------------ the table -- */
@@ -125,8 +126,10 @@ static int insert(struct abd_watch *w, struct abd__item *it)
 	return 0;
 }
 
-static void disarm(struct wentry *e)
+static void disarm(struct abd_watch *w, struct wentry *e)
 {
+	if (e->pidfd >= 0)
+		w->armed--;
 	e->pidfd = abd__close(e->pidfd); /* closing removes it from the epoll set */
 }
 
@@ -138,7 +141,7 @@ static void erase(struct abd_watch *w, struct wentry *e)
 	*pp = e->next;
 	w->v[e->index] = w->v[--w->n];
 	w->v[e->index]->index = e->index;
-	disarm(e);
+	disarm(w, e);
 	abd__item_clear(&e->it);
 	free(e);
 }
@@ -182,6 +185,7 @@ static int arm(struct abd_watch *w, struct wentry *e)
 		return 0;
 	}
 	e->pidfd = fd;
+	w->armed++;
 	return 0;
 }
 
@@ -198,7 +202,7 @@ static bool same_identity(const struct abd__item *a, const struct abd__item *b)
 static void mark_died(struct abd_watch *w, struct wentry *e)
 {
 	e->it.e.state = ABD_STATE_STALE;
-	disarm(e);
+	disarm(w, e);
 	emit(w, ABD_EVENT_DIED, &e->it.e);
 }
 
@@ -271,7 +275,7 @@ static int pidfd_ready(struct abd_watch *w, int fd)
 		struct wentry *e = w->v[i];
 		if (e->pidfd != fd)
 			continue;
-		disarm(e);
+		disarm(w, e);
 		int s = abd_registry_liveness(w->reg, e->it.name);
 		if (s == ABD_STATE_STALE)
 			mark_died(w, e);
@@ -458,6 +462,10 @@ static int process(struct abd_watch *w)
 		}
 		if (r < 0)
 			return r;
+		/* A read that left room for another event emptied the queue; anything newer keeps
+		 * the descriptor readable (level-triggered), so the caller comes back for it. */
+		if ((size_t)n + sizeof(struct inotify_event) + NAME_MAX + 1 <= sizeof(u.bytes))
+			break;
 	}
 	if (r < 0)
 		return r;
@@ -468,7 +476,7 @@ static int process(struct abd_watch *w)
 	}
 	struct epoll_event evs[64];
 	int n;
-	while ((n = epoll_wait(w->epfd, evs, 64, 0)) > 0) {
+	while (w->armed && (n = epoll_wait(w->epfd, evs, 64, 0)) > 0) {
 		int handled = 0;
 		for (int i = 0; i < n && r >= 0; i++)
 			if (evs[i].data.u64) {
