@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -459,6 +460,9 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 	int r;
 
 	child_ctl = c;
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* abd-perf killed: nothing keeps spinning */
+	if (getppid() == 1)
+		return 1;
 	bench_spin_yields = shared;
 	bench_cpu_self = cpu;
 	bench_cpu_other = other;

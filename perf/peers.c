@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -334,6 +335,7 @@ static int roudi_start(void *shm, void *arg)
 		return -errno;
 	}
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* survives exec: roudi goes with abd-perf */
 		const char *step = private_mounts();
 		int fd;
 		if (!step && write_file("/tmp/roudi.toml", roudi_config) < 0)
