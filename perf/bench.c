@@ -225,8 +225,10 @@ static const char *fmt_ns(char *buf, size_t len, double ns)
 		snprintf(buf, len, "%.0fns", ns);
 	else if (ns < 1e6)
 		snprintf(buf, len, "%.2fus", ns / 1e3);
-	else
+	else if (ns < 1e9)
 		snprintf(buf, len, "%.2fms", ns / 1e6);
+	else
+		snprintf(buf, len, "%.2fs", ns / 1e9);
 	return buf;
 }
 
@@ -247,7 +249,7 @@ static void print_header(void)
 	if (done || bench_opt.json)
 		return;
 	done = true;
-	printf("%-10s %-20s %-16s %-6s %5s %9s %9s %9s %10s %8s  %s\n", "bench", "subject", "case",
+	printf("%-10s %-24s %-18s %-6s %5s %9s %9s %9s %10s %8s  %s\n", "bench", "subject", "case",
 	       "cpus", "bytes", "p50", "p99", "p99.9", "ops/s", "ratio", "vs baseline");
 }
 
@@ -319,10 +321,10 @@ void bench_emit(const struct bench_row *in)
 		else if (r.baseline)
 			snprintf(rat, sizeof(rat), "n/a");
 		if (r.skipped) {
-			printf("%-10s %-20s %-16s %-6s %5s skipped: %s\n", r.bench, r.subject,
+			printf("%-10s %-24s %-18s %-6s %5s skipped: %s\n", r.bench, r.subject,
 			       r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes, r.skipped);
 		} else {
-			printf("%-10s %-20s %-16s %-6s %5s %9s %9s %9s %10s %8s  %s%s\n", r.bench,
+			printf("%-10s %-24s %-18s %-6s %5s %9s %9s %9s %10s %8s  %s%s\n", r.bench,
 			       r.subject, r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes,
 			       fmt_ns(p50, sizeof(p50), r.p50_ns), fmt_ns(p99, sizeof(p99), r.p99_ns),
 			       fmt_ns(p999, sizeof(p999), r.p999_ns), fmt_ops(ops, sizeof(ops), r.ops_per_s),
