@@ -8,5 +8,6 @@
 #include <abd/probe.h>
 #include <abd/registry.h>
 #include <abd/ring.h>
+#include <abd/reactor.h>
 
 #endif

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* The reactor's inside: sources, cookie tags, and the small interface every backend
+ * (runtime/reactor-uring.c, compat/reactor-epoll.c) implements. docs/reactor.md explains it. */
+#ifndef ABD_RUNTIME_REACTOR_INTERNAL_H
+#define ABD_RUNTIME_REACTOR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <abd/reactor.h>
+
+#include "config.h"
+#include "runtime/internal.h"
+
+/* Every completion cookie (io_uring user_data, epoll data.ptr) points at a struct whose first
+ * field is one of these; the backends' dispatch switch is the map of the reactor. */
+enum abd__tag {
+	ABD__TAG_IO_POLL = 1,     /* abd_source: poll on a user fd */
+	ABD__TAG_EVENTFD_READ,    /* abd_source: 8-byte read of an eventfd (io_uring READ) */
+	ABD__TAG_EVENTFD_POLL,    /* abd_source: poll on an eventfd, then read(2) */
+	ABD__TAG_PIDFD_POLL,      /* abd_source: poll on a pidfd (exit) */
+	ABD__TAG_TIMER,           /* abd_source: io_uring TIMEOUT, or its timerfd under epoll */
+	ABD__TAG_FUTEX_WAIT,      /* abd_source: IORING_OP_FUTEX_WAIT */
+	ABD__TAG_DEFER,           /* abd_source: deferred call; never reaches the kernel */
+	ABD__TAG_CANCEL,          /* abd__cookie in the reactor: an ASYNC_CANCEL's own completion */
+	ABD__TAG_WAKE,            /* abd__cookie in the reactor: the internal wake eventfd */
+};
+
+struct abd__cookie {
+	enum abd__tag tag;
+};
+
+/* Intrusive circular list. */
+struct abd__list {
+	struct abd__list *prev, *next;
+};
+
+static inline void abd__list_init(struct abd__list *l)
+{
+	l->prev = l->next = l;
+}
+static inline bool abd__list_empty(const struct abd__list *l)
+{
+	return l->next == l;
+}
+static inline void abd__list_del(struct abd__list *e)
+{
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+	abd__list_init(e);
+}
+static inline void abd__list_add_tail(struct abd__list *head, struct abd__list *e)
+{
+	e->prev = head->prev;
+	e->next = head;
+	head->prev->next = e;
+	head->prev = e;
+}
+/* Move every entry of from to the tail of to; from becomes empty. */
+static inline void abd__list_splice(struct abd__list *to, struct abd__list *from)
+{
+	if (abd__list_empty(from))
+		return;
+	from->next->prev = to->prev;
+	to->prev->next = from->next;
+	from->prev->next = to;
+	to->prev = from->prev;
+	abd__list_init(from);
+}
+#define abd__container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+enum abd__kind {
+	ABD__SRC_IO = 1,
+	ABD__SRC_EVENTFD,
+	ABD__SRC_PIDFD,
+	ABD__SRC_TIMER,
+	ABD__SRC_FUTEX,
+	ABD__SRC_DEFER,
+};
+
+/* A queued kernel operation the SQ had no room for (io_uring): done before the next wait. */
+enum abd__pending {
+	ABD__PEND_NONE = 0,
+	ABD__PEND_ARM,
+	ABD__PEND_CANCEL,
+	ABD__PEND_REPLAY,   /* a completion kept across a ring swap, delivered next wait */
+};
+
+struct abd_source {
+	struct abd__cookie ck;     /* first: what the in-flight operation is */
+	enum abd__kind kind;
+	bool dead;                 /* freed by the user (or floating and finished) */
+	bool floating;             /* owned by the reactor */
+	bool armed;                /* the backend watches it (or will, once pending is done) */
+	enum abd__pending pending;
+	uint32_t inflight;         /* io_uring requests not yet completed */
+	struct abd_reactor *reactor;
+	abd_source_fn *fn;
+	void *userdata;
+	struct abd__list link;     /* reactor->sources, then reactor->zombies */
+	struct abd__list qlink;    /* reactor->defers / reactor->pending (one at a time) */
+	int fd;                    /* borrowed user fd; the timerfd (owned) under epoll */
+	uint32_t events;           /* poll events (io) */
+	uint64_t value;            /* eventfd read buffer (the kernel writes it) */
+	/* timer: absolute CLOCK_MONOTONIC deadline and period, ns */
+	uint64_t deadline, period;
+	struct {                   /* struct __kernel_timespec for io_uring TIMEOUT */
+		int64_t tv_sec;
+		long long tv_nsec;
+	} ts;
+	/* futex */
+	const uint32_t *word;
+	uint32_t expected;
+	int replay_res;            /* ABD__PEND_REPLAY: the completion's result */
+};
+
+struct abd__backend;
+
+struct abd_reactor {
+	const struct abd__backend *be;
+	pthread_t owner;
+	uint64_t fork_gen;
+	int depth;                  /* > 0 while run_once runs (callbacks may run) */
+	bool stop;
+	bool freeing;
+	struct abd__list sources;   /* live sources */
+	struct abd__list zombies;   /* freed sources the kernel (or the current dispatch) holds */
+	struct abd__list defers;    /* deferred calls queued for the next iteration */
+	struct abd__list pending;   /* io_uring: arms/cancels waiting for SQ room */
+	unsigned dispatched;        /* callbacks run in this run_once */
+	struct abd__cookie cancel_ck;
+	struct abd__cookie wake_ck;
+	unsigned sq_entries;        /* io_uring SQ size (tests make it small) */
+	void *impl;                 /* the backend's state */
+};
+
+/* The backend interface: chosen once in abd_reactor_new. Every function runs on the owner
+ * thread, never in a forked child (except release). */
+struct abd__backend {
+	enum abd_backend kind;
+	int (*init)(struct abd_reactor *r);
+	/* Called after every source is gone and, for io_uring, no request is in flight. */
+	void (*fini)(struct abd_reactor *r);
+	/* In a forked child: free memory and close fds, touch no shared kernel state. */
+	void (*release)(struct abd_reactor *r);
+	int (*embed_fd)(struct abd_reactor *r);
+	/* Start watching s (all kinds but DEFER); also re-arms a fired one-shot source. */
+	int (*arm)(struct abd_reactor *r, struct abd_source *s);
+	/* Stop watching s. io_uring may leave s->inflight > 0 (cancel on its way). */
+	void (*disarm)(struct abd_reactor *r, struct abd_source *s);
+	/* Wait up to timeout_ns (< 0 forever) and dispatch through abd__source_fire. */
+	int (*wait)(struct abd_reactor *r, int64_t timeout_ns);
+	/* End of run_once: hand the kernel what callbacks queued, if an embedder will sleep. */
+	void (*flush)(struct abd_reactor *r);
+	/* Block until no request is in flight (reactor free); io_uring only. */
+	void (*drain)(struct abd_reactor *r);
+	/* Make the embedding fd readable (deferred work is queued). */
+	void (*wake)(struct abd_reactor *r);
+	/* Whether this backend can wait on futex words. */
+	bool (*has_futex)(struct abd_reactor *r);
+};
+
+extern const struct abd__backend abd__backend_epoll;
+#if ABD_HAVE_LIBURING
+extern const struct abd__backend abd__backend_uring;
+#endif
+
+/* Deliver an event: runs the callback unless the source is dead. Returns true when the
+ * source is still alive and armed afterwards (the backend then re-arms persistent sources). */
+bool abd__source_fire(struct abd_reactor *r, struct abd_source *s, int status, uint64_t value);
+
+/* The source can never fire again (one-shot done, or failed): mark it unarmed; a floating
+ * source is freed. */
+void abd__source_finished(struct abd_reactor *r, struct abd_source *s);
+
+/* The kernel returned s's last request: a dead source may now be freed. */
+void abd__source_release(struct abd_reactor *r, struct abd_source *s);
+
+/* Tests: a reactor with a tiny io_uring SQ, to exercise the full-SQ and CQ-overflow paths. */
+int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_reactor **out);
+
+static inline uint64_t abd__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#endif
