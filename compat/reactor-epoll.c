@@ -196,8 +196,23 @@ static int ep_wait(struct abd_reactor *r, int64_t timeout_ns)
 	int n = epoll_wait(E(r)->epfd, evs, BATCH, ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
-	for (int i = 0; i < n; i++)
-		dispatch(r, evs[i].data.ptr, evs[i].events);
+	/* Timers go last, in deadline order: epoll reports ready fds in no promised order. */
+	struct abd_source *timers[BATCH];
+	int nt = 0;
+	for (int i = 0; i < n; i++) {
+		struct abd__cookie *ck = evs[i].data.ptr;
+		if (ck->tag != ABD__TAG_TIMER) {
+			dispatch(r, ck, evs[i].events);
+			continue;
+		}
+		struct abd_source *t = (struct abd_source *)ck;
+		int j = nt++;
+		for (; j > 0 && timers[j - 1]->deadline > t->deadline; j--)
+			timers[j] = timers[j - 1];
+		timers[j] = t;
+	}
+	for (int i = 0; i < nt; i++)
+		dispatch(r, &timers[i]->ck, EPOLLIN);
 	return 0;
 }
 
