@@ -329,38 +329,44 @@ static void run_enumerate_n(size_t n, uint64_t reps)
 		bench_skip(&mine, "setup: %s", strerror(r < 0 ? -r : ENOMEM));
 		goto out;
 	}
-	/* The baseline first, then ours, each with a warm-up pass. */
-	struct bench_stats st;
-	size_t count = 0;
-	for (int pass = 0; pass < 2; pass++) {
-		bool abd = pass == 1;
-		for (uint64_t i = 0; i < reps + 2; i++) {
+	/* Interleaved, one bare pass then one abd pass, two untimed rounds first: on a shared
+	 * machine the load drifts, and both subjects should see the same drift. */
+	uint64_t *bare_s = calloc(reps, sizeof(*bare_s));
+	size_t count[2] = {n, n};
+	int err[2] = {0, 0};
+	for (uint64_t i = 0; i < reps + 2 && bare_s; i++) {
+		for (int which = 0; which < 2; which++) {
+			if (err[which] || count[which] != n)
+				continue;
 			uint64_t t = bench_now_ns();
-			if (abd) {
+			if (which) {
 				struct abd_snapshot *snap;
-				r = abd_registry_snapshot(reg, &snap);
-				count = r == 0 ? abd_snapshot_count(snap) : 0;
+				err[1] = abd_registry_snapshot(reg, &snap);
+				count[1] = err[1] == 0 ? abd_snapshot_count(snap) : 0;
 				abd_snapshot_free(snap);
 			} else {
-				r = bare_enumerate(dir, &count);
+				err[0] = bare_enumerate(dir, &count[0]);
 			}
 			uint64_t d = bench_now_ns() - t;
-			if (r < 0 || count != n)
-				break;
 			if (i >= 2)
-				samples[i - 2] = d;
+				(which ? samples : bare_s)[i - 2] = d;
 		}
-		struct bench_row *row = abd ? &mine : &bare;
-		if (r < 0 || count != n) {
-			bench_skip(row, "saw %zu of %zu records (%s)", count, n, strerror(r < 0 ? -r : 0));
+	}
+	for (int which = 0; which < 2 && bare_s; which++) {
+		struct bench_row *row = which ? &mine : &bare;
+		if (err[which] < 0 || count[which] != n) {
+			bench_skip(row, "saw %zu of %zu records (%s)", count[which], n,
+			           strerror(err[which] < 0 ? -err[which] : 0));
 			continue;
 		}
-		bench_stats(samples, reps, &st);
+		struct bench_stats st;
+		bench_stats(which ? samples : bare_s, reps, &st);
 		row->iters = reps;
 		bench_row_latency(row, &st);
 		row->ops_per_s = (double)n * 1e9 / st.p50; /* records per second at the median */
 		bench_emit(row);
 	}
+	free(bare_s);
 out:
 	for (size_t i = 0; i < published; i++)
 		abd_withdraw(pubs[i]);

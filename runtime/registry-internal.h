@@ -70,10 +70,8 @@ struct abd__proc_cache;
 /* Read the entry called name (d_type from readdir, DT_UNKNOWN if unknown) into it; never
  * fails for a bad entry (state invalid + reason); returns -ENOENT when the name vanished
  * meanwhile, -ENOMEM. buf is scratch of ABD_RECORD_MAX bytes. */
-struct abd__lockset;
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                   const struct abd__lockset *locks);
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache);
 void abd__item_clear(struct abd__item *it);
 void abd__proc_cache_free(struct abd__proc_cache *c);
 

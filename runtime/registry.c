@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/statfs.h>
 #include <time.h>
 
@@ -524,84 +523,6 @@ int abd__lock_held(int fd)
 	return fl.l_type != F_UNLCK;
 }
 
-/* The OFD write locks on our directory's filesystem, from one read of /proc/locks: for a big
- * directory one read replaces an F_OFD_GETLK per record. Only "held" is taken from it; a
- * record not in the set (published after the read, or /proc/locks unreadable) is asked with
- * F_OFD_GETLK, so the set can make an entry alive only if it was alive at the read. */
-struct abd__lockset {
-	ino_t *ino;
-	size_t n;
-};
-
-static int ino_cmp(const void *a, const void *b)
-{
-	ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static void lockset_load(struct abd__lockset *ls, dev_t dev)
-{
-	ls->ino = NULL;
-	ls->n = 0;
-	int fd = open("/proc/locks", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	size_t cap = 0, len = 0;
-	char *buf = NULL;
-	for (;;) {
-		if (cap - len < 65536) {
-			char *p = realloc(buf, cap + 262144);
-			if (!p)
-				goto out;
-			buf = p;
-			cap += 262144;
-		}
-		ssize_t r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	buf[len] = 0;
-	size_t icap = 0;
-	char want[32];
-	snprintf(want, sizeof(want), " %02x:%02x:", major(dev), minor(dev));
-	size_t wl = strlen(want);
-	for (char *line = buf, *next; line && *line; line = next) {
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = 0;
-		/* "N: OFDLCK ADVISORY  WRITE -1 MAJ:MIN:INO START END"; "N: -> ..." are waiters. */
-		if (strstr(line, "->") || !strstr(line, "OFDLCK") || !strstr(line, " WRITE "))
-			continue;
-		char *d = strstr(line, want);
-		if (!d)
-			continue;
-		char *end;
-		unsigned long long ino = strtoull(d + wl, &end, 10);
-		if (end == d + wl)
-			continue;
-		if (ls->n == icap) {
-			icap = icap ? icap * 2 : 256;
-			ino_t *p = realloc(ls->ino, icap * sizeof(*p));
-			if (!p)
-				break;
-			ls->ino = p;
-		}
-		ls->ino[ls->n++] = (ino_t)ino;
-	}
-	qsort(ls->ino, ls->n, sizeof(*ls->ino), ino_cmp);
-out:
-	free(buf);
-	close(fd);
-}
-
-static bool lockset_has(const struct abd__lockset *ls, ino_t ino)
-{
-	return ls->n && bsearch(&ino, ls->ino, ls->n, sizeof(*ls->ino), ino_cmp);
-}
-
 static int hexval(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -727,8 +648,7 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 }
 
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                   const struct abd__lockset *locks)
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
 {
 	memset(it, 0, sizeof(*it));
 	if (!(it->name = strdup(name)))
@@ -832,7 +752,7 @@ int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_t
 	it->e.instance = rec->instance;
 	it->e.pid = rec->pid;
 	it->e.uid = rec->uid;
-	r = locks && lockset_has(locks, st.st_ino) ? 1 : abd__lock_held(fd);
+	r = abd__lock_held(fd);
 	if (r < 0) {
 		set_invalid(it, "lock test: %s", strerror(-r));
 		goto out;
@@ -931,17 +851,12 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	struct abd_snapshot *snap = calloc(1, sizeof(*snap));
 	uint8_t *buf = malloc(ABD_RECORD_MAX);
 	struct abd__proc_cache *cache = NULL;
-	struct abd__lockset locks = { NULL, 0 };
-	struct stat dst;
-	if (n >= 64 && fstat(reg->dirfd, &dst) == 0)
-		lockset_load(&locks, dst.st_dev);
 	if (!snap || !buf || (n && !(snap->items = calloc(n, sizeof(*snap->items))))) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
-		r = abd__item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache,
-		                   locks.n ? &locks : NULL);
+		r = abd__item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache);
 		if (r == -ENOENT) {
 			abd__item_clear(&snap->items[snap->n]);
 			continue; /* withdrawn meanwhile */
@@ -954,14 +869,12 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	abd__list_free(list, n);
 	abd__proc_cache_free(cache);
-	free(locks.ino);
 	free(buf);
 	*out = snap;
 	return 0;
 fail:
 	abd__list_free(list, n);
 	abd__proc_cache_free(cache);
-	free(locks.ino);
 	free(buf);
 	abd_snapshot_free(snap);
 	return r;
@@ -1046,7 +959,7 @@ ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
 	for (size_t i = 0; i < n; i++) {
 		struct abd__item it;
 		/* No process cache: a stale record is decided by its lock alone. */
-		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL, NULL);
+		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL);
 		if (r == 0 && it.e.state == ABD_STATE_STALE) {
 			if (unlinkat(reg->dirfd, it.name, 0) == 0)
 				removed++;

@@ -211,7 +211,7 @@ static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type
 {
 	struct wentry *e = find(w, name);
 	struct abd__item it;
-	int r = abd__item_read(w->reg, name, d_type, &it, w->buf, &w->cache, NULL);
+	int r = abd__item_read(w->reg, name, d_type, &it, w->buf, &w->cache);
 	if (r == -ENOENT) {
 		abd__item_clear(&it);
 		if (e) {
