@@ -211,17 +211,23 @@ static int spsc_produce(void *state, uint64_t n)
 {
 	struct spsc_state *s = state;
 	struct spsc_end *e = &s->out;
+	/* Item k carries k (its position in the stream), which the consumer checks. */
 	if (!s->batch) {
-		for (uint64_t i = 0; i < n; i++)
-			spsc_push(e, &i, sizeof(i));
+		for (uint64_t i = 0; i < n; i++) {
+			uint64_t v = e->mine;
+			spsc_push(e, &v, sizeof(v));
+		}
 		return 0;
 	}
 	for (uint64_t i = 0; i < n;) {
 		uint64_t k = spsc_room(e);
 		k = k < n - i ? k : n - i;
-		for (uint64_t j = 0; j < k; j++, i++)
-			memcpy(spsc_slot(e, e->mine + j, sizeof(i)), &i, sizeof(i));
+		for (uint64_t j = 0; j < k; j++) {
+			uint64_t v = e->mine + j;
+			memcpy(spsc_slot(e, v, sizeof(v)), &v, sizeof(v));
+		}
 		e->mine += k;
+		i += k;
 		atomic_store_explicit(&e->q->tail, e->mine, memory_order_release);
 	}
 	return 0;
@@ -279,13 +285,14 @@ static void run_spsc(void)
 	for (int m = 0; m < 2; m++) {
 		for (int b = 0; b < 2; b++) {
 			struct bench_pair tp = {.shm_size = spsc_size(8), .arg = b ? &batch : &item,
-			                        .init = spsc_init, .fini = seq_fini,
+			                        .count_syscalls = true, .init = spsc_init, .fini = seq_fini,
 			                        .produce = spsc_produce, .consume = spsc_consume};
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-spsc", .case_name = b ? "throughput-batch" : "throughput",
 				.cpus = modes[m], .msg_bytes = 8}, bench_iters(20000000, 2000000));
 		}
-		struct bench_pair pp = {.shm_size = 2 * spsc_size(64), .arg = &rtt, .init = spsc_init,
+		struct bench_pair pp = {.shm_size = 2 * spsc_size(64), .arg = &rtt, .count_syscalls = true,
+		                        .init = spsc_init,
 		                        .fini = seq_fini, .ping = spsc_ping, .pong = spsc_pong};
 		bench_pingpong(&pp, (struct bench_row){
 			.subject = "bare-spsc", .case_name = "rtt", .cpus = modes[m], .msg_bytes = 64},

@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -299,6 +302,8 @@ void bench_emit(const struct bench_row *in)
 			json_key_num("p99_ns", r.p99_ns, 1);
 			json_key_num("p999_ns", r.p999_ns, 1);
 			json_key_num("ops_per_s", r.ops_per_s, 0);
+			if (r.has_syscalls)
+				printf(",\"syscalls_per_op\":%.3f", r.syscalls_per_op);
 		}
 		if (r.baseline) {
 			json_key_str("baseline", r.baseline);
@@ -331,6 +336,8 @@ void bench_emit(const struct bench_row *in)
 			       rat, r.baseline ? r.baseline : "",
 			       r.baseline && have_ratio ? (!strcmp(ratio_of, "p50_ns") ? " (p50)" : " (ops/s)")
 			                                : "");
+			if (r.has_syscalls)
+				printf("%*s syscalls/op: %.3f\n", 10, "", r.syscalls_per_op);
 		}
 	}
 	fflush(stdout);
@@ -401,6 +408,63 @@ int bench_futex_wake(uint32_t *word)
 	return syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) < 0 ? -errno : 0;
 }
 
+/* ---- syscall counting ---- */
+
+int bench_syscall_tracepoint(void)
+{
+	static int id; /* 0: not looked up yet */
+	static const char path[] = "/sys/kernel/tracing/events/raw_syscalls/sys_enter/id";
+	char buf[32] = "";
+	int p[2];
+
+	if (id)
+		return id;
+	id = -ENOENT;
+	/* tracefs is often not mounted: mount it in a private mount namespace of a helper. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return id = -errno;
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && unshare(CLONE_NEWNS) == 0 &&
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0 &&
+		    mount("nodev", "/sys/kernel/tracing", "tracefs", 0, NULL) == 0)
+			fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && read(fd, buf, sizeof(buf) - 1) > 0)
+			(void)!write(p[1], buf, strlen(buf));
+		_exit(0);
+	}
+	close(p[1]);
+	if (pid > 0) {
+		ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+		waitpid(pid, NULL, 0);
+		if (n > 0 && atoi(buf) > 0)
+			id = atoi(buf);
+	}
+	close(p[0]);
+	return id;
+}
+
+int bench_syscalls_open(int tracepoint)
+{
+	struct perf_event_attr a = {
+		.type = PERF_TYPE_TRACEPOINT,
+		.size = sizeof(a),
+		.config = (uint64_t)tracepoint,
+		.inherit = 1,
+	};
+	int fd = (int)syscall(SYS_perf_event_open, &a, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int64_t bench_syscalls_read(int fd)
+{
+	uint64_t n;
+	if (fd < 0 || read(fd, &n, sizeof(n)) != (ssize_t)sizeof(n))
+		return -1;
+	return n ? (int64_t)n - 1 : 0; /* this read() itself was counted */
+}
+
 /* ---- runners ---- */
 
 /* The control block both children and the main process share. */
@@ -408,6 +472,8 @@ struct ctl {
 	_Atomic uint32_t stage; /* 0 start, 1 B ready, 2 A ready, STAGE_CONSUMED, STAGE_ABORT */
 	int err[2];
 	uint64_t t0, t1;        /* throughput: B's timed window */
+	int syscall_tp;         /* raw_syscalls:sys_enter id, when counting */
+	int64_t syscalls[2];    /* each side's syscalls in the timed phase, -1 = not counted */
 	char reason[200];
 };
 #define STAGE_CONSUMED 3u
@@ -478,8 +544,13 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 	if (!wait_stage(c, 2))
 		goto out;
 
+	/* The syscall counter (when asked for) runs over the timed phase only. */
+	int cfd = -1;
+	int tp = p->count_syscalls ? c->syscall_tp : 0;
 	if (kind == PINGPONG && role == BENCH_A) {
 		for (uint64_t i = 0; i < warm + iters; i++) {
+			if (i == warm && tp > 0)
+				cfd = bench_syscalls_open(tp);
 			uint64_t own = 0, t0 = bench_now_ns();
 			if ((r = p->ping(state, &own)) < 0) {
 				note_error(c, role, "ping", r);
@@ -489,15 +560,25 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 			if (i >= warm)
 				samples[i - warm] = p->halve ? t / 2 : t;
 		}
+		c->syscalls[role] = bench_syscalls_read(cfd);
 	} else if (kind == PINGPONG) {
-		for (uint64_t i = 0; i < warm + iters; i++)
+		for (uint64_t i = 0; i < warm + iters; i++) {
+			if (i == warm && tp > 0)
+				cfd = bench_syscalls_open(tp);
 			if ((r = p->pong(state)) < 0) {
 				note_error(c, role, "pong", r);
 				break;
 			}
+		}
+		c->syscalls[role] = bench_syscalls_read(cfd);
 	} else if (role == BENCH_A) {
+		if ((r = p->produce(state, warm)) == 0) {
+			cfd = tp > 0 ? bench_syscalls_open(tp) : -1;
+			r = p->produce(state, iters);
+			c->syscalls[role] = bench_syscalls_read(cfd);
+		}
 		/* Stay open until B has everything: closing may drop what is still queued. */
-		if ((r = p->produce(state, warm + iters)) < 0)
+		if (r < 0)
 			note_error(c, role, "produce", r);
 		else
 			wait_stage(c, STAGE_CONSUMED);
@@ -505,14 +586,18 @@ static int child(const struct bench_pair *p, enum kind kind, enum bench_role rol
 		if ((r = p->consume(state, warm)) < 0) {
 			note_error(c, role, "consume", r);
 		} else {
+			cfd = tp > 0 ? bench_syscalls_open(tp) : -1;
 			c->t0 = bench_now_ns();
 			if ((r = p->consume(state, iters)) < 0)
 				note_error(c, role, "consume", r);
 			c->t1 = bench_now_ns();
+			c->syscalls[role] = bench_syscalls_read(cfd);
 			uint32_t running = 2;
 			atomic_compare_exchange_strong(&c->stage, &running, STAGE_CONSUMED);
 		}
 	}
+	if (cfd >= 0)
+		close(cfd);
 out:
 	if (p->fini)
 		p->fini(role, state);
@@ -538,6 +623,14 @@ static bool reap(pid_t pid, int pidfd, uint64_t deadline_ns, int *status)
 	}
 }
 
+static void set_syscalls(struct bench_row *row, const struct ctl *c, uint64_t iters)
+{
+	if (c->syscalls[0] >= 0 && c->syscalls[1] >= 0) {
+		row->has_syscalls = true;
+		row->syscalls_per_op = (double)(c->syscalls[0] + c->syscalls[1]) / (double)iters;
+	}
+}
+
 static int run(const struct bench_pair *p, enum kind kind, struct bench_row row, uint64_t iters)
 {
 	int cpu[2], r;
@@ -557,6 +650,9 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		bench_failures++;
 		goto unmap;
 	}
+	c->syscalls[0] = c->syscalls[1] = -1;
+	if (p->count_syscalls)
+		c->syscall_tp = bench_syscall_tracepoint();
 	main_reason[0] = 0;
 	if (p->prepare && (r = p->prepare(shm, p->arg)) < 0) {
 		if (main_reason[0])
@@ -625,6 +721,7 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		bench_skip(&row, "%s", c->reason[0] ? c->reason : "failed");
 		r = c->err[0] ? c->err[0] : c->err[1] ? c->err[1] : -ECANCELED;
 	} else if (kind == PINGPONG) {
+		set_syscalls(&row, c, iters);
 		struct bench_stats st;
 		bench_stats(samples, iters, &st);
 		bench_row_latency(&row, &st);
@@ -633,6 +730,7 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		bench_emit(&row);
 		r = 0;
 	} else {
+		set_syscalls(&row, c, iters);
 		row.iters = iters;
 		row.ops_per_s = (double)iters * 1e9 / (double)(c->t1 - c->t0 ? c->t1 - c->t0 : 1);
 		bench_emit(&row);

@@ -114,6 +114,10 @@ struct bench_row {
 	const char *baseline;
 	const char *baseline_case;
 	const char *skipped;   /* non-NULL: the subject could not run, and this is why */
+	/* Syscalls made by both processes in the timed phase, per round trip / message
+	 * (JSON `syscalls_per_op`, present only when has_syscalls). */
+	bool has_syscalls;
+	double syscalls_per_op;
 };
 
 /* Prints one row (table line or JSON object) and remembers it for later ratios. */
@@ -168,6 +172,11 @@ struct bench_pair {
 	int (*pong)(void *state);
 	bool halve; /* report round trip / 2 (a one-way figure) */
 	struct bench_stats *result; /* optional: receives the ping-pong statistics */
+	/* Count both processes' syscalls over the timed phase (perf tracepoint
+	 * raw_syscalls:sys_enter on each process's main thread and threads it starts later;
+	 * needs root or CAP_PERFMON) and report syscalls_per_op; left out when not permitted.
+	 * Counting makes each syscall a little slower: use it for syscall-free fast paths. */
+	bool count_syscalls;
 
 	/* Throughput: A's produce() sends n messages, B's consume() receives n. B is timed from
 	 * the end of the warm-up batch to the last message: ops_per_s = iters / that time. */
@@ -188,6 +197,12 @@ int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Futex helpers on a shared 32-bit word (not PRIVATE: the word is in shared memory). */
 int bench_futex_wait(uint32_t *word, uint32_t expected); /* 0, or -errno other than EAGAIN/EINTR */
 int bench_futex_wake(uint32_t *word);
+
+/* Syscall counting for your own loops: the tracepoint id (looked up once, > 0, or -errno),
+ * a counter on the calling thread (fd, or -errno), its count so far (-1 for fd < 0). */
+int bench_syscall_tracepoint(void);
+int bench_syscalls_open(int tracepoint);
+int64_t bench_syscalls_read(int fd);
 
 /* ---- families ---- */
 
