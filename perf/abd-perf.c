@@ -19,6 +19,7 @@ static const struct {
 } families[] = {
 	{"baselines", bench_baselines, "kernel floors: cache line, spin SPSC, futex, eventfd, pipe, unix, inotify, pidfd"},
 	{"discovery", bench_discovery, "registry: publish -> watcher, enumerate 1k/10k, exit -> died, vs inotify/readdir/pidfd"},
+	{"reactor", bench_reactor, "reactor: wake-up through io_uring futex/eventfd and epoll vs bare, dispatch and idle CPU with 1k sources"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

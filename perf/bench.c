@@ -149,7 +149,7 @@ void bench_row_latency(struct bench_row *row, const struct bench_stats *st)
 
 struct kept {
 	char *subject, *case_name, *cpus;
-	double p50, ops;
+	double p50, ops, cpu;
 	bool skipped;
 };
 static struct kept *kept;
@@ -186,6 +186,7 @@ static void keep(const struct bench_row *r)
 		.cpus = dup_or_null(r->cpus),
 		.p50 = r->p50_ns,
 		.ops = r->ops_per_s,
+		.cpu = r->cpu_ns,
 		.skipped = r->skipped != NULL,
 	};
 }
@@ -265,15 +266,18 @@ void bench_emit(const struct bench_row *in)
 	/* The ratio against the baseline's row in this invocation (measured now if needed). */
 	bool have_ratio = false;
 	double ratio = 0;
-	const char *ratio_of = r.ops_per_s > 0 && r.p50_ns <= 0 ? "ops_per_s" : "p50_ns";
+	const char *ratio_of = r.cpu_measured ? "cpu_ns"
+	                       : r.ops_per_s > 0 && r.p50_ns <= 0 ? "ops_per_s" : "p50_ns";
 	const char *bcase = r.baseline_case ? r.baseline_case : r.case_name;
 	if (r.baseline && !r.skipped) {
 		const struct kept *b = find_kept(r.baseline, bcase, r.cpus);
 		if (!b && bench_subject_run(r.baseline) == 0)
 			b = find_kept(r.baseline, bcase, r.cpus);
 		if (b && !b->skipped) {
-			double mine = !strcmp(ratio_of, "p50_ns") ? r.p50_ns : r.ops_per_s;
-			double theirs = !strcmp(ratio_of, "p50_ns") ? b->p50 : b->ops;
+			double mine = !strcmp(ratio_of, "p50_ns") ? r.p50_ns
+			              : !strcmp(ratio_of, "cpu_ns") ? r.cpu_ns : r.ops_per_s;
+			double theirs = !strcmp(ratio_of, "p50_ns") ? b->p50
+			                : !strcmp(ratio_of, "cpu_ns") ? b->cpu : b->ops;
 			if (mine > 0 && theirs > 0) {
 				ratio = mine / theirs;
 				have_ratio = true;
@@ -304,6 +308,8 @@ void bench_emit(const struct bench_row *in)
 			json_key_num("ops_per_s", r.ops_per_s, 0);
 			if (r.has_syscalls)
 				printf(",\"syscalls_per_op\":%.3f", r.syscalls_per_op);
+			if (r.cpu_measured)
+				printf(",\"cpu_ns\":%.0f", r.cpu_ns);
 		}
 		if (r.baseline) {
 			json_key_str("baseline", r.baseline);
@@ -334,10 +340,13 @@ void bench_emit(const struct bench_row *in)
 			       fmt_ns(p50, sizeof(p50), r.p50_ns), fmt_ns(p99, sizeof(p99), r.p99_ns),
 			       fmt_ns(p999, sizeof(p999), r.p999_ns), fmt_ops(ops, sizeof(ops), r.ops_per_s),
 			       rat, r.baseline ? r.baseline : "",
-			       r.baseline && have_ratio ? (!strcmp(ratio_of, "p50_ns") ? " (p50)" : " (ops/s)")
+			       r.baseline && have_ratio ? (!strcmp(ratio_of, "p50_ns") ? " (p50)"
+			                                   : !strcmp(ratio_of, "cpu_ns") ? " (cpu)" : " (ops/s)")
 			                                : "");
 			if (r.has_syscalls)
 				printf("%*s syscalls/op: %.3f\n", 10, "", r.syscalls_per_op);
+			if (r.cpu_measured)
+				printf("%-10s %-24s %-18s cpu %.0f ns\n", "", "", "", r.cpu_ns);
 		}
 	}
 	fflush(stdout);

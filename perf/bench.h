@@ -105,6 +105,10 @@ struct bench_row {
 	uint64_t iters;        /* timed iterations (or messages for throughput) */
 	/* Figures: 0 means "does not apply" and the key is left out. */
 	double p50_ns, p99_ns, p999_ns, ops_per_s;
+	/* CPU time (getrusage) over the row's window, for idle rows: emitted as cpu_ns whenever
+	 * cpu_measured is set, 0 included; the ratio of such a row is of cpu_ns. */
+	double cpu_ns;
+	bool cpu_measured;
 	/* abd-... rows: the subject compared against, and its case when it differs from this
 	 * row's (e.g. "rtt" vs "rtt-2lines"). The emitter finds the baseline's row among those
 	 * already emitted in this invocation with the same cpus and case, runs the baseline
@@ -209,6 +213,7 @@ int64_t bench_syscalls_read(int fd);
 void bench_baselines(void);
 void bench_peers(void);
 void bench_discovery(void);
+void bench_reactor(void);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s")
+FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns")
 
 
 def main(exe):
