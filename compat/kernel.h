@@ -17,6 +17,9 @@
 #ifndef __NR_pidfd_getfd
 #define __NR_pidfd_getfd 438
 #endif
+#ifndef __NR_pidfd_send_signal
+#define __NR_pidfd_send_signal 424
+#endif
 #ifndef __NR_close_range
 #define __NR_close_range 436
 #endif
@@ -77,6 +80,11 @@ static inline int abd__pidfd_open(pid_t pid, unsigned int flags)
 static inline int abd__pidfd_getfd(int pidfd, int targetfd, unsigned int flags)
 {
 	return abd__sys_ret(syscall(__NR_pidfd_getfd, pidfd, targetfd, flags));
+}
+
+static inline int abd__pidfd_send_signal(int pidfd, int sig)
+{
+	return abd__sys_ret(syscall(__NR_pidfd_send_signal, pidfd, sig, NULL, 0));
 }
 
 static inline int abd__close_range(unsigned int first, unsigned int last, unsigned int flags)

@@ -9,5 +9,6 @@
 #include <abd/registry.h>
 #include <abd/ring.h>
 #include <abd/reactor.h>
+#include <abd/acquire.h>
 
 #endif

@@ -1,0 +1,797 @@
+/* SPDX-License-Identifier: MIT */
+/* The SCM_RIGHTS handshake: wire format, defensive descriptor passing, the client, and the
+ * publisher's server (a poll source: one fd, a non-blocking process call, a deadline). This is
+ * the only way to pass descriptors on 5.4, across users, under Yama and in containers. */
+#include "compat/handshake.h"
+
+#include <abd/acquire.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/internal.h"
+
+int64_t abd__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------ wire format -- */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+bool abd__hs_name_ok(const char *s, size_t len, size_t max)
+{
+	if (len == 0 || len > max || s[0] == '.')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void put_header(uint8_t *p, unsigned type, size_t body)
+{
+	memcpy(p, ABD__HS_MAGIC, 4);
+	p[4] = ABD__HS_VERSION;
+	p[5] = (uint8_t)type;
+	put16(p + 6, (uint16_t)body);
+}
+
+/* The header's checks; returns the body length or -errno. */
+static long check_header(const uint8_t *p, size_t len, unsigned type, size_t body_max)
+{
+	if (len < ABD__HS_HEADER || memcmp(p, ABD__HS_MAGIC, 4) != 0)
+		return -EBADMSG;
+	if (p[4] != ABD__HS_VERSION)
+		return -EPROTONOSUPPORT;
+	if (p[5] != type)
+		return -EBADMSG;
+	size_t body = get16(p + 6);
+	if (body > body_max || body != len - ABD__HS_HEADER)
+		return -EBADMSG;
+	return (long)body;
+}
+
+long abd__hs_request_encode(const struct abd__hs_request *req, void *buf, size_t size)
+{
+	size_t n = strnlen(req->service, sizeof(req->service));
+	if (!abd__hs_name_ok(req->service, n, ABD__HS_SERVICE_MAX))
+		return -EINVAL;
+	size_t body = 16 + 1 + n;
+	if (size < ABD__HS_HEADER + body)
+		return -ENOSPC;
+	uint8_t *p = buf;
+	put_header(p, ABD__HS_REQUEST, body);
+	memcpy(p + 8, req->instance, 16);
+	p[24] = (uint8_t)n;
+	memcpy(p + 25, req->service, n);
+	return (long)(ABD__HS_HEADER + body);
+}
+
+int abd__hs_request_parse(const void *buf, size_t len, struct abd__hs_request *out)
+{
+	const uint8_t *p = buf;
+	long body = check_header(p, len, ABD__HS_REQUEST, ABD__HS_REQUEST_BODY_MAX);
+	if (body < 0)
+		return (int)body;
+	if (body < 17)
+		return -EBADMSG;
+	size_t n = p[24];
+	if ((size_t)body != 17 + n || !abd__hs_name_ok((const char *)p + 25, n, ABD__HS_SERVICE_MAX))
+		return -EBADMSG;
+	memset(out, 0, sizeof(*out));
+	memcpy(out->instance, p + 8, 16);
+	memcpy(out->service, p + 25, n);
+	return 0;
+}
+
+long abd__hs_reply_encode(const struct abd__hs_reply *rep, void *buf, size_t size)
+{
+	if (rep->nfds > ABD__HS_FDS_MAX || (rep->status && rep->nfds))
+		return -EINVAL;
+	size_t body = ABD__HS_REPLY_FIXED;
+	for (unsigned i = 0; i < rep->nfds; i++) {
+		size_t n = strnlen(rep->slots[i].name, sizeof(rep->slots[i].name));
+		if (!abd__hs_name_ok(rep->slots[i].name, n, ABD__HS_NAME_MAX) ||
+		    rep->slots[i].kind > ABD__HS_KIND_MAX)
+			return -EINVAL;
+		body += 2 + n;
+	}
+	if (size < ABD__HS_HEADER + body)
+		return -ENOSPC;
+	uint8_t *p = buf;
+	put_header(p, ABD__HS_REPLY, body);
+	put32(p + 8, rep->status);
+	memcpy(p + 12, rep->instance, 16);
+	p[28] = (uint8_t)rep->nfds;
+	p[29] = p[30] = p[31] = 0;
+	uint8_t *q = p + 32;
+	for (unsigned i = 0; i < rep->nfds; i++) {
+		size_t n = strlen(rep->slots[i].name);
+		q[0] = rep->slots[i].kind;
+		q[1] = (uint8_t)n;
+		memcpy(q + 2, rep->slots[i].name, n);
+		q += 2 + n;
+	}
+	return (long)(ABD__HS_HEADER + body);
+}
+
+int abd__hs_reply_parse(const void *buf, size_t len, struct abd__hs_reply *out)
+{
+	const uint8_t *p = buf;
+	long body = check_header(p, len, ABD__HS_REPLY, ABD__HS_REPLY_BODY_MAX);
+	if (body < 0)
+		return (int)body;
+	if (body < (long)ABD__HS_REPLY_FIXED)
+		return -EBADMSG;
+	uint32_t status = get32(p + 8);
+	unsigned nfds = p[28];
+	/* a status is a small positive errno; an error carries no descriptors */
+	if (status > 4095 || nfds > ABD__HS_FDS_MAX || (status && nfds) || p[29] || p[30] || p[31])
+		return -EBADMSG;
+	memset(out, 0, sizeof(*out));
+	out->status = status;
+	memcpy(out->instance, p + 12, 16);
+	out->nfds = nfds;
+	const uint8_t *q = p + 32, *end = p + len;
+	for (unsigned i = 0; i < nfds; i++) {
+		if (end - q < 2)
+			return -EBADMSG;
+		unsigned kind = q[0], n = q[1];
+		if (kind > ABD__HS_KIND_MAX || (size_t)(end - q - 2) < n ||
+		    !abd__hs_name_ok((const char *)q + 2, n, ABD__HS_NAME_MAX))
+			return -EBADMSG;
+		out->slots[i].kind = (uint8_t)kind;
+		memcpy(out->slots[i].name, q + 2, n);
+		for (unsigned j = 0; j < i; j++)
+			if (!strcmp(out->slots[j].name, out->slots[i].name))
+				return -EBADMSG;
+		q += 2 + n;
+	}
+	if (q != end)
+		return -EBADMSG;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ descriptor passing -- */
+
+int abd__hs_send(int sock, const void *buf, size_t len, const int *fds, unsigned nfds)
+{
+	if (nfds > ABD__HS_FDS_MAX)
+		return -EMSGSIZE;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * ABD__HS_FDS_MAX)];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len }; /* sendmsg only reads it */
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds) {
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	ssize_t r;
+	do
+		r = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == len ? 0 : -EMSGSIZE;
+}
+
+static void close_all(int *fds, unsigned *n)
+{
+	for (unsigned i = 0; i < *n; i++)
+		fds[i] = abd__close(fds[i]);
+	*n = 0;
+}
+
+long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *nfds)
+{
+	/* Room for one more descriptor than allowed, so that a sender attaching too many is seen
+	 * (the count) rather than only truncated. */
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * (ABD__HS_FDS_MAX + 1))];
+	} ctl;
+	struct iovec iov = { .iov_base = buf, .iov_len = size };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+	                      .msg_controllen = sizeof(ctl.buf) };
+	*nfds = 0;
+	if (max_fds > ABD__HS_FDS_MAX)
+		max_fds = ABD__HS_FDS_MAX;
+	ssize_t r;
+	do
+		r = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	long ret = r;
+	int got[ABD__HS_FDS_MAX + 1];
+	unsigned n = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (n < ABD__HS_FDS_MAX + 1)
+					got[n++] = fd;
+				else
+					abd__close(fd);
+			}
+		} else {
+			/* SCM_CREDENTIALS/SCM_PIDFD carry no descriptor we must close, except
+			 * SCM_PIDFD: close it too, and call the message foreign. */
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_PIDFD &&
+			    c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c), sizeof(int));
+				abd__close(fd);
+			}
+			ret = -EPROTO;
+		}
+	}
+	if (ret >= 0 && (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
+		ret = -EMSGSIZE;
+	if (ret >= 0 && n > max_fds)
+		ret = -EMSGSIZE;
+	if (ret == 0 && size > 0)
+		ret = -ECONNRESET; /* orderly shutdown: SEQPACKET has no empty messages of ours */
+	if (ret < 0) {
+		close_all(got, &n);
+		return ret;
+	}
+	memcpy(fds, got, n * sizeof(int));
+	*nfds = n;
+	return ret;
+}
+
+int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return -errno;
+	if (len != sizeof(cr))
+		return -EPROTO;
+	*pid = cr.pid;
+	*uid = cr.uid;
+	*gid = cr.gid;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ client -- */
+
+/* Wait for events on fd until deadline; 0 when ready, -ETIMEDOUT, -errno. */
+static int wait_fd(int fd, short events, int64_t deadline_ns)
+{
+	for (;;) {
+		int64_t left = deadline_ns - abd__now_ns();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd p = { .fd = fd, .events = events };
+		int ms = (int)((left + 999999) / 1000000);
+		int r = poll(&p, 1, ms);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r > 0)
+			return 0;
+	}
+}
+
+/* Build sockaddr_un for name inside dirfd. Relative names go through /proc/self/fd/N so that
+ * a long registry path never overflows sun_path; absolute paths are used as they are. */
+static int make_addr(int dirfd, const char *path, struct sockaddr_un *sa, socklen_t *len)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	int n;
+	if (path[0] == '/')
+		n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", path);
+	else if (dirfd >= 0 && !strchr(path, '/'))
+		n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, path);
+	else
+		return -EINVAL;
+	if (n < 0 || (size_t)n >= sizeof(sa->sun_path))
+		return -ENAMETOOLONG;
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + 1);
+	return 0;
+}
+
+int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
+                   int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
+                   struct abd__hs_peer *peer)
+{
+	struct sockaddr_un sa;
+	socklen_t salen;
+	int r = make_addr(dirfd, path, &sa, &salen);
+	if (r < 0)
+		return r;
+	uint8_t msg[ABD__HS_MSG_MAX];
+	long mlen = abd__hs_request_encode(req, msg, sizeof(msg));
+	if (mlen < 0)
+		return (int)mlen;
+
+	abd__autoclose int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (sock < 0)
+		return -errno;
+	/* A full backlog answers EAGAIN on a non-blocking Unix connect: retry until the deadline. */
+	for (;;) {
+		if (connect(sock, (struct sockaddr *)&sa, salen) == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		if (abd__now_ns() >= deadline_ns)
+			return -ETIMEDOUT;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
+	if (r < 0)
+		return r;
+	r = abd__hs_send(sock, msg, (size_t)mlen, NULL, 0);
+	if (r == -EAGAIN) {
+		r = wait_fd(sock, POLLOUT, deadline_ns);
+		if (r == 0)
+			r = abd__hs_send(sock, msg, (size_t)mlen, NULL, 0);
+	}
+	if (r == -EPIPE)
+		r = -ECONNRESET;
+	if (r < 0)
+		return r;
+	for (;;) {
+		r = wait_fd(sock, POLLIN, deadline_ns);
+		if (r < 0)
+			return r;
+		unsigned n = 0;
+		long len = abd__hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n);
+		if (len == -EAGAIN)
+			continue;
+		if (len < 0)
+			return (int)len;
+		r = abd__hs_reply_parse(msg, (size_t)len, rep);
+		if (r == 0 && rep->status)
+			r = -(int)rep->status;
+		if (r == 0 && n != rep->nfds)
+			r = -EBADMSG;
+		if (r < 0) {
+			close_all(fds, &n);
+			return r;
+		}
+		return 0;
+	}
+}
+
+/* ------------------------------------------------------------------ server -- */
+
+#define ALLOW_MAX 64
+#define PENDING_DEFAULT 64
+#define PENDING_MAX 4096
+#define ACCEPT_BUDGET 256 /* connections taken per process call: bounded work per call */
+
+struct pending {
+	int fd;
+	int64_t deadline;
+	uid_t uid;
+	gid_t gid;
+	bool allowed;
+};
+
+struct abd_acquire_server {
+	int epfd, lfd, dirfd;
+	char name[48];
+	bool serving;
+	uid_t owner;
+	uid_t uids[ALLOW_MAX];
+	gid_t gids[ALLOW_MAX];
+	unsigned nuids, ngids;
+	unsigned max_pending, npending;
+	int64_t timeout_ns;
+	struct pending *pending;
+	char service[ABD__HS_SERVICE_MAX + 1];
+	uint8_t instance[16];
+	unsigned nslots;
+	struct abd__hs_slot slots[ABD__HS_FDS_MAX];
+	int slot_fds[ABD__HS_FDS_MAX];
+	struct abd_acquire_server_stats st;
+};
+
+int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
+                           struct abd_acquire_server **out)
+{
+	abd__check(reg && out && flags == 0, -EINVAL);
+	*out = NULL;
+	struct abd_acquire_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->epfd = s->lfd = s->dirfd = -1;
+	s->owner = geteuid();
+	s->max_pending = PENDING_DEFAULT;
+	s->timeout_ns = 1000000000;
+	s->pending = calloc(PENDING_MAX, sizeof(*s->pending));
+	int r = -ENOMEM;
+	if (!s->pending)
+		goto fail;
+	s->dirfd = fcntl(abd_registry_fd(reg), F_DUPFD_CLOEXEC, 3);
+	if (s->dirfd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	uint8_t rnd[16];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+		r = -EIO;
+		goto fail;
+	}
+	char *q = s->name + sprintf(s->name, ".abd-");
+	for (int i = 0; i < 16; i++)
+		q += sprintf(q, "%02x", rnd[i]);
+	strcpy(q, ".sock");
+
+	s->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (s->lfd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	struct sockaddr_un sa;
+	socklen_t salen;
+	r = make_addr(s->dirfd, s->name, &sa, &salen);
+	if (r < 0)
+		goto fail;
+	/* bind creates the file with 0777 & ~umask; tighten it before anyone can connect (the
+	 * socket does not accept before listen) */
+	if (bind(s->lfd, (struct sockaddr *)&sa, salen) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (fchmodat(s->dirfd, s->name, 0600, 0) < 0 || listen(s->lfd, SOMAXCONN) < 0) {
+		r = -errno;
+		unlinkat(s->dirfd, s->name, 0);
+		goto fail;
+	}
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+	if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev) < 0) {
+		r = -errno;
+		unlinkat(s->dirfd, s->name, 0);
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	abd__close(s->epfd);
+	abd__close(s->lfd);
+	abd__close(s->dirfd);
+	free(s->pending);
+	free(s);
+	return r;
+}
+
+void abd_acquire_server_free(struct abd_acquire_server *s)
+{
+	if (!s)
+		return;
+	for (unsigned i = 0; i < s->npending; i++)
+		abd__close(s->pending[i].fd);
+	unlinkat(s->dirfd, s->name, 0);
+	abd__close(s->epfd);
+	abd__close(s->lfd);
+	abd__close(s->dirfd);
+	free(s->pending);
+	free(s);
+}
+
+const char *abd_acquire_server_socket(const struct abd_acquire_server *s)
+{
+	return s ? s->name : NULL;
+}
+
+int abd_acquire_server_serve(struct abd_acquire_server *s, const struct abd_record *rec)
+{
+	abd__check(s && rec, -EINVAL);
+	size_t n = abd_record_fd_count(rec);
+	const char *svc = abd_record_service(rec);
+	abd__check(n <= ABD__HS_FDS_MAX && svc && strlen(svc) <= ABD__HS_SERVICE_MAX, -EINVAL);
+	for (size_t i = 0; i < n; i++) {
+		const char *slot;
+		int fd;
+		enum abd_fd_kind kind;
+		if (abd_record_fd_at(rec, i, &slot, &fd, &kind) < 0 || strlen(slot) > ABD__HS_NAME_MAX)
+			return -EINVAL;
+		memset(&s->slots[i], 0, sizeof(s->slots[i]));
+		strcpy(s->slots[i].name, slot);
+		s->slots[i].kind = (uint8_t)kind;
+		s->slot_fds[i] = fd;
+	}
+	s->nslots = (unsigned)n;
+	strcpy(s->service, svc);
+	memcpy(s->instance, abd_record_instance(rec), 16);
+	s->serving = true;
+	return 0;
+}
+
+static int open_up(struct abd_acquire_server *s)
+{
+	return fchmodat(s->dirfd, s->name, 0666, 0) < 0 ? -errno : 0;
+}
+
+int abd_acquire_server_allow_uid(struct abd_acquire_server *s, uid_t uid)
+{
+	abd__check(s && uid != (uid_t)-1, -EINVAL);
+	if (s->nuids == ALLOW_MAX)
+		return -ENOSPC;
+	s->uids[s->nuids++] = uid;
+	return open_up(s);
+}
+
+int abd_acquire_server_allow_gid(struct abd_acquire_server *s, gid_t gid)
+{
+	abd__check(s && gid != (gid_t)-1, -EINVAL);
+	if (s->ngids == ALLOW_MAX)
+		return -ENOSPC;
+	s->gids[s->ngids++] = gid;
+	return open_up(s);
+}
+
+int abd_acquire_server_set_max_pending(struct abd_acquire_server *s, unsigned n)
+{
+	abd__check(s && n >= 1 && n <= PENDING_MAX, -EINVAL);
+	while (s->npending > n) {
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[0].fd, NULL);
+		abd__close(s->pending[0].fd);
+		s->pending[0] = s->pending[--s->npending];
+		s->st.evicted++;
+	}
+	s->max_pending = n;
+	return 0;
+}
+
+int abd_acquire_server_set_timeout(struct abd_acquire_server *s, int64_t timeout_ns)
+{
+	abd__check(s && timeout_ns > 0, -EINVAL);
+	s->timeout_ns = timeout_ns;
+	return 0;
+}
+
+int abd_acquire_server_fd(const struct abd_acquire_server *s)
+{
+	return s ? s->epfd : -EINVAL;
+}
+
+int64_t abd_acquire_server_deadline(const struct abd_acquire_server *s)
+{
+	if (!s || !s->npending)
+		return -1;
+	int64_t d = s->pending[0].deadline;
+	for (unsigned i = 1; i < s->npending; i++)
+		if (s->pending[i].deadline < d)
+			d = s->pending[i].deadline;
+	return d;
+}
+
+int abd_acquire_server_stats(const struct abd_acquire_server *s,
+                             struct abd_acquire_server_stats *out)
+{
+	abd__check(s && out, -EINVAL);
+	*out = s->st;
+	out->pending = s->npending;
+	return 0;
+}
+
+static bool allowed(const struct abd_acquire_server *s, uid_t uid, gid_t gid)
+{
+	if (uid == 0 || uid == s->owner)
+		return true;
+	for (unsigned i = 0; i < s->nuids; i++)
+		if (s->uids[i] == uid)
+			return true;
+	for (unsigned i = 0; i < s->ngids; i++)
+		if (s->gids[i] == gid)
+			return true;
+	return false;
+}
+
+static void reply_status(int fd, const struct abd_acquire_server *s, uint32_t status)
+{
+	struct abd__hs_reply rep = { .status = status };
+	memcpy(rep.instance, s->instance, 16);
+	uint8_t buf[ABD__HS_HEADER + ABD__HS_REPLY_FIXED];
+	long n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
+	if (n > 0)
+		abd__hs_send(fd, buf, (size_t)n, NULL, 0);
+}
+
+/* Read and answer one request. Returns 1 when answered with descriptors, 0 when answered
+ * otherwise or dropped (the connection is finished either way), -EAGAIN when nothing has
+ * arrived yet. */
+static int answer(struct abd_acquire_server *s, int fd, uid_t uid, gid_t gid)
+{
+	uint8_t buf[ABD__HS_MSG_MAX];
+	int fds[ABD__HS_FDS_MAX];
+	unsigned nfds = 0;
+	long len = abd__hs_recv(fd, buf, sizeof(buf), fds, 0, &nfds);
+	if (len == -EAGAIN)
+		return -EAGAIN;
+	if (len < 0) {
+		/* a client that sent descriptors (closed by abd__hs_recv), or bytes past the bound;
+		 * a client that left (ECONNRESET) is not malformed */
+		if (len != -ECONNRESET)
+			s->st.malformed++;
+		if (len == -EMSGSIZE || len == -EPROTO)
+			reply_status(fd, s, EPROTO);
+		return 0;
+	}
+	if (!allowed(s, uid, gid)) {
+		s->st.refused++;
+		reply_status(fd, s, EACCES);
+		return 0;
+	}
+	struct abd__hs_request req;
+	int r = abd__hs_request_parse(buf, (size_t)len, &req);
+	if (r < 0) {
+		s->st.malformed++;
+		reply_status(fd, s, (uint32_t)-r);
+		return 0;
+	}
+	static const uint8_t zero[16];
+	if (!s->serving) {
+		reply_status(fd, s, EAGAIN);
+		return 0;
+	}
+	if (strcmp(req.service, s->service) != 0 ||
+	    (memcmp(req.instance, zero, 16) != 0 && memcmp(req.instance, s->instance, 16) != 0)) {
+		reply_status(fd, s, ENOENT);
+		return 0;
+	}
+	struct abd__hs_reply rep = { .status = 0, .nfds = s->nslots };
+	memcpy(rep.instance, s->instance, 16);
+	memcpy(rep.slots, s->slots, sizeof(rep.slots[0]) * s->nslots);
+	long n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
+	if (n < 0)
+		return 0;
+	if (abd__hs_send(fd, buf, (size_t)n, s->slot_fds, s->nslots) < 0)
+		return 0; /* a client that left meanwhile: nothing to do */
+	s->st.served++;
+	return 1;
+}
+
+static void drop_pending(struct abd_acquire_server *s, unsigned i)
+{
+	epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);
+	abd__close(s->pending[i].fd);
+	s->pending[i] = s->pending[--s->npending];
+}
+
+static int find_pending(const struct abd_acquire_server *s, int fd)
+{
+	for (unsigned i = 0; i < s->npending; i++)
+		if (s->pending[i].fd == fd)
+			return (int)i;
+	return -1;
+}
+
+static void accept_some(struct abd_acquire_server *s, int *served)
+{
+	for (int k = 0; k < ACCEPT_BUDGET; k++) {
+		int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0)
+			return; /* EAGAIN, or ECONNABORTED/EMFILE/ENOBUFS: try on the next call */
+		pid_t pid;
+		uid_t uid;
+		gid_t gid;
+		if (abd__hs_peercred(fd, &pid, &uid, &gid) < 0) {
+			abd__close(fd);
+			continue;
+		}
+		/* A well-behaved client has sent its request before we accept: answer at once. */
+		int r = answer(s, fd, uid, gid);
+		if (r != -EAGAIN) {
+			*served += r;
+			abd__close(fd);
+			continue;
+		}
+		if (s->npending == s->max_pending) {
+			/* evict the oldest silent connection: newcomers usually speak at once */
+			unsigned oldest = 0;
+			for (unsigned i = 1; i < s->npending; i++)
+				if (s->pending[i].deadline < s->pending[oldest].deadline)
+					oldest = i;
+			drop_pending(s, oldest);
+			s->st.evicted++;
+		}
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			abd__close(fd);
+			continue;
+		}
+		s->pending[s->npending++] = (struct pending){
+			.fd = fd, .deadline = abd__now_ns() + s->timeout_ns, .uid = uid, .gid = gid
+		};
+	}
+}
+
+int abd_acquire_server_process(struct abd_acquire_server *s)
+{
+	abd__check(s, -EINVAL);
+	int served = 0;
+	struct epoll_event evs[64];
+	for (int round = 0; round < 16; round++) {
+		int n = epoll_wait(s->epfd, evs, 64, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u64 == UINT64_MAX) {
+				accept_some(s, &served);
+				continue;
+			}
+			int k = find_pending(s, (int)evs[i].data.u64);
+			if (k < 0)
+				continue;
+			struct pending p = s->pending[k];
+			int r = answer(s, p.fd, p.uid, p.gid);
+			if (r == -EAGAIN && !(evs[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+				continue;
+			if (r > 0)
+				served += r;
+			drop_pending(s, (unsigned)k);
+		}
+	}
+	int64_t now = abd__now_ns();
+	for (unsigned i = 0; i < s->npending;) {
+		if (s->pending[i].deadline <= now) {
+			drop_pending(s, i);
+			s->st.expired++;
+		} else {
+			i++;
+		}
+	}
+	return served;
+}

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/* The SCM_RIGHTS handshake: its wire format (docs/acquire.md, "Wire format"), descriptor
+ * passing with the defensive rules of libwayland's connection.c, and the client side. The
+ * server (struct abd_acquire_server) lives in handshake.c too. Internal. */
+#ifndef ABD_COMPAT_HANDSHAKE_H
+#define ABD_COMPAT_HANDSHAKE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ABD__HS_MAGIC "ABDH"
+#define ABD__HS_VERSION 1u
+#define ABD__HS_HEADER 8u         /* magic[4] version[1] type[1] body length[2] */
+#define ABD__HS_REQUEST 1u
+#define ABD__HS_REPLY 2u
+#define ABD__HS_FDS_MAX 32u       /* = ABD_SLOTS_MAX */
+#define ABD__HS_NAME_MAX 32u      /* = ABD_SLOT_NAME_MAX */
+#define ABD__HS_SERVICE_MAX 64u   /* = ABD_SERVICE_MAX */
+#define ABD__HS_KIND_MAX 3u       /* ABD_FD_SOCKET */
+#define ABD__HS_REQUEST_BODY_MAX (16u + 1u + ABD__HS_SERVICE_MAX)
+#define ABD__HS_REPLY_FIXED 24u   /* status[4] instance[16] nfds[1] reserved[3] */
+#define ABD__HS_REPLY_BODY_MAX (ABD__HS_REPLY_FIXED + ABD__HS_FDS_MAX * (2u + ABD__HS_NAME_MAX))
+#define ABD__HS_MSG_MAX (ABD__HS_HEADER + ABD__HS_REPLY_BODY_MAX)
+
+struct abd__hs_request {
+	uint8_t instance[16]; /* the publication the client wants; all zero: whichever is served */
+	char service[ABD__HS_SERVICE_MAX + 1];
+};
+
+struct abd__hs_slot {
+	uint8_t kind;
+	char name[ABD__HS_NAME_MAX + 1];
+};
+
+struct abd__hs_reply {
+	uint32_t status; /* 0 or a positive errno */
+	uint8_t instance[16];
+	unsigned nfds;
+	struct abd__hs_slot slots[ABD__HS_FDS_MAX];
+};
+
+/* Encoders return the message length or -ENOSPC/-EINVAL. Parsers are strict and bounded: any
+ * input of any length gives 0 and a filled *out, or -EBADMSG (malformed), or -EPROTONOSUPPORT
+ * (another version). */
+long abd__hs_request_encode(const struct abd__hs_request *req, void *buf, size_t size);
+int abd__hs_request_parse(const void *buf, size_t len, struct abd__hs_request *out);
+long abd__hs_reply_encode(const struct abd__hs_reply *rep, void *buf, size_t size);
+int abd__hs_reply_parse(const void *buf, size_t len, struct abd__hs_reply *out);
+
+/* 1 if s[0..len) is 1..max bytes of [A-Za-z0-9._-] not starting with '.', else 0. */
+bool abd__hs_name_ok(const char *s, size_t len, size_t max);
+
+/* Send one message with fds attached (SCM_RIGHTS), MSG_NOSIGNAL|MSG_DONTWAIT. The fds stay
+ * the caller's. Returns 0, -EMSGSIZE (more than ABD__HS_FDS_MAX fds), or -errno of sendmsg. */
+int abd__hs_send(int sock, const void *buf, size_t len, const int *fds, unsigned nfds);
+
+/* Receive one message (MSG_DONTWAIT|MSG_CMSG_CLOEXEC) and up to max_fds descriptors, which
+ * become the caller's. Whatever goes wrong, every descriptor that arrived is closed first:
+ * returns the message length, or -EAGAIN, -ECONNRESET (peer closed: 0 bytes), -EMSGSIZE
+ * (MSG_TRUNC or MSG_CTRUNC, or more than max_fds descriptors), -EPROTO (a control message
+ * other than SCM_RIGHTS), or another -errno of recvmsg. */
+long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *nfds);
+
+/* SO_PEERCRED of a connected socket. Returns 0 or -errno. */
+int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/* The client: connect to path (relative names resolve in dirfd; dirfd may be -1 for absolute
+ * paths), read the server's SO_PEERCRED, send the request, wait for the reply until
+ * deadline_ns (CLOCK_MONOTONIC), receive it with its descriptors. On success returns 0,
+ * *rep holds the parsed reply and fds[0..rep->nfds) the received descriptors (the caller's);
+ * on any failure no descriptor is left open. Errors: -ETIMEDOUT, -ECONNREFUSED (nobody
+ * listens), -ENOENT (no socket), -EACCES (the socket's permissions, or the server refused:
+ * status), -ECONNRESET (the server closed mid-handshake), -EBADMSG/-EPROTONOSUPPORT/-EMSGSIZE
+ * (bad reply), -ENAMETOOLONG, or the status the server answered. */
+struct abd__hs_peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+};
+int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
+                   int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
+                   struct abd__hs_peer *peer);
+
+int64_t abd__now_ns(void);
+
+#endif

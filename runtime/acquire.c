@@ -1,0 +1,543 @@
+/* SPDX-License-Identifier: MIT */
+/* Descriptor acquisition: the pidfd_getfd path, the choice between it and the handshake
+ * (compat/handshake.c), and the verification both paths share. docs/acquire.md. */
+#include <abd/acquire.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compat/handshake.h"
+#include "runtime/internal.h"
+
+/* The shared-memory header every published memfd starts with (the ring's, runtime/ring.c):
+ * an 8-byte magic, the 128-bit nonce at offset 16, the file's total size at offset 64. Read
+ * with pread, never mapped, before anything trusts it. */
+#define SHM_MAGIC "ABDRING1"
+#define SHM_NONCE_OFF 16
+#define SHM_SIZE_OFF 64
+#define SHM_HEADER_MIN 512
+#define SHM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+
+struct slot {
+	char name[ABD__HS_NAME_MAX + 1];
+	enum abd_fd_kind kind;
+	int fd;
+	uint64_t size;
+};
+
+struct abd_acquired {
+	enum abd_fd_transfer path;
+	int fallback;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	size_t n;
+	struct slot slots[ABD__HS_FDS_MAX];
+};
+
+const char *abd_fd_kind_name(enum abd_fd_kind kind)
+{
+	switch (kind) {
+	case ABD_FD_OTHER: return "other";
+	case ABD_FD_MEMFD: return "memfd";
+	case ABD_FD_EVENTFD: return "eventfd";
+	case ABD_FD_SOCKET: return "socket";
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ process memory -- */
+
+/* pidfd_getfd said ENOSYS once: this kernel (or its seccomp filter) will say it again. */
+static atomic_bool getfd_enosys;
+
+/* Publishers that refused pidfd_getfd (EPERM: Yama, another uid, no CAP_SYS_PTRACE): asking
+ * them again costs a failed syscall pair each time. Keyed by (pid, start time), so a reused
+ * pid is a new publisher. */
+#define REFUSED_MAX 32
+static struct {
+	pid_t pid;
+	uint64_t start;
+} refused[REFUSED_MAX];
+static unsigned refused_next;
+static pthread_mutex_t refused_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool was_refused(pid_t pid, uint64_t start)
+{
+	bool r = false;
+	pthread_mutex_lock(&refused_lock);
+	for (unsigned i = 0; i < REFUSED_MAX; i++)
+		if (refused[i].pid == pid && refused[i].start == start)
+			r = true;
+	pthread_mutex_unlock(&refused_lock);
+	return r;
+}
+
+static void remember_refusal(pid_t pid, uint64_t start)
+{
+	pthread_mutex_lock(&refused_lock);
+	refused[refused_next % REFUSED_MAX].pid = pid;
+	refused[refused_next % REFUSED_MAX].start = start;
+	refused_next++;
+	pthread_mutex_unlock(&refused_lock);
+}
+
+/* ------------------------------------------------------------------ helpers -- */
+
+static void acquired_close(struct abd_acquired *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		a->slots[i].fd = abd__close(a->slots[i].fd);
+}
+
+void abd_acquired_free(struct abd_acquired *a)
+{
+	if (!a)
+		return;
+	acquired_close(a);
+	free(a);
+}
+
+/* 1 if the record comes from our PID namespace, 0 if not. A record without the identity, or
+ * a process that cannot see its own (no /proc), counts as ours: the pid checks that follow
+ * still protect against a wrong process. */
+static int same_pidns(const struct abd_record *rec)
+{
+	uint64_t dev = 0, ino = 0;
+	abd_record_pidns(rec, &dev, &ino);
+	if (!dev && !ino)
+		return 1;
+	struct stat st;
+	if (stat("/proc/self/ns/pid", &st) < 0)
+		return 1;
+	return (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+}
+
+/* Read a small /proc file; returns the length or -errno. */
+static long read_small(const char *path, char *buf, size_t size)
+{
+	abd__autoclose int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	ssize_t n;
+	do
+		n = read(fd, buf, size - 1);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	return n;
+}
+
+/* The effective uid/gid and start time of pid (/proc/PID/status and stat field 22).
+ * Returns 0, -ESRCH (gone), or -errno. */
+static int proc_identity(pid_t pid, uid_t *uid, gid_t *gid, uint64_t *start)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	long n = read_small(path, buf, sizeof(buf));
+	if (n < 0)
+		return n == -ENOENT ? -ESRCH : (int)n;
+	/* comm may hold anything, ')' included: fields start after the last ')' */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EPROTO;
+	p++;
+	/* field 3 (state) is the first after ')'; start time is field 22 */
+	for (int f = 3; f < 22; f++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EPROTO;
+	}
+	*start = strtoull(p + 1, NULL, 10);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	n = read_small(path, buf, sizeof(buf));
+	if (n < 0)
+		return n == -ENOENT ? -ESRCH : (int)n;
+	unsigned long ru, eu, rg, eg;
+	char *u = strstr(buf, "\nUid:"), *g = strstr(buf, "\nGid:");
+	if (!u || !g || sscanf(u, "\nUid: %lu %lu", &ru, &eu) != 2 ||
+	    sscanf(g, "\nGid: %lu %lu", &rg, &eg) != 2)
+		return -EPROTO;
+	*uid = (uid_t)eu;
+	*gid = (gid_t)eg;
+	return 0;
+}
+
+/* "<service>.<hex instance>": the record's file name, for abd_registry_liveness. */
+static void record_name(const struct abd_record *rec, char *out, size_t size)
+{
+	const uint8_t *id = abd_record_instance(rec);
+	int n = snprintf(out, size, "%s.", abd_record_service(rec));
+	for (int i = 0; i < ABD_INSTANCE_SIZE && n > 0 && (size_t)n + 2 < size; i++)
+		n += snprintf(out + n, size - (size_t)n, "%02x", id[i]);
+}
+
+/* The record's lock must still be held: the publisher is alive, whatever its pid is now. */
+static int check_alive(struct abd_registry *reg, const struct abd_record *rec)
+{
+	char name[ABD_RECORD_NAME_MAX + 1];
+	record_name(rec, name, sizeof(name));
+	int r = abd_registry_liveness(reg, name);
+	if (r == ABD_STATE_ALIVE)
+		return 0;
+	if (r == ABD_STATE_STALE || r == -ENOENT)
+		return -ESRCH;
+	return r < 0 ? r : -EPROTO;
+}
+
+/* ------------------------------------------------------------------ verification -- */
+
+static int verify_memfd(int fd, const uint8_t *nonce, uint64_t *size)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EPROTO;
+	/* F_GET_SEALS works on shmem files only; the seals pin the size we check below */
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & SHM_SEALS) != SHM_SEALS)
+		return -EPROTO;
+	char path[64], target[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n >= 0) {
+		target[n] = 0;
+		if (strncmp(target, "/memfd:", 7) != 0)
+			return -EPROTO;
+	}
+	if (st.st_size < SHM_HEADER_MIN)
+		return -EPROTO;
+	uint8_t h[SHM_SIZE_OFF + 8];
+	ssize_t got;
+	do
+		got = pread(fd, h, sizeof(h), 0);
+	while (got < 0 && errno == EINTR);
+	if (got != (ssize_t)sizeof(h))
+		return got < 0 ? -errno : -EPROTO;
+	uint64_t total;
+	memcpy(&total, h + SHM_SIZE_OFF, 8);
+	if (memcmp(h, SHM_MAGIC, 8) != 0 || total != (uint64_t)st.st_size)
+		return -EPROTO;
+	if (memcmp(h + SHM_NONCE_OFF, nonce, ABD_INSTANCE_SIZE) != 0)
+		return -ESTALE;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int verify_eventfd(int fd)
+{
+	char path[64], target[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return -EPROTO; /* cannot tell without /proc: refuse rather than trust */
+	target[n] = 0;
+	return strcmp(target, "anon_inode:[eventfd]") == 0 ? 0 : -EPROTO;
+}
+
+static int verify_slots(struct abd_acquired *a, const struct abd_record *rec)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		struct slot *s = &a->slots[i];
+		int r = 0;
+		struct stat st;
+		switch (s->kind) {
+		case ABD_FD_MEMFD:
+			r = verify_memfd(s->fd, abd_record_instance(rec), &s->size);
+			break;
+		case ABD_FD_EVENTFD:
+			r = verify_eventfd(s->fd);
+			break;
+		case ABD_FD_SOCKET:
+			r = fstat(s->fd, &st) < 0 ? -errno : S_ISSOCK(st.st_mode) ? 0 : -EPROTO;
+			break;
+		case ABD_FD_OTHER:
+			break;
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int fill_slots(struct abd_acquired *a, const struct abd_record *rec)
+{
+	size_t n = abd_record_fd_count(rec);
+	if (n > ABD__HS_FDS_MAX)
+		return -EPROTO;
+	for (size_t i = 0; i < n; i++) {
+		const char *name;
+		enum abd_fd_kind kind;
+		int fd;
+		if (abd_record_fd_at(rec, i, &name, &fd, &kind) < 0 || strlen(name) > ABD__HS_NAME_MAX)
+			return -EPROTO;
+		strcpy(a->slots[i].name, name);
+		a->slots[i].kind = kind;
+		a->slots[i].fd = -1;
+	}
+	a->n = n;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ the two paths -- */
+
+static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
+                    struct abd_acquired *a, int64_t deadline)
+{
+	pid_t pid = abd_record_pid(rec);
+	if (pid <= 0)
+		return -ESRCH;
+	abd__autoclose int pidfd = abd__pidfd_open(pid, 0);
+	if (pidfd < 0)
+		return pidfd;
+	/* The pidfd pins one process; if it is the record's, /proc shows its uid and start time
+	 * now, and the record's lock is still held. A reused pid fails one or the other. */
+	uid_t uid;
+	gid_t gid;
+	uint64_t start;
+	int r = proc_identity(pid, &uid, &gid, &start);
+	if (r < 0)
+		return r;
+	if (uid != abd_record_uid(rec) ||
+	    (abd_record_start_time(rec) && start != abd_record_start_time(rec)))
+		return check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
+	r = check_alive(reg, rec);
+	if (r < 0)
+		return r;
+	if (abd__now_ns() > deadline)
+		return -ETIMEDOUT;
+	for (size_t i = 0; i < a->n; i++) {
+		int target;
+		abd_record_fd_at(rec, i, NULL, &target, NULL);
+		int fd = abd__pidfd_getfd(pidfd, target, 0);
+		if (fd < 0) {
+			acquired_close(a);
+			if (fd == -ENOSYS)
+				atomic_store(&getfd_enosys, true);
+			else if (fd == -EPERM || fd == -EACCES)
+				remember_refusal(pid, start);
+			return fd;
+		}
+		a->slots[i].fd = fd;
+	}
+	/* still the same process after taking the descriptors: a pidfd that became readable
+	 * means it exited, and its descriptors may be the next process's */
+	if (abd__pidfd_send_signal(pidfd, 0) < 0) {
+		acquired_close(a);
+		return -ESRCH;
+	}
+	a->path = ABD_FD_TRANSFER_PIDFD_GETFD;
+	a->pid = pid;
+	a->uid = uid;
+	a->gid = gid;
+	return 0;
+}
+
+static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
+                        struct abd_acquired *a, int64_t deadline, bool ourns)
+{
+	const char *path = abd_record_socket(rec);
+	if (!path || !*path)
+		return -ENOTCONN;
+	struct abd__hs_request req;
+	memset(&req, 0, sizeof(req));
+	memcpy(req.instance, abd_record_instance(rec), 16);
+	snprintf(req.service, sizeof(req.service), "%s", abd_record_service(rec));
+	struct abd__hs_reply rep;
+	int fds[ABD__HS_FDS_MAX];
+	struct abd__hs_peer peer;
+	int r = abd__hs_client(abd_registry_fd(reg), path, &req, deadline, &rep, fds, &peer);
+	if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET) {
+		/* nobody listens, or the publisher closed mid-way: gone, or a broken publisher */
+		int alive = check_alive(reg, rec);
+		return alive == -ESRCH ? -ESRCH : r;
+	}
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < rep.nfds; i++)
+		a->slots[i].fd = fds[i];
+	unsigned have = rep.nfds;
+	/* Who answered: the record's uid, and its pid where pids mean the same to us. */
+	if (peer.uid != abd_record_uid(rec) || (ourns && peer.pid != abd_record_pid(rec)) ||
+	    memcmp(rep.instance, abd_record_instance(rec), 16) != 0)
+		r = -ESTALE;
+	else if (rep.nfds != a->n)
+		r = -EPROTO;
+	for (size_t i = 0; r == 0 && i < a->n; i++)
+		if (strcmp(rep.slots[i].name, a->slots[i].name) != 0 ||
+		    rep.slots[i].kind != (uint8_t)a->slots[i].kind)
+			r = -EPROTO;
+	if (r == 0)
+		r = check_alive(reg, rec);
+	if (r < 0) {
+		for (unsigned i = 0; i < have; i++)
+			abd__close(fds[i]);
+		for (size_t i = 0; i < a->n; i++)
+			a->slots[i].fd = -1;
+		return r;
+	}
+	a->path = ABD_FD_TRANSFER_SCM_RIGHTS;
+	a->pid = ourns ? peer.pid : 0;
+	a->uid = peer.uid;
+	a->gid = peer.gid;
+	return 0;
+}
+
+static bool falls_back(int r)
+{
+	return r == -EPERM || r == -EACCES || r == -EBADF || r == -ESRCH || r == -ENOSYS;
+}
+
+int abd_acquire(struct abd_registry *reg, const struct abd_record *rec, unsigned flags,
+                int64_t timeout_ns, struct abd_acquired **out)
+{
+	abd__check(reg && rec && out, -EINVAL);
+	abd__check(!(flags & ~(unsigned)(ABD_ACQUIRE_PIDFD_GETFD | ABD_ACQUIRE_SCM_RIGHTS)), -EINVAL);
+	abd__check(flags != (ABD_ACQUIRE_PIDFD_GETFD | ABD_ACQUIRE_SCM_RIGHTS), -EINVAL);
+	*out = NULL;
+	if (timeout_ns < 0)
+		timeout_ns = ABD_ACQUIRE_TIMEOUT_NS;
+	int64_t deadline = abd__now_ns() + timeout_ns;
+	struct abd_acquired *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	int r = fill_slots(a, rec);
+	if (r < 0)
+		goto fail;
+	bool ourns = same_pidns(rec);
+
+	if (flags & ABD_ACQUIRE_PIDFD_GETFD) {
+		r = ourns ? by_pidfd(reg, rec, a, deadline) : -EXDEV;
+	} else if (flags & ABD_ACQUIRE_SCM_RIGHTS) {
+		r = by_handshake(reg, rec, a, deadline, ourns);
+	} else {
+		int why = 0;
+		if (!ourns) {
+			why = -EXDEV;
+		} else if (abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1 ||
+		           abd_probe_has(ABD_FEAT_PIDFD_GETFD) != 1 || atomic_load(&getfd_enosys)) {
+			why = -ECANCELED;
+		} else {
+			uid_t u;
+			gid_t g;
+			uint64_t start;
+			if (proc_identity(abd_record_pid(rec), &u, &g, &start) == 0 &&
+			    was_refused(abd_record_pid(rec), start))
+				why = -ECANCELED;
+		}
+		if (!why) {
+			r = by_pidfd(reg, rec, a, deadline);
+			if (r < 0 && falls_back(r))
+				why = r;
+		}
+		if (why) {
+			a->fallback = why;
+			r = by_handshake(reg, rec, a, deadline, ourns);
+		}
+	}
+	if (r == 0)
+		r = verify_slots(a, rec);
+	if (r < 0)
+		goto fail;
+	*out = a;
+	return 0;
+fail:
+	abd_acquired_free(a);
+	return r;
+}
+
+/* ------------------------------------------------------------------ accessors -- */
+
+enum abd_fd_transfer abd_acquired_path(const struct abd_acquired *a)
+{
+	return a ? a->path : (enum abd_fd_transfer)0;
+}
+
+int abd_acquired_fallback(const struct abd_acquired *a)
+{
+	return a ? a->fallback : -EINVAL;
+}
+
+int abd_acquired_peer(const struct abd_acquired *a, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+	abd__check(a, -EINVAL);
+	if (pid)
+		*pid = a->pid;
+	if (uid)
+		*uid = a->uid;
+	if (gid)
+		*gid = a->gid;
+	return 0;
+}
+
+size_t abd_acquired_count(const struct abd_acquired *a)
+{
+	return a ? a->n : 0;
+}
+
+int abd_acquired_fd_at(const struct abd_acquired *a, size_t i, const char **slot, int *fd,
+                       enum abd_fd_kind *kind, uint64_t *size)
+{
+	abd__check(a, -EINVAL);
+	if (i >= a->n)
+		return -ERANGE;
+	if (slot)
+		*slot = a->slots[i].name;
+	if (fd)
+		*fd = a->slots[i].fd;
+	if (kind)
+		*kind = a->slots[i].kind;
+	if (size)
+		*size = a->slots[i].size;
+	return 0;
+}
+
+static int find_slot(const struct abd_acquired *a, const char *name)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (!strcmp(a->slots[i].name, name))
+			return (int)i;
+	return -ENOENT;
+}
+
+int abd_acquired_fd(const struct abd_acquired *a, const char *slot)
+{
+	abd__check(a && slot, -EINVAL);
+	int i = find_slot(a, slot);
+	if (i < 0)
+		return i;
+	return a->slots[i].fd >= 0 ? a->slots[i].fd : -EBADF;
+}
+
+int abd_acquired_take_fd(struct abd_acquired *a, const char *slot)
+{
+	abd__check(a && slot, -EINVAL);
+	int i = find_slot(a, slot);
+	if (i < 0)
+		return i;
+	int fd = a->slots[i].fd;
+	if (fd < 0)
+		return -EBADF;
+	a->slots[i].fd = -1;
+	return fd;
+}
+
+/* ------------------------------------------------------------------ ptracer policy -- */
+
+int abd_acquire_set_ptracer(pid_t pid)
+{
+	abd__check(pid >= -1, -EINVAL);
+	unsigned long arg = pid == ABD_PTRACER_ANY ? PR_SET_PTRACER_ANY : (unsigned long)pid;
+	if (prctl(PR_SET_PTRACER, arg, 0, 0, 0) < 0)
+		return errno == EINVAL ? -EOPNOTSUPP : -errno;
+	return 0;
+}
