@@ -1,0 +1,958 @@
+/* SPDX-License-Identifier: MIT */
+/* Descriptor acquisition: both paths and the automatic choice, verification (PID reuse,
+ * kinds, nonce), the access policy with real uids, containers (another PID namespace), and a
+ * hostile or dying peer on either side of the handshake. Real processes, real kernel. */
+#include <poll.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "harness.h"
+#include "compat/handshake.h"
+#include "tests/acquire-util.h"
+
+#define USER_A 1000
+#define USER_B 1001
+#define GROUP_B 1001
+#define TIMEOUT_NS (2ll * 1000000000)
+
+static bool profile_is(const char *name)
+{
+	return strcmp(abd_test_profile(), name) == 0;
+}
+
+/* The path the automatic choice must take between two root processes in this profile. */
+static enum abd_fd_transfer expected_auto_path(void)
+{
+	return abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1 ? ABD_FD_TRANSFER_PIDFD_GETFD
+	                                                 : ABD_FD_TRANSFER_SCM_RIGHTS;
+}
+
+static void require_root(void)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root (setresuid to other users, unshare)");
+}
+
+static void start(struct tpub *t)
+{
+	int r = tpub_start(t, abd_test_fork);
+	cr_assert_eq(r, 0, "publisher failed to start: %d", r);
+}
+
+static void shared_dir(char *dir, size_t size)
+{
+	abd_test_mkdtemp(dir, size);
+	cr_assert_eq(chmod(dir, 01777), 0);
+}
+
+/* ---------------------------------------------------------------- consumer children -- */
+
+struct consumer {
+	const char *dir, *service;
+	uid_t uid;
+	gid_t gid;
+	unsigned flags;
+	int64_t timeout_ns;
+	int out_w;
+	bool new_pidns; /* acquire from a child in a new PID namespace */
+};
+
+static int consume_here(struct consumer *c)
+{
+	struct tresult res = { 0 };
+	struct abd_acquired *a = NULL;
+	res.r = tpub_acquire(c->dir, c->service, c->flags, c->timeout_ns, &a);
+	if (res.r == 0) {
+		res.path = abd_acquired_path(a);
+		res.fallback = abd_acquired_fallback(a);
+		abd_acquired_peer(a, &res.pid, &res.uid, &res.gid);
+		res.fds_ok = tpub_check_fds(a);
+		abd_acquired_free(a);
+	}
+	return write(c->out_w, &res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 1;
+}
+
+static int consumer_main(void *arg)
+{
+	struct consumer *c = arg;
+	if (c->uid && tpub_drop_to(c->uid, c->gid) < 0)
+		return 2;
+	if (!c->new_pidns)
+		return consume_here(c);
+	if (unshare(CLONE_NEWPID) < 0)
+		return 3;
+	pid_t pid = fork();
+	if (pid < 0)
+		return 4;
+	if (pid == 0)
+		_exit(consume_here(c));
+	int st;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 5;
+}
+
+static struct tresult run_consumer(struct consumer c)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	c.out_w = p[1];
+	if (!c.timeout_ns)
+		c.timeout_ns = TIMEOUT_NS;
+	pid_t pid = abd_test_fork(consumer_main, &c);
+	close(p[1]);
+	struct tresult res;
+	ssize_t n = read(p[0], &res, sizeof(res));
+	close(p[0]);
+	int st = abd_test_wait(pid);
+	cr_assert_eq(st, 0, "consumer child exited %d", st);
+	cr_assert_eq(n, (ssize_t)sizeof(res));
+	return res;
+}
+
+/* ---------------------------------------------------------------- the paths -- */
+
+ABD_TEST(acquire, auto_choice_follows_the_profile)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "auto.svc");
+	start(&t);
+	struct abd_acquired *a;
+	int r = tpub_acquire(dir, "auto.svc", 0, TIMEOUT_NS, &a);
+	cr_assert_eq(r, 0, "abd_acquire: %s", strerror(-r));
+	cr_assert_eq(abd_acquired_path(a), expected_auto_path(), "profile %s used %s",
+	             abd_test_profile(), abd_fd_transfer_name(abd_acquired_path(a)));
+	if (profile_is("no-ptrace") || profile_is("linux-5.4")) {
+		cr_assert_eq(abd_acquired_path(a), ABD_FD_TRANSFER_SCM_RIGHTS);
+		cr_assert_lt(abd_acquired_fallback(a), 0);
+	} else {
+		cr_assert_eq(abd_acquired_fallback(a), 0);
+	}
+	pid_t pid;
+	uid_t uid;
+	abd_acquired_peer(a, &pid, &uid, NULL);
+	cr_assert_eq(pid, t.pid);
+	cr_assert_eq(uid, geteuid());
+	cr_assert(tpub_check_fds(a), "memfd maps with its header, eventfd counts");
+	cr_assert_eq(abd_acquired_count(a), 2);
+	enum abd_fd_kind kind;
+	uint64_t size;
+	const char *slot;
+	cr_assert_eq(abd_acquired_fd_at(a, 0, &slot, NULL, &kind, &size), 0);
+	cr_assert_str_eq(slot, "ring");
+	cr_assert_eq(kind, ABD_FD_MEMFD);
+	cr_assert_eq(size, TPUB_SHM_SIZE);
+	cr_assert_eq(abd_acquired_fd_at(a, 2, NULL, NULL, NULL, NULL), -ERANGE);
+	/* taking a descriptor moves it to the caller */
+	int fd = abd_acquired_take_fd(a, "wake");
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(abd_acquired_take_fd(a, "wake"), -EBADF);
+	cr_assert_eq(abd_acquired_fd(a, "nope"), -ENOENT);
+	cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	abd_acquired_free(a);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, forced_handshake_works_everywhere)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "hs.svc");
+	start(&t);
+	struct abd_acquired *a;
+	int r = tpub_acquire(dir, "hs.svc", ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	cr_assert_eq(r, 0, "abd_acquire: %s", strerror(-r));
+	cr_assert_eq(abd_acquired_path(a), ABD_FD_TRANSFER_SCM_RIGHTS);
+	cr_assert_eq(abd_acquired_fallback(a), 0);
+	pid_t pid;
+	abd_acquired_peer(a, &pid, NULL, NULL);
+	cr_assert_eq(pid, t.pid, "SO_PEERCRED names the publisher");
+	cr_assert(tpub_check_fds(a));
+	int fd;
+	abd_acquired_fd_at(a, 1, NULL, &fd, NULL, NULL);
+	cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC, "MSG_CMSG_CLOEXEC");
+	abd_acquired_free(a);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, forced_pidfd_getfd)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "pg.svc");
+	start(&t);
+	struct abd_acquired *a = NULL;
+	int r = tpub_acquire(dir, "pg.svc", ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);
+	if (profile_is("linux-5.4")) {
+		cr_assert_eq(r, -ENOSYS, "5.4 has no pidfd_getfd: %d", r);
+	} else if (profile_is("no-ptrace")) {
+		cr_assert_eq(r, -EPERM, "%d", r);
+	} else {
+		cr_assert_eq(r, 0, "abd_acquire: %s", strerror(-r));
+		cr_assert_eq(abd_acquired_path(a), ABD_FD_TRANSFER_PIDFD_GETFD);
+		cr_assert(tpub_check_fds(a));
+		cr_assert(fcntl(abd_acquired_fd(a, "ring"), F_GETFD) & FD_CLOEXEC);
+	}
+	abd_acquired_free(a);
+	/* the automatic choice still works after a forced failure (ENOSYS remembered) */
+	r = tpub_acquire(dir, "pg.svc", 0, TIMEOUT_NS, &a);
+	cr_assert_eq(r, 0);
+	abd_acquired_free(a);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, bad_arguments)
+{
+	struct abd_acquired *a = (void *)1;
+	cr_assert_eq(abd_acquire(NULL, NULL, 0, 0, &a), -EINVAL);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("x", &rec), 0);
+	cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD | ABD_ACQUIRE_SCM_RIGHTS, 0, &a),
+	             -EINVAL);
+	cr_assert_eq(abd_acquire(reg, rec, 1u << 7, 0, &a), -EINVAL);
+	cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, 0, &a), -ENOTCONN);
+	cr_assert_null(a);
+	cr_assert_eq(abd_acquire_server_new(NULL, 0, NULL), -EINVAL);
+	struct abd_acquire_server *srv;
+	cr_assert_eq(abd_acquire_server_new(reg, 1, &srv), -EINVAL);
+	cr_assert_eq(abd_acquire_server_process(NULL), -EINVAL);
+	cr_assert_eq(abd_acquire_server_deadline(NULL), -1);
+	cr_assert_eq(abd_acquire_set_ptracer(-2), -EINVAL);
+	abd_acquire_server_free(NULL);
+	abd_acquired_free(NULL);
+	cr_assert_eq(abd_acquired_path(NULL), 0);
+	cr_assert_str_eq(abd_fd_kind_name(ABD_FD_EVENTFD), "eventfd");
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- verification -- */
+
+static int acquire_variant(enum tpub_variant v, unsigned flags)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "bad.svc");
+	t.variant = v;
+	start(&t);
+	struct abd_acquired *a = NULL;
+	int r = tpub_acquire(dir, "bad.svc", flags, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+	return r;
+}
+
+ABD_TEST(acquire, nonce_mismatch_is_estale_on_both_paths)
+{
+	cr_assert_eq(acquire_variant(TPUB_WRONG_NONCE, ABD_ACQUIRE_SCM_RIGHTS), -ESTALE);
+	cr_assert_eq(acquire_variant(TPUB_WRONG_NONCE, 0), -ESTALE);
+}
+
+ABD_TEST(acquire, unsealed_memfd_is_eproto)
+{
+	cr_assert_eq(acquire_variant(TPUB_UNSEALED, ABD_ACQUIRE_SCM_RIGHTS), -EPROTO);
+	cr_assert_eq(acquire_variant(TPUB_UNSEALED, 0), -EPROTO);
+}
+
+ABD_TEST(acquire, wrong_kind_is_eproto)
+{
+	cr_assert_eq(acquire_variant(TPUB_WRONG_KIND, ABD_ACQUIRE_SCM_RIGHTS), -EPROTO);
+	cr_assert_eq(acquire_variant(TPUB_WRONG_KIND, 0), -EPROTO);
+}
+
+ABD_TEST(acquire, no_socket_is_enotconn_for_the_handshake)
+{
+	int r = acquire_variant(TPUB_NO_SOCKET, 0);
+	/* the automatic choice only needs the socket where pidfd_getfd is unavailable */
+	cr_assert_eq(r, expected_auto_path() == ABD_FD_TRANSFER_PIDFD_GETFD ? 0 : -ENOTCONN);
+	cr_assert_eq(acquire_variant(TPUB_NO_SOCKET, ABD_ACQUIRE_SCM_RIGHTS), -ENOTCONN);
+}
+
+ABD_TEST(acquire, dead_publisher_is_esrch_on_both_paths)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "dead.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "dead.svc", &rec), 0);
+	tpub_kill(&t); /* the record stays, stale; its pid may be reused */
+	struct abd_acquired *a = NULL;
+	cr_assert_eq(abd_acquire(reg, rec, 0, TIMEOUT_NS, &a), -ESRCH);
+	cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a), -ESRCH);
+	if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1)
+		cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), -ESRCH);
+	cr_assert_null(a);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
+static int linger(void *arg)
+{
+	(void)arg;
+	pause();
+	return 0;
+}
+
+uint32_t abd__crc32c(const void *data, size_t len); /* runtime/record.c */
+
+ABD_TEST(acquire, reused_pid_is_not_the_publisher)
+{
+	/* What PID reuse looks like: a record whose lock is held, whose pid now names another
+	 * live process of the same uid. Forged from the real record (pid at offset 32 of the
+	 * record format, crc32c in the last 4 bytes: docs/registry.md). */
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "reuse.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "reuse.svc", &rec), 0);
+	pid_t other = abd_test_fork(linger, NULL);
+	static uint8_t buf[ABD_RECORD_MAX];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_gt(len, 36);
+	uint32_t pid = (uint32_t)other, crc;
+	memcpy(buf + 32, &pid, 4);
+	crc = abd__crc32c(buf, (size_t)len - 4);
+	memcpy(buf + len - 4, &crc, 4);
+	struct abd_record *forged = NULL;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &forged, &why), 0, "%s", why);
+	cr_assert_eq(abd_record_pid(forged), other);
+	struct abd_acquired *a = NULL;
+	/* the pidfd path sees another start time; the handshake another SO_PEERCRED pid */
+	cr_assert_eq(abd_acquire(reg, forged, 0, TIMEOUT_NS, &a), -ESTALE);
+	cr_assert_eq(abd_acquire(reg, forged, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a), -ESTALE);
+	if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1)
+		cr_assert_eq(abd_acquire(reg, forged, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), -ESTALE);
+	cr_assert_null(a);
+	kill(other, SIGKILL);
+	abd_test_wait(other);
+	abd_record_free(forged);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- users and policy -- */
+
+ABD_TEST(acquire, other_user_falls_back_to_the_allowed_handshake)
+{
+	require_root();
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "users.svc");
+	t.uid = USER_A;
+	t.gid = USER_A;
+	t.allow_uid = USER_B;
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "users.svc", .uid = USER_B, .gid = GROUP_B });
+	cr_assert_eq(res.r, 0, "consumer: %s", strerror(-res.r));
+	cr_assert_eq(res.path, (int)ABD_FD_TRANSFER_SCM_RIGHTS, "another uid cannot pidfd_getfd");
+	cr_assert_lt(res.fallback, 0);
+	if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1)
+		cr_assert_eq(res.fallback, -EPERM, "fallback %d", res.fallback);
+	cr_assert_eq(res.uid, USER_A);
+	cr_assert_eq(res.pid, t.pid);
+	cr_assert(res.fds_ok);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, same_user_sibling)
+{
+	require_root();
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "same.svc");
+	t.uid = USER_A;
+	t.gid = USER_A;
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "same.svc", .uid = USER_A, .gid = USER_A });
+	cr_assert_eq(res.r, 0, "consumer: %s", strerror(-res.r));
+	/* without Yama a same-uid sibling may ptrace: the fast path, where the profile has it */
+	if (abd_probe_ptrace_scope() <= 0)
+		cr_assert_eq(res.path, (int)expected_auto_path());
+	cr_assert(res.fds_ok);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, other_user_without_permission_is_eacces)
+{
+	require_root();
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "deny.svc");
+	t.uid = USER_A;
+	t.gid = USER_A;
+	start(&t);
+	uint64_t t0 = abd_test_now_ns();
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "deny.svc", .uid = USER_B, .gid = GROUP_B,
+		.timeout_ns = 30ll * 1000000000 });
+	cr_assert_eq(res.r, -EACCES, "%d", res.r);
+	/* "promptly": a refusal, not the (30 s) deadline */
+	cr_assert_lt(abd_test_now_ns() - t0, 20ull * 1000000000);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, policy_refusal_through_the_open_socket_is_eacces)
+{
+	require_root();
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "gid.svc");
+	t.uid = USER_A;
+	t.gid = USER_A;
+	t.allow_gid = 4242; /* opens the socket file; the consumer is not in that group */
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "gid.svc", .uid = USER_B, .gid = GROUP_B,
+		.flags = ABD_ACQUIRE_SCM_RIGHTS });
+	cr_assert_eq(res.r, -EACCES, "%d", res.r);
+	/* and the group on the list gets in */
+	res = run_consumer((struct consumer){
+		.dir = dir, .service = "gid.svc", .uid = USER_B, .gid = 4242,
+		.flags = ABD_ACQUIRE_SCM_RIGHTS });
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	cr_assert(res.fds_ok);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, root_is_always_allowed)
+{
+	require_root();
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "root.svc");
+	t.uid = USER_A;
+	t.gid = USER_A;
+	start(&t);
+	struct abd_acquired *a;
+	int r = tpub_acquire(dir, "root.svc", ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	cr_assert_eq(r, 0, "%d", r);
+	uid_t uid;
+	abd_acquired_peer(a, NULL, &uid, NULL);
+	cr_assert_eq(uid, USER_A);
+	abd_acquired_free(a);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, ptracer_policy)
+{
+	int scope = abd_probe_ptrace_scope();
+	int r = abd_acquire_set_ptracer(ABD_PTRACER_ANY);
+	if (scope == -ENOENT) {
+		cr_assert_eq(r, -EOPNOTSUPP, "no Yama: nothing to declare (%d)", r);
+	} else {
+		cr_assert_eq(r, 0);
+		cr_assert_eq(abd_acquire_set_ptracer(0), 0);
+	}
+}
+
+/* ---------------------------------------------------------------- containers -- */
+
+ABD_TEST(acquire, other_pid_namespace_goes_straight_to_the_handshake)
+{
+	require_root();
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "ns.svc");
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "ns.svc", .new_pidns = true });
+	cr_assert_eq(res.r, 0, "consumer in a new PID namespace: %s", strerror(-res.r));
+	cr_assert_eq(res.path, (int)ABD_FD_TRANSFER_SCM_RIGHTS);
+	cr_assert_eq(res.fallback, -EXDEV, "recognised as another namespace: %d", res.fallback);
+	cr_assert_eq(res.pid, 0, "the publisher's pid means nothing there");
+	cr_assert(res.fds_ok);
+	res = run_consumer((struct consumer){
+		.dir = dir, .service = "ns.svc", .new_pidns = true, .flags = ABD_ACQUIRE_PIDFD_GETFD });
+	cr_assert_eq(res.r, -EXDEV);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, unshare_mount_proc_container)
+{
+	require_root();
+	if (access("/usr/bin/unshare", X_OK) != 0)
+		cr_skip_test("util-linux unshare not installed");
+	const char *abdctl = getenv("ABD_ABDCTL");
+	if (!abdctl)
+		cr_skip_test("ABD_ABDCTL not set (run through meson test)");
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "ctr.svc");
+	start(&t);
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd),
+	         "ABD_REGISTRY=%s unshare --pid --fork --mount-proc %s info ctr.svc --json", dir,
+	         abdctl);
+	FILE *f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	char out[4096] = "";
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	int st = pclose(f);
+	cr_assert_eq(st, 0, "abdctl info in the container: %d\n%s", st, out);
+	cr_assert_not_null(strstr(out, "\"path\":\"scm_rights\""), "%s", out);
+	cr_assert_not_null(strstr(out, "\"state\":\"alive\""), "%s", out);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- a dying or silent peer -- */
+
+struct fake_server {
+	char dir[64];
+	int mode; /* 0: die after reading the request; 1: never answer; 2: send too many fds */
+	int ready_w;
+};
+
+/* Publishes a record whose socket is served by hand, badly. */
+static int fake_server_main(void *arg)
+{
+	struct fake_server *f = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	struct abd_registry *reg;
+	if (abd_registry_open(f->dir, 0, &reg, NULL, 0) < 0)
+		return 10;
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.fake.sock", f->dir);
+	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 8) < 0)
+		return 11;
+	int memfd = memfd_create("x", MFD_CLOEXEC);
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	if (abd_record_new("fake.svc", &rec) < 0 ||
+	    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
+	    abd_record_set_socket(rec, ".fake.sock") < 0 || abd_publish(reg, rec, &pub) < 0)
+		return 12;
+	char one = 1;
+	if (write(f->ready_w, &one, 1) != 1)
+		return 13;
+	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	char buf[512];
+	if (read(c, buf, sizeof(buf)) <= 0)
+		return 14;
+	if (f->mode == 0)
+		_exit(0); /* dies mid-handshake; the kernel closes everything */
+	if (f->mode == 2) {
+		struct abd__hs_reply rep = { .nfds = 1 };
+		memcpy(rep.instance, abd_record_instance(abd_publication_record(pub)), 16);
+		strcpy(rep.slots[0].name, "ring");
+		rep.slots[0].kind = ABD_FD_MEMFD;
+		uint8_t msg[256];
+		long n = abd__hs_reply_encode(&rep, msg, sizeof(msg));
+		/* a reply announcing one fd and carrying forty */
+		int fds[40];
+		for (int i = 0; i < 40; i++)
+			fds[i] = memfd;
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(fds))];
+		} ctl = { 0 };
+		struct iovec iov = { msg, (size_t)n };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+		                    .msg_controllen = sizeof(ctl.b) };
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(fds));
+		memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+		if (sendmsg(c, &m, MSG_NOSIGNAL) < 0)
+			return 15;
+	}
+	pause();
+	return 0;
+}
+
+static pid_t fake_server_start(struct fake_server *f)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	f->ready_w = p[1];
+	pid_t pid = abd_test_fork(fake_server_main, f);
+	close(p[1]);
+	char c;
+	cr_assert_eq(read(p[0], &c, 1), 1, "fake server failed");
+	close(p[0]);
+	return pid;
+}
+
+ABD_TEST(acquire, publisher_dies_mid_handshake)
+{
+	struct fake_server f = { .mode = 0 };
+	abd_test_mkdtemp(f.dir, sizeof(f.dir));
+	pid_t pid = fake_server_start(&f);
+	struct abd_acquired *a = NULL;
+	int r = tpub_acquire(f.dir, "fake.svc", ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	cr_assert(r == -ECONNRESET || r == -ESRCH, "clear error, not %d", r);
+	cr_assert_null(a);
+	abd_test_wait(pid);
+	abd_test_rmtree(f.dir);
+}
+
+ABD_TEST(acquire, silent_publisher_times_out)
+{
+	struct fake_server f = { .mode = 1 };
+	abd_test_mkdtemp(f.dir, sizeof(f.dir));
+	pid_t pid = fake_server_start(&f);
+	struct abd_acquired *a = NULL;
+	int r = tpub_acquire(f.dir, "fake.svc", ABD_ACQUIRE_SCM_RIGHTS, 200 * 1000000, &a);
+	cr_assert_eq(r, -ETIMEDOUT, "%d", r);
+	kill(pid, SIGKILL);
+	abd_test_wait(pid);
+	abd_test_rmtree(f.dir);
+}
+
+ABD_TEST(acquire, too_many_descriptors_are_all_closed)
+{
+	struct fake_server f = { .mode = 2 };
+	abd_test_mkdtemp(f.dir, sizeof(f.dir));
+	pid_t pid = fake_server_start(&f);
+	struct abd_acquired *a = NULL;
+	int r = tpub_acquire(f.dir, "fake.svc", ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	cr_assert_eq(r, -EMSGSIZE, "MSG_CTRUNC / too many fds: %d", r);
+	/* the fd-leak check of ABD_TEST proves that every received descriptor was closed */
+	kill(pid, SIGKILL);
+	abd_test_wait(pid);
+	abd_test_rmtree(f.dir);
+}
+
+/* ---------------------------------------------------------------- a hostile client -- */
+
+/* An in-process publisher, so that the test sees the server's descriptors and counters. */
+struct local {
+	char dir[64];
+	struct abd_registry *reg;
+	struct abd_acquire_server *srv;
+	struct abd_publication *pub;
+	struct abd_record *rec;
+	int memfd, evfd;
+	char path[160];
+};
+
+static void local_start(struct local *l)
+{
+	abd_test_mkdtemp(l->dir, sizeof(l->dir));
+	cr_assert_eq(abd_registry_open(l->dir, 0, &l->reg, NULL, 0), 0);
+	l->memfd = memfd_create("abd-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	l->evfd = eventfd(0, EFD_CLOEXEC);
+	cr_assert_eq(ftruncate(l->memfd, TPUB_SHM_SIZE), 0);
+	cr_assert_eq(abd_acquire_server_new(l->reg, 0, &l->srv), 0);
+	cr_assert_eq(abd_record_new("local.svc", &l->rec), 0);
+	abd_record_add_fd(l->rec, "ring", l->memfd, ABD_FD_MEMFD);
+	abd_record_add_fd(l->rec, "wake", l->evfd, ABD_FD_EVENTFD);
+	abd_record_set_socket(l->rec, abd_acquire_server_socket(l->srv));
+	cr_assert_eq(abd_publish(l->reg, l->rec, &l->pub), 0);
+	tpub_header(l->memfd, abd_record_instance(abd_publication_record(l->pub)));
+	fcntl(l->memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	cr_assert_eq(abd_acquire_server_serve(l->srv, abd_publication_record(l->pub)), 0);
+	snprintf(l->path, sizeof(l->path), "%s/%s", l->dir, abd_acquire_server_socket(l->srv));
+}
+
+static void local_stop(struct local *l)
+{
+	abd_acquire_server_free(l->srv);
+	abd_withdraw(l->pub);
+	abd_record_free(l->rec);
+	abd_registry_free(l->reg);
+	close(l->memfd);
+	close(l->evfd);
+	abd_test_rmtree(l->dir);
+}
+
+static int raw_connect(const char *path)
+{
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	return s;
+}
+
+/* A consumer in a child while this process serves: returns its result. */
+struct served_consumer {
+	struct local *l;
+	int out_w;
+};
+
+static int served_consumer_main(void *arg)
+{
+	struct served_consumer *c = arg;
+	struct consumer cc = { .dir = c->l->dir, .service = "local.svc",
+	                       .flags = ABD_ACQUIRE_SCM_RIGHTS, .timeout_ns = TIMEOUT_NS,
+	                       .out_w = c->out_w };
+	return consume_here(&cc);
+}
+
+static struct tresult serve_one_consumer(struct local *l)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	struct served_consumer c = { .l = l, .out_w = p[1] };
+	pid_t pid = abd_test_fork(served_consumer_main, &c);
+	close(p[1]);
+	struct tresult res = { .r = -ETIMEDOUT };
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = p[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(l->srv), .events = POLLIN } };
+		poll(pf, 2, 50);
+		abd_acquire_server_process(l->srv);
+		if (pf[0].revents) {
+			cr_assert_eq(read(p[0], &res, sizeof(res)), (ssize_t)sizeof(res));
+			break;
+		}
+	}
+	close(p[0]);
+	abd_test_wait(pid);
+	return res;
+}
+
+ABD_TEST(acquire, hostile_garbage_and_descriptors)
+{
+	struct local l;
+	local_start(&l);
+	int before = abd_test_count_fds();
+	/* garbage bytes */
+	int s1 = raw_connect(l.path);
+	cr_assert_eq(send(s1, "\x00garbage\xff", 9, 0), 9);
+	/* a valid-looking request carrying the client's own descriptors */
+	int s2 = raw_connect(l.path);
+	struct abd__hs_request req = { 0 };
+	strcpy(req.service, "local.svc");
+	uint8_t msg[128];
+	long n = abd__hs_request_encode(&req, msg, sizeof(msg));
+	int mine[3] = { s1, s1, s1 };
+	cr_assert_eq(abd__hs_send(s2, msg, (size_t)n, mine, 3), 0);
+	/* an oversized message */
+	int s3 = raw_connect(l.path);
+	uint8_t big[4096] = { 'A', 'B', 'D', 'H' };
+	cr_assert_eq(send(s3, big, sizeof(big), 0), (ssize_t)sizeof(big));
+	/* a future version */
+	int s4 = raw_connect(l.path);
+	msg[4] = 2;
+	cr_assert_eq(send(s4, msg, (size_t)n, 0), n);
+	int served = abd_acquire_server_process(l.srv);
+	cr_assert_eq(served, 0);
+	struct abd_acquire_server_stats st;
+	abd_acquire_server_stats(l.srv, &st);
+	cr_assert_eq(st.malformed, 4, "malformed %llu", (unsigned long long)st.malformed);
+	cr_assert_eq(st.pending, 0);
+	/* each got an error reply and a closed connection, nothing else */
+	int socks[4] = { s1, s2, s3, s4 };
+	for (int i = 0; i < 4; i++) {
+		uint8_t rb[256];
+		int fds[32];
+		unsigned nf;
+		long k = abd__hs_recv(socks[i], rb, sizeof(rb), fds, 32, &nf);
+		struct abd__hs_reply rep;
+		cr_assert_gt(k, 0, "client %d: %ld", i, k);
+		cr_assert_eq(abd__hs_reply_parse(rb, (size_t)k, &rep), 0);
+		cr_assert_neq(rep.status, 0);
+		cr_assert_eq(nf, 0);
+		close(socks[i]);
+	}
+	cr_assert_eq(abd_test_count_fds(), before, "the server kept nothing");
+	/* and it still serves */
+	struct tresult res = serve_one_consumer(&l);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	local_stop(&l);
+}
+
+ABD_TEST(acquire, silent_connections_are_bounded_and_expire)
+{
+	struct local l;
+	local_start(&l);
+	cr_assert_eq(abd_acquire_server_set_max_pending(l.srv, 8), 0);
+	cr_assert_eq(abd_acquire_server_set_timeout(l.srv, 100 * 1000000), 0);
+	cr_assert_eq(abd_acquire_server_deadline(l.srv), -1);
+	int s[20];
+	for (int i = 0; i < 20; i++)
+		s[i] = raw_connect(l.path);
+	abd_acquire_server_process(l.srv);
+	struct abd_acquire_server_stats st;
+	abd_acquire_server_stats(l.srv, &st);
+	cr_assert_eq(st.pending, 8, "pending bounded: %llu", (unsigned long long)st.pending);
+	cr_assert_eq(st.evicted, 12);
+	int64_t d = abd_acquire_server_deadline(l.srv);
+	cr_assert_gt(d, 0);
+	/* sleep past the deadline, then one process call drops them all */
+	struct timespec ts = { 0, 150 * 1000000 };
+	nanosleep(&ts, NULL);
+	abd_acquire_server_process(l.srv);
+	abd_acquire_server_stats(l.srv, &st);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.expired, 8);
+	cr_assert_eq(abd_acquire_server_deadline(l.srv), -1);
+	for (int i = 0; i < 20; i++)
+		close(s[i]);
+	local_stop(&l);
+}
+
+ABD_TEST(acquire, consumer_dies_mid_handshake)
+{
+	struct local l;
+	local_start(&l);
+	/* a consumer that connects, sends half a header and is gone */
+	int s = raw_connect(l.path);
+	cr_assert_eq(send(s, "ABD", 3, 0), 3);
+	close(s);
+	int s2 = raw_connect(l.path);
+	close(s2); /* connects and vanishes without a word */
+	abd_acquire_server_process(l.srv);
+	abd_acquire_server_process(l.srv);
+	struct abd_acquire_server_stats st;
+	abd_acquire_server_stats(l.srv, &st);
+	cr_assert_eq(st.pending, 0);
+	struct tresult res = serve_one_consumer(&l);
+	cr_assert_eq(res.r, 0, "the publisher carries on: %d", res.r);
+	local_stop(&l);
+}
+
+struct flood {
+	const char *path;
+	int n;
+	int ready_w, done_r;
+	int parent_fds[2]; /* the parent's ends, closed here so that EOF can arrive */
+};
+
+static int flood_main(void *arg)
+{
+	struct flood *f = arg;
+	close(f->parent_fds[0]);
+	close(f->parent_fds[1]);
+	struct rlimit rl = { 4096, 4096 };
+	setrlimit(RLIMIT_NOFILE, &rl);
+	int opened = 0;
+	for (int i = 0; i < f->n; i++) {
+		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->path);
+		if (s >= 0 && connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			opened++;
+	}
+	if (write(f->ready_w, &opened, sizeof(opened)) != sizeof(opened))
+		return 1;
+	char c;
+	ssize_t r = read(f->done_r, &c, 1); /* hold them until told */
+	(void)r;
+	return 0;
+}
+
+ABD_TEST(acquire, a_thousand_silent_connections)
+{
+	struct local l;
+	local_start(&l);
+	int rp[2], dp[2];
+	cr_assert_eq(pipe2(rp, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(dp, O_CLOEXEC), 0);
+	struct flood f = { .path = l.path, .n = 1000, .ready_w = rp[1], .done_r = dp[0],
+	                  .parent_fds = { rp[0], dp[1] } };
+	pid_t pid = abd_test_fork(flood_main, &f);
+	close(rp[1]);
+	close(dp[0]);
+	int before = abd_test_count_fds();
+	/* serve while the flood connects: a blocking connect waits for the backlog */
+	int opened = 0;
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = rp[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
+		poll(pf, 2, 50);
+		abd_acquire_server_process(l.srv);
+		if (pf[0].revents) {
+			cr_assert_eq(read(rp[0], &opened, sizeof(opened)), (ssize_t)sizeof(opened));
+			break;
+		}
+	}
+	cr_assert_eq(opened, 1000);
+	abd_acquire_server_process(l.srv);
+	struct abd_acquire_server_stats st;
+	abd_acquire_server_stats(l.srv, &st);
+	cr_assert_leq(st.pending, 64, "pending bounded");
+	cr_assert_leq(abd_test_count_fds(), before + 64, "descriptors bounded");
+	/* a legitimate consumer is served while the flood holds its connections */
+	struct tresult res = serve_one_consumer(&l);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	close(dp[1]);
+	close(rp[0]);
+	abd_test_wait(pid);
+	local_stop(&l);
+}
+
+/* ---------------------------------------------------------------- wire format -- */
+
+ABD_TEST(acquire, wire_format_round_trip_and_bounds)
+{
+	struct abd__hs_reply rep = { .nfds = 2 };
+	memset(rep.instance, 0xab, 16);
+	strcpy(rep.slots[0].name, "ring");
+	rep.slots[0].kind = ABD_FD_MEMFD;
+	strcpy(rep.slots[1].name, "wake");
+	rep.slots[1].kind = ABD_FD_EVENTFD;
+	uint8_t buf[ABD__HS_MSG_MAX];
+	long n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
+	cr_assert_gt(n, 0);
+	struct abd__hs_reply back;
+	cr_assert_eq(abd__hs_reply_parse(buf, (size_t)n, &back), 0);
+	cr_assert_eq(back.nfds, 2);
+	cr_assert_str_eq(back.slots[1].name, "wake");
+	for (long k = 0; k < n; k++)
+		cr_assert_lt(abd__hs_reply_parse(buf, (size_t)k, &back), 0, "truncated at %ld", k);
+	buf[4] = 2;
+	cr_assert_eq(abd__hs_reply_parse(buf, (size_t)n, &back), -EPROTONOSUPPORT);
+	buf[4] = 1;
+	buf[5] = ABD__HS_REQUEST;
+	cr_assert_eq(abd__hs_reply_parse(buf, (size_t)n, &back), -EBADMSG);
+	/* an error reply carries no descriptors */
+	rep.status = EACCES;
+	cr_assert_eq(abd__hs_reply_encode(&rep, buf, sizeof(buf)), -EINVAL);
+	struct abd__hs_request req = { 0 }, rq;
+	strcpy(req.service, "a.b");
+	n = abd__hs_request_encode(&req, buf, sizeof(buf));
+	cr_assert_eq(abd__hs_request_parse(buf, (size_t)n, &rq), 0);
+	cr_assert_str_eq(rq.service, "a.b");
+	cr_assert_eq(abd__hs_request_encode(&req, buf, 10), -ENOSPC);
+	strcpy(req.service, "../x");
+	cr_assert_eq(abd__hs_request_encode(&req, buf, sizeof(buf)), -EINVAL);
+}
