@@ -15,6 +15,7 @@
 
 #include "compat/handshake.h"
 #include "runtime/internal.h"
+#include "runtime/ring-internal.h"
 
 /* The shared-memory header every published memfd starts with (the ring's, runtime/ring.c):
  * an 8-byte magic, the 128-bit nonce at offset 16, the file's total size at offset 64. Read
@@ -24,6 +25,10 @@
 #define SHM_SIZE_OFF 64
 #define SHM_HEADER_MIN 512
 #define SHM_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+_Static_assert(offsetof(struct abd__ring_hdr, nonce) == SHM_NONCE_OFF, "ring nonce offset");
+_Static_assert(offsetof(struct abd__ring_hdr, total_size) == SHM_SIZE_OFF, "ring size offset");
+_Static_assert(ABD__RING_HEADER_SIZE == SHM_HEADER_MIN, "ring header size");
+_Static_assert(ABD_RING_NONCE_SIZE == ABD_INSTANCE_SIZE, "nonce = instance id");
 
 struct slot {
 	char name[ABD__HS_NAME_MAX + 1];

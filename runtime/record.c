@@ -177,6 +177,15 @@ ABD_EXPORT int abd_record_set_socket(struct abd_record *rec, const char *path)
 	return 0;
 }
 
+ABD_EXPORT int abd_record_set_instance(struct abd_record *rec, const uint8_t *instance)
+{
+	static const uint8_t zero[ABD_INSTANCE_SIZE];
+	abd__check(rec && instance && memcmp(instance, zero, ABD_INSTANCE_SIZE) != 0, -EINVAL);
+	memcpy(rec->instance, instance, ABD_INSTANCE_SIZE);
+	rec->instance_chosen = true;
+	return 0;
+}
+
 ABD_EXPORT int abd_record_set_caps(struct abd_record *rec, uint64_t caps)
 {
 	abd__check(rec, -EINVAL);

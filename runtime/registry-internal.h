@@ -29,6 +29,7 @@ struct abd__meta {
 struct abd_record {
 	char service[ABD_SERVICE_MAX + 1];
 	uint8_t instance[ABD_INSTANCE_SIZE];
+	bool instance_chosen; /* abd_record_set_instance: abd_publish keeps it */
 	int32_t pid;
 	uint32_t uid;
 	uint64_t start_time, pidns_dev, pidns_ino, caps, published_ns;

@@ -376,10 +376,10 @@ static void instance_hex(const uint8_t *id, char *out)
 
 static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 {
-	ssize_t n;
-	do
-		n = getrandom(r->instance, sizeof(r->instance), 0);
-	while (n < 0 && errno == EINTR);
+	ssize_t n = (ssize_t)sizeof(r->instance);
+	while (!r->instance_chosen && (n = getrandom(r->instance, sizeof(r->instance), 0)) < 0 &&
+	       errno == EINTR)
+		;
 	if (n != (ssize_t)sizeof(r->instance))
 		return n < 0 ? -errno : -EIO;
 	r->pid = getpid();

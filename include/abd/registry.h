@@ -97,6 +97,11 @@ ABD_EXPORT int abd_record_add_fd(struct abd_record *rec, const char *slot, int f
                                  enum abd_fd_kind kind);
 /* The handshake socket's path ("" for none). Returns 0, -EINVAL (NULL), -ENAMETOOLONG. */
 ABD_EXPORT int abd_record_set_socket(struct abd_record *rec, const char *path);
+/* Choose the instance id abd_publish will use (16 bytes, not all zero) instead of a fresh
+ * random one: e.g. the nonce already written into a ring's header (abd_ring_new), so that a
+ * consumer can check one against the other (abd_acquire does). Choose it at random: a name
+ * that exists already makes abd_publish fail (-EEXIST). Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_record_set_instance(struct abd_record *rec, const uint8_t *instance);
 ABD_EXPORT int abd_record_set_caps(struct abd_record *rec, uint64_t caps);
 /* Add key=value metadata (both copied). Returns 0, -EINVAL (key outside the grammar, NULL),
  * -EEXIST (key present), -ENAMETOOLONG (value too long), -ENOSPC (ABD_META_MAX pairs or
