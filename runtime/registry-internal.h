@@ -83,7 +83,14 @@ int abd__lock_held(int fd);
  * process now); uid out. */
 int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid);
 
-/* The directory listing, sorted, with d_type. */
+/* Names starting ".abd-" belong to abd itself (the publishers' handshake sockets,
+ * docs/acquire.md): never records (a service cannot start with '.'), so readers skip them. */
+static inline bool abd__reserved_name(const char *name)
+{
+	return name[0] == '.' && name[1] == 'a' && name[2] == 'b' && name[3] == 'd' && name[4] == '-';
+}
+
+/* The directory listing, sorted, with d_type; reserved names left out. */
 struct abd__dirent {
 	char *name;
 	unsigned char type;

@@ -801,6 +801,8 @@ int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *count)
 	while ((e = readdir(d))) {
 		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
 			continue;
+		if (abd__reserved_name(e->d_name))
+			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 64;
 			void *p = realloc(list, cap * sizeof(*list));

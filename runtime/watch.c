@@ -408,7 +408,7 @@ static int handle(struct abd_watch *w, const struct inotify_event *ev, bool *ove
 		w->gone = true;
 		return 0;
 	}
-	if (!ev->len || !ev->name[0])
+	if (!ev->len || !ev->name[0] || abd__reserved_name(ev->name))
 		return 0;
 	if (*overflow)
 		return 0; /* the rescan will look at everything */

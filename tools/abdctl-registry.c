@@ -6,7 +6,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "abdctl.h"
@@ -336,17 +338,60 @@ int abdctl_gc(int argc, char **argv)
 void abdctl_publish_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl publish [--dir DIR] NAME [--meta KEY=VALUE]...\n\n"
+	        "usage: abdctl publish [--dir DIR] NAME [--meta KEY=VALUE]... [--allow-uid UID]...\n"
+	        "                      [--allow-gid GID]...\n\n"
 	        "Publishes a record for service NAME ([A-Za-z0-9._-], at most %d bytes, no leading\n"
 	        "dot) and holds it until SIGINT or SIGTERM, then withdraws it. Killed (-9), it leaves\n"
 	        "a stale record that watchers are told about at once and 'abdctl gc' removes.\n"
+	        "The service exposes a small ring (slot \"ring\": a sealed memfd whose header carries\n"
+	        "the record's instance id as its nonce), its eventfd (slot \"wake\") and a handshake\n"
+	        "socket answered by this process, so 'abdctl info NAME' can acquire them. Other users\n"
+	        "may acquire with --allow-uid UID / --allow-gid GID.\n"
 	        "Prints the record's file name.\n",
 	        ABD_SERVICE_MAX);
+}
+
+static void no_tmpfile(struct abd_registry *reg)
+{
+	fprintf(stderr, "abdctl publish: %s is on %s (f_type 0x%lx), which has no O_TMPFILE: "
+	                "records cannot be published atomically there. Use a tmpfs directory "
+	                "(/run, /dev/shm or $XDG_RUNTIME_DIR).\n",
+	        abd_registry_path(reg), abd_fs_type_name(abd_registry_fs_type(reg)),
+	        abd_registry_fs_type(reg));
+}
+
+/* --allow-uid / --allow-gid, taken out of argv before the shared parser sees it. */
+static int take_allow(int *argc, char **argv, long *uids, int *nuids, long *gids, int *ngids)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		bool u = !strcmp(argv[i], "--allow-uid"), g = !strcmp(argv[i], "--allow-gid");
+		if ((u || g) && i + 1 < *argc) {
+			char *end;
+			long v = strtol(argv[++i], &end, 10);
+			if (*end || v < 0 || (u ? *nuids : *ngids) >= 64) {
+				fprintf(stderr, "abdctl publish: %s wants a number\n", argv[i - 1]);
+				return ABDCTL_USAGE;
+			}
+			if (u)
+				uids[(*nuids)++] = v;
+			else
+				gids[(*ngids)++] = v;
+		} else {
+			argv[out++] = argv[i];
+		}
+	}
+	*argc = out;
+	return 0;
 }
 
 int abdctl_publish(int argc, char **argv)
 {
 	struct opts o;
+	long uids[64], gids[64];
+	int nuids = 0, ngids = 0;
+	if (take_allow(&argc, argv, uids, &nuids, gids, &ngids))
+		return ABDCTL_USAGE;
 	int r = parse("publish", argc, argv, &o, "meta", true);
 	if (r) {
 		free(o.meta);
@@ -378,31 +423,81 @@ int abdctl_publish(int argc, char **argv)
 		abd_record_free(rec);
 		return ABDCTL_FAIL;
 	}
+	/* What a consumer acquires: a ring whose nonce is the record's instance id, its eventfd,
+	 * and the handshake socket that hands them out (docs/acquire.md). */
+	uint8_t nonce[ABD_INSTANCE_SIZE];
+	struct abd_ring *ring = NULL;
+	struct abd_acquire_server *srv = NULL;
+	r = getrandom(nonce, sizeof(nonce), 0) == (ssize_t)sizeof(nonce) ? 0 : -EIO;
+	if (r == 0)
+		r = abd_ring_new(64, 256, 0, nonce, &ring);
+	if (r == 0)
+		r = abd_record_set_instance(rec, nonce);
+	if (r == 0)
+		r = abd_record_add_fd(rec, "ring", abd_ring_fd(ring), ABD_FD_MEMFD);
+	if (r == 0 && abd_ring_wait_fd(ring) >= 0)
+		r = abd_record_add_fd(rec, "wake", abd_ring_wait_fd(ring), ABD_FD_EVENTFD);
+	if (r == 0)
+		r = abd_acquire_server_new(reg, 0, &srv);
+	for (int i = 0; r == 0 && i < nuids; i++)
+		r = abd_acquire_server_allow_uid(srv, (uid_t)uids[i]);
+	for (int i = 0; r == 0 && i < ngids; i++)
+		r = abd_acquire_server_allow_gid(srv, (gid_t)gids[i]);
+	if (r == 0)
+		r = abd_record_set_socket(rec, abd_acquire_server_socket(srv));
+	if (r < 0) {
+		/* the socket cannot be bound where O_TMPFILE is missing either: say the cause */
+		if (abd_probe_tmpfile(abd_registry_path(reg)) == -EOPNOTSUPP)
+			no_tmpfile(reg);
+		else
+			fprintf(stderr, "abdctl publish: cannot set up the service's ring and socket: %s\n",
+			        strerror(-r));
+		abd_acquire_server_free(srv);
+		abd_ring_free(ring);
+		abd_record_free(rec);
+		abd_registry_free(reg);
+		return ABDCTL_FAIL;
+	}
 	sigset_t old;
 	int sfd = signals_fd(&old);
 	struct abd_publication *pub;
 	r = abd_publish(reg, rec, &pub);
 	abd_record_free(rec);
+	if (r == 0)
+		r = abd_acquire_server_serve(srv, abd_publication_record(pub));
 	if (r == -EOPNOTSUPP) {
-		fprintf(stderr, "abdctl publish: %s is on %s (f_type 0x%lx), which has no O_TMPFILE: "
-		                "records cannot be published atomically there. Use a tmpfs directory "
-		                "(/run, /dev/shm or $XDG_RUNTIME_DIR).\n",
-		        abd_registry_path(reg), abd_fs_type_name(abd_registry_fs_type(reg)),
-		        abd_registry_fs_type(reg));
+		no_tmpfile(reg);
 	} else if (r < 0) {
 		fprintf(stderr, "abdctl publish: %s: %s\n", abd_registry_path(reg), strerror(-r));
 	}
 	if (r < 0) {
 		close(sfd);
+		abd_acquire_server_free(srv);
+		abd_ring_free(ring);
 		abd_registry_free(reg);
 		return ABDCTL_FAIL;
 	}
 	printf("%s\n", abd_publication_name(pub));
 	fflush(stdout);
-	struct pollfd p = { sfd, POLLIN, 0 };
-	while (poll(&p, 1, -1) < 0 && errno == EINTR)
-		;
+	/* serve handshakes until a signal: one fd, a deadline, a non-blocking process call */
+	for (;;) {
+		struct pollfd p[2] = { { sfd, POLLIN, 0 }, { abd_acquire_server_fd(srv), POLLIN, 0 } };
+		int64_t d = abd_acquire_server_deadline(srv), ms = -1;
+		if (d >= 0) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			int64_t left = d - ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+			ms = left <= 0 ? 0 : left / 1000000 + 1;
+		}
+		if (poll(p, 2, (int)ms) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			break;
+		abd_acquire_server_process(srv);
+	}
 	r = abd_withdraw(pub);
+	abd_acquire_server_free(srv);
+	abd_ring_free(ring);
 	close(sfd);
 	abd_registry_free(reg);
 	if (r < 0) {

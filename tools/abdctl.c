@@ -16,6 +16,8 @@ static const struct abdctl_command commands[] = {
 	{ "watch", "print registry changes as they happen: added, removed, died", abdctl_watch,
 	  abdctl_watch_help },
 	{ "gc", "remove stale records of dead publishers", abdctl_gc, abdctl_gc_help },
+	{ "info", "a service's record, liveness and an acquisition attempt", abdctl_info,
+	  abdctl_info_help },
 	{ "publish", "publish a service record and hold it until interrupted", abdctl_publish,
 	  abdctl_publish_help },
 };

@@ -28,6 +28,8 @@ int abdctl_gc(int argc, char **argv);
 void abdctl_gc_help(FILE *out);
 int abdctl_publish(int argc, char **argv);
 void abdctl_publish_help(FILE *out);
+int abdctl_info(int argc, char **argv);
+void abdctl_info_help(FILE *out);
 
 /* JSON output: a string with every byte escaped so that any input stays valid JSON. */
 void json_string(FILE *out, const char *s);

@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl info NAME: a service's record, its liveness, and an acquisition attempt. */
+#include <abd/abd.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "abdctl.h"
+
+void abdctl_info_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl info [--dir DIR] [--json] [--pidfd-getfd | --scm-rights]\n"
+	        "                   [--timeout MS] NAME\n\n"
+	        "Shows the record of service NAME (its newest alive record, else any record of it),\n"
+	        "its liveness, and tries to acquire its descriptors: the path used (pidfd_getfd or\n"
+	        "scm_rights) and why the fast path was not, the publisher's credentials as the\n"
+	        "kernel vouched for them, each descriptor's kind and size, or the exact error.\n"
+	        "--pidfd-getfd / --scm-rights force a path. Exit: 0 acquired, 1 failed, 3 not found.\n");
+}
+
+static void hex(FILE *out, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fprintf(out, "%02x", p[i]);
+}
+
+/* The newest alive record of the service, else the first entry naming it. */
+static int find(struct abd_registry *reg, const char *name, struct abd_record **rec,
+                enum abd_state *state, char *file, size_t file_size)
+{
+	if (abd_registry_lookup(reg, name, rec) == 0) {
+		*state = ABD_STATE_ALIVE;
+		const uint8_t *id = abd_record_instance(*rec);
+		int n = snprintf(file, file_size, "%s.", name);
+		for (int i = 0; i < ABD_INSTANCE_SIZE; i++)
+			n += snprintf(file + n, file_size - (size_t)n, "%02x", id[i]);
+		return 0;
+	}
+	struct abd_snapshot *snap;
+	int r = abd_registry_snapshot(reg, &snap);
+	if (r < 0)
+		return r;
+	r = -ENOENT;
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++) {
+		const struct abd_entry *e = abd_snapshot_entry(snap, i);
+		if (!((e->service && !strcmp(e->service, name)) || !strcmp(e->name, name)))
+			continue;
+		*state = e->state;
+		snprintf(file, file_size, "%s", e->name);
+		*rec = NULL;
+		r = 0;
+		/* copy the record through its encoding: the snapshot owns e->record */
+		if (e->record) {
+			static uint8_t buf[ABD_RECORD_MAX];
+			long len = abd_record_encode(e->record, buf, sizeof(buf));
+			const char *why;
+			r = len < 0 ? (int)len : abd_record_decode(buf, (size_t)len, rec, &why);
+		}
+		break;
+	}
+	abd_snapshot_free(snap);
+	return r;
+}
+
+int abdctl_info(int argc, char **argv)
+{
+	const char *dir = NULL, *name = NULL;
+	bool json = false;
+	unsigned flags = 0;
+	int64_t timeout_ns = -1;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--dir") && i + 1 < argc)
+			dir = argv[++i];
+		else if (!strncmp(a, "--dir=", 6))
+			dir = a + 6;
+		else if (!strcmp(a, "--json"))
+			json = true;
+		else if (!strcmp(a, "--pidfd-getfd"))
+			flags = ABD_ACQUIRE_PIDFD_GETFD;
+		else if (!strcmp(a, "--scm-rights"))
+			flags = ABD_ACQUIRE_SCM_RIGHTS;
+		else if (!strcmp(a, "--timeout") && i + 1 < argc)
+			timeout_ns = strtoll(argv[++i], NULL, 10) * 1000000;
+		else if (a[0] != '-' && !name)
+			name = a;
+		else {
+			fprintf(stderr, "abdctl info: unexpected argument '%s' (see --help)\n", a);
+			return ABDCTL_USAGE;
+		}
+	}
+	if (!name) {
+		fprintf(stderr, "abdctl info: a service name is required (see --help)\n");
+		return ABDCTL_USAGE;
+	}
+	struct abd_registry *reg;
+	char reason[256];
+	int r = abd_registry_open(dir, 0, &reg, reason, sizeof(reason));
+	if (r < 0) {
+		fprintf(stderr, "abdctl info: %s\n", reason);
+		return ABDCTL_FAIL;
+	}
+	struct abd_record *rec = NULL;
+	enum abd_state state = ABD_STATE_INVALID;
+	char file[ABD_RECORD_NAME_MAX + 256];
+	r = find(reg, name, &rec, &state, file, sizeof(file));
+	if (r < 0) {
+		if (json) {
+			printf("{\"name\":");
+			json_string(stdout, name);
+			printf(",\"state\":\"absent\",\"acquire\":{\"error\":\"%s\"}}\n", errno_name(r));
+		} else
+			fprintf(stderr, "abdctl info: %s: %s\n", name,
+			        r == -ENOENT ? "no such service" : strerror(-r));
+		abd_registry_free(reg);
+		return r == -ENOENT ? ABDCTL_NOTFOUND : ABDCTL_FAIL;
+	}
+	struct abd_acquired *a = NULL;
+	int ar = rec ? abd_acquire(reg, rec, flags, timeout_ns, &a) : -EBADMSG;
+
+	if (json) {
+		printf("{\"name\":");
+		json_string(stdout, file);
+		printf(",\"state\":\"%s\"", abd_state_name(state));
+		if (rec) {
+			uint64_t dev, ino;
+			abd_record_pidns(rec, &dev, &ino);
+			printf(",\"service\":");
+			json_string(stdout, abd_record_service(rec));
+			printf(",\"instance\":\"");
+			hex(stdout, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+			printf("\",\"pid\":%d,\"uid\":%u,\"start_time\":%llu,\"pidns\":{\"dev\":%llu,"
+			       "\"ino\":%llu},\"socket\":",
+			       (int)abd_record_pid(rec), (unsigned)abd_record_uid(rec),
+			       (unsigned long long)abd_record_start_time(rec), (unsigned long long)dev,
+			       (unsigned long long)ino);
+			json_string(stdout, abd_record_socket(rec));
+			printf(",\"slots\":[");
+			for (size_t i = 0; i < abd_record_fd_count(rec); i++) {
+				const char *slot;
+				int fd;
+				enum abd_fd_kind kind;
+				abd_record_fd_at(rec, i, &slot, &fd, &kind);
+				printf("%s{\"slot\":", i ? "," : "");
+				json_string(stdout, slot);
+				printf(",\"fd\":%d,\"kind\":\"%s\"}", fd,
+				       abd_fd_kind_name(kind) ? abd_fd_kind_name(kind) : "unknown");
+			}
+			printf("]");
+		}
+		printf(",\"acquire\":{");
+		if (ar == 0) {
+			pid_t pid;
+			uid_t uid;
+			gid_t gid;
+			abd_acquired_peer(a, &pid, &uid, &gid);
+			printf("\"path\":\"%s\",\"fallback\":", abd_fd_transfer_name(abd_acquired_path(a)));
+			if (abd_acquired_fallback(a))
+				printf("\"%s\"", errno_name(abd_acquired_fallback(a)));
+			else
+				printf("null");
+			printf(",\"peer\":{\"pid\":%d,\"uid\":%u,\"gid\":%u},\"fds\":[", (int)pid,
+			       (unsigned)uid, (unsigned)gid);
+			for (size_t i = 0; i < abd_acquired_count(a); i++) {
+				const char *slot;
+				enum abd_fd_kind kind;
+				uint64_t size;
+				abd_acquired_fd_at(a, i, &slot, NULL, &kind, &size);
+				printf("%s{\"slot\":", i ? "," : "");
+				json_string(stdout, slot);
+				printf(",\"kind\":\"%s\",\"size\":%llu}", abd_fd_kind_name(kind),
+				       (unsigned long long)size);
+			}
+			printf("]");
+		} else {
+			printf("\"error\":\"%s\",\"message\":", errno_name(ar));
+			json_string(stdout, strerror(-ar));
+		}
+		printf("}}\n");
+	} else {
+		printf("record   %s\nstate    %s\n", file, abd_state_name(state));
+		if (rec) {
+			printf("pid      %d\nuid      %u\nsocket   %s\n", (int)abd_record_pid(rec),
+			       (unsigned)abd_record_uid(rec),
+			       *abd_record_socket(rec) ? abd_record_socket(rec) : "(none)");
+			for (size_t i = 0; i < abd_record_fd_count(rec); i++) {
+				const char *slot;
+				int fd;
+				enum abd_fd_kind kind;
+				abd_record_fd_at(rec, i, &slot, &fd, &kind);
+				printf("slot     %s: fd %d, %s\n", slot, fd,
+				       abd_fd_kind_name(kind) ? abd_fd_kind_name(kind) : "unknown");
+			}
+		}
+		if (ar == 0) {
+			pid_t pid;
+			uid_t uid;
+			gid_t gid;
+			abd_acquired_peer(a, &pid, &uid, &gid);
+			printf("acquire  %s", abd_fd_transfer_name(abd_acquired_path(a)));
+			if (abd_acquired_fallback(a))
+				printf(" (pidfd_getfd not used: %s)", errno_name(abd_acquired_fallback(a)));
+			printf("\npeer     pid %d, uid %u, gid %u\n", (int)pid, (unsigned)uid, (unsigned)gid);
+			for (size_t i = 0; i < abd_acquired_count(a); i++) {
+				const char *slot;
+				enum abd_fd_kind kind;
+				uint64_t size;
+				abd_acquired_fd_at(a, i, &slot, NULL, &kind, &size);
+				printf("got      %s: %s", slot, abd_fd_kind_name(kind));
+				if (kind == ABD_FD_MEMFD)
+					printf(", %llu bytes, nonce verified", (unsigned long long)size);
+				printf("\n");
+			}
+		} else {
+			printf("acquire  failed: %s (%s)\n", errno_name(ar), strerror(-ar));
+		}
+	}
+	abd_acquired_free(a);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return ar == 0 ? ABDCTL_OK : ABDCTL_FAIL;
+}
