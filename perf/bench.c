@@ -307,7 +307,7 @@ void bench_emit(const struct bench_row *in)
 			json_key_num("p999_ns", r.p999_ns, 1);
 			json_key_num("ops_per_s", r.ops_per_s, 0);
 			if (r.has_syscalls)
-				printf(",\"syscalls_per_op\":%.3f", r.syscalls_per_op);
+				printf(",\"syscalls_per_msg\":%.6f", r.syscalls_per_msg);
 			if (r.cpu_measured)
 				printf(",\"cpu_ns\":%.0f", r.cpu_ns);
 		}
@@ -344,7 +344,7 @@ void bench_emit(const struct bench_row *in)
 			                                   : !strcmp(ratio_of, "cpu_ns") ? " (cpu)" : " (ops/s)")
 			                                : "");
 			if (r.has_syscalls)
-				printf("%*s syscalls/op: %.3f\n", 10, "", r.syscalls_per_op);
+				printf("%*s syscalls/msg %.6f\n", 10, "", r.syscalls_per_msg);
 			if (r.cpu_measured)
 				printf("%-10s %-24s %-18s cpu %.0f ns\n", "", "", "", r.cpu_ns);
 		}
@@ -636,7 +636,7 @@ static void set_syscalls(struct bench_row *row, const struct ctl *c, uint64_t it
 {
 	if (c->syscalls[0] >= 0 && c->syscalls[1] >= 0) {
 		row->has_syscalls = true;
-		row->syscalls_per_op = (double)(c->syscalls[0] + c->syscalls[1]) / (double)iters;
+		row->syscalls_per_msg = (double)(c->syscalls[0] + c->syscalls[1]) / (double)iters;
 	}
 }
 

@@ -119,9 +119,10 @@ struct bench_row {
 	const char *baseline_case;
 	const char *skipped;   /* non-NULL: the subject could not run, and this is why */
 	/* Syscalls made by both processes in the timed phase, per round trip / message
-	 * (JSON `syscalls_per_op`, present only when has_syscalls). */
+	 * (JSON `syscalls_per_msg`, per round trip for ping-pong rows; present, 0 included, only
+	 * when has_syscalls). */
 	bool has_syscalls;
-	double syscalls_per_op;
+	double syscalls_per_msg;
 };
 
 /* Prints one row (table line or JSON object) and remembers it for later ratios. */
@@ -178,7 +179,7 @@ struct bench_pair {
 	struct bench_stats *result; /* optional: receives the ping-pong statistics */
 	/* Count both processes' syscalls over the timed phase (perf tracepoint
 	 * raw_syscalls:sys_enter on each process's main thread and threads it starts later;
-	 * needs root or CAP_PERFMON) and report syscalls_per_op; left out when not permitted.
+	 * needs root or CAP_PERFMON) and report syscalls_per_msg; left out when not permitted.
 	 * Counting makes each syscall a little slower: use it for syscall-free fast paths. */
 	bool count_syscalls;
 
