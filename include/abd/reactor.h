@@ -59,9 +59,12 @@ ABD_DEFINE_POINTER_CLEANUP(struct abd_reactor, abd_reactor_free)
 ABD_EXPORT int abd_reactor_backend(const struct abd_reactor *reactor);
 
 /* Embedding: an fd that becomes readable (POLLIN) when the reactor has work; then call
- * abd_reactor_run_once(reactor, 0). io_uring: an eventfd registered with the ring; epoll: the
- * epoll fd itself. The fd stays the reactor's (do not close it; do not read it). Created on
- * the first call. Errors: -EINVAL, -EBUSY, -ECHILD, -EMFILE, -ENOMEM. */
+ * abd_reactor_run_once(reactor, 0). epoll: the epoll fd itself; io_uring: the ring fd (the
+ * first call moves a DEFER_TASKRUN ring's sources to a ring without it, losing no event:
+ * under DEFER_TASKRUN the kernel does not wake pollers). io_uring completes requests with
+ * task work on the owning thread, which makes that thread's poll()/epoll_wait() return EINTR
+ * first: retry on EINTR. The fd stays the reactor's (do not close it; do not read it).
+ * Errors: -EINVAL, -EBUSY, -ECHILD, -ENOMEM, or what io_uring_setup returned. */
 ABD_EXPORT int abd_reactor_fd(struct abd_reactor *reactor);
 
 /* Wait up to timeout_ns (0: do not block; negative: no limit) for events, then dispatch
