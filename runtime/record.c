@@ -16,8 +16,9 @@
 
 /* ------------------------------------------------------------------ CRC32C -- */
 
-/* Castagnoli polynomial, reflected; one table, built once. */
+/* Castagnoli polynomial, reflected; one table, built once. x86-64 has the instruction. */
 static uint32_t crc_table[256];
+static bool crc_hw;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
@@ -28,9 +29,12 @@ static void crc_init(void)
 			c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
 		crc_table[i] = c;
 	}
+#if defined(__x86_64__) && defined(__clang__)
+	crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
 }
 
-uint32_t abd__crc32c(const void *data, size_t len)
+uint32_t abd__crc32c_sw(const void *data, size_t len)
 {
 	pthread_once(&crc_once, crc_init);
 	const uint8_t *p = data;
@@ -38,6 +42,32 @@ uint32_t abd__crc32c(const void *data, size_t len)
 	for (size_t i = 0; i < len; i++)
 		c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
 	return c ^ 0xFFFFFFFFu;
+}
+
+#if defined(__x86_64__) && defined(__clang__)
+__attribute__((target("sse4.2"))) static uint32_t crc_sse42(const uint8_t *p, size_t n)
+{
+	uint64_t c = 0xFFFFFFFFu;
+	for (; n >= 8; p += 8, n -= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+	}
+	uint32_t c32 = (uint32_t)c;
+	while (n--)
+		c32 = __builtin_ia32_crc32qi(c32, *p++);
+	return c32 ^ 0xFFFFFFFFu;
+}
+#endif
+
+uint32_t abd__crc32c(const void *data, size_t len)
+{
+	pthread_once(&crc_once, crc_init);
+#if defined(__x86_64__) && defined(__clang__)
+	if (crc_hw)
+		return crc_sse42(data, len);
+#endif
+	return abd__crc32c_sw(data, len);
 }
 
 /* ------------------------------------------------------------------ grammar -- */
@@ -85,6 +115,10 @@ ABD_EXPORT void abd_record_free(struct abd_record *rec)
 {
 	if (!rec)
 		return;
+	if (rec->packed) {
+		free(rec); /* tables live in the same allocation */
+		return;
+	}
 	free(rec->slots);
 	free(rec->meta);
 	free(rec->blob);
@@ -97,6 +131,7 @@ int abd__record_copy(const struct abd_record *src, struct abd_record **out)
 	if (!r)
 		return -ENOMEM;
 	*r = *src;
+	r->packed = false;
 	r->slots = NULL;
 	r->meta = NULL;
 	r->blob = NULL;
@@ -122,6 +157,34 @@ fail:
 	return -ENOMEM;
 }
 
+/* A decoded record keeps its tables in its own allocation; before one grows, give each its
+ * own heap block. */
+static int unpack(struct abd_record *r)
+{
+	if (!r->packed)
+		return 0;
+	struct abd__slot *slots = r->slots_cap ? malloc(r->slots_cap * sizeof(*slots)) : NULL;
+	struct abd__meta *meta = r->meta_cap ? malloc(r->meta_cap * sizeof(*meta)) : NULL;
+	char *blob = r->blob_cap ? malloc(r->blob_cap) : NULL;
+	if ((r->slots_cap && !slots) || (r->meta_cap && !meta) || (r->blob_cap && !blob)) {
+		free(slots);
+		free(meta);
+		free(blob);
+		return -ENOMEM;
+	}
+	if (r->nslots)
+		memcpy(slots, r->slots, r->nslots * sizeof(*slots));
+	if (r->nmeta)
+		memcpy(meta, r->meta, r->nmeta * sizeof(*meta));
+	if (r->blob_len)
+		memcpy(blob, r->blob, r->blob_len);
+	r->slots = slots;
+	r->meta = meta;
+	r->blob = blob;
+	r->packed = false;
+	return 0;
+}
+
 static int slot_find(const struct abd_record *r, const char *name, size_t len)
 {
 	for (size_t i = 0; i < r->nslots; i++)
@@ -134,6 +197,8 @@ static int slot_push(struct abd_record *r, const char *name, size_t len, int32_t
                      uint8_t kind)
 {
 	if (r->nslots == r->slots_cap) {
+		if (unpack(r) < 0)
+			return -ENOMEM;
 		size_t cap = r->slots_cap ? r->slots_cap * 2 : 4;
 		if (cap > ABD_SLOTS_MAX)
 			cap = ABD_SLOTS_MAX;
@@ -207,6 +272,9 @@ static const char *meta_value(const struct abd_record *r, size_t i)
 static int meta_push(struct abd_record *r, const char *key, size_t klen, const char *value,
                      size_t vlen)
 {
+	if ((r->nmeta == r->meta_cap || r->blob_len + klen + vlen + 2 > r->blob_cap) &&
+	    unpack(r) < 0)
+		return -ENOMEM;
 	if (r->nmeta == r->meta_cap) {
 		size_t cap = r->meta_cap ? r->meta_cap * 2 : 4;
 		if (cap > ABD_META_MAX)
@@ -541,20 +609,20 @@ ABD_EXPORT int abd_record_decode(const void *buf, size_t len, struct abd_record 
 		return -EBADMSG;
 	}
 
-	rec = calloc(1, sizeof(*rec));
+	/* One allocation for the record and its tables, sized from the header (the walk below
+	 * still checks every entry against the bytes actually present). */
+	size_t blob = nmeta ? ml + 1 : 0;
+	rec = malloc(sizeof(*rec) + nslots * sizeof(*rec->slots) + nmeta * sizeof(*rec->meta) + blob);
 	if (!rec)
 		return -ENOMEM;
-	/* One allocation per table, sized from the header (the walk below still checks every
-	 * entry against the bytes actually present). */
-	if ((nslots && !(rec->slots = malloc(nslots * sizeof(*rec->slots)))) ||
-	    (nmeta && (!(rec->meta = malloc(nmeta * sizeof(*rec->meta))) ||
-	               !(rec->blob = malloc(ml + 1))))) {
-		abd_record_free(rec);
-		return -ENOMEM;
-	}
+	memset(rec, 0, sizeof(*rec));
+	rec->packed = true;
+	rec->slots = (struct abd__slot *)(rec + 1);
+	rec->meta = (struct abd__meta *)(rec->slots + nslots);
+	rec->blob = (char *)(rec->meta + nmeta);
 	rec->slots_cap = nslots;
 	rec->meta_cap = nmeta;
-	rec->blob_cap = nmeta ? ml + 1 : 0;
+	rec->blob_cap = blob;
 	memcpy(rec->instance, p + 16, ABD_INSTANCE_SIZE);
 	rec->pid = (int32_t)get32(p + 32);
 	rec->uid = get32(p + 36);

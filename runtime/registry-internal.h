@@ -41,9 +41,11 @@ struct abd_record {
 	size_t nmeta, meta_cap, meta_bytes; /* meta_bytes: the wire size of the section */
 	char *blob;
 	size_t blob_len, blob_cap;
+	bool packed; /* decoded: slots, meta and blob share the record's allocation */
 };
 
 uint32_t abd__crc32c(const void *data, size_t len);
+uint32_t abd__crc32c_sw(const void *data, size_t len); /* the table, whatever the CPU has */
 bool abd__name_valid(const char *s, size_t len, size_t max);
 int abd__record_copy(const struct abd_record *src, struct abd_record **out);
 size_t abd__record_size(const struct abd_record *r);

@@ -106,8 +106,38 @@ ABD_TEST(registry, record_roundtrip)
 	uint8_t again[4096];
 	cr_assert_eq(abd_record_encode(back, again, sizeof(again)), len);
 	cr_assert_eq(memcmp(buf, again, (size_t)len), 0);
+	/* A decoded record can still be extended (its tables move to their own blocks). */
+	cr_assert_eq(abd_record_add_meta(back, "later", "added"), 0);
+	cr_assert_eq(abd_record_add_fd(back, "extra", 11, ABD_FD_SOCKET), 0);
+	for (int i = 0; i < 20; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "m%d", i);
+		cr_assert_eq(abd_record_add_meta(back, k, "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"), 0);
+	}
+	cr_assert_str_eq(abd_record_meta(back, "owner"), "camera team");
+	cr_assert_str_eq(abd_record_meta(back, "m19"), "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv");
+	cr_assert_eq(abd_record_fd_by_name(back, "extra"), 11);
+	cr_assert_eq(abd_record_fd_by_name(back, "ring"), 7);
+	struct abd_record *third;
+	len = abd_record_encode(back, again, sizeof(again));
+	cr_assert_gt(len, 0);
+	cr_assert_eq(abd_record_decode(again, (size_t)len, &third, NULL), 0);
+	cr_assert_str_eq(abd_record_meta(third, "later"), "added");
+	abd_record_free(third);
 	abd_record_free(back);
 	abd_record_free(rec);
+}
+
+ABD_TEST(registry, crc32c_known_answer)
+{
+	/* The check value of CRC-32C (Castagnoli), by the instruction and by the table. */
+	cr_assert_eq(abd__crc32c("123456789", 9), 0xE3069283u);
+	cr_assert_eq(abd__crc32c_sw("123456789", 9), 0xE3069283u);
+	uint8_t buf[1000];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + 3);
+	for (size_t n = 0; n <= sizeof(buf); n += 37)
+		cr_assert_eq(abd__crc32c(buf, n), abd__crc32c_sw(buf, n), "length %zu", n);
 }
 
 ABD_TEST(registry, record_bounds)
