@@ -613,25 +613,6 @@ out:
 	return c->err[role] ? 1 : 0;
 }
 
-/* Waits for a child until the deadline (ms since epoch of bench_now_ns); false on timeout. */
-static bool reap(pid_t pid, int pidfd, uint64_t deadline_ns, int *status)
-{
-	for (;;) {
-		uint64_t now = bench_now_ns();
-		int ms = now >= deadline_ns ? 0 : (int)((deadline_ns - now) / 1000000) + 1;
-		struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
-		int n = pidfd >= 0 ? poll(&pfd, 1, ms) : 1;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			return false;
-		if (waitpid(pid, status, 0) == pid)
-			return true;
-		if (errno != EINTR)
-			return true;
-	}
-}
-
 static void set_syscalls(struct bench_row *row, const struct ctl *c, uint64_t iters)
 {
 	if (c->syscalls[0] >= 0 && c->syscalls[1] >= 0) {
@@ -688,25 +669,44 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		pidfd[role] = abd__pidfd_open(pid[role], 0);
 	}
 
-	/* A generous deadline: a run that takes minutes is broken or starved, not slow. */
+	/* A generous deadline: a run that takes minutes is broken or starved, not slow. A child
+	 * that fails or dies ends the run at once: its peer would wait for it forever. */
 	uint64_t deadline = bench_now_ns() + (bench_opt.quick ? 30 : 120) * 1000000000ull;
-	bool timeout = false;
-	for (int i = 0; i < 2; i++) {
-		/* A (the timed side) first for ping-pong; B (the timer) first for throughput. */
-		int role = (kind == PINGPONG) ? i : 1 - i;
-		if (pid[role] < 0)
-			continue;
-		uint64_t dl = atomic_load(&c->stage) == STAGE_ABORT ? bench_now_ns() + 2000000000ull
-		                                                    : deadline;
-		if (!(done[role] = reap(pid[role], pidfd[role], dl, &status[role])))
+	bool timeout = false, stop = false;
+	while (!stop) {
+		struct pollfd pfd[2];
+		int who[2], n = 0, ms;
+		for (int k = 0; k < 2; k++)
+			if (pid[k] > 0 && !done[k]) {
+				pfd[n] = (struct pollfd){.fd = pidfd[k], .events = POLLIN};
+				who[n++] = k;
+			}
+		if (!n)
+			break;
+		uint64_t now = bench_now_ns();
+		if (atomic_load(&c->stage) == STAGE_ABORT && deadline > now + 2000000000ull)
+			deadline = now + 2000000000ull; /* a failing side: the other gets 2 s to notice */
+		if (now >= deadline) {
 			timeout = true;
-		if (timeout || atomic_load(&c->stage) == STAGE_ABORT) {
-			/* Nothing more will come: stop the other side at once. */
-			for (int k = 0; k < 2; k++)
-				if (pid[k] > 0 && !done[k] && !killed[k])
-					killed[k] = kill(pid[k], SIGKILL) == 0;
+			break;
+		}
+		ms = (int)((deadline - now) / 1000000) + 1;
+		if (pidfd[0] < 0 || pidfd[1] < 0)
+			ms = ms < 10 ? ms : 10; /* no pidfd: poll waitpid instead */
+		if (poll(pfd, (nfds_t)n, ms) < 0 && errno != EINTR)
+			break;
+		for (int j = 0; j < n; j++) {
+			int k = who[j];
+			if (waitpid(pid[k], &status[k], WNOHANG) != pid[k])
+				continue;
+			done[k] = true;
+			if (!WIFEXITED(status[k]) || WEXITSTATUS(status[k]) != 0)
+				stop = true;
 		}
 	}
+	for (int k = 0; k < 2; k++)
+		if (pid[k] > 0 && !done[k])
+			killed[k] = kill(pid[k], SIGKILL) == 0;
 	for (int k = 0; k < 2; k++) {
 		if (pid[k] > 0 && !done[k])
 			done[k] = waitpid(pid[k], &status[k], 0) == pid[k];
