@@ -20,6 +20,8 @@ static const struct {
 	{"baselines", bench_baselines, "kernel floors: cache line, spin SPSC, futex, eventfd, pipe, unix, inotify, pidfd"},
 	{"discovery", bench_discovery, "registry: publish -> watcher, enumerate 1k/10k, exit -> died, vs inotify/readdir/pidfd"},
 	{"reactor", bench_reactor, "reactor: wake-up through io_uring futex/eventfd and epoll vs bare, dispatch and idle CPU with 1k sources"},
+	{"ring", bench_ring, "shared-memory ring throughput 1P1C/2P2C, 8 B-1 KiB, spin/blocking; syscalls per message"},
+	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings, spin and blocking, vs floors and peers"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

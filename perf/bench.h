@@ -215,6 +215,8 @@ void bench_baselines(void);
 void bench_peers(void);
 void bench_discovery(void);
 void bench_reactor(void);
+void bench_ring(void);
+void bench_pingpong_family(void);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed

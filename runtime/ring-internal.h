@@ -61,7 +61,8 @@ struct abd__ring_hdr {
 	uint64_t popped;
 	uint64_t recovered;
 	uint64_t wakes;
-	uint8_t pad5[32];
+	uint64_t waits;
+	uint8_t pad5[24];
 	/* line 7: reserved, zero */
 	uint8_t pad6[64];
 };
@@ -145,6 +146,7 @@ struct abd_ring {
 	uint32_t unflushed_pushed, unflushed_popped;
 	uint64_t own_wakes, own_waits;
 	unsigned sleeping; /* announced wait kinds (bits as in the lease) */
+	unsigned spin;     /* blocking forms: current spin budget before sleeping */
 	/* last-resort takeover of a slot held by a live peer */
 	int64_t stuck_ns;
 	uint64_t stuck_pos, stuck_since;

@@ -17,7 +17,8 @@
 #include "ring-internal.h"
 
 #define ABD__STALL_POLL_NS 1000000 /* re-check a live claimer we depend on every 1 ms */
-#define ABD__SPIN 128
+#define ABD__SPIN 128 /* most try-op iterations before sleeping */
+#define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
 
 uint64_t abd__ring_now_ns(void)
 {
@@ -172,6 +173,7 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 		tsp = &ts;
 	}
 	r->own_waits++;
+	abd__add(&r->h->waits, 1, RELAXED);
 	if (r->use_futex) {
 		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, tsp, NULL, 0);
@@ -198,13 +200,20 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t timeout_ns,
                     int (*op)(struct abd_ring *, void *), void *arg)
 {
+	/* Adaptive spin: keep spinning while spins pay off (a peer on another CPU answers within
+	 * microseconds), stop when they do not (a peer sharing our CPU cannot run while we spin). */
 	int e = op(r, arg);
-	for (int i = 0; e == -EAGAIN && i < ABD__SPIN; i++) {
+	for (unsigned i = 0; e == -EAGAIN && i < r->spin; i++) {
 		abd__cpu_relax();
 		e = op(r, arg);
 	}
-	if (e != -EAGAIN)
+	if (e != -EAGAIN) {
+		if (r->spin < ABD__SPIN)
+			r->spin = r->spin * 2 + 1;
 		return e;
+	}
+	if (r->spin > ABD__SPIN_MIN)
+		r->spin /= 2;
 	uint64_t deadline = timeout_ns > 0 ? abd__ring_now_ns() + (uint64_t)timeout_ns : 0;
 	for (;;) {
 		uint32_t value;

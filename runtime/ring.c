@@ -76,6 +76,7 @@ static struct abd_ring *ring_alloc(void)
 	r->shfd = r->lockfd = r->evfd = -1;
 	r->stuck_ns = 1000000000;
 	r->stuck_pos = UINT64_MAX;
+	r->spin = 128;
 	return r;
 }
 
@@ -388,6 +389,7 @@ int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
 	out->popped = abd__load(&r->h->popped, RELAXED);
 	out->recovered = abd__load(&r->h->recovered, RELAXED);
 	out->wakes = abd__load(&r->h->wakes, RELAXED);
+	out->waits = abd__load(&r->h->waits, RELAXED);
 	out->own_wakes = r->own_wakes;
 	out->own_waits = r->own_waits;
 	return 0;

@@ -502,6 +502,7 @@ static void sigkill_property(unsigned mode, unsigned np, unsigned nc)
 	struct sigaction sa = { .sa_handler = on_usr1 }, old_sa;
 	sigaction(SIGUSR1, &sa, &old_sa);
 	for (unsigned c = 0; c < cycles; c++) {
+		unsigned fresh = inst;
 		for (unsigned i = 0; i < np; i++)
 			if (!prod[i] && inst < KILL_MAX_INST) {
 				k.inst = inst++;
@@ -510,6 +511,10 @@ static void sigkill_property(unsigned mode, unsigned np, unsigned nc)
 		for (unsigned i = 0; i < nc; i++)
 			if (!cons[i])
 				cons[i] = abd_test_fork(kill_consumer, &k);
+		/* let new producers get going (slow under sanitizers), so kills land mid-stream */
+		for (unsigned i = fresh; i < inst; i++)
+			for (int w = 0; w < 2000 && !__atomic_load_n(&pushed[i], __ATOMIC_ACQUIRE); w++)
+				usleep(100);
 		struct timespec ts = { 0, (long)(rnd(&seed) % 3000000) };
 		nanosleep(&ts, NULL);
 		/* kill one or two at random */

@@ -183,7 +183,8 @@ struct abd_ring_stats {
 	uint64_t wakes;     /* wake syscalls made (all participants) */
 	uint64_t own_wakes; /* wake syscalls made by this handle */
 	uint64_t own_waits; /* sleeps (futex/eventfd waits) made by this handle */
-	uint64_t reserved[4];
+	uint64_t waits;     /* sleeps made (all participants) */
+	uint64_t reserved[3];
 };
 /* Counters are flushed from each handle every few hundred operations and on its slow paths:
  * other participants' figures may lag. Returns 0 or -EINVAL. */

@@ -1,0 +1,457 @@
+/* SPDX-License-Identifier: MIT */
+/* `abd-perf ring` and `abd-perf pingpong`: the shared-memory ring against the bare floors and
+ * the peers, in the same invocation.
+ *
+ * ring (throughput, messages/s; baseline bare-spsc "throughput", same cpus):
+ *   abd-ring throughput           1P1C, single-producer/single-consumer ring, try forms + spin
+ *   abd-ring throughput-block     1P1C, blocking forms (a consumer that runs dry sleeps)
+ *   abd-ring throughput-2p2c      2 producer threads in one process, 2 consumer threads in the
+ *                                 other, MPMC ring, spin (threads, not 4 processes: the runner is
+ *                                 a pair; the contention on the shared memory is the same)
+ *   abd-ring throughput-2p2c-block  the same with blocking forms
+ *     each at 8 B, 64 B and 1 KiB
+ *   abd-ring throughput-batch     1P1C, 8 B, batch forms (64 per call); vs bare-spsc
+ *                                 "throughput-batch"
+ *   abd-ring throughput-busy      1P1C, 8 B, blocking forms with a busy consumer; the runner
+ *                                 counts both processes' syscalls (perf tracepoint) in the timed
+ *                                 phase: syscalls_per_op
+ *   abd-ring syscalls-busy        the same run seen by the ring's own shared counters: (wake
+ *                                 syscalls + sleeps) / messages over the whole run (the fast
+ *                                 paths make no other syscall: the RTSan build checks that)
+ *   peers: zmq-ipc and nng-ipc "throughput" at the same sizes.
+ *
+ * pingpong (round trip, 64 B; p50/p99/p99.9):
+ *   abd-ring rtt        two SPSC rings, try forms + spin; vs bare-cacheline "rtt"
+ *   abd-ring rtt-block  two SPSC rings, blocking forms (futex); vs bare-futex "rtt"
+ *   beside them: bare-spsc, bare-eventfd, bare-pipe, bare-unix, zmq-ipc, nng-ipc, iceoryx
+ *   (blocking "rtt" and busy-polling "rtt-busy").
+ * Every row runs with both processes on their own vCPUs (split) and on one (shared). */
+#include <abd/ring.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "perf/bench.h"
+
+static const char *const cpu_modes[] = {BENCH_SPLIT, BENCH_SHARED};
+static const unsigned sizes[] = {8, 64, 1024};
+
+/* What lives in the runner's shared mapping: the ring's descriptors (inherited across fork). */
+struct shared {
+	int memfd[2], evfd[2];
+	_Atomic uint64_t consumed; /* 2p2c: messages taken by B's threads */
+};
+
+struct cfg {
+	unsigned bytes;
+	unsigned mode;   /* ring modes */
+	bool block;      /* blocking forms */
+	bool two;        /* 2 producer + 2 consumer threads */
+	bool batch;      /* batch forms */
+	bool rings2;     /* ping-pong: two rings */
+};
+
+static int make_ring(struct shared *s, int i, const struct cfg *c, uint32_t cap)
+{
+	struct abd_ring *r;
+	int e = abd_ring_new(cap, c->bytes, c->mode, NULL, &r);
+	if (e < 0)
+		return bench_fail("abd_ring_new: %s", strerror(-e));
+	s->memfd[i] = dup(abd_ring_fd(r));
+	s->evfd[i] = abd_ring_wait_fd(r) >= 0 ? dup(abd_ring_wait_fd(r)) : -1;
+	abd_ring_free(r); /* the descriptors keep it; the children attach */
+	return 0;
+}
+
+static int r_prepare(void *shm, void *arg)
+{
+	const struct cfg *c = arg;
+	struct shared *s = shm;
+	s->memfd[0] = s->memfd[1] = s->evfd[0] = s->evfd[1] = -1;
+	int e = make_ring(s, 0, c, c->rings2 ? 64 : 1024);
+	if (e == 0 && c->rings2)
+		e = make_ring(s, 1, c, 64);
+	return e;
+}
+
+static void r_cleanup(void *shm, void *arg)
+{
+	(void)arg;
+	struct shared *s = shm;
+	for (int i = 0; i < 2; i++) {
+		if (s->memfd[i] >= 0)
+			close(s->memfd[i]);
+		if (s->evfd[i] >= 0)
+			close(s->evfd[i]);
+	}
+}
+
+struct state {
+	const struct cfg *c;
+	struct shared *s;
+	struct abd_ring *h[2]; /* throughput: one per thread; ping-pong: out, in */
+};
+
+static int r_init(enum bench_role role, void *shm, void *arg, void **out)
+{
+	const struct cfg *c = arg;
+	struct shared *s = shm;
+	struct state *st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->c = c;
+	st->s = s;
+	int e = 0;
+	if (c->rings2) {
+		/* A pushes into ring 0 and pops from ring 1; B the other way round */
+		int o = role == BENCH_A ? 0 : 1, i = 1 - o;
+		e = abd_ring_attach(s->memfd[o], s->evfd[o], NULL, ABD_RING_PRODUCER, &st->h[0]);
+		if (e == 0)
+			e = abd_ring_attach(s->memfd[i], s->evfd[i], NULL, ABD_RING_CONSUMER, &st->h[1]);
+	} else {
+		unsigned roles = role == BENCH_A ? ABD_RING_PRODUCER : ABD_RING_CONSUMER;
+		for (int i = 0; i < (c->two ? 2 : 1) && e == 0; i++)
+			e = abd_ring_attach(s->memfd[0], s->evfd[0], NULL, roles, &st->h[i]);
+	}
+	*out = st;
+	return e < 0 ? bench_fail("abd_ring_attach: %s", strerror(-e)) : 0;
+}
+
+static void r_fini(enum bench_role role, void *state)
+{
+	(void)role;
+	struct state *st = state;
+	if (!st)
+		return;
+	abd_ring_free(st->h[0]);
+	abd_ring_free(st->h[1]);
+	free(st);
+}
+
+/* ---- throughput ---- */
+
+struct job {
+	struct state *st;
+	struct abd_ring *r;
+	uint64_t from, n; /* produce: values from .. from+n; consume: until shared total n */
+	int err;
+};
+
+static int push_one(struct state *st, struct abd_ring *r, const void *msg)
+{
+	if (st->c->block)
+		return abd_ring_push(r, msg, st->c->bytes, -1);
+	int e;
+	while ((e = abd_ring_try_push(r, msg, st->c->bytes)) == -EAGAIN)
+		bench_relax();
+	return e;
+}
+
+static void *producer(void *arg)
+{
+	struct job *j = arg;
+	unsigned char msg[1024] = {0};
+	const struct cfg *c = j->st->c;
+	if (c->batch) {
+		enum { B = 64 };
+		uint64_t vals[B];
+		const void *ptrs[B];
+		size_t lens[B];
+		for (int k = 0; k < B; k++)
+			ptrs[k] = &vals[k], lens[k] = 8;
+		for (uint64_t i = 0; i < j->n;) {
+			unsigned k = (unsigned)(j->n - i < B ? j->n - i : B);
+			for (unsigned m = 0; m < k; m++)
+				vals[m] = j->from + i + m;
+			int e = abd_ring_try_push_batch(j->r, ptrs, lens, k);
+			if (e < 0) {
+				j->err = e;
+				return NULL;
+			}
+			if (e == 0)
+				bench_relax();
+			i += (unsigned)e;
+		}
+		return NULL;
+	}
+	for (uint64_t i = 0; i < j->n; i++) {
+		uint64_t v = j->from + i;
+		memcpy(msg, &v, sizeof(v));
+		int e = push_one(j->st, j->r, msg);
+		if (e < 0) {
+			j->err = e;
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static void *consumer(void *arg)
+{
+	struct job *j = arg;
+	struct state *st = j->st;
+	const struct cfg *c = st->c;
+	unsigned char msg[1024];
+	uint64_t expect = j->from;
+	bool check = !c->two; /* 1P1C: FIFO */
+	if (c->batch) {
+		enum { B = 64 };
+		uint64_t vals[B];
+		size_t lens[B];
+		for (uint64_t i = 0; i < j->n;) {
+			unsigned want = (unsigned)(j->n - i < B ? j->n - i : B);
+			int e = abd_ring_try_pop_batch(j->r, vals, 8, lens, want);
+			if (e < 0) {
+				j->err = e;
+				return NULL;
+			}
+			if (e == 0)
+				bench_relax();
+			for (int m = 0; m < e; m++)
+				if (vals[m] != expect++)
+					j->err = -EBADMSG;
+			i += (unsigned)e;
+		}
+		return NULL;
+	}
+	for (;;) {
+		if (c->two && atomic_load_explicit(&st->s->consumed, memory_order_relaxed) >= j->n)
+			return NULL;
+		if (!c->two && j->from == expect && j->n == 0)
+			return NULL;
+		int e;
+		if (c->block)
+			e = abd_ring_pop(j->r, msg, sizeof(msg), c->two ? 1000000 : -1);
+		else
+			e = abd_ring_try_pop(j->r, msg, sizeof(msg));
+		if (e == -EAGAIN || e == -ETIMEDOUT) {
+			if (!c->block)
+				bench_relax();
+			continue;
+		}
+		if (e != (int)c->bytes) {
+			j->err = e < 0 ? e : -EBADMSG;
+			return NULL;
+		}
+		if (check) {
+			uint64_t v;
+			memcpy(&v, msg, sizeof(v));
+			if (v != expect)
+				j->err = -EBADMSG;
+			expect++;
+			if (expect - j->from == j->n)
+				return NULL;
+		} else {
+			atomic_fetch_add_explicit(&st->s->consumed, 1, memory_order_relaxed);
+		}
+	}
+}
+
+static int run_jobs(struct state *st, uint64_t n, void *(*fn)(void *), uint64_t *next)
+{
+	struct job jobs[2];
+	pthread_t th[2];
+	int k = st->c->two ? 2 : 1;
+	for (int i = 0; i < k; i++) {
+		uint64_t share = n / (uint64_t)k + (i == 0 ? n % (uint64_t)k : 0);
+		jobs[i] = (struct job){st, st->h[i], *next, fn == producer ? share : n, 0};
+		if (fn == producer)
+			*next += share;
+		if (pthread_create(&th[i], NULL, fn, &jobs[i]) != 0)
+			return -EAGAIN;
+	}
+	int err = 0;
+	for (int i = 0; i < k; i++) {
+		pthread_join(th[i], NULL);
+		if (jobs[i].err && !err)
+			err = jobs[i].err;
+	}
+	return err < 0 ? bench_fail("%s: %s", fn == producer ? "push" : "pop", strerror(-err)) : 0;
+}
+
+static _Thread_local uint64_t next_value; /* per child: the next value to produce/expect */
+
+static int r_produce(void *state, uint64_t n)
+{
+	return run_jobs(state, n, producer, &next_value);
+}
+
+static int r_consume(void *state, uint64_t n)
+{
+	struct state *st = state;
+	if (st->c->two) {
+		/* counts accumulate across the warm-up call and the timed call; a warm-up that took
+		 * one message too many (two threads racing for the last) shortens the timed call */
+		static _Thread_local uint64_t requested;
+		requested += n;
+		return run_jobs(state, requested, consumer, &next_value);
+	}
+	uint64_t from = next_value;
+	int e = run_jobs(state, n, consumer, &from);
+	next_value += n;
+	return e;
+}
+
+static void throughput(const char *case_name, const char *cpus, struct cfg *c, uint64_t iters,
+                       const char *baseline_case)
+{
+	struct bench_pair p = {.shm_size = sizeof(struct shared), .arg = c,
+	                       .prepare = r_prepare, .cleanup = r_cleanup, .init = r_init,
+	                       .fini = r_fini, .produce = r_produce, .consume = r_consume};
+	bench_throughput(&p, (struct bench_row){.subject = "abd-ring", .case_name = case_name,
+	                                        .cpus = cpus, .msg_bytes = c->bytes,
+	                                        .baseline = "bare-spsc",
+	                                        .baseline_case = baseline_case},
+	                 iters);
+}
+
+/* Syscalls per message: blocking forms, busy consumer, the ring's own counters. */
+static struct {
+	uint64_t pushed, wakes, waits;
+} sys_count;
+
+static void sys_cleanup(void *shm, void *arg)
+{
+	struct shared *s = shm;
+	struct abd_ring *r;
+	if (abd_ring_attach(s->memfd[0], -1, NULL, ABD_RING_CONSUMER, &r) == 0) {
+		struct abd_ring_stats st;
+		if (abd_ring_stats(r, &st) == 0) {
+			sys_count.pushed = st.pushed;
+			sys_count.wakes = st.wakes;
+			sys_count.waits = st.waits;
+		}
+		abd_ring_free(r);
+	}
+	r_cleanup(shm, arg);
+}
+
+static void syscalls_busy(const char *cpus, uint64_t iters)
+{
+	static struct cfg c = {.bytes = 8,
+	                             .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+	                             .block = true};
+	memset(&sys_count, 0, sizeof(sys_count));
+	struct bench_pair p = {.shm_size = sizeof(struct shared), .arg = &c,
+	                       .prepare = r_prepare, .cleanup = sys_cleanup, .init = r_init,
+	                       .fini = r_fini, .produce = r_produce, .consume = r_consume,
+	                       .count_syscalls = true};
+	struct bench_row row = {.subject = "abd-ring", .case_name = "throughput-busy", .cpus = cpus,
+	                        .msg_bytes = 8, .baseline = "bare-spsc",
+	                        .baseline_case = "throughput"};
+	bench_throughput(&p, row, iters);
+	struct bench_row srow = {.subject = "abd-ring", .case_name = "syscalls-busy", .cpus = cpus,
+	                         .msg_bytes = 8, .iters = sys_count.pushed};
+	if (!sys_count.pushed) {
+		bench_skip(&srow, "no counters (the throughput run failed)");
+		return;
+	}
+	srow.syscalls_per_op = (double)(sys_count.wakes + sys_count.waits) / (double)sys_count.pushed;
+	srow.has_syscalls = true;
+	bench_emit(&srow);
+}
+
+void bench_ring(void)
+{
+	uint64_t spin = bench_iters(2000000, 200000), block = bench_iters(500000, 50000);
+	for (int m = 0; m < 2; m++) {
+		const char *cpus = cpu_modes[m];
+		for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
+			unsigned b = sizes[z];
+			struct cfg c1 = {.bytes = b,
+			                 .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
+			throughput("throughput", cpus, &c1, spin, "throughput");
+			c1.block = true;
+			throughput("throughput-block", cpus, &c1, block, "throughput");
+			struct cfg c2 = {.bytes = b, .two = true};
+			throughput("throughput-2p2c", cpus, &c2, spin, "throughput");
+			c2.block = true;
+			throughput("throughput-2p2c-block", cpus, &c2, block, "throughput");
+			bench_peer("zmq-ipc", "throughput", cpus, b);
+			bench_peer("nng-ipc", "throughput", cpus, b);
+		}
+		struct cfg cb = {.bytes = 8, .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+		                 .batch = true};
+		throughput("throughput-batch", cpus, &cb, spin * 4, "throughput-batch");
+		syscalls_busy(cpus, block);
+	}
+}
+
+/* ---- ping-pong ---- */
+
+static int pp_ping(void *state, uint64_t *ns)
+{
+	(void)ns;
+	struct state *st = state;
+	unsigned char msg[64] = {1};
+	int e;
+	if (st->c->block) {
+		if ((e = abd_ring_push(st->h[0], msg, 64, -1)) < 0)
+			return e;
+		return (e = abd_ring_pop(st->h[1], msg, 64, -1)) == 64 ? 0 : e < 0 ? e : -EBADMSG;
+	}
+	while ((e = abd_ring_try_push(st->h[0], msg, 64)) == -EAGAIN)
+		bench_relax();
+	if (e < 0)
+		return e;
+	while ((e = abd_ring_try_pop(st->h[1], msg, 64)) == -EAGAIN)
+		bench_relax();
+	return e == 64 ? 0 : e < 0 ? e : -EBADMSG;
+}
+
+static int pp_pong(void *state)
+{
+	struct state *st = state;
+	unsigned char msg[64];
+	int e;
+	if (st->c->block) {
+		if ((e = abd_ring_pop(st->h[1], msg, 64, -1)) != 64)
+			return e < 0 ? e : -EBADMSG;
+		return abd_ring_push(st->h[0], msg, 64, -1);
+	}
+	while ((e = abd_ring_try_pop(st->h[1], msg, 64)) == -EAGAIN)
+		bench_relax();
+	if (e != 64)
+		return e < 0 ? e : -EBADMSG;
+	while ((e = abd_ring_try_push(st->h[0], msg, 64)) == -EAGAIN)
+		bench_relax();
+	return e;
+}
+
+void bench_pingpong_family(void)
+{
+	static struct cfg spin = {.bytes = 64, .rings2 = true,
+	                                .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
+	static struct cfg block = {.bytes = 64, .rings2 = true, .block = true,
+	                                 .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
+	uint64_t nspin = bench_iters(100000, 10000), nblock = bench_iters(10000, 1000);
+	for (int m = 0; m < 2; m++) {
+		const char *cpus = cpu_modes[m];
+		struct bench_pair p = {.shm_size = sizeof(struct shared), .arg = &spin,
+		                       .prepare = r_prepare, .cleanup = r_cleanup, .init = r_init,
+		                       .fini = r_fini, .ping = pp_ping, .pong = pp_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-ring", .case_name = "rtt",
+		                                      .cpus = cpus, .msg_bytes = 64,
+		                                      .baseline = "bare-cacheline"},
+		               nspin);
+		p.arg = &block;
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-ring", .case_name = "rtt-block",
+		                                      .cpus = cpus, .msg_bytes = 64,
+		                                      .baseline = "bare-futex", .baseline_case = "rtt"},
+		               nblock);
+	}
+	/* the rest of the floors and the peers, in the same run */
+	bench_subject_run("bare-spsc");
+	bench_subject_run("bare-eventfd");
+	bench_subject_run("bare-pipe");
+	bench_subject_run("bare-unix");
+	for (int m = 0; m < 2; m++) {
+		bench_peer("zmq-ipc", "rtt", cpu_modes[m], 64);
+		bench_peer("nng-ipc", "rtt", cpu_modes[m], 64);
+		bench_peer("iceoryx", "rtt", cpu_modes[m], 64);
+		bench_peer("iceoryx", "rtt-busy", cpu_modes[m], 64);
+	}
+}
