@@ -14,7 +14,7 @@
  *                                 "throughput-batch"
  *   abd-ring throughput-busy      1P1C, 8 B, blocking forms with a busy consumer; the runner
  *                                 counts both processes' syscalls (perf tracepoint) in the timed
- *                                 phase: syscalls_per_op
+ *                                 phase: syscalls_per_msg
  *   abd-ring syscalls-busy        the same run seen by the ring's own shared counters: (wake
  *                                 syscalls + sleeps) / messages over the whole run (the fast
  *                                 paths make no other syscall: the RTSan build checks that)
@@ -355,7 +355,7 @@ static void syscalls_busy(const char *cpus, uint64_t iters)
 		bench_skip(&srow, "no counters (the throughput run failed)");
 		return;
 	}
-	srow.syscalls_per_op = (double)(sys_count.wakes + sys_count.waits) / (double)sys_count.pushed;
+	srow.syscalls_per_msg = (double)(sys_count.wakes + sys_count.waits) / (double)sys_count.pushed;
 	srow.has_syscalls = true;
 	srow.ops_per_s = (double)sys_count.n * 1e9 / (double)sys_count.ns; /* the timed part */
 	bench_emit(&srow);
