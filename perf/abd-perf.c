@@ -22,6 +22,7 @@ static const struct {
 	{"reactor", bench_reactor, "reactor: wake-up through io_uring futex/eventfd and epoll vs bare, dispatch and idle CPU with 1k sources"},
 	{"ring", bench_ring, "shared-memory ring throughput 1P1C/2P2C, 8 B-1 KiB, spin/blocking; syscalls per message"},
 	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings, spin and blocking, vs floors and peers"},
+	{"acquire", bench_acquire, "acquisition with verification by pidfd_getfd and by the SCM_RIGHTS handshake vs bare pidfd_getfd / socketpair SCM_RIGHTS"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

@@ -217,6 +217,7 @@ void bench_discovery(void);
 void bench_reactor(void);
 void bench_ring(void);
 void bench_pingpong_family(void);
+void bench_acquire(void);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed
