@@ -332,6 +332,10 @@ ABD_TEST(acquire, reused_pid_is_not_the_publisher)
 	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
 	struct abd_record *rec;
 	cr_assert_eq(abd_registry_lookup(reg, "reuse.svc", &rec), 0);
+	/* start times count clock ticks (10 ms): a process forked within the same tick as the
+	 * publisher would share it, which a real reused pid (after a full pid wrap) never does */
+	struct timespec tick = { 0, 30 * 1000000 };
+	nanosleep(&tick, NULL);
 	pid_t other = abd_test_fork(linger, NULL);
 	static uint8_t buf[ABD_RECORD_MAX];
 	long len = abd_record_encode(rec, buf, sizeof(buf));
