@@ -423,9 +423,12 @@ int abd_acquire(struct abd_registry *reg, const struct abd_record *rec, unsigned
 		int why = 0;
 		if (!ourns) {
 			why = -EXDEV;
-		} else if (abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1 ||
-		           abd_probe_has(ABD_FEAT_PIDFD_GETFD) != 1 || atomic_load(&getfd_enosys)) {
-			why = -ECANCELED;
+		} else if (abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1) {
+			why = abd_probe_error(ABD_FEAT_PIDFD_OPEN); /* -ENOSYS, -EPERM, or masked: -ECANCELED */
+		} else if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) != 1) {
+			why = abd_probe_error(ABD_FEAT_PIDFD_GETFD);
+		} else if (atomic_load(&getfd_enosys)) {
+			why = -ENOSYS;
 		} else {
 			uid_t u;
 			gid_t g;

@@ -37,7 +37,4 @@ static inline void abd__closep(int *fd)
 }
 #define abd__autoclose __attribute__((cleanup(abd__closep)))
 
-/* The raw probe, below the feature mask; used by probe.c and its tests. */
-void abd__probe_reset_for_tests(void);
-
 #endif

@@ -245,11 +245,6 @@ static void ensure_probe(void)
 	pthread_once(&probe.once, run_probe);
 }
 
-void abd__probe_reset_for_tests(void)
-{
-	run_probe();
-}
-
 ABD_EXPORT uint64_t abd_probe_features(void)
 {
 	ensure_probe();

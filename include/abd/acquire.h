@@ -77,7 +77,8 @@ ABD_DEFINE_POINTER_CLEANUP(struct abd_acquired, abd_acquired_free)
 ABD_EXPORT enum abd_fd_transfer abd_acquired_path(const struct abd_acquired *a);
 /* Why pidfd_getfd was not used in an automatic choice: 0 when it was used or the handshake
  * was forced, else a -errno: the one pidfd_getfd gave (-EPERM, -ENOSYS, ...), -EXDEV (another
- * PID namespace), -ECANCELED (the probe or an earlier refusal ruled it out). */
+ * PID namespace), what the probe answered when it lacks pidfd_getfd (-ENOSYS, -EPERM; -ECANCELED
+ * when the feature mask switched it off), -ECANCELED (this publisher refused earlier). */
 ABD_EXPORT int abd_acquired_fallback(const struct abd_acquired *a);
 /* The publisher as the kernel vouched for it: by pidfd (uid/gid from /proc) or by SO_PEERCRED
  * (pid 0 when the publisher is in a PID namespace we cannot see). Non-NULL out-params are
