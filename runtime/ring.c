@@ -80,6 +80,7 @@ static struct abd_ring *ring_alloc(void)
 	return r;
 }
 
+
 /* Everything after the mapping is validated: roles, lease, futex choice, positions. */
 static int ring_join(struct abd_ring *r, unsigned flags)
 {
@@ -103,6 +104,20 @@ static int ring_join(struct abd_ring *r, unsigned flags)
 	 * steps over such slots. */
 	r->sp_tail = abd__load(&r->h->tail, ACQUIRE);
 	r->sc_head = abd__load(&r->h->head, ACQUIRE);
+	return 0;
+}
+
+/* The tail abd_ring_new and abd_ring_attach share: a lease descriptor of this handle's own
+ * (a private reopen of fd), then a seat in the participant table. Frees r on failure. */
+static int ring_open_finish(struct abd_ring *r, int fd, unsigned flags, struct abd_ring **out)
+{
+	r->lockfd = reopen_private(fd);
+	int e = r->lockfd < 0 ? r->lockfd : ring_join(r, flags);
+	if (e < 0) {
+		ring_close(r);
+		return e;
+	}
+	*out = r;
 	return 0;
 }
 
@@ -183,16 +198,7 @@ int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags, const ui
 		if (r->evfd < 0)
 			goto fail_errno;
 	}
-	r->lockfd = reopen_private(r->shfd);
-	if (r->lockfd < 0) {
-		e = r->lockfd;
-		goto fail;
-	}
-	e = ring_join(r, flags);
-	if (e < 0)
-		goto fail;
-	*out = r;
-	return 0;
+	return ring_open_finish(r, r->shfd, flags, out);
 
 fail_errno:
 	e = -errno;
@@ -295,16 +301,7 @@ int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce, unsig
 		if (r->evfd < 0)
 			goto fail_errno;
 	}
-	r->lockfd = reopen_private(memfd);
-	if (r->lockfd < 0) {
-		e = r->lockfd;
-		goto fail;
-	}
-	e = ring_join(r, flags);
-	if (e < 0)
-		goto fail;
-	*out = r;
-	return 0;
+	return ring_open_finish(r, memfd, flags, out);
 
 fail_errno:
 	e = -errno;
