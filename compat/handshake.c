@@ -340,6 +340,26 @@ static int make_addr(int dirfd, const char *path, struct sockaddr_un *sa, sockle
 	return 0;
 }
 
+int abd__hs_listening(int dirfd, const char *name)
+{
+	struct sockaddr_un sa;
+	socklen_t salen;
+	int r = make_addr(dirfd, name, &sa, &salen);
+	if (r < 0)
+		return r;
+	abd__autoclose int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (sock < 0)
+		return -errno;
+	while (connect(sock, (struct sockaddr *)&sa, salen) < 0) {
+		if (errno == EINTR)
+			continue;
+		if (errno == ECONNREFUSED)
+			return 0;
+		return errno == EAGAIN ? 1 : -errno; /* EAGAIN: a full backlog, so a listener */
+	}
+	return 1; /* the server sees a connection that ends without a request */
+}
+
 int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
                    struct abd__hs_peer *peer)
@@ -469,7 +489,12 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 	char *q = s->name + sprintf(s->name, ".abd-");
 	for (int i = 0; i < 16; i++)
 		q += sprintf(q, "%02x", rnd[i]);
-	strcpy(q, ".sock");
+	/* Bound under a temporary name, renamed to the final one once it listens: a name ending
+	 * in ".sock" that refuses connections is therefore a dead publisher's, which GC may
+	 * remove (abd_registry_gc, docs/acquire.md). */
+	char tmp[sizeof(s->name)];
+	snprintf(tmp, sizeof(tmp), "%s" ABD__HS_TMP_SUFFIX, s->name);
+	strcpy(q, ABD__HS_SUFFIX);
 
 	s->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s->lfd < 0) {
@@ -478,7 +503,7 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 	}
 	struct sockaddr_un sa;
 	socklen_t salen;
-	r = make_addr(s->dirfd, s->name, &sa, &salen);
+	r = make_addr(s->dirfd, tmp, &sa, &salen);
 	if (r < 0)
 		goto fail;
 	/* bind creates the file with 0777 & ~umask; tighten it before anyone can connect (the
@@ -487,9 +512,11 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 		r = -errno;
 		goto fail;
 	}
-	if (fchmodat(s->dirfd, s->name, 0600, 0) < 0 || listen(s->lfd, SOMAXCONN) < 0) {
+	/* connect finds a socket by its inode, so the renamed file reaches the same socket */
+	if (fchmodat(s->dirfd, tmp, 0600, 0) < 0 || listen(s->lfd, SOMAXCONN) < 0 ||
+	    renameat(s->dirfd, tmp, s->dirfd, s->name) < 0) {
 		r = -errno;
-		unlinkat(s->dirfd, s->name, 0);
+		unlinkat(s->dirfd, tmp, 0);
 		goto fail;
 	}
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);

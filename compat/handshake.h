@@ -83,6 +83,16 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
                    struct abd__hs_peer *peer);
 
+/* A server's socket is ".abd-<32 hex>" ABD__HS_SUFFIX in the registry directory; while it is
+ * being set up (bind, chmod, listen) it is named with ABD__HS_TMP_SUFFIX instead. */
+#define ABD__HS_SUFFIX ".sock"
+#define ABD__HS_TMP_SUFFIX ".tmp"
+
+/* Does anything listen on the SOCK_SEQPACKET socket name (relative to dirfd, or absolute)?
+ * 1 yes (a connection was made and closed at once, or the backlog is full), 0 nobody
+ * (ECONNREFUSED: its socket was closed), -errno cannot tell (EACCES, ENOENT, EPROTOTYPE...). */
+int abd__hs_listening(int dirfd, const char *name);
+
 int64_t abd__now_ns(void);
 
 #endif

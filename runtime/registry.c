@@ -14,6 +14,7 @@
 #include <sys/statfs.h>
 #include <time.h>
 
+#include "compat/handshake.h"
 #include "runtime/internal.h"
 #include "runtime/registry-internal.h"
 
@@ -942,18 +943,99 @@ ABD_EXPORT int abd_registry_liveness(struct abd_registry *reg, const char *name)
 	return r;
 }
 
-ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
+/* ------------------------------------------------------------------ GC -- */
+
+/* The handshake sockets of publishers (".abd-<32 hex>.sock", compat/handshake.c). One whose
+ * socket is closed refuses connections (ECONNREFUSED): its publisher died, or freed its
+ * server without unlinking. A live server's name always listens: it is bound under
+ * ".abd-<32 hex>.tmp" and renamed once listening. So a ".sock" is removed only when no alive
+ * record names it and connect() is refused. A ".tmp" refuses connections while it is being
+ * set up, for a few syscalls: it is removed only when it also changed more than
+ * SOCK_TMP_GRACE seconds ago (a publisher killed between bind and rename). */
+#define SOCK_TMP_GRACE 60
+
+enum sock_name { SOCK_NOT_OURS, SOCK_FINAL, SOCK_TMP };
+
+static enum sock_name sock_name_kind(const char *name)
 {
-	if (failed)
-		*failed = 0;
-	abd__check(reg, -EINVAL);
+	if (!abd__reserved_name(name))
+		return SOCK_NOT_OURS;
+	const char *p = name + 5;
+	for (int i = 0; i < 2 * ABD_INSTANCE_SIZE; i++)
+		if (hexval(p[i]) < 0)
+			return SOCK_NOT_OURS;
+	p += 2 * ABD_INSTANCE_SIZE;
+	if (strcmp(p, ABD__HS_SUFFIX) == 0)
+		return SOCK_FINAL;
+	if (strcmp(p, ABD__HS_TMP_SUFFIX) == 0)
+		return SOCK_TMP;
+	return SOCK_NOT_OURS;
+}
+
+static bool named_by(char *const *names, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Remove dead handshake sockets; keep those named by alive (names[0..n)). Returns how many. */
+static int gc_sockets(struct abd_registry *reg, char *const *alive, size_t nalive,
+                      unsigned *failed)
+{
+	int fd = openat(reg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	int removed = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		enum sock_name kind = sock_name_kind(e->d_name);
+		if (kind == SOCK_NOT_OURS || (e->d_type != DT_SOCK && e->d_type != DT_UNKNOWN))
+			continue;
+		if (kind == SOCK_FINAL && named_by(alive, nalive, e->d_name))
+			continue;
+		struct stat st;
+		if (fstatat(reg->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(st.st_mode))
+			continue;
+		if (kind == SOCK_TMP) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			if (now.tv_sec - st.st_ctim.tv_sec <= SOCK_TMP_GRACE)
+				continue;
+		}
+		/* 1: somebody listens; < 0: cannot tell (e.g. EACCES: another user's socket) */
+		if (abd__hs_listening(reg->dirfd, e->d_name) != 0)
+			continue;
+		if (unlinkat(reg->dirfd, e->d_name, 0) == 0)
+			removed++;
+		else if (errno != ENOENT && failed)
+			(*failed)++;
+	}
+	closedir(d);
+	return removed;
+}
+
+/* Records first (stale ones removed), then sockets (names that alive records hold kept). */
+static int gc_run(struct abd_registry *reg, bool records, unsigned *failed, int *sockets)
+{
 	struct abd__dirent *list;
 	size_t n;
 	int r = abd__list_dir(reg->dirfd, &list, &n);
 	if (r < 0)
 		return r;
 	uint8_t *buf = malloc(ABD_RECORD_MAX);
-	if (!buf) {
+	char **alive = n ? calloc(n, sizeof(*alive)) : NULL;
+	size_t nalive = 0;
+	if (!buf || (n && !alive)) {
+		free(buf);
+		free(alive);
 		abd__list_free(list, n);
 		return -ENOMEM;
 	}
@@ -962,11 +1044,16 @@ ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
 		struct abd__item it;
 		/* No process cache: a stale record is decided by its lock alone. */
 		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL);
-		if (r == 0 && it.e.state == ABD_STATE_STALE) {
+		if (r == 0 && it.e.state == ABD_STATE_STALE && records) {
 			if (unlinkat(reg->dirfd, it.name, 0) == 0)
 				removed++;
 			else if (errno != ENOENT && failed)
 				(*failed)++;
+		} else if (r == 0 && it.e.state == ABD_STATE_ALIVE && it.rec->socket_len &&
+		           !(alive[nalive] = strdup(it.rec->socket))) {
+			r = -ENOMEM;
+		} else if (r == 0 && it.e.state == ABD_STATE_ALIVE && it.rec->socket_len) {
+			nalive++;
 		}
 		abd__item_clear(&it);
 		if (r == -ENOMEM) {
@@ -974,7 +1061,33 @@ ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
 			break;
 		}
 	}
+	if (removed >= 0) {
+		int k = gc_sockets(reg, alive, nalive, failed);
+		if (sockets)
+			*sockets = k;
+	}
+	for (size_t i = 0; i < nalive; i++)
+		free(alive[i]);
+	free(alive);
 	free(buf);
 	abd__list_free(list, n);
 	return removed;
+}
+
+ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
+{
+	if (failed)
+		*failed = 0;
+	abd__check(reg, -EINVAL);
+	return gc_run(reg, true, failed, NULL);
+}
+
+ABD_EXPORT int abd_registry_gc_sockets(struct abd_registry *reg, unsigned *failed)
+{
+	if (failed)
+		*failed = 0;
+	abd__check(reg, -EINVAL);
+	int sockets = 0;
+	int r = gc_run(reg, false, failed, &sockets);
+	return r < 0 ? r : sockets;
 }

@@ -309,6 +309,88 @@ ABD_TEST(acquire, dead_publisher_is_esrch_on_both_paths)
 	abd_test_rmtree(dir);
 }
 
+/* A socket file at dir/name whose socket is already closed (nobody listens). */
+static void dead_socket_at(const char *dir, const char *name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, name);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(s, 0);
+	cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	close(s);
+}
+
+static bool exists_at(const char *dir, const char *name)
+{
+	struct stat st;
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return lstat(path, &st) == 0;
+}
+
+ABD_TEST(acquire, gc_removes_dead_publishers_sockets_only)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub dead, live;
+	tpub_init(&dead, dir, "gc.dead");
+	tpub_init(&live, dir, "gc.live");
+	start(&dead);
+	start(&live);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *drec, *lrec;
+	cr_assert_eq(abd_registry_lookup(reg, "gc.dead", &drec), 0);
+	cr_assert_eq(abd_registry_lookup(reg, "gc.live", &lrec), 0);
+	char dsock[64], lsock[64];
+	snprintf(dsock, sizeof(dsock), "%s", abd_record_socket(drec));
+	snprintf(lsock, sizeof(lsock), "%s", abd_record_socket(lrec));
+	cr_assert(exists_at(dir, dsock) && exists_at(dir, lsock));
+
+	/* A server no record names yet (a publisher between creating it and publishing): it
+	 * listens, so it stays. */
+	struct abd_acquire_server *srv;
+	cr_assert_eq(abd_acquire_server_new(reg, 0, &srv), 0);
+	/* Named like ours: a closed socket (its owner freed it without unlinking) goes; one
+	 * still being set up (".tmp", changed just now) and a non-socket stay. */
+	const char *closed = ".abd-0123456789abcdef0123456789abcdef.sock";
+	const char *setting_up = ".abd-00000000000000000000000000000000.tmp";
+	const char *not_socket = ".abd-ffffffffffffffffffffffffffffffff.sock";
+	dead_socket_at(dir, closed);
+	dead_socket_at(dir, setting_up);
+	int fd = openat(abd_registry_fd(reg), not_socket, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+
+	tpub_kill(&dead); /* kill -9: its record is stale and its socket file stays behind */
+	cr_assert(exists_at(dir, dsock));
+	unsigned failed = 1;
+	cr_assert_eq(abd_registry_gc(reg, &failed), 1, "only the dead publisher's record");
+	cr_assert_eq(failed, 0);
+	cr_assert_not(exists_at(dir, dsock), "the dead publisher's socket is removed");
+	cr_assert_not(exists_at(dir, closed));
+	cr_assert(exists_at(dir, lsock), "a live publisher's socket stays");
+	cr_assert(exists_at(dir, abd_acquire_server_socket(srv)), "a listening socket stays");
+	cr_assert(exists_at(dir, setting_up));
+	cr_assert(exists_at(dir, not_socket));
+	cr_assert_eq(abd_registry_gc_sockets(reg, NULL), 0);
+
+	/* The live publisher still serves the handshake after GC connected to nothing of it. */
+	struct abd_acquired *a = NULL;
+	cr_assert_eq(abd_acquire(reg, lrec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a), 0);
+	cr_assert(tpub_check_fds(a));
+	abd_acquired_free(a);
+
+	abd_acquire_server_free(srv);
+	cr_assert_eq(tpub_stop(&live), 0);
+	cr_assert_not(exists_at(dir, lsock), "a publisher that stops unlinks its own socket");
+	cr_assert_eq(abd_registry_gc_sockets(reg, NULL), 0);
+	abd_record_free(drec);
+	abd_record_free(lrec);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
 static int linger(void *arg)
 {
 	(void)arg;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* abdctl list / watch / gc / publish, run as the built binary ($ABD_ABDCTL). */
+#include <dirent.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mount.h>
@@ -192,6 +193,12 @@ ABD_TEST(registry_cli, publish_watch_gc)
 	cr_assert_eq(run(gargv, out, sizeof(out), false), 0);
 	cr_assert_str_eq(out, "1\n");
 	expect_event(wfd, "removed", name);
+	/* ... and so is the handshake socket the killed publisher left behind. */
+	DIR *d = opendir(s.dir);
+	cr_assert_not_null(d);
+	for (struct dirent *e; (e = readdir(d));)
+		cr_assert(strncmp(e->d_name, ".abd-", 5) != 0, "%s left behind by gc", e->d_name);
+	closedir(d);
 
 	/* SIGINT: the watcher exits cleanly. */
 	kill(watcher, SIGINT);

@@ -306,7 +306,9 @@ void abdctl_gc_help(FILE *out)
 	fprintf(out, "usage: abdctl gc [--dir DIR]\n\n"
 	             "Removes stale records (their publisher died: nobody holds the record's lock) and\n"
 	             "prints how many. Live records and invalid entries are left alone; another user's\n"
-	             "stale record in a sticky directory is counted as not removable.\n");
+	             "stale record in a sticky directory is counted as not removable. Also removes\n"
+	             "dead publishers' handshake sockets (.abd-*.sock that no alive record names and\n"
+	             "nobody listens on), counted on stderr.\n");
 }
 
 int abdctl_gc(int argc, char **argv)
@@ -319,14 +321,20 @@ int abdctl_gc(int argc, char **argv)
 	struct abd_registry *reg = open_registry("gc", &o);
 	if (!reg)
 		return ABDCTL_FAIL;
-	unsigned failed = 0;
-	r = abd_registry_gc(reg, &failed);
+	unsigned failed = 0, sfailed = 0;
+	/* Sockets first, so their count can be told apart; abd_registry_gc sweeps them too. */
+	int sockets = abd_registry_gc_sockets(reg, &sfailed);
+	r = sockets < 0 ? sockets : abd_registry_gc(reg, &failed);
 	abd_registry_free(reg);
 	if (r < 0) {
 		fprintf(stderr, "abdctl gc: %s\n", strerror(-r));
 		return ABDCTL_FAIL;
 	}
 	printf("%d\n", r);
+	if (sockets)
+		fprintf(stderr, "abdctl gc: removed %d dead handshake socket(s)\n", sockets);
+	if (sfailed)
+		fprintf(stderr, "abdctl gc: %u dead handshake socket(s) could not be removed\n", sfailed);
 	if (failed)
 		fprintf(stderr, "abdctl gc: %u stale record(s) could not be removed (owned by another "
 		                "user in a sticky directory?)\n", failed);

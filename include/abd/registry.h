@@ -217,6 +217,11 @@ ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service
  * (may be NULL) counts stale records that could not be unlinked (e.g. another user's record in
  * a sticky directory: EPERM). */
 ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed);
+/* abd_registry_gc also removes dead publishers' handshake sockets (".abd-<32 hex>.sock": only
+ * those no alive record names and whose socket refuses connections, i.e. nobody listens;
+ * docs/acquire.md, "GC"). This does only that, and returns how many it removed, or -errno;
+ * *failed (may be NULL) counts dead sockets that could not be unlinked. */
+ABD_EXPORT int abd_registry_gc_sockets(struct abd_registry *reg, unsigned *failed);
 
 /* ------------------------------------------------------------------ watching -- */
 
