@@ -10,5 +10,6 @@
 #include <abd/ring.h>
 #include <abd/reactor.h>
 #include <abd/acquire.h>
+#include <abd/service.h>
 
 #endif

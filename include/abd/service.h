@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+/* Services: the front door. One call publishes a ring under a name; one call opens it by name.
+ *
+ *   publisher:  abd_service_publish("camera.frames", &cfg, ABD_SERVICE_PRODUCER, &svc);
+ *               abd_service_push(svc, &frame, sizeof(frame), -1);  ...  abd_service_close(svc);
+ *   consumer:   abd_service_open("camera.frames", &cfg, ABD_SERVICE_CONSUMER, 5e9, &svc);
+ *               n = abd_service_pop(svc, buf, sizeof(buf), -1);   ...  abd_service_close(svc);
+ *
+ * Either side may push, pop or both (the roles are per handle); `abdctl serve` publishes a
+ * consumer, `abdctl send` opens a producer. Underneath: a ring (include/abd/ring.h) in a sealed
+ * memfd with its eventfd, a record in the registry (registry.h) whose instance id is the ring's
+ * nonce and whose metadata states the geometry and message type, and the publisher's handshake
+ * server (acquire.h). Openers watch the registry, so the publisher's withdrawal or death reaches
+ * them as an event, and push/pop on a closed service return -EPIPE: never a crash (the seals
+ * rule out SIGBUS) and never a hang in a blocking call.
+ *
+ * Reactor: every service runs its registry watch and (publisher) its handshake server on a
+ * reactor (reactor.h): the one given in the configuration (embedding: the caller runs it), or
+ * one the service creates and owns (abd_service_reactor() gives it; run it, or embed its fd).
+ * Events (abd_service_set_event_fn) are delivered only from that reactor's run_once/run.
+ * The blocking calls below (open, push, pop) wait by themselves and also notice a publisher's
+ * death without the reactor being run; the event then follows at the next reactor iteration.
+ *
+ * Record metadata of a service (docs/service.md): abd.service = "ring/1", abd.capacity,
+ * abd.slot_size, abd.type (name), abd.type_size (decimal, 0: variable), abd.type_hash (16 hex
+ * digits). Slots: "ring" (memfd) and "wake" (eventfd). The ring header's `closed` word (ring
+ * line 7, docs/ring.md) says the publisher withdrew (1) or died (2).
+ *
+ * Threads: a service handle is used by one thread at a time, the thread that owns its reactor.
+ * After fork() a child must not use the parent's handle (open the service anew). Every
+ * descriptor the service makes is O_CLOEXEC and owned by it. */
+#ifndef ABD_SERVICE_H
+#define ABD_SERVICE_H
+
+#include <abd/common.h>
+#include <abd/reactor.h>
+#include <abd/ring.h>
+#include <sys/types.h>
+
+ABD_BEGIN_DECLS
+
+struct abd_service;
+
+#define ABD_SERVICE_DEFAULT_CAPACITY 256u
+#define ABD_SERVICE_DEFAULT_SLOT_SIZE 256u
+#define ABD_SERVICE_TYPE_MAX 64 /* type name bytes: [A-Za-z0-9._:<>-], same limit as a service */
+#define ABD_SERVICE_ALLOW_MAX 64 /* uids and gids each */
+
+/* Flags of abd_service_publish and abd_service_open. */
+enum abd_service_flags {
+	ABD_SERVICE_PRODUCER = 1u << 0, /* this handle pushes */
+	ABD_SERVICE_CONSUMER = 1u << 1, /* this handle pops; neither role: both */
+	/* publish only: ring modes (ring.h): at most one producer / consumer handle at a time in
+	 * all processes; a second gets -EBUSY at open. */
+	ABD_SERVICE_SINGLE_PRODUCER = 1u << 2,
+	ABD_SERVICE_SINGLE_CONSUMER = 1u << 3,
+	/* open only: force an acquisition path (acquire.h); both: -EINVAL. */
+	ABD_SERVICE_PIDFD_GETFD = 1u << 4,
+	ABD_SERVICE_SCM_RIGHTS = 1u << 5,
+	/* open only: no role at all, for statistics (abdctl info): push/pop give -EPERM and the
+	 * handle is not counted among producers or consumers. Exclusive with the roles. */
+	ABD_SERVICE_OBSERVER = 1u << 6,
+};
+
+/* What a publisher offers and an opener expects. Zero it ({0}, memset, or C++ `{}`), then set
+ * what matters; NULL where a call takes one means all defaults. Fields a call does not use
+ * are ignored. Borrowed for the duration of the call only. */
+struct abd_service_config {
+	/* The registry directory (abd_registry_open; created 0700 if missing). NULL: its default
+	 * choice ($ABD_REGISTRY, /run/abd, $XDG_RUNTIME_DIR/abd, /dev/shm/abd-UID). */
+	const char *dir;
+	/* publish: ring slots (a power of two, 2 .. ABD_RING_MAX_CAPACITY; 0: 256) and the
+	 * largest message in bytes (1 .. ABD_RING_MAX_SLOT_SIZE; 0: type_size, or 256). */
+	uint32_t capacity;
+	uint32_t slot_size;
+	/* The message type. publish: stored in the record (type_name NULL or "": untyped bytes).
+	 * open: type_name NULL or "" accepts any service; otherwise name, size and hash must all
+	 * equal the publisher's, else -EPROTOTYPE. type_size != 0 makes every push and pop of the
+	 * handle exactly that many bytes. type_hash: any value both sides agree on (e.g. a hash of
+	 * the struct's layout); 0 is a value like any other. */
+	const char *type_name;
+	uint32_t type_size;
+	uint64_t type_hash;
+	/* publish: the access policy, on top of the default (root and the publisher's own
+	 * effective uid): these uids, and clients whose effective or primary gid is one of these
+	 * gids, may open the service (at most ABD_SERVICE_ALLOW_MAX each). Others get -EACCES. */
+	const uid_t *allow_uids;
+	unsigned n_allow_uids;
+	const gid_t *allow_gids;
+	unsigned n_allow_gids;
+	/* publish: the ptracer policy (acquire.h, abd_acquire_set_ptracer): 0 declares nothing
+	 * (default: under Yama ptrace_scope=1 openers then take the handshake), a pid, or
+	 * ABD_PTRACER_ANY. Process-wide and left in place by abd_service_close. */
+	pid_t ptracer;
+	/* Both: run on this reactor (borrowed: it must outlive the service; the caller runs it)
+	 * instead of one the service creates. reactor_flags: abd_reactor_new flags for a reactor
+	 * the service creates (0, ABD_REACTOR_FORCE_EPOLL, ABD_REACTOR_FORCE_IO_URING). */
+	struct abd_reactor *reactor;
+	unsigned reactor_flags;
+	void *reserved[8]; /* zero */
+};
+
+/* Create a ring service and publish it as `name` (1..ABD_SERVICE_MAX bytes of [A-Za-z0-9._-],
+ * no leading dot): a ring (capacity x slot_size, the given modes), its eventfd, a handshake
+ * server with the access policy, and the record. The service serves openers from its reactor:
+ * run it (own reactor: abd_service_reactor) or the blocking calls of the publisher do it, so
+ * that a publisher that only pushes with blocking calls also answers openers while it waits.
+ *
+ * Returns 0 and *out (close with abd_service_close), or:
+ *   -EINVAL       bad name, flags, geometry (capacity not a power of two, type_size larger
+ *                 than slot_size, ...), a type name outside its grammar, reserved not zero
+ *   -E2BIG        more than ABD_SERVICE_ALLOW_MAX uids or gids
+ *   -EOPNOTSUPP   the registry's filesystem has no O_TMPFILE (use tmpfs)
+ *   -EACCES/-EPERM  the registry directory cannot be written, or is unsafe (registry.h)
+ *   -ENOMEM, -EMFILE, or another -errno of abd_registry_open, abd_ring_new,
+ *   abd_acquire_server_new, abd_publish, abd_acquire_set_ptracer or abd_reactor_new. */
+ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
+                                                 const struct abd_service_config *cfg,
+                                                 unsigned flags, struct abd_service **out);
+
+/* Open the service `name`, waiting up to timeout_ns (< 0: forever; 0: only what is there now)
+ * for an alive publisher to appear. The wait runs the service's reactor (own, or the given
+ * one through abd_reactor_run_once: so not from inside one of its callbacks: -EBUSY). When
+ * several publishers of the name are alive, the newest is taken. A publisher that dies while
+ * it is being opened is skipped and the wait goes on.
+ *
+ * Returns 0 and *out (close with abd_service_close), or:
+ *   -EINVAL       bad name or flags, both forcing flags, a role with ABD_SERVICE_OBSERVER
+ *   -ETIMEDOUT    no alive publisher of that name appeared in time
+ *   -EPROTOTYPE   cfg names a type and the service's type name, size or hash differ
+ *   -EPROTONOSUPPORT  the record is not a ring service (no abd.service = ring/1 metadata), or
+ *                 a future version of one
+ *   -EMSGSIZE     cfg->type_size exceeds the service's slot size
+ *   -EACCES       the publisher's access policy refused us (acquire.h)
+ *   -EBUSY        a single-producer/consumer role is held by a live peer; or called from a
+ *                 callback of the given reactor
+ *   -EUSERS       the ring's participant table is full (ABD_RING_MAX_PARTICIPANTS)
+ *   -EPROTO, -ESTALE, -EBADMSG  the publisher's descriptors failed verification (acquire.h,
+ *                 ring.h): a hostile or broken publisher
+ *   -ENOMEM, -EMFILE, or another -errno of abd_registry_open, abd_watch_new, abd_acquire,
+ *   abd_ring_attach or abd_reactor_new. */
+ABD_EXPORT ABD_NODISCARD int abd_service_open(const char *name,
+                                              const struct abd_service_config *cfg,
+                                              unsigned flags, int64_t timeout_ns,
+                                              struct abd_service **out);
+
+/* Leave the service. A publisher first marks the ring closed and wakes every sleeper (so its
+ * openers see -EPIPE at once), then withdraws its record and stops serving. Every source the
+ * service added to a given reactor is removed; an own reactor is freed. NULL is accepted.
+ * Must not be called from the service's own event callback (it is deferred then: the handle
+ * is closed right after the callback returns). */
+ABD_EXPORT void abd_service_close(struct abd_service *svc);
+ABD_DEFINE_POINTER_CLEANUP(struct abd_service, abd_service_close)
+
+/* ---- Messages ------------------------------------------------------------------------- */
+
+/* Fast paths: no syscall and no lock unless a peer sleeps (ring.h); the closed check is one
+ * load of a cache line nobody writes.
+ *
+ * try_push: push one message of len bytes. Returns 0, or -EAGAIN (full), -EPIPE (the
+ * publisher withdrew or died: nobody will read the ring any more; also on the publisher's own
+ * handle after abd_service_close began), -EMSGSIZE (len > slot size, or len != type_size of a
+ * typed handle), -EPERM (no producer role), -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_service_try_push(struct abd_service *svc, const void *data,
+                                                  size_t len);
+/* try_pop: pop one message into buf. Returns its length, or -EAGAIN (empty), -EPIPE (closed
+ * and drained: messages committed before the publisher left are still delivered first),
+ * -EMSGSIZE (the message is longer than size, or a typed handle got another size: it stays in
+ * the ring / is dropped respectively), -EBADMSG (a slot corrupted by a peer, dropped),
+ * -EOWNERDEAD (ring.h), -EPERM (no consumer role), -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size);
+
+/* Blocking forms: as the try forms, waiting up to timeout_ns (< 0: forever; 0: no wait) for
+ * space or a message. While waiting they serve the publisher's handshakes (publisher) and
+ * check the registry for the publisher's death about every 50 ms (opener), so a death ends
+ * the wait with -EPIPE even when nobody runs the reactor. Additional returns: -ETIMEDOUT,
+ * -EINTR (a signal interrupted the wait), -EBUSY (called from a callback of the service's
+ * reactor). */
+ABD_EXPORT ABD_NODISCARD int abd_service_push(struct abd_service *svc, const void *data,
+                                              size_t len, int64_t timeout_ns);
+ABD_EXPORT ABD_NODISCARD int abd_service_pop(struct abd_service *svc, void *buf, size_t size,
+                                             int64_t timeout_ns);
+
+/* ---- Events --------------------------------------------------------------------------- */
+
+enum abd_service_event {
+	/* The publisher withdrew (status -ESHUTDOWN) or died (status -ECONNRESET). Delivered once
+	 * to every opener; push/pop return -EPIPE from then on (pop after draining). */
+	ABD_SERVICE_EVENT_CLOSED = 1,
+	/* (consumer role) messages may be waiting: pop with the try form until -EAGAIN. Armed
+	 * again after the callback returns; delivered only while a callback is set. Status 0. */
+	ABD_SERVICE_EVENT_READABLE = 2,
+};
+typedef void abd_service_event_fn(struct abd_service *svc, enum abd_service_event event,
+                                  int status, void *userdata);
+
+/* Set (or with fn NULL clear) the event callback. Events are delivered from the service's
+ * reactor. Returns 0, -EINVAL, or -ENOMEM / a reactor error when arming READABLE failed. */
+ABD_EXPORT int abd_service_set_event_fn(struct abd_service *svc, abd_service_event_fn *fn,
+                                        void *userdata);
+
+/* ---- Inspection ----------------------------------------------------------------------- */
+
+/* The reactor the service runs on (borrowed: the given one, or its own). NULL for NULL. */
+ABD_EXPORT struct abd_reactor *abd_service_reactor(const struct abd_service *svc);
+/* The ring itself (borrowed, owned by svc), for the zero-copy forms (reserve/commit,
+ * peek/release) and the batch forms of ring.h. Those do not check the closed flag: call
+ * abd_service_closed() now and then. NULL for NULL. */
+ABD_EXPORT struct abd_ring *abd_service_ring(const struct abd_service *svc);
+/* 0 while open; -ESHUTDOWN (withdrawn) or -ECONNRESET (died) once the publisher left, as far
+ * as this handle knows; -EINVAL for NULL. */
+ABD_EXPORT int abd_service_closed(const struct abd_service *svc);
+/* The service's name, and the record's file name ("<name>.<instance hex>"). NULL for NULL. */
+ABD_EXPORT const char *abd_service_name(const struct abd_service *svc);
+ABD_EXPORT const char *abd_service_record_name(const struct abd_service *svc);
+/* 1 for the publisher's handle, 0 for an opener's, -EINVAL for NULL. */
+ABD_EXPORT int abd_service_is_publisher(const struct abd_service *svc);
+/* The publisher's pid as the registry records it (0 when unknown), -EINVAL for NULL. */
+ABD_EXPORT pid_t abd_service_publisher_pid(const struct abd_service *svc);
+/* The message type, as published: name ("" untyped), size (0 variable), hash. Non-NULL
+ * out-params are filled. Returns 0 or -EINVAL. */
+ABD_EXPORT int abd_service_type(const struct abd_service *svc, const char **name,
+                                uint32_t *size, uint64_t *hash);
+
+struct abd_service_stats {
+	uint64_t capacity;       /* slots */
+	uint64_t slot_size;      /* largest message */
+	uint64_t occupancy;      /* messages waiting now (claimed positions not yet taken) */
+	uint64_t pushed;         /* positions ever claimed by producers (messages pushed) */
+	uint64_t popped;         /* positions ever taken by consumers (messages popped) */
+	uint64_t recovered;      /* slots recovered from dead or stuck participants */
+	uint64_t wakes;          /* wake syscalls made, all participants (lags: ring.h) */
+	uint64_t waits;          /* sleeps made, all participants (lags) */
+	uint32_t producers;      /* live participants with the producer role, this handle excluded */
+	uint32_t consumers;      /* live participants with the consumer role, this handle excluded */
+	uint32_t data_sleepers;  /* consumers asleep waiting for a message */
+	uint32_t space_sleepers; /* producers asleep waiting for space */
+	uint64_t reserved[6];
+};
+/* A snapshot of the ring's figures, read from shared memory (one F_OFD_GETLK per held
+ * participant lease to count the live ones: a slow path, not for every message). Returns 0
+ * or -EINVAL. */
+ABD_EXPORT int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out);
+
+ABD_END_DECLS
+
+#endif
