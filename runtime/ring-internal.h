@@ -63,12 +63,15 @@ struct abd__ring_hdr {
 	uint64_t wakes;
 	uint64_t waits;
 	uint8_t pad5[24];
-	/* line 7: reserved, zero */
-	uint8_t pad6[64];
+	/* line 7: written at most once per ring. closed: 0 open; the service layer (service.c)
+	 * stores 1 when the publisher withdrew, 2 when it died. */
+	uint32_t closed;
+	uint8_t pad6[60];
 };
 _Static_assert(sizeof(struct abd__ring_hdr) == ABD__RING_HEADER_SIZE, "header is 8 lines");
 _Static_assert(offsetof(struct abd__ring_hdr, tail) == 128, "tail on line 2");
 _Static_assert(offsetof(struct abd__ring_hdr, data_futex) == 256, "data eventcount on line 4");
+_Static_assert(offsetof(struct abd__ring_hdr, closed) == 448, "closed word on line 7");
 
 enum { ABD__LEASE_FREE = 0, ABD__LEASE_HELD = 1 };
 struct abd__ring_lease {
@@ -76,7 +79,8 @@ struct abd__ring_lease {
 	uint32_t pid;      /* informational: the holder's pid in its own namespace */
 	uint32_t sleeping; /* bit 0: counted in data_sleepers; bit 1: in space_sleepers */
 	uint32_t gen;      /* bumped at every acquisition */
-	uint8_t pad[48];
+	uint32_t roles;    /* informational: the holder's ABD_RING_PRODUCER/CONSUMER bits */
+	uint8_t pad[44];
 };
 _Static_assert(sizeof(struct abd__ring_lease) == ABD__RING_LEASE_SIZE, "lease is one line");
 

@@ -20,6 +20,11 @@ static const struct abdctl_command commands[] = {
 	  abdctl_info_help },
 	{ "publish", "publish a service record and hold it until interrupted", abdctl_publish,
 	  abdctl_publish_help },
+	{ "serve", "publish a ring service and print the messages that arrive", abdctl_serve,
+	  abdctl_serve_help },
+	{ "send", "send messages (arguments or stdin lines) to a ring service", abdctl_send,
+	  abdctl_send_help },
+	{ "recv", "receive messages from a ring service", abdctl_recv, abdctl_recv_help },
 };
 
 static void usage(FILE *out)

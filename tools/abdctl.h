@@ -6,8 +6,18 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 not found. */
-enum { ABDCTL_OK = 0, ABDCTL_FAIL = 1, ABDCTL_USAGE = 2, ABDCTL_NOTFOUND = 3 };
+/* Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 not found (or did not
+ * appear in time), 4 the service closed (its publisher left), 5 access denied, 6 not a ring
+ * service or another message type. */
+enum {
+	ABDCTL_OK = 0,
+	ABDCTL_FAIL = 1,
+	ABDCTL_USAGE = 2,
+	ABDCTL_NOTFOUND = 3,
+	ABDCTL_CLOSED = 4,
+	ABDCTL_DENIED = 5,
+	ABDCTL_MISMATCH = 6,
+};
 
 struct abdctl_command {
 	const char *name;
@@ -28,6 +38,12 @@ int abdctl_gc(int argc, char **argv);
 void abdctl_gc_help(FILE *out);
 int abdctl_publish(int argc, char **argv);
 void abdctl_publish_help(FILE *out);
+int abdctl_serve(int argc, char **argv);
+void abdctl_serve_help(FILE *out);
+int abdctl_send(int argc, char **argv);
+void abdctl_send_help(FILE *out);
+int abdctl_recv(int argc, char **argv);
+void abdctl_recv_help(FILE *out);
 int abdctl_info(int argc, char **argv);
 void abdctl_info_help(FILE *out);
 

@@ -57,8 +57,9 @@ enum abd_service_flags {
 	/* open only: force an acquisition path (acquire.h); both: -EINVAL. */
 	ABD_SERVICE_PIDFD_GETFD = 1u << 4,
 	ABD_SERVICE_SCM_RIGHTS = 1u << 5,
-	/* open only: no role at all, for statistics (abdctl info): push/pop give -EPERM and the
-	 * handle is not counted among producers or consumers. Exclusive with the roles. */
+	/* No role at all: push/pop give -EPERM and the handle is not counted among producers or
+	 * consumers. open: for statistics (abdctl info); publish: a rendezvous that only holds
+	 * the ring for its openers (abdctl serve --hold). Exclusive with the roles. */
 	ABD_SERVICE_OBSERVER = 1u << 6,
 };
 
@@ -107,8 +108,9 @@ struct abd_service_config {
  * that a publisher that only pushes with blocking calls also answers openers while it waits.
  *
  * Returns 0 and *out (close with abd_service_close), or:
- *   -EINVAL       bad name, flags, geometry (capacity not a power of two, type_size larger
- *                 than slot_size, ...), a type name outside its grammar, reserved not zero
+ *   -EINVAL       bad name, flags (ABD_SERVICE_OBSERVER with a role or mode), geometry (capacity not
+ *                 a power of two, type_size larger than slot_size, ...), a type name outside
+ *                 its grammar, reserved not zero
  *   -E2BIG        more than ABD_SERVICE_ALLOW_MAX uids or gids
  *   -EOPNOTSUPP   the registry's filesystem has no O_TMPFILE (use tmpfs)
  *   -EACCES/-EPERM  the registry directory cannot be written, or is unsafe (registry.h)

@@ -1,0 +1,993 @@
+/* SPDX-License-Identifier: MIT */
+/* Services: a ring published under a name, opened by name (include/abd/service.h).
+ *
+ * The publisher's half: ring + eventfd + handshake server + record with the type in its
+ * metadata; the server runs on the reactor (an io source on its fd and a timer for its
+ * deadline). The opener's half: a registry watch on the reactor, which finds the publisher
+ * (open) and then learns of its withdrawal or death (closed). The closed state lives in two
+ * places: the handle (what this process learnt) and the ring header's `closed` word (what any
+ * participant learnt: the publisher on close, any opener's watch on a death), so that the fast
+ * paths check one load and every participant stops at once. */
+#include <abd/acquire.h>
+#include <abd/registry.h>
+#include <abd/service.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include "internal.h"
+#include "ring-internal.h"
+
+#define SERVICE_PROTO "ring/1"
+/* Blocking waits look at the registry (opener) or the handshake server (publisher) at least
+ * this often, so a death or a new opener is never waited on for long without a reactor. */
+#define SLICE_NS (20ll * 1000 * 1000)
+/* Closed word values in the ring header (docs/ring.md line 7). */
+enum { CLOSED_OPEN = 0, CLOSED_WITHDRAWN = 1, CLOSED_DIED = 2 };
+
+struct abd_service {
+	char name[ABD_SERVICE_MAX + 1];
+	char record_name[ABD_RECORD_NAME_MAX + 1];
+	char type_name[ABD_SERVICE_TYPE_MAX + 1];
+	uint32_t type_size; /* the service's type size (0: variable) */
+	uint64_t type_hash;
+	uint32_t msg_size; /* every message of this handle has exactly this size (0: any) */
+	bool publisher;
+	unsigned roles; /* ABD_RING_PRODUCER / ABD_RING_CONSUMER bits; 0 for an observer */
+	pid_t pub_pid;
+	int closed; /* 0, -ESHUTDOWN or -ECONNRESET: what this handle learnt */
+
+	struct abd_registry *reg;
+	struct abd_reactor *reactor;
+	bool own_reactor;
+	struct abd_ring *ring;
+
+	/* publisher */
+	struct abd_publication *pub;
+	struct abd_acquire_server *srv;
+	struct abd_source *srv_src, *srv_timer;
+
+	/* opener */
+	struct abd_watch *watch;
+	struct abd_source *watch_src;
+	bool changed; /* open: an event named our service */
+
+	/* events */
+	abd_service_event_fn *fn;
+	void *ud;
+	struct abd_source *closed_src;
+	bool closed_delivered;
+	bool in_event, close_pending;
+	/* READABLE */
+	struct abd_source *rd_futex, *rd_io, *rd_timer, *rd_defer;
+	bool rd_waiting;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool type_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n > ABD_SERVICE_TYPE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("._:<>-", c)))
+			return false;
+	}
+	return true;
+}
+
+static bool zero(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+/* ------------------------------------------------------------------ closed state -- */
+
+/* Wake every sleeper of both eventcounts, armed or not: a closed ring owes everyone a look.
+ * The sequence bump makes a waiter that is about to sleep with the old value return at once. */
+static void wake_all(struct abd_ring *r)
+{
+	uint32_t *words[2] = { &r->h->data_futex, &r->h->space_futex };
+	for (int i = 0; i < 2; i++) {
+		__atomic_fetch_add(words[i], 2, __ATOMIC_SEQ_CST);
+		syscall(SYS_futex, words[i], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	}
+	if (r->evfd >= 0) {
+		uint64_t one = 1;
+		ssize_t n = write(r->evfd, &one, sizeof(one));
+		(void)n;
+	}
+}
+
+static inline bool shared_closed(const struct abd_service *svc)
+{
+	return abd__load(&svc->ring->h->closed, RELAXED) != CLOSED_OPEN;
+}
+
+static inline bool is_closed(const struct abd_service *svc)
+{
+	return abd__unlikely(svc->closed != 0) || abd__unlikely(shared_closed(svc));
+}
+
+static int closed_status(const struct abd_service *svc)
+{
+	if (svc->closed)
+		return svc->closed;
+	uint32_t w = abd__load(&svc->ring->h->closed, ACQUIRE);
+	return w == CLOSED_OPEN ? 0 : w == CLOSED_DIED ? -ECONNRESET : -ESHUTDOWN;
+}
+
+static void closed_cb(struct abd_source *src, int status, uint64_t value, void *ud);
+
+static void deliver_closed_later(struct abd_service *svc)
+{
+	if (!svc->fn || svc->closed_delivered || svc->closed_src || !svc->closed)
+		return;
+	/* failure (ENOMEM): the state is still visible through push/pop and abd_service_closed */
+	(void)abd_reactor_add_defer(svc->reactor, closed_cb, svc, &svc->closed_src);
+}
+
+/* This process learnt that the publisher left: remember it, tell every participant through
+ * the ring header, wake every sleeper, and queue the event. */
+static void mark_closed(struct abd_service *svc, int status)
+{
+	if (svc->closed)
+		return;
+	uint32_t expect = CLOSED_OPEN;
+	uint32_t want = status == -ECONNRESET ? CLOSED_DIED : CLOSED_WITHDRAWN;
+	if (!abd__cas(&svc->ring->h->closed, &expect, want, SEQ_CST))
+		status = expect == CLOSED_DIED ? -ECONNRESET : -ESHUTDOWN;
+	svc->closed = status;
+	wake_all(svc->ring);
+	deliver_closed_later(svc);
+}
+
+static void real_close(struct abd_service *svc);
+
+static void event(struct abd_service *svc, enum abd_service_event ev, int status)
+{
+	if (!svc->fn)
+		return;
+	svc->in_event = true;
+	svc->fn(svc, ev, status, svc->ud);
+	svc->in_event = false;
+}
+
+static void closed_cb(struct abd_source *src, abd__unused int status, abd__unused uint64_t value,
+                      void *ud)
+{
+	struct abd_service *svc = ud;
+	abd_source_free(src);
+	svc->closed_src = NULL;
+	svc->closed_delivered = true;
+	event(svc, ABD_SERVICE_EVENT_CLOSED, svc->closed);
+	if (svc->close_pending)
+		real_close(svc);
+}
+
+/* ------------------------------------------------------------------ opener: watch -- */
+
+static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry *e)
+{
+	struct abd_service *svc = ud;
+	if (!e->name)
+		return;
+	if (svc->ring) {
+		if (strcmp(e->name, svc->record_name) != 0)
+			return;
+		if (type == ABD_EVENT_DIED)
+			mark_closed(svc, -ECONNRESET);
+		else if (type == ABD_EVENT_REMOVED)
+			mark_closed(svc, shared_closed(svc) ? closed_status(svc) : -ESHUTDOWN);
+		return;
+	}
+	if (e->service && strcmp(e->service, svc->name) == 0)
+		svc->changed = true;
+}
+
+static void watch_process(struct abd_service *svc)
+{
+	int r = abd_watch_process(svc->watch, on_watch, svc);
+	if (r == -EIDRM && svc->ring) /* the directory itself went away: nobody can find it */
+		mark_closed(svc, -ESHUTDOWN);
+}
+
+static void watch_cb(abd__unused struct abd_source *src, abd__unused int status,
+                     abd__unused uint64_t value, void *ud)
+{
+	watch_process(ud);
+}
+
+/* ------------------------------------------------------------------ publisher: server -- */
+
+static void srv_cb(struct abd_source *src, int status, uint64_t value, void *ud);
+
+static void srv_rearm(struct abd_service *svc)
+{
+	int64_t d = abd_acquire_server_deadline(svc->srv);
+	if (d < 0)
+		return;
+	if (svc->srv_timer)
+		(void)abd_source_set_timer(svc->srv_timer, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE);
+	else
+		(void)abd_reactor_add_timer(svc->reactor, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE, srv_cb,
+		                            svc, &svc->srv_timer);
+}
+
+static void srv_process(struct abd_service *svc)
+{
+	(void)abd_acquire_server_process(svc->srv);
+	srv_rearm(svc);
+}
+
+static void srv_cb(abd__unused struct abd_source *src, abd__unused int status,
+                   abd__unused uint64_t value, void *ud)
+{
+	srv_process(ud);
+}
+
+/* ------------------------------------------------------------------ shared -- */
+
+static int setup_reactor(struct abd_service *svc, const struct abd_service_config *cfg)
+{
+	if (cfg->reactor) {
+		svc->reactor = cfg->reactor;
+		return 0;
+	}
+	svc->own_reactor = true;
+	return abd_reactor_new(cfg->reactor_flags, &svc->reactor);
+}
+
+static int check_config(const struct abd_service_config *cfg)
+{
+	abd__check(zero(cfg->reserved, sizeof(cfg->reserved)), -EINVAL);
+	abd__check(!cfg->type_name || type_name_valid(cfg->type_name), -EINVAL);
+	abd__check(!cfg->n_allow_uids || cfg->allow_uids, -EINVAL);
+	abd__check(!cfg->n_allow_gids || cfg->allow_gids, -EINVAL);
+	abd__check(cfg->n_allow_uids <= ABD_SERVICE_ALLOW_MAX, -E2BIG);
+	abd__check(cfg->n_allow_gids <= ABD_SERVICE_ALLOW_MAX, -E2BIG);
+	abd__check(!(cfg->reactor_flags & ~(ABD_REACTOR_FORCE_EPOLL | ABD_REACTOR_FORCE_IO_URING)),
+	           -EINVAL);
+	return 0;
+}
+
+static void set_record_name(struct abd_service *svc, const uint8_t *instance)
+{
+	int n = snprintf(svc->record_name, sizeof(svc->record_name), "%s.", svc->name);
+	for (int i = 0; i < ABD_INSTANCE_SIZE && n > 0; i++)
+		n += snprintf(svc->record_name + n, sizeof(svc->record_name) - (size_t)n, "%02x",
+		              instance[i]);
+}
+
+static unsigned ring_roles(unsigned flags)
+{
+	unsigned roles = 0;
+	if (flags & ABD_SERVICE_PRODUCER)
+		roles |= ABD_RING_PRODUCER;
+	if (flags & ABD_SERVICE_CONSUMER)
+		roles |= ABD_RING_CONSUMER;
+	if (!roles && !(flags & ABD_SERVICE_OBSERVER))
+		roles = ABD_RING_PRODUCER | ABD_RING_CONSUMER;
+	return roles;
+}
+
+/* ------------------------------------------------------------------ publish -- */
+
+#define PUBLISH_FLAGS                                                                  \
+	(ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER | ABD_SERVICE_SINGLE_PRODUCER |         \
+	 ABD_SERVICE_SINGLE_CONSUMER | ABD_SERVICE_OBSERVER)
+
+static int add_meta_u64(struct abd_record *rec, const char *key, bool hex, uint64_t v)
+{
+	char buf[32];
+	if (hex)
+		snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)v);
+	else
+		snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+	return abd_record_add_meta(rec, key, buf);
+}
+
+int abd_service_publish(const char *name, const struct abd_service_config *cfg, unsigned flags,
+                        struct abd_service **out)
+{
+	static const struct abd_service_config defaults;
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(name && abd_service_name_valid(name), -EINVAL);
+	abd__check(!(flags & ~PUBLISH_FLAGS), -EINVAL);
+	/* an observer holds no role; in a single-producer/consumer ring every handle holds one */
+	abd__check(!(flags & ABD_SERVICE_OBSERVER) ||
+	                   !(flags & (ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER |
+	                              ABD_SERVICE_SINGLE_PRODUCER | ABD_SERVICE_SINGLE_CONSUMER)),
+	           -EINVAL);
+	if (!cfg)
+		cfg = &defaults;
+	int r = check_config(cfg);
+	if (r < 0)
+		return r;
+	uint32_t cap = cfg->capacity ? cfg->capacity : ABD_SERVICE_DEFAULT_CAPACITY;
+	uint32_t slot = cfg->slot_size ? cfg->slot_size
+	                : cfg->type_size ? cfg->type_size : ABD_SERVICE_DEFAULT_SLOT_SIZE;
+	abd__check(cap >= 2 && cap <= ABD_RING_MAX_CAPACITY && !(cap & (cap - 1)), -EINVAL);
+	abd__check(slot >= 1 && slot <= ABD_RING_MAX_SLOT_SIZE, -EINVAL);
+	abd__check(cfg->type_size <= slot, -EINVAL);
+
+	struct abd_service *svc = calloc(1, sizeof(*svc));
+	if (!svc)
+		return -ENOMEM;
+	svc->publisher = true;
+	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	snprintf(svc->type_name, sizeof(svc->type_name), "%s", cfg->type_name ? cfg->type_name : "");
+	svc->type_size = svc->msg_size = cfg->type_size;
+	svc->type_hash = cfg->type_hash;
+	svc->roles = ring_roles(flags);
+	svc->pub_pid = getpid();
+
+	struct abd_record *rec = NULL;
+	uint8_t nonce[ABD_INSTANCE_SIZE];
+	unsigned modes = (flags & ABD_SERVICE_SINGLE_PRODUCER ? ABD_RING_SINGLE_PRODUCER : 0) |
+	                 (flags & ABD_SERVICE_SINGLE_CONSUMER ? ABD_RING_SINGLE_CONSUMER : 0);
+	char why[256];
+	r = abd_registry_open(cfg->dir, ABD_REGISTRY_CREATE, &svc->reg, why, sizeof(why));
+	if (r < 0)
+		goto fail;
+	if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce)) {
+		r = -EIO;
+		goto fail;
+	}
+	nonce[0] |= 1; /* never all zero */
+	r = abd_ring_new(cap, slot, modes | svc->roles, nonce, &svc->ring);
+	if (r == 0 && !svc->roles) /* an observer: counted by nobody */
+		abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
+	if (r == 0)
+		r = abd_record_new(name, &rec);
+	if (r == 0)
+		r = abd_record_set_instance(rec, nonce);
+	if (r == 0)
+		r = abd_record_add_fd(rec, "ring", abd_ring_fd(svc->ring), ABD_FD_MEMFD);
+	if (r == 0 && abd_ring_wait_fd(svc->ring) >= 0)
+		r = abd_record_add_fd(rec, "wake", abd_ring_wait_fd(svc->ring), ABD_FD_EVENTFD);
+	if (r == 0)
+		r = abd_record_add_meta(rec, "abd.service", SERVICE_PROTO);
+	if (r == 0)
+		r = add_meta_u64(rec, "abd.capacity", false, cap);
+	if (r == 0)
+		r = add_meta_u64(rec, "abd.slot_size", false, slot);
+	if (r == 0)
+		r = abd_record_add_meta(rec, "abd.type", svc->type_name);
+	if (r == 0)
+		r = add_meta_u64(rec, "abd.type_size", false, svc->type_size);
+	if (r == 0)
+		r = add_meta_u64(rec, "abd.type_hash", true, svc->type_hash);
+	if (r == 0)
+		r = abd_acquire_server_new(svc->reg, 0, &svc->srv);
+	for (unsigned i = 0; r == 0 && i < cfg->n_allow_uids; i++)
+		r = abd_acquire_server_allow_uid(svc->srv, cfg->allow_uids[i]);
+	for (unsigned i = 0; r == 0 && i < cfg->n_allow_gids; i++)
+		r = abd_acquire_server_allow_gid(svc->srv, cfg->allow_gids[i]);
+	if (r == 0)
+		r = abd_record_set_socket(rec, abd_acquire_server_socket(svc->srv));
+	if (r == 0 && cfg->ptracer) {
+		r = abd_acquire_set_ptracer(cfg->ptracer);
+		if (r == -EOPNOTSUPP) /* no Yama: nothing stops a same-uid ptracer anyway */
+			r = 0;
+	}
+	if (r == 0)
+		r = setup_reactor(svc, cfg);
+	if (r == 0)
+		r = abd_reactor_add_io(svc->reactor, abd_acquire_server_fd(svc->srv), POLLIN, srv_cb,
+		                       svc, &svc->srv_src);
+	if (r == 0)
+		r = abd_publish(svc->reg, rec, &svc->pub);
+	if (r == 0)
+		r = abd_acquire_server_serve(svc->srv, abd_publication_record(svc->pub));
+	if (r < 0)
+		goto fail;
+	abd_record_free(rec);
+	set_record_name(svc, nonce);
+	*out = svc;
+	return 0;
+fail:
+	abd_record_free(rec);
+	real_close(svc);
+	return r;
+}
+
+/* ------------------------------------------------------------------ open -- */
+
+#define OPEN_FLAGS                                                                     \
+	(ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER | ABD_SERVICE_PIDFD_GETFD |             \
+	 ABD_SERVICE_SCM_RIGHTS | ABD_SERVICE_OBSERVER)
+
+static bool meta_u64(const struct abd_record *rec, const char *key, int base, uint64_t *v)
+{
+	const char *s = abd_record_meta(rec, key);
+	if (!s || !*s)
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, base);
+	if (*end || errno)
+		return false;
+	*v = x;
+	return true;
+}
+
+/* Check the record against what the opener expects. */
+static int check_record(struct abd_service *svc, const struct abd_record *rec,
+                        const struct abd_service_config *cfg)
+{
+	const char *proto = abd_record_meta(rec, "abd.service");
+	const char *tname = abd_record_meta(rec, "abd.type");
+	uint64_t cap, slot, tsize, thash;
+	if (!proto || strcmp(proto, SERVICE_PROTO) != 0 || !tname ||
+	    !meta_u64(rec, "abd.capacity", 10, &cap) || !meta_u64(rec, "abd.slot_size", 10, &slot) ||
+	    !meta_u64(rec, "abd.type_size", 10, &tsize) ||
+	    !meta_u64(rec, "abd.type_hash", 16, &thash) || strlen(tname) > ABD_SERVICE_TYPE_MAX ||
+	    tsize > slot)
+		return -EPROTONOSUPPORT;
+	if (cfg->type_name && *cfg->type_name &&
+	    (strcmp(cfg->type_name, tname) != 0 || cfg->type_size != tsize ||
+	     cfg->type_hash != thash))
+		return -EPROTOTYPE;
+	if (cfg->type_size > slot)
+		return -EMSGSIZE;
+	snprintf(svc->type_name, sizeof(svc->type_name), "%s", tname);
+	svc->type_size = (uint32_t)tsize;
+	svc->type_hash = thash;
+	svc->msg_size = cfg->type_size ? cfg->type_size : (uint32_t)tsize;
+	return 0;
+}
+
+/* One attempt: 0 opened, -EAGAIN not there (yet: *soon when a record was there), or a final
+ * error. */
+static int try_open(struct abd_service *svc, const struct abd_service_config *cfg,
+                    unsigned flags, int64_t deadline, bool *soon)
+{
+	struct abd_record *rec = NULL;
+	*soon = false;
+	int r = abd_registry_lookup(svc->reg, svc->name, &rec);
+	if (r == -ENOENT)
+		return -EAGAIN;
+	if (r < 0)
+		return r;
+	r = check_record(svc, rec, cfg);
+	if (r < 0) {
+		abd_record_free(rec);
+		return r;
+	}
+	unsigned aflags = (flags & ABD_SERVICE_PIDFD_GETFD ? ABD_ACQUIRE_PIDFD_GETFD : 0) |
+	                  (flags & ABD_SERVICE_SCM_RIGHTS ? ABD_ACQUIRE_SCM_RIGHTS : 0);
+	int64_t left = -1;
+	if (deadline >= 0) {
+		left = deadline - now_ns();
+		if (left < 1000000)
+			left = 1000000;
+		if (left > ABD_ACQUIRE_TIMEOUT_NS)
+			left = ABD_ACQUIRE_TIMEOUT_NS;
+	}
+	struct abd_acquired *a = NULL;
+	r = abd_acquire(svc->reg, rec, aflags, left, &a);
+	if (r == 0) {
+		int memfd = abd_acquired_fd(a, "ring");
+		int wfd = abd_acquired_fd(a, "wake");
+		/* the observer attaches with both roles but does not count itself (stats) */
+		unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
+		r = memfd < 0 ? -EPROTONOSUPPORT
+		              : abd_ring_attach(memfd, wfd < 0 ? -1 : wfd, abd_record_instance(rec),
+		                                rflags, &svc->ring);
+		if (r == 0 && !svc->roles) /* an observer: counted by nobody, awaited by nobody */
+			abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
+		if (r == 0 && svc->msg_size > svc->ring->slot_size)
+			r = -EMSGSIZE;
+		if (r == 0 && shared_closed(svc)) {
+			/* closing as we came: wait for its removal or a successor */
+			abd_ring_free(svc->ring);
+			svc->ring = NULL;
+			r = -EAGAIN;
+		}
+	}
+	abd_acquired_free(a);
+	if (r == 0) {
+		svc->pub_pid = abd_record_pid(rec);
+		set_record_name(svc, abd_record_instance(rec));
+	}
+	abd_record_free(rec);
+	/* the publisher died, withdrew or is still starting up as we asked: keep waiting */
+	if (r == -ESRCH || r == -ECONNREFUSED || r == -ECONNRESET || r == -ENOENT || r == -EAGAIN) {
+		*soon = true;
+		return -EAGAIN;
+	}
+	if (r < 0 && svc->ring) {
+		abd_ring_free(svc->ring);
+		svc->ring = NULL;
+	}
+	return r;
+}
+
+int abd_service_open(const char *name, const struct abd_service_config *cfg, unsigned flags,
+                     int64_t timeout_ns, struct abd_service **out)
+{
+	static const struct abd_service_config defaults;
+	abd__check(out, -EINVAL);
+	*out = NULL;
+	abd__check(name && abd_service_name_valid(name), -EINVAL);
+	abd__check(!(flags & ~OPEN_FLAGS), -EINVAL);
+	abd__check((flags & (ABD_SERVICE_PIDFD_GETFD | ABD_SERVICE_SCM_RIGHTS)) !=
+	                   (ABD_SERVICE_PIDFD_GETFD | ABD_SERVICE_SCM_RIGHTS),
+	           -EINVAL);
+	abd__check(!(flags & ABD_SERVICE_OBSERVER) ||
+	                   !(flags & (ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER)),
+	           -EINVAL);
+	if (!cfg)
+		cfg = &defaults;
+	int r = check_config(cfg);
+	if (r < 0)
+		return r;
+	struct abd_service *svc = calloc(1, sizeof(*svc));
+	if (!svc)
+		return -ENOMEM;
+	snprintf(svc->name, sizeof(svc->name), "%s", name);
+	svc->roles = ring_roles(flags);
+	int64_t deadline = timeout_ns < 0 ? -1 : now_ns() + timeout_ns;
+	char why[256];
+	r = abd_registry_open(cfg->dir, ABD_REGISTRY_CREATE, &svc->reg, why, sizeof(why));
+	if (r == 0)
+		r = setup_reactor(svc, cfg);
+	/* the watch first, so that a publication between our lookup and the wait is an event */
+	if (r == 0)
+		r = abd_watch_new(svc->reg, ABD_WATCH_PIDFD, &svc->watch);
+	if (r == 0)
+		r = abd_reactor_add_io(svc->reactor, abd_watch_fd(svc->watch), POLLIN, watch_cb, svc,
+		                       &svc->watch_src);
+	while (r == 0) {
+		bool soon;
+		svc->changed = false;
+		r = try_open(svc, cfg, flags, deadline, &soon);
+		if (r != -EAGAIN)
+			break;
+		int64_t left = deadline < 0 ? -1 : deadline - now_ns();
+		if (deadline >= 0 && left <= 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		/* wait for the watch to name the service; a publisher caught between publication and
+		 * serving answers EAGAIN: look again after a millisecond whatever happens */
+		int64_t step = soon ? 1000000 : 1000000000;
+		if (left >= 0 && left < step)
+			step = left;
+		r = 0;
+		while (r >= 0 && !svc->changed) {
+			int64_t l = deadline < 0 ? step : deadline - now_ns();
+			if (deadline >= 0 && l <= 0)
+				break;
+			r = abd_reactor_run_once(svc->reactor, l < step ? l : step);
+			if (r == 0 && !svc->changed)
+				break; /* a quiet second: look again anyway (cheap; covers a lost event) */
+		}
+		if (r > 0)
+			r = 0;
+	}
+	if (r < 0) {
+		real_close(svc);
+		return r;
+	}
+	*out = svc;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ close -- */
+
+static void readable_disarm(struct abd_service *svc);
+
+static void real_close(struct abd_service *svc)
+{
+	if (svc->publisher && svc->ring) {
+		/* openers see -EPIPE from now on and sleepers wake, before the record goes */
+		uint32_t expect = CLOSED_OPEN;
+		abd__cas(&svc->ring->h->closed, &expect, CLOSED_WITHDRAWN, SEQ_CST);
+		wake_all(svc->ring);
+	}
+	readable_disarm(svc);
+	abd_source_free(svc->closed_src);
+	abd_source_free(svc->srv_src);
+	abd_source_free(svc->srv_timer);
+	abd_source_free(svc->watch_src);
+	if (svc->pub)
+		(void)abd_withdraw(svc->pub);
+	abd_acquire_server_free(svc->srv);
+	abd_watch_free(svc->watch);
+	abd_ring_free(svc->ring);
+	if (svc->own_reactor)
+		abd_reactor_free(svc->reactor);
+	abd_registry_free(svc->reg);
+	free(svc);
+}
+
+void abd_service_close(struct abd_service *svc)
+{
+	if (!svc)
+		return;
+	if (svc->in_event) {
+		svc->close_pending = true;
+		return;
+	}
+	real_close(svc);
+}
+
+/* ------------------------------------------------------------------ messages -- */
+
+int abd_service_try_push(struct abd_service *svc, const void *data, size_t len)
+{
+	abd__check(svc && (data || !len), -EINVAL);
+	if (abd__unlikely(!(svc->roles & ABD_RING_PRODUCER)))
+		return -EPERM;
+	if (abd__unlikely(svc->msg_size && len != svc->msg_size))
+		return -EMSGSIZE;
+	if (is_closed(svc))
+		return -EPIPE;
+	return abd_ring_try_push(svc->ring, data, len);
+}
+
+/* Live producers still attached to the ring, other than this handle. */
+static unsigned live_producers(const struct abd_service *svc)
+{
+	struct abd_ring *r = svc->ring;
+	unsigned n = 0;
+	for (unsigned i = 0; i < r->lease_count; i++) {
+		if (i == r->lease || abd__load(&r->leases[i].state, ACQUIRE) != ABD__LEASE_HELD ||
+		    !(abd__load(&r->leases[i].roles, RELAXED) & ABD_RING_PRODUCER))
+			continue;
+		if (abd__ring_lease_alive(r, i) == 1)
+			n++;
+	}
+	return n;
+}
+
+/* The end of a closed ring: empty, and no producer left that might still commit a message it
+ * began before it saw the flag (its next push fails, so it has no reason to stay). */
+static int pop_closed(struct abd_service *svc, void *buf, size_t size)
+{
+	if (live_producers(svc))
+		return -EAGAIN;
+	int r = abd_ring_try_pop(svc->ring, buf, size); /* what the last producer committed */
+	return r == -EAGAIN ? -EPIPE : r;
+}
+
+static inline int typed_len(const struct abd_service *svc, int r)
+{
+	if (abd__unlikely(svc->msg_size) && r >= 0 && (uint32_t)r != svc->msg_size)
+		return -EMSGSIZE;
+	return r;
+}
+
+int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size)
+{
+	abd__check(svc && (buf || !size), -EINVAL);
+	if (abd__unlikely(!(svc->roles & ABD_RING_CONSUMER)))
+		return -EPERM;
+	int r = abd_ring_try_pop(svc->ring, buf, size);
+	if (abd__unlikely(r == -EAGAIN) && is_closed(svc))
+		r = pop_closed(svc, buf, size);
+	return typed_len(svc, r);
+}
+
+/* Background duties while a blocking call waits: the handshakes (publisher), the registry
+ * (opener). Non-blocking. */
+static void background(struct abd_service *svc)
+{
+	if (svc->srv)
+		srv_process(svc);
+	if (svc->watch)
+		watch_process(svc);
+}
+
+static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
+                       int64_t ns)
+{
+	struct abd_ring *r = svc->ring;
+	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+	if (r->use_futex) {
+		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, &ts, NULL, 0);
+		return e < 0 && errno == EINTR ? -EINTR : 0;
+	}
+	struct pollfd p = { .fd = r->evfd, .events = POLLIN };
+	int e = ppoll(&p, r->evfd >= 0 ? 1 : 0, &ts, NULL);
+	return e < 0 && errno == EINTR ? -EINTR : 0;
+}
+
+/* Wait once for `what` (or a slice, or the deadline): 0 to retry, -errno to stop. */
+static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64_t deadline)
+{
+	int64_t left = SLICE_NS;
+	if (deadline >= 0) {
+		int64_t l = deadline - now_ns();
+		if (l <= 0)
+			return -ETIMEDOUT;
+		if (l < left)
+			left = l;
+	}
+	uint32_t value;
+	int64_t tmo;
+	int r = abd_ring_wait_prepare(svc->ring, what, &value, &tmo);
+	if (r < 0)
+		return r;
+	if (r == 0 && !is_closed(svc)) {
+		if (tmo >= 0 && tmo < left)
+			left = tmo;
+		r = sleep_slice(svc, what, value, left);
+	} else if (r == 0) {
+		/* closed, but a producer is still attached: look again in a millisecond */
+		struct timespec ts = { 0, 1000000 };
+		r = nanosleep(&ts, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+	} else {
+		r = 0;
+	}
+	abd_ring_wait_finish(svc->ring, what);
+	if (r == 0)
+		background(svc);
+	return r;
+}
+
+int abd_service_push(struct abd_service *svc, const void *data, size_t len, int64_t timeout_ns)
+{
+	int64_t deadline = -1;
+	for (;;) {
+		int r = abd_service_try_push(svc, data, len);
+		if (r != -EAGAIN || timeout_ns == 0)
+			return r;
+		if (deadline < 0 && timeout_ns > 0)
+			deadline = now_ns() + timeout_ns;
+		r = wait_once(svc, ABD_RING_WAIT_SPACE, deadline);
+		if (r < 0)
+			return r;
+	}
+}
+
+int abd_service_pop(struct abd_service *svc, void *buf, size_t size, int64_t timeout_ns)
+{
+	int64_t deadline = -1;
+	for (;;) {
+		int r = abd_service_try_pop(svc, buf, size);
+		if (r != -EAGAIN || timeout_ns == 0)
+			return r;
+		if (deadline < 0 && timeout_ns > 0)
+			deadline = now_ns() + timeout_ns;
+		r = wait_once(svc, ABD_RING_WAIT_DATA, deadline);
+		if (r < 0)
+			return r;
+	}
+}
+
+/* ------------------------------------------------------------------ READABLE -- */
+
+static void readable_arm(struct abd_service *svc);
+
+static void readable_disarm(struct abd_service *svc)
+{
+	if (svc->rd_waiting) {
+		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		svc->rd_waiting = false;
+	}
+	abd_source_free(svc->rd_futex);
+	abd_source_free(svc->rd_io);
+	abd_source_free(svc->rd_timer);
+	abd_source_free(svc->rd_defer);
+	svc->rd_futex = svc->rd_io = svc->rd_timer = svc->rd_defer = NULL;
+}
+
+static void readable_fire(struct abd_service *svc)
+{
+	if (svc->rd_waiting) {
+		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		svc->rd_waiting = false;
+	}
+	event(svc, ABD_SERVICE_EVENT_READABLE, 0);
+	if (svc->close_pending) {
+		real_close(svc);
+		return;
+	}
+	if (svc->fn)
+		readable_arm(svc);
+}
+
+static void rd_futex_cb(abd__unused struct abd_source *src, abd__unused int status,
+                        abd__unused uint64_t value, void *ud)
+{
+	readable_fire(ud);
+}
+
+static void rd_defer_cb(struct abd_source *src, abd__unused int status,
+                        abd__unused uint64_t value, void *ud)
+{
+	struct abd_service *svc = ud;
+	abd_source_free(src);
+	svc->rd_defer = NULL;
+	readable_fire(svc);
+}
+
+static void rd_io_cb(abd__unused struct abd_source *src, abd__unused int status,
+                     abd__unused uint64_t value, void *ud)
+{
+	struct abd_service *svc = ud;
+	if (!svc->rd_waiting) {
+		/* a wake meant for another sleeper of the eventfd, or one we no longer wait for:
+		 * drain it, so a level-triggered source does not spin */
+		uint64_t v;
+		ssize_t n = read(svc->ring->evfd, &v, sizeof(v));
+		(void)n;
+		return;
+	}
+	readable_fire(svc);
+}
+
+/* The eventfd is shared by every sleeper of the ring: one of them may drain a wake meant for
+ * all. A slice timer bounds what that can cost on the eventfd path. */
+static void rd_timer_cb(abd__unused struct abd_source *src, abd__unused int status,
+                        abd__unused uint64_t value, void *ud)
+{
+	struct abd_service *svc = ud;
+	struct abd__ring_hdr *h = svc->ring->h;
+	if (svc->watch)
+		watch_process(svc);
+	if (abd__load(&h->tail, ACQUIRE) != abd__load(&h->head, ACQUIRE) || is_closed(svc))
+		readable_fire(svc);
+	else if (svc->rd_timer)
+		(void)abd_source_set_timer(svc->rd_timer, (uint64_t)SLICE_NS, 0, 0);
+}
+
+static void readable_arm(struct abd_service *svc)
+{
+	if (svc->rd_waiting || svc->rd_defer)
+		return;
+	uint32_t value;
+	int64_t tmo;
+	int r = abd_ring_wait_prepare(svc->ring, ABD_RING_WAIT_DATA, &value, &tmo);
+	if (r != 0) {
+		/* something to read already (or an error to report by a pop): next iteration */
+		(void)abd_reactor_add_defer(svc->reactor, rd_defer_cb, svc, &svc->rd_defer);
+		return;
+	}
+	svc->rd_waiting = true;
+	bool futex_ok = false;
+	const uint32_t *word = abd_ring_futex(svc->ring, ABD_RING_WAIT_DATA);
+	if (svc->ring->use_futex) {
+		if (svc->rd_futex)
+			futex_ok = abd_source_futex_arm(svc->rd_futex, value) == 0;
+		else
+			futex_ok = abd_reactor_add_futex(svc->reactor, word, value, rd_futex_cb, svc,
+			                                 &svc->rd_futex) == 0;
+	}
+	if (!futex_ok && !svc->rd_io && svc->ring->evfd >= 0)
+		(void)abd_reactor_add_io(svc->reactor, svc->ring->evfd, POLLIN, rd_io_cb, svc,
+		                         &svc->rd_io);
+	int64_t t = futex_ok ? tmo : (tmo >= 0 && tmo < SLICE_NS ? tmo : SLICE_NS);
+	if (t >= 0) {
+		if (t == 0)
+			t = 1;
+		if (svc->rd_timer)
+			(void)abd_source_set_timer(svc->rd_timer, (uint64_t)t, 0, 0);
+		else
+			(void)abd_reactor_add_timer(svc->reactor, (uint64_t)t, 0, 0, rd_timer_cb, svc,
+			                            &svc->rd_timer);
+	}
+}
+
+int abd_service_set_event_fn(struct abd_service *svc, abd_service_event_fn *fn, void *userdata)
+{
+	abd__check(svc, -EINVAL);
+	svc->fn = fn;
+	svc->ud = userdata;
+	if (!fn) {
+		readable_disarm(svc);
+		return 0;
+	}
+	deliver_closed_later(svc);
+	if (svc->roles & ABD_RING_CONSUMER)
+		readable_arm(svc);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ inspection -- */
+
+struct abd_reactor *abd_service_reactor(const struct abd_service *svc)
+{
+	return svc ? svc->reactor : NULL;
+}
+
+struct abd_ring *abd_service_ring(const struct abd_service *svc)
+{
+	return svc ? svc->ring : NULL;
+}
+
+int abd_service_closed(const struct abd_service *svc)
+{
+	abd__check(svc, -EINVAL);
+	return closed_status(svc);
+}
+
+const char *abd_service_name(const struct abd_service *svc)
+{
+	return svc ? svc->name : NULL;
+}
+
+const char *abd_service_record_name(const struct abd_service *svc)
+{
+	return svc ? svc->record_name : NULL;
+}
+
+int abd_service_is_publisher(const struct abd_service *svc)
+{
+	abd__check(svc, -EINVAL);
+	return svc->publisher;
+}
+
+pid_t abd_service_publisher_pid(const struct abd_service *svc)
+{
+	abd__check(svc, -EINVAL);
+	return svc->pub_pid;
+}
+
+int abd_service_type(const struct abd_service *svc, const char **name, uint32_t *size,
+                     uint64_t *hash)
+{
+	abd__check(svc, -EINVAL);
+	if (name)
+		*name = svc->type_name;
+	if (size)
+		*size = svc->type_size;
+	if (hash)
+		*hash = svc->type_hash;
+	return 0;
+}
+
+int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out)
+{
+	abd__check(svc && out, -EINVAL);
+	struct abd_ring *r = svc->ring;
+	struct abd__ring_hdr *h = r->h;
+	memset(out, 0, sizeof(*out));
+	out->capacity = r->cap;
+	out->slot_size = r->slot_size;
+	uint64_t head = abd__load(&h->head, ACQUIRE), tail = abd__load(&h->tail, ACQUIRE);
+	out->pushed = tail;
+	out->popped = head;
+	out->occupancy = tail > head ? tail - head : 0;
+	if (out->occupancy > r->cap)
+		out->occupancy = r->cap;
+	out->recovered = abd__load(&h->recovered, RELAXED);
+	out->wakes = abd__load(&h->wakes, RELAXED);
+	out->waits = abd__load(&h->waits, RELAXED);
+	out->data_sleepers = abd__load(&h->data_sleepers, RELAXED);
+	out->space_sleepers = abd__load(&h->space_sleepers, RELAXED);
+	for (unsigned i = 0; i < r->lease_count; i++) {
+		if (i == r->lease || abd__load(&r->leases[i].state, ACQUIRE) != ABD__LEASE_HELD)
+			continue;
+		if (abd__ring_lease_alive(r, i) != 1)
+			continue;
+		uint32_t roles = abd__load(&r->leases[i].roles, RELAXED);
+		out->producers += !!(roles & ABD_RING_PRODUCER);
+		out->consumers += !!(roles & ABD_RING_CONSUMER);
+	}
+	return 0;
+}

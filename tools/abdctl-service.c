@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl serve / send / recv: ring services (include/abd/service.h) from the shell. */
+#include <abd/abd.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "abdctl.h"
+
+#define UNUSED __attribute__((unused))
+
+struct sopts {
+	const char *dir, *name;
+	unsigned long capacity, slot_size, count;
+	long long timeout_ms; /* waiting for the service to appear; -1 forever */
+	bool json, count_set, epoll, hold;
+	char **msgs;
+	int nmsgs;
+};
+
+static bool number(const char *s, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 0);
+	if (!*s || *end || errno || s[0] == '-')
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Options shared by serve/send/recv plus the command's own ("cap slot count json msgs"). */
+static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const char *allowed)
+{
+	memset(o, 0, sizeof(*o));
+	o->timeout_ms = 5000;
+	o->msgs = calloc((size_t)argc, sizeof(*o->msgs));
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		bool more = i + 1 < argc;
+		unsigned long v;
+		if (!strcmp(a, "--dir") && more) {
+			o->dir = argv[++i];
+		} else if (!strncmp(a, "--dir=", 6)) {
+			o->dir = a + 6;
+		} else if (!strcmp(a, "--capacity") && more && strstr(allowed, "cap")) {
+			if (!number(argv[++i], &o->capacity))
+				goto bad_number;
+		} else if (!strcmp(a, "--slot-size") && more && strstr(allowed, "slot")) {
+			if (!number(argv[++i], &o->slot_size))
+				goto bad_number;
+		} else if (!strcmp(a, "--count") && more && strstr(allowed, "count")) {
+			if (!number(argv[++i], &o->count))
+				goto bad_number;
+			o->count_set = true;
+		} else if (!strcmp(a, "--timeout") && more && strstr(allowed, "timeout")) {
+			if (!strcmp(argv[++i], "-1"))
+				o->timeout_ms = -1;
+			else if (number(argv[i], &v))
+				o->timeout_ms = (long long)v;
+			else
+				goto bad_number;
+		} else if (!strcmp(a, "--json") && strstr(allowed, "json")) {
+			o->json = true;
+		} else if (!strcmp(a, "--hold") && strstr(allowed, "hold")) {
+			o->hold = true;
+		} else if (!strcmp(a, "--epoll")) {
+			o->epoll = true;
+		} else if (!strcmp(a, "--") && strstr(allowed, "msgs")) {
+			while (++i < argc)
+				o->msgs[o->nmsgs++] = argv[i];
+		} else if (a[0] != '-' && !o->name) {
+			o->name = a;
+		} else if (a[0] != '-' && strstr(allowed, "msgs")) {
+			o->msgs[o->nmsgs++] = argv[i];
+		} else {
+			fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, a);
+			return ABDCTL_USAGE;
+		}
+		continue;
+	bad_number:
+		fprintf(stderr, "abdctl %s: %s wants a non-negative number, not '%s'\n", cmd, a, argv[i]);
+		return ABDCTL_USAGE;
+	}
+	if (!o->name) {
+		fprintf(stderr, "abdctl %s: a service name is required (see --help)\n", cmd);
+		return ABDCTL_USAGE;
+	}
+	if (!abd_service_name_valid(o->name)) {
+		fprintf(stderr, "abdctl %s: '%s' is not a service name: use 1..%d bytes of "
+		                "[A-Za-z0-9._-], not starting with '.'\n", cmd, o->name, ABD_SERVICE_MAX);
+		return ABDCTL_USAGE;
+	}
+	return 0;
+}
+
+/* The exit code for a service error. */
+static int exit_for(int r)
+{
+	switch (r) {
+	case -ETIMEDOUT: return ABDCTL_NOTFOUND;
+	case -EPIPE: return ABDCTL_CLOSED;
+	case -EACCES: case -EPERM: return ABDCTL_DENIED;
+	case -EPROTOTYPE: case -EPROTONOSUPPORT: return ABDCTL_MISMATCH;
+	default: return ABDCTL_FAIL;
+	}
+}
+
+static const char *explain(int r)
+{
+	switch (r) {
+	case -ETIMEDOUT: return "no publisher of that name appeared in time (--timeout)";
+	case -EPIPE: return "the publisher left (withdrew or died)";
+	case -EACCES: return "the publisher's access policy refused us";
+	case -EPROTOTYPE: return "the service carries another message type";
+	case -EPROTONOSUPPORT: return "that record is not a ring service";
+	default: return strerror(-r);
+	}
+}
+
+/* One message as a line: text with control bytes and backslashes escaped, or a JSON object. */
+static void print_msg(FILE *out, const char *buf, int len, bool json, unsigned long seq)
+{
+	if (json) {
+		fprintf(out, "{\"seq\":%lu,\"len\":%d,\"data\":", seq, len);
+		json_string_n(out, buf, (size_t)len);
+		fputs("}\n", out);
+		return;
+	}
+	for (int i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)buf[i];
+		if (c == '\\')
+			fputs("\\\\", out);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\x%02x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('\n', out);
+}
+
+static int block_signals(void)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+/* ------------------------------------------------------------------ serve -- */
+
+void abdctl_serve_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl serve [--dir DIR] [--capacity N] [--slot-size B] [--count N] [--json]\n"
+	        "                    [--hold] [--epoll] NAME\n\n"
+	        "Publishes a ring service NAME (capacity N slots, a power of two, default %u; messages\n"
+	        "of up to B bytes, default %u) and prints every message that arrives, one per line\n"
+	        "(control bytes escaped as \\xNN), or one JSON object per line with --json. Runs until\n"
+	        "SIGINT/SIGTERM (or --count messages), then withdraws: its openers see the service\n"
+	        "closed. Send to it with 'abdctl send NAME MSG...'. --hold publishes the ring without\n"
+	        "reading it, for 'abdctl send' and 'abdctl recv' to meet through it. --epoll forces\n"
+	        "the epoll reactor.\n\n"
+	        "Exit: 0 stopped by a signal or after --count messages, 1 failure, 2 usage.\n",
+	        ABD_SERVICE_DEFAULT_CAPACITY, ABD_SERVICE_DEFAULT_SLOT_SIZE);
+}
+
+struct serve_state {
+	struct abd_service *svc;
+	char *buf;
+	size_t size;
+	bool json;
+	unsigned long seen, count;
+	bool count_set;
+	int err;
+};
+
+static void serve_event(struct abd_service *svc, enum abd_service_event ev, UNUSED int status,
+                        void *ud)
+{
+	struct serve_state *st = ud;
+	if (ev != ABD_SERVICE_EVENT_READABLE)
+		return;
+	for (;;) {
+		if (st->count_set && st->seen >= st->count)
+			break;
+		int n = abd_service_try_pop(svc, st->buf, st->size);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			if (n != -EBADMSG && n != -EOWNERDEAD) {
+				st->err = n;
+				break;
+			}
+			continue;
+		}
+		print_msg(stdout, st->buf, n, st->json, st->seen++);
+	}
+	fflush(stdout);
+	if (st->err || (st->count_set && st->seen >= st->count))
+		abd_reactor_stop(abd_service_reactor(svc));
+}
+
+static void serve_signal(UNUSED struct abd_source *src, UNUSED int status,
+                         UNUSED uint64_t value, void *ud)
+{
+	struct serve_state *st = ud;
+	abd_reactor_stop(abd_service_reactor(st->svc));
+}
+
+int abdctl_serve(int argc, char **argv)
+{
+	struct sopts o;
+	int r = sparse("serve", argc, argv, &o, "cap slot count json hold");
+	free(o.msgs);
+	if (r)
+		return r;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o.dir;
+	cfg.capacity = (uint32_t)o.capacity;
+	cfg.slot_size = (uint32_t)o.slot_size;
+	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
+	if (o.capacity > ABD_RING_MAX_CAPACITY || (o.capacity & (o.capacity - 1)) || o.capacity == 1 ||
+	    o.slot_size > ABD_RING_MAX_SLOT_SIZE) {
+		fprintf(stderr, "abdctl serve: --capacity wants a power of two (2..%u), --slot-size "
+		                "1..%u bytes\n", ABD_RING_MAX_CAPACITY, ABD_RING_MAX_SLOT_SIZE);
+		return ABDCTL_USAGE;
+	}
+	int sfd = block_signals();
+	struct serve_state st = { .json = o.json, .count = o.count, .count_set = o.count_set };
+	r = abd_service_publish(o.name, &cfg, o.hold ? ABD_SERVICE_OBSERVER : ABD_SERVICE_CONSUMER,
+	                        &st.svc);
+	if (r < 0) {
+		fprintf(stderr, "abdctl serve: %s: %s\n", o.name,
+		        r == -EOPNOTSUPP ? "the registry's filesystem has no O_TMPFILE: use a tmpfs "
+		                           "directory (/run, /dev/shm or $XDG_RUNTIME_DIR)"
+		                         : strerror(-r));
+		close(sfd);
+		return ABDCTL_FAIL;
+	}
+	st.size = (size_t)abd_ring_slot_size(abd_service_ring(st.svc));
+	st.buf = malloc(st.size);
+	struct abd_reactor *re = abd_service_reactor(st.svc);
+	struct abd_source *sig = NULL;
+	r = st.buf ? abd_reactor_add_io(re, sfd, POLLIN, serve_signal, &st, &sig) : -ENOMEM;
+	if (r == 0 && !o.hold)
+		r = abd_service_set_event_fn(st.svc, serve_event, &st);
+	if (r == 0) {
+		fprintf(stderr, "serving %s (%s reactor)\n", abd_service_record_name(st.svc),
+		        abd_backend_name((enum abd_backend)abd_reactor_backend(re)));
+		if (!st.count_set || st.count > 0)
+			r = abd_reactor_run(re);
+	}
+	if (r == 0)
+		r = st.err;
+	if (r < 0)
+		fprintf(stderr, "abdctl serve: %s\n", strerror(-r));
+	abd_source_free(sig);
+	abd_service_close(st.svc);
+	free(st.buf);
+	close(sfd);
+	return r < 0 ? ABDCTL_FAIL : ABDCTL_OK;
+}
+
+/* ------------------------------------------------------------------ send -- */
+
+void abdctl_send_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl send [--dir DIR] [--timeout MS] [--epoll] NAME [MSG...]\n\n"
+	        "Opens the ring service NAME as a producer, waiting up to --timeout MS (default 5000;\n"
+	        "-1: forever) for it to appear, and sends each MSG as one message, or with no MSG each\n"
+	        "line of standard input (without its newline). A full ring makes it wait.\n\n"
+	        "Exit: 0 all sent, 1 failure (e.g. a message longer than the slot size), 2 usage,\n"
+	        "3 no such service appeared in time, 4 the publisher left before everything was sent,\n"
+	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
+}
+
+int abdctl_send(int argc, char **argv)
+{
+	struct sopts o;
+	int r = sparse("send", argc, argv, &o, "timeout msgs");
+	if (r) {
+		free(o.msgs);
+		return r;
+	}
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o.dir;
+	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
+	struct abd_service *svc;
+	r = abd_service_open(o.name, &cfg, ABD_SERVICE_PRODUCER,
+	                     o.timeout_ms < 0 ? -1 : o.timeout_ms * 1000000, &svc);
+	if (r < 0) {
+		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
+		free(o.msgs);
+		return exit_for(r);
+	}
+	unsigned long sent = 0;
+	if (o.nmsgs) {
+		for (int i = 0; r >= 0 && i < o.nmsgs; i++) {
+			r = abd_service_push(svc, o.msgs[i], strlen(o.msgs[i]), -1);
+			sent += r >= 0;
+		}
+	} else {
+		char *line = NULL;
+		size_t cap = 0;
+		ssize_t n;
+		while (r >= 0 && (n = getline(&line, &cap, stdin)) >= 0) {
+			if (n > 0 && line[n - 1] == '\n')
+				line[--n] = 0;
+			r = abd_service_push(svc, line, (size_t)n, -1);
+			sent += r >= 0;
+		}
+		free(line);
+	}
+	free(o.msgs);
+	if (r < 0)
+		fprintf(stderr, "abdctl send: %s: message %lu: %s\n", o.name, sent + 1,
+		        r == -EMSGSIZE ? "longer than the service's slot size" : explain(r));
+	abd_service_close(svc);
+	return r < 0 ? exit_for(r) : ABDCTL_OK;
+}
+
+/* ------------------------------------------------------------------ recv -- */
+
+void abdctl_recv_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl recv [--dir DIR] [--timeout MS] [--count N] [--json] [--epoll] NAME\n\n"
+	        "Opens the ring service NAME as a consumer, waiting up to --timeout MS (default 5000;\n"
+	        "-1: forever) for it to appear, and prints every message it pops, one per line (control\n"
+	        "bytes escaped as \\xNN), or one JSON object per line with --json: {\"seq\":N,\"len\":N,\n"
+	        "\"data\":\"...\"}. Stops after --count N messages, on SIGINT/SIGTERM, or when the\n"
+	        "publisher has left and the ring is drained.\n\n"
+	        "Exit: 0 --count reached or interrupted, 1 failure, 2 usage, 3 no such service\n"
+	        "appeared in time, 4 the publisher left (after printing what was left in the ring),\n"
+	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
+}
+
+int abdctl_recv(int argc, char **argv)
+{
+	struct sopts o;
+	int r = sparse("recv", argc, argv, &o, "timeout count json");
+	free(o.msgs);
+	if (r)
+		return r;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o.dir;
+	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
+	int sfd = block_signals();
+	struct abd_service *svc;
+	r = abd_service_open(o.name, &cfg, ABD_SERVICE_CONSUMER,
+	                     o.timeout_ms < 0 ? -1 : o.timeout_ms * 1000000, &svc);
+	if (r < 0) {
+		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
+		close(sfd);
+		return exit_for(r);
+	}
+	size_t size = (size_t)abd_ring_slot_size(abd_service_ring(svc));
+	char *buf = malloc(size ? size : 1);
+	unsigned long seen = 0;
+	r = buf ? 0 : -ENOMEM;
+	while (r >= 0 && (!o.count_set || seen < o.count)) {
+		/* slices of 100 ms, so a signal (blocked: read from its fd) ends the loop */
+		r = abd_service_pop(svc, buf, size, 100 * 1000000);
+		if (r == -ETIMEDOUT || r == -EBADMSG || r == -EOWNERDEAD) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				break;
+			r = 0;
+			continue;
+		}
+		if (r >= 0) {
+			print_msg(stdout, buf, r, o.json, seen++);
+			fflush(stdout);
+		}
+	}
+	if (r < 0)
+		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
+	free(buf);
+	abd_service_close(svc);
+	close(sfd);
+	return r < 0 ? exit_for(r) : ABDCTL_OK;
+}
