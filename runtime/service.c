@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,52 @@ struct abd_service {
 	/* READABLE */
 	struct abd_source *rd_futex, *rd_io, *rd_timer, *rd_defer;
 	bool rd_waiting;
+
+	/* publisher: on the list of this process's publications */
+	uint8_t instance[ABD_INSTANCE_SIZE];
+	struct abd_service *next_local;
 };
+
+/* This process's publishers. An opener of a service published by its own process attaches
+ * to the ring directly: a handshake with itself would wait for a server that only runs when
+ * the opener returns (and pidfd_getfd may be switched off). */
+static pthread_mutex_t local_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct abd_service *local_pubs;
+
+static void local_add(struct abd_service *svc)
+{
+	pthread_mutex_lock(&local_lock);
+	svc->next_local = local_pubs;
+	local_pubs = svc;
+	pthread_mutex_unlock(&local_lock);
+}
+
+static void local_remove(struct abd_service *svc)
+{
+	pthread_mutex_lock(&local_lock);
+	for (struct abd_service **p = &local_pubs; *p; p = &(*p)->next_local)
+		if (*p == svc) {
+			*p = svc->next_local;
+			break;
+		}
+	pthread_mutex_unlock(&local_lock);
+}
+
+/* Attach to a ring this process publishes: 0, -ENOENT (not ours), or attach's error. */
+static int local_attach(const uint8_t *instance, unsigned flags, struct abd_ring **out)
+{
+	int r = -ENOENT;
+	pthread_mutex_lock(&local_lock);
+	for (struct abd_service *p = local_pubs; p; p = p->next_local) {
+		if (memcmp(p->instance, instance, ABD_INSTANCE_SIZE) != 0)
+			continue;
+		int wfd = abd_ring_wait_fd(p->ring);
+		r = abd_ring_attach(abd_ring_fd(p->ring), wfd < 0 ? -1 : wfd, instance, flags, out);
+		break;
+	}
+	pthread_mutex_unlock(&local_lock);
+	return r;
+}
 
 static int64_t now_ns(void)
 {
@@ -404,6 +450,8 @@ int abd_service_publish(const char *name, const struct abd_service_config *cfg, 
 		goto fail;
 	abd_record_free(rec);
 	set_record_name(svc, nonce);
+	memcpy(svc->instance, nonce, sizeof(nonce));
+	local_add(svc);
 	*out = svc;
 	return 0;
 fail:
@@ -486,15 +534,22 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 			left = ABD_ACQUIRE_TIMEOUT_NS;
 	}
 	struct abd_acquired *a = NULL;
-	r = abd_acquire(svc->reg, rec, aflags, left, &a);
+	/* the observer attaches with both roles but does not count itself (stats) */
+	unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
+	r = -ENOENT;
+	if (abd_record_pid(rec) == getpid())
+		r = local_attach(abd_record_instance(rec), rflags, &svc->ring);
+	if (r == -ENOENT) {
+		r = abd_acquire(svc->reg, rec, aflags, left, &a);
+		if (r == 0) {
+			int memfd = abd_acquired_fd(a, "ring");
+			int wfd = abd_acquired_fd(a, "wake");
+			r = memfd < 0 ? -EPROTONOSUPPORT
+			              : abd_ring_attach(memfd, wfd < 0 ? -1 : wfd,
+			                                abd_record_instance(rec), rflags, &svc->ring);
+		}
+	}
 	if (r == 0) {
-		int memfd = abd_acquired_fd(a, "ring");
-		int wfd = abd_acquired_fd(a, "wake");
-		/* the observer attaches with both roles but does not count itself (stats) */
-		unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
-		r = memfd < 0 ? -EPROTONOSUPPORT
-		              : abd_ring_attach(memfd, wfd < 0 ? -1 : wfd, abd_record_instance(rec),
-		                                rflags, &svc->ring);
 		if (r == 0 && !svc->roles) /* an observer: counted by nobody, awaited by nobody */
 			abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
 		if (r == 0 && svc->msg_size > svc->ring->slot_size)
@@ -601,6 +656,8 @@ static void readable_disarm(struct abd_service *svc);
 
 static void real_close(struct abd_service *svc)
 {
+	if (svc->publisher)
+		local_remove(svc);
 	if (svc->publisher && svc->ring) {
 		/* openers see -EPIPE from now on and sleepers wake, before the record goes */
 		uint32_t expect = CLOSED_OPEN;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "abdctl.h"
@@ -12,12 +13,60 @@ void abdctl_info_help(FILE *out)
 {
 	fprintf(out,
 	        "usage: abdctl info [--dir DIR] [--json] [--pidfd-getfd | --scm-rights]\n"
-	        "                   [--timeout MS] NAME\n\n"
+	        "                   [--timeout MS] [--interval MS] NAME\n\n"
 	        "Shows the record of service NAME (its newest alive record, else any record of it),\n"
 	        "its liveness, and tries to acquire its descriptors: the path used (pidfd_getfd or\n"
 	        "scm_rights) and why the fast path was not, the publisher's credentials as the\n"
 	        "kernel vouched for them, each descriptor's kind and size, or the exact error.\n"
-	        "--pidfd-getfd / --scm-rights force a path. Exit: 0 acquired, 1 failed, 3 not found.\n");
+	        "--pidfd-getfd / --scm-rights force a path.\n"
+	        "For a ring service (abdctl serve, abd_service_publish) it also shows the ring's live\n"
+	        "statistics, sampled twice --interval MS apart (default 500): capacity, occupancy,\n"
+	        "producers and consumers attached, sleepers, messages pushed and popped per second.\n"
+	        "Exit: 0 acquired, 1 failed, 3 not found.\n");
+}
+
+struct ring_live {
+	int err; /* 0, or why there are no figures (-EPROTONOSUPPORT: not a ring service) */
+	struct abd_service_stats a, b;
+	double seconds;
+	const char *type;
+	uint32_t type_size;
+	int closed;
+};
+
+/* Attach as an observer (no role, not counted) and sample the statistics twice. */
+static void ring_live(const char *dir, const char *name, unsigned flags, int64_t interval_ns,
+                      struct ring_live *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *svc;
+	unsigned sflags = ABD_SERVICE_OBSERVER |
+	                  (flags & ABD_ACQUIRE_PIDFD_GETFD ? ABD_SERVICE_PIDFD_GETFD : 0) |
+	                  (flags & ABD_ACQUIRE_SCM_RIGHTS ? ABD_SERVICE_SCM_RIGHTS : 0);
+	out->err = abd_service_open(name, &cfg, sflags, 0, &svc);
+	if (out->err < 0)
+		return;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	abd_service_stats(svc, &out->a);
+	struct timespec nap = { (time_t)(interval_ns / 1000000000), (long)(interval_ns % 1000000000) };
+	nanosleep(&nap, NULL);
+	abd_service_stats(svc, &out->b);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	out->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	abd_service_type(svc, &out->type, &out->type_size, NULL);
+	static char type[ABD_SERVICE_TYPE_MAX + 1];
+	snprintf(type, sizeof(type), "%s", out->type);
+	out->type = type;
+	out->closed = abd_service_closed(svc);
+	abd_service_close(svc);
+}
+
+static double rate(uint64_t a, uint64_t b, double s)
+{
+	return s > 0 && b >= a ? (double)(b - a) / s : 0;
 }
 
 static void hex(FILE *out, const uint8_t *p, size_t n)
@@ -69,7 +118,7 @@ int abdctl_info(int argc, char **argv)
 	const char *dir = NULL, *name = NULL;
 	bool json = false;
 	unsigned flags = 0;
-	int64_t timeout_ns = -1;
+	int64_t timeout_ns = -1, interval_ns = 500 * 1000000ll;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--dir") && i + 1 < argc)
@@ -84,6 +133,8 @@ int abdctl_info(int argc, char **argv)
 			flags = ABD_ACQUIRE_SCM_RIGHTS;
 		else if (!strcmp(a, "--timeout") && i + 1 < argc)
 			timeout_ns = strtoll(argv[++i], NULL, 10) * 1000000;
+		else if (!strcmp(a, "--interval") && i + 1 < argc)
+			interval_ns = strtoll(argv[++i], NULL, 10) * 1000000;
 		else if (a[0] != '-' && !name)
 			name = a;
 		else {
@@ -119,6 +170,9 @@ int abdctl_info(int argc, char **argv)
 	}
 	struct abd_acquired *a = NULL;
 	int ar = rec ? abd_acquire(reg, rec, flags, timeout_ns, &a) : -EBADMSG;
+	struct ring_live live = { .err = -ENOENT };
+	if (ar == 0 && state == ABD_STATE_ALIVE && abd_record_meta(rec, "abd.service"))
+		ring_live(dir, name, flags, interval_ns < 0 ? 0 : interval_ns, &live);
 
 	if (json) {
 		printf("{\"name\":");
@@ -178,7 +232,28 @@ int abdctl_info(int argc, char **argv)
 			printf("\"error\":\"%s\",\"message\":", errno_name(ar));
 			json_string(stdout, strerror(-ar));
 		}
-		printf("}}\n");
+		printf("}");
+		if (live.err == 0) {
+			const struct abd_service_stats *b = &live.b;
+			printf(",\"ring\":{\"type\":");
+			json_string(stdout, live.type);
+			printf(",\"type_size\":%u,\"capacity\":%llu,\"slot_size\":%llu,\"occupancy\":%llu,"
+			       "\"producers\":%u,\"consumers\":%u,\"data_sleepers\":%u,"
+			       "\"space_sleepers\":%u,\"pushed\":%llu,\"popped\":%llu,\"recovered\":%llu,"
+			       "\"wakes\":%llu,\"pushed_per_s\":%.1f,\"popped_per_s\":%.1f,"
+			       "\"interval_s\":%.3f,\"closed\":%s}",
+			       live.type_size, (unsigned long long)b->capacity,
+			       (unsigned long long)b->slot_size, (unsigned long long)b->occupancy,
+			       b->producers, b->consumers, b->data_sleepers, b->space_sleepers,
+			       (unsigned long long)b->pushed, (unsigned long long)b->popped,
+			       (unsigned long long)b->recovered, (unsigned long long)b->wakes,
+			       rate(live.a.pushed, b->pushed, live.seconds),
+			       rate(live.a.popped, b->popped, live.seconds), live.seconds,
+			       live.closed ? "true" : "false");
+		} else if (live.err != -ENOENT) {
+			printf(",\"ring\":{\"error\":\"%s\"}", errno_name(live.err));
+		}
+		printf("}\n");
 	} else {
 		printf("record   %s\nstate    %s\n", file, abd_state_name(state));
 		if (rec) {
@@ -215,6 +290,23 @@ int abdctl_info(int argc, char **argv)
 			}
 		} else {
 			printf("acquire  failed: %s (%s)\n", errno_name(ar), strerror(-ar));
+		}
+		if (live.err == 0) {
+			const struct abd_service_stats *b = &live.b;
+			printf("type     %s (%s)\n", *live.type ? live.type : "bytes",
+			       live.type_size ? "fixed size" : "variable size");
+			printf("ring     %llu slots of %llu bytes, %llu waiting%s\n",
+			       (unsigned long long)b->capacity, (unsigned long long)b->slot_size,
+			       (unsigned long long)b->occupancy, live.closed ? ", CLOSED" : "");
+			printf("peers    %u producers, %u consumers attached; %u consumers and %u producers "
+			       "asleep\n", b->producers, b->consumers, b->data_sleepers, b->space_sleepers);
+			printf("traffic  %llu pushed, %llu popped, %llu recovered; %.0f msg/s in, %.0f msg/s "
+			       "out (over %.2f s)\n",
+			       (unsigned long long)b->pushed, (unsigned long long)b->popped,
+			       (unsigned long long)b->recovered, rate(live.a.pushed, b->pushed, live.seconds),
+			       rate(live.a.popped, b->popped, live.seconds), live.seconds);
+		} else if (live.err != -ENOENT) {
+			printf("ring     no live statistics: %s\n", errno_name(live.err));
 		}
 	}
 	abd_acquired_free(a);

@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: MIT */
+/* Services (include/abd/service.h): publish and open by name, the type check, waiting for a
+ * publisher with a timeout, the publisher's withdrawal and death (event + -EPIPE, never a
+ * crash), the access policy with a real second uid, statistics, and argument errors. Real
+ * processes, real kernel, every profile. */
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <time.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+
+#include "harness.h"
+
+#define SEC (1000ll * 1000 * 1000)
+#define OTHER_UID 1001
+
+struct ctx {
+	char dir[256];
+	struct abd_reactor *reactor;
+	struct abd_service_config cfg;
+};
+
+/* A scratch registry, and one reactor shared by every service of this process: opening a
+ * service runs it, so a publisher of this process answers the handshake meanwhile. */
+static void ctx_init(struct ctx *c)
+{
+	memset(c, 0, sizeof(*c));
+	abd_test_mkdtemp(c->dir, sizeof(c->dir));
+	cr_assert_eq(abd_reactor_new(0, &c->reactor), 0);
+	c->cfg.dir = c->dir;
+	c->cfg.reactor = c->reactor;
+}
+
+static void ctx_fini(struct ctx *c)
+{
+	abd_reactor_free(c->reactor);
+	abd_test_rmtree(c->dir);
+}
+
+/* ---------------------------------------------------------------- a publisher child -- */
+
+struct child_pub {
+	const char *dir, *name;
+	const char *type;
+	uint32_t type_size;
+	uint64_t type_hash;
+	uid_t allow_uid; /* 0: default policy */
+	unsigned flags;
+	int ready_w; /* written once published */
+	int msgs;    /* push this many 8-byte messages after publishing (producer role) */
+};
+
+/* Publish, say so, push what was asked, then serve until killed (SIGTERM: close cleanly). */
+static volatile sig_atomic_t child_stop;
+static void on_term(int sig)
+{
+	(void)sig;
+	child_stop = 1;
+}
+
+static int child_pub_main(void *arg)
+{
+	struct child_pub *p = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(SIGTERM, on_term);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = p->dir;
+	cfg.type_name = p->type;
+	cfg.type_size = p->type_size;
+	cfg.type_hash = p->type_hash;
+	uid_t allow[1] = { p->allow_uid };
+	if (p->allow_uid) {
+		cfg.allow_uids = allow;
+		cfg.n_allow_uids = 1;
+	}
+	struct abd_service *svc;
+	int r = abd_service_publish(p->name, &cfg, p->flags, &svc);
+	char ok = r == 0 ? 1 : 0;
+	if (write(p->ready_w, &ok, 1) != 1 || r < 0)
+		return 10;
+	for (int i = 0; i < p->msgs; i++) {
+		uint64_t v = (uint64_t)i;
+		if (abd_service_push(svc, &v, sizeof(v), 5 * SEC) < 0)
+			return 11;
+	}
+	while (!child_stop)
+		abd_reactor_run_once(abd_service_reactor(svc), 50 * 1000 * 1000);
+	abd_service_close(svc);
+	return 0;
+}
+
+static pid_t start_child_pub(struct child_pub *p)
+{
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	p->ready_w = fds[1];
+	pid_t pid = abd_test_fork(child_pub_main, p);
+	close(fds[1]);
+	char ok = 0;
+	cr_assert_eq(read(fds[0], &ok, 1), 1, "publisher child died before publishing");
+	close(fds[0]);
+	cr_assert_eq(ok, 1, "publisher child failed to publish");
+	return pid;
+}
+
+/* ---------------------------------------------------------------- round trips -- */
+
+ABD_TEST(service, publish_open_push_pop_both_ways)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *op;
+	cr_assert_eq(abd_service_publish("svc.rt", &c.cfg, 0, &pub), 0);
+	cr_assert_eq(abd_service_is_publisher(pub), 1);
+	cr_assert_eq(abd_service_open("svc.rt", &c.cfg, 0, 2 * SEC, &op), 0);
+	cr_assert_eq(abd_service_is_publisher(op), 0);
+	cr_assert_str_eq(abd_service_record_name(op), abd_service_record_name(pub));
+	cr_assert_eq(abd_service_publisher_pid(op), getpid());
+	char buf[256];
+	cr_assert_eq(abd_service_try_push(pub, "to-opener", 9), 0);
+	cr_assert_eq(abd_service_pop(op, buf, sizeof(buf), SEC), 9);
+	cr_assert_eq(memcmp(buf, "to-opener", 9), 0);
+	cr_assert_eq(abd_service_push(op, "to-publisher", 12, SEC), 0);
+	cr_assert_eq(abd_service_try_pop(pub, buf, sizeof(buf)), 12);
+	cr_assert_eq(abd_service_try_pop(pub, buf, sizeof(buf)), -EAGAIN);
+	cr_assert_eq(abd_service_closed(op), 0);
+	abd_service_close(op);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}
+
+ABD_TEST(service, roles_are_enforced)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *prod, *obs;
+	cr_assert_eq(abd_service_publish("svc.roles", &c.cfg, ABD_SERVICE_CONSUMER, &pub), 0);
+	cr_assert_eq(abd_service_open("svc.roles", &c.cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &prod), 0);
+	cr_assert_eq(abd_service_open("svc.roles", &c.cfg, ABD_SERVICE_OBSERVER, 2 * SEC, &obs), 0);
+	char b[8];
+	cr_assert_eq(abd_service_try_push(pub, "x", 1), -EPERM);
+	cr_assert_eq(abd_service_try_pop(prod, b, sizeof(b)), -EPERM);
+	cr_assert_eq(abd_service_try_push(obs, "x", 1), -EPERM);
+	cr_assert_eq(abd_service_try_pop(obs, b, sizeof(b)), -EPERM);
+	struct abd_service_stats st;
+	cr_assert_eq(abd_service_stats(obs, &st), 0);
+	cr_assert_eq(st.producers, 1, "one producer attached besides the observer: %u", st.producers);
+	cr_assert_eq(st.consumers, 1, "one consumer (the publisher): %u", st.consumers);
+	cr_assert_eq(abd_service_try_push(prod, "abc", 3), 0);
+	cr_assert_eq(abd_service_stats(obs, &st), 0);
+	cr_assert_eq(st.occupancy, 1);
+	cr_assert_eq(st.capacity, ABD_SERVICE_DEFAULT_CAPACITY);
+	cr_assert_eq(abd_service_try_pop(pub, b, sizeof(b)), 3);
+	abd_service_close(obs);
+	abd_service_close(prod);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- types -- */
+
+struct point {
+	int32_t x, y;
+};
+
+ABD_TEST(service, type_mismatch_is_eprototype)
+{
+	struct ctx c;
+	ctx_init(&c);
+	c.cfg.type_name = "point";
+	c.cfg.type_size = sizeof(struct point);
+	c.cfg.type_hash = 0x1234;
+	struct abd_service *pub, *op;
+	cr_assert_eq(abd_service_publish("svc.typed", &c.cfg, 0, &pub), 0);
+
+	struct abd_service_config want = c.cfg;
+	want.type_name = "point3";
+	cr_assert_eq(abd_service_open("svc.typed", &want, 0, SEC, &op), -EPROTOTYPE, "name");
+	want = c.cfg;
+	want.type_size = 12;
+	cr_assert_eq(abd_service_open("svc.typed", &want, 0, SEC, &op), -EPROTOTYPE, "size");
+	want = c.cfg;
+	want.type_hash = 0x1235;
+	cr_assert_eq(abd_service_open("svc.typed", &want, 0, SEC, &op), -EPROTOTYPE, "hash");
+
+	/* the right type, and no type at all, both open */
+	cr_assert_eq(abd_service_open("svc.typed", &c.cfg, 0, SEC, &op), 0);
+	const char *tn;
+	uint32_t ts;
+	uint64_t th;
+	cr_assert_eq(abd_service_type(op, &tn, &ts, &th), 0);
+	cr_assert_str_eq(tn, "point");
+	cr_assert_eq(ts, sizeof(struct point));
+	cr_assert_eq(th, 0x1234);
+	struct point p = { 1, 2 }, q;
+	cr_assert_eq(abd_service_try_push(op, &p, 3), -EMSGSIZE, "a typed handle pushes whole values");
+	cr_assert_eq(abd_service_try_push(op, &p, sizeof(p)), 0);
+	cr_assert_eq(abd_service_pop(pub, &q, sizeof(q), SEC), (int)sizeof(q));
+	cr_assert_eq(q.y, 2);
+	abd_service_close(op);
+	want = c.cfg;
+	want.type_name = NULL;
+	want.type_size = 0;
+	cr_assert_eq(abd_service_open("svc.typed", &want, 0, SEC, &op), 0);
+	abd_service_close(op);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}
+
+ABD_TEST(service, a_plain_record_is_not_a_ring_service)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	struct abd_publication *pubn;
+	cr_assert_eq(abd_registry_open(c.dir, 0, &reg, NULL, 0), 0);
+	cr_assert_eq(abd_record_new("svc.plain", &rec), 0);
+	cr_assert_eq(abd_publish(reg, rec, &pubn), 0);
+	struct abd_service *op;
+	cr_assert_eq(abd_service_open("svc.plain", &c.cfg, 0, SEC, &op), -EPROTONOSUPPORT);
+	abd_withdraw(pubn);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- waiting -- */
+
+ABD_TEST(service, open_times_out_when_absent)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *op = (struct abd_service *)&c; /* must be reset to NULL */
+	cr_assert_eq(abd_service_open("svc.absent", &c.cfg, 0, 0, &op), -ETIMEDOUT);
+	cr_assert_null(op);
+	cr_assert_eq(abd_service_open("svc.absent", &c.cfg, 0, 100 * 1000 * 1000, &op), -ETIMEDOUT);
+	ctx_fini(&c);
+}
+
+struct late_pub {
+	struct child_pub p;
+	int delay_ms;
+};
+
+static int late_pub_main(void *arg)
+{
+	struct late_pub *l = arg;
+	struct timespec ts = { 0, l->delay_ms * 1000000l };
+	nanosleep(&ts, NULL);
+	return child_pub_main(&l->p);
+}
+
+ABD_TEST(service, open_waits_for_a_publisher_to_appear)
+{
+	struct ctx c;
+	ctx_init(&c);
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	struct late_pub l = { .p = { .dir = c.dir, .name = "svc.late", .ready_w = fds[1], .msgs = 1 },
+	                      .delay_ms = 200 };
+	pid_t pid = abd_test_fork(late_pub_main, &l);
+	close(fds[1]);
+	struct abd_service *op;
+	int r = abd_service_open("svc.late", &c.cfg, ABD_SERVICE_CONSUMER, 10 * SEC, &op);
+	cr_assert_eq(r, 0, "open: %d", r);
+	uint64_t v = 99;
+	cr_assert_eq(abd_service_pop(op, &v, sizeof(v), 5 * SEC), 8);
+	cr_assert_eq(v, 0);
+	abd_service_close(op);
+	kill(pid, SIGTERM);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	close(fds[0]);
+	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- the publisher leaves -- */
+
+struct seen {
+	int closed, status, readable;
+};
+
+static void on_event(struct abd_service *svc, enum abd_service_event ev, int status, void *ud)
+{
+	(void)svc;
+	struct seen *s = ud;
+	if (ev == ABD_SERVICE_EVENT_CLOSED) {
+		s->closed++;
+		s->status = status;
+	} else if (ev == ABD_SERVICE_EVENT_READABLE) {
+		s->readable++;
+	}
+}
+
+static void run_until(struct abd_reactor *r, const int *flag, int64_t timeout_ns)
+{
+	uint64_t end = abd_test_now_ns() + (uint64_t)timeout_ns;
+	while (!*flag && abd_test_now_ns() < end)
+		abd_reactor_run_once(r, 50 * 1000 * 1000);
+}
+
+static void publisher_leaves(bool crash, bool force_epoll)
+{
+	struct ctx c;
+	memset(&c, 0, sizeof(c));
+	abd_test_mkdtemp(c.dir, sizeof(c.dir));
+	cr_assert_eq(abd_reactor_new(force_epoll ? ABD_REACTOR_FORCE_EPOLL : 0, &c.reactor), 0);
+	c.cfg.dir = c.dir;
+	c.cfg.reactor = c.reactor;
+	struct child_pub p = { .dir = c.dir, .name = "svc.leaves", .msgs = 3,
+	                       .flags = ABD_SERVICE_PRODUCER };
+	pid_t pid = start_child_pub(&p);
+	struct abd_service *cons, *prod;
+	cr_assert_eq(abd_service_open("svc.leaves", &c.cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &cons), 0);
+	cr_assert_eq(abd_service_open("svc.leaves", &c.cfg, ABD_SERVICE_PRODUCER, 5 * SEC, &prod), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_service_set_event_fn(cons, on_event, &seen), 0);
+	/* the three messages are in (the child pushed them before serving) */
+	struct abd_service_stats st;
+	uint64_t end = abd_test_now_ns() + 5 * SEC;
+	do
+		cr_assert_eq(abd_service_stats(cons, &st), 0);
+	while (st.pushed < 3 && abd_test_now_ns() < end);
+	cr_assert_eq(st.pushed, 3);
+	cr_assert_eq(abd_service_try_push(prod, &(uint64_t){ 3 }, 8), 0);
+
+	kill(pid, crash ? SIGKILL : SIGTERM);
+	cr_assert_eq(abd_test_wait(pid), crash ? 128 + SIGKILL : 0);
+	run_until(c.reactor, &seen.closed, 5 * SEC);
+	cr_assert_eq(seen.closed, 1, "the CLOSED event arrived once");
+	cr_assert_eq(seen.status, crash ? -ECONNRESET : -ESHUTDOWN, "status %d", seen.status);
+	cr_assert_eq(abd_service_closed(cons), crash ? -ECONNRESET : -ESHUTDOWN);
+	/* producers are refused at once; what was committed is still delivered, then -EPIPE */
+	cr_assert_eq(abd_service_try_push(prod, &(uint64_t){ 4 }, 8), -EPIPE);
+	cr_assert_eq(abd_service_push(prod, &(uint64_t){ 4 }, 8, SEC), -EPIPE);
+	abd_service_close(prod);
+	for (uint64_t i = 0; i < 4; i++) {
+		uint64_t v = 99;
+		cr_assert_eq(abd_service_try_pop(cons, &v, sizeof(v)), 8, "message %lu", (unsigned long)i);
+		cr_assert_eq(v, i);
+	}
+	cr_assert_eq(abd_service_try_pop(cons, &(uint64_t){ 0 }, 8), -EPIPE);
+	cr_assert_eq(abd_service_pop(cons, &(uint64_t){ 0 }, 8, SEC), -EPIPE);
+	abd_service_close(cons);
+	ctx_fini(&c);
+}
+
+ABD_TEST(service, publisher_withdraws_event_and_epipe)
+{
+	publisher_leaves(false, false);
+}
+
+ABD_TEST(service, publisher_killed_event_and_epipe)
+{
+	publisher_leaves(true, false);
+}
+
+ABD_TEST(service, publisher_killed_event_and_epipe_epoll)
+{
+	publisher_leaves(true, true);
+}
+
+/* A consumer asleep in a blocking pop, with nobody running its reactor, wakes with -EPIPE
+ * when the publisher is killed. */
+ABD_TEST(service, blocking_pop_ends_when_the_publisher_dies)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct child_pub p = { .dir = dir, .name = "svc.sleep", .flags = ABD_SERVICE_PRODUCER };
+	pid_t pid = start_child_pub(&p);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *cons;
+	cr_assert_eq(abd_service_open("svc.sleep", &cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &cons), 0);
+	pid_t killer = fork();
+	cr_assert_geq(killer, 0);
+	if (killer == 0) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		_exit(0);
+	}
+	char b[8];
+	int r = abd_service_pop(cons, b, sizeof(b), 20 * SEC);
+	cr_assert_eq(r, -EPIPE, "pop: %d", r);
+	cr_assert_eq(abd_service_closed(cons), -ECONNRESET);
+	abd_test_wait(killer);
+	abd_test_wait(pid);
+	abd_service_close(cons);
+	abd_test_rmtree(dir);
+}
+
+/* The publisher's own close: openers see -EPIPE at once (the ring's closed word), before any
+ * registry event. */
+ABD_TEST(service, close_marks_the_ring_for_every_opener)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *op;
+	cr_assert_eq(abd_service_publish("svc.close", &c.cfg, 0, &pub), 0);
+	cr_assert_eq(abd_service_open("svc.close", &c.cfg, 0, 2 * SEC, &op), 0);
+	abd_service_close(pub);
+	cr_assert_eq(abd_service_try_push(op, "x", 1), -EPIPE);
+	cr_assert_eq(abd_service_try_pop(op, &(char){ 0 }, 1), -EPIPE);
+	cr_assert_eq(abd_service_closed(op), -ESHUTDOWN);
+	abd_service_close(op);
+	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- READABLE -- */
+
+ABD_TEST(service, readable_event_on_a_shared_reactor)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *op;
+	cr_assert_eq(abd_service_publish("svc.readable", &c.cfg, ABD_SERVICE_CONSUMER, &pub), 0);
+	cr_assert_eq(abd_service_open("svc.readable", &c.cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &op), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_service_set_event_fn(pub, on_event, &seen), 0);
+	for (int round = 0; round < 3; round++) {
+		int before = seen.readable;
+		cr_assert_eq(abd_service_try_push(op, "ping", 4), 0);
+		uint64_t end = abd_test_now_ns() + 5 * SEC;
+		char b[8];
+		int got = 0;
+		while (!got && abd_test_now_ns() < end) {
+			abd_reactor_run_once(c.reactor, 50 * 1000 * 1000);
+			if (seen.readable > before)
+				got = abd_service_try_pop(pub, b, sizeof(b)) == 4;
+		}
+		cr_assert(got, "round %d: READABLE then the message", round);
+	}
+	abd_service_close(op);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- access policy -- */
+
+struct other_user {
+	const char *dir;
+	int result_w;
+};
+
+static int other_user_main(void *arg)
+{
+	struct other_user *o = arg;
+	if (setgroups(0, NULL) < 0 || setresgid(OTHER_UID, OTHER_UID, OTHER_UID) < 0 ||
+	    setresuid(OTHER_UID, OTHER_UID, OTHER_UID) < 0)
+		return 90;
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o->dir;
+	struct abd_service *svc;
+	int r[2];
+	r[0] = abd_service_open("svc.private", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc);
+	if (r[0] == 0)
+		abd_service_close(svc);
+	r[1] = abd_service_open("svc.shared", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc);
+	if (r[1] == 0) {
+		r[1] = abd_service_push(svc, "from-1001", 9, SEC);
+		abd_service_close(svc);
+	}
+	return write(o->result_w, r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 91;
+}
+
+ABD_TEST(service, access_denied_for_another_uid)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a second uid (setresuid)");
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	cr_assert_eq(chmod(dir, 01777), 0);
+	struct child_pub priv = { .dir = dir, .name = "svc.private" };
+	struct child_pub shared = { .dir = dir, .name = "svc.shared", .allow_uid = OTHER_UID,
+	                            .flags = ABD_SERVICE_CONSUMER };
+	pid_t p1 = start_child_pub(&priv), p2 = start_child_pub(&shared);
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	struct other_user o = { dir, fds[1] };
+	pid_t u = abd_test_fork(other_user_main, &o);
+	close(fds[1]);
+	int r[2] = { 1, 1 };
+	cr_assert_eq(read(fds[0], r, sizeof(r)), (ssize_t)sizeof(r));
+	close(fds[0]);
+	cr_assert_eq(abd_test_wait(u), 0);
+	cr_assert_eq(r[0], -EACCES, "the default policy refuses uid %d: %d", OTHER_UID, r[0]);
+	cr_assert_eq(r[1], 0, "an allowed uid opens and pushes: %d", r[1]);
+	kill(p1, SIGTERM);
+	kill(p2, SIGTERM);
+	cr_assert_eq(abd_test_wait(p1), 0);
+	cr_assert_eq(abd_test_wait(p2), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- arguments -- */
+
+ABD_TEST(service, bad_arguments)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *s = NULL;
+	struct abd_service_config cfg = c.cfg;
+	cr_assert_eq(abd_service_publish(NULL, &cfg, 0, &s), -EINVAL);
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, NULL), -EINVAL);
+	cr_assert_eq(abd_service_publish("../x", &cfg, 0, &s), -EINVAL);
+	cr_assert_eq(abd_service_publish("ok", &cfg, 1u << 20, &s), -EINVAL);
+	cr_assert_eq(abd_service_publish("ok", &cfg, ABD_SERVICE_OBSERVER | ABD_SERVICE_PRODUCER, &s),
+	             -EINVAL);
+	cfg.capacity = 3;
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, &s), -EINVAL, "capacity not a power of two");
+	cfg = c.cfg;
+	cfg.slot_size = 8;
+	cfg.type_size = 16;
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, &s), -EINVAL, "type larger than a slot");
+	cfg = c.cfg;
+	cfg.type_name = "bad name";
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, &s), -EINVAL);
+	cfg = c.cfg;
+	cfg.reserved[0] = &cfg;
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, &s), -EINVAL);
+	cfg = c.cfg;
+	cfg.n_allow_uids = ABD_SERVICE_ALLOW_MAX + 1;
+	uid_t many[ABD_SERVICE_ALLOW_MAX + 1] = { 0 };
+	cfg.allow_uids = many;
+	cr_assert_eq(abd_service_publish("ok", &cfg, 0, &s), -E2BIG);
+	cr_assert_eq(abd_service_open("ok", &c.cfg, ABD_SERVICE_PIDFD_GETFD | ABD_SERVICE_SCM_RIGHTS,
+	                              0, &s),
+	             -EINVAL);
+	cr_assert_eq(abd_service_open("ok", &c.cfg, ABD_SERVICE_SINGLE_PRODUCER, 0, &s), -EINVAL);
+	cr_assert_null(s);
+	cr_assert_eq(abd_service_try_push(NULL, "x", 1), -EINVAL);
+	cr_assert_eq(abd_service_try_pop(NULL, NULL, 0), -EINVAL);
+	cr_assert_eq(abd_service_closed(NULL), -EINVAL);
+	cr_assert_eq(abd_service_stats(NULL, NULL), -EINVAL);
+	cr_assert_null(abd_service_reactor(NULL));
+	abd_service_close(NULL);
+	/* nothing was published by the failures */
+	cr_assert_eq(abd_service_open("ok", &c.cfg, 0, 0, &s), -ETIMEDOUT);
+	ctx_fini(&c);
+}
+
+ABD_TEST(service, single_producer_mode_refuses_a_second_producer)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *p1, *p2;
+	cr_assert_eq(abd_service_publish("svc.sp", &c.cfg,
+	                                 ABD_SERVICE_CONSUMER | ABD_SERVICE_SINGLE_PRODUCER, &pub),
+	             0);
+	cr_assert_eq(abd_service_open("svc.sp", &c.cfg, ABD_SERVICE_PRODUCER, SEC, &p1), 0);
+	cr_assert_eq(abd_service_open("svc.sp", &c.cfg, ABD_SERVICE_PRODUCER, SEC, &p2), -EBUSY);
+	abd_service_close(p1);
+	cr_assert_eq(abd_service_open("svc.sp", &c.cfg, ABD_SERVICE_PRODUCER, SEC, &p2), 0);
+	abd_service_close(p2);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}
