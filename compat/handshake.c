@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "runtime/internal.h"
+#include "runtime/reactor-internal.h"
 
 int64_t abd__now_ns(void)
 {
@@ -435,6 +436,7 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 
 struct pending {
 	int fd;
+	struct abd_source *src; /* on a reactor: the connection's readiness source */
 	int64_t deadline;
 	uid_t uid;
 	gid_t gid;
@@ -458,7 +460,15 @@ struct abd_acquire_server {
 	struct abd__hs_slot slots[ABD__HS_FDS_MAX];
 	int slot_fds[ABD__HS_FDS_MAX];
 	struct abd_acquire_server_stats st;
+	/* Served by a reactor (abd_reactor_add_acquire_server): the owner stands for srv, lsrc
+	 * watches the listening socket, one timer fires at the earliest pending deadline. */
+	struct abd_reactor *reactor;
+	struct abd_source *src_owner, *lsrc, *timer;
+	int64_t timer_at; /* the timer's armed deadline, -1 when it is not armed */
 };
+
+static void arm_timer(struct abd_acquire_server *s);
+static void drop_pending(struct abd_acquire_server *s, unsigned i);
 
 int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
                            struct abd_acquire_server **out)
@@ -541,6 +551,8 @@ void abd_acquire_server_free(struct abd_acquire_server *s)
 {
 	if (!s)
 		return;
+	if (s->src_owner)
+		abd_source_free(s->src_owner); /* detaches: frees our sources, drops pending clients */
 	for (unsigned i = 0; i < s->npending; i++)
 		abd__close(s->pending[i].fd);
 	unlinkat(s->dirfd, s->name, 0);
@@ -607,9 +619,7 @@ int abd_acquire_server_set_max_pending(struct abd_acquire_server *s, unsigned n)
 {
 	abd__check(s && n >= 1 && n <= PENDING_MAX, -EINVAL);
 	while (s->npending > n) {
-		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[0].fd, NULL);
-		abd__close(s->pending[0].fd);
-		s->pending[0] = s->pending[--s->npending];
+		drop_pending(s, 0);
 		s->st.evicted++;
 	}
 	s->max_pending = n;
@@ -727,7 +737,10 @@ static int answer(struct abd_acquire_server *s, int fd, uid_t uid, gid_t gid)
 
 static void drop_pending(struct abd_acquire_server *s, unsigned i)
 {
-	epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);
+	if (s->pending[i].src)
+		abd_source_free(s->pending[i].src); /* also from inside its own callback */
+	else
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);
 	abd__close(s->pending[i].fd);
 	s->pending[i] = s->pending[--s->npending];
 }
@@ -738,6 +751,17 @@ static int find_pending(const struct abd_acquire_server *s, int fd)
 		if (s->pending[i].fd == fd)
 			return (int)i;
 	return -1;
+}
+
+static void on_conn(struct abd_source *src, int status, uint64_t revents, void *ud);
+
+/* Wait for a silent connection's request: a reactor source, or the server's epoll. */
+static int watch_conn(struct abd_acquire_server *s, int fd, struct abd_source **src)
+{
+	if (s->reactor)
+		return abd_reactor_add_io(s->reactor, fd, POLLIN | POLLRDHUP, on_conn, s, src);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
+	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
 static void accept_some(struct abd_acquire_server *s, int *served)
@@ -769,13 +793,14 @@ static void accept_some(struct abd_acquire_server *s, int *served)
 			drop_pending(s, oldest);
 			s->st.evicted++;
 		}
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)fd };
-		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		struct abd_source *src = NULL;
+		if (watch_conn(s, fd, &src) < 0) {
 			abd__close(fd);
 			continue;
 		}
 		s->pending[s->npending++] = (struct pending){
-			.fd = fd, .deadline = abd__now_ns() + s->timeout_ns, .uid = uid, .gid = gid
+			.fd = fd, .src = src, .deadline = abd__now_ns() + s->timeout_ns, .uid = uid,
+			.gid = gid
 		};
 	}
 }
@@ -783,6 +808,8 @@ static void accept_some(struct abd_acquire_server *s, int *served)
 int abd_acquire_server_process(struct abd_acquire_server *s)
 {
 	abd__check(s, -EINVAL);
+	if (s->reactor)
+		return -EBUSY;
 	int served = 0;
 	struct epoll_event evs[64];
 	for (int round = 0; round < 16; round++) {
@@ -821,4 +848,118 @@ int abd_acquire_server_process(struct abd_acquire_server *s)
 		}
 	}
 	return served;
+}
+
+/* ------------------------------------------------------------------ on a reactor -- */
+
+static void expire(struct abd_acquire_server *s)
+{
+	int64_t now = abd__now_ns();
+	for (unsigned i = 0; i < s->npending;) {
+		if (s->pending[i].deadline <= now) {
+			drop_pending(s, i);
+			s->st.expired++;
+		} else {
+			i++;
+		}
+	}
+}
+
+static void on_timer(struct abd_source *src, int status, uint64_t value, void *ud)
+{
+	(void)src, (void)status, (void)value;
+	struct abd_acquire_server *s = ud;
+	s->timer_at = -1; /* one-shot: fired */
+	expire(s);
+	arm_timer(s);
+}
+
+/* Keep the timer at or before the earliest deadline. A timer that fires early (its
+ * connection spoke meanwhile) finds nothing to drop and moves on: fewer re-arms. */
+static void arm_timer(struct abd_acquire_server *s)
+{
+	int64_t d = abd_acquire_server_deadline(s);
+	if (d < 0 || (s->timer_at >= 0 && s->timer_at <= d))
+		return;
+	int e = s->timer ? abd_source_set_timer(s->timer, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE)
+	                 : abd_reactor_add_timer(s->reactor, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE,
+	                                         on_timer, s, &s->timer);
+	s->timer_at = e == 0 ? d : -1;
+	if (e < 0)
+		expire(s); /* no timer (ENOMEM): at least drop what is due now */
+}
+
+static void on_listen(struct abd_source *src, int status, uint64_t revents, void *ud)
+{
+	(void)src, (void)status, (void)revents;
+	struct abd_acquire_server *s = ud;
+	int served = 0;
+	accept_some(s, &served);
+	arm_timer(s);
+}
+
+static void on_conn(struct abd_source *src, int status, uint64_t revents, void *ud)
+{
+	struct abd_acquire_server *s = ud;
+	unsigned k = 0;
+	while (k < s->npending && s->pending[k].src != src)
+		k++;
+	if (k == s->npending)
+		return;
+	struct pending p = s->pending[k];
+	int r = answer(s, p.fd, p.uid, p.gid);
+	if (r == -EAGAIN && status == 0 && !(revents & (POLLHUP | POLLRDHUP | POLLERR)))
+		return;
+	drop_pending(s, k);
+}
+
+/* The owner is going: free our sources and drop the silent clients (they would otherwise
+ * move back into the server's epoll set, which a forked child shares with its parent). */
+static void on_owner_kill(void *ud)
+{
+	struct abd_acquire_server *s = ud;
+	abd_source_free(s->lsrc);
+	abd_source_free(s->timer);
+	s->lsrc = s->timer = NULL;
+	while (s->npending)
+		drop_pending(s, s->npending - 1);
+	s->src_owner = NULL;
+	s->reactor = NULL;
+	s->timer_at = -1;
+}
+
+int abd_reactor_add_acquire_server(struct abd_reactor *r, struct abd_acquire_server *s,
+                                   struct abd_source **out)
+{
+	if (out)
+		*out = NULL;
+	abd__check(r && s, -EINVAL);
+	int e = abd__reactor_check(r);
+	if (e < 0)
+		return e;
+	if (s->reactor)
+		return -EBUSY;
+	if ((e = abd__reactor_add_owner(r, on_owner_kill, s, &s->src_owner)) < 0)
+		return e;
+	s->reactor = r;
+	s->timer_at = -1;
+	e = abd_reactor_add_io(r, s->lfd, POLLIN, on_listen, s, &s->lsrc);
+	/* connections taken by abd_acquire_server_process move to the reactor */
+	for (unsigned i = 0; i < s->npending && e == 0;) {
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);
+		if (abd_reactor_add_io(r, s->pending[i].fd, POLLIN | POLLRDHUP, on_conn, s,
+		                       &s->pending[i].src) < 0)
+			drop_pending(s, i);
+		else
+			i++;
+	}
+	if (e == 0)
+		arm_timer(s);
+	if (e < 0) {
+		abd_source_free(s->src_owner); /* detaches */
+		return e;
+	}
+	if (out)
+		*out = s->src_owner;
+	return 0;
 }

@@ -77,6 +77,10 @@ static int ep_arm(struct abd_reactor *r, struct abd_source *s)
 	case ABD__SRC_PIDFD:
 		e = ctl(r, EPOLL_CTL_ADD, s->fd, EPOLLIN, s);
 		break;
+	case ABD__SRC_READ:
+		s->ck.tag = ABD__TAG_READ_POLL;
+		e = ctl(r, EPOLL_CTL_ADD, s->fd, EPOLLIN, s);
+		break;
 	case ABD__SRC_TIMER:
 		if (s->fd < 0) {
 			s->fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -105,6 +109,7 @@ static void ep_disarm(struct abd_reactor *r, struct abd_source *s)
 	case ABD__SRC_IO:
 	case ABD__SRC_EVENTFD:
 	case ABD__SRC_PIDFD:
+	case ABD__SRC_READ:
 		/* The fd may be closed already (the kernel then dropped it from the set). */
 		if (s->armed)
 			ctl(r, EPOLL_CTL_DEL, s->fd, 0, NULL);
@@ -151,6 +156,19 @@ static void dispatch(struct abd_reactor *r, struct abd__cookie *ck, uint32_t rev
 			fail(r, s, -errno);
 		return;
 	}
+	case ABD__TAG_READ_POLL: {
+		struct abd_source *s = (struct abd_source *)ck;
+		if (s->dead)
+			return;
+		ssize_t n = read(s->fd, s->buf, s->len);
+		if (n > 0)
+			abd__source_fire(r, s, 0, (uint64_t)n);
+		else if (n == 0)
+			fail(r, s, -EPIPE);
+		else if (errno != EAGAIN && errno != EINTR)
+			fail(r, s, -errno);
+		return;
+	}
 	case ABD__TAG_PIDFD_POLL: {
 		struct abd_source *s = (struct abd_source *)ck;
 		if (s->dead || !s->armed)
@@ -177,7 +195,9 @@ static void dispatch(struct abd_reactor *r, struct abd__cookie *ck, uint32_t rev
 	}
 	case ABD__TAG_EVENTFD_READ:
 	case ABD__TAG_FUTEX_WAIT:
+	case ABD__TAG_READ:
 	case ABD__TAG_DEFER:
+	case ABD__TAG_OWNER:
 	case ABD__TAG_CANCEL:
 		return; /* never in the epoll set */
 	}

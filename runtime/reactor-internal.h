@@ -23,6 +23,9 @@ enum abd__tag {
 	ABD__TAG_TIMER,           /* abd_source: io_uring TIMEOUT, or its timerfd under epoll */
 	ABD__TAG_FUTEX_WAIT,      /* abd_source: IORING_OP_FUTEX_WAIT */
 	ABD__TAG_DEFER,           /* abd_source: deferred call; never reaches the kernel */
+	ABD__TAG_READ,            /* abd_source: io_uring READ into a caller buffer (inotify) */
+	ABD__TAG_READ_POLL,       /* abd_source: poll, then read(2) into the caller buffer */
+	ABD__TAG_OWNER,           /* abd_source: a watch or server; never reaches the kernel */
 	ABD__TAG_CANCEL,          /* abd__cookie in the reactor: an ASYNC_CANCEL's own completion */
 	ABD__TAG_WAKE,            /* abd__cookie in the reactor: the internal wake eventfd */
 };
@@ -77,6 +80,8 @@ enum abd__kind {
 	ABD__SRC_TIMER,
 	ABD__SRC_FUTEX,
 	ABD__SRC_DEFER,
+	ABD__SRC_READ,    /* internal: a read into a caller buffer, re-armed after each */
+	ABD__SRC_OWNER,   /* internal: stands for an object that owns sources (watch, server) */
 };
 
 /* A queued kernel operation the SQ had no room for (io_uring): done before the next wait. */
@@ -113,6 +118,12 @@ struct abd_source {
 	const uint32_t *word;
 	uint32_t expected;
 	int replay_res;            /* ABD__PEND_REPLAY: the completion's result */
+	/* read: the caller's buffer (the kernel writes it while a READ is in flight) */
+	void *buf;
+	size_t len;
+	/* owner: called once when the source is killed (freed by the user, by its object, or
+	 * with the reactor), before anything else of the reactor goes; frees its children */
+	void (*on_kill)(void *userdata);
 };
 
 struct abd__backend;
@@ -177,10 +188,34 @@ void abd__source_finished(struct abd_reactor *r, struct abd_source *s);
 /* The kernel returned s's last request: a dead source may now be freed. */
 void abd__source_release(struct abd_reactor *r, struct abd_source *s);
 
+/* Internal sources for the layers built on the reactor (watch.c, handshake.c).
+ * read: fn(status 0, value = bytes read into abd__source_buf(source), len bytes that live in
+ * the source's own allocation, so the kernel may write them until its READ comes back even
+ * after the source was freed) after each read, re-armed until freed; status -errno when the
+ * read fails (then inactive). fd borrowed.
+ * owner: a source that never reaches the kernel and never fires; killing it (abd_source_free,
+ * or abd_reactor_free, which kills owners before every other source) calls on_kill(userdata)
+ * once, where the object frees the sources it made. */
+int abd__reactor_add_read(struct abd_reactor *r, int fd, size_t len, abd_source_fn *fn,
+                          void *userdata, struct abd_source **out);
+int abd__reactor_add_owner(struct abd_reactor *r, void (*on_kill)(void *userdata), void *userdata,
+                           struct abd_source **out);
+/* 0, or -ECHILD / -EBUSY when the caller may not use r (forked child, other thread). */
+int abd__reactor_check(const struct abd_reactor *r);
+static inline void *abd__source_buf(const struct abd_source *s)
+{
+	return s->buf;
+}
+/* Whether the source was killed (its callback will never run again). */
+static inline bool abd__source_dead(const struct abd_source *s)
+{
+	return s->dead;
+}
+
 /* Tests: a reactor with a tiny io_uring SQ, to exercise the full-SQ and CQ-overflow paths. */
 int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_reactor **out);
 
-static inline uint64_t abd__now_ns(void)
+static inline uint64_t abd__clock_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);

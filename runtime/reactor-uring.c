@@ -135,7 +135,16 @@ static void prep(struct abd_reactor *r, struct abd_source *s, struct io_uring_sq
 		                 s->expected);
 		sqe->addr3 = ABD_FUTEX_BITSET_MATCH_ANY;
 		break;
+	case ABD__SRC_READ:
+		if (s->ck.tag == ABD__TAG_READ && u->can_read) {
+			io_uring_prep_read(sqe, s->fd, s->buf, (unsigned)s->len, 0);
+		} else {
+			s->ck.tag = ABD__TAG_READ_POLL;
+			io_uring_prep_poll_add(sqe, s->fd, POLLIN);
+		}
+		break;
 	case ABD__SRC_DEFER:
+	case ABD__SRC_OWNER:
 		break;
 	}
 	io_uring_sqe_set_data(sqe, s);
@@ -255,7 +264,7 @@ static void on_timer(struct abd_reactor *r, struct abd_source *s, int res)
 	}
 	if (!s->armed)
 		return;
-	uint64_t now = abd__now_ns();
+	uint64_t now = abd__clock_ns();
 	if (now < s->deadline) {
 		/* Cancelled by a re-arm, or the deadline moved: wait for the current one. */
 		uring_arm(r, s);
@@ -353,7 +362,36 @@ static void complete(struct abd_reactor *r, void *cookie, int res)
 		if (abd__source_fire(r, s, 0, res == 0) && !s->armed)
 			abd__source_finished(r, s);
 		return;
+	case ABD__TAG_READ:
+		s->armed = false;
+		if (res == -EAGAIN) {
+			s->ck.tag = ABD__TAG_READ_POLL; /* as for an eventfd: poll first from now on */
+			rearm(r, s);
+			return;
+		}
+		if (res <= 0)
+			{ fail(r, s, res < 0 ? res : -EPIPE); return; }
+		if (abd__source_fire(r, s, 0, (uint64_t)res))
+			rearm(r, s);
+		return;
+	case ABD__TAG_READ_POLL: {
+		if (res < 0)
+			{ fail(r, s, res); return; }
+		s->armed = false;
+		ssize_t n = read(s->fd, s->buf, s->len);
+		if (n > 0) {
+			if (!abd__source_fire(r, s, 0, (uint64_t)n))
+				return;
+		} else if (n == 0) {
+			{ fail(r, s, -EPIPE); return; }
+		} else if (errno != EAGAIN && errno != EINTR) {
+			{ fail(r, s, -errno); return; }
+		}
+		rearm(r, s);
+		return;
+	}
 	case ABD__TAG_DEFER:
+	case ABD__TAG_OWNER:
 	case ABD__TAG_CANCEL:
 	case ABD__TAG_WAKE:
 		return;

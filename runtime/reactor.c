@@ -145,14 +145,31 @@ static void source_kill(struct abd_reactor *r, struct abd_source *s)
 	if (s->kind == ABD__SRC_DEFER) {
 		abd__list_del(&s->qlink);
 		s->armed = false;
-	} else {
+	} else if (s->kind != ABD__SRC_OWNER) {
 		r->be->disarm(r, s);
 	}
 	s->armed = false;
 	abd__list_del(&s->link);
 	abd__list_add_tail(&r->zombies, &s->link);
+	if (s->kind == ABD__SRC_OWNER && s->on_kill) {
+		/* The object lets go of its own sources; s stays allocated (a zombie) meanwhile. */
+		void (*hook)(void *) = s->on_kill;
+		s->on_kill = NULL;
+		hook(s->userdata);
+	}
 	if (r->depth == 0 && s->inflight == 0 && s->pending == ABD__PEND_NONE)
 		source_destroy(s);
+}
+
+/* An owner among the live sources, or NULL. */
+static struct abd_source *first_owner(struct abd_reactor *r)
+{
+	for (struct abd__list *e = r->sources.next; e != &r->sources; e = e->next) {
+		struct abd_source *s = abd__container_of(e, struct abd_source, link);
+		if (s->kind == ABD__SRC_OWNER)
+			return s;
+	}
+	return NULL;
 }
 
 void abd__source_release(struct abd_reactor *r, struct abd_source *s)
@@ -186,6 +203,11 @@ ABD_EXPORT void abd_source_free(struct abd_source *s)
 		/* The child's copy: the kernel objects still serve the parent. */
 		if (s->kind == ABD__SRC_TIMER && r->be->kind == ABD_BACKEND_EPOLL)
 			abd__close(s->fd);
+		if (s->kind == ABD__SRC_OWNER && s->on_kill) {
+			void (*hook)(void *) = s->on_kill;
+			s->on_kill = NULL;
+			hook(s->userdata);
+		}
 		source_destroy(s);
 		return;
 	}
@@ -194,8 +216,9 @@ ABD_EXPORT void abd_source_free(struct abd_source *s)
 	source_kill(r, s);
 }
 
-static int source_new(struct abd_reactor *r, enum abd__kind kind, abd_source_fn *fn,
-                      void *userdata, struct abd_source **out, struct abd_source **sp)
+static int source_new_sized(struct abd_reactor *r, enum abd__kind kind, abd_source_fn *fn,
+                            void *userdata, struct abd_source **out, struct abd_source **sp,
+                            size_t extra)
 {
 	abd__check(r && fn, -EINVAL);
 	int e = check_owner(r);
@@ -203,7 +226,7 @@ static int source_new(struct abd_reactor *r, enum abd__kind kind, abd_source_fn 
 		return e;
 	if (r->freeing)
 		return -EBUSY;
-	struct abd_source *s = calloc(1, sizeof(*s));
+	struct abd_source *s = calloc(1, sizeof(*s) + extra);
 	if (!s)
 		return -ENOMEM;
 	s->kind = kind;
@@ -216,6 +239,12 @@ static int source_new(struct abd_reactor *r, enum abd__kind kind, abd_source_fn 
 	abd__list_init(&s->qlink);
 	*sp = s;
 	return 0;
+}
+
+static int source_new(struct abd_reactor *r, enum abd__kind kind, abd_source_fn *fn,
+                      void *userdata, struct abd_source **out, struct abd_source **sp)
+{
+	return source_new_sized(r, kind, fn, userdata, out, sp, 0);
 }
 
 /* Hand a fresh source to the backend; on failure it never existed. */
@@ -305,7 +334,7 @@ ABD_EXPORT int abd_reactor_add_pidfd(struct abd_reactor *r, int pidfd, abd_sourc
 static int timer_values(struct abd_source *s, uint64_t when_ns, uint64_t period_ns, unsigned flags)
 {
 	abd__check(!(flags & ~ABD_TIMER_ABSOLUTE), -EINVAL);
-	uint64_t deadline = (flags & ABD_TIMER_ABSOLUTE) ? when_ns : abd__now_ns() + when_ns;
+	uint64_t deadline = (flags & ABD_TIMER_ABSOLUTE) ? when_ns : abd__clock_ns() + when_ns;
 	abd__check(deadline >= when_ns && deadline < (UINT64_MAX >> 1), -EINVAL); /* no wrap */
 	abd__check(period_ns < (UINT64_MAX >> 2), -EINVAL);
 	s->deadline = deadline;
@@ -403,6 +432,57 @@ ABD_EXPORT int abd_reactor_add_defer(struct abd_reactor *r, abd_source_fn *fn, v
 	return 0;
 }
 
+int abd__reactor_add_read(struct abd_reactor *r, int fd, size_t len, abd_source_fn *fn,
+                          void *userdata, struct abd_source **out)
+{
+	if (out)
+		*out = NULL;
+	abd__check(len > 0 && len <= (1u << 20), -EINVAL);
+	struct abd_source *s;
+	int e = source_new_sized(r, ABD__SRC_READ, fn, userdata, out, &s, len);
+	if (e < 0)
+		return e;
+	if ((e = check_fd(fd)) < 0) {
+		free(s);
+		return e;
+	}
+	s->ck.tag = ABD__TAG_READ;
+	s->fd = fd;
+	s->buf = s + 1; /* after the source, in its allocation: freed when the kernel let go */
+	s->len = len;
+	return source_start(r, s, out);
+}
+
+static void owner_never_fires(struct abd_source *s, int status, uint64_t value, void *userdata)
+{
+	(void)s, (void)status, (void)value, (void)userdata;
+}
+
+int abd__reactor_add_owner(struct abd_reactor *r, void (*on_kill)(void *userdata), void *userdata,
+                           struct abd_source **out)
+{
+	if (out)
+		*out = NULL;
+	abd__check(on_kill, -EINVAL);
+	struct abd_source *s;
+	int e = source_new(r, ABD__SRC_OWNER, owner_never_fires, userdata, out, &s);
+	if (e < 0)
+		return e;
+	s->ck.tag = ABD__TAG_OWNER;
+	s->armed = true;
+	s->on_kill = on_kill;
+	abd__list_add_tail(&r->sources, &s->link);
+	if (out)
+		*out = s;
+	return 0;
+}
+
+int abd__reactor_check(const struct abd_reactor *r)
+{
+	abd__check(r, -EINVAL);
+	return check_owner(r);
+}
+
 /* ---- the loop ---- */
 
 ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
@@ -472,6 +552,9 @@ ABD_EXPORT void abd_reactor_free(struct abd_reactor *r)
 	if (!r)
 		return;
 	if (forked(r)) {
+		/* Owners first: their hooks free the sources they made. */
+		for (struct abd_source *s; (s = first_owner(r));)
+			abd_source_free(s);
 		r->be->release(r);
 		while (!abd__list_empty(&r->sources))
 			source_destroy(abd__container_of(r->sources.next, struct abd_source, link));
@@ -483,6 +566,9 @@ ABD_EXPORT void abd_reactor_free(struct abd_reactor *r)
 	if (check_owner(r) < 0 || r->depth > 0 || r->freeing)
 		return;
 	r->freeing = true;
+	/* Owners first: their hooks free the sources they made, which must not go before. */
+	for (struct abd_source *s; (s = first_owner(r));)
+		source_kill(r, s);
 	while (!abd__list_empty(&r->sources))
 		source_kill(r, abd__container_of(r->sources.next, struct abd_source, link));
 	r->be->drain(r);

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 
 #include "runtime/internal.h"
+#include "runtime/reactor-internal.h"
 #include "runtime/registry-internal.h"
 
 #define WATCH_MASK                                                                     \
@@ -38,6 +39,8 @@
 
 struct wentry {
 	struct abd__item it;
+	struct abd_watch *w;
+	struct abd_source *psrc; /* the pidfd's reactor source while attached */
 	int pidfd;
 	size_t index;          /* in w->v */
 	struct wentry *next;   /* hash chain */
@@ -59,7 +62,19 @@ struct abd_watch {
 	int events;
 	unsigned rescans;
 	size_t armed; /* pidfds in the epoll set */
+	/* Driven by a reactor (abd_reactor_add_watch): the owner source stands for the watch,
+	 * the read source reads inotify into its own buffer, each alive entry may have a pidfd
+	 * source; initial delivers the first ADDED batch. */
+	struct abd_reactor *reactor;
+	struct abd_source *owner, *ino_src, *initial;
+	abd_watch_event_fn *rfn;
+	void *rud;
+	int depth;          /* > 0 while a reactor callback of this watch runs */
+	bool free_pending;  /* abd_watch_free was called from inside one */
+	bool rearm_pidfds;  /* pidfds were closed on detach: arm again in process() */
 };
+
+static void watch_destroy(struct abd_watch *w);
 
 /* ------------------------------------------------------------------ the table -- */
 
@@ -117,6 +132,7 @@ static int insert(struct abd_watch *w, struct abd__item *it)
 		return -ENOMEM;
 	}
 	e->it = *it;
+	e->w = w;
 	e->pidfd = -1;
 	e->index = w->n;
 	w->v[w->n++] = e;
@@ -128,6 +144,12 @@ static int insert(struct abd_watch *w, struct abd__item *it)
 
 static void disarm(struct abd_watch *w, struct wentry *e)
 {
+	if (e->psrc) {
+		/* before the close: the reactor stops watching first (a cancel on its way holds
+		 * its own reference to the file) */
+		abd_source_free(e->psrc);
+		e->psrc = NULL;
+	}
 	if (e->pidfd >= 0)
 		w->armed--;
 	e->pidfd = abd__close(e->pidfd); /* closing removes it from the epoll set */
@@ -161,6 +183,31 @@ static bool same_pidns(struct abd_watch *w, const struct abd_record *rec)
 	       rec->pidns_ino == (uint64_t)w->reg->pidns_ino;
 }
 
+static int pidfd_ready_entry(struct abd_watch *w, struct wentry *e);
+static void watch_enter(struct abd_watch *w);
+static void watch_leave(struct abd_watch *w);
+
+static void on_pidfd(struct abd_source *src, int status, uint64_t value, void *ud)
+{
+	(void)src, (void)status, (void)value;
+	struct wentry *e = ud;
+	struct abd_watch *w = e->w;
+	watch_enter(w);
+	/* status < 0 (the poll failed): fall back to what the lock says, as for an exit */
+	int r = pidfd_ready_entry(w, e);
+	(void)r; /* an error here is a failed read of one record: the next event retries it */
+	watch_leave(w);
+}
+
+/* Start watching an open pidfd: a reactor source while attached, else the watch's epoll. */
+static int watch_pidfd(struct abd_watch *w, struct wentry *e, int fd)
+{
+	if (w->reactor)
+		return abd_reactor_add_pidfd(w->reactor, fd, on_pidfd, e, &e->psrc);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)fd + 1 };
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
 /* Watch the publisher's pidfd. After pidfd_open, check that the pid is still the publisher
  * (start time) and that the record is still locked, so a reused pid is never watched in its
  * place. Returns 0, or -ESRCH when the publisher is already gone. */
@@ -179,8 +226,7 @@ static int arm(struct abd_watch *w, struct wentry *e)
 		close(fd);
 		return -ESRCH;
 	}
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)fd + 1 };
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+	if (watch_pidfd(w, e, fd) < 0) {
 		close(fd);
 		return 0;
 	}
@@ -269,20 +315,22 @@ static int closed_for_write(struct abd_watch *w, const char *name)
 	return 0;
 }
 
+static int pidfd_ready_entry(struct abd_watch *w, struct wentry *e)
+{
+	disarm(w, e);
+	int s = abd_registry_liveness(w->reg, e->it.name);
+	if (s == ABD_STATE_STALE)
+		mark_died(w, e);
+	else if (s != ABD_STATE_ALIVE)
+		return reconcile(w, e->it.name, DT_UNKNOWN);
+	return 0;
+}
+
 static int pidfd_ready(struct abd_watch *w, int fd)
 {
-	for (size_t i = 0; i < w->n; i++) {
-		struct wentry *e = w->v[i];
-		if (e->pidfd != fd)
-			continue;
-		disarm(w, e);
-		int s = abd_registry_liveness(w->reg, e->it.name);
-		if (s == ABD_STATE_STALE)
-			mark_died(w, e);
-		else if (s != ABD_STATE_ALIVE)
-			return reconcile(w, e->it.name, DT_UNKNOWN);
-		return 0;
-	}
+	for (size_t i = 0; i < w->n; i++)
+		if (w->v[i]->pidfd == fd)
+			return pidfd_ready_entry(w, w->v[i]);
 	return 0;
 }
 
@@ -382,6 +430,18 @@ ABD_EXPORT void abd_watch_free(struct abd_watch *w)
 {
 	if (!w)
 		return;
+	if (w->owner)
+		abd_source_free(w->owner); /* detaches (on_owner_kill) */
+	if (w->depth > 0) {
+		/* From inside one of our reactor callbacks: the batch still reads w. */
+		w->free_pending = true;
+		return;
+	}
+	watch_destroy(w);
+}
+
+static void watch_destroy(struct abd_watch *w)
+{
 	while (w->n)
 		erase(w, w->v[w->n - 1]);
 	abd__close(w->inofd);
@@ -432,13 +492,48 @@ static int handle(struct abd_watch *w, const struct inotify_event *ev, bool *ove
 	return reconcile(w, ev->name, DT_UNKNOWN);
 }
 
-static int process(struct abd_watch *w)
+static void deliver_initial(struct abd_watch *w)
 {
 	if (w->initial_pending) {
 		w->initial_pending = false;
 		for (size_t i = 0; i < w->n; i++)
 			emit(w, ABD_EVENT_ADDED, &w->v[i]->it.e);
 	}
+}
+
+/* After a detach closed the pidfds: watch the alive publishers again (ABD_WATCH_PIDFD). */
+static void rearm_all(struct abd_watch *w)
+{
+	if (!w->rearm_pidfds)
+		return;
+	w->rearm_pidfds = false;
+	for (size_t i = 0; i < w->n; i++) {
+		struct wentry *e = w->v[i];
+		if (e->it.e.state == ABD_STATE_ALIVE && arm(w, e) == -ESRCH &&
+		    abd_registry_liveness(w->reg, e->it.name) == ABD_STATE_STALE)
+			mark_died(w, e);
+	}
+}
+
+/* One batch of inotify events (whole events, as read(2) returns them). */
+static int handle_batch(struct abd_watch *w, const uint8_t *buf, size_t n, bool *overflow)
+{
+	int r = 0;
+	for (size_t off = 0; off + sizeof(struct inotify_event) <= n && r >= 0;) {
+		struct inotify_event ev;
+		memcpy(&ev, buf + off, sizeof(ev));
+		if (off + sizeof(ev) + ev.len > n)
+			break;
+		r = handle(w, (const struct inotify_event *)(const void *)(buf + off), overflow);
+		off += sizeof(ev) + ev.len;
+	}
+	return r;
+}
+
+static int process(struct abd_watch *w)
+{
+	deliver_initial(w);
+	rearm_all(w);
 	int r = 0;
 	bool overflow = false;
 	/* inotify first: its events come before any pidfd's in time. */
@@ -455,11 +550,7 @@ static int process(struct abd_watch *w)
 				r = -errno;
 			break;
 		}
-		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= n && r >= 0;) {
-			const struct inotify_event *ev = (const void *)(u.bytes + off);
-			r = handle(w, ev, &overflow);
-			off += (ssize_t)sizeof(*ev) + ev->len;
-		}
+		r = handle_batch(w, (const uint8_t *)u.bytes, (size_t)n, &overflow);
 		if (r < 0)
 			return r;
 		/* A read that left room for another event emptied the queue; anything newer keeps
@@ -496,6 +587,8 @@ static int process(struct abd_watch *w)
 ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata)
 {
 	abd__check(w, -EINVAL);
+	if (w->reactor)
+		return -EBUSY;
 	w->fn = fn;
 	w->userdata = userdata;
 	w->events = 0;
@@ -506,14 +599,13 @@ ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *use
 ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *userdata)
 {
 	abd__check(w, -EINVAL);
+	if (w->reactor)
+		return -EBUSY;
 	w->fn = fn;
 	w->userdata = userdata;
 	w->events = 0;
-	if (w->initial_pending) {
-		w->initial_pending = false;
-		for (size_t i = 0; i < w->n; i++)
-			emit(w, ABD_EVENT_ADDED, &w->v[i]->it.e);
-	}
+	deliver_initial(w);
+	rearm_all(w);
 	int r = rescan(w);
 	return r < 0 ? r : w->events;
 }
@@ -531,4 +623,143 @@ ABD_EXPORT const struct abd_entry *abd_watch_entry(const struct abd_watch *w, si
 unsigned abd__watch_rescans(const struct abd_watch *w)
 {
 	return w->rescans;
+}
+
+/* ------------------------------------------------------------------ on a reactor -- */
+
+#define INOTIFY_READ_BYTES 16384
+
+static void watch_enter(struct abd_watch *w)
+{
+	w->depth++;
+	deliver_initial(w); /* the first batch comes before any change, whoever fires first */
+}
+
+static void watch_leave(struct abd_watch *w)
+{
+	if (--w->depth == 0 && w->free_pending)
+		watch_destroy(w);
+}
+
+/* emit() lands here while attached. */
+static void to_reactor(void *ud, enum abd_event_type type, const struct abd_entry *entry)
+{
+	struct abd_watch *w = ud;
+	if (w->rfn && w->owner && !abd__source_dead(w->owner))
+		w->rfn(w->owner, 0, type, entry, w->rud);
+}
+
+/* Let go of every source the watch made on the reactor (the owner is being killed). The
+ * pidfds are closed: a later abd_watch_process arms them again. */
+static void detach(struct abd_watch *w)
+{
+	abd_source_free(w->ino_src);
+	abd_source_free(w->initial);
+	w->ino_src = w->initial = NULL;
+	for (size_t i = 0; i < w->n; i++) {
+		struct wentry *e = w->v[i];
+		if (e->psrc) {
+			disarm(w, e);
+			w->rearm_pidfds = true;
+		}
+	}
+	w->owner = NULL;
+	w->reactor = NULL;
+	w->rfn = NULL;
+	w->fn = NULL;
+	w->userdata = NULL;
+}
+
+static void on_owner_kill(void *ud)
+{
+	detach(ud);
+}
+
+/* The watch failed: report once, then stay silent (the owner lives on until freed). */
+static void fail_watch(struct abd_watch *w, int err)
+{
+	struct abd_source *owner = w->owner;
+	abd_watch_event_fn *fn = w->rfn;
+	void *ud = w->rud;
+	abd_source_free(w->ino_src);
+	w->ino_src = NULL;
+	w->rfn = NULL;
+	if (fn && owner && !abd__source_dead(owner))
+		fn(owner, err, (enum abd_event_type)0, NULL, ud);
+}
+
+static void on_inotify(struct abd_source *src, int status, uint64_t n, void *ud)
+{
+	struct abd_watch *w = ud;
+	watch_enter(w);
+	int r = status;
+	bool overflow = false;
+	if (r == 0)
+		r = handle_batch(w, abd__source_buf(src), (size_t)n, &overflow);
+	if (r >= 0 && overflow) {
+		w->rescans++;
+		r = rescan(w);
+	}
+	if (r >= 0 && w->gone)
+		r = -EIDRM;
+	if (r < 0 && w->ino_src == src)
+		fail_watch(w, r);
+	watch_leave(w);
+}
+
+static void on_initial(struct abd_source *src, int status, uint64_t value, void *ud)
+{
+	(void)status, (void)value;
+	struct abd_watch *w = ud;
+	watch_enter(w); /* delivers */
+	rearm_all(w);
+	if (w->initial == src) {
+		w->initial = NULL;
+		abd_source_free(src);
+	}
+	watch_leave(w);
+}
+
+ABD_EXPORT int abd_reactor_add_watch(struct abd_reactor *r, struct abd_watch *w,
+                                     abd_watch_event_fn *fn, void *userdata,
+                                     struct abd_source **out)
+{
+	if (out)
+		*out = NULL;
+	abd__check(r && w && fn, -EINVAL);
+	int e = abd__reactor_check(r);
+	if (e < 0)
+		return e;
+	if (w->reactor || w->depth > 0 || w->free_pending || w->gone)
+		return w->gone ? -EIDRM : -EBUSY;
+	if ((e = abd__reactor_add_owner(r, on_owner_kill, w, &w->owner)) < 0)
+		return e;
+	w->reactor = r;
+	w->rfn = fn;
+	w->rud = userdata;
+	w->fn = to_reactor;
+	w->userdata = w;
+	e = abd__reactor_add_read(r, w->inofd, INOTIFY_READ_BYTES, on_inotify, w, &w->ino_src);
+	/* pidfds armed by abd_watch_process move from the watch's epoll to the reactor */
+	for (size_t i = 0; i < w->n && e == 0; i++) {
+		struct wentry *en = w->v[i];
+		if (en->pidfd < 0)
+			continue;
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, en->pidfd, NULL);
+		if (abd_reactor_add_pidfd(r, en->pidfd, on_pidfd, en, &en->psrc) < 0) {
+			disarm(w, en);
+			w->rearm_pidfds = true;
+		}
+	}
+	/* The first iteration reports what is not reported yet and arms missing pidfds (a death
+	 * found there is reported there, through the callback). */
+	if (e == 0 && (w->initial_pending || w->rearm_pidfds))
+		e = abd_reactor_add_defer(r, on_initial, w, &w->initial);
+	if (e < 0) {
+		abd_source_free(w->owner); /* detaches */
+		return e;
+	}
+	if (out)
+		*out = w->owner;
+	return 0;
 }

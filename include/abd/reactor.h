@@ -2,8 +2,8 @@
 /* The reactor: one single-threaded event loop per thread that wants one, with an io_uring
  * backend and an epoll twin of the same behaviour (docs/reactor.md).
  *
- * Sources: fd readiness, eventfd reads, pidfd exits, timers, futex-word waits and deferred
- * callbacks. Each add call returns a source handle; abd_source_free() removes it at any
+ * Sources: fd readiness, eventfd reads, pidfd exits, timers, futex-word waits, deferred
+ * callbacks, a registry watch and an acquisition handshake server. Each add call returns a source handle; abd_source_free() removes it at any
  * time, also from inside any callback (its own included), and once it returns that source's
  * callback is never called again.
  *
@@ -27,6 +27,7 @@
 
 #include <abd/common.h>
 #include <abd/probe.h>
+#include <abd/registry.h>
 
 ABD_BEGIN_DECLS
 
@@ -134,6 +135,54 @@ ABD_EXPORT int abd_source_futex_arm(struct abd_source *source, uint32_t expected
  * even if nothing else happens: the loop does not block while deferred calls wait. */
 ABD_EXPORT int abd_reactor_add_defer(struct abd_reactor *reactor, abd_source_fn *fn,
                                      void *userdata, struct abd_source **out);
+
+/* ------------------------------------------------------------ registry and handshakes -- */
+
+struct abd_acquire_server;
+
+/* A registry watch's events through the reactor: status 0 with type and entry (entry valid
+ * only during the call), or status -errno with type 0 and entry NULL when the watch failed
+ * (-EIDRM: the directory was removed or moved; -ENOMEM; another -errno of reading inotify):
+ * the source is then inactive and only abd_source_free() remains to be called on it. */
+typedef void abd_watch_event_fn(struct abd_source *source, int status, enum abd_event_type type,
+                                const struct abd_entry *entry, void *userdata);
+
+/* Drive a registry watch (abd_watch_new) from the reactor. The directory's inotify stream is
+ * read by the reactor (an io_uring READ, or epoll readiness then read(2)); deaths come from
+ * the kernel as they do for abd_watch_process: IN_CLOSE_WRITE of the record, and with
+ * ABD_WATCH_PIDFD one pidfd source per alive record of this PID namespace. An inotify
+ * overflow makes the watch rescan and report the difference. The first iteration reports
+ * every entry the watch has not reported yet as ABD_EVENT_ADDED; then each change once.
+ *
+ * watch is borrowed and must outlive the source, or be freed first: abd_watch_free() on an
+ * attached watch removes the source as well (the source handle is then gone: do not free it
+ * again). While attached, abd_watch_process/abd_watch_rescan return -EBUSY. The callback may
+ * free the source (the watch then stops reporting at once, even mid-batch), the watch
+ * (deferred until the batch is over) and other sources. fn required; out NULL: floating, freed
+ * with the watch or the reactor.
+ * Errors: -EINVAL, -EBUSY (another thread, or the watch is attached already), -ECHILD,
+ * -ENOMEM, or a kernel error (-EMFILE for a pidfd...). */
+ABD_EXPORT int abd_reactor_add_watch(struct abd_reactor *reactor, struct abd_watch *watch,
+                                     abd_watch_event_fn *fn, void *userdata,
+                                     struct abd_source **out);
+
+/* Serve an acquisition handshake server (abd_acquire_server_new) from the reactor: the
+ * listening socket and each accepted connection are reactor sources (readiness, then
+ * non-blocking accept4/recvmsg/sendmsg: the request carries no descriptors and the reply is a
+ * single datagram, so nothing ever waits), and one reactor timer drops connections that stay
+ * silent past their deadline. The server's limits hold as documented in acquire.h: at most
+ * max_pending silent connections (the oldest is evicted), a bounded number of accepts per
+ * iteration, so a hostile client can neither block the loop nor starve other sources.
+ *
+ * srv is borrowed and must outlive the source, or be freed first: abd_acquire_server_free()
+ * removes the source as well (the handle is then gone). Removing the source closes the
+ * connections still pending; the listening socket stays srv's. While attached,
+ * abd_acquire_server_process returns -EBUSY. out NULL: floating (freed with srv or the
+ * reactor). Errors: -EINVAL, -EBUSY (another thread, or srv attached already), -ECHILD,
+ * -ENOMEM, or a kernel error. */
+ABD_EXPORT int abd_reactor_add_acquire_server(struct abd_reactor *reactor,
+                                              struct abd_acquire_server *srv,
+                                              struct abd_source **out);
 
 /* Remove and free a source; NULL is ignored. Allowed at any time on the owning thread,
  * inside any callback too. Afterwards its callback is never called again; memory the kernel
