@@ -240,11 +240,27 @@ void abdctl_watch_help(FILE *out)
 
 struct watch_ctx {
 	bool json;
+	int err;
+	struct abd_reactor *rx;
 };
 
-static void on_event(void *ud, enum abd_event_type type, const struct abd_entry *e)
+/* A signal (SIGINT, SIGTERM, SIGHUP) on the signalfd: stop the loop. */
+static void on_signal(struct abd_source *src, int status, uint64_t revents, void *ud)
 {
+	(void)src, (void)status, (void)revents;
+	abd_reactor_stop(ud);
+}
+
+static void on_event(struct abd_source *src, int status, enum abd_event_type type,
+                     const struct abd_entry *e, void *ud)
+{
+	(void)src;
 	struct watch_ctx *c = ud;
+	if (status < 0) {
+		c->err = status;
+		abd_reactor_stop(c->rx);
+		return;
+	}
 	if (c->json) {
 		entry_json(stdout, e, abd_event_name(type));
 		fputc('\n', stdout);
@@ -273,28 +289,27 @@ int abdctl_watch(int argc, char **argv)
 	}
 	sigset_t old;
 	int sfd = signals_fd(&old);
-	struct watch_ctx ctx = { o.json };
+	struct watch_ctx ctx = { .json = o.json };
 	int rc = ABDCTL_OK;
-	r = abd_watch_process(w, on_event, &ctx);
-	while (r >= 0) {
-		struct pollfd p[2] = { { abd_watch_fd(w), POLLIN, 0 }, { sfd, POLLIN, 0 } };
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			r = -errno;
-			break;
-		}
-		if (p[1].revents)
-			break;
-		r = abd_watch_process(w, on_event, &ctx);
-	}
+	/* everything runs on the reactor: the watch (inotify, deaths) and the signals */
+	r = abd_reactor_new(0, &ctx.rx);
+	if (r == 0)
+		r = abd_reactor_add_watch(ctx.rx, w, on_event, &ctx, NULL);
+	if (r == 0)
+		r = sfd < 0 ? -errno : abd_reactor_add_io(ctx.rx, sfd, POLLIN, on_signal, ctx.rx, NULL);
+	if (r == 0)
+		r = abd_reactor_run(ctx.rx);
+	if (r == 0)
+		r = ctx.err;
+	abd_watch_free(w);
+	abd_reactor_free(ctx.rx);
 	if (r < 0) {
 		fprintf(stderr, "abdctl watch: %s: %s\n", abd_registry_path(reg),
 		        r == -EIDRM ? "the registry directory was removed" : strerror(-r));
 		rc = ABDCTL_FAIL;
 	}
-	close(sfd);
-	abd_watch_free(w);
+	if (sfd >= 0)
+		close(sfd);
 	abd_registry_free(reg);
 	return rc;
 }
@@ -485,26 +500,31 @@ int abdctl_publish(int argc, char **argv)
 		abd_registry_free(reg);
 		return ABDCTL_FAIL;
 	}
+	/* serve handshakes on the reactor until a signal */
+	struct abd_reactor *rx = NULL;
+	r = abd_reactor_new(0, &rx);
+	if (r == 0)
+		r = abd_reactor_add_acquire_server(rx, srv, NULL);
+	if (r == 0)
+		r = sfd < 0 ? -errno : abd_reactor_add_io(rx, sfd, POLLIN, on_signal, rx, NULL);
+	if (r < 0) {
+		fprintf(stderr, "abdctl publish: cannot start the reactor: %s\n", strerror(-r));
+		abd_reactor_free(rx);
+		abd_withdraw(pub);
+		close(sfd);
+		abd_acquire_server_free(srv);
+		abd_ring_free(ring);
+		abd_registry_free(reg);
+		return ABDCTL_FAIL;
+	}
 	printf("%s\n", abd_publication_name(pub));
 	fflush(stdout);
-	/* serve handshakes until a signal: one fd, a deadline, a non-blocking process call */
-	for (;;) {
-		struct pollfd p[2] = { { sfd, POLLIN, 0 }, { abd_acquire_server_fd(srv), POLLIN, 0 } };
-		int64_t d = abd_acquire_server_deadline(srv), ms = -1;
-		if (d >= 0) {
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			int64_t left = d - ((int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-			ms = left <= 0 ? 0 : left / 1000000 + 1;
-		}
-		if (poll(p, 2, (int)ms) < 0 && errno != EINTR)
-			break;
-		if (p[0].revents)
-			break;
-		abd_acquire_server_process(srv);
-	}
+	int rr = abd_reactor_run(rx);
+	if (rr < 0)
+		fprintf(stderr, "abdctl publish: reactor: %s\n", strerror(-rr));
 	r = abd_withdraw(pub);
 	abd_acquire_server_free(srv);
+	abd_reactor_free(rx);
 	abd_ring_free(ring);
 	close(sfd);
 	abd_registry_free(reg);
