@@ -116,6 +116,25 @@ static inline unsigned abd__ctl_lease(uint64_t c) { return (unsigned)(c >> 48); 
 
 #define ABD__STATS_FLUSH 256u
 
+/* How long a publication may stay invisible to other CPUs after the publisher's sleeper check
+ * (single producer/consumer fast paths: release store, then a load; see ring-wait.c). A store
+ * buffer drains in nanoseconds; this is the bound a waiter's first sleep after arming keeps. */
+#define ABD__RING_GRACE_NS 50000
+
+/* The realtime sanitizer reports every syscall made inside a nonblocking function; the wake a
+ * fast path owes a sleeper is a syscall that cannot sleep, and is let through explicitly. */
+#if defined(__has_feature)
+#if __has_feature(realtime_sanitizer)
+#include <sanitizer/rtsan_interface.h>
+#define ABD__RTSAN_EXEMPT_BEGIN __rtsan_disable()
+#define ABD__RTSAN_EXEMPT_END __rtsan_enable()
+#endif
+#endif
+#ifndef ABD__RTSAN_EXEMPT_BEGIN
+#define ABD__RTSAN_EXEMPT_BEGIN ((void)0)
+#define ABD__RTSAN_EXEMPT_END ((void)0)
+#endif
+
 static inline void abd__cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -143,13 +162,18 @@ struct abd_ring {
 	bool use_futex;
 	/* single-producer / single-consumer state */
 	uint64_t sp_tail, sc_head;
+	uint64_t sp_head_cache; /* single producer and consumer: the head as last read */
 	bool sp_reserved, sc_peeked;
+	bool sp_fast; /* the cached head may stand in for reading the slot (see sp_claim) */
 	/* slots this handle holds (reserved or peeked), for abd_ring_free */
 	uint64_t held;
 	/* counters not yet added to the header */
 	uint32_t unflushed_pushed, unflushed_popped;
 	uint64_t own_wakes, own_waits;
 	unsigned sleeping; /* announced wait kinds (bits as in the lease) */
+	/* per wait kind: the futex value this handle last armed with and when (ring-wait.c) */
+	uint32_t armed_value[2];
+	uint64_t armed_at[2];
 	unsigned spin;     /* blocking forms: current spin budget before sleeping */
 	/* last-resort takeover of a slot held by a live peer */
 	int64_t stuck_ns;

@@ -121,6 +121,28 @@ static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	r->sleeping &= ~bit;
 }
 
+/* The grace rule. Single producers and consumers publish with a release store and then load
+ * the futex word without a fence between them (ring.c, publish), so a publication may still sit
+ * in its CPU's store buffer when a waiter arms the word and re-checks: the publisher read the
+ * word unarmed, the waiter saw no message. Such a publication read the word before the arming
+ * that last turned it from unarmed to armed, and becomes visible within a store-buffer drain
+ * (nanoseconds). So a re-check is exact once the word has stayed armed, unchanged, for
+ * ABD__RING_GRACE_NS: the waiter's previous arming returned the same value (no waker disarmed
+ * or bumped it since) at least that long ago. Until then the sleep is bounded by what is left
+ * of the grace. A ring left idle costs one extra wake-up, 50 us after its waiter first sleeps;
+ * a missed wake-up (a publisher that stops right after the race) costs at most 50 us. */
+static int64_t grace_left(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value)
+{
+	uint64_t now = abd__ring_now_ns();
+	if (r->armed_value[what] != value) {
+		r->armed_value[what] = value;
+		r->armed_at[what] = now;
+		return ABD__RING_GRACE_NS;
+	}
+	uint64_t age = now - r->armed_at[what];
+	return age >= ABD__RING_GRACE_NS ? -1 : (int64_t)(ABD__RING_GRACE_NS - age);
+}
+
 static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *value, int64_t *tmo)
 {
 	unsigned bit = what == ABD_RING_WAIT_SPACE ? 2 : 1;
@@ -134,9 +156,17 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 	r->sleeping |= bit;
 	abd__ring_flush_stats(r);
 	int e = recheck(r, what, tmo);
-	if (e != 0)
+	if (e != 0) {
 		finish(r, what);
-	return e;
+		return e;
+	}
+	/* only single producers (consumers) publish without a fence: multi ones commit by CAS */
+	unsigned fenceless = what == ABD_RING_WAIT_DATA ? ABD_RING_SINGLE_PRODUCER
+	                                                : ABD_RING_SINGLE_CONSUMER;
+	int64_t g = r->modes & fenceless ? grace_left(r, what, *value) : -1;
+	if (g >= 0 && (*tmo < 0 || g < *tmo))
+		*tmo = g;
+	return 0;
 }
 
 int abd_ring_wait_prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *futex_value,
