@@ -190,6 +190,13 @@ static inline uint64_t abd__ring_checksum(const void *hdr)
 	return h;
 }
 
+/* Single producer and single consumer: slots are never marked FREE after the first lap; the
+ * head bounds the producer (docs/ring.md section 4). */
+static inline bool abd__ring_spsc(const struct abd_ring *r)
+{
+	return (r->modes & ABD__RING_MODES) == ABD__RING_MODES;
+}
+
 static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_t pos)
 {
 	return (struct abd__ring_slot *)(r->slots + (size_t)(pos & r->mask) * r->stride);

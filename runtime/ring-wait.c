@@ -84,8 +84,8 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
 		uint64_t c = abd__load(&s->ctl, SEQ_CST);
 		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
 		unsigned st = abd__ctl_state(c);
-		if (d == 0 && st == ABD__SLOT_FREE)
-			return 0;
+		if ((d == 0 && st == ABD__SLOT_FREE) || d < 0)
+			return 0; /* empty: free for position h, or still an earlier lap */
 		if (d == 0 && st == ABD__SLOT_WRITING) {
 			/* take a live producer's slot only when committed messages wait behind it */
 			bool behind = abd__load(&r->h->tail, ACQUIRE) > h + 1;
@@ -94,6 +94,8 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
 		return 1;
 	}
 	uint64_t t = r->modes & ABD_RING_SINGLE_PRODUCER ? r->sp_tail : abd__load(&r->h->tail, SEQ_CST);
+	if (abd__ring_spsc(r)) /* a single consumer moves the head only; slots are not marked free */
+		return t - abd__load(&r->h->head, SEQ_CST) < r->cap;
 	struct abd__ring_slot *s = abd__slot(r, t);
 	uint64_t c = abd__load(&s->ctl, SEQ_CST);
 	int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
