@@ -126,14 +126,19 @@ static inline unsigned abd__ctl_lease(uint64_t c) { return (unsigned)(c >> 48); 
 #if defined(__has_feature)
 #if __has_feature(realtime_sanitizer)
 #include <sanitizer/rtsan_interface.h>
-#define ABD__RTSAN_EXEMPT_BEGIN __rtsan_disable()
-#define ABD__RTSAN_EXEMPT_END __rtsan_enable()
+#define ABD__RTSAN_EXEMPT_BEGIN_ __rtsan_disable()
+#define ABD__RTSAN_EXEMPT_END_ __rtsan_enable()
 #endif
 #endif
-#ifndef ABD__RTSAN_EXEMPT_BEGIN
-#define ABD__RTSAN_EXEMPT_BEGIN ((void)0)
-#define ABD__RTSAN_EXEMPT_END ((void)0)
+#ifndef ABD__RTSAN_EXEMPT_BEGIN_
+#define ABD__RTSAN_EXEMPT_BEGIN_ ((void)0)
+#define ABD__RTSAN_EXEMPT_END_ ((void)0)
 #endif
+/* ... and from clang's static check of the same promise (-Wfunction-effects). */
+#define ABD__RTSAN_EXEMPT_BEGIN                                                        \
+	_Pragma("clang diagnostic push")                                               \
+	_Pragma("clang diagnostic ignored \"-Wfunction-effects\"") ABD__RTSAN_EXEMPT_BEGIN_
+#define ABD__RTSAN_EXEMPT_END ABD__RTSAN_EXEMPT_END_; _Pragma("clang diagnostic pop")
 
 static inline void abd__cpu_relax(void)
 {
@@ -203,7 +208,7 @@ static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_
 }
 
 /* ring.c */
-void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what);
+void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING;
 void abd__ring_flush_stats(struct abd_ring *r);
 
 /* ring-recover.c */

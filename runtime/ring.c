@@ -395,7 +395,7 @@ int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
 /* The one syscall a fast path may owe: a sleeper armed the word. The first waker disarms it
  * (and bumps the sequence in bits 1..31) and makes the syscalls; later wakers find it disarmed
  * and make none, until a sleeper arms it again. */
-void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what)
+void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING
 {
 	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 	uint32_t w = abd__load(word, SEQ_CST);
@@ -890,7 +890,8 @@ static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_
 	return done ? (int)done : e == -EAGAIN ? 0 : e;
 }
 
-int abd_ring_try_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size_t *lens, unsigned n) ABD_NONBLOCKING
+int abd_ring_try_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size_t *lens, unsigned n)
+	ABD_NONBLOCKING
 {
 	abd__check(r && (n == 0 || (bufs && lens)) && n <= INT_MAX && stride <= INT_MAX, -EINVAL);
 	bool wake = false;

@@ -94,13 +94,15 @@ ABD_EXPORT int64_t abd_ring_slot_size(const struct abd_ring *ring);
 
 /* Push one message of len bytes (0 .. slot size). Returns 0; -EAGAIN when the ring is full;
  * -EMSGSIZE when len exceeds the slot size; -EPERM without the producer role; -EINVAL. */
-ABD_EXPORT ABD_NODISCARD int abd_ring_try_push(struct abd_ring *ring, const void *data, size_t len);
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_push(struct abd_ring *ring, const void *data, size_t len)
+	ABD_NONBLOCKING;
 
 /* Pop one message into buf (size bytes). Returns its length (>= 0); -EAGAIN when the ring is
  * empty; -EMSGSIZE when the message is longer than size (it stays in the ring); -EPERM
  * without the consumer role; -EBADMSG when a peer corrupted the slot (the slot is dropped);
  * -EOWNERDEAD when the slot was taken from this handle meanwhile (see abd_ring_release). */
-ABD_EXPORT ABD_NODISCARD int abd_ring_try_pop(struct abd_ring *ring, void *buf, size_t size);
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_pop(struct abd_ring *ring, void *buf, size_t size)
+	ABD_NONBLOCKING;
 
 /* Blocking forms: as the try forms, but wait up to timeout_ns (-1: forever; 0: do not wait,
  * only run the slow-path checks, which include recovering slots of dead peers). Returns
@@ -115,35 +117,39 @@ ABD_EXPORT ABD_NODISCARD int abd_ring_pop(struct abd_ring *ring, void *buf, size
 /* Push up to n messages (msgs[i], lens[i]); at most one wake for the whole batch. Returns the
  * number pushed (0 when full) or -EMSGSIZE/-EPERM/-EINVAL before pushing anything. */
 ABD_EXPORT ABD_NODISCARD int abd_ring_try_push_batch(struct abd_ring *ring, const void *const *msgs,
-                                                     const size_t *lens, unsigned n);
+                                                     const size_t *lens, unsigned n)
+	ABD_NONBLOCKING;
 /* Pop up to n messages into bufs, message i into bufs + i * stride (each at most stride bytes),
  * its length into lens[i]. Returns the number popped (0 when empty) or an error of
  * abd_ring_try_pop when the first pop fails otherwise. */
 ABD_EXPORT ABD_NODISCARD int abd_ring_try_pop_batch(struct abd_ring *ring, void *bufs, size_t stride,
-                                                    size_t *lens, unsigned n);
+                                                    size_t *lens, unsigned n) ABD_NONBLOCKING;
 
 /* ---- Zero-copy forms ----------------------------------------------------------------- */
 
 /* Claim a slot and return a pointer to its payload (slot-size bytes, 16-byte aligned) in
  * *data; write the message there and commit it. Returns 0, -EAGAIN (full), -EPERM, -EINVAL,
  * -EBUSY (single-producer ring: the previous reservation is not committed yet). */
-ABD_EXPORT ABD_NODISCARD int abd_ring_try_reserve(struct abd_ring *ring, void **data);
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_reserve(struct abd_ring *ring, void **data)
+	ABD_NONBLOCKING;
 /* Publish a reserved slot holding len bytes. Returns 0; -EMSGSIZE (len too big: the slot stays
  * reserved); -EOWNERDEAD when the slot was taken from this handle (a peer decided it was
  * stuck, see abd_ring_set_stuck_timeout): the message is not delivered; -EINVAL when data is
  * not a slot this handle reserved. */
-ABD_EXPORT ABD_NODISCARD int abd_ring_commit(struct abd_ring *ring, void *data, size_t len);
+ABD_EXPORT ABD_NODISCARD int abd_ring_commit(struct abd_ring *ring, void *data, size_t len)
+	ABD_NONBLOCKING;
 /* Give a reservation up: consumers skip the slot. Returns 0, -EOWNERDEAD or -EINVAL. */
-ABD_EXPORT int abd_ring_abort(struct abd_ring *ring, void *data);
+ABD_EXPORT int abd_ring_abort(struct abd_ring *ring, void *data) ABD_NONBLOCKING;
 
 /* Claim the oldest message and point *data at it (*len bytes) in place. Returns 0, -EAGAIN
  * (empty), -EPERM, -EBADMSG (corrupt slot, dropped), -EBUSY (single-consumer ring: the
  * previous message is not released yet). The message is this handle's until released. */
-ABD_EXPORT ABD_NODISCARD int abd_ring_try_peek(struct abd_ring *ring, const void **data, size_t *len);
+ABD_EXPORT ABD_NODISCARD int abd_ring_try_peek(struct abd_ring *ring, const void **data, size_t *len)
+	ABD_NONBLOCKING;
 /* Hand a peeked slot back to the producers. Returns 0; -EOWNERDEAD when the slot was taken
  * from this handle meanwhile (its bytes may have been overwritten while read: discard what was
  * read); -EINVAL when data is not a slot this handle peeked. */
-ABD_EXPORT int abd_ring_release(struct abd_ring *ring, const void *data);
+ABD_EXPORT int abd_ring_release(struct abd_ring *ring, const void *data) ABD_NONBLOCKING;
 
 /* ---- Waiting from a reactor ---------------------------------------------------------- */
 
