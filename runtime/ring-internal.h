@@ -42,12 +42,14 @@ struct abd__ring_hdr {
 	uint64_t total_size;
 	uint64_t checksum; /* FNV-1a 64 of bytes 0..71 */
 	uint8_t pad0[128 - 80];
-	/* line 2: producers' position */
+	/* line 2: producers' position; a single producer's publication mode (ring-wait.c) */
 	uint64_t tail;
-	uint8_t pad1[56];
-	/* line 3: consumers' position */
+	uint32_t tail_unfenced;
+	uint8_t pad1[52];
+	/* line 3: consumers' position; a single consumer's publication mode */
 	uint64_t head;
-	uint8_t pad2[56];
+	uint32_t head_unfenced;
+	uint8_t pad2[52];
 	/* line 4: eventcount of consumers waiting for data */
 	uint32_t data_futex;
 	uint32_t data_sleepers;
@@ -117,9 +119,12 @@ static inline unsigned abd__ctl_lease(uint64_t c) { return (unsigned)(c >> 48); 
 #define ABD__STATS_FLUSH 256u
 
 /* How long a publication may stay invisible to other CPUs after the publisher's sleeper check
- * (single producer/consumer fast paths: release store, then a load; see ring-wait.c). A store
- * buffer drains in nanoseconds; this is the bound a waiter's first sleep after arming keeps. */
+ * (single producer/consumer fast paths in unfenced mode: release store, then a load; see
+ * ring-wait.c). A store buffer drains in nanoseconds; this is the bound a waiter keeps on a
+ * sleep that such a publication might owe a wake. */
 #define ABD__RING_GRACE_NS 50000
+/* Publications in a row that found no sleeper before a single publisher drops the fence. */
+#define ABD__RING_CALM 64u
 
 /* The realtime sanitizer reports every syscall made inside a nonblocking function; the wake a
  * fast path owes a sleeper is a syscall that cannot sleep, and is let through explicitly. */
@@ -170,6 +175,10 @@ struct abd_ring {
 	uint64_t sp_head_cache; /* single producer and consumer: the head as last read */
 	bool sp_reserved, sc_peeked;
 	bool sp_fast; /* the cached head may stand in for reading the slot (see sp_claim) */
+	/* a single producer's / consumer's publication mode: without a fence after a run of
+	 * publications that found no sleeper (ring.c, publish_mode) */
+	bool unfenced[2]; /* [ABD_RING_WAIT_DATA]: as producer; [ABD_RING_WAIT_SPACE]: as consumer */
+	uint32_t calm[2];
 	/* slots this handle holds (reserved or peeked), for abd_ring_free */
 	uint64_t held;
 	/* counters not yet added to the header */

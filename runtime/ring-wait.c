@@ -123,16 +123,20 @@ static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	r->sleeping &= ~bit;
 }
 
-/* The grace rule. Single producers and consumers publish with a release store and then load
- * the futex word without a fence between them (ring.c, publish), so a publication may still sit
- * in its CPU's store buffer when a waiter arms the word and re-checks: the publisher read the
- * word unarmed, the waiter saw no message. Such a publication read the word before the arming
- * that last turned it from unarmed to armed, and becomes visible within a store-buffer drain
- * (nanoseconds). So a re-check is exact once the word has stayed armed, unchanged, for
- * ABD__RING_GRACE_NS: the waiter's previous arming returned the same value (no waker disarmed
- * or bumped it since) at least that long ago. Until then the sleep is bounded by what is left
- * of the grace. A ring left idle costs one extra wake-up, 50 us after its waiter first sleeps;
- * a missed wake-up (a publisher that stops right after the race) costs at most 50 us. */
+/* The grace rule. A single producer (consumer) in unfenced mode publishes with a release store
+ * and then loads the futex word with no fence between them (ring.c, publish_check), so a
+ * publication may still sit in its CPU's store buffer when a waiter arms the word and
+ * re-checks: the publisher read the word unarmed, the waiter saw no message. The waiter reads
+ * the publisher's mode after arming: "fenced" makes its re-check exact (a publisher switching
+ * to unfenced stores the mode and then fences, so it sees our arming; one switching back
+ * stores the mode after its publications, so we see them). Otherwise the racing publication
+ * read the word before the arming that last turned it from unarmed to armed, and becomes
+ * visible within a store-buffer drain (nanoseconds): the re-check is exact once the word has
+ * stayed armed, unchanged, for ABD__RING_GRACE_NS — the waiter's previous arming returned the
+ * same value (no waker disarmed or bumped it since) at least that long ago. Until then the
+ * sleep is bounded by what is left of the grace. A waiter meets the grace only when it arms
+ * while its publisher streams unfenced, whose next publication wakes it; a publisher that
+ * stops right inside the race delays its last message by at most the grace. */
 static int64_t grace_left(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value)
 {
 	uint64_t now = abd__ring_now_ns();
@@ -157,15 +161,16 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 	__atomic_fetch_or(&r->leases[r->lease].sleeping, bit, __ATOMIC_SEQ_CST);
 	r->sleeping |= bit;
 	abd__ring_flush_stats(r);
+	/* the publisher's mode, after arming and before the re-check; multi-producer commits and
+	 * multi-consumer releases are CASes and leave it 0 (fenced) */
+	const uint32_t *mode = what == ABD_RING_WAIT_DATA ? &r->h->tail_unfenced : &r->h->head_unfenced;
+	bool unfenced = abd__load(mode, SEQ_CST) != 0;
 	int e = recheck(r, what, tmo);
 	if (e != 0) {
 		finish(r, what);
 		return e;
 	}
-	/* only single producers (consumers) publish without a fence: multi ones commit by CAS */
-	unsigned fenceless = what == ABD_RING_WAIT_DATA ? ABD_RING_SINGLE_PRODUCER
-	                                                : ABD_RING_SINGLE_CONSUMER;
-	int64_t g = r->modes & fenceless ? grace_left(r, what, *value) : -1;
+	int64_t g = unfenced ? grace_left(r, what, *value) : -1;
 	if (g >= 0 && (*tmo < 0 || g < *tmo))
 		*tmo = g;
 	return 0;

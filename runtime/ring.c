@@ -104,6 +104,12 @@ static int ring_join(struct abd_ring *r, unsigned flags)
 	 * steps over such slots. */
 	r->sp_tail = abd__load(&r->h->tail, ACQUIRE);
 	r->sc_head = abd__load(&r->h->head, ACQUIRE);
+	/* a new single publisher starts fenced; a dead predecessor's mode is void (its stores are
+	 * all visible: its CPU switched away from it) */
+	if ((r->modes & ABD_RING_SINGLE_PRODUCER) && (r->roles & ABD_RING_PRODUCER))
+		abd__store(&r->h->tail_unfenced, 0, RELEASE);
+	if ((r->modes & ABD_RING_SINGLE_CONSUMER) && (r->roles & ABD_RING_CONSUMER))
+		abd__store(&r->h->head_unfenced, 0, RELEASE);
 	return 0;
 }
 
@@ -427,6 +433,58 @@ static inline bool armed(const uint32_t *word) ABD_NONBLOCKING
 	return abd__load(word, SEQ_CST) & 1;
 }
 
+/* The publication mode of a single producer (consumer), whose publications are plain stores
+ * (docs/ring.md, section 5). Fenced: the slot word is stored seq_cst, so the sleeper check that
+ * follows is exact. Unfenced: a release store, and the check may run before the store is
+ * visible; waiters then bound their sleep by the grace. A publisher goes unfenced after
+ * ABD__RING_CALM publications in a row found no sleeper (storing the mode, then a fence: a
+ * waiter that still reads "fenced" after arming is seen by every later check), and fenced again
+ * as soon as one finds a sleeper (storing the mode after its publications: a waiter that reads
+ * "fenced" sees them). Streams run unfenced; rings whose waiters sleep often stay fenced, and
+ * their waiters sleep without a timer. Returns whether a wake is owed. */
+static inline bool publish_check(struct abd_ring *r, enum abd_ring_wait_for what,
+                                 const uint32_t *word, uint32_t *mode) ABD_NONBLOCKING
+{
+	if (armed(word)) {
+		r->calm[what] = 0;
+		if (r->unfenced[what]) {
+			r->unfenced[what] = false;
+			abd__store(mode, 0, RELEASE);
+		}
+		return true;
+	}
+	if (!r->unfenced[what] && ++r->calm[what] >= ABD__RING_CALM) {
+		abd__store(mode, 1, RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		r->unfenced[what] = true;
+	}
+	return false;
+}
+
+static inline bool data_owed(struct abd_ring *r) ABD_NONBLOCKING
+{
+	if (!(r->modes & ABD_RING_SINGLE_PRODUCER))
+		return armed(&r->h->data_futex);
+	return publish_check(r, ABD_RING_WAIT_DATA, &r->h->data_futex, &r->h->tail_unfenced);
+}
+
+static inline bool space_owed(struct abd_ring *r) ABD_NONBLOCKING
+{
+	if (!(r->modes & ABD_RING_SINGLE_CONSUMER))
+		return armed(&r->h->space_futex);
+	return publish_check(r, ABD_RING_WAIT_SPACE, &r->h->space_futex, &r->h->head_unfenced);
+}
+
+/* The publishing store of a single producer (DATA) or consumer (SPACE), in its mode (above). */
+static inline void mode_store(const struct abd_ring *r, enum abd_ring_wait_for what, uint64_t *p,
+                              uint64_t v) ABD_NONBLOCKING
+{
+	if (r->unfenced[what])
+		abd__store(p, v, RELEASE);
+	else
+		abd__store(p, v, SEQ_CST);
+}
+
 /* Multi-producer claim: returns the slot for position *pos, with ctl = WRITING(me). */
 static int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
 {
@@ -516,18 +574,16 @@ static inline int claim(struct abd_ring *r, struct abd__ring_slot **s) ABD_NONBL
 	return r->modes & ABD_RING_SINGLE_PRODUCER ? sp_claim(r, s) : mp_claim(r, s);
 }
 
-/* Publish a claimed slot. A single producer publishes with a release store, not a sequentially
- * consistent one: on x86 that store would be an xchg waiting for the consumer's copy of the
- * line to be invalidated, the whole cost of a message (measured: 6 vs 43 M msg/s). The
- * sleeper check that follows may therefore run before the store is visible; waiters close
- * that window by time (docs/ring.md section 5, ring-wait.c). A multi-producer commit is a CAS,
- * a full barrier anyway. */
+/* Publish a claimed slot. A single producer streaming without sleepers publishes with a release
+ * store, not a sequentially consistent one: on x86 that store is an xchg that waits for the
+ * consumer's copy of the line to be invalidated, the whole cost of a message (measured: 6 vs
+ * 43 M msg/s). See publish_check. A multi-producer commit is a CAS, a full barrier anyway. */
 static int publish(struct abd_ring *r, struct abd__ring_slot *s, size_t len) ABD_NONBLOCKING
 {
 	abd__store(&s->len, (uint32_t)len, RELAXED);
 	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
 		uint64_t t = r->sp_tail;
-		abd__store(&s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
+		mode_store(r, ABD_RING_WAIT_DATA, &s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0));
 		r->sp_tail = t + 1;
 		abd__store(&r->h->tail, t + 1, RELEASE);
 	} else {
@@ -559,7 +615,7 @@ static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *w
 	if (len)
 		memcpy(s->data, data, len);
 	e = publish(r, s, len);
-	*wake = e == 0 && armed(&r->h->data_futex);
+	*wake = e == 0 && data_owed(r);
 	return e;
 }
 
@@ -599,7 +655,7 @@ static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const 
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		*wake = armed(&r->h->data_futex);
+		*wake = data_owed(r);
 	}
 	return done ? (int)done : e == -EAGAIN ? 0 : e;
 }
@@ -664,7 +720,7 @@ static int commit_nowake(struct abd_ring *r, void *data, size_t len, bool *wake)
 	}
 	r->held--;
 	int e = publish(r, s, len);
-	*wake = e == 0 && armed(&r->h->data_futex);
+	*wake = e == 0 && data_owed(r);
 	return e;
 }
 
@@ -807,10 +863,15 @@ static int give_back(struct abd_ring *r, struct abd__ring_slot *s) ABD_NONBLOCKI
 {
 	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
 		uint64_t h = r->sc_head;
-		if (!abd__ring_spsc(r))
-			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
-		r->sc_head = h + 1;
-		abd__store(&r->h->head, h + 1, RELEASE);
+		if (abd__ring_spsc(r)) {
+			r->sc_head = h + 1;
+			mode_store(r, ABD_RING_WAIT_SPACE, &r->h->head, h + 1);
+		} else {
+			uint64_t v = abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0);
+			mode_store(r, ABD_RING_WAIT_SPACE, &s->ctl, v);
+			r->sc_head = h + 1;
+			abd__store(&r->h->head, h + 1, RELEASE);
+		}
 	} else {
 		uint64_t c = abd__load(&s->ctl, RELAXED);
 		if (abd__ctl_state(c) != ABD__SLOT_READING || abd__ctl_lease(c) != r->lease)
@@ -854,7 +915,7 @@ static int pop_nowake(struct abd_ring *r, void *buf, size_t size, bool *wake) AB
 	if (r->sc_peeked)
 		return -EBUSY;
 	int e = pop_one(r, buf, size);
-	*wake = e >= 0 && armed(&r->h->space_futex);
+	*wake = e >= 0 && space_owed(r);
 	return e;
 }
 
@@ -885,7 +946,7 @@ static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		*wake = armed(&r->h->space_futex);
+		*wake = space_owed(r);
 	}
 	return done ? (int)done : e == -EAGAIN ? 0 : e;
 }
@@ -942,7 +1003,7 @@ static int release_nowake(struct abd_ring *r, const void *data, bool *wake) ABD_
 	}
 	r->held--;
 	int e = give_back(r, s);
-	*wake = e == 0 && armed(&r->h->space_futex);
+	*wake = e == 0 && space_owed(r);
 	return e;
 }
 

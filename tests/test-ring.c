@@ -329,35 +329,43 @@ ABD_TEST(ring, reactor_wait_on_eventfd)
 	abd_ring_free(r);
 }
 
-/* A single producer publishes without a fence before its sleeper check (docs/ring.md, section
- * 5): a consumer's first sleep after arming is bounded by the grace, a sleep on a word that has
- * stayed armed since is not; a multi-producer ring never bounds it (reactor_wait_on_eventfd). */
-ABD_TEST(ring, single_producer_first_sleep_is_bounded_by_the_grace)
+/* A single producer streaming without sleepers drops the fence before its sleeper check
+ * (docs/ring.md, section 5): a consumer arming meanwhile bounds its sleep by the grace, until
+ * the word has stayed armed that long or the producer, having found a sleeper, is fenced again.
+ * A multi-producer ring never bounds it (reactor_wait_on_eventfd). */
+ABD_TEST(ring, unfenced_single_producer_bounds_a_sleep_by_the_grace)
 {
 	struct abd_ring *r;
 	cr_assert_eq(abd_ring_new(4, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER, NULL, &r), 0);
 	uint32_t v, v2;
 	int64_t tmo;
+	char b[8];
 	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v, &tmo), 0, "empty: sleep");
-	cr_assert(tmo > 0 && tmo <= 1000000, "first sleep after arming: bounded (%lld)", (long long)tmo);
+	cr_assert_eq(tmo, -1, "a new producer is fenced: the re-check is exact");
+	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_DATA), 0);
+	for (int i = 0; i < 200; i++) { /* a stream with nobody asleep */
+		cr_assert_eq(abd_ring_try_push(r, "s", 1), 0);
+		cr_assert_eq(abd_ring_try_pop(r, b, 8), 1);
+	}
+	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v, &tmo), 0);
+	cr_assert(tmo > 0 && tmo <= 1000000, "unfenced producer: bounded (%lld)", (long long)tmo);
 	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_DATA), 0);
 	usleep(2000); /* longer than the grace */
 	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v2, &tmo), 0);
 	cr_assert_eq(v2, v, "nobody woke: the word stayed armed");
-	cr_assert_eq(tmo, -1, "armed, unchanged, for longer than the grace: the re-check was exact");
+	cr_assert_eq(tmo, -1, "armed, unchanged, for longer than the grace: exact");
 	cr_assert_eq(abd_ring_try_push(r, "m", 1), 0);
 	cr_assert_neq(*abd_ring_futex(r, ABD_RING_WAIT_DATA), v, "the push disarmed and bumped the word");
 	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_DATA), 0);
-	char b[8];
 	cr_assert_eq(abd_ring_try_pop(r, b, 8), 1);
 	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v, &tmo), 0);
-	cr_assert(tmo > 0 && tmo <= 1000000, "re-armed after a wake: bounded again");
+	cr_assert_eq(tmo, -1, "the producer found a sleeper: fenced again, exact");
 	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_DATA), 0);
-	/* the same for a producer waiting for space behind a single consumer */
+	/* the same for a producer waiting for space behind a streaming single consumer */
 	for (int i = 0; i < 4; i++)
 		cr_assert_eq(abd_ring_try_push(r, "f", 1), 0);
 	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_SPACE, &v, &tmo), 0, "full: sleep");
-	cr_assert(tmo > 0 && tmo <= 1000000);
+	cr_assert(tmo > 0 && tmo <= 1000000, "unfenced consumer: bounded (%lld)", (long long)tmo);
 	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_SPACE), 0);
 	abd_ring_free(r);
 }
