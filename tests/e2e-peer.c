@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -29,6 +30,10 @@ static struct e2e_peer_stat *me;
 
 static int producer(struct abd_service *svc, uint32_t id)
 {
+	while (!__atomic_load_n(&ctl->go, __ATOMIC_ACQUIRE)) {
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
 	for (;;) {
 		uint32_t seq = __atomic_load_n(&ctl->next[id], __ATOMIC_ACQUIRE);
 		if (seq >= ctl->quota)
@@ -156,6 +161,8 @@ int main(int argc, char **argv)
 		return 14;
 	}
 	me->backend = abd_reactor_backend(abd_service_reactor(svc));
+	if (!is_prod)
+		__atomic_fetch_add(&ctl->joined, 1, __ATOMIC_RELEASE);
 	r = is_prod ? producer(svc, id) : consumer(svc);
 	abd_service_close(svc);
 	return r;
