@@ -559,3 +559,31 @@ ABD_TEST(service, single_producer_mode_refuses_a_second_producer)
 	abd_service_close(pub);
 	ctx_fini(&c);
 }
+
+/* The service's fast paths stay the ring's: with nobody asleep, pushes and pops make no wake
+ * syscall (the ring counts every one it makes), closed flag check or not. */
+ABD_TEST(service, fast_path_makes_no_wake_syscall)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct abd_service *pub, *op;
+	cr_assert_eq(abd_service_publish("svc.fast", &c.cfg, ABD_SERVICE_CONSUMER, &pub), 0);
+	cr_assert_eq(abd_service_open("svc.fast", &c.cfg, ABD_SERVICE_PRODUCER, SEC, &op), 0);
+	unsigned n = (unsigned)abd_test_scaled(100000, 1000);
+	uint64_t v = 0, got = 0;
+	for (unsigned i = 0; i < n; i++) {
+		v = i;
+		cr_assert_eq(abd_service_try_push(op, &v, sizeof(v)), 0);
+		cr_assert_eq(abd_service_try_pop(pub, &got, sizeof(got)), 8);
+		cr_assert_eq(got, i);
+	}
+	struct abd_ring_stats a, b;
+	cr_assert_eq(abd_ring_stats(abd_service_ring(op), &a), 0);
+	cr_assert_eq(abd_ring_stats(abd_service_ring(pub), &b), 0);
+	cr_assert_eq(a.own_wakes + b.own_wakes, 0, "wake syscalls: %lu",
+	             (unsigned long)(a.own_wakes + b.own_wakes));
+	cr_assert_eq(a.own_waits + b.own_waits, 0);
+	abd_service_close(op);
+	abd_service_close(pub);
+	ctx_fini(&c);
+}

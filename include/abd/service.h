@@ -149,8 +149,10 @@ ABD_EXPORT ABD_NODISCARD int abd_service_open(const char *name,
 /* Leave the service. A publisher first marks the ring closed and wakes every sleeper (so its
  * openers see -EPIPE at once), then withdraws its record and stops serving. Every source the
  * service added to a given reactor is removed; an own reactor is freed. NULL is accepted.
- * Must not be called from the service's own event callback (it is deferred then: the handle
- * is closed right after the callback returns). */
+ * With a given reactor it may be called from any of its callbacks, the service's own event
+ * callback included (the handle is then closed when that callback returns). A service with
+ * its own reactor must not be closed from inside that reactor's callbacks (the reactor cannot
+ * free itself there): stop the reactor (abd_reactor_stop), close afterwards. */
 ABD_EXPORT void abd_service_close(struct abd_service *svc);
 ABD_DEFINE_POINTER_CLEANUP(struct abd_service, abd_service_close)
 
@@ -173,11 +175,10 @@ ABD_EXPORT ABD_NODISCARD int abd_service_try_push(struct abd_service *svc, const
 ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size);
 
 /* Blocking forms: as the try forms, waiting up to timeout_ns (< 0: forever; 0: no wait) for
- * space or a message. While waiting they serve the publisher's handshakes (publisher) and
- * check the registry for the publisher's death about every 50 ms (opener), so a death ends
- * the wait with -EPIPE even when nobody runs the reactor. Additional returns: -ETIMEDOUT,
- * -EINTR (a signal interrupted the wait), -EBUSY (called from a callback of the service's
- * reactor). */
+ * space or a message, asleep on the ring's futex word. At least every 20 ms they also answer
+ * the publisher's handshakes (publisher) and read the registry watch (opener), without
+ * running the reactor, so a publisher's death ends the wait with -EPIPE even when nobody runs
+ * the reactor. Additional returns: -ETIMEDOUT, -EINTR (a signal interrupted the wait). */
 ABD_EXPORT ABD_NODISCARD int abd_service_push(struct abd_service *svc, const void *data,
                                               size_t len, int64_t timeout_ns);
 ABD_EXPORT ABD_NODISCARD int abd_service_pop(struct abd_service *svc, void *buf, size_t size,
