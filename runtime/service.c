@@ -53,7 +53,7 @@ struct abd_service {
 	/* publisher */
 	struct abd_publication *pub;
 	struct abd_acquire_server *srv;
-	struct abd_source *srv_src, *srv_timer;
+	struct abd_source *srv_src;
 
 	/* opener */
 	struct abd_watch *watch;
@@ -66,6 +66,7 @@ struct abd_service {
 	struct abd_source *closed_src;
 	bool closed_delivered;
 	bool in_event, close_pending;
+	unsigned depth; /* blocking calls in progress (they may run the reactor) */
 	/* READABLE */
 	struct abd_source *rd_futex, *rd_io, *rd_timer, *rd_defer;
 	bool rd_waiting;
@@ -208,6 +209,7 @@ static void mark_closed(struct abd_service *svc, int status)
 }
 
 static void real_close(struct abd_service *svc);
+static bool close_if_pending(struct abd_service *svc);
 
 static void event(struct abd_service *svc, enum abd_service_event ev, int status)
 {
@@ -226,8 +228,7 @@ static void closed_cb(struct abd_source *src, abd__unused int status, abd__unuse
 	svc->closed_src = NULL;
 	svc->closed_delivered = true;
 	event(svc, ABD_SERVICE_EVENT_CLOSED, svc->closed);
-	if (svc->close_pending)
-		real_close(svc);
+	close_if_pending(svc);
 }
 
 /* ------------------------------------------------------------------ opener: watch -- */
@@ -250,45 +251,20 @@ static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry 
 		svc->changed = true;
 }
 
-static void watch_process(struct abd_service *svc)
+/* The watch runs on the reactor (abd_reactor_add_watch). */
+static void watch_cb(abd__unused struct abd_source *src, int status, enum abd_event_type type,
+                     const struct abd_entry *entry, void *ud)
 {
-	int r = abd_watch_process(svc->watch, on_watch, svc);
-	if (r == -EIDRM && svc->ring) /* the directory itself went away: nobody can find it */
-		mark_closed(svc, -ESHUTDOWN);
-}
-
-static void watch_cb(abd__unused struct abd_source *src, abd__unused int status,
-                     abd__unused uint64_t value, void *ud)
-{
-	watch_process(ud);
-}
-
-/* ------------------------------------------------------------------ publisher: server -- */
-
-static void srv_cb(struct abd_source *src, int status, uint64_t value, void *ud);
-
-static void srv_rearm(struct abd_service *svc)
-{
-	int64_t d = abd_acquire_server_deadline(svc->srv);
-	if (d < 0)
+	struct abd_service *svc = ud;
+	if (status == 0) {
+		on_watch(svc, type, entry);
 		return;
-	if (svc->srv_timer)
-		(void)abd_source_set_timer(svc->srv_timer, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE);
-	else
-		(void)abd_reactor_add_timer(svc->reactor, (uint64_t)d, 0, ABD_TIMER_ABSOLUTE, srv_cb,
-		                            svc, &svc->srv_timer);
-}
-
-static void srv_process(struct abd_service *svc)
-{
-	(void)abd_acquire_server_process(svc->srv);
-	srv_rearm(svc);
-}
-
-static void srv_cb(abd__unused struct abd_source *src, abd__unused int status,
-                   abd__unused uint64_t value, void *ud)
-{
-	srv_process(ud);
+	}
+	/* The source is inactive now. The directory itself went away: nobody can find the
+	 * service any more, call it withdrawn. Other failures (ENOMEM...) leave the ring's closed
+	 * word, which the publisher and other openers still set, as the only news. */
+	if (status == -EIDRM && svc->ring)
+		mark_closed(svc, -ESHUTDOWN);
 }
 
 /* ------------------------------------------------------------------ shared -- */
@@ -440,8 +416,7 @@ int abd_service_publish(const char *name, const struct abd_service_config *cfg, 
 	if (r == 0)
 		r = setup_reactor(svc, cfg);
 	if (r == 0)
-		r = abd_reactor_add_io(svc->reactor, abd_acquire_server_fd(svc->srv), POLLIN, srv_cb,
-		                       svc, &svc->srv_src);
+		r = abd_reactor_add_acquire_server(svc->reactor, svc->srv, &svc->srv_src);
 	if (r == 0)
 		r = abd_publish(svc->reg, rec, &svc->pub);
 	if (r == 0)
@@ -612,8 +587,7 @@ int abd_service_open(const char *name, const struct abd_service_config *cfg, uns
 	if (r == 0)
 		r = abd_watch_new(svc->reg, ABD_WATCH_PIDFD, &svc->watch);
 	if (r == 0)
-		r = abd_reactor_add_io(svc->reactor, abd_watch_fd(svc->watch), POLLIN, watch_cb, svc,
-		                       &svc->watch_src);
+		r = abd_reactor_add_watch(svc->reactor, svc->watch, watch_cb, svc, &svc->watch_src);
 	while (r == 0) {
 		bool soon;
 		svc->changed = false;
@@ -667,7 +641,6 @@ static void real_close(struct abd_service *svc)
 	readable_disarm(svc);
 	abd_source_free(svc->closed_src);
 	abd_source_free(svc->srv_src);
-	abd_source_free(svc->srv_timer);
 	abd_source_free(svc->watch_src);
 	if (svc->pub)
 		(void)abd_withdraw(svc->pub);
@@ -680,11 +653,20 @@ static void real_close(struct abd_service *svc)
 	free(svc);
 }
 
+/* Close now unless a callback or a blocking call of this handle is on the stack. */
+static bool close_if_pending(struct abd_service *svc)
+{
+	if (!svc->close_pending || svc->in_event || svc->depth)
+		return false;
+	real_close(svc);
+	return true;
+}
+
 void abd_service_close(struct abd_service *svc)
 {
 	if (!svc)
 		return;
-	if (svc->in_event) {
+	if (svc->in_event || svc->depth) {
 		svc->close_pending = true;
 		return;
 	}
@@ -748,14 +730,20 @@ int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size)
 	return typed_len(svc, r);
 }
 
-/* Background duties while a blocking call waits: the handshakes (publisher), the registry
- * (opener). Non-blocking. */
+/* Background duties while a blocking call waits: the handshakes (publisher) and the registry
+ * watch (opener) are reactor sources, so run the reactor without blocking. From inside one of
+ * its callbacks (or another thread) that is refused: an opener then asks the registry about
+ * its publisher directly (one openat + F_OFD_GETLK). */
 static void background(struct abd_service *svc)
 {
-	if (svc->srv)
-		srv_process(svc);
-	if (svc->watch)
-		watch_process(svc);
+	int r = abd_reactor_run_once(svc->reactor, 0);
+	if (r != -EBUSY || svc->publisher || svc->closed)
+		return;
+	r = abd_registry_liveness(svc->reg, svc->record_name);
+	if (r == ABD_STATE_STALE)
+		mark_closed(svc, -ECONNRESET);
+	else if (r == -ENOENT)
+		mark_closed(svc, -ESHUTDOWN);
 }
 
 static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
@@ -806,34 +794,42 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 	return r;
 }
 
-int abd_service_push(struct abd_service *svc, const void *data, size_t len, int64_t timeout_ns)
+/* The blocking loop of push and pop. A callback run meanwhile (background) may close the
+ * handle: the close waits for this loop to end, which then answers -ECANCELED. */
+static int blocking(struct abd_service *svc, bool push, void *buf, const void *data,
+                    size_t len, int64_t timeout_ns)
 {
 	int64_t deadline = -1;
+	int r;
+	svc->depth++;
 	for (;;) {
-		int r = abd_service_try_push(svc, data, len);
+		r = push ? abd_service_try_push(svc, data, len) : abd_service_try_pop(svc, buf, len);
 		if (r != -EAGAIN || timeout_ns == 0)
-			return r;
+			break;
 		if (deadline < 0 && timeout_ns > 0)
 			deadline = now_ns() + timeout_ns;
-		r = wait_once(svc, ABD_RING_WAIT_SPACE, deadline);
+		r = wait_once(svc, push ? ABD_RING_WAIT_SPACE : ABD_RING_WAIT_DATA, deadline);
+		if (r == 0 && svc->close_pending)
+			r = -ECANCELED;
 		if (r < 0)
-			return r;
+			break;
 	}
+	svc->depth--;
+	if (close_if_pending(svc) && r >= 0)
+		r = -ECANCELED; /* done, but the handle is gone now: say so */
+	return r;
+}
+
+int abd_service_push(struct abd_service *svc, const void *data, size_t len, int64_t timeout_ns)
+{
+	abd__check(svc, -EINVAL);
+	return blocking(svc, true, NULL, data, len, timeout_ns);
 }
 
 int abd_service_pop(struct abd_service *svc, void *buf, size_t size, int64_t timeout_ns)
 {
-	int64_t deadline = -1;
-	for (;;) {
-		int r = abd_service_try_pop(svc, buf, size);
-		if (r != -EAGAIN || timeout_ns == 0)
-			return r;
-		if (deadline < 0 && timeout_ns > 0)
-			deadline = now_ns() + timeout_ns;
-		r = wait_once(svc, ABD_RING_WAIT_DATA, deadline);
-		if (r < 0)
-			return r;
-	}
+	abd__check(svc, -EINVAL);
+	return blocking(svc, false, buf, NULL, size, timeout_ns);
 }
 
 /* ------------------------------------------------------------------ READABLE -- */
@@ -861,7 +857,7 @@ static void readable_fire(struct abd_service *svc)
 	}
 	event(svc, ABD_SERVICE_EVENT_READABLE, 0);
 	if (svc->close_pending) {
-		real_close(svc);
+		close_if_pending(svc);
 		return;
 	}
 	if (svc->fn)
@@ -905,8 +901,6 @@ static void rd_timer_cb(abd__unused struct abd_source *src, abd__unused int stat
 {
 	struct abd_service *svc = ud;
 	struct abd__ring_hdr *h = svc->ring->h;
-	if (svc->watch)
-		watch_process(svc);
 	if (abd__load(&h->tail, ACQUIRE) != abd__load(&h->head, ACQUIRE) || is_closed(svc))
 		readable_fire(svc);
 	else if (svc->rd_timer)

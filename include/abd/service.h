@@ -175,10 +175,14 @@ ABD_EXPORT ABD_NODISCARD int abd_service_try_push(struct abd_service *svc, const
 ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size);
 
 /* Blocking forms: as the try forms, waiting up to timeout_ns (< 0: forever; 0: no wait) for
- * space or a message, asleep on the ring's futex word. At least every 20 ms they also answer
- * the publisher's handshakes (publisher) and read the registry watch (opener), without
- * running the reactor, so a publisher's death ends the wait with -EPIPE even when nobody runs
- * the reactor. Additional returns: -ETIMEDOUT, -EINTR (a signal interrupted the wait). */
+ * space or a message, asleep on the ring's futex word. At least every 20 ms they run the
+ * service's reactor once without blocking (abd_reactor_run_once(r, 0)), so that a publisher
+ * blocked in push still answers openers and an opener blocked in pop learns of the
+ * publisher's death even when nobody else runs the reactor; with a given reactor its other
+ * callbacks may run then. Called from inside a callback of that reactor, they skip that step
+ * (an opener then checks the publisher's record itself). Additional returns: -ETIMEDOUT,
+ * -EINTR (a signal interrupted the wait), -ECANCELED (a callback run meanwhile closed this
+ * handle: it is gone when the call returns). */
 ABD_EXPORT ABD_NODISCARD int abd_service_push(struct abd_service *svc, const void *data,
                                               size_t len, int64_t timeout_ns);
 ABD_EXPORT ABD_NODISCARD int abd_service_pop(struct abd_service *svc, void *buf, size_t size,
@@ -187,8 +191,9 @@ ABD_EXPORT ABD_NODISCARD int abd_service_pop(struct abd_service *svc, void *buf,
 /* ---- Events --------------------------------------------------------------------------- */
 
 enum abd_service_event {
-	/* The publisher withdrew (status -ESHUTDOWN) or died (status -ECONNRESET). Delivered once
-	 * to every opener; push/pop return -EPIPE from then on (pop after draining). */
+	/* The publisher withdrew (status -ESHUTDOWN) or died (status -ECONNRESET), or the
+	 * registry directory was removed (-ESHUTDOWN). Delivered once to every opener; push/pop
+	 * return -EPIPE from then on (pop after draining). */
 	ABD_SERVICE_EVENT_CLOSED = 1,
 	/* (consumer role) messages may be waiting: pop with the try form until -EAGAIN. Armed
 	 * again after the callback returns; delivered only while a callback is set. Status 0. */
