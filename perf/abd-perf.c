@@ -23,6 +23,7 @@ static const struct {
 	{"ring", bench_ring, "shared-memory ring throughput 1P1C/2P2C, 8 B-1 KiB, spin/blocking; syscalls per message"},
 	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings, spin and blocking, vs floors and peers"},
 	{"acquire", bench_acquire, "acquisition with verification by pidfd_getfd and by the SCM_RIGHTS handshake vs bare pidfd_getfd / socketpair SCM_RIGHTS"},
+	{"service", bench_service, "service front door vs the ring it wraps: try/blocking push-pop through abd_service_* and abd_ring_* on one setup"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))
