@@ -146,7 +146,7 @@ static void row(const char *cpus, bool block, bool direct, uint64_t iters)
 
 void bench_service(void)
 {
-	uint64_t spin = bench_iters(2000000, 200000), block = bench_iters(500000, 50000);
+	uint64_t spin = bench_iters(2000000, 100000), block = bench_iters(500000, 20000);
 	const char *modes[] = { BENCH_SPLIT, BENCH_SHARED };
 	for (int m = 0; m < 2; m++) {
 		row(modes[m], false, true, spin);

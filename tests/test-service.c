@@ -587,3 +587,49 @@ ABD_TEST(service, fast_path_makes_no_wake_syscall)
 	abd_service_close(pub);
 	ctx_fini(&c);
 }
+
+/* A blocking pop from inside a callback of the service's own (given) reactor cannot run that
+ * reactor: it asks the registry about its publisher itself, and still ends with -EPIPE. */
+struct in_cb {
+	struct abd_service *cons;
+	int r;
+	bool ran;
+};
+
+static void pop_in_callback(struct abd_source *src, int status, uint64_t value, void *ud)
+{
+	(void)status, (void)value;
+	struct in_cb *c = ud;
+	abd_source_free(src);
+	char b[8];
+	c->r = abd_service_pop(c->cons, b, sizeof(b), 20 * SEC);
+	c->ran = true;
+}
+
+ABD_TEST(service, blocking_pop_inside_a_callback_ends_when_the_publisher_dies)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct child_pub p = { .dir = c.dir, .name = "svc.incb", .flags = ABD_SERVICE_PRODUCER };
+	pid_t pid = start_child_pub(&p);
+	struct in_cb st = { 0 };
+	cr_assert_eq(abd_service_open("svc.incb", &c.cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &st.cons), 0);
+	pid_t killer = fork();
+	cr_assert_geq(killer, 0);
+	if (killer == 0) {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		_exit(0);
+	}
+	struct abd_source *src;
+	cr_assert_eq(abd_reactor_add_defer(c.reactor, pop_in_callback, &st, &src), 0);
+	while (!st.ran)
+		cr_assert_geq(abd_reactor_run_once(c.reactor, SEC), 0);
+	cr_assert_eq(st.r, -EPIPE, "pop: %d", st.r);
+	cr_assert_eq(abd_service_closed(st.cons), -ECONNRESET);
+	abd_test_wait(killer);
+	abd_test_wait(pid);
+	abd_service_close(st.cons);
+	ctx_fini(&c);
+}
