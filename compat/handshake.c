@@ -837,6 +837,8 @@ int abd_acquire_server_process(struct abd_acquire_server *s)
 				served += r;
 			drop_pending(s, (unsigned)k);
 		}
+		if (n < 64)
+			break; /* all that was ready; what arrives later makes the epoll fd readable */
 	}
 	int64_t now = abd__now_ns();
 	for (unsigned i = 0; i < s->npending;) {

@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -85,6 +87,29 @@ static inline int abd__pidfd_getfd(int pidfd, int targetfd, unsigned int flags)
 static inline int abd__pidfd_send_signal(int pidfd, int sig)
 {
 	return abd__sys_ret(syscall(__NR_pidfd_send_signal, pidfd, sig, NULL, 0));
+}
+
+/* PIDFD_GET_INFO (6.13): a pidfd's process credentials in one ioctl, bound to that process
+ * (no /proc path, no PID reuse); ESRCH once it has exited, ENOTTY (or EINVAL) before 6.13.
+ * The version-0 layout (64 bytes); the kernel takes the size from the command. */
+struct abd__pidfd_info {
+	uint64_t mask, cgroupid;
+	uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+	uint32_t spare0;
+};
+#define ABD_PIDFD_GET_INFO _IOWR(0xFF, 11, struct abd__pidfd_info)
+#define ABD_PIDFD_INFO_CREDS 2ull
+
+static inline int abd__pidfd_creds(int pidfd, uid_t *euid, gid_t *egid)
+{
+	struct abd__pidfd_info info = { .mask = ABD_PIDFD_INFO_CREDS };
+	if (ioctl(pidfd, ABD_PIDFD_GET_INFO, &info) < 0)
+		return -errno;
+	if (!(info.mask & ABD_PIDFD_INFO_CREDS))
+		return -ENOTTY;
+	*euid = (uid_t)info.euid;
+	*egid = (gid_t)info.egid;
+	return 0;
 }
 
 static inline int abd__close_range(unsigned int first, unsigned int last, unsigned int flags)

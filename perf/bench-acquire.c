@@ -3,7 +3,10 @@
  * then free) by each path, beside its bare kernel floor measured in the same run:
  *
  *   bare-pidfd-getfd    pidfd_open + pidfd_getfd x 2 + close x 3
- *   abd-acquire-pidfd   abd_acquire(ABD_ACQUIRE_PIDFD_GETFD) + abd_acquired_free
+ *   abd-acquire-pidfd   abd_acquire(ABD_ACQUIRE_PIDFD_GETFD) + abd_acquired_free, again and
+ *                       again through one registry handle (case acquire), and as the first
+ *                       acquisition through a fresh handle (case acquire-first: no cached
+ *                       pidfd of the publisher; opening the handle is not timed)
  *   bare-scm-rights     over a connected socketpair: send a request byte, the publisher
  *                       answers with 2 fds by SCM_RIGHTS, receive them, close them
  *   abd-acquire-scm     abd_acquire(ABD_ACQUIRE_SCM_RIGHTS) + abd_acquired_free (connect,
@@ -99,10 +102,13 @@ static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info)
 	return 0;
 }
 
-enum subject { BARE_PIDFD, ABD_PIDFD, BARE_SCM, ABD_SCM, NSUBJECTS };
+enum subject { BARE_PIDFD, ABD_PIDFD, ABD_PIDFD_FIRST, BARE_SCM, ABD_SCM, NSUBJECTS };
 
 static const char *const names[NSUBJECTS] = { "bare-pidfd-getfd", "abd-acquire-pidfd",
-	                                          "bare-scm-rights", "abd-acquire-scm" };
+	                                          "abd-acquire-pidfd", "bare-scm-rights",
+	                                          "abd-acquire-scm" };
+static const char *const cases[NSUBJECTS] = { "acquire", "acquire", "acquire-first", "acquire",
+	                                          "acquire" };
 
 static int one_bare_pidfd(const struct pubinfo *info)
 {
@@ -156,6 +162,13 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 	for (int s = 0; s < NSUBJECTS; s++) {
 		errs[s] = 0;
 		for (uint64_t i = 0; i < warm + iters; i++) {
+			/* first acquisition from this publisher through this handle: a fresh handle
+			 * (opened and freed outside the timed part) has no pidfd of it yet */
+			struct abd_registry *fresh = NULL;
+			if (s == ABD_PIDFD_FIRST && abd_registry_open(dir, 0, &fresh, NULL, 0) < 0) {
+				errs[s] = -EIO;
+				break;
+			}
 			uint64_t t0 = bench_now_ns();
 			int r;
 			struct abd_acquired *a = NULL;
@@ -166,12 +179,17 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 				r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
 				abd_acquired_free(a);
 				break;
+			case ABD_PIDFD_FIRST:
+				r = abd_acquire(fresh, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
+				abd_acquired_free(a);
+				break;
 			default:
 				r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
 				abd_acquired_free(a);
 				break;
 			}
 			uint64_t t1 = bench_now_ns();
+			abd_registry_free(fresh);
 			if (r < 0) {
 				errs[s] = r;
 				break;
@@ -237,8 +255,11 @@ void bench_acquire(void)
 	for (int s = 0; s < NSUBJECTS; s++) {
 		struct bench_row row = tmpl;
 		row.subject = names[s];
-		if (s == ABD_PIDFD)
+		row.case_name = cases[s];
+		if (s == ABD_PIDFD || s == ABD_PIDFD_FIRST) {
 			row.baseline = names[BARE_PIDFD];
+			row.baseline_case = cases[BARE_PIDFD];
+		}
 		if (s == ABD_SCM)
 			row.baseline = names[BARE_SCM];
 		if (status != 0) {

@@ -15,6 +15,7 @@
 
 #include "compat/handshake.h"
 #include "runtime/internal.h"
+#include "runtime/registry-internal.h"
 #include "runtime/ring-internal.h"
 
 /* The shared-memory header every published memfd starts with (the ring's, runtime/ring.c):
@@ -74,8 +75,12 @@ static struct {
 static unsigned refused_next;
 static pthread_mutex_t refused_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static atomic_uint nrefused;
+
 static bool was_refused(pid_t pid, uint64_t start)
 {
+	if (!atomic_load_explicit(&nrefused, memory_order_relaxed))
+		return false; /* nobody ever refused: no lock taken */
 	bool r = false;
 	pthread_mutex_lock(&refused_lock);
 	for (unsigned i = 0; i < REFUSED_MAX; i++)
@@ -91,7 +96,102 @@ static void remember_refusal(pid_t pid, uint64_t start)
 	refused[refused_next % REFUSED_MAX].pid = pid;
 	refused[refused_next % REFUSED_MAX].start = start;
 	refused_next++;
+	atomic_store(&nrefused, refused_next);
 	pthread_mutex_unlock(&refused_lock);
+}
+
+/* Publishers' pidfds, per registry handle: a pidfd names one process for ever, so once its
+ * start time was checked against a record (after pidfd_open, by_pidfd), a later acquisition
+ * from the same (pid, start time) needs neither pidfd_open nor /proc/PID/stat again. The uid,
+ * the descriptors' kinds and nonce and the record's lock are still checked every time. An
+ * entry is taken out while in use (no other thread can close it under us) and put back after
+ * a success; a failure closes it. Few entries, round robin: a consumer acquires from few
+ * publishers. */
+#define PIDFD_CACHE 8
+
+struct abd__pidfd_cache {
+	pthread_mutex_t lock;
+	unsigned next;
+	struct {
+		pid_t pid;
+		uint64_t start;
+		int pidfd;
+	} e[PIDFD_CACHE];
+};
+
+static pthread_mutex_t cache_new_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void abd__pidfd_cache_free(struct abd__pidfd_cache *c)
+{
+	if (!c)
+		return;
+	for (unsigned i = 0; i < PIDFD_CACHE; i++)
+		abd__close(c->e[i].pidfd);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static struct abd__pidfd_cache *pidfd_cache(struct abd_registry *reg)
+{
+	pthread_mutex_lock(&cache_new_lock);
+	if (!reg->pidfds && (reg->pidfds = calloc(1, sizeof(*reg->pidfds)))) {
+		pthread_mutex_init(&reg->pidfds->lock, NULL);
+		for (unsigned i = 0; i < PIDFD_CACHE; i++)
+			reg->pidfds->e[i].pidfd = -1;
+	}
+	pthread_mutex_unlock(&cache_new_lock);
+	return reg->pidfds;
+}
+
+/* The verified pidfd of (pid, start), now the caller's, or -1. */
+static int pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t start)
+{
+	struct abd__pidfd_cache *c = reg->pidfds;
+	if (!c || !start)
+		return -1;
+	int fd = -1;
+	pthread_mutex_lock(&c->lock);
+	for (unsigned i = 0; i < PIDFD_CACHE; i++)
+		if (c->e[i].pidfd >= 0 && c->e[i].pid == pid && c->e[i].start == start) {
+			fd = c->e[i].pidfd;
+			c->e[i].pidfd = -1;
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	return fd;
+}
+
+/* Keep pidfd (checked to be the process (pid, start)); takes it. */
+static void pidfd_keep(struct abd_registry *reg, pid_t pid, uint64_t start, int pidfd)
+{
+	struct abd__pidfd_cache *c = pidfd_cache(reg);
+	if (!c || !start) {
+		abd__close(pidfd);
+		return;
+	}
+	int old = -1;
+	pthread_mutex_lock(&c->lock);
+	unsigned slot = PIDFD_CACHE;
+	for (unsigned i = 0; i < PIDFD_CACHE; i++) {
+		if (c->e[i].pidfd >= 0 && c->e[i].pid == pid && c->e[i].start == start) {
+			old = pidfd; /* another thread put one back meanwhile */
+			slot = PIDFD_CACHE + 1;
+			break;
+		}
+		if (c->e[i].pidfd < 0 && slot == PIDFD_CACHE)
+			slot = i;
+	}
+	if (slot == PIDFD_CACHE) {
+		slot = c->next++ % PIDFD_CACHE;
+		old = c->e[slot].pidfd;
+	}
+	if (slot < PIDFD_CACHE) {
+		c->e[slot].pid = pid;
+		c->e[slot].start = start;
+		c->e[slot].pidfd = pidfd;
+	}
+	pthread_mutex_unlock(&c->lock);
+	abd__close(old);
 }
 
 /* ------------------------------------------------------------------ helpers -- */
@@ -115,14 +215,13 @@ void abd_acquired_free(struct abd_acquired *a)
  * still protect against a wrong process. */
 static int same_pidns(const struct abd_record *rec)
 {
-	uint64_t dev = 0, ino = 0;
+	uint64_t dev = 0, ino = 0, mydev, myino;
 	abd_record_pidns(rec, &dev, &ino);
 	if (!dev && !ino)
 		return 1;
-	struct stat st;
-	if (stat("/proc/self/ns/pid", &st) < 0)
+	if (abd__self_pidns(&mydev, &myino) < 0)
 		return 1;
-	return (uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino;
+	return mydev == dev && myino == ino;
 }
 
 /* Read a small /proc file; returns the length or -errno. */
@@ -141,11 +240,10 @@ static long read_small(const char *path, char *buf, size_t size)
 	return n;
 }
 
-/* The effective uid/gid and start time of pid (/proc/PID/status and stat field 22).
- * Returns 0, -ESRCH (gone), or -errno. */
-static int proc_identity(pid_t pid, uid_t *uid, gid_t *gid, uint64_t *start)
+/* The start time of pid (/proc/PID/stat field 22). Returns 0, -ESRCH (gone), or -errno. */
+static int proc_start_time(pid_t pid, uint64_t *start)
 {
-	char path[64], buf[4096];
+	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	long n = read_small(path, buf, sizeof(buf));
 	if (n < 0)
@@ -162,8 +260,25 @@ static int proc_identity(pid_t pid, uid_t *uid, gid_t *gid, uint64_t *start)
 			return -EPROTO;
 	}
 	*start = strtoull(p + 1, NULL, 10);
+	return 0;
+}
+
+/* PIDFD_GET_INFO said ENOTTY/EINVAL once (before 6.13): /proc/PID/status from then on. */
+static atomic_bool getinfo_missing;
+
+/* The effective uid/gid of the process: from its pidfd when the kernel tells (one ioctl,
+ * bound to that very process), else /proc/PID/status. Returns 0, -ESRCH (gone), or -errno. */
+static int proc_creds(int pidfd, pid_t pid, uid_t *uid, gid_t *gid)
+{
+	if (pidfd >= 0 && !atomic_load_explicit(&getinfo_missing, memory_order_relaxed)) {
+		int r = abd__pidfd_creds(pidfd, uid, gid);
+		if (r != -ENOTTY && r != -EINVAL && r != -ENOSYS)
+			return r;
+		atomic_store(&getinfo_missing, true);
+	}
+	char path[64], buf[4096];
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	n = read_small(path, buf, sizeof(buf));
+	long n = read_small(path, buf, sizeof(buf));
 	if (n < 0)
 		return n == -ENOENT ? -ESRCH : (int)n;
 	unsigned long ru, eu, rg, eg;
@@ -176,24 +291,31 @@ static int proc_identity(pid_t pid, uid_t *uid, gid_t *gid, uint64_t *start)
 	return 0;
 }
 
-/* "<service>.<hex instance>": the record's file name, for abd_registry_liveness. */
+/* "<service>.<hex instance>": the record's file name, for the lock check. */
 static void record_name(const struct abd_record *rec, char *out, size_t size)
 {
+	static const char hex[] = "0123456789abcdef";
 	const uint8_t *id = abd_record_instance(rec);
 	int n = snprintf(out, size, "%s.", abd_record_service(rec));
-	for (int i = 0; i < ABD_INSTANCE_SIZE && n > 0 && (size_t)n + 2 < size; i++)
-		n += snprintf(out + n, size - (size_t)n, "%02x", id[i]);
+	if (n < 0 || (size_t)n + 2 * ABD_INSTANCE_SIZE >= size)
+		return;
+	for (int i = 0; i < ABD_INSTANCE_SIZE; i++) {
+		out[n++] = hex[id[i] >> 4];
+		out[n++] = hex[id[i] & 15];
+	}
+	out[n] = 0;
 }
 
-/* The record's lock must still be held: the publisher is alive, whatever its pid is now. */
+/* The record's lock must still be held: the publisher is alive, whatever its pid is now. The
+ * caller read and checked the record already; only the lock is asked here. */
 static int check_alive(struct abd_registry *reg, const struct abd_record *rec)
 {
 	char name[ABD_RECORD_NAME_MAX + 1];
 	record_name(rec, name, sizeof(name));
-	int r = abd_registry_liveness(reg, name);
-	if (r == ABD_STATE_ALIVE)
+	int r = abd__record_locked(reg, name);
+	if (r == 1)
 		return 0;
-	if (r == ABD_STATE_STALE || r == -ENOENT)
+	if (r == 0 || r == -ENOENT)
 		return -ESRCH;
 	return r < 0 ? r : -EPROTO;
 }
@@ -296,23 +418,30 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	pid_t pid = abd_record_pid(rec);
 	if (pid <= 0)
 		return -ESRCH;
-	abd__autoclose int pidfd = abd__pidfd_open(pid, 0);
-	if (pidfd < 0)
-		return pidfd;
-	/* The pidfd pins one process; if it is the record's, /proc shows its uid and start time
-	 * now, and the record's lock is still held. A reused pid fails one or the other. */
+	uint64_t start = abd_record_start_time(rec);
+	abd__autoclose int pidfd = pidfd_take(reg, pid, start);
 	uid_t uid;
 	gid_t gid;
-	uint64_t start;
-	int r = proc_identity(pid, &uid, &gid, &start);
+	int r;
+	if (pidfd < 0) {
+		pidfd = abd__pidfd_open(pid, 0);
+		if (pidfd < 0)
+			return pidfd;
+		/* The pidfd pins one process. /proc/PID/stat, read after pidfd_open, shows the start
+		 * time of whoever has the pid now: if that is the record's, it is the publisher,
+		 * which had the pid before pidfd_open and still has it, so it is the pidfd's
+		 * process. A reused pid fails here. */
+		r = proc_start_time(pid, &start);
+		if (r < 0)
+			return r;
+	}
+	/* The uid from the pidfd itself where the kernel tells, every time (it may change). */
+	r = proc_creds(pidfd, pid, &uid, &gid);
 	if (r < 0)
 		return r;
 	if (uid != abd_record_uid(rec) ||
 	    (abd_record_start_time(rec) && start != abd_record_start_time(rec)))
 		return check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
-	r = check_alive(reg, rec);
-	if (r < 0)
-		return r;
 	if (abd__now_ns() > deadline)
 		return -ETIMEDOUT;
 	for (size_t i = 0; i < a->n; i++) {
@@ -329,12 +458,16 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		}
 		a->slots[i].fd = fd;
 	}
-	/* still the same process after taking the descriptors: a pidfd that became readable
-	 * means it exited, and its descriptors may be the next process's */
-	if (abd__pidfd_send_signal(pidfd, 0) < 0) {
+	/* The record's lock, after pidfd_open and after taking the descriptors: the publisher
+	 * still lives (a dead one's lock is gone, and its descriptors can no longer be taken),
+	 * and the record was not withdrawn. */
+	r = check_alive(reg, rec);
+	if (r < 0) {
 		acquired_close(a);
-		return -ESRCH;
+		return r;
 	}
+	pidfd_keep(reg, pid, start, pidfd);
+	pidfd = -1;
 	a->path = ABD_FD_TRANSFER_PIDFD_GETFD;
 	a->pid = pid;
 	a->uid = uid;
@@ -429,13 +562,10 @@ int abd_acquire(struct abd_registry *reg, const struct abd_record *rec, unsigned
 			why = abd_probe_error(ABD_FEAT_PIDFD_GETFD);
 		} else if (atomic_load(&getfd_enosys)) {
 			why = -ENOSYS;
-		} else {
-			uid_t u;
-			gid_t g;
-			uint64_t start;
-			if (proc_identity(abd_record_pid(rec), &u, &g, &start) == 0 &&
-			    was_refused(abd_record_pid(rec), start))
-				why = -ECANCELED;
+		} else if (was_refused(abd_record_pid(rec), abd_record_start_time(rec))) {
+			/* keyed by the start time /proc showed when it refused, which was the
+			 * record's (by_pidfd checks it before asking) */
+			why = -ECANCELED;
 		}
 		if (!why) {
 			r = by_pidfd(reg, rec, a, deadline);

@@ -50,13 +50,18 @@ bool abd__name_valid(const char *s, size_t len, size_t max);
 int abd__record_copy(const struct abd_record *src, struct abd_record **out);
 size_t abd__record_size(const struct abd_record *r);
 
+struct abd__pidfd_cache; /* runtime/acquire.c */
+
 struct abd_registry {
 	int dirfd;
 	char *path;
 	unsigned long fs_type;
 	dev_t pidns_dev;  /* our own PID namespace, to know when a record's pid means a pid here */
 	ino_t pidns_ino;
+	struct abd__pidfd_cache *pidfds; /* publishers' verified pidfds, for abd_acquire */
 };
+
+void abd__pidfd_cache_free(struct abd__pidfd_cache *c);
 
 /* Reading one entry: what a snapshot and a watch both keep per name. */
 struct abd__item {
@@ -64,6 +69,8 @@ struct abd__item {
 	char *name;
 	struct abd_record *rec;
 	ino_t ino;  /* of the file read (0 when not opened) */
+	dev_t dev;  /* with lock_pending */
+	bool lock_pending; /* read and valid; its lock not asked yet (registry.c, lock_batch) */
 	char reason[96];
 };
 
@@ -77,6 +84,13 @@ int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_t
                    struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache);
 void abd__item_clear(struct abd__item *it);
 void abd__proc_cache_free(struct abd__proc_cache *c);
+
+/* st_dev/st_ino of /proc/self/ns/pid, cached (per thread, forgotten across fork). 0 or -errno. */
+int abd__self_pidns(uint64_t *dev, uint64_t *ino);
+
+/* Is the record called name in reg locked (its publisher alive)? 1 yes, 0 no, -ENOENT (gone),
+ * -errno. One open, F_OFD_GETLK, close: for callers that already read and checked the record. */
+int abd__record_locked(struct abd_registry *reg, const char *name);
 
 /* F_OFD_GETLK on fd: 1 if someone holds a lock on the record, 0 if not, -errno. */
 int abd__lock_held(int fd);

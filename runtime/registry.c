@@ -4,6 +4,7 @@
 #include <abd/registry.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include "compat/handshake.h"
@@ -96,10 +98,10 @@ static int registry_make(const char *path, int fd, struct abd_registry **out)
 	struct statfs sf;
 	if (fstatfs(fd, &sf) == 0)
 		reg->fs_type = (unsigned long)sf.f_type;
-	struct stat st;
-	if (stat("/proc/self/ns/pid", &st) == 0) {
-		reg->pidns_dev = st.st_dev;
-		reg->pidns_ino = st.st_ino;
+	uint64_t dev, ino;
+	if (abd__self_pidns(&dev, &ino) == 0) {
+		reg->pidns_dev = (dev_t)dev;
+		reg->pidns_ino = (ino_t)ino;
 	}
 	*out = reg;
 	return 0;
@@ -161,6 +163,7 @@ ABD_EXPORT void abd_registry_free(struct abd_registry *reg)
 	if (!reg)
 		return;
 	abd__close(reg->dirfd);
+	abd__pidfd_cache_free(reg->pidfds);
 	free(reg->path);
 	free(reg);
 }
@@ -288,13 +291,35 @@ int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid)
 	return r;
 }
 
+/* What this process knows about itself: its start time and its PID namespace. Per thread, and
+ * forgotten in a forked child (only the forking thread lives on there): the child's start time
+ * and perhaps its PID namespace differ. A pid key alone is not enough: once the process that
+ * filled the cache has died, a descendant that inherited it may be given its pid again
+ * (pid_max is 32768 on many systems). The start time keeps the pid key too, for children made
+ * without atfork handlers (raw clone, _Fork). */
+static _Thread_local struct {
+	pid_t start_pid;
+	uint64_t start;
+	bool ns_known;
+	uint64_t ns_dev, ns_ino;
+} self;
+static pthread_once_t self_once = PTHREAD_ONCE_INIT;
+
+static void self_forget(void)
+{
+	memset(&self, 0, sizeof(self));
+}
+
+static void self_register(void)
+{
+	pthread_atfork(NULL, NULL, self_forget);
+}
+
 static int self_start_time(pid_t me, uint64_t *out)
 {
-	/* Per thread, keyed by pid: a forked child computes its own. */
-	static _Thread_local pid_t cached_pid;
-	static _Thread_local uint64_t cached;
-	if (cached_pid == me) {
-		*out = cached;
+	pthread_once(&self_once, self_register);
+	if (self.start_pid == me) {
+		*out = self.start;
 		return 0;
 	}
 	char buf[1024];
@@ -303,8 +328,24 @@ static int self_start_time(pid_t me, uint64_t *out)
 		return n;
 	if ((n = parse_start_time(buf, out)) < 0)
 		return n;
-	cached = *out;
-	cached_pid = me;
+	self.start = *out;
+	self.start_pid = me;
+	return 0;
+}
+
+int abd__self_pidns(uint64_t *dev, uint64_t *ino)
+{
+	pthread_once(&self_once, self_register);
+	if (!self.ns_known) {
+		struct stat st;
+		if (stat("/proc/self/ns/pid", &st) < 0)
+			return -errno;
+		self.ns_dev = (uint64_t)st.st_dev;
+		self.ns_ino = (uint64_t)st.st_ino;
+		self.ns_known = true;
+	}
+	*dev = self.ns_dev;
+	*ino = self.ns_ino;
 	return 0;
 }
 
@@ -633,7 +674,7 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 		return; /* fine, or cannot tell (e.g. /proc hidden): the lock and owner checks stand */
 	if (r == -ESRCH) {
 		/* The publisher may have died since we checked the lock: then it is merely stale. */
-		if (abd__lock_held(fd) == 0) {
+		if ((fd >= 0 ? abd__lock_held(fd) : abd__record_locked(reg, it->name)) == 0) {
 			it->e.state = ABD_STATE_STALE;
 			return;
 		}
@@ -648,8 +689,21 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 	            (unsigned)uid, (unsigned)rec->uid);
 }
 
+static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                     struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
+                     bool defer_lock);
+
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                    struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
+{
+	return item_read(reg, name, d_type, it, buf, cache, false);
+}
+
+/* defer_lock: a valid record is left with it->lock_pending set instead of asking its lock
+ * (the snapshot asks for many at once, lock_batch) */
+static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                     struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
+                     bool defer_lock)
 {
 	memset(it, 0, sizeof(*it));
 	if (!(it->name = strdup(name)))
@@ -753,6 +807,11 @@ int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_t
 	it->e.instance = rec->instance;
 	it->e.pid = rec->pid;
 	it->e.uid = rec->uid;
+	if (defer_lock) {
+		it->lock_pending = true;
+		it->dev = st.st_dev;
+		goto out;
+	}
 	r = abd__lock_held(fd);
 	if (r < 0) {
 		set_invalid(it, "lock test: %s", strerror(-r));
@@ -836,6 +895,136 @@ int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *count)
 
 /* ------------------------------------------------------------------ snapshots -- */
 
+/* Liveness of many records at once. F_OFD_GETLK costs a syscall per record; /proc/locks lists
+ * every POSIX and OFD lock of the system in one read, by device and inode. It is read after
+ * the records were (a record read earlier and still locked now is listed), and a record it
+ * does not list is asked with F_OFD_GETLK before being called stale, so a listing that cannot
+ * be read or parsed costs time, never a wrong verdict. Below LOCK_BATCH_MIN entries the
+ * per-record fcntl is cheaper than the system-wide listing. */
+#define LOCK_BATCH_MIN 64
+
+static int ino_cmp(const void *a, const void *b)
+{
+	ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The inodes of dev that /proc/locks shows POSIX or OFD locks on (not FLOCK, not LEASE: F_OFD_GETLK
+ * does not see those; not the "->" lines of waiters), sorted, into *out; -errno. */
+static int locked_inodes(dev_t dev, ino_t **out, size_t *count)
+{
+	*out = NULL;
+	*count = 0;
+	int fd = open("/proc/locks", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	size_t cap = 1 << 16, len = 0;
+	char *text = malloc(cap);
+	int r = 0;
+	for (;;) {
+		if (!text) {
+			r = -ENOMEM;
+			break;
+		}
+		if (cap - len < 4096) {
+			char *t = realloc(text, cap * 2);
+			if (!t) {
+				r = -ENOMEM;
+				break;
+			}
+			text = t;
+			cap *= 2;
+		}
+		ssize_t k = read(fd, text + len, cap - len - 1);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = -errno;
+			break;
+		}
+		if (k == 0)
+			break;
+		len += (size_t)k;
+	}
+	close(fd);
+	if (r < 0) {
+		free(text);
+		return r;
+	}
+	text[len] = 0;
+	ino_t *inos = NULL;
+	size_t n = 0, ncap = 0;
+	unsigned maj = major(dev), min = minor(dev);
+	for (char *line = text, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		if (strstr(line, "->") || (!strstr(line, " POSIX ") && !strstr(line, " OFDLCK ")))
+			continue;
+		/* "<id>: <kind> ADVISORY|MANDATORY READ|WRITE <pid> <maj>:<min>:<ino> <start> <end>" */
+		char *tok, *save = NULL;
+		unsigned lmaj, lmin;
+		unsigned long long ino;
+		char c;
+		for (tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+			if (sscanf(tok, "%x:%x:%llu%c", &lmaj, &lmin, &ino, &c) == 3)
+				break;
+		if (!tok || lmaj != maj || lmin != min)
+			continue;
+		if (n == ncap) {
+			ncap = ncap ? ncap * 2 : 256;
+			ino_t *p = realloc(inos, ncap * sizeof(*inos));
+			if (!p) {
+				free(inos);
+				free(text);
+				return -ENOMEM;
+			}
+			inos = p;
+		}
+		inos[n++] = (ino_t)ino;
+	}
+	free(text);
+	if (n > 1)
+		qsort(inos, n, sizeof(*inos), ino_cmp);
+	*out = inos;
+	*count = n;
+	return 0;
+}
+
+static int lock_batch(struct abd_registry *reg, struct abd__item *items, size_t n,
+                      struct abd__proc_cache **cache)
+{
+	ino_t *inos = NULL;
+	size_t ninos = 0;
+	bool listed = false;
+	for (size_t i = 0; i < n; i++) {
+		struct abd__item *it = &items[i];
+		if (!it->lock_pending)
+			continue;
+		if (!listed) {
+			listed = true;
+			if (locked_inodes(it->dev, &inos, &ninos) == -ENOMEM)
+				return -ENOMEM;
+		}
+		it->lock_pending = false;
+		int held = ninos && bsearch(&it->ino, inos, ninos, sizeof(*inos), ino_cmp);
+		if (!held) {
+			held = abd__record_locked(reg, it->name);
+			if (held == -ENOENT)
+				held = 0; /* withdrawn since: as stale as it gets, and gone next time */
+		}
+		if (held < 0) {
+			set_invalid(it, "lock test: %s", strerror(-held));
+			continue;
+		}
+		it->e.state = held ? ABD_STATE_ALIVE : ABD_STATE_STALE;
+		if (held)
+			check_process(reg, it, -1, cache);
+	}
+	free(inos);
+	return 0;
+}
+
 struct abd_snapshot {
 	struct abd__item *items;
 	size_t n;
@@ -858,8 +1047,9 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 		r = -ENOMEM;
 		goto fail;
 	}
+	bool batch = n >= LOCK_BATCH_MIN;
 	for (size_t i = 0; i < n; i++) {
-		r = abd__item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache);
+		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, batch);
 		if (r == -ENOENT) {
 			abd__item_clear(&snap->items[snap->n]);
 			continue; /* withdrawn meanwhile */
@@ -870,6 +1060,8 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 		}
 		snap->n++;
 	}
+	if (batch && (r = lock_batch(reg, snap->items, snap->n, &cache)) < 0)
+		goto fail;
 	abd__list_free(list, n);
 	abd__proc_cache_free(cache);
 	free(buf);
@@ -922,6 +1114,16 @@ ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service
 	}
 	r = best ? abd__record_copy(best, out) : -ENOENT;
 	abd_snapshot_free(snap);
+	return r;
+}
+
+int abd__record_locked(struct abd_registry *reg, const char *name)
+{
+	int fd = openat(reg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP || errno == ENXIO ? -EBADMSG : -errno;
+	int r = abd__lock_held(fd);
+	close(fd);
 	return r;
 }
 

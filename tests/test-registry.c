@@ -3,6 +3,7 @@
  * hostile directory entries, and watch events, with real processes. */
 #include <dirent.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
@@ -832,6 +833,20 @@ ABD_TEST(registry, big_directory_states)
 	cr_assert_eq(abd_test_wait(abd_test_fork(publish_many_and_die, s.dir)), 0);
 	cr_assert_eq(count_state(s.reg, ABD_STATE_ALIVE), 40);
 	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), 40);
+	/* A flock() on a stale record is not the publisher's OFD lock (F_OFD_GETLK does not see
+	 * it, and neither may the lock table): it stays stale. */
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
+	int held = -1;
+	for (size_t i = 0; i < abd_snapshot_count(snap) && held < 0; i++)
+		if (abd_snapshot_entry(snap, i)->state == ABD_STATE_STALE)
+			held = openat(abd_registry_fd(s.reg), abd_snapshot_entry(snap, i)->name,
+			              O_RDONLY | O_CLOEXEC);
+	abd_snapshot_free(snap);
+	cr_assert_geq(held, 0);
+	cr_assert_eq(flock(held, LOCK_SH), 0);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_STALE), 40);
+	close(held);
 	for (int i = 0; i < 20; i++)
 		abd_withdraw(pubs[i]);
 	cr_assert_eq(count_state(s.reg, ABD_STATE_ALIVE), 20);
