@@ -83,6 +83,7 @@ struct pub_shared {
 	char dir[96];
 	uint64_t t_added;
 	alignas(CACHELINE) uint32_t ack;
+	alignas(CACHELINE) uint32_t removed; /* the watch has seen the withdrawal too */
 };
 
 struct pub_state {
@@ -151,6 +152,11 @@ static int pub_ping(void *state, uint64_t *ns)
 	uint64_t w = __atomic_load_n(&s->sh->t_added, __ATOMIC_ACQUIRE);
 	*ns = w > t ? w - t : 1;
 	abd_withdraw(pub);
+	/* Untimed: let the watch report the withdrawal before the next sample, so that each
+	 * sample is one publication meeting an idle watcher, as the bare row's is (its watcher
+	 * does not even watch unlinks). */
+	if (r == 0)
+		r = until(&s->sh->removed, v);
 	return r;
 }
 
@@ -163,6 +169,9 @@ static int pub_pong(void *state)
 		return r;
 	__atomic_store_n(&s->sh->t_added, t, __ATOMIC_RELEASE);
 	post(&s->sh->ack, ++s->seq);
+	if ((r = wait_for(s->watch, ABD_EVENT_REMOVED, &t)) < 0)
+		return r;
+	post(&s->sh->removed, s->seq);
 	return 0;
 }
 

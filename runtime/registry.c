@@ -305,10 +305,7 @@ static _Thread_local struct {
 } self;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
-static void self_forget(void)
-{
-	memset(&self, 0, sizeof(self));
-}
+static void self_forget(void);
 
 static void self_register(void)
 {
@@ -416,15 +413,50 @@ static void instance_hex(const uint8_t *id, char *out)
 	out[2 * ABD_INSTANCE_SIZE] = 0;
 }
 
+/* Random instance ids, drawn from the kernel 16 at a time (one getrandom per 16 publications).
+ * Per thread, keyed by pid and emptied in a forked child (self_forget): parent and child
+ * must never hand out the same bytes. */
+#define INSTANCE_POOL 16
+static _Thread_local struct {
+	pid_t pid;
+	unsigned left;
+	uint8_t bytes[INSTANCE_POOL][ABD_INSTANCE_SIZE];
+} ids;
+
+static void self_forget(void)
+{
+	memset(&self, 0, sizeof(self));
+	memset(&ids, 0, sizeof(ids));
+}
+
+static int random_instance(pid_t me, uint8_t *out)
+{
+	if (ids.pid != me || !ids.left) {
+		ids.left = 0;
+		ssize_t n;
+		while ((n = getrandom(ids.bytes, sizeof(ids.bytes), 0)) < 0 && errno == EINTR)
+			;
+		if (n != (ssize_t)sizeof(ids.bytes))
+			return n < 0 ? -errno : -EIO;
+		ids.pid = me;
+		ids.left = INSTANCE_POOL;
+	}
+	ids.left--;
+	memcpy(out, ids.bytes[ids.left], ABD_INSTANCE_SIZE);
+	memset(ids.bytes[ids.left], 0, ABD_INSTANCE_SIZE); /* handed out once */
+	return 0;
+}
+
 static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 {
-	ssize_t n = (ssize_t)sizeof(r->instance);
-	while (!r->instance_chosen && (n = getrandom(r->instance, sizeof(r->instance), 0)) < 0 &&
-	       errno == EINTR)
-		;
-	if (n != (ssize_t)sizeof(r->instance))
-		return n < 0 ? -errno : -EIO;
-	r->pid = getpid();
+	pthread_once(&self_once, self_register);
+	pid_t me = getpid();
+	if (!r->instance_chosen) {
+		int e = random_instance(me, r->instance);
+		if (e < 0)
+			return e;
+	}
+	r->pid = me;
 	r->uid = geteuid();
 	int e = self_start_time(r->pid, &r->start_time);
 	if (e < 0)

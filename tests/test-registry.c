@@ -821,6 +821,59 @@ static int publish_many_and_die(void *arg)
 	_exit(0); /* without withdrawing: 40 stale records */
 }
 
+static int publish_and_report(void *arg)
+{
+	int *p = arg;
+	struct abd_registry *reg;
+	char dir[64];
+	if (read(p[0], dir, sizeof(dir)) != (ssize_t)sizeof(dir) ||
+	    abd_registry_open(dir, 0, &reg, NULL, 0) < 0)
+		return 1;
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	if (abd_record_new("fork.child", &rec) < 0 || abd_publish(reg, rec, &pub) < 0)
+		return 2;
+	const uint8_t *id = abd_record_instance(abd_publication_record(pub));
+	if (write(p[1], id, ABD_INSTANCE_SIZE) != ABD_INSTANCE_SIZE)
+		return 3;
+	abd_withdraw(pub);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return 0;
+}
+
+ABD_TEST(registry, forked_child_draws_its_own_instances)
+{
+	/* Instance ids come from a per-process pool: a child forked after the parent drew from it
+	 * must not hand out the parent's next ids. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *first = publish_simple(s.reg, "fork.parent");
+	int to_child[2], from_child[2];
+	cr_assert_eq(pipe2(to_child, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(from_child, O_CLOEXEC), 0);
+	int ends[2] = { to_child[0], from_child[1] };
+	pid_t pid = abd_test_fork(publish_and_report, ends);
+	close(to_child[0]);
+	close(from_child[1]);
+	char dir[64] = { 0 };
+	snprintf(dir, sizeof(dir), "%s", s.dir);
+	cr_assert_eq(write(to_child[1], dir, sizeof(dir)), (ssize_t)sizeof(dir));
+	uint8_t child_id[ABD_INSTANCE_SIZE];
+	cr_assert_eq(read(from_child[0], child_id, sizeof(child_id)), (ssize_t)sizeof(child_id));
+	cr_assert_eq(abd_test_wait(pid), 0);
+	close(to_child[1]);
+	close(from_child[0]);
+	struct abd_publication *second = publish_simple(s.reg, "fork.parent");
+	cr_assert_neq(memcmp(child_id, abd_record_instance(abd_publication_record(second)),
+	                     ABD_INSTANCE_SIZE), 0, "the child handed out the parent's next id");
+	cr_assert_neq(memcmp(abd_record_instance(abd_publication_record(first)),
+	                     abd_record_instance(abd_publication_record(second)), ABD_INSTANCE_SIZE), 0);
+	abd_withdraw(first);
+	abd_withdraw(second);
+	scratch_close(&s);
+}
+
 ABD_TEST(registry, big_directory_states)
 {
 	/* Past 64 entries a snapshot reads the lock table once instead of testing each record:
