@@ -180,6 +180,8 @@ OVERRIDES = {
 INHERIT = {
     "abd_ring_push": ("abd_ring_try_push", ["-ETIMEDOUT", "-EINTR"]),
     "abd_ring_pop": ("abd_ring_try_pop", ["-ETIMEDOUT", "-EINTR"]),
+    "abd_service_push": ("abd_service_try_push", ["-ETIMEDOUT", "-EINTR", "-EBUSY"]),
+    "abd_service_pop": ("abd_service_try_pop", ["-ETIMEDOUT", "-EINTR", "-EBUSY"]),
 }
 REACTOR_ADD = ["-EINVAL", "-EBUSY", "-ECHILD", "-ENOMEM", "-EOPNOTSUPP"]
 for _f in ("abd_reactor_add_io", "abd_reactor_add_eventfd", "abd_reactor_add_pidfd",

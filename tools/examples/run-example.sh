@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs one example scenario with real processes in a private registry directory and prints TAP:
+# each process's exit status is one test. Used by meson test (suite 'examples'), under every
+# kernel profile through `abdctl emulate PROFILE --`.
+#   run-example.sh SCENARIO EXAMPLES_BUILD_DIR
+set -u
+scenario=$1
+bin=$2
+export ABD_REGISTRY
+ABD_REGISTRY=$(mktemp -d /dev/shm/abd-example-XXXXXX) || exit 1
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$ABD_REGISTRY"' EXIT
+name="example.$scenario.$$"
+n=0
+fail=0
+plan=()
+
+# report WHAT WANT GOT: one TAP line.
+report() {
+	local what=$1 want=$2 got=$3
+	n=$((n + 1))
+	if [ "$got" = "$want" ]; then
+		plan+=("ok $n - $what: exit $got")
+	else
+		plan+=("not ok $n - $what: exit $got, expected $want")
+		fail=1
+	fi
+}
+# Process output becomes TAP comments.
+run_bg() { timeout 60 "$@" > >(sed -u 's/^/# /') 2>&1 & }
+run_fg() { timeout 60 "$@" > >(sed -u 's/^/# /') 2>&1; }
+
+case $scenario in
+pubsub-c)
+	run_bg "$bin/pubsub-subscriber" "$name" 20; sub=$!
+	run_bg "$bin/pubsub-publisher" "$name" 20; pub=$!
+	wait $sub; report "C subscriber got all 20 messages, then EPIPE" 0 $?
+	wait $pub; report "C publisher" 0 $?
+	;;
+pubsub-cxx)
+	run_bg "$bin/pubsub-cxx" sub "$name" 20; sub=$!
+	run_bg "$bin/pubsub-cxx" pub "$name" 20; pub=$!
+	wait $sub; report "C++ subscriber got all 20 messages" 0 $?
+	wait $pub; report "C++ publisher" 0 $?
+	# C++ and C interoperate: a C publisher, a C++ subscriber.
+	run_bg "$bin/pubsub-publisher" "$name.mixed" 5; pub=$!
+	run_bg "$bin/pubsub-cxx" sub "$name.mixed" 5; sub=$!
+	wait $sub; report "C++ subscriber of a C publisher" 0 $?
+	wait $pub; report "C publisher to a C++ subscriber" 0 $?
+	;;
+epoll-embed)
+	run_bg "$bin/epoll-embed" "$name" 50; sub=$!
+	run_bg "$bin/pubsub-publisher" "$name" 50; pub=$!
+	wait $sub; report "epoll loop with the reactor fd embedded got all 50 messages" 0 $?
+	wait $pub; report "publisher" 0 $?
+	;;
+typed)
+	run_bg "$bin/typed-ring" pub "$name" 5000; pub=$!
+	# Another layout of the same type is refused at open (exit 3 = EPROTOTYPE).
+	run_fg "$bin/typed-ring" sub-v2 "$name"
+	report "a consumer of another layout is refused with EPROTOTYPE" 3 $?
+	run_fg "$bin/typed-ring" sub "$name" 5000
+	report "typed consumer got 5000 samples in order, each verified" 0 $?
+	wait $pub; report "typed publisher" 0 $?
+	;;
+*)
+	echo "Bail out! unknown scenario $scenario"
+	exit 1
+	;;
+esac
+
+echo "1..$n"
+printf '%s\n' "${plan[@]}"
+exit $fail
