@@ -118,6 +118,10 @@ static inline unsigned abd__ctl_lease(uint64_t c) { return (unsigned)(c >> 48); 
 
 #define ABD__STATS_FLUSH 256u
 
+/* The fast paths keep their common case in one function; rare cases stay out of line. */
+#define ABD__INLINE inline __attribute__((always_inline))
+#define ABD__NOINLINE __attribute__((noinline))
+
 /* How long a publication may stay invisible to other CPUs after the publisher's sleeper check
  * (single producer/consumer fast paths in unfenced mode: release store, then a load; see
  * ring-wait.c). A store buffer drains in nanoseconds; this is the bound a waiter keeps on a

@@ -486,7 +486,7 @@ static inline void mode_store(const struct abd_ring *r, enum abd_ring_wait_for w
 }
 
 /* Multi-producer claim: returns the slot for position *pos, with ctl = WRITING(me). */
-static int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
+static ABD__NOINLINE int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
 {
 	uint64_t t = abd__load(&r->h->tail, ACQUIRE);
 	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
@@ -527,17 +527,9 @@ static int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOC
  * claim after attach reads the slot (sp_fast is false): a predecessor may have died between
  * publishing a slot and storing the tail. A hostile head can make us overwrite unread
  * messages, never write outside the mapping. */
-static int sp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
+static ABD__NOINLINE int sp_claim_slow(struct abd_ring *r, struct abd__ring_slot **out)
+	ABD_NONBLOCKING
 {
-	if (r->sp_fast) {
-		uint64_t t = r->sp_tail;
-		if (t - r->sp_head_cache >= r->cap)
-			r->sp_head_cache = abd__load(&r->h->head, ACQUIRE);
-		if (t - r->sp_head_cache < r->cap) {
-			*out = abd__slot(r, t);
-			return 0;
-		}
-	}
 	for (uint32_t guard = r->cap + 1; guard; guard--) {
 		uint64_t t = r->sp_tail;
 		struct abd__ring_slot *s = abd__slot(r, t);
@@ -569,7 +561,21 @@ static int sp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOC
 	return -EAGAIN;
 }
 
-static inline int claim(struct abd_ring *r, struct abd__ring_slot **s) ABD_NONBLOCKING
+static ABD__INLINE int sp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
+{
+	if (r->sp_fast) {
+		uint64_t t = r->sp_tail;
+		if (t - r->sp_head_cache >= r->cap)
+			r->sp_head_cache = abd__load(&r->h->head, ACQUIRE);
+		if (t - r->sp_head_cache < r->cap) {
+			*out = abd__slot(r, t);
+			return 0;
+		}
+	}
+	return sp_claim_slow(r, out);
+}
+
+static ABD__INLINE int claim(struct abd_ring *r, struct abd__ring_slot **s) ABD_NONBLOCKING
 {
 	return r->modes & ABD_RING_SINGLE_PRODUCER ? sp_claim(r, s) : mp_claim(r, s);
 }
@@ -578,7 +584,8 @@ static inline int claim(struct abd_ring *r, struct abd__ring_slot **s) ABD_NONBL
  * store, not a sequentially consistent one: on x86 that store is an xchg that waits for the
  * consumer's copy of the line to be invalidated, the whole cost of a message (measured: 6 vs
  * 43 M msg/s). See publish_check. A multi-producer commit is a CAS, a full barrier anyway. */
-static int publish(struct abd_ring *r, struct abd__ring_slot *s, size_t len) ABD_NONBLOCKING
+static ABD__INLINE int publish(struct abd_ring *r, struct abd__ring_slot *s, size_t len)
+	ABD_NONBLOCKING
 {
 	abd__store(&s->len, (uint32_t)len, RELAXED);
 	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
@@ -770,7 +777,8 @@ static inline void waiting_for(const struct abd_ring *r, const struct abd__ring_
 
 /* Multi-consumer claim of the oldest message: ctl becomes READING(me). `size` (or SIZE_MAX)
  * bounds the message: a longer one stays in the ring. */
-static int mc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out) ABD_NONBLOCKING
+static ABD__NOINLINE int mc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out)
+	ABD_NONBLOCKING
 {
 	uint64_t h = abd__load(&r->h->head, ACQUIRE);
 	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
@@ -816,7 +824,8 @@ static int mc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out
 }
 
 /* Single-consumer: the head is ours; slots are not marked READING. */
-static int sc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out) ABD_NONBLOCKING
+static ABD__NOINLINE int sc_claim_slow(struct abd_ring *r, size_t size, struct abd__ring_slot **out)
+	ABD_NONBLOCKING
 {
 	for (uint32_t guard = r->cap + 1; guard; guard--) {
 		uint64_t h = r->sc_head;
@@ -859,7 +868,7 @@ static int sc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out
  * producer bounds its claims by the head (sp_claim), and leaving the slot's line unwritten
  * spares the producer's CPU the transfer of a line the consumer owns, and the consumer's next
  * stores the wait behind that line. */
-static int give_back(struct abd_ring *r, struct abd__ring_slot *s) ABD_NONBLOCKING
+static ABD__INLINE int give_back(struct abd_ring *r, struct abd__ring_slot *s) ABD_NONBLOCKING
 {
 	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
 		uint64_t h = r->sc_head;
@@ -887,19 +896,36 @@ static int give_back(struct abd_ring *r, struct abd__ring_slot *s) ABD_NONBLOCKI
 	return 0;
 }
 
-static inline int take(struct abd_ring *r, size_t size, struct abd__ring_slot **s) ABD_NONBLOCKING
+/* The common case inline: the slot holds the committed message for the head (FULL carries no
+ * lease). Everything else (empty, tombstones, lagging heads, bad lengths) in sc_claim_slow. */
+static ABD__INLINE int sc_claim(struct abd_ring *r, size_t size, struct abd__ring_slot **out)
+	ABD_NONBLOCKING
+{
+	uint64_t h = r->sc_head;
+	struct abd__ring_slot *s = abd__slot(r, h);
+	if (abd__load(&s->ctl, ACQUIRE) == abd__ctl((uint32_t)h, ABD__SLOT_FULL, 0) &&
+	    abd__load(&s->len, RELAXED) <= size) {
+		*out = s;
+		return 0;
+	}
+	return sc_claim_slow(r, size, out);
+}
+
+static ABD__INLINE int take(struct abd_ring *r, size_t size, struct abd__ring_slot **s)
+	ABD_NONBLOCKING
 {
 	return r->modes & ABD_RING_SINGLE_CONSUMER ? sc_claim(r, size, s) : mc_claim(r, size, s);
 }
 
-static int pop_one(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
+static ABD__INLINE int pop_one(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 {
 	struct abd__ring_slot *s;
 	int e = take(r, size, &s);
 	if (e < 0)
 		return e;
 	uint32_t len = abd__load(&s->len, RELAXED);
-	bool bad = len > r->slot_size;
+	/* read again: a peer may have changed it since the claim checked it against `size` */
+	bool bad = len > r->slot_size || len > size;
 	if (!bad && len)
 		memcpy(buf, s->data, len);
 	e = give_back(r, s);
