@@ -62,6 +62,18 @@ typed)
 	report "typed consumer got 5000 samples in order, each verified" 0 $?
 	wait $pub; report "typed publisher" 0 $?
 	;;
+latency)
+	run_bg "$bin/latency" echo "$name"; echo=$!
+	run_fg "$bin/latency" ping "$name" 1
+	report "ping: a second of round trips through two services" 0 $?
+	wait $echo; report "echo ends when the pinger leaves" 0 $?
+	# A crash: the echo process is killed mid-run; the pinger notices (EPIPE), exit 4.
+	"$bin/latency" echo "$name.kill" > >(sed -u 's/^/# /') 2>&1 & echo=$! # no timeout wrapper: kill it
+	run_bg "$bin/latency" ping "$name.kill" 0; ping=$!
+	sleep 1
+	kill -9 $echo
+	wait $ping; report "ping notices the killed echo process (EPIPE)" 4 $?
+	;;
 *)
 	echo "Bail out! unknown scenario $scenario"
 	exit 1
