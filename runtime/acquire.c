@@ -109,14 +109,18 @@ static void remember_refusal(pid_t pid, uint64_t start)
  * publishers. */
 #define PIDFD_CACHE 8
 
+struct cached {
+	pid_t pid;
+	uint64_t start;
+	int pidfd;
+	uint8_t instance[ABD_INSTANCE_SIZE]; /* the record recfd reads, when recfd >= 0 */
+	int recfd;
+};
+
 struct abd__pidfd_cache {
 	pthread_mutex_t lock;
 	unsigned next;
-	struct {
-		pid_t pid;
-		uint64_t start;
-		int pidfd;
-	} e[PIDFD_CACHE];
+	struct cached e[PIDFD_CACHE];
 };
 
 static pthread_mutex_t cache_new_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -125,8 +129,10 @@ void abd__pidfd_cache_free(struct abd__pidfd_cache *c)
 {
 	if (!c)
 		return;
-	for (unsigned i = 0; i < PIDFD_CACHE; i++)
+	for (unsigned i = 0; i < PIDFD_CACHE; i++) {
 		abd__close(c->e[i].pidfd);
+		abd__close(c->e[i].recfd);
+	}
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -137,44 +143,45 @@ static struct abd__pidfd_cache *pidfd_cache(struct abd_registry *reg)
 	if (!reg->pidfds && (reg->pidfds = calloc(1, sizeof(*reg->pidfds)))) {
 		pthread_mutex_init(&reg->pidfds->lock, NULL);
 		for (unsigned i = 0; i < PIDFD_CACHE; i++)
-			reg->pidfds->e[i].pidfd = -1;
+			reg->pidfds->e[i].pidfd = reg->pidfds->e[i].recfd = -1;
 	}
 	pthread_mutex_unlock(&cache_new_lock);
 	return reg->pidfds;
 }
 
-/* The verified pidfd of (pid, start), now the caller's, or -1. */
-static int pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t start)
+/* The entry of (pid, start), now the caller's (pidfd -1: none). */
+static struct cached pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t start)
 {
+	struct cached out = { .pidfd = -1, .recfd = -1 };
 	struct abd__pidfd_cache *c = reg->pidfds;
 	if (!c || !start)
-		return -1;
-	int fd = -1;
+		return out;
 	pthread_mutex_lock(&c->lock);
 	for (unsigned i = 0; i < PIDFD_CACHE; i++)
 		if (c->e[i].pidfd >= 0 && c->e[i].pid == pid && c->e[i].start == start) {
-			fd = c->e[i].pidfd;
-			c->e[i].pidfd = -1;
+			out = c->e[i];
+			c->e[i].pidfd = c->e[i].recfd = -1;
 			break;
 		}
 	pthread_mutex_unlock(&c->lock);
-	return fd;
+	return out;
 }
 
-/* Keep pidfd (checked to be the process (pid, start)); takes it. */
-static void pidfd_keep(struct abd_registry *reg, pid_t pid, uint64_t start, int pidfd)
+/* Keep e (its pidfd checked to be the process (pid, start)); takes its descriptors. */
+static void pidfd_keep(struct abd_registry *reg, struct cached e)
 {
 	struct abd__pidfd_cache *c = pidfd_cache(reg);
-	if (!c || !start) {
-		abd__close(pidfd);
+	if (!c || !e.start) {
+		abd__close(e.pidfd);
+		abd__close(e.recfd);
 		return;
 	}
-	int old = -1;
+	struct cached old = { .pidfd = -1, .recfd = -1 };
 	pthread_mutex_lock(&c->lock);
 	unsigned slot = PIDFD_CACHE;
 	for (unsigned i = 0; i < PIDFD_CACHE; i++) {
-		if (c->e[i].pidfd >= 0 && c->e[i].pid == pid && c->e[i].start == start) {
-			old = pidfd; /* another thread put one back meanwhile */
+		if (c->e[i].pidfd >= 0 && c->e[i].pid == e.pid && c->e[i].start == e.start) {
+			old = e; /* another thread put one back meanwhile */
 			slot = PIDFD_CACHE + 1;
 			break;
 		}
@@ -183,15 +190,13 @@ static void pidfd_keep(struct abd_registry *reg, pid_t pid, uint64_t start, int 
 	}
 	if (slot == PIDFD_CACHE) {
 		slot = c->next++ % PIDFD_CACHE;
-		old = c->e[slot].pidfd;
+		old = c->e[slot];
 	}
-	if (slot < PIDFD_CACHE) {
-		c->e[slot].pid = pid;
-		c->e[slot].start = start;
-		c->e[slot].pidfd = pidfd;
-	}
+	if (slot < PIDFD_CACHE)
+		c->e[slot] = e;
 	pthread_mutex_unlock(&c->lock);
-	abd__close(old);
+	abd__close(old.pidfd);
+	abd__close(old.recfd);
 }
 
 /* ------------------------------------------------------------------ helpers -- */
@@ -304,6 +309,29 @@ static void record_name(const struct abd_record *rec, char *out, size_t size)
 		out[n++] = hex[id[i] & 15];
 	}
 	out[n] = 0;
+}
+
+/* check_alive through *recfd, a descriptor of the record kept from an earlier acquisition
+ * (a name is never reused, but the record may have been withdrawn since: no link left), or
+ * opened now and left in *recfd for the next time. */
+static int check_alive_fd(struct abd_registry *reg, const struct abd_record *rec, int *recfd)
+{
+	if (*recfd >= 0) {
+		struct stat st;
+		if (fstat(*recfd, &st) < 0)
+			return -errno;
+		if (st.st_nlink == 0)
+			return -ESRCH; /* withdrawn */
+	} else {
+		char name[ABD_RECORD_NAME_MAX + 1];
+		record_name(rec, name, sizeof(name));
+		*recfd = openat(abd_registry_fd(reg), name,
+		                O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (*recfd < 0)
+			return errno == ENOENT ? -ESRCH : errno == ELOOP || errno == ENXIO ? -EBADMSG : -errno;
+	}
+	int r = abd__lock_held(*recfd);
+	return r == 1 ? 0 : r == 0 ? -ESRCH : r;
 }
 
 /* The record's lock must still be held: the publisher is alive, whatever its pid is now. The
@@ -419,60 +447,74 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	if (pid <= 0)
 		return -ESRCH;
 	uint64_t start = abd_record_start_time(rec);
-	abd__autoclose int pidfd = pidfd_take(reg, pid, start);
+	struct cached e = pidfd_take(reg, pid, start);
+	/* the record descriptor kept is of one record (instance): another's is not used */
+	if (e.recfd >= 0 && memcmp(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) != 0)
+		e.recfd = abd__close(e.recfd);
 	uid_t uid;
 	gid_t gid;
 	int r;
-	if (pidfd < 0) {
-		pidfd = abd__pidfd_open(pid, 0);
-		if (pidfd < 0)
-			return pidfd;
+	if (e.pidfd < 0) {
+		e.pidfd = abd__pidfd_open(pid, 0);
+		if (e.pidfd < 0)
+			return e.pidfd;
 		/* The pidfd pins one process. /proc/PID/stat, read after pidfd_open, shows the start
 		 * time of whoever has the pid now: if that is the record's, it is the publisher,
 		 * which had the pid before pidfd_open and still has it, so it is the pidfd's
 		 * process. A reused pid fails here. */
 		r = proc_start_time(pid, &start);
 		if (r < 0)
-			return r;
+			goto out;
 	}
 	/* The uid from the pidfd itself where the kernel tells, every time (it may change). */
-	r = proc_creds(pidfd, pid, &uid, &gid);
+	r = proc_creds(e.pidfd, pid, &uid, &gid);
 	if (r < 0)
-		return r;
+		goto out;
 	if (uid != abd_record_uid(rec) ||
-	    (abd_record_start_time(rec) && start != abd_record_start_time(rec)))
-		return check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
-	if (abd__now_ns() > deadline)
-		return -ETIMEDOUT;
+	    (abd_record_start_time(rec) && start != abd_record_start_time(rec))) {
+		r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
+		goto out;
+	}
+	if (abd__now_ns() > deadline) {
+		r = -ETIMEDOUT;
+		goto out;
+	}
 	for (size_t i = 0; i < a->n; i++) {
 		int target;
 		abd_record_fd_at(rec, i, NULL, &target, NULL);
-		int fd = abd__pidfd_getfd(pidfd, target, 0);
+		int fd = abd__pidfd_getfd(e.pidfd, target, 0);
 		if (fd < 0) {
 			acquired_close(a);
 			if (fd == -ENOSYS)
 				atomic_store(&getfd_enosys, true);
 			else if (fd == -EPERM || fd == -EACCES)
 				remember_refusal(pid, start);
-			return fd;
+			r = fd;
+			goto out;
 		}
 		a->slots[i].fd = fd;
 	}
 	/* The record's lock, after pidfd_open and after taking the descriptors: the publisher
 	 * still lives (a dead one's lock is gone, and its descriptors can no longer be taken),
 	 * and the record was not withdrawn. */
-	r = check_alive(reg, rec);
+	r = check_alive_fd(reg, rec, &e.recfd);
 	if (r < 0) {
 		acquired_close(a);
-		return r;
+		goto out;
 	}
-	pidfd_keep(reg, pid, start, pidfd);
-	pidfd = -1;
+	e.pid = pid;
+	e.start = start;
+	memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+	pidfd_keep(reg, e);
+	e.pidfd = e.recfd = -1;
 	a->path = ABD_FD_TRANSFER_PIDFD_GETFD;
 	a->pid = pid;
 	a->uid = uid;
 	a->gid = gid;
-	return 0;
+out:
+	abd__close(e.pidfd);
+	abd__close(e.recfd);
+	return r;
 }
 
 static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
