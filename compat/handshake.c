@@ -391,9 +391,10 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
-	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
-	if (r < 0)
-		return r;
+	/* The request first, so that it is there when the server accepts (it answers at once
+	 * then, rather than parking the connection); the request holds nothing secret (the
+	 * record's service and instance), and the server's credentials, fixed at connect, are
+	 * checked before anything in its reply is trusted. */
 	r = abd__hs_send(sock, msg, (size_t)mlen, NULL, 0);
 	if (r == -EAGAIN) {
 		r = wait_fd(sock, POLLOUT, deadline_ns);
@@ -402,6 +403,9 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 	}
 	if (r == -EPIPE)
 		r = -ECONNRESET;
+	if (r < 0)
+		return r;
+	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
 	if (r < 0)
 		return r;
 	for (;;) {

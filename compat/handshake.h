@@ -67,7 +67,7 @@ long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, 
 int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
 /* The client: connect to path (relative names resolve in dirfd; dirfd may be -1 for absolute
- * paths), read the server's SO_PEERCRED, send the request, wait for the reply until
+ * paths), send the request, read the server's SO_PEERCRED, wait for the reply until
  * deadline_ns (CLOCK_MONOTONIC), receive it with its descriptors. On success returns 0,
  * *rep holds the parsed reply and fds[0..rep->nfds) the received descriptors (the caller's);
  * on any failure no descriptor is left open. Errors: -ETIMEDOUT, -ECONNREFUSED (nobody
