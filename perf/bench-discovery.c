@@ -177,7 +177,7 @@ static int pub_pong(void *state)
 
 static void run_publish(void)
 {
-	uint64_t n = bench_iters(20000, 2000);
+	uint64_t n = bench_iters(10000, 1000); /* as many as the bare row: each sample is two wake-ups now */
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct pub_shared), .prepare = pub_prepare,
 		                       .cleanup = pub_cleanup, .init = pub_init, .fini = pub_fini,

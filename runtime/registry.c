@@ -723,23 +723,29 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 
 static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                      struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock);
+                     bool defer_lock, char **take_name);
 
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                    struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
 {
-	return item_read(reg, name, d_type, it, buf, cache, false);
+	return item_read(reg, name, d_type, it, buf, cache, false, NULL);
 }
 
 /* defer_lock: a valid record is left with it->lock_pending set instead of asking its lock
- * (the snapshot asks for many at once, lock_batch) */
+ * (the snapshot asks for many at once, lock_batch). take_name (may be NULL): *take_name is the
+ * heap copy of name, which the item takes (set to NULL) instead of copying it. */
 static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                      struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock)
+                     bool defer_lock, char **take_name)
 {
 	memset(it, 0, sizeof(*it));
-	if (!(it->name = strdup(name)))
+	if (take_name && *take_name) {
+		it->name = *take_name;
+		*take_name = NULL;
+	} else if (!(it->name = strdup(name))) {
 		return -ENOMEM;
+	}
+	name = it->name;
 	it->e.name = it->name;
 	it->e.uid = (uid_t)-1;
 	size_t len = strlen(name);
@@ -993,14 +999,23 @@ static int locked_inodes(dev_t dev, ino_t **out, size_t *count)
 			*next++ = 0;
 		if (strstr(line, "->") || (!strstr(line, " POSIX ") && !strstr(line, " OFDLCK ")))
 			continue;
-		/* "<id>: <kind> ADVISORY|MANDATORY READ|WRITE <pid> <maj>:<min>:<ino> <start> <end>" */
+		/* "<id>: <kind> ADVISORY|MANDATORY READ|WRITE <pid> <maj>:<min>:<ino> <start> <end>":
+		 * the one token of three colon-separated numbers (hex, hex, decimal) */
 		char *tok, *save = NULL;
-		unsigned lmaj, lmin;
-		unsigned long long ino;
-		char c;
-		for (tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
-			if (sscanf(tok, "%x:%x:%llu%c", &lmaj, &lmin, &ino, &c) == 3)
+		unsigned long lmaj = 0, lmin = 0;
+		unsigned long long ino = 0;
+		for (tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+			char *e1, *e2, *e3;
+			lmaj = strtoul(tok, &e1, 16);
+			if (e1 == tok || *e1 != ':')
+				continue;
+			lmin = strtoul(e1 + 1, &e2, 16);
+			if (e2 == e1 + 1 || *e2 != ':')
+				continue;
+			ino = strtoull(e2 + 1, &e3, 10);
+			if (e3 != e2 + 1 && !*e3)
 				break;
+		}
 		if (!tok || lmaj != maj || lmin != min)
 			continue;
 		if (n == ncap) {
@@ -1081,7 +1096,8 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	bool batch = n >= LOCK_BATCH_MIN;
 	for (size_t i = 0; i < n; i++) {
-		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, batch);
+		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, batch,
+		              &list[i].name);
 		if (r == -ENOENT) {
 			abd__item_clear(&snap->items[snap->n]);
 			continue; /* withdrawn meanwhile */

@@ -132,6 +132,8 @@ static int insert(struct abd_watch *w, struct abd__item *it)
 		return -ENOMEM;
 	}
 	e->it = *it;
+	if (it->e.reason == it->reason) /* it points into the item it lives in: follow the move */
+		e->it.e.reason = e->it.reason;
 	e->w = w;
 	e->pidfd = -1;
 	e->index = w->n;

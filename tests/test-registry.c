@@ -821,6 +821,50 @@ static int publish_many_and_die(void *arg)
 	_exit(0); /* without withdrawing: 40 stale records */
 }
 
+static void scribble_stack(void)
+{
+	volatile char junk[4096];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = 'x';
+}
+
+ABD_TEST(registry, watch_keeps_the_reason_of_invalid_entries)
+{
+	/* The reason of an invalid entry lives in the watch's own copy of the entry, not in a
+	 * temporary gone by the time the caller asks. */
+	struct scratch s;
+	scratch_open(&s);
+	int fd = openat(abd_registry_fd(s.reg), "bad.00000000000000000000000000000000",
+	                O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "garbage", 7), 7);
+	close(fd);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, 0, &w), 0);
+	cr_assert_geq(abd_watch_process(w, NULL, NULL), 0);
+	/* a name arriving later goes through the event path (reconcile) */
+	fd = openat(abd_registry_fd(s.reg), "bad.11111111111111111111111111111111",
+	            O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	for (int i = 0; i < 100 && abd_watch_count(w) < 2; i++) {
+		struct pollfd p = { abd_watch_fd(w), POLLIN, 0 };
+		poll(&p, 1, 100);
+		cr_assert_geq(abd_watch_process(w, NULL, NULL), 0);
+	}
+	cr_assert_eq(abd_watch_count(w), 2);
+	scribble_stack();
+	for (size_t i = 0; i < abd_watch_count(w); i++) {
+		const struct abd_entry *e = abd_watch_entry(w, i);
+		cr_assert_eq(e->state, ABD_STATE_INVALID);
+		cr_assert_not_null(e->reason);
+		cr_assert(strstr(e->reason, "malformed") || strstr(e->reason, "record"), "%s: %s",
+		          e->name, e->reason);
+	}
+	abd_watch_free(w);
+	scratch_close(&s);
+}
+
 static int publish_and_report(void *arg)
 {
 	int *p = arg;
