@@ -159,20 +159,23 @@ ABD_DEFINE_POINTER_CLEANUP(struct abd_service, abd_service_close)
 /* ---- Messages ------------------------------------------------------------------------- */
 
 /* Fast paths: no syscall and no lock unless a peer sleeps (ring.h); the closed check is one
- * load of a cache line nobody writes.
+ * load of a cache line nobody writes. Declared nonblocking (RTSan checks it): the only
+ * syscalls are the ring's wake owed to a sleeper and, on a closed service only, the
+ * F_OFD_GETLK checks of try_pop's drain rule; neither can sleep.
  *
  * try_push: push one message of len bytes. Returns 0, or -EAGAIN (full), -EPIPE (the
  * publisher withdrew or died: nobody will read the ring any more; also on the publisher's own
  * handle after abd_service_close began), -EMSGSIZE (len > slot size, or len != type_size of a
  * typed handle), -EPERM (no producer role), -EINVAL. */
 ABD_EXPORT ABD_NODISCARD int abd_service_try_push(struct abd_service *svc, const void *data,
-                                                  size_t len);
+                                                  size_t len) ABD_NONBLOCKING;
 /* try_pop: pop one message into buf. Returns its length, or -EAGAIN (empty), -EPIPE (closed
  * and drained: messages committed before the publisher left are still delivered first),
  * -EMSGSIZE (the message is longer than size, or a typed handle got another size: it stays in
  * the ring / is dropped respectively), -EBADMSG (a slot corrupted by a peer, dropped),
  * -EOWNERDEAD (ring.h), -EPERM (no consumer role), -EINVAL. */
-ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size);
+ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *buf,
+                                                 size_t size) ABD_NONBLOCKING;
 
 /* Blocking forms: as the try forms, waiting up to timeout_ns (< 0: forever; 0: no wait) for
  * space or a message, asleep on the ring's futex word. At least every 20 ms they run the
