@@ -484,7 +484,7 @@ static int check_record(struct abd_service *svc, const struct abd_record *rec,
 /* One attempt: 0 opened, -EAGAIN not there (yet: *soon when a record was there), or a final
  * error. */
 static int try_open(struct abd_service *svc, const struct abd_service_config *cfg,
-                    unsigned flags, int64_t deadline, bool *soon)
+                    unsigned flags, bool *soon)
 {
 	struct abd_record *rec = NULL;
 	*soon = false;
@@ -500,14 +500,9 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 	}
 	unsigned aflags = (flags & ABD_SERVICE_PIDFD_GETFD ? ABD_ACQUIRE_PIDFD_GETFD : 0) |
 	                  (flags & ABD_SERVICE_SCM_RIGHTS ? ABD_ACQUIRE_SCM_RIGHTS : 0);
+	/* A publisher that is there gets the acquisition's own bound, whatever is left of the
+	 * wait for one to appear (timeout_ns 0 still opens a present service). */
 	int64_t left = -1;
-	if (deadline >= 0) {
-		left = deadline - now_ns();
-		if (left < 1000000)
-			left = 1000000;
-		if (left > ABD_ACQUIRE_TIMEOUT_NS)
-			left = ABD_ACQUIRE_TIMEOUT_NS;
-	}
 	struct abd_acquired *a = NULL;
 	/* the observer attaches with both roles but does not count itself (stats) */
 	unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
@@ -591,7 +586,7 @@ int abd_service_open(const char *name, const struct abd_service_config *cfg, uns
 	while (r == 0) {
 		bool soon;
 		svc->changed = false;
-		r = try_open(svc, cfg, flags, deadline, &soon);
+		r = try_open(svc, cfg, flags, &soon);
 		if (r != -EAGAIN)
 			break;
 		int64_t left = deadline < 0 ? -1 : deadline - now_ns();

@@ -121,7 +121,8 @@ ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
                                                  unsigned flags, struct abd_service **out);
 
 /* Open the service `name`, waiting up to timeout_ns (< 0: forever; 0: only what is there now)
- * for an alive publisher to appear. The wait runs the service's reactor (own, or the given
+ * for an alive publisher to appear; acquiring a publisher that is there takes at most
+ * ABD_ACQUIRE_TIMEOUT_NS more (acquire.h). The wait runs the service's reactor (own, or the given
  * one through abd_reactor_run_once: so not from inside one of its callbacks: -EBUSY). When
  * several publishers of the name are alive, the newest is taken. A publisher that dies while
  * it is being opened is skipped and the wait goes on.

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/* abdctl serve / send / recv / info on ring services, run as the built binary ($ABD_ABDCTL):
+ * what they print and their exit codes (docs/abdctl.1). */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "harness.h"
+
+#define SEC (1000ll * 1000 * 1000)
+
+static const char *abdctl(void)
+{
+	const char *p = getenv("ABD_ABDCTL");
+	if (!p || access(p, X_OK) != 0)
+		cr_skip_test("ABD_ABDCTL is not set to the built abdctl");
+	return p;
+}
+
+/* Start abdctl with argv (argv[0] is replaced by the binary); stdin from `in` (NULL: empty),
+ * stdout to *out_fd (may be NULL: discarded). */
+static pid_t start(const char **argv, const char *in, int *out_fd)
+{
+	int o[2], i[2];
+	cr_assert_eq(pipe2(o, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(i, O_CLOEXEC), 0);
+	argv[0] = abdctl();
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(i[0], 0);
+		if (out_fd) {
+			dup2(o[1], 1);
+		} else { /* discarded: a closed pipe would kill it with SIGPIPE */
+			int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+			dup2(null, 1);
+		}
+		char *args[16];
+		size_t n = 0;
+		for (; argv[n] && n < 15; n++)
+			args[n] = (char *)(uintptr_t)argv[n];
+		args[n] = NULL;
+		execv(args[0], args);
+		_exit(127);
+	}
+	close(i[0]);
+	close(o[1]);
+	if (in) {
+		ssize_t n = write(i[1], in, strlen(in));
+		cr_assert_eq(n, (ssize_t)strlen(in));
+	}
+	close(i[1]);
+	if (out_fd)
+		*out_fd = o[0];
+	else
+		close(o[0]);
+	return pid;
+}
+
+static size_t slurp(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+	ssize_t r;
+	while (n + 1 < size && (r = read(fd, buf + n, size - 1 - n)) > 0)
+		n += (size_t)r;
+	buf[n] = 0;
+	close(fd);
+	return n;
+}
+
+/* Run to completion; returns the exit status, output in out. */
+static int run(const char **argv, const char *in, char *out, size_t size)
+{
+	int fd;
+	pid_t pid = start(argv, in, &fd);
+	slurp(fd, out, size);
+	return abd_test_wait(pid);
+}
+
+/* Wait until a service of that name is alive in dir. */
+static void wait_alive(const char *dir, const char *name)
+{
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	uint64_t end = abd_test_now_ns() + 10 * SEC;
+	struct abd_record *rec = NULL;
+	while (abd_registry_lookup(reg, name, &rec) != 0) {
+		cr_assert_lt(abd_test_now_ns(), end, "%s did not appear", name);
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	abd_record_free(rec);
+	abd_registry_free(reg);
+}
+
+ABD_TEST(service_cli, serve_prints_what_send_sends)
+{
+	char dir[256], out[4096], buf[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--count", "4", "cli.echo", NULL };
+	int sfd;
+	pid_t s = start(serve, NULL, &sfd);
+	wait_alive(dir, "cli.echo");
+	const char *send[] = { NULL, "send", "--dir", dir, "cli.echo", "one", "two words", NULL };
+	cr_assert_eq(run(send, NULL, buf, sizeof(buf)), 0);
+	const char *send_stdin[] = { NULL, "send", "--dir", dir, "cli.echo", NULL };
+	cr_assert_eq(run(send_stdin, "line\\1\ntab\there\n", buf, sizeof(buf)), 0);
+	slurp(sfd, out, sizeof(out));
+	cr_assert_eq(abd_test_wait(s), 0, "serve exits 0 after --count messages");
+	cr_assert_str_eq(out, "one\ntwo words\nline\\\\1\ntab\\x09here\n");
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service_cli, recv_json_and_the_exit_codes)
+{
+	char dir[256], out[4096], buf[1024];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	/* 3: nothing appears in time */
+	const char *absent[] = { NULL, "send", "--dir", dir, "--timeout", "100", "cli.none", "x",
+		                     NULL };
+	cr_assert_eq(run(absent, NULL, buf, sizeof(buf)), 3);
+	const char *absent_recv[] = { NULL, "recv", "--dir", dir, "--timeout", "0", "cli.none", NULL };
+	cr_assert_eq(run(absent_recv, NULL, buf, sizeof(buf)), 3);
+
+	const char *hold[] = { NULL, "serve", "--dir", dir, "--hold", "cli.box", NULL };
+	pid_t h = start(hold, NULL, NULL);
+	wait_alive(dir, "cli.box");
+	const char *recv2[] = { NULL, "recv", "--dir", dir, "--count", "2", "--json", "cli.box", NULL };
+	int rfd;
+	pid_t r = start(recv2, NULL, &rfd);
+	const char *send[] = { NULL, "send", "--dir", dir, "cli.box", "a\"b", "c", NULL };
+	cr_assert_eq(run(send, NULL, buf, sizeof(buf)), 0);
+	slurp(rfd, out, sizeof(out));
+	cr_assert_eq(abd_test_wait(r), 0);
+	cr_assert_str_eq(out, "{\"seq\":0,\"len\":3,\"data\":\"a\\\"b\"}\n"
+	                      "{\"seq\":1,\"len\":1,\"data\":\"c\"}\n");
+
+	/* 4: the publisher leaves while recv waits; what was in the ring is printed first */
+	const char *recv_all[] = { NULL, "recv", "--dir", dir, "cli.box", NULL };
+	r = start(recv_all, NULL, &rfd);
+	const char *send1[] = { NULL, "send", "--dir", dir, "cli.box", "last", NULL };
+	cr_assert_eq(run(send1, NULL, buf, sizeof(buf)), 0);
+	kill(h, SIGTERM);
+	cr_assert_eq(abd_test_wait(h), 0, "serve exits 0 on SIGTERM");
+	slurp(rfd, out, sizeof(out));
+	cr_assert_eq(abd_test_wait(r), 4, "recv exits 4 once the publisher left");
+	cr_assert_str_eq(out, "last\n");
+
+	/* 6: a record that is not a ring service */
+	const char *pub[] = { NULL, "publish", "--dir", dir, "cli.plain", NULL };
+	pid_t p = start(pub, NULL, NULL);
+	wait_alive(dir, "cli.plain");
+	const char *send_plain[] = { NULL, "send", "--dir", dir, "cli.plain", "x", NULL };
+	cr_assert_eq(run(send_plain, NULL, buf, sizeof(buf)), 6);
+	kill(p, SIGTERM);
+	abd_test_wait(p);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service_cli, help_and_usage_errors)
+{
+	char buf[4096];
+	const char *cmds[] = { "serve", "send", "recv", "info" };
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		const char *help[] = { NULL, cmds[i], "--help", NULL };
+		cr_assert_eq(run(help, NULL, buf, sizeof(buf)), 0, "%s --help", cmds[i]);
+		cr_assert(strstr(buf, "usage: abdctl") && strstr(buf, "Exit"), "%s --help: %s", cmds[i],
+		          buf);
+	}
+	const char *bad_cap[] = { NULL, "serve", "--capacity", "3", "x", NULL };
+	cr_assert_eq(run(bad_cap, NULL, buf, sizeof(buf)), 2);
+	const char *no_name[] = { NULL, "send", NULL };
+	cr_assert_eq(run(no_name, NULL, buf, sizeof(buf)), 2);
+	const char *bad_name[] = { NULL, "recv", "../x", NULL };
+	cr_assert_eq(run(bad_name, NULL, buf, sizeof(buf)), 2);
+}
+
+ABD_TEST(service_cli, info_shows_live_ring_statistics)
+{
+	char dir[256], out[8192];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--capacity", "64", "cli.stats", NULL };
+	pid_t s = start(serve, NULL, NULL);
+	wait_alive(dir, "cli.stats");
+	const char *info[] = { NULL, "info", "--dir", dir, "--json", "--interval", "50", "cli.stats",
+		                   NULL };
+	cr_assert_eq(run(info, NULL, out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "\"ring\":{"), "%s", out);
+	cr_assert(strstr(out, "\"capacity\":64"), "%s", out);
+	cr_assert(strstr(out, "\"consumers\":1"), "the serving consumer, not the observer: %s", out);
+	cr_assert(strstr(out, "\"producers\":0"), "%s", out);
+	cr_assert(strstr(out, "\"closed\":false"), "%s", out);
+	kill(s, SIGTERM);
+	cr_assert_eq(abd_test_wait(s), 0);
+	abd_test_rmtree(dir);
+}
