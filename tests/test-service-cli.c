@@ -99,6 +99,26 @@ static void wait_alive(const char *dir, const char *name)
 	abd_registry_free(reg);
 }
 
+/* Wait until n consumers are attached to the service (an observer's statistics). */
+static void wait_consumers(const char *dir, const char *name, uint32_t n)
+{
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *obs;
+	cr_assert_eq(abd_service_open(name, &cfg, ABD_SERVICE_OBSERVER, 10 * SEC, &obs), 0);
+	uint64_t end = abd_test_now_ns() + 10 * SEC;
+	struct abd_service_stats st;
+	for (;;) {
+		cr_assert_eq(abd_service_stats(obs, &st), 0);
+		if (st.consumers >= n)
+			break;
+		cr_assert_lt(abd_test_now_ns(), end, "%u consumers did not attach", n);
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	abd_service_close(obs);
+}
+
 ABD_TEST(service_cli, serve_prints_what_send_sends)
 {
 	char dir[256], out[4096], buf[256];
@@ -144,6 +164,7 @@ ABD_TEST(service_cli, recv_json_and_the_exit_codes)
 	/* 4: the publisher leaves while recv waits; what was in the ring is printed first */
 	const char *recv_all[] = { NULL, "recv", "--dir", dir, "cli.box", NULL };
 	r = start(recv_all, NULL, &rfd);
+	wait_consumers(dir, "cli.box", 1); /* recv holds the ring before the publisher goes */
 	const char *send1[] = { NULL, "send", "--dir", dir, "cli.box", "last", NULL };
 	cr_assert_eq(run(send1, NULL, buf, sizeof(buf)), 0);
 	kill(h, SIGTERM);
