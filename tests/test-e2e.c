@@ -155,6 +155,13 @@ ABD_TEST(e2e, four_by_four_with_kills_and_a_5_4_epoll_peer, .timeout = 240)
 		uint64_t got = __atomic_load_n(&run.ctl->received, __ATOMIC_RELAXED);
 		if (kills < KILLS && got >= total * (kills + 1) / (KILLS + 2)) {
 			struct peer *p = &run.peers[victims[kills]];
+			/* Kill a running peer, not one still starting (abdctl emulate and a loaded
+			 * machine can delay a start): else its start is never counted below. */
+			const struct e2e_peer_stat *vs = p->producer ? &run.ctl->prod[p->id]
+			                                             : &run.ctl->cons[p->id];
+			if (p->status == -1 &&
+			    __atomic_load_n(&vs->starts, __ATOMIC_ACQUIRE) < 1 + killed[victims[kills]])
+				continue;
 			kills++;
 			if (p->status != -1)
 				continue; /* a producer that already finished */
