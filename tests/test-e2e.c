@@ -228,7 +228,10 @@ ABD_TEST(e2e, four_by_four_with_kills_and_a_5_4_epoll_peer, .timeout = 240)
 	cr_assert_leq(unexplained, consumer_kills,
 	              "%lu messages missing beyond the one each killed consumer (%u) may hold",
 	              (unsigned long)unexplained, consumer_kills);
-	cr_assert_eq(c->received + missing, total);
+	/* the running count trails the per-message counters by what a consumer killed between
+	 * the two increments had counted */
+	cr_assert_leq(c->received, total - missing);
+	cr_assert_leq(total - missing, c->received + consumer_kills);
 	cr_log_info("e2e: %lu messages, %lu missing (%u producer kills in flight, %u consumer "
 	            "kills), %lu bad pops",
 	            (unsigned long)total, (unsigned long)missing, n_lost, consumer_kills,
