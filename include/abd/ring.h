@@ -198,6 +198,8 @@ ABD_EXPORT int abd_ring_stats(struct abd_ring *ring, struct abd_ring_stats *out)
 
 /* ---- Typed wrappers ------------------------------------------------------------------- */
 
+#define ABD_RING__UNUSED __attribute__((unused)) /* a program may use only some of them */
+
 /* ABD_RING_TYPED(name, type) defines static inline name_try_push(ring, const type *),
  * name_try_pop(ring, type *), name_push(ring, const type *, timeout_ns) and
  * name_pop(ring, type *, timeout_ns), returning 0 or the ring's -errno; a popped message of
@@ -211,25 +213,25 @@ ABD_EXPORT int abd_ring_stats(struct abd_ring *ring, struct abd_ring_stats *out)
 #define ABD_RING_TYPED(name, type)                                                     \
 	ABD_RING__STATIC_ASSERT(sizeof(type) > 0 && sizeof(type) <= ABD_RING_MAX_SLOT_SIZE, \
 	                        "ABD_RING_TYPED: " #type " does not fit a ring slot");      \
-	static inline int name##_try_push(struct abd_ring *r, const type *v)               \
+	ABD_RING__UNUSED static inline int name##_try_push(struct abd_ring *r, const type *v)               \
 	{                                                                                  \
 		return abd_ring_try_push(r, v, sizeof(type));                                  \
 	}                                                                                  \
-	static inline int name##_push(struct abd_ring *r, const type *v, int64_t t)        \
+	ABD_RING__UNUSED static inline int name##_push(struct abd_ring *r, const type *v, int64_t t)        \
 	{                                                                                  \
 		return abd_ring_push(r, v, sizeof(type), t);                                   \
 	}                                                                                  \
-	static inline int name##_try_pop(struct abd_ring *r, type *v)                      \
+	ABD_RING__UNUSED static inline int name##_try_pop(struct abd_ring *r, type *v)                      \
 	{                                                                                  \
 		int n_ = abd_ring_try_pop(r, v, sizeof(type));                                 \
 		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
 	}                                                                                  \
-	static inline int name##_pop(struct abd_ring *r, type *v, int64_t t)               \
+	ABD_RING__UNUSED static inline int name##_pop(struct abd_ring *r, type *v, int64_t t)               \
 	{                                                                                  \
 		int n_ = abd_ring_pop(r, v, sizeof(type), t);                                  \
 		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
 	}                                                                                  \
-	static inline int name##_check_slot(struct abd_ring *r)                            \
+	ABD_RING__UNUSED static inline int name##_check_slot(struct abd_ring *r)                            \
 	{                                                                                  \
 		int64_t s_ = abd_ring_slot_size(r);                                            \
 		return s_ < 0 ? (int)s_ : s_ >= (int64_t)sizeof(type) ? 0 : -EMSGSIZE;         \
