@@ -325,6 +325,11 @@ void abd_ring_free(struct abd_ring *r)
 			abd__ring_sweep(r, r->lease);
 		abd__ring_flush_stats(r);
 		abd__ring_drop_lease(r);
+		/* A consumer may be asleep waiting for the last producers to leave (a closed service
+		 * ends only then: runtime/service.c): tell it this one left. Nothing when nobody is
+		 * armed. */
+		if (r->roles & ABD_RING_PRODUCER)
+			abd__ring_wake(r, ABD_RING_WAIT_DATA);
 	}
 	ring_close(r);
 }

@@ -633,3 +633,94 @@ ABD_TEST(service, blocking_pop_inside_a_callback_ends_when_the_publisher_dies)
 	abd_service_close(st.cons);
 	ctx_fini(&c);
 }
+
+/* An event-driven consumer reaches -EPIPE from events alone when the last producer leaves
+ * after the publisher withdrew: a closed ring ends for consumers only once no producer is
+ * attached, so that producer's leaving must wake them (else the consumer saw -EAGAIN last and
+ * waits forever). */
+struct drain {
+	int messages, done, last, closed;
+};
+
+static void drain_on_event(struct abd_service *svc, enum abd_service_event ev, int status,
+                           void *ud)
+{
+	(void)status;
+	struct drain *d = ud;
+	d->closed |= ev == ABD_SERVICE_EVENT_CLOSED;
+	char b[16];
+	for (;;) {
+		int r = abd_service_try_pop(svc, b, sizeof(b));
+		d->last = r;
+		if (r == -EPIPE)
+			d->done = 1;
+		if (r < 0)
+			break;
+		d->messages++;
+	}
+}
+
+struct late_producer {
+	const char *dir;
+	int ready_w, go_r;
+};
+
+static int late_producer_main(void *arg)
+{
+	struct late_producer *lp = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = lp->dir;
+	struct abd_service *svc;
+	int r = abd_service_open("svc.drain", &cfg, ABD_SERVICE_PRODUCER, 5 * SEC, &svc);
+	char ok = r == 0;
+	if (write(lp->ready_w, &ok, 1) != 1 || r < 0)
+		return 10;
+	char go;
+	if (read(lp->go_r, &go, 1) != 1)
+		return 11;
+	abd_service_close(svc); /* the publisher is gone by now: this is the last producer */
+	return 0;
+}
+
+ABD_TEST(service, event_driven_consumer_ends_when_the_last_producer_leaves)
+{
+	struct ctx c;
+	ctx_init(&c);
+	struct child_pub p = { .dir = c.dir, .name = "svc.drain", .flags = ABD_SERVICE_PRODUCER,
+		               .msgs = 3 };
+	pid_t pub = start_child_pub(&p);
+	int ready[2], go[2];
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(go, O_CLOEXEC), 0);
+	struct late_producer lp = { .dir = c.dir, .ready_w = ready[1], .go_r = go[0] };
+	pid_t prod = abd_test_fork(late_producer_main, &lp);
+	close(ready[1]);
+	close(go[0]);
+	char ok = 0;
+	cr_assert_eq(read(ready[0], &ok, 1), 1);
+	cr_assert_eq(ok, 1, "the producer opened the service");
+	close(ready[0]);
+
+	struct abd_service *op;
+	cr_assert_eq(abd_service_open("svc.drain", &c.cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &op), 0);
+	struct drain d = { 0 };
+	cr_assert_eq(abd_service_set_event_fn(op, drain_on_event, &d), 0);
+	cr_assert_eq(kill(pub, SIGTERM), 0);
+	cr_assert_eq(abd_test_wait(pub), 0);
+	uint64_t end = abd_test_now_ns() + 10 * SEC;
+	while ((!d.closed || d.messages < 3) && abd_test_now_ns() < end)
+		abd_reactor_run_once(c.reactor, 100 * 1000 * 1000); /* no pop here: events only */
+	cr_assert(d.closed && d.messages == 3, "closed %d, %d messages", d.closed, d.messages);
+	cr_assert_eq(d.done, 0, "-EPIPE while a producer is still attached");
+
+	cr_assert_eq(write(go[1], "x", 1), 1); /* the last producer leaves */
+	close(go[1]);
+	cr_assert_eq(abd_test_wait(prod), 0);
+	end = abd_test_now_ns() + 10 * SEC;
+	while (!d.done && abd_test_now_ns() < end)
+		abd_reactor_run_once(c.reactor, 100 * 1000 * 1000);
+	cr_assert(d.done, "no -EPIPE from events alone (last pop %d)", d.last);
+	abd_service_close(op);
+	ctx_fini(&c);
+}
