@@ -10,6 +10,10 @@
 
 static int tap_n, tap_failed;
 
+/* Every line is flushed as it is written: the programs fork, and a child that leaves through a
+ * path that flushes stdio would otherwise print the parent's buffered lines a second time and
+ * break the TAP plan (seen under TSan in plain-reactor-services). */
+
 #define TAP_CHECK(cond, ...)                                                           \
 	do {                                                                               \
 		tap_n++;                                                                       \
@@ -21,6 +25,7 @@ static int tap_n, tap_failed;
 		}                                                                              \
 		printf(__VA_ARGS__);                                                           \
 		printf("\n");                                                                  \
+		fflush(stdout); /* nothing buffered for a forked child to print again */       \
 	} while (0)
 
 #define TAP_SKIP(...)                                                                  \
@@ -29,6 +34,7 @@ static int tap_n, tap_failed;
 		printf("ok %d - # SKIP ", tap_n);                                              \
 		printf(__VA_ARGS__);                                                           \
 		printf("\n");                                                                  \
+		fflush(stdout); /* nothing buffered for a forked child to print again */       \
 	} while (0)
 
 static inline int tap_done(void)
