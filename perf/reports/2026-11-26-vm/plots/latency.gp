@@ -1,5 +1,5 @@
 set terminal pngcairo size 1568,658 font ',10'
-set output 'perf/reports/2026-11-26-vm-quick/latency.png'
+set output 'perf/reports/2026-11-26-vm/latency.png'
 set title 'p50 latency, µs (log scale; lower is better)'
 set ylabel 'µs'
 set datafile missing '-'
@@ -13,5 +13,5 @@ set key top left
 set bmargin 24
 set rmargin 12
 set logscale y
-plot 'perf/reports/2026-11-26-vm-quick/plots/latency.dat' using 2:xtic(1) title 'split', \
-     'perf/reports/2026-11-26-vm-quick/plots/latency.dat' using 3:xtic(1) title 'shared'
+plot 'perf/reports/2026-11-26-vm/plots/latency.dat' using 2:xtic(1) title 'split', \
+     'perf/reports/2026-11-26-vm/plots/latency.dat' using 3:xtic(1) title 'shared'

@@ -1,5 +1,5 @@
 set terminal pngcairo size 2176,682 font ',10'
-set output 'perf/reports/2026-11-26-vm-quick/throughput.png'
+set output 'perf/reports/2026-11-26-vm/throughput.png'
 set title 'messages per second, millions (log scale; higher is better)'
 set ylabel 'M msg/s'
 set datafile missing '-'
@@ -13,5 +13,5 @@ set key top left
 set bmargin 27
 set rmargin 12
 set logscale y
-plot 'perf/reports/2026-11-26-vm-quick/plots/throughput.dat' using 2:xtic(1) title 'split', \
-     'perf/reports/2026-11-26-vm-quick/plots/throughput.dat' using 3:xtic(1) title 'shared'
+plot 'perf/reports/2026-11-26-vm/plots/throughput.dat' using 2:xtic(1) title 'split', \
+     'perf/reports/2026-11-26-vm/plots/throughput.dat' using 3:xtic(1) title 'shared'

@@ -1,5 +1,5 @@
 set terminal pngcairo size 2400,682 font ',10'
-set output 'perf/reports/2026-11-26-vm-quick/ratios.png'
+set output 'perf/reports/2026-11-26-vm/ratios.png'
 set title 'cost relative to the baseline (log scale; 1 = the baseline, lower is better)'
 set ylabel 'x baseline'
 set datafile missing '-'
@@ -13,6 +13,6 @@ set key top left
 set bmargin 27
 set rmargin 12
 set logscale y
-plot 'perf/reports/2026-11-26-vm-quick/plots/ratios.dat' using 2:xtic(1) title 'split', \
-     'perf/reports/2026-11-26-vm-quick/plots/ratios.dat' using 3:xtic(1) title 'shared', \
+plot 'perf/reports/2026-11-26-vm/plots/ratios.dat' using 2:xtic(1) title 'split', \
+     'perf/reports/2026-11-26-vm/plots/ratios.dat' using 3:xtic(1) title 'shared', \
      1 with lines dashtype 2 lw 2 lc rgb 'black' title 'baseline = 1'
