@@ -36,7 +36,28 @@ struct worker {
 	unsigned id;
 	int result;   /* 0 ok, else the failing -errno or step */
 	unsigned got; /* consumer: messages popped */
+	char why[160]; /* a failed open: what this thread saw of the registry right after */
 };
+
+/* After a failed open, what the same thread finds in the registry: a rare -ETIMEDOUT of one
+ * consumer thread (MSan, linux-5.4 profile) left nothing to go on. */
+static void explain_open(struct worker *w)
+{
+	struct abd_registry *reg;
+	struct abd_record *rec = NULL;
+	struct abd_snapshot *snap = NULL;
+	int o = abd_registry_open(dir, 0, &reg, NULL, 0);
+	int l = o < 0 ? o : abd_registry_lookup(reg, "plain.svc", &rec);
+	int n = o < 0 ? o : abd_registry_snapshot(reg, &snap);
+	snprintf(w->why, sizeof(w->why),
+	         "(registry_open %d, lookup %d: pid %d, ours %d; snapshot %d: %zu entries)", o, l,
+	         rec ? (int)abd_record_pid(rec) : 0, (int)getpid(), n,
+	         snap ? abd_snapshot_count(snap) : 0);
+	abd_record_free(rec);
+	abd_snapshot_free(snap);
+	if (o == 0)
+		abd_registry_free(reg);
+}
 
 static void *producer(void *arg)
 {
@@ -62,8 +83,10 @@ static void *consumer(void *arg)
 	cfg.dir = dir;
 	struct abd_service *svc;
 	w->result = abd_service_open("plain.svc", &cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &svc);
-	if (w->result < 0)
+	if (w->result < 0) {
+		explain_open(w);
 		return NULL;
+	}
 	for (;;) {
 		uint32_t m[2];
 		int n = abd_service_pop(svc, m, sizeof(m), 20 * SEC);
@@ -136,7 +159,8 @@ int main(void)
 	unsigned got = 0;
 	for (unsigned i = 0; i < NC; i++) {
 		pthread_join(tc[i], NULL);
-		TAP_CHECK(wc[i].result == 0, "consumer thread %u ended by -EPIPE: %d", i, wc[i].result);
+		TAP_CHECK(wc[i].result == 0, "consumer thread %u ended by -EPIPE: %d %s", i, wc[i].result,
+		          wc[i].why);
 		got += wc[i].got;
 	}
 	unsigned once = 0;
