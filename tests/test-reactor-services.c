@@ -19,29 +19,11 @@
 
 #include "config.h"
 #include "harness.h"
+#include "tests/reactor-util.h"
 #include "runtime/registry-internal.h"
 #include "tests/registry-util.h"
 
-#define REACTOR_TEST(name, ...)                                                        \
-	static void name##_body(unsigned flags);                                           \
-	ABD_TEST(reactor_services_uring, name, .timeout = 60, ##__VA_ARGS__)               \
-	{                                                                                  \
-		require_uring();                                                               \
-		name##_body(ABD_REACTOR_FORCE_IO_URING);                                       \
-	}                                                                                  \
-	ABD_TEST(reactor_services_epoll, name, .timeout = 60, ##__VA_ARGS__)               \
-	{                                                                                  \
-		name##_body(ABD_REACTOR_FORCE_EPOLL);                                          \
-	}                                                                                  \
-	static void name##_body(unsigned flags)
-
-static void require_uring(void)
-{
-#if !ABD_HAVE_LIBURING
-	cr_skip_test("built without liburing: only the epoll backend exists");
-#endif
-	abd_test_require(ABD_FEAT_IO_URING);
-}
+#define REACTOR_TEST(name, ...) ABD_REACTOR_TEST(reactor_services, name, ##__VA_ARGS__)
 
 static struct abd_reactor *new_reactor(unsigned flags)
 {

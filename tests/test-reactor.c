@@ -20,30 +20,12 @@
 
 #include "config.h"
 #include "harness.h"
+#include "tests/reactor-util.h"
 #include "runtime/reactor-internal.h"
 
 /* Each test body takes the reactor flags of its backend; the macro makes one Criterion test
  * per backend. */
-#define REACTOR_TEST(name, ...)                                                        \
-	static void name##_body(unsigned flags);                                           \
-	ABD_TEST(reactor_uring, name, .timeout = 60, ##__VA_ARGS__)                        \
-	{                                                                                  \
-		require_uring();                                                               \
-		name##_body(ABD_REACTOR_FORCE_IO_URING);                                       \
-	}                                                                                  \
-	ABD_TEST(reactor_epoll, name, .timeout = 60, ##__VA_ARGS__)                        \
-	{                                                                                  \
-		name##_body(ABD_REACTOR_FORCE_EPOLL);                                          \
-	}                                                                                  \
-	static void name##_body(unsigned flags)
-
-static void require_uring(void)
-{
-#if !ABD_HAVE_LIBURING
-	cr_skip_test("built without liburing: only the epoll backend exists");
-#endif
-	abd_test_require(ABD_FEAT_IO_URING);
-}
+#define REACTOR_TEST(name, ...) ABD_REACTOR_TEST(reactor, name, ##__VA_ARGS__)
 
 static bool is_uring(unsigned flags)
 {
