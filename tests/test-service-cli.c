@@ -221,3 +221,43 @@ ABD_TEST(service_cli, info_shows_live_ring_statistics)
 	cr_assert_eq(abd_test_wait(s), 0);
 	abd_test_rmtree(dir);
 }
+
+ABD_TEST(service_cli, typed_services_from_the_shell)
+{
+	char dir[256], out[4096], buf[1024];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--type", "pose:4:beef", "--count", "2",
+		                    "cli.typed", NULL };
+	int sfd;
+	pid_t s = start(serve, NULL, &sfd);
+	wait_alive(dir, "cli.typed");
+	/* 6: another type name, or the same name with another hash */
+	const char *other[] = { NULL, "send", "--dir", dir, "--type", "other", "cli.typed", "x", NULL };
+	cr_assert_eq(run(other, NULL, buf, sizeof(buf)), 6);
+	const char *hash[] = { NULL, "recv", "--dir", dir, "--type", "pose:4:beee", "--timeout", "0",
+		                   "cli.typed", NULL };
+	cr_assert_eq(run(hash, NULL, buf, sizeof(buf)), 6);
+	/* 1: the right type, but a message that is not 4 bytes; nothing reaches serve */
+	const char *short_msg[] = { NULL, "send", "--dir", dir, "--type", "pose:4:beef", "cli.typed",
+		                        "abc", NULL };
+	cr_assert_eq(run(short_msg, NULL, buf, sizeof(buf)), 1);
+	/* 2: a bad escape is refused before anything is opened or sent */
+	const char *bad_esc[] = { NULL, "send", "--dir", dir, "--escaped", "cli.typed", "ab\\x0",
+		                      NULL };
+	cr_assert_eq(run(bad_esc, NULL, buf, sizeof(buf)), 2);
+	/* binary messages of exactly 4 bytes, round-tripped through the escaping recv prints */
+	const char *bin[] = { NULL, "send", "--dir", dir, "--type", "pose:4:BEEF", "--escaped",
+		                  "cli.typed", "ab\\x00\\x7f", "\\\\xyz", NULL };
+	cr_assert_eq(run(bin, NULL, buf, sizeof(buf)), 0);
+	slurp(sfd, out, sizeof(out));
+	cr_assert_eq(abd_test_wait(s), 0, "serve exits 0 after --count messages");
+	cr_assert_str_eq(out, "ab\\x00\\x7f\n\\\\xyz\n");
+	/* 2: malformed --type values */
+	const char *bad[][2] = { { "pose:x", "" }, { "pose:4:zz", "" }, { ":4", "" },
+		                     { "pose:-1", "" }, { "bad name", "" } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		const char *a[] = { NULL, "serve", "--dir", dir, "--type", bad[i][0], "cli.bad", NULL };
+		cr_assert_eq(run(a, NULL, buf, sizeof(buf)), 2, "--type '%s'", bad[i][0]);
+	}
+	abd_test_rmtree(dir);
+}

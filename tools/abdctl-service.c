@@ -17,7 +17,12 @@ struct sopts {
 	const char *dir, *name;
 	unsigned long capacity, slot_size, count;
 	long long timeout_ms; /* waiting for the service to appear; -1 forever */
-	bool json, count_set, epoll, hold;
+	bool json, count_set, epoll, hold, escaped;
+	/* --type NAME[:SIZE[:HASH]] */
+	const char *type_name;
+	char type_buf[ABD_SERVICE_TYPE_MAX + 1];
+	uint32_t type_size;
+	uint64_t type_hash;
 	char **msgs;
 	int nmsgs;
 };
@@ -30,6 +35,37 @@ static bool number(const char *s, unsigned long *out)
 	if (!*s || *end || errno || s[0] == '-')
 		return false;
 	*out = v;
+	return true;
+}
+
+/* --type NAME[:SIZE[:HASH]]: SIZE decimal bytes (0 or absent: variable), HASH hexadecimal
+ * (absent: 0). The name's grammar is the library's (checked by publish/open: -EINVAL). */
+static bool parse_type(const char *s, struct sopts *o)
+{
+	const char *c1 = strchr(s, ':');
+	size_t n = c1 ? (size_t)(c1 - s) : strlen(s);
+	if (!n || n > ABD_SERVICE_TYPE_MAX)
+		return false;
+	memcpy(o->type_buf, s, n);
+	o->type_buf[n] = 0;
+	o->type_name = o->type_buf;
+	if (!c1)
+		return true;
+	const char *c2 = strchr(c1 + 1, ':');
+	char *end;
+	errno = 0;
+	unsigned long size = strtoul(c1 + 1, &end, 10);
+	if (end == c1 + 1 || (c2 ? end != c2 : *end != 0) || errno || c1[1] == '-' ||
+	    size > ABD_RING_MAX_SLOT_SIZE)
+		return false;
+	o->type_size = (uint32_t)size;
+	if (!c2)
+		return true;
+	errno = 0;
+	unsigned long long hash = strtoull(c2 + 1, &end, 16);
+	if (end == c2 + 1 || *end || errno || c2[1] == '-')
+		return false;
+	o->type_hash = hash;
 	return true;
 }
 
@@ -66,6 +102,15 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 				goto bad_number;
 		} else if (!strcmp(a, "--json") && strstr(allowed, "json")) {
 			o->json = true;
+		} else if (!strcmp(a, "--type") && more) {
+			if (!parse_type(argv[++i], o)) {
+				fprintf(stderr, "abdctl %s: --type wants NAME[:SIZE[:HASH]] (SIZE in bytes, "
+				                "at most %u; HASH in hexadecimal), not '%s'\n", cmd,
+				        ABD_RING_MAX_SLOT_SIZE, argv[i]);
+				return ABDCTL_USAGE;
+			}
+		} else if (!strcmp(a, "--escaped") && strstr(allowed, "msgs")) {
+			o->escaped = true;
 		} else if (!strcmp(a, "--hold") && strstr(allowed, "hold")) {
 			o->hold = true;
 		} else if (!strcmp(a, "--epoll")) {
@@ -96,6 +141,46 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 		return ABDCTL_USAGE;
 	}
 	return 0;
+}
+
+static void set_type(struct abd_service_config *cfg, const struct sopts *o)
+{
+	cfg->type_name = o->type_name;
+	cfg->type_size = o->type_size;
+	cfg->type_hash = o->type_hash;
+}
+
+/* Undo print_msg's escaping (\\ and \xNN) in place; the decoded length, or -1 on a bad
+ * escape. */
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static ssize_t unescape(char *s, size_t n)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] != '\\') {
+			s[w++] = s[i];
+		} else if (i + 1 < n && s[i + 1] == '\\') {
+			s[w++] = '\\';
+			i += 1;
+		} else if (i + 3 < n && s[i + 1] == 'x' && hexval(s[i + 2]) >= 0 &&
+		           hexval(s[i + 3]) >= 0) {
+			s[w++] = (char)(hexval(s[i + 2]) << 4 | hexval(s[i + 3]));
+			i += 3;
+		} else {
+			return -1;
+		}
+	}
+	return (ssize_t)w;
 }
 
 /* The exit code for a service error. */
@@ -159,15 +244,17 @@ static int block_signals(void)
 void abdctl_serve_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl serve [--dir DIR] [--capacity N] [--slot-size B] [--count N] [--json]\n"
-	        "                    [--hold] [--epoll] NAME\n\n"
+	        "usage: abdctl serve [--dir DIR] [--capacity N] [--slot-size B] [--type T] [--count N]\n"
+	        "                    [--json] [--hold] [--epoll] NAME\n\n"
 	        "Publishes a ring service NAME (capacity N slots, a power of two, default %u; messages\n"
 	        "of up to B bytes, default %u) and prints every message that arrives, one per line\n"
 	        "(control bytes escaped as \\xNN), or one JSON object per line with --json. Runs until\n"
 	        "SIGINT/SIGTERM (or --count messages), then withdraws: its openers see the service\n"
 	        "closed. Send to it with 'abdctl send NAME MSG...'. --hold publishes the ring without\n"
 	        "reading it, for 'abdctl send' and 'abdctl recv' to meet through it. --epoll forces\n"
-	        "the epoll reactor.\n\n"
+	        "the epoll reactor. --type NAME[:SIZE[:HASH]] publishes a typed service: openers that\n"
+	        "name a type must name the same one (abd_service_config's type_name, type_size,\n"
+	        "type_hash; SIZE in bytes, 0 or absent: any length; HASH in hexadecimal).\n\n"
 	        "Exit: 0 stopped by a signal or after --count messages, 1 failure, 2 usage.\n",
 	        ABD_SERVICE_DEFAULT_CAPACITY, ABD_SERVICE_DEFAULT_SLOT_SIZE);
 }
@@ -226,6 +313,7 @@ int abdctl_serve(int argc, char **argv)
 	cfg.dir = o.dir;
 	cfg.capacity = (uint32_t)o.capacity;
 	cfg.slot_size = (uint32_t)o.slot_size;
+	set_type(&cfg, &o);
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	if (o.capacity > ABD_RING_MAX_CAPACITY || (o.capacity & (o.capacity - 1)) || o.capacity == 1 ||
 	    o.slot_size > ABD_RING_MAX_SLOT_SIZE) {
@@ -241,9 +329,12 @@ int abdctl_serve(int argc, char **argv)
 		fprintf(stderr, "abdctl serve: %s: %s\n", o.name,
 		        r == -EOPNOTSUPP ? "the registry's filesystem has no O_TMPFILE: use a tmpfs "
 		                           "directory (/run, /dev/shm or $XDG_RUNTIME_DIR)"
-		                         : strerror(-r));
+		        : r == -EINVAL && o.type_name
+		                ? "bad --type (a name of [A-Za-z0-9._:<>-], a size no larger than "
+		                  "--slot-size)"
+		                : strerror(-r));
 		close(sfd);
-		return ABDCTL_FAIL;
+		return r == -EINVAL && o.type_name ? ABDCTL_USAGE : ABDCTL_FAIL;
 	}
 	st.size = (size_t)abd_ring_slot_size(abd_service_ring(st.svc));
 	st.buf = malloc(st.size);
@@ -274,10 +365,14 @@ int abdctl_serve(int argc, char **argv)
 void abdctl_send_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl send [--dir DIR] [--timeout MS] [--epoll] NAME [MSG...]\n\n"
+	        "usage: abdctl send [--dir DIR] [--timeout MS] [--type T] [--escaped] [--epoll] NAME\n"
+	        "                   [MSG...]\n\n"
 	        "Opens the ring service NAME as a producer, waiting up to --timeout MS (default 5000;\n"
 	        "-1: forever) for it to appear, and sends each MSG as one message, or with no MSG each\n"
-	        "line of standard input (without its newline). A full ring makes it wait.\n\n"
+	        "line of standard input (without its newline). A full ring makes it wait. --escaped\n"
+	        "decodes \\\\ and \\xNN in each message (what recv prints), for binary messages.\n"
+	        "--type NAME[:SIZE[:HASH]] opens only a service of that type (see serve); with a SIZE,\n"
+	        "every message must be exactly SIZE bytes.\n\n"
 	        "Exit: 0 all sent, 1 failure (e.g. a message longer than the slot size), 2 usage,\n"
 	        "3 no such service appeared in time, 4 the publisher left before everything was sent,\n"
 	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
@@ -291,21 +386,40 @@ int abdctl_send(int argc, char **argv)
 		free(o.msgs);
 		return r;
 	}
+	/* the arguments' escapes are checked before anything is opened */
+	size_t *lens = calloc((size_t)o.nmsgs + 1, sizeof(*lens));
+	for (int i = 0; lens && i < o.nmsgs; i++) {
+		ssize_t len = (ssize_t)strlen(o.msgs[i]);
+		if (o.escaped && (len = unescape(o.msgs[i], (size_t)len)) < 0) {
+			fprintf(stderr, "abdctl send: message %d: a bad escape (--escaped takes \\\\ and "
+			                "\\xNN)\n", i + 1);
+			free(lens);
+			free(o.msgs);
+			return ABDCTL_USAGE;
+		}
+		lens[i] = (size_t)len;
+	}
+	if (!lens) {
+		free(o.msgs);
+		return ABDCTL_FAIL;
+	}
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
+	set_type(&cfg, &o);
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	struct abd_service *svc;
 	r = abd_service_open(o.name, &cfg, ABD_SERVICE_PRODUCER,
 	                     o.timeout_ms < 0 ? -1 : o.timeout_ms * 1000000, &svc);
 	if (r < 0) {
 		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
+		free(lens);
 		free(o.msgs);
 		return exit_for(r);
 	}
 	unsigned long sent = 0;
 	if (o.nmsgs) {
 		for (int i = 0; r >= 0 && i < o.nmsgs; i++) {
-			r = abd_service_push(svc, o.msgs[i], strlen(o.msgs[i]), -1);
+			r = abd_service_push(svc, o.msgs[i], lens[i], -1);
 			sent += r >= 0;
 		}
 	} else {
@@ -315,16 +429,28 @@ int abdctl_send(int argc, char **argv)
 		while (r >= 0 && (n = getline(&line, &cap, stdin)) >= 0) {
 			if (n > 0 && line[n - 1] == '\n')
 				line[--n] = 0;
-			r = abd_service_push(svc, line, (size_t)n, -1);
+			if (o.escaped && (n = unescape(line, (size_t)n)) < 0)
+				r = -EILSEQ;
+			else
+				r = abd_service_push(svc, line, (size_t)n, -1);
 			sent += r >= 0;
 		}
 		free(line);
 	}
+	free(lens);
 	free(o.msgs);
-	if (r < 0)
+	if (r == -EMSGSIZE && o.type_size)
+		fprintf(stderr, "abdctl send: %s: message %lu: not %u bytes (type %s)\n", o.name,
+		        sent + 1, o.type_size, o.type_name);
+	else if (r == -EILSEQ)
+		fprintf(stderr, "abdctl send: %s: message %lu: a bad escape (--escaped takes \\\\ "
+		        "and \\xNN)\n", o.name, sent + 1);
+	else if (r < 0)
 		fprintf(stderr, "abdctl send: %s: message %lu: %s\n", o.name, sent + 1,
 		        r == -EMSGSIZE ? "longer than the service's slot size" : explain(r));
 	abd_service_close(svc);
+	if (r == -EILSEQ)
+		return ABDCTL_USAGE;
 	return r < 0 ? exit_for(r) : ABDCTL_OK;
 }
 
@@ -333,12 +459,14 @@ int abdctl_send(int argc, char **argv)
 void abdctl_recv_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl recv [--dir DIR] [--timeout MS] [--count N] [--json] [--epoll] NAME\n\n"
+	        "usage: abdctl recv [--dir DIR] [--timeout MS] [--count N] [--type T] [--json] [--epoll]\n"
+	        "                   NAME\n\n"
 	        "Opens the ring service NAME as a consumer, waiting up to --timeout MS (default 5000;\n"
 	        "-1: forever) for it to appear, and prints every message it pops, one per line (control\n"
 	        "bytes escaped as \\xNN), or one JSON object per line with --json: {\"seq\":N,\"len\":N,\n"
 	        "\"data\":\"...\"}. Stops after --count N messages, on SIGINT/SIGTERM, or when the\n"
-	        "publisher has left and the ring is drained.\n\n"
+	        "publisher has left and the ring is drained. --type NAME[:SIZE[:HASH]] opens only a\n"
+	        "service of that type (see serve).\n\n"
 	        "Exit: 0 --count reached or interrupted, 1 failure, 2 usage, 3 no such service\n"
 	        "appeared in time, 4 the publisher left (after printing what was left in the ring),\n"
 	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
@@ -353,6 +481,7 @@ int abdctl_recv(int argc, char **argv)
 		return r;
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
+	set_type(&cfg, &o);
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	int sfd = block_signals();
 	struct abd_service *svc;
