@@ -24,6 +24,7 @@ static const struct {
 	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings, spin and blocking, vs floors and peers"},
 	{"acquire", bench_acquire, "acquisition with verification by pidfd_getfd and by the SCM_RIGHTS handshake vs bare pidfd_getfd / socketpair SCM_RIGHTS"},
 	{"service", bench_service, "service front door vs the ring it wraps: try/blocking push-pop through abd_service_* and abd_ring_* on one setup"},
+	{"recover", bench_recover, "a SIGKILL inside a ring claim: kill -> the consumer sleeping behind it gets the next message, vs kill -> F_OFD_SETLKW returns"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

@@ -219,6 +219,7 @@ void bench_ring(void);
 void bench_pingpong_family(void);
 void bench_acquire(void);
 void bench_service(void);
+void bench_recover(void);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed
