@@ -101,21 +101,30 @@ static void remember_refusal(pid_t pid, uint64_t start)
 }
 
 /* Publishers' pidfds, per registry handle: a pidfd names one process for ever, so once its
- * start time was checked against a record (after pidfd_open, by_pidfd), a later acquisition
- * from the same (pid, start time) needs neither pidfd_open nor /proc/PID/stat again. The uid,
- * the descriptors' kinds and nonce and the record's lock are still checked every time. An
- * entry is taken out while in use (no other thread can close it under us) and put back after
- * a success; a failure closes it. Few entries, round robin: a consumer acquires from few
+ * start time, uid and the record's lock were checked (after pidfd_open, by_pidfd), a later
+ * acquisition from the same (pid, start time) needs no pidfd_open, no /proc/PID/stat, no
+ * PIDFD_GET_INFO and no lock query again: see by_pidfd for why each is redundant then. The
+ * descriptors' kinds, seals, size and nonce, and that the record is still linked, are checked
+ * every time. The handshake path keeps only the record descriptor here (pidfd -1). An entry is
+ * taken out while in use (no other thread can close it under us) and put back after a
+ * success; a failure closes it. Few entries, round robin: a consumer acquires from few
  * publishers. */
 #define PIDFD_CACHE 8
 
 struct cached {
 	pid_t pid;
 	uint64_t start;
-	int pidfd;
+	int pidfd;                           /* -1: none (kept by the handshake path) */
+	uid_t uid;                           /* the pidfd's euid/egid when it was verified */
+	gid_t gid;
 	uint8_t instance[ABD_INSTANCE_SIZE]; /* the record recfd reads, when recfd >= 0 */
 	int recfd;
 };
+
+static bool cached_used(const struct cached *e)
+{
+	return e->pidfd >= 0 || e->recfd >= 0;
+}
 
 struct abd__pidfd_cache {
 	pthread_mutex_t lock;
@@ -158,7 +167,7 @@ static struct cached pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t st
 		return out;
 	pthread_mutex_lock(&c->lock);
 	for (unsigned i = 0; i < PIDFD_CACHE; i++)
-		if (c->e[i].pidfd >= 0 && c->e[i].pid == pid && c->e[i].start == start) {
+		if (cached_used(&c->e[i]) && c->e[i].pid == pid && c->e[i].start == start) {
 			out = c->e[i];
 			c->e[i].pidfd = c->e[i].recfd = -1;
 			break;
@@ -170,6 +179,8 @@ static struct cached pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t st
 /* Keep e (its pidfd checked to be the process (pid, start)); takes its descriptors. */
 static void pidfd_keep(struct abd_registry *reg, struct cached e)
 {
+	if (!cached_used(&e))
+		return;
 	struct abd__pidfd_cache *c = pidfd_cache(reg);
 	if (!c || !e.start) {
 		abd__close(e.pidfd);
@@ -180,12 +191,12 @@ static void pidfd_keep(struct abd_registry *reg, struct cached e)
 	pthread_mutex_lock(&c->lock);
 	unsigned slot = PIDFD_CACHE;
 	for (unsigned i = 0; i < PIDFD_CACHE; i++) {
-		if (c->e[i].pidfd >= 0 && c->e[i].pid == e.pid && c->e[i].start == e.start) {
+		if (cached_used(&c->e[i]) && c->e[i].pid == e.pid && c->e[i].start == e.start) {
 			old = e; /* another thread put one back meanwhile */
 			slot = PIDFD_CACHE + 1;
 			break;
 		}
-		if (c->e[i].pidfd < 0 && slot == PIDFD_CACHE)
+		if (!cached_used(&c->e[i]) && slot == PIDFD_CACHE)
 			slot = i;
 	}
 	if (slot == PIDFD_CACHE) {
@@ -311,17 +322,25 @@ static void record_name(const struct abd_record *rec, char *out, size_t size)
 	out[n] = 0;
 }
 
+/* A record descriptor kept from an earlier acquisition still names a linked record: not
+ * withdrawn (a name is never reused). 0 or -ESRCH. */
+static int check_linked(int recfd)
+{
+	struct stat st;
+	if (fstat(recfd, &st) < 0)
+		return -errno;
+	return st.st_nlink == 0 ? -ESRCH : 0;
+}
+
 /* check_alive through *recfd, a descriptor of the record kept from an earlier acquisition
  * (a name is never reused, but the record may have been withdrawn since: no link left), or
  * opened now and left in *recfd for the next time. */
 static int check_alive_fd(struct abd_registry *reg, const struct abd_record *rec, int *recfd)
 {
 	if (*recfd >= 0) {
-		struct stat st;
-		if (fstat(*recfd, &st) < 0)
-			return -errno;
-		if (st.st_nlink == 0)
-			return -ESRCH; /* withdrawn */
+		int r = check_linked(*recfd);
+		if (r < 0)
+			return r;
 	} else {
 		char name[ABD_RECORD_NAME_MAX + 1];
 		record_name(rec, name, sizeof(name));
@@ -352,19 +371,17 @@ static int check_alive(struct abd_registry *reg, const struct abd_record *rec)
 
 static int verify_memfd(int fd, const uint8_t *nonce, uint64_t *size)
 {
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EPROTO;
-	/* F_GET_SEALS works on shmem files only; the seals pin the size we check below */
+	/* F_GET_SEALS first: it fails (EINVAL) on anything but a shmem file, before we ask more.
+	 * SHRINK|GROW can only be added to a file created to allow sealing (memfd_create with
+	 * MFD_ALLOW_SEALING): other shmem files carry F_SEAL_SEAL from birth. So the seals prove
+	 * the kind without a readlink of /proc/self/fd, and pin the size we check below. */
 	int seals = fcntl(fd, F_GET_SEALS);
 	if (seals < 0 || (seals & SHM_SEALS) != SHM_SEALS)
 		return -EPROTO;
-	/* SHRINK|GROW can only be added to a file created to allow sealing (memfd_create with
-	 * MFD_ALLOW_SEALING): other shmem files carry F_SEAL_SEAL from birth. So the seals
-	 * prove the kind without a readlink of /proc/self/fd. */
-	if (st.st_size < SHM_HEADER_MIN)
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size < SHM_HEADER_MIN)
 		return -EPROTO;
 	uint8_t h[SHM_SIZE_OFF + 8];
 	ssize_t got;
@@ -451,13 +468,18 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	/* the record descriptor kept is of one record (instance): another's is not used */
 	if (e.recfd >= 0 && memcmp(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) != 0)
 		e.recfd = abd__close(e.recfd);
-	uid_t uid;
-	gid_t gid;
+	/* A kept pidfd was verified (start time, uid, the record's lock after pidfd_open) and
+	 * names that process for ever: a pidfd is never reused. */
+	bool verified = e.pidfd >= 0;
+	uid_t uid = e.uid;
+	gid_t gid = e.gid;
 	int r;
-	if (e.pidfd < 0) {
+	if (!verified) {
 		e.pidfd = abd__pidfd_open(pid, 0);
-		if (e.pidfd < 0)
-			return e.pidfd;
+		if (e.pidfd < 0) {
+			r = e.pidfd;
+			goto out;
+		}
 		/* The pidfd pins one process. /proc/PID/stat, read after pidfd_open, shows the start
 		 * time of whoever has the pid now: if that is the record's, it is the publisher,
 		 * which had the pid before pidfd_open and still has it, so it is the pidfd's
@@ -466,10 +488,16 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		if (r < 0)
 			goto out;
 	}
-	/* The uid from the pidfd itself where the kernel tells, every time (it may change). */
-	r = proc_creds(e.pidfd, pid, &uid, &gid);
-	if (r < 0)
-		goto out;
+	/* The owner check (the record's uid is the process's euid) is a PID-reuse check: it
+	 * tells the process at the pid from the publisher. A verified pidfd cannot name another
+	 * process, so the uid it showed then still answers for the record when the record claims
+	 * the same uid; a record claiming another uid (the publisher changed its euid since)
+	 * asks again. */
+	if (!verified || uid != abd_record_uid(rec)) {
+		r = proc_creds(e.pidfd, pid, &uid, &gid);
+		if (r < 0)
+			goto out;
+	}
 	if (uid != abd_record_uid(rec) ||
 	    (abd_record_start_time(rec) && start != abd_record_start_time(rec))) {
 		r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
@@ -494,16 +522,24 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		}
 		a->slots[i].fd = fd;
 	}
-	/* The record's lock, after pidfd_open and after taking the descriptors: the publisher
-	 * still lives (a dead one's lock is gone, and its descriptors can no longer be taken),
-	 * and the record was not withdrawn. */
-	r = check_alive_fd(reg, rec, &e.recfd);
+	/* After taking the descriptors: the record is still linked (not withdrawn: the
+	 * publisher unlinks it before it closes what the record lists, so the descriptors were
+	 * taken while they were still the record's). On a new pidfd the record's lock too (the
+	 * issue's PID-reuse rule: the publisher lived after pidfd_open). On a verified pidfd the
+	 * lock adds nothing: pidfd_getfd succeeding shows that very process alive (an exited
+	 * one has no descriptor table: EBADF), and it is the publisher. */
+	if (verified && e.recfd >= 0)
+		r = check_linked(e.recfd);
+	else
+		r = check_alive_fd(reg, rec, &e.recfd);
 	if (r < 0) {
 		acquired_close(a);
 		goto out;
 	}
 	e.pid = pid;
 	e.start = start;
+	e.uid = uid;
+	e.gid = gid;
 	memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
 	pidfd_keep(reg, e);
 	e.pidfd = e.recfd = -1;
@@ -551,8 +587,23 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 		if (strcmp(rep.slots[i].name, a->slots[i].name) != 0 ||
 		    rep.slots[i].kind != (uint8_t)a->slots[i].kind)
 			r = -EPROTO;
-	if (r == 0)
-		r = check_alive(reg, rec);
+	if (r == 0) {
+		/* the record's lock (and link), through the record descriptor kept by an earlier
+		 * acquisition from this publisher, else opened now and kept */
+		struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
+		if (e.recfd >= 0 && memcmp(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) != 0)
+			e.recfd = abd__close(e.recfd);
+		r = check_alive_fd(reg, rec, &e.recfd);
+		if (r == 0) {
+			e.pid = abd_record_pid(rec);
+			e.start = abd_record_start_time(rec);
+			memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+			pidfd_keep(reg, e);
+		} else {
+			abd__close(e.pidfd);
+			abd__close(e.recfd);
+		}
+	}
 	if (r < 0) {
 		for (unsigned i = 0; i < have; i++)
 			abd__close(fds[i]);

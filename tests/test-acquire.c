@@ -1044,3 +1044,106 @@ ABD_TEST(acquire, wire_format_round_trip_and_bounds)
 	strcpy(req.service, "../x");
 	cr_assert_eq(abd__hs_request_encode(&req, buf, sizeof(buf)), -EINVAL);
 }
+
+/* ---------------------------------------------------------------- repeats -- */
+
+/* A consumer child acquiring through one registry handle: twice (the second time through
+ * what the handle kept: the verified pidfd, the record descriptor), then, once the parent
+ * has withdrawn the record (still alive, its descriptors still open, still serving), again. */
+struct repeat_consumer {
+	const char *dir;
+	unsigned flags;
+	int ask_w, done_r, out_w;
+};
+
+static int repeat_consumer_main(void *arg)
+{
+	struct repeat_consumer *c = arg;
+	int res[4] = { -1, -1, -1, -1 };
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	if (abd_registry_open(c->dir, 0, &reg, NULL, 0) < 0 ||
+	    abd_registry_lookup(reg, "local.svc", &rec) < 0)
+		return 2;
+	for (int i = 0; i < 2; i++) {
+		struct abd_acquired *a = NULL;
+		/* verified: the nonce in the memfd is the record's (a hand-made header, not a ring) */
+		res[i] = abd_acquire(reg, rec, c->flags, TIMEOUT_NS, &a);
+		abd_acquired_free(a);
+	}
+	char b = 'w';
+	if (write(c->ask_w, &b, 1) != 1 || read(c->done_r, &b, 1) != 1)
+		return 3;
+	struct abd_acquired *a = NULL;
+	res[2] = abd_acquire(reg, rec, c->flags, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	/* a fresh handle (nothing kept) says the same */
+	struct abd_registry *fresh;
+	if (abd_registry_open(c->dir, 0, &fresh, NULL, 0) < 0)
+		return 4;
+	res[3] = abd_acquire(fresh, rec, c->flags, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	abd_registry_free(fresh);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return write(c->out_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 5;
+}
+
+static void repeat_after_withdrawal(unsigned flags)
+{
+	struct local l;
+	local_start(&l); /* published "local.svc", serving */
+
+	int ask[2], done[2], out[2];
+	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	struct repeat_consumer c = { .dir = l.dir, .flags = flags, .ask_w = ask[1],
+	                             .done_r = done[0], .out_w = out[1] };
+	pid_t pid = abd_test_fork(repeat_consumer_main, &c);
+	close(ask[1]);
+	close(done[0]);
+	close(out[1]);
+	int res[4];
+	bool withdrawn = false;
+	for (;;) {
+		struct pollfd pf[3] = { { .fd = ask[0], .events = POLLIN },
+		                        { .fd = out[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
+		cr_assert_geq(poll(pf, 3, 5000), 0);
+		abd_acquire_server_process(l.srv);
+		if (pf[0].revents && !withdrawn) {
+			char b;
+			cr_assert_eq(read(ask[0], &b, 1), 1);
+			/* withdrawn, but alive: the descriptors stay open and the server serves on */
+			cr_assert_eq(abd_withdraw(l.pub), 0);
+			l.pub = NULL;
+			withdrawn = true;
+			cr_assert_eq(write(done[1], "d", 1), 1);
+		}
+		if (pf[1].revents) {
+			cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
+			break;
+		}
+	}
+	close(ask[0]);
+	close(done[1]);
+	close(out[0]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(res[0], 0, "first acquisition: %d", res[0]);
+	cr_assert_eq(res[1], 0, "repeat: %d", res[1]);
+	cr_assert_eq(res[2], -ESRCH, "repeat after the withdrawal: %d", res[2]);
+	cr_assert_eq(res[3], -ESRCH, "fresh handle after the withdrawal: %d", res[3]);
+	local_stop(&l);
+}
+
+ABD_TEST(acquire, repeat_through_a_kept_pidfd_sees_the_withdrawal)
+{
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	repeat_after_withdrawal(ABD_ACQUIRE_PIDFD_GETFD);
+}
+
+ABD_TEST(acquire, repeat_handshake_sees_the_withdrawal)
+{
+	repeat_after_withdrawal(ABD_ACQUIRE_SCM_RIGHTS);
+}
