@@ -50,14 +50,17 @@ struct abd__ring_hdr {
 	uint64_t head;
 	uint32_t head_unfenced;
 	uint8_t pad2[52];
-	/* line 4: eventcount of consumers waiting for data */
+	/* line 4: eventcount of consumers waiting for data; waker_cpu: 1 + the CPU the last waker
+	 * ran on when it woke them, 0 unknown (a hint: ring-wait.c, yield_hint) */
 	uint32_t data_futex;
 	uint32_t data_sleepers;
-	uint8_t pad3[56];
+	uint32_t data_waker_cpu;
+	uint8_t pad3[52];
 	/* line 5: eventcount of producers waiting for space */
 	uint32_t space_futex;
 	uint32_t space_sleepers;
-	uint8_t pad4[56];
+	uint32_t space_waker_cpu;
+	uint8_t pad4[52];
 	/* line 6: statistics */
 	uint64_t pushed;
 	uint64_t popped;
@@ -73,6 +76,8 @@ struct abd__ring_hdr {
 _Static_assert(sizeof(struct abd__ring_hdr) == ABD__RING_HEADER_SIZE, "header is 8 lines");
 _Static_assert(offsetof(struct abd__ring_hdr, tail) == 128, "tail on line 2");
 _Static_assert(offsetof(struct abd__ring_hdr, data_futex) == 256, "data eventcount on line 4");
+_Static_assert(offsetof(struct abd__ring_hdr, data_waker_cpu) == 264, "data waker cpu on line 4");
+_Static_assert(offsetof(struct abd__ring_hdr, space_waker_cpu) == 328, "space waker cpu on line 5");
 _Static_assert(offsetof(struct abd__ring_hdr, closed) == 448, "closed word on line 7");
 
 enum { ABD__LEASE_FREE = 0, ABD__LEASE_HELD = 1 };
@@ -192,6 +197,8 @@ struct abd_ring {
 	/* per wait kind: the futex value this handle last armed with and when (ring-wait.c) */
 	uint32_t armed_value[2];
 	uint64_t armed_at[2];
+	uint32_t prep_value[2]; /* the value of the current (or last) announcement */
+	bool yield_hint[2];     /* last woken by a waker on our CPU: yield once before sleeping */
 	unsigned spin;     /* blocking forms: current spin budget before sleeping */
 	/* last-resort takeover of a slot held by a live peer */
 	int64_t stuck_ns;

@@ -12,6 +12,7 @@
  * next waker one spare wake, nothing more. */
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <time.h>
 
 #include "ring-internal.h"
@@ -108,11 +109,29 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
 	return 1;
 }
 
+/* Was the wake that ended this announcement made from our own CPU? Then the waker was running
+ * here when it woke us, and the scheduler usually switched to us at once (wake-up preemption):
+ * the waker is runnable behind us, most likely with more to publish. If we now slept again at
+ * the first empty look, it would wake us for its next message, and so on: two context switches
+ * per message (measured: 1 message per wake in both directions, 1.5 M msg/s on one vCPU). The
+ * hint makes our next sleep attempt yield the CPU first, once (prepare). */
+static void note_waker(struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+	if (abd__load(word, RELAXED) == r->prep_value[what])
+		return; /* no waker bumped the word: not woken (timeout, or the re-check said go) */
+	const uint32_t *wc = what == ABD_RING_WAIT_SPACE ? &r->h->space_waker_cpu : &r->h->data_waker_cpu;
+	uint32_t waker = abd__load(wc, RELAXED);
+	int cpu = sched_getcpu();
+	r->yield_hint[what] = waker != 0 && cpu >= 0 && waker == (uint32_t)cpu + 1;
+}
+
 static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
 {
 	unsigned bit = what == ABD_RING_WAIT_SPACE ? 2 : 1;
 	if (!(r->sleeping & bit))
 		return;
+	note_waker(r, what);
 	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
 	/* flag first, count second: a death in between leaves one extra sleeper counted (a
 	 * spare wake), never one too few (a lost wake) */
@@ -156,7 +175,19 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		return -EALREADY;
 	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
+	if (r->yield_hint[what]) {
+		/* woken last time by a waker on our CPU (note_waker): let it run first (when nothing
+		 * else is runnable here this returns at once), and look again before arming: an
+		 * arming that turns out needless costs the next publisher a wake syscall */
+		r->yield_hint[what] = false;
+		sched_yield();
+		int64_t t;
+		int e = recheck(r, what, &t);
+		if (e != 0)
+			return e;
+	}
 	*value = __atomic_fetch_or(word, 1, __ATOMIC_SEQ_CST) | 1;
+	r->prep_value[what] = *value;
 	abd__add(count, 1, SEQ_CST);
 	__atomic_fetch_or(&r->leases[r->lease].sleeping, bit, __ATOMIC_SEQ_CST);
 	r->sleeping |= bit;
@@ -240,16 +271,18 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 	/* Adaptive spin: keep spinning while spins pay off (a peer on another CPU answers within
 	 * microseconds), stop when they do not (a peer sharing our CPU cannot run while we spin). */
 	int e = op(r, arg);
-	for (unsigned i = 0; e == -EAGAIN && i < r->spin; i++) {
+	/* no spin when we are about to yield to a waker on our CPU: it cannot answer while we spin */
+	unsigned spin = r->yield_hint[what] ? 0 : r->spin;
+	for (unsigned i = 0; e == -EAGAIN && i < spin; i++) {
 		abd__cpu_relax();
 		e = op(r, arg);
 	}
 	if (e != -EAGAIN) {
-		if (r->spin < ABD__SPIN)
+		if (spin && r->spin < ABD__SPIN)
 			r->spin = r->spin * 2 + 1;
 		return e;
 	}
-	if (r->spin > ABD__SPIN_MIN)
+	if (spin && r->spin > ABD__SPIN_MIN)
 		r->spin /= 2;
 	uint64_t deadline = timeout_ns > 0 ? abd__ring_now_ns() + (uint64_t)timeout_ns : 0;
 	for (;;) {
