@@ -7,6 +7,8 @@
  *   bare-pipe            64 B over two pipes
  *   bare-unix            64 B over a socketpair, SOCK_STREAM and SOCK_SEQPACKET
  *   bare-inotify-linkat  linkat() of an O_TMPFILE record -> a watcher's read(inotify) returns
+ *   bare-inotify-publish the same publication and notification, like for like with abd's
+ *                        publish-to-added: open(O_TMPFILE) -> the watcher has read the record
  *   bare-pidfd-exit      a child's last instruction -> the parent's poll(pidfd) returns
  * Each two-process subject runs with split and shared CPUs (see bench.h). */
 #include <errno.h>
@@ -588,6 +590,80 @@ static void run_inotify(void)
 	}
 }
 
+/* ---- bare-inotify-publish ----
+ * The work abd's publish-to-added row does, in bare syscalls and nothing more: A takes the
+ * time, then open(O_TMPFILE), write of a record as large as abd's (152 B), linkat via
+ * /proc/self/fd; B wakes in read(inotify), opens the name the event carries, reads it, closes
+ * it, takes the time and acks. Sample = B's time - A's. No lock, no fstat, no validation: what
+ * abd adds on top of these is its own cost. A keeps its descriptor until the ack, as a
+ * publisher keeps its record's. */
+
+#define BARE_RECORD 152
+
+static int pubb_ping(void *state, uint64_t *ns)
+{
+	struct inot_state *s = state;
+	char record[BARE_RECORD] = "abd-perf record", path[64], name[32];
+	uint32_t v = ++s->seq;
+
+	uint64_t t = bench_now_ns();
+	int fd = openat(s->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int r = 0;
+	if (write(fd, record, sizeof(record)) != (ssize_t)sizeof(record))
+		r = -EIO;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	snprintf(name, sizeof(name), "r%u", v);
+	if (r == 0 && linkat(AT_FDCWD, path, s->dirfd, name, AT_SYMLINK_FOLLOW) < 0)
+		r = -errno;
+	if (r == 0)
+		r = futex_until(&s->sh->ack, v);
+	close(fd);
+	if (r == 0) {
+		uint64_t w = __atomic_load_n(&s->sh->t_wake, __ATOMIC_ACQUIRE);
+		*ns = w > t ? w - t : 1;
+		unlinkat(s->dirfd, name, 0);
+	}
+	return r;
+}
+
+static int pubb_pong(void *state)
+{
+	struct inot_state *s = state;
+	alignas(struct inotify_event) char buf[4096];
+	char record[4096];
+	ssize_t n = read(s->ifd, buf, sizeof(buf));
+	if (n < (ssize_t)sizeof(struct inotify_event))
+		return n < 0 ? -errno : -EIO;
+	const struct inotify_event *ev = (const struct inotify_event *)(const void *)buf;
+	if (!ev->len)
+		return -EIO;
+	int fd = openat(s->dirfd, ev->name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t k = read(fd, record, sizeof(record));
+	close(fd);
+	uint64_t t = bench_now_ns();
+	if (k != BARE_RECORD)
+		return k < 0 ? -errno : -EIO;
+	__atomic_store_n(&s->sh->t_wake, t, __ATOMIC_RELEASE);
+	futex_post(&s->sh->ack, ++s->seq);
+	return 0;
+}
+
+static void run_inotify_publish(void)
+{
+	uint64_t n = bench_iters(10000, 1000);
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct inot), .prepare = inot_prepare,
+		                       .cleanup = inot_cleanup, .init = inot_init, .fini = inot_fini,
+		                       .ping = pubb_ping, .pong = pubb_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "bare-inotify-publish",
+		                                      .case_name = "tmpfile-to-read", .cpus = modes[m]}, n);
+	}
+}
+
 /* ---- bare-pidfd-exit ----
  * A forks a child pinned to the other CPU (split) or its own (shared); the child waits for
  * the go, records the time and exits; A sleeps in poll(pidfd). Sample = wake - exit. B idles. */
@@ -660,6 +736,7 @@ const struct bench_subject bench_baseline_subjects[] = {
 	{"bare-pipe", run_pipe},
 	{"bare-unix", run_unix},
 	{"bare-inotify-linkat", run_inotify},
+	{"bare-inotify-publish", run_inotify_publish},
 	{"bare-pidfd-exit", run_pidfd},
 	{0},
 };

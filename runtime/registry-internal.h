@@ -56,6 +56,8 @@ struct abd_registry {
 	int dirfd;
 	char *path;
 	unsigned long fs_type;
+	mode_t dir_mode;  /* the directory's mode and owner when opened: a publisher whose records */
+	uid_t dir_uid;    /* nobody else can reach needs no fchmod against its umask */
 	dev_t pidns_dev;  /* our own PID namespace, to know when a record's pid means a pid here */
 	ino_t pidns_ino;
 	struct abd__pidfd_cache *pidfds; /* publishers' verified pidfds, for abd_acquire */

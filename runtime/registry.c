@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -95,6 +97,12 @@ static int registry_make(const char *path, int fd, struct abd_registry **out)
 		return -ENOMEM;
 	}
 	reg->dirfd = fd;
+	struct stat st;
+	reg->dir_mode = 07777; /* unknown: as if shared */
+	if (fstat(fd, &st) == 0) {
+		reg->dir_mode = st.st_mode & 07777;
+		reg->dir_uid = st.st_uid;
+	}
 	struct statfs sf;
 	if (fstatfs(fd, &sf) == 0)
 		reg->fs_type = (unsigned long)sf.f_type;
@@ -447,10 +455,42 @@ static int random_instance(pid_t me, uint8_t *out)
 	return 0;
 }
 
+/* Our pid without a syscall per publication: kept in a page the kernel wipes in every child
+ * (MADV_WIPEONFORK, 4.14), so a child made by fork(), _Fork() or a raw clone finds 0 there
+ * and asks getpid() afresh, atfork handlers or not. Without the page: getpid() every time. */
+static _Atomic pid_t *pid_page;
+static pthread_once_t pid_page_once = PTHREAD_ONCE_INIT;
+
+static void pid_page_init(void)
+{
+	long size = sysconf(_SC_PAGESIZE);
+	void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	if (madvise(p, (size_t)size, MADV_WIPEONFORK) < 0) {
+		munmap(p, (size_t)size);
+		return;
+	}
+	pid_page = p;
+}
+
+static pid_t self_pid(void)
+{
+	pthread_once(&pid_page_once, pid_page_init);
+	if (!pid_page)
+		return getpid();
+	pid_t me = atomic_load_explicit(pid_page, memory_order_relaxed);
+	if (!me) {
+		me = getpid();
+		atomic_store_explicit(pid_page, me, memory_order_relaxed);
+	}
+	return me;
+}
+
 static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 {
 	pthread_once(&self_once, self_register);
-	pid_t me = getpid();
+	pid_t me = self_pid();
 	if (!r->instance_chosen) {
 		int e = random_instance(me, r->instance);
 		if (e < 0)
@@ -513,8 +553,12 @@ ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *re
 		r = (errno == EISDIR || errno == EOPNOTSUPP) ? -EOPNOTSUPP : -errno;
 		goto fail;
 	}
-	/* The umask must not make the record unreadable to other users. */
-	if (fchmod(pub->fd, 0644) < 0 || (r = write_all(pub->fd, buf, size)) < 0) {
+	/* The umask must not make the record unreadable to other users: unless nobody else can
+	 * reach it (a directory of ours that was 0700, or stricter, when opened; root is not
+	 * stopped by modes). */
+	bool private_dir = !(reg->dir_mode & 077) && reg->dir_uid == pub->rec->uid;
+	if ((!private_dir && fchmod(pub->fd, 0644) < 0) ||
+	    (r = write_all(pub->fd, buf, size)) < 0) {
 		if (r == 0)
 			r = -errno;
 		goto fail;

@@ -353,7 +353,12 @@ ABD_TEST(registry, publish_enumerate_withdraw)
 {
 	struct scratch s;
 	scratch_open(&s);
-	umask(077); /* the record must stay readable by others whatever the umask */
+	/* A directory others can reach (a private one skips the fchmod: nobody else could read
+	 * the record anyway)... */
+	abd_registry_free(s.reg);
+	cr_assert_eq(chmod(s.dir, 01777), 0);
+	cr_assert_eq(abd_registry_open(s.dir, 0, &s.reg, NULL, 0), 0);
+	umask(077); /* ...where the record must stay readable by others whatever the umask */
 	struct abd_record *rec;
 	cr_assert_eq(abd_record_new("camera.frames", &rec), 0);
 	cr_assert_eq(abd_record_add_meta(rec, "fps", "30"), 0);
@@ -915,6 +920,46 @@ ABD_TEST(registry, forked_child_draws_its_own_instances)
 	                     abd_record_instance(abd_publication_record(second)), ABD_INSTANCE_SIZE), 0);
 	abd_withdraw(first);
 	abd_withdraw(second);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry, child_without_atfork_publishes_its_own_pid)
+{
+	/* The publisher's pid is cached (runtime/registry.c, self_pid): a child made by _Fork(),
+	 * which runs no atfork handler, must still publish its own pid and its own instance ids,
+	 * whatever the parent had cached before. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *first = publish_simple(s.reg, "nofork.parent");
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	pid_t pid = _Fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		struct abd_record *rec;
+		struct abd_publication *pub;
+		int32_t out[1 + ABD_INSTANCE_SIZE / 4] = { 0 };
+		if (abd_record_new("nofork.child", &rec) == 0 && abd_publish(s.reg, rec, &pub) == 0) {
+			out[0] = abd_record_pid(abd_publication_record(pub));
+			memcpy(&out[1], abd_record_instance(abd_publication_record(pub)), ABD_INSTANCE_SIZE);
+		}
+		_exit(write(p[1], out, sizeof(out)) == (ssize_t)sizeof(out) ? 0 : 1);
+	}
+	close(p[1]);
+	int32_t got[1 + ABD_INSTANCE_SIZE / 4];
+	cr_assert_eq(read(p[0], got, sizeof(got)), (ssize_t)sizeof(got));
+	close(p[0]);
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(got[0], pid, "the child published pid %d, it is %d", (int)got[0], (int)pid);
+	struct abd_publication *second = publish_simple(s.reg, "nofork.parent");
+	cr_assert_eq(abd_record_pid(abd_publication_record(second)), getpid());
+	cr_assert_neq(memcmp(&got[1], abd_record_instance(abd_publication_record(second)),
+	                     ABD_INSTANCE_SIZE), 0, "the child handed out the parent's next id");
+	abd_withdraw(first);
+	abd_withdraw(second);
+	abd_registry_gc(s.reg, NULL); /* the child's record: its publisher is gone */
 	scratch_close(&s);
 }
 
