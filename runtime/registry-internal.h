@@ -4,8 +4,11 @@
 #define ABD_RUNTIME_REGISTRY_INTERNAL_H
 
 #include <abd/registry.h>
+#include <errno.h>
+#include "config.h"
 #include <limits.h>
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #define ABD__MAGIC "ABDR"
@@ -85,6 +88,52 @@ struct abd__proc_cache;
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                    struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache);
 void abd__item_clear(struct abd__item *it);
+
+/* The stages of abd__item_read, for a caller that batches the syscalls between them
+ * (registry-uring.c). What one entry carries from stage to stage: */
+struct abd__stage {
+	int svc;         /* length of the service part of the name */
+	uint8_t instance[ABD_INSTANCE_SIZE];
+	uid_t uid;       /* st_uid of the opened file */
+	size_t size;     /* st_size: the bytes to read */
+};
+/* memset it, take or copy the name, check it and d_type. 1: open the name (O_RDONLY |
+ * O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, relative to the directory) and go on;
+ * 0: decided (invalid); -ENOENT: gone; -ENOMEM. */
+int abd__item_begin(struct abd_registry *reg, const char *name, unsigned char d_type,
+                    struct abd__item *it, char **take_name, struct abd__stage *p);
+/* The open failed with err (positive errno): 0 (invalid) or -ENOENT. */
+int abd__item_open_failed(struct abd__item *it, int err);
+/* fstat of the open descriptor. 1: read p->size bytes from offset 0 and go on; 0: decided;
+ * -ENOENT: unlinked meanwhile. */
+int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__stage *p);
+/* n bytes read (or -errno): decode and check. 0 (valid ones left lock_pending, their
+ * dev/ino set for lock_batch), -ENOMEM. */
+int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
+                      const struct abd__stage *p);
+/* Mark it invalid with a reason. */
+void abd__item_invalid(struct abd__item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Read the entries list[0..n) into items[0..*count) (the ones gone meanwhile left out; the
+ * names taken from list), with the opens, reads and closes batched through one io_uring:
+ * the same stages and checks as abd__item_read, valid records left lock_pending.
+ * 0; -ENOSYS: no usable io_uring here (or the feature mask says no), nothing was read: read
+ * them one by one; -ENOMEM, -errno: items[0..*count) hold what was read. registry-uring.c. */
+struct abd__dirent;
+#if ABD_HAVE_LIBURING
+int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, size_t n,
+                            struct abd__item *items, size_t *count);
+#else
+static inline int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list,
+                                          size_t n, struct abd__item *items, size_t *count)
+{
+	(void)reg, (void)list, (void)n, (void)items;
+	*count = 0;
+	return -ENOSYS;
+}
+#endif
+/* How many snapshots read their entries through io_uring in this process (tests). */
+unsigned abd__snapshots_uring(void);
 void abd__proc_cache_free(struct abd__proc_cache *c);
 
 /* st_dev/st_ino of /proc/self/ns/pid, cached (per thread, forgotten across fork). 0 or -errno. */

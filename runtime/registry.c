@@ -720,6 +720,16 @@ static void set_invalid(struct abd__item *it, const char *fmt, ...)
 	it->e.pid = 0;
 }
 
+void abd__item_invalid(struct abd__item *it, const char *fmt, ...)
+{
+	char why[sizeof(it->reason)];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	set_invalid(it, "%s", why);
+}
+
 static ssize_t read_exact(int fd, uint8_t *buf, size_t n)
 {
 	size_t got = 0;
@@ -765,22 +775,12 @@ static void check_process(struct abd_registry *reg, struct abd__item *it, int fd
 	            (unsigned)uid, (unsigned)rec->uid);
 }
 
-static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                     struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock, char **take_name);
+/* Reading an entry, in the stages both the one-by-one path (item_read) and the batched one
+ * (registry-uring.c) go through: begin (the name and the d_type, before any open), opened
+ * (the fstat of the open descriptor), decoded (the bytes read). */
 
-int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
-{
-	return item_read(reg, name, d_type, it, buf, cache, false, NULL);
-}
-
-/* defer_lock: a valid record is left with it->lock_pending set instead of asking its lock
- * (the snapshot asks for many at once, lock_batch). take_name (may be NULL): *take_name is the
- * heap copy of name, which the item takes (set to NULL) instead of copying it. */
-static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                     struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock, char **take_name)
+int abd__item_begin(struct abd_registry *reg, const char *name, unsigned char d_type,
+                    struct abd__item *it, char **take_name, struct abd__stage *p)
 {
 	memset(it, 0, sizeof(*it));
 	if (take_name && *take_name) {
@@ -793,9 +793,8 @@ static int item_read(struct abd_registry *reg, const char *name, unsigned char d
 	it->e.name = it->name;
 	it->e.uid = (uid_t)-1;
 	size_t len = strlen(name);
-	uint8_t instance[ABD_INSTANCE_SIZE];
-	int svc = parse_name(name, len, instance);
-	if (svc < 0) {
+	p->svc = parse_name(name, len, p->instance);
+	if (p->svc < 0) {
 		/* Not even opened: a bad name says nothing we would trust. */
 		struct stat st;
 		if (fstatat(reg->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
@@ -814,97 +813,136 @@ static int item_read(struct abd_registry *reg, const char *name, unsigned char d
 		set_invalid(it, "%s", dtype_reason(d_type));
 		return 0;
 	}
-	int fd = openat(reg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		int e = errno;
-		if (e == ENOENT)
-			return -ENOENT;
-		if (e == ELOOP)
-			set_invalid(it, "%s", type_reason(S_IFLNK));
-		else if (e == ENXIO)
-			set_invalid(it, "%s", type_reason(S_IFSOCK));
-		else
-			set_invalid(it, "cannot open: %s", strerror(e));
+	return 1;
+}
+
+int abd__item_open_failed(struct abd__item *it, int err)
+{
+	if (err == ENOENT)
+		return -ENOENT;
+	if (err == ELOOP)
+		set_invalid(it, "%s", type_reason(S_IFLNK));
+	else if (err == ENXIO)
+		set_invalid(it, "%s", type_reason(S_IFSOCK));
+	else
+		set_invalid(it, "cannot open: %s", strerror(err));
+	return 0;
+}
+
+int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__stage *p)
+{
+	it->e.uid = st->st_uid;
+	it->ino = st->st_ino;
+	it->dev = st->st_dev;
+	p->uid = st->st_uid;
+	if (!S_ISREG(st->st_mode)) {
+		set_invalid(it, "%s", type_reason(st->st_mode));
 		return 0;
 	}
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		set_invalid(it, "fstat: %s", strerror(errno));
-		goto out;
-	}
-	it->e.uid = st.st_uid;
-	it->ino = st.st_ino;
-	if (!S_ISREG(st.st_mode)) {
-		set_invalid(it, "%s", type_reason(st.st_mode));
-		goto out;
-	}
-	if (st.st_nlink == 0) {
-		/* Unlinked between our open and fstat: withdrawn, as if we had not seen it. */
-		close(fd);
-		return -ENOENT;
-	}
-	if (st.st_nlink != 1) {
+	if (st->st_nlink == 0)
+		return -ENOENT; /* unlinked between our open and fstat: withdrawn, as if not seen */
+	if (st->st_nlink != 1) {
 		set_invalid(it, "%lu hard links (a record has exactly one name)",
-		            (unsigned long)st.st_nlink);
-		goto out;
+		            (unsigned long)st->st_nlink);
+		return 0;
 	}
-	if (st.st_size > ABD_RECORD_MAX) {
-		set_invalid(it, "oversized (%lld bytes, the bound is %d)", (long long)st.st_size,
+	if (st->st_size > ABD_RECORD_MAX) {
+		set_invalid(it, "oversized (%lld bytes, the bound is %d)", (long long)st->st_size,
 		            ABD_RECORD_MAX);
-		goto out;
+		return 0;
 	}
-	ssize_t n = read_exact(fd, buf, (size_t)st.st_size);
+	p->size = (size_t)st->st_size;
+	return 1;
+}
+
+int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
+                      const struct abd__stage *p)
+{
 	if (n < 0) {
 		set_invalid(it, "read: %s", strerror((int)-n));
-		goto out;
+		return 0;
 	}
 	const char *why = NULL;
 	int r = abd_record_decode(buf, (size_t)n, &it->rec, &why);
-	if (r == -ENOMEM) {
-		close(fd);
+	if (r == -ENOMEM)
 		return r;
-	}
 	if (r == -EPROTONOSUPPORT) {
 		set_invalid(it, "record from a future version (major %u)",
 		            n >= 6 ? (unsigned)(buf[4] | buf[5] << 8) : 0u);
-		goto out;
+		return 0;
 	}
 	if (r < 0) {
 		set_invalid(it, "malformed record: %s", why ? why : strerror(-r));
-		goto out;
+		return 0;
 	}
 	struct abd_record *rec = it->rec;
-	if ((size_t)svc != strlen(rec->service) || memcmp(name, rec->service, (size_t)svc) != 0 ||
-	    memcmp(instance, rec->instance, ABD_INSTANCE_SIZE) != 0) {
+	if ((size_t)p->svc != strlen(rec->service) ||
+	    memcmp(it->name, rec->service, (size_t)p->svc) != 0 ||
+	    memcmp(p->instance, rec->instance, ABD_INSTANCE_SIZE) != 0) {
 		set_invalid(it, "name does not match the record's service and instance");
-		goto out;
+		return 0;
 	}
-	if (st.st_uid != rec->uid) {
-		set_invalid(it, "owned by uid %u, the record claims uid %u", (unsigned)st.st_uid,
+	if (p->uid != rec->uid) {
+		set_invalid(it, "owned by uid %u, the record claims uid %u", (unsigned)p->uid,
 		            (unsigned)rec->uid);
-		goto out;
+		return 0;
 	}
 	it->e.record = rec;
 	it->e.service = rec->service;
 	it->e.instance = rec->instance;
 	it->e.pid = rec->pid;
 	it->e.uid = rec->uid;
-	if (defer_lock) {
-		it->lock_pending = true;
-		it->dev = st.st_dev;
-		goto out;
-	}
-	r = abd__lock_held(fd);
+	it->lock_pending = true;
+	return 0;
+}
+
+/* The lock of a read, valid record (lock_pending), asked on its open descriptor. */
+static void item_lock(struct abd_registry *reg, struct abd__item *it, int fd,
+                      struct abd__proc_cache **cache)
+{
+	it->lock_pending = false;
+	int r = abd__lock_held(fd);
 	if (r < 0) {
 		set_invalid(it, "lock test: %s", strerror(-r));
-		goto out;
+		return;
 	}
 	it->e.state = r ? ABD_STATE_ALIVE : ABD_STATE_STALE;
 	if (r)
 		check_process(reg, it, fd, cache);
-out:
+}
+
+/* defer_lock: a valid record is left with it->lock_pending set instead of asking its lock
+ * (the snapshot asks for many at once, lock_batch). take_name (may be NULL): *take_name is the
+ * heap copy of name, which the item takes (set to NULL) instead of copying it. */
+static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                     struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
+                     bool defer_lock, char **take_name)
+{
+	struct abd__stage p;
+	int r = abd__item_begin(reg, name, d_type, it, take_name, &p);
+	if (r <= 0)
+		return r;
+	int fd = openat(reg->dirfd, it->name,
+	                O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return abd__item_open_failed(it, errno);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		set_invalid(it, "fstat: %s", strerror(errno));
+		r = 0;
+	} else if ((r = abd__item_opened(it, &st, &p)) == 1) {
+		r = abd__item_decoded(it, buf, read_exact(fd, buf, p.size), &p);
+		if (r == 0 && it->lock_pending && !defer_lock)
+			item_lock(reg, it, fd, cache);
+	}
 	close(fd);
-	return 0;
+	return r;
+}
+
+int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
+{
+	return item_read(reg, name, d_type, it, buf, cache, false, NULL);
 }
 
 /* ------------------------------------------------------------------ listing -- */
@@ -1132,14 +1170,23 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	if (r < 0)
 		return r;
 	struct abd_snapshot *snap = calloc(1, sizeof(*snap));
-	uint8_t *buf = malloc(ABD_RECORD_MAX);
+	uint8_t *buf = NULL;
 	struct abd__proc_cache *cache = NULL;
-	if (!snap || !buf || (n && !(snap->items = calloc(n, sizeof(*snap->items))))) {
+	if (!snap || (n && !(snap->items = calloc(n, sizeof(*snap->items))))) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	bool batch = n >= LOCK_BATCH_MIN;
-	for (size_t i = 0; i < n; i++) {
+	/* Many entries: their opens, reads and closes batched through io_uring where it works. */
+	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n) : -ENOSYS;
+	if (r < 0 && r != -ENOSYS)
+		goto fail;
+	bool one_by_one = r == -ENOSYS;
+	if (one_by_one && n && !(buf = malloc(ABD_RECORD_MAX))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (size_t i = 0; i < n && one_by_one; i++) {
 		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, batch,
 		              &list[i].name);
 		if (r == -ENOENT) {

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The registry: record format, directory rules, publish / enumerate / lookup / liveness / GC,
  * hostile directory entries, and watch events, with real processes. */
+#include <abd/probe.h>
 #include <dirent.h>
 #include <sched.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
@@ -11,6 +13,7 @@
 #include <poll.h>
 #include <sys/wait.h>
 
+#include "config.h"
 #include "registry-util.h"
 #include "runtime/internal.h"
 #include "runtime/registry-internal.h"
@@ -509,7 +512,9 @@ static void expect_invalid(struct abd_snapshot *snap, const char *name, const ch
 	cr_assert_null(e->record);
 }
 
-ABD_TEST(registry, hostile_entries_are_reported_never_followed)
+/* pad: genuine records published beside the hostile entries, so that a snapshot of the
+ * directory takes the batched path (past 64 entries: io_uring where the profile has it). */
+static void hostile_entries(size_t pad)
 {
 	struct scratch s;
 	scratch_open(&s);
@@ -519,6 +524,9 @@ ABD_TEST(registry, hostile_entries_are_reported_never_followed)
 
 	/* One genuine record, which must stay alive through all of it. */
 	struct abd_publication *good = publish_simple(s.reg, "good");
+	struct abd_publication **pads = pad ? calloc(pad, sizeof(*pads)) : NULL;
+	for (size_t i = 0; i < pad; i++)
+		pads[i] = publish_simple(s.reg, "pad");
 
 	/* Garbage and empty files with proper names. */
 	snprintf(name, sizeof(name), "garbage.%s", hex);
@@ -618,13 +626,21 @@ ABD_TEST(registry, hostile_entries_are_reported_never_followed)
 		abd_record_free(rec);
 	}
 
-	uint64_t t0 = abd_test_now_ns();
+	unsigned batched = abd__snapshots_uring();
 	struct abd_snapshot *snap;
 	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
-	(void)t0;
+	/* The path the snapshot took: batched through io_uring exactly when the directory is big
+	 * and the profile has io_uring (the linux-5.4 and no-io_uring profiles take the other). */
+	bool uring = ABD_HAVE_LIBURING && pad && abd_probe_has(ABD_FEAT_IO_URING) == 1 &&
+	             abd_probe_has(ABD_FEAT_URING_READ) == 1;
+	cr_assert_eq(abd__snapshots_uring() - batched, uring ? 1u : 0u);
 	const struct abd_entry *g = find_entry(snap, abd_publication_name(good));
 	cr_assert_not_null(g);
 	cr_assert_eq(g->state, ABD_STATE_ALIVE);
+	for (size_t i = 0; i < pad; i++) {
+		const struct abd_entry *e = find_entry(snap, abd_publication_name(pads[i]));
+		cr_assert(e && e->state == ABD_STATE_ALIVE);
+	}
 	snprintf(name, sizeof(name), "garbage.%s", hex);
 	expect_invalid(snap, name, "bad magic");
 	snprintf(name, sizeof(name), "empty.%s", hex);
@@ -666,9 +682,9 @@ ABD_TEST(registry, hostile_entries_are_reported_never_followed)
 	cr_assert_eq(abd_watch_process(w, NULL, NULL), (int)abd_watch_count(w));
 	for (size_t i = 0; i < abd_watch_count(w); i++) {
 		const struct abd_entry *e = abd_watch_entry(w, i);
-		cr_assert_eq(e->state, strcmp(e->name, abd_publication_name(good)) == 0
-		                           ? ABD_STATE_ALIVE
-		                           : ABD_STATE_INVALID, "%s", e->name);
+		bool genuine = strcmp(e->name, abd_publication_name(good)) == 0 ||
+		               strncmp(e->name, "pad.", 4) == 0;
+		cr_assert_eq(e->state, genuine ? ABD_STATE_ALIVE : ABD_STATE_INVALID, "%s", e->name);
 	}
 	abd_watch_free(w);
 
@@ -677,7 +693,22 @@ ABD_TEST(registry, hostile_entries_are_reported_never_followed)
 	abd__close(keep_o);
 	abd__close(keep_p);
 	abd_withdraw(good);
+	for (size_t i = 0; i < pad; i++)
+		abd_withdraw(pads[i]);
+	free(pads);
 	scratch_close(&s);
+}
+
+ABD_TEST(registry, hostile_entries_are_reported_never_followed)
+{
+	hostile_entries(0);
+}
+
+ABD_TEST(registry, hostile_entries_in_a_big_directory)
+{
+	/* The same entries among 100 genuine records: the batched reading must report every one
+	 * as the one-by-one reading does. */
+	hostile_entries(100);
 }
 
 ABD_TEST(registry, reused_pid_cannot_fake_liveness)
@@ -960,6 +991,48 @@ ABD_TEST(registry, child_without_atfork_publishes_its_own_pid)
 	abd_withdraw(first);
 	abd_withdraw(second);
 	abd_registry_gc(s.reg, NULL); /* the child's record: its publisher is gone */
+	scratch_close(&s);
+}
+
+static int snapshot_short_of_fds(void *arg)
+{
+	const char *dir = arg;
+	struct abd_registry *reg;
+	if (abd_registry_open(dir, 0, &reg, NULL, 0) < 0)
+		return 10;
+	/* Room for a few descriptors only: most batched opens fail with EMFILE. */
+	int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (probe < 0)
+		return 11;
+	close(probe);
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = (rlim_t)probe + 8;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 12;
+	struct abd_snapshot *snap;
+	if (abd_registry_snapshot(reg, &snap) < 0)
+		return 13;
+	int alive = 0;
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++)
+		alive += abd_snapshot_entry(snap, i)->state == ABD_STATE_ALIVE;
+	abd_snapshot_free(snap);
+	abd_registry_free(reg);
+	return alive == 100 ? 0 : 20;
+}
+
+ABD_TEST(registry, big_snapshot_short_of_descriptors_reads_every_record)
+{
+	/* A batch opens many records at once; those refused for lack of descriptors are read one
+	 * by one after the batch closed its own, not reported invalid. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *pubs[100];
+	for (int i = 0; i < 100; i++)
+		pubs[i] = publish_simple(s.reg, "fds.alive");
+	cr_assert_eq(abd_test_wait(abd_test_fork(snapshot_short_of_fds, s.dir)), 0);
+	for (int i = 0; i < 100; i++)
+		abd_withdraw(pubs[i]);
 	scratch_close(&s);
 }
 
