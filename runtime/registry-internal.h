@@ -111,23 +111,29 @@ int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__st
  * dev/ino set for lock_batch), -ENOMEM. */
 int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
                       const struct abd__stage *p);
+/* The lock test's answer r (abd__lock_held) for a lock_pending item: alive (then its process
+ * checked), stale, or invalid when r < 0. */
+void abd__item_locked(struct abd_registry *reg, struct abd__item *it, int r,
+                      struct abd__proc_cache **cache);
 /* Mark it invalid with a reason. */
 void abd__item_invalid(struct abd__item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Read the entries list[0..n) into items[0..*count) (the ones gone meanwhile left out; the
  * names taken from list), with the opens, reads and closes batched through one io_uring:
- * the same stages and checks as abd__item_read, valid records left lock_pending.
+ * the same stages and checks as abd__item_read, the lock asked on each open descriptor.
  * 0; -ENOSYS: no usable io_uring here (or the feature mask says no), nothing was read: read
  * them one by one; -ENOMEM, -errno: items[0..*count) hold what was read. registry-uring.c. */
 struct abd__dirent;
 #if ABD_HAVE_LIBURING
 int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, size_t n,
-                            struct abd__item *items, size_t *count);
+                            struct abd__item *items, size_t *count,
+                            struct abd__proc_cache **cache);
 #else
 static inline int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list,
-                                          size_t n, struct abd__item *items, size_t *count)
+                                          size_t n, struct abd__item *items, size_t *count,
+                                          struct abd__proc_cache **cache)
 {
-	(void)reg, (void)list, (void)n, (void)items;
+	(void)reg, (void)list, (void)n, (void)items, (void)cache;
 	*count = 0;
 	return -ENOSYS;
 }

@@ -1,17 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /* Reading many registry entries with few syscalls: the opens, reads and closes of a snapshot
  * go through one io_uring, CHUNK entries at a time, between the same stages and checks as the
- * one-by-one path (registry.c). Only the fstat stays a syscall per entry: io_uring's STATX
- * always runs on a worker thread, and the owner, type, link count and size must come from the
- * descriptor that was opened, not from the name again.
+ * one-by-one path (registry.c). Two syscalls per entry stay: fstat (io_uring's STATX always
+ * runs on a worker thread, and the owner, type, link count and size must come from the
+ * descriptor that was opened, not from the name again) and F_OFD_GETLK (liveness; there is no
+ * io_uring fcntl, and /proc/locks, which the one-by-one path reads for big directories, is
+ * formatted by the kernel for every lock of the system under a global lock: on a busy machine
+ * it cost more than the fcntl of every record).
  *
  * Per chunk: (1) every name that passes the name and d_type checks is opened
  * (O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, so no symlink is followed and no FIFO or
  * device blocks), one io_uring_enter; (2) fstat and the checks on each descriptor, then a
  * read of exactly st_size bytes (bounded by ABD_RECORD_MAX) hard-linked to a close for the
- * ones that pass, a close alone for the others, one io_uring_enter; (3) decode and check the
- * bytes. A FIFO, socket or device is never read: its fstat stops it at (2). An open refused
- * for lack of descriptors (EMFILE, ENFILE) is done again one by one after the chunk's closes. */
+ * ones that pass (and F_OFD_GETLK on it: liveness), a close alone for the others, one
+ * io_uring_enter; (3) decode and check the bytes. A FIFO, socket or device is never read: its
+ * fstat stops it at (2). An open refused for lack of descriptors (EMFILE, ENFILE) is done
+ * again one by one after the chunk's closes. */
 #include <abd/probe.h>
 
 #include <fcntl.h>
@@ -37,6 +41,7 @@ struct slot {
 	int fd;
 	size_t off;
 	ssize_t got;
+	int held; /* F_OFD_GETLK on the open descriptor */
 };
 
 static _Atomic unsigned snapshots_uring;
@@ -106,7 +111,7 @@ static int complete(struct io_uring *ring, unsigned want, struct slot *slots)
 
 /* The rest of an entry whose batched open was refused for lack of descriptors. */
 static int read_one(struct abd_registry *reg, struct abd__item *it, struct slot *sl,
-                    uint8_t **buf, size_t *cap)
+                    uint8_t **buf, size_t *cap, struct abd__proc_cache **cache)
 {
 	int fd = openat(reg->dirfd, it->name, OPEN_FLAGS);
 	if (fd < 0)
@@ -131,6 +136,8 @@ static int read_one(struct abd_registry *reg, struct abd__item *it, struct slot 
 			n = pread(fd, *buf, sl->st.size, 0);
 		while (n < 0 && errno == EINTR);
 		r = abd__item_decoded(it, *buf, n < 0 ? -errno : n, &sl->st);
+		if (r == 0 && it->lock_pending)
+			abd__item_locked(reg, it, abd__lock_held(fd), cache);
 	}
 	close(fd);
 	return r;
@@ -150,7 +157,7 @@ static void item_move(struct abd__item *dst, struct abd__item *src)
 /* One chunk of names into it[0..m), slots alongside. */
 static int read_chunk(struct abd_registry *reg, struct io_uring *ring, struct abd__dirent *list,
                       size_t m, struct abd__item *it, struct slot *slots, uint8_t **buf,
-                      size_t *cap)
+                      size_t *cap, struct abd__proc_cache **cache)
 {
 	int r = 0;
 	unsigned want = 0;
@@ -203,6 +210,9 @@ static int read_chunk(struct abd_registry *reg, struct io_uring *ring, struct ab
 			k = abd__item_opened(&it[j], &st, &sl->st);
 		}
 		if (k == 1) {
+			/* Liveness now, on the descriptor: one fcntl costs less than /proc/locks, which
+			 * the kernel formats for every lock of the system under a global lock. */
+			sl->held = abd__lock_held(sl->fd);
 			sl->state = SLOT_READING;
 			sl->off = total;
 			total += sl->st.size;
@@ -249,9 +259,11 @@ static int read_chunk(struct abd_registry *reg, struct io_uring *ring, struct ab
 		struct slot *sl = &slots[j];
 		if (sl->state == SLOT_READING) {
 			r = abd__item_decoded(&it[j], *buf + sl->off, sl->got, &sl->st);
+			if (r == 0 && it[j].lock_pending)
+				abd__item_locked(reg, &it[j], sl->held, cache);
 			sl->state = SLOT_DONE;
 		} else if (sl->state == SLOT_AGAIN) {
-			int k = read_one(reg, &it[j], sl, buf, cap);
+			int k = read_one(reg, &it[j], sl, buf, cap, cache);
 			if (k == -ENOMEM)
 				r = k;
 			sl->state = k == -ENOENT ? SLOT_GONE : SLOT_DONE;
@@ -265,7 +277,8 @@ out:
 }
 
 int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, size_t n,
-                            struct abd__item *items, size_t *count)
+                            struct abd__item *items, size_t *count,
+                            struct abd__proc_cache **cache)
 {
 	*count = 0;
 	if (abd_probe_has(ABD_FEAT_IO_URING) != 1 || abd_probe_has(ABD_FEAT_URING_READ) != 1)
@@ -285,7 +298,7 @@ int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, 
 		size_t m = n - base < CHUNK ? n - base : CHUNK;
 		/* The chunk lands after what is kept so far (kept <= base: there is room). */
 		struct abd__item *it = &items[kept];
-		r = read_chunk(reg, &ring, &list[base], m, it, slots, &buf, &cap);
+		r = read_chunk(reg, &ring, &list[base], m, it, slots, &buf, &cap, cache);
 		for (size_t j = 0; j < m && r == 0; j++) {
 			if (slots[j].state == SLOT_GONE)
 				abd__item_clear(&it[j]);

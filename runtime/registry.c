@@ -896,6 +896,19 @@ int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
 	return 0;
 }
 
+void abd__item_locked(struct abd_registry *reg, struct abd__item *it, int r,
+                      struct abd__proc_cache **cache)
+{
+	it->lock_pending = false;
+	if (r < 0) {
+		set_invalid(it, "lock test: %s", strerror(-r));
+		return;
+	}
+	it->e.state = r ? ABD_STATE_ALIVE : ABD_STATE_STALE;
+	if (r)
+		check_process(reg, it, -1, cache);
+}
+
 /* The lock of a read, valid record (lock_pending), asked on its open descriptor. */
 static void item_lock(struct abd_registry *reg, struct abd__item *it, int fd,
                       struct abd__proc_cache **cache)
@@ -1178,7 +1191,7 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	bool batch = n >= LOCK_BATCH_MIN;
 	/* Many entries: their opens, reads and closes batched through io_uring where it works. */
-	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n) : -ENOSYS;
+	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n, &cache) : -ENOSYS;
 	if (r < 0 && r != -ENOSYS)
 		goto fail;
 	bool one_by_one = r == -ENOSYS;
