@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* `abd-perf baselines`: the kernel floors every abd figure is compared against.
  *   bare-cacheline       two processes bounce a counter through shared memory, spinning
- *   bare-spsc            a minimal spin-only single-producer/single-consumer ring
+ *   bare-spsc            a minimal spin-only single-producer/single-consumer ring (8-byte items;
+ *                        and messages of 8 B, 64 B, 1 KiB copied in and out: throughput-8B/...)
+ *   bare-mpmc            a bounded Vyukov-style MPMC queue (per-cell sequence, CAS on head and
+ *                        tail), 2 producer and 2 consumer threads, 8 B / 64 B / 1 KiB
  *   bare-futex           futex(2) wait/wake ping-pong on two shared words
  *   bare-eventfd         eventfd write/read ping-pong
  *   bare-pipe            64 B over two pipes
@@ -14,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +122,9 @@ static void run_cacheline(void)
 /* ---- bare-spsc ---- */
 
 #define SPSC_SLOTS 4096u /* power of two */
+/* The sized rows (throughput-8B/-64B/-1KiB): as many slots as abd-ring's throughput rings
+ * (perf/bench-ring.c), each exactly one message, copied in and out with memcpy. */
+#define SPSC_SIZED_SLOTS 4096u
 
 struct spsc {
 	alignas(CACHELINE) _Atomic uint64_t head; /* next slot to read; written by the consumer */
@@ -132,19 +139,21 @@ struct spsc_end {
 	uint64_t mine, cached;
 };
 
-static size_t spsc_size(size_t slot)
+static size_t spsc_size(size_t slot, unsigned nslots)
 {
-	return sizeof(struct spsc) + SPSC_SLOTS * slot;
+	return sizeof(struct spsc) + nslots * slot;
 }
 
 /* Room for (producer) or items to take (consumer), refreshing the cached index only when
- * the cache says there is none; spins until there is some. */
-static inline uint64_t spsc_room(struct spsc_end *e)
+ * the cache says there is none; spins until there is some. Always inlined with a constant
+ * slot count. */
+static inline __attribute__((always_inline)) uint64_t spsc_room(struct spsc_end *e,
+                                                                unsigned nslots)
 {
 	uint64_t room;
-	while (!(room = SPSC_SLOTS - (e->mine - e->cached))) {
+	while (!(room = nslots - (e->mine - e->cached))) {
 		e->cached = atomic_load_explicit(&e->q->head, memory_order_acquire);
-		if (e->mine - e->cached == SPSC_SLOTS)
+		if (e->mine - e->cached == nslots)
 			bench_relax();
 	}
 	return room;
@@ -163,36 +172,39 @@ static inline uint64_t spsc_ready(struct spsc_end *e)
 
 /* Always inlined so that the constant slot size turns memcpy into moves. */
 static inline __attribute__((always_inline)) void *spsc_slot(struct spsc_end *e, uint64_t i,
-                                                             size_t slot)
+                                                             size_t slot, unsigned nslots)
 {
-	return e->q->slots + (i & (SPSC_SLOTS - 1)) * slot;
+	return e->q->slots + (i & (nslots - 1)) * slot;
 }
 
 static inline __attribute__((always_inline)) void spsc_push(struct spsc_end *e, const void *msg,
-                                                            size_t slot)
+                                                            size_t slot, unsigned nslots)
 {
-	spsc_room(e);
-	memcpy(spsc_slot(e, e->mine, slot), msg, slot);
+	spsc_room(e, nslots);
+	memcpy(spsc_slot(e, e->mine, slot, nslots), msg, slot);
 	atomic_store_explicit(&e->q->tail, ++e->mine, memory_order_release);
 }
 
 static inline __attribute__((always_inline)) void spsc_pop(struct spsc_end *e, void *msg,
-                                                           size_t slot)
+                                                           size_t slot, unsigned nslots)
 {
 	spsc_ready(e);
-	memcpy(msg, spsc_slot(e, e->mine, slot), slot);
+	memcpy(msg, spsc_slot(e, e->mine, slot, nslots), slot);
 	atomic_store_explicit(&e->q->head, ++e->mine, memory_order_release);
 }
 
-/* Throughput: one ring of 8-byte items. Round trip: two rings of 64-byte slots. */
+/* Throughput: one ring of 8-byte items (or of `slot`-byte messages: sized). Round trip: two
+ * rings of 64-byte slots. */
 struct spsc_state {
 	struct spsc_end out, in;
+	size_t slot;
 	bool batch; /* publish the index once per run of free slots / ready items */
+	bool sized; /* messages of `slot` bytes in SPSC_SIZED_SLOTS slots */
 };
 
 struct spsc_arg {
 	size_t slot;
-	bool batch;
+	bool batch, sized;
 };
 
 static int spsc_init(enum bench_role role, void *shm, void *arg, void **state)
@@ -201,32 +213,71 @@ static int spsc_init(enum bench_role role, void *shm, void *arg, void **state)
 	struct spsc_state *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	struct spsc *q0 = shm, *q1 = (struct spsc *)((char *)shm + spsc_size(a->slot));
+	unsigned nslots = a->sized ? SPSC_SIZED_SLOTS : SPSC_SLOTS;
+	struct spsc *q0 = shm, *q1 = (struct spsc *)((char *)shm + spsc_size(a->slot, nslots));
 	s->out.q = role == BENCH_A ? q0 : q1;
 	s->in.q = role == BENCH_A ? q1 : q0;
+	s->slot = a->slot;
 	s->batch = a->batch;
+	s->sized = a->sized;
 	*state = s;
 	return 0;
+}
+
+/* Sized messages: the first 8 bytes carry the message's position in the stream, which the
+ * consumer checks; the whole message is copied in and out, as abd-ring's rows do. */
+static inline __attribute__((always_inline)) void sized_produce(struct spsc_end *e, uint64_t n,
+                                                                size_t slot)
+{
+	unsigned char msg[1024] = {0};
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t v = e->mine;
+		memcpy(msg, &v, sizeof(v));
+		spsc_push(e, msg, slot, SPSC_SIZED_SLOTS);
+	}
+}
+
+static inline __attribute__((always_inline)) uint64_t sized_consume(struct spsc_end *e,
+                                                                    uint64_t n, size_t slot)
+{
+	unsigned char msg[1024];
+	uint64_t bad = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t expect = e->mine, v;
+		spsc_pop(e, msg, slot, SPSC_SIZED_SLOTS);
+		memcpy(&v, msg, sizeof(v));
+		bad |= v ^ expect;
+	}
+	return bad;
 }
 
 static int spsc_produce(void *state, uint64_t n)
 {
 	struct spsc_state *s = state;
 	struct spsc_end *e = &s->out;
+	if (s->sized) {
+		if (s->slot == 8)
+			sized_produce(e, n, 8);
+		else if (s->slot == 64)
+			sized_produce(e, n, 64);
+		else
+			sized_produce(e, n, 1024);
+		return 0;
+	}
 	/* Item k carries k (its position in the stream), which the consumer checks. */
 	if (!s->batch) {
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t v = e->mine;
-			spsc_push(e, &v, sizeof(v));
+			spsc_push(e, &v, sizeof(v), SPSC_SLOTS);
 		}
 		return 0;
 	}
 	for (uint64_t i = 0; i < n;) {
-		uint64_t k = spsc_room(e);
+		uint64_t k = spsc_room(e, SPSC_SLOTS);
 		k = k < n - i ? k : n - i;
 		for (uint64_t j = 0; j < k; j++) {
 			uint64_t v = e->mine + j;
-			memcpy(spsc_slot(e, v, sizeof(v)), &v, sizeof(v));
+			memcpy(spsc_slot(e, v, sizeof(v), SPSC_SLOTS), &v, sizeof(v));
 		}
 		e->mine += k;
 		i += k;
@@ -240,10 +291,14 @@ static int spsc_consume(void *state, uint64_t n)
 	struct spsc_state *s = state;
 	struct spsc_end *e = &s->in;
 	uint64_t v, bad = 0;
-	if (!s->batch) {
+	if (s->sized) {
+		bad = s->slot == 8    ? sized_consume(e, n, 8)
+		      : s->slot == 64 ? sized_consume(e, n, 64)
+		                      : sized_consume(e, n, 1024);
+	} else if (!s->batch) {
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t expect = e->mine;
-			spsc_pop(e, &v, sizeof(v));
+			spsc_pop(e, &v, sizeof(v), SPSC_SLOTS);
 			bad |= v ^ expect;
 		}
 	} else {
@@ -251,7 +306,7 @@ static int spsc_consume(void *state, uint64_t n)
 			uint64_t k = spsc_ready(e);
 			k = k < n - i ? k : n - i;
 			for (uint64_t j = 0; j < k; j++, i++) {
-				memcpy(&v, spsc_slot(e, e->mine + j, sizeof(v)), sizeof(v));
+				memcpy(&v, spsc_slot(e, e->mine + j, sizeof(v), SPSC_SLOTS), sizeof(v));
 				bad |= v ^ (e->mine + j);
 			}
 			e->mine += k;
@@ -266,8 +321,8 @@ static int spsc_ping(void *state, uint64_t *ns)
 	(void)ns;
 	struct spsc_state *s = state;
 	unsigned char msg[64] = {1};
-	spsc_push(&s->out, msg, sizeof(msg));
-	spsc_pop(&s->in, msg, sizeof(msg));
+	spsc_push(&s->out, msg, sizeof(msg), SPSC_SLOTS);
+	spsc_pop(&s->in, msg, sizeof(msg), SPSC_SLOTS);
 	return 0;
 }
 
@@ -275,31 +330,293 @@ static int spsc_pong(void *state)
 {
 	struct spsc_state *s = state;
 	unsigned char msg[64];
-	spsc_pop(&s->in, msg, sizeof(msg));
-	spsc_push(&s->out, msg, sizeof(msg));
+	spsc_pop(&s->in, msg, sizeof(msg), SPSC_SLOTS);
+	spsc_push(&s->out, msg, sizeof(msg), SPSC_SLOTS);
 	return 0;
 }
+
+/* The case name of a sized row: "throughput-8B", "throughput-64B", "throughput-1KiB". */
+static const char *sized_case(const char *prefix, size_t bytes, char *buf, size_t len)
+{
+	if (bytes >= 1024 && bytes % 1024 == 0)
+		snprintf(buf, len, "%s-%zuKiB", prefix, bytes / 1024);
+	else
+		snprintf(buf, len, "%s-%zuB", prefix, bytes);
+	return buf;
+}
+
+static const size_t sized_bytes[] = {8, 64, 1024};
 
 static void run_spsc(void)
 {
 	static struct spsc_arg item = {.slot = 8}, batch = {.slot = 8, .batch = true},
 	                       rtt = {.slot = 64};
+	static struct spsc_arg sized[3];
+	for (size_t z = 0; z < 3; z++)
+		sized[z] = (struct spsc_arg){.slot = sized_bytes[z], .sized = true};
 	for (int m = 0; m < 2; m++) {
 		for (int b = 0; b < 2; b++) {
-			struct bench_pair tp = {.shm_size = spsc_size(8), .arg = b ? &batch : &item,
+			struct bench_pair tp = {.shm_size = spsc_size(8, SPSC_SLOTS),
+			                        .arg = b ? &batch : &item,
 			                        .count_syscalls = true, .init = spsc_init, .fini = seq_fini,
 			                        .produce = spsc_produce, .consume = spsc_consume};
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-spsc", .case_name = b ? "throughput-batch" : "throughput",
 				.cpus = modes[m], .msg_bytes = 8}, bench_iters(20000000, 2000000));
 		}
-		struct bench_pair pp = {.shm_size = 2 * spsc_size(64), .arg = &rtt, .count_syscalls = true,
-		                        .init = spsc_init,
+		for (size_t z = 0; z < 3; z++) {
+			char name[32];
+			size_t bytes = sized_bytes[z];
+			struct bench_pair tp = {.shm_size = spsc_size(bytes, SPSC_SIZED_SLOTS),
+			                        .arg = &sized[z], .init = spsc_init, .fini = seq_fini,
+			                        .produce = spsc_produce, .consume = spsc_consume};
+			uint64_t n = bytes >= 1024 ? bench_iters(2000000, 200000)
+			                           : bench_iters(10000000, 1000000);
+			bench_throughput(&tp, (struct bench_row){
+				.subject = "bare-spsc",
+				.case_name = sized_case("throughput", bytes, name, sizeof(name)),
+				.cpus = modes[m], .msg_bytes = (unsigned)bytes}, n);
+		}
+		struct bench_pair pp = {.shm_size = 2 * spsc_size(64, SPSC_SLOTS), .arg = &rtt,
+		                        .count_syscalls = true, .init = spsc_init,
 		                        .fini = seq_fini, .ping = spsc_ping, .pong = spsc_pong};
 		bench_pingpong(&pp, (struct bench_row){
 			.subject = "bare-spsc", .case_name = "rtt", .cpus = modes[m], .msg_bytes = 64},
 			bench_iters(100000, 10000));
 	}
+}
+
+/* ---- bare-mpmc ----
+ * A bounded MPMC queue in Vyukov's manner: one sequence word per cell, producers claim a
+ * position by a CAS on the tail, consumers by a CAS on the head; the cell's sequence says
+ * whose turn it is. No lease, no length, no recovery: the floor of a CAS-claimed MPMC ring.
+ * 2 producer threads in A, 2 consumer threads in B (abd-ring throughput-2p2c's shape), as
+ * many cells as abd-ring's ring, messages of 8 / 64 / 1024 bytes copied in and out. */
+
+#define MPMC_CELLS 4096u
+
+struct mpmc {
+	alignas(CACHELINE) _Atomic uint64_t tail; /* next position to claim for writing */
+	alignas(CACHELINE) _Atomic uint64_t head; /* next position to claim for reading */
+	alignas(CACHELINE) unsigned char cells[];
+};
+
+/* A cell: the sequence word, then the message. Cells of small messages share lines (16 B for
+ * 8 B messages); bigger ones are whole lines. */
+static size_t mpmc_stride(size_t bytes)
+{
+	size_t s = (8 + bytes + 15) & ~(size_t)15;
+	return s > 32 ? (s + CACHELINE - 1) & ~(size_t)(CACHELINE - 1) : s;
+}
+
+struct mpmc_arg {
+	size_t bytes;
+};
+
+struct mpmc_state {
+	struct mpmc *q;
+	size_t bytes, stride;
+	uint64_t next;      /* A: the next value to produce */
+	uint64_t requested; /* B: messages asked for so far (warm-up + timed) */
+	_Atomic uint64_t consumed;
+};
+
+static _Atomic uint64_t *mpmc_seq(struct mpmc_state *s, uint64_t pos)
+{
+	return (_Atomic uint64_t *)(s->q->cells + (pos & (MPMC_CELLS - 1)) * s->stride);
+}
+
+static inline __attribute__((always_inline)) void mpmc_push(struct mpmc_state *s, const void *msg,
+                                                            size_t bytes)
+{
+	uint64_t pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+	for (;;) {
+		_Atomic uint64_t *seq = mpmc_seq(s, pos);
+		int64_t d = (int64_t)(atomic_load_explicit(seq, memory_order_acquire) - pos);
+		if (d == 0) {
+			if (atomic_compare_exchange_weak_explicit(&s->q->tail, &pos, pos + 1,
+			                                          memory_order_relaxed,
+			                                          memory_order_relaxed)) {
+				memcpy((unsigned char *)seq + 8, msg, bytes);
+				atomic_store_explicit(seq, pos + 1, memory_order_release);
+				return;
+			}
+		} else if (d < 0) {
+			bench_relax(); /* full */
+			pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+		} else {
+			pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+		}
+	}
+}
+
+/* One message, or false when the queue is empty. */
+static inline __attribute__((always_inline)) bool mpmc_pop(struct mpmc_state *s, void *msg,
+                                                           size_t bytes)
+{
+	uint64_t pos = atomic_load_explicit(&s->q->head, memory_order_relaxed);
+	for (;;) {
+		_Atomic uint64_t *seq = mpmc_seq(s, pos);
+		int64_t d = (int64_t)(atomic_load_explicit(seq, memory_order_acquire) - (pos + 1));
+		if (d == 0) {
+			if (atomic_compare_exchange_weak_explicit(&s->q->head, &pos, pos + 1,
+			                                          memory_order_relaxed,
+			                                          memory_order_relaxed)) {
+				memcpy(msg, (unsigned char *)seq + 8, bytes);
+				atomic_store_explicit(seq, pos + MPMC_CELLS, memory_order_release);
+				return true;
+			}
+		} else if (d < 0) {
+			return false;
+		} else {
+			pos = atomic_load_explicit(&s->q->head, memory_order_relaxed);
+		}
+	}
+}
+
+static size_t mpmc_size(size_t bytes)
+{
+	return sizeof(struct mpmc) + MPMC_CELLS * mpmc_stride(bytes);
+}
+
+static int mpmc_prepare(void *shm, void *arg)
+{
+	const struct mpmc_arg *a = arg;
+	struct mpmc *q = shm;
+	size_t stride = mpmc_stride(a->bytes);
+	for (uint64_t i = 0; i < MPMC_CELLS; i++) {
+		_Atomic uint64_t *seq = (_Atomic uint64_t *)(void *)(q->cells + i * stride);
+		atomic_store_explicit(seq, i, memory_order_relaxed);
+	}
+	return 0;
+}
+
+static int mpmc_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	(void)role;
+	const struct mpmc_arg *a = arg;
+	struct mpmc_state *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->q = shm;
+	s->bytes = a->bytes;
+	s->stride = mpmc_stride(a->bytes);
+	*state = s;
+	return 0;
+}
+
+struct mpmc_job {
+	struct mpmc_state *s;
+	uint64_t from, n; /* producer: values from .. from+n; consumer: until the total reaches n */
+};
+
+static inline __attribute__((always_inline)) void mpmc_produce_n(struct mpmc_job *j, size_t bytes)
+{
+	unsigned char msg[1024] = {0};
+	for (uint64_t i = 0; i < j->n; i++) {
+		uint64_t v = j->from + i;
+		memcpy(msg, &v, sizeof(v));
+		mpmc_push(j->s, msg, bytes);
+	}
+}
+
+/* Consumers count in private and add to the shared total every 64 messages and whenever the
+ * queue looks empty, as abd-ring's 2p2c consumers do. */
+static inline __attribute__((always_inline)) void mpmc_consume_n(struct mpmc_job *j, size_t bytes)
+{
+	unsigned char msg[1024];
+	uint64_t mine = 0;
+	while (atomic_load_explicit(&j->s->consumed, memory_order_relaxed) < j->n) {
+		if (mpmc_pop(j->s, msg, bytes)) {
+			if (++mine == 64) {
+				atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
+				mine = 0;
+			}
+			continue;
+		}
+		if (mine) {
+			atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
+			mine = 0;
+		}
+		bench_relax();
+	}
+	if (mine)
+		atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
+}
+
+static void *mpmc_producer(void *arg)
+{
+	struct mpmc_job *j = arg;
+	switch (j->s->bytes) {
+	case 8: mpmc_produce_n(j, 8); break;
+	case 64: mpmc_produce_n(j, 64); break;
+	default: mpmc_produce_n(j, 1024); break;
+	}
+	return NULL;
+}
+
+static void *mpmc_consumer(void *arg)
+{
+	struct mpmc_job *j = arg;
+	switch (j->s->bytes) {
+	case 8: mpmc_consume_n(j, 8); break;
+	case 64: mpmc_consume_n(j, 64); break;
+	default: mpmc_consume_n(j, 1024); break;
+	}
+	return NULL;
+}
+
+static int mpmc_run2(struct mpmc_state *s, void *(*fn)(void *), uint64_t n, uint64_t from)
+{
+	struct mpmc_job jobs[2];
+	pthread_t th[2];
+	int started = 0;
+	for (int i = 0; i < 2; i++) {
+		uint64_t share = n / 2 + (i == 0 ? n % 2 : 0);
+		jobs[i] = (struct mpmc_job){s, from, fn == mpmc_producer ? share : n};
+		from += share;
+		if (pthread_create(&th[i], NULL, fn, &jobs[i]) != 0)
+			break;
+		started++;
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	return started == 2 ? 0 : bench_fail("pthread_create failed");
+}
+
+static int mpmc_produce(void *state, uint64_t n)
+{
+	struct mpmc_state *s = state;
+	int e = mpmc_run2(s, mpmc_producer, n, s->next);
+	s->next += n;
+	return e;
+}
+
+static int mpmc_consume(void *state, uint64_t n)
+{
+	struct mpmc_state *s = state;
+	s->requested += n;
+	return mpmc_run2(s, mpmc_consumer, s->requested, 0);
+}
+
+static void run_mpmc(void)
+{
+	static struct mpmc_arg args[3];
+	for (int m = 0; m < 2; m++)
+		for (size_t z = 0; z < 3; z++) {
+			char name[40];
+			args[z].bytes = sized_bytes[z];
+			struct bench_pair tp = {.shm_size = mpmc_size(sized_bytes[z]), .arg = &args[z],
+			                        .prepare = mpmc_prepare, .init = mpmc_init,
+			                        .fini = seq_fini, .produce = mpmc_produce,
+			                        .consume = mpmc_consume};
+			uint64_t n = sized_bytes[z] >= 1024 ? bench_iters(1000000, 100000)
+			                                    : bench_iters(2000000, 200000);
+			bench_throughput(&tp, (struct bench_row){
+				.subject = "bare-mpmc",
+				.case_name = sized_case("throughput-2p2c", sized_bytes[z], name, sizeof(name)),
+				.cpus = modes[m], .msg_bytes = (unsigned)sized_bytes[z]}, n);
+		}
 }
 
 /* ---- bare-futex ---- */
@@ -731,6 +1048,7 @@ static void run_pidfd(void)
 const struct bench_subject bench_baseline_subjects[] = {
 	{"bare-cacheline", run_cacheline},
 	{"bare-spsc", run_spsc},
+	{"bare-mpmc", run_mpmc},
 	{"bare-futex", run_futex},
 	{"bare-eventfd", run_eventfd},
 	{"bare-pipe", run_pipe},

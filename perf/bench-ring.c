@@ -2,12 +2,15 @@
 /* `abd-perf ring` and `abd-perf pingpong`: the shared-memory ring against the bare floors and
  * the peers, in the same invocation.
  *
- * ring (throughput, messages/s; baseline bare-spsc "throughput", same cpus):
+ * ring (throughput, messages/s, rings of 4096 slots; baseline a bare ring moving messages of
+ * the same size, same cpus: bare-spsc "throughput-8B" / "-64B" / "-1KiB" for 1P1C rows,
+ * bare-mpmc "throughput-2p2c-8B" / ... for 2P2C rows):
  *   abd-ring throughput           1P1C, single-producer/single-consumer ring, try forms + spin
  *   abd-ring throughput-block     1P1C, blocking forms (a consumer that runs dry sleeps)
  *   abd-ring throughput-2p2c      2 producer threads in one process, 2 consumer threads in the
  *                                 other, MPMC ring, spin (threads, not 4 processes: the runner is
- *                                 a pair; the contention on the shared memory is the same)
+ *                                 a pair; the contention on the shared memory is the same); the
+ *                                 consumers add to a shared count every 64 messages
  *   abd-ring throughput-2p2c-block  the same with blocking forms
  *     each at 8 B, 64 B and 1 KiB
  *   abd-ring throughput-batch     1P1C, 8 B, batch forms (64 per call); vs bare-spsc
@@ -28,6 +31,7 @@
  * Every row runs with both processes on their own vCPUs (split) and on one (shared). */
 #include <abd/ring.h>
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -72,7 +76,7 @@ static int r_prepare(void *shm, void *arg)
 	const struct cfg *c = arg;
 	struct shared *s = shm;
 	s->memfd[0] = s->memfd[1] = s->evfd[0] = s->evfd[1] = -1;
-	int e = make_ring(s, 0, c, c->rings2 ? 64 : 1024);
+	int e = make_ring(s, 0, c, c->rings2 ? 64 : 4096);
 	if (e == 0 && c->rings2)
 		e = make_ring(s, 1, c, 64);
 	return e;
@@ -218,9 +222,13 @@ static void *consumer(void *arg)
 		}
 		return NULL;
 	}
+	uint64_t mine = 0; /* 2p2c: counted in private, added to the shared total every 64 */
 	for (;;) {
-		if (c->two && atomic_load_explicit(&st->s->consumed, memory_order_relaxed) >= j->n)
+		if (c->two && atomic_load_explicit(&st->s->consumed, memory_order_relaxed) >= j->n) {
+			if (mine) /* taken after the last check: count them for the next call */
+				atomic_fetch_add_explicit(&st->s->consumed, mine, memory_order_relaxed);
 			return NULL;
+		}
 		if (!c->two && j->from == expect && j->n == 0)
 			return NULL;
 		int e;
@@ -229,6 +237,10 @@ static void *consumer(void *arg)
 		else
 			e = abd_ring_try_pop(j->r, msg, sizeof(msg));
 		if (e == -EAGAIN || e == -ETIMEDOUT) {
+			if (mine) {
+				atomic_fetch_add_explicit(&st->s->consumed, mine, memory_order_relaxed);
+				mine = 0;
+			}
 			if (!c->block)
 				bench_relax();
 			continue;
@@ -245,8 +257,9 @@ static void *consumer(void *arg)
 			expect++;
 			if (expect - j->from == j->n)
 				return NULL;
-		} else {
-			atomic_fetch_add_explicit(&st->s->consumed, 1, memory_order_relaxed);
+		} else if (++mine == 64) {
+			atomic_fetch_add_explicit(&st->s->consumed, mine, memory_order_relaxed);
+			mine = 0;
 		}
 	}
 }
@@ -299,14 +312,14 @@ static int r_consume(void *state, uint64_t n)
 }
 
 static void throughput(const char *case_name, const char *cpus, struct cfg *c, uint64_t iters,
-                       const char *baseline_case)
+                       const char *baseline, const char *baseline_case)
 {
 	struct bench_pair p = {.shm_size = sizeof(struct shared), .arg = c,
 	                       .prepare = r_prepare, .cleanup = r_cleanup, .init = r_init,
 	                       .fini = r_fini, .produce = r_produce, .consume = r_consume};
 	bench_throughput(&p, (struct bench_row){.subject = "abd-ring", .case_name = case_name,
 	                                        .cpus = cpus, .msg_bytes = c->bytes,
-	                                        .baseline = "bare-spsc",
+	                                        .baseline = baseline,
 	                                        .baseline_case = baseline_case},
 	                 iters);
 }
@@ -370,19 +383,26 @@ void bench_ring(void)
 			unsigned b = sizes[z];
 			struct cfg c1 = {.bytes = b,
 			                 .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
-			throughput("throughput", cpus, &c1, spin, "throughput");
+			/* like for like: a bare ring moving messages of the same size */
+			char spsc_case[32], mpmc_case[40];
+			if (b >= 1024)
+				snprintf(spsc_case, sizeof(spsc_case), "throughput-%uKiB", b / 1024);
+			else
+				snprintf(spsc_case, sizeof(spsc_case), "throughput-%uB", b);
+			snprintf(mpmc_case, sizeof(mpmc_case), "throughput-2p2c-%s", spsc_case + 11);
+			throughput("throughput", cpus, &c1, spin, "bare-spsc", spsc_case);
 			c1.block = true;
-			throughput("throughput-block", cpus, &c1, block, "throughput");
+			throughput("throughput-block", cpus, &c1, block, "bare-spsc", spsc_case);
 			struct cfg c2 = {.bytes = b, .two = true};
-			throughput("throughput-2p2c", cpus, &c2, spin, "throughput");
+			throughput("throughput-2p2c", cpus, &c2, spin, "bare-mpmc", mpmc_case);
 			c2.block = true;
-			throughput("throughput-2p2c-block", cpus, &c2, block, "throughput");
+			throughput("throughput-2p2c-block", cpus, &c2, block, "bare-mpmc", mpmc_case);
 			bench_peer("zmq-ipc", "throughput", cpus, b);
 			bench_peer("nng-ipc", "throughput", cpus, b);
 		}
 		struct cfg cb = {.bytes = 8, .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
 		                 .batch = true};
-		throughput("throughput-batch", cpus, &cb, spin * 4, "throughput-batch");
+		throughput("throughput-batch", cpus, &cb, spin * 4, "bare-spsc", "throughput-batch");
 		syscalls_busy(cpus, block);
 	}
 }
