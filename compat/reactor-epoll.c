@@ -214,6 +214,8 @@ static int ep_wait(struct abd_reactor *r, int64_t timeout_ns)
 		ms = (int)((timeout_ns + 999999) / 1000000); /* round up: never wake early */
 	struct epoll_event evs[BATCH];
 	int n = epoll_wait(E(r)->epfd, evs, BATCH, ms);
+	if (n < 0 && errno == EINTR)
+		r->interrupted = true;
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
 	/* Timers go last, in deadline order: epoll reports ready fds in no promised order. */

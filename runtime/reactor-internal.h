@@ -140,6 +140,7 @@ struct abd_reactor {
 	struct abd__list defers;    /* deferred calls queued for the next iteration */
 	struct abd__list pending;   /* io_uring: arms/cancels waiting for SQ room */
 	unsigned dispatched;        /* callbacks run in this run_once */
+	bool interrupted;           /* this run_once's wait returned EINTR (abd__reactor_interrupted) */
 	struct abd__cookie cancel_ck;
 	struct abd__cookie wake_ck;
 	unsigned sq_entries;        /* io_uring SQ size (tests make it small) */
@@ -202,6 +203,10 @@ int abd__reactor_add_owner(struct abd_reactor *r, void (*on_kill)(void *userdata
                            struct abd_source **out);
 /* 0, or -ECHILD / -EBUSY when the caller may not use r (forked child, other thread). */
 int abd__reactor_check(const struct abd_reactor *r);
+/* After abd_reactor_run_once: whether its wait ended by EINTR (a signal handler ran, or, on a
+ * ring without DEFER_TASKRUN, the kernel's task-work notification: callers that report it as
+ * -EINTR may report it spuriously, never miss one). */
+bool abd__reactor_interrupted(const struct abd_reactor *r);
 static inline void *abd__source_buf(const struct abd_source *s)
 {
 	return s->buf;

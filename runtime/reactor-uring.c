@@ -445,6 +445,8 @@ static int uring_wait(struct abd_reactor *r, int64_t timeout_ns)
 		struct io_uring_cqe *cqe;
 		e = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
 	}
+	if (e == -EINTR)
+		r->interrupted = true;
 	if (e == -ETIME || e == -EINTR || e == -EBUSY || e == -EAGAIN)
 		e = 0;
 	reap(r, 4 * u->cq_entries);

@@ -503,6 +503,7 @@ ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
 
 	r->depth++;
 	r->dispatched = 0;
+	r->interrupted = false;
 	e = r->be->wait(r, timeout_ns);
 	while (!abd__list_empty(&due)) {
 		struct abd_source *s = abd__container_of(due.next, struct abd_source, qlink);
@@ -520,6 +521,11 @@ ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
 	if (e < 0 && e != -EINTR && e != -ETIME)
 		return e;
 	return (int)r->dispatched;
+}
+
+bool abd__reactor_interrupted(const struct abd_reactor *r)
+{
+	return r->interrupted;
 }
 
 ABD_EXPORT int abd_reactor_run(struct abd_reactor *r)

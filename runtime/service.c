@@ -24,11 +24,14 @@
 #include <time.h>
 
 #include "internal.h"
+#include "reactor-internal.h"
 #include "ring-internal.h"
 
 #define SERVICE_PROTO "ring/1"
-/* Blocking waits look at the registry (opener) or the handshake server (publisher) at least
- * this often, so a death or a new opener is never waited on for long without a reactor. */
+/* Blocking waits sleep in the service's reactor where it has io_uring FUTEX_WAIT (no periodic
+ * wake-up). Elsewhere (epoll, Linux < 6.7, or called from inside a reactor callback) they look
+ * at the registry (opener) or the handshake server (publisher) at least this often, so a death
+ * or a new opener is never waited on for long. */
 #define SLICE_NS (20ll * 1000 * 1000)
 /* Closed word values in the ring header (docs/ring.md line 7). */
 enum { CLOSED_OPEN = 0, CLOSED_WITHDRAWN = 1, CLOSED_DIED = 2 };
@@ -70,6 +73,11 @@ struct abd_service {
 	/* READABLE */
 	struct abd_source *rd_futex, *rd_io, *rd_timer, *rd_defer;
 	bool rd_waiting;
+	/* blocking push (SPACE) and pop (DATA) asleep in the reactor: io_uring FUTEX_WAIT sources
+	 * on the ring's words, one-shot, fired[] set by their callback */
+	struct abd_source *blk_src[2];
+	bool blk_fired[2];
+	bool blk_nofutex; /* the reactor has no futex source (epoll, or no FUTEX_WAIT opcode) */
 
 	/* publisher: on the list of this process's publications */
 	uint8_t instance[ABD_INSTANCE_SIZE];
@@ -634,6 +642,8 @@ static void real_close(struct abd_service *svc)
 		wake_all(svc->ring);
 	}
 	readable_disarm(svc);
+	abd_source_free(svc->blk_src[0]);
+	abd_source_free(svc->blk_src[1]);
 	abd_source_free(svc->closed_src);
 	abd_source_free(svc->srv_src);
 	abd_source_free(svc->watch_src);
@@ -760,25 +770,75 @@ static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uin
 	return e < 0 && errno == EINTR ? -EINTR : 0;
 }
 
+static void blk_cb(abd__unused struct abd_source *src, abd__unused int status,
+                   abd__unused uint64_t value, void *ud)
+{
+	*(bool *)ud = true;
+}
+
+/* Sleep in the service's reactor until the ring's futex word is woken (an io_uring
+ * FUTEX_WAIT source), one of the reactor's own sources has work (the handshake server, the
+ * registry watch: a publisher's death closes the handle from there) or ns pass (< 0: no
+ * limit). No periodic wake-up. Returns 1 when it slept (0 or -EINTR in *err), 0 when it cannot
+ * here: no futex source on this reactor, or run_once refused (called from inside one of its
+ * callbacks, or from another thread than its owner): the caller sleeps in slices. */
+static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
+                         int64_t ns, int *err)
+{
+	if (svc->blk_nofutex || !svc->ring->use_futex)
+		return 0;
+	struct abd_source **src = &svc->blk_src[what];
+	bool *fired = &svc->blk_fired[what];
+	if (!*src) {
+		*fired = false;
+		if (abd_reactor_add_futex(svc->reactor, abd_ring_futex(svc->ring, what), value, blk_cb,
+		                          fired, src) < 0) {
+			*src = NULL;
+			svc->blk_nofutex = true;
+			return 0;
+		}
+	} else if (*fired) {
+		/* a fired source is re-armed with the word's current value; one still armed from an
+		 * earlier sleep is queued on the word already and wakes with the next FUTEX_WAKE */
+		*fired = false;
+		if (abd_source_futex_arm(*src, value) < 0) {
+			*fired = true;
+			return 0;
+		}
+	}
+	int64_t start = ns > 0 ? now_ns() : 0;
+	int n = abd_reactor_run_once(svc->reactor, ns);
+	if (n == -EBUSY)
+		return 0;
+	*err = n < 0 ? n : 0;
+	/* A signal handler ran (the wait ended early with nothing to do): report it as the
+	 * futex path does. */
+	if (n == 0 && !*fired && abd__reactor_interrupted(svc->reactor) &&
+	    (ns < 0 || now_ns() - start < ns))
+		*err = -EINTR;
+	return 1;
+}
+
 /* Wait once for `what` (or a slice, or the deadline): 0 to retry, -errno to stop. */
 static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64_t deadline)
 {
-	int64_t left = SLICE_NS;
-	if (deadline >= 0) {
-		int64_t l = deadline - now_ns();
-		if (l <= 0)
-			return -ETIMEDOUT;
-		if (l < left)
-			left = l;
-	}
+	int64_t left = deadline >= 0 ? deadline - now_ns() : -1;
+	if (deadline >= 0 && left <= 0)
+		return -ETIMEDOUT;
 	uint32_t value;
 	int64_t tmo;
 	int r = abd_ring_wait_prepare(svc->ring, what, &value, &tmo);
 	if (r < 0)
 		return r;
 	if (r == 0 && !is_closed(svc)) {
-		if (tmo >= 0 && tmo < left)
+		if (tmo >= 0 && (left < 0 || tmo < left))
 			left = tmo;
+		if (reactor_sleep(svc, what, value, left, &r)) {
+			abd_ring_wait_finish(svc->ring, what);
+			return r;
+		}
+		if (left < 0 || left > SLICE_NS)
+			left = SLICE_NS;
 		r = sleep_slice(svc, what, value, left);
 	} else if (r == 0) {
 		/* closed, but a producer is still attached: look again in a millisecond */

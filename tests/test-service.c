@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <time.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -723,4 +725,96 @@ ABD_TEST(service, event_driven_consumer_ends_when_the_last_producer_leaves)
 	cr_assert(d.done, "no -EPIPE from events alone (last pop %d)", d.last);
 	abd_service_close(op);
 	ctx_fini(&c);
+}
+
+/* ---------------------------------------------------------------- sleeping -- */
+
+static long my_voluntary_switches(void)
+{
+	FILE *f = fopen("/proc/thread-self/status", "re");
+	cr_assert(f);
+	char line[256];
+	long v = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+			break;
+	fclose(f);
+	cr_assert_geq(v, 0);
+	return v;
+}
+
+/* A consumer blocked in pop on an idle service sleeps in its reactor (io_uring FUTEX_WAIT on
+ * the ring's word, beside the registry watch): it does not wake every 20 ms to look. */
+ABD_TEST(service, blocking_pop_sleeps_without_periodic_wakeups)
+{
+	abd_test_require(ABD_FEAT_IO_URING);
+	abd_test_require(ABD_FEAT_URING_FUTEX_WAIT);
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct child_pub p = { .dir = dir, .name = "svc.idle", .flags = ABD_SERVICE_PRODUCER };
+	pid_t pid = start_child_pub(&p);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *cons;
+	cr_assert_eq(abd_service_open("svc.idle", &cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &cons), 0);
+	char b[8];
+	(void)abd_service_pop(cons, b, sizeof(b), 0); /* arm what a first wait arms */
+	long before = my_voluntary_switches();
+	int r = abd_service_pop(cons, b, sizeof(b), SEC / 2);
+	long woke = my_voluntary_switches() - before;
+	cr_assert_eq(r, -ETIMEDOUT, "pop on an idle service: %d", r);
+	/* 20 ms slices would be 25 sleeps; one sleep, plus a few for a busy machine */
+	cr_assert_leq(woke, 5, "an idle blocking pop slept %ld times in 500 ms", woke);
+	abd_service_close(cons);
+	kill(pid, SIGTERM);
+	abd_test_wait(pid);
+	abd_test_rmtree(dir);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+struct poker {
+	pthread_t target;
+};
+
+static void *poke(void *arg)
+{
+	struct poker *k = arg;
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	pthread_kill(k->target, SIGUSR1);
+	return NULL;
+}
+
+/* A signal handler that ran while pop slept ends the pop with -EINTR, on every backend (so a
+ * program's SIGINT flag is seen), and nothing is lost: the message pushed later arrives. */
+ABD_TEST(service, a_signal_interrupts_a_blocking_pop)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct sigaction sa = { 0 }, old;
+	sa.sa_handler = on_usr1; /* no SA_RESTART */
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR1, &sa, &old), 0);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *pub, *cons;
+	cr_assert_eq(abd_service_publish("svc.intr", &cfg, ABD_SERVICE_PRODUCER, &pub), 0);
+	cr_assert_eq(abd_service_open("svc.intr", &cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &cons), 0);
+	struct poker k = { pthread_self() };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, poke, &k), 0);
+	char b[8];
+	int r = abd_service_pop(cons, b, sizeof(b), 10 * SEC);
+	pthread_join(t, NULL);
+	cr_assert_eq(r, -EINTR, "pop interrupted by a signal handler: %d", r);
+	cr_assert_eq(abd_service_push(pub, "after", 5, SEC), 0);
+	cr_assert_eq(abd_service_pop(cons, b, sizeof(b), SEC), 5);
+	abd_service_close(cons);
+	abd_service_close(pub);
+	sigaction(SIGUSR1, &old, NULL);
+	abd_test_rmtree(dir);
 }
