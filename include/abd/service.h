@@ -179,14 +179,19 @@ ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *
                                                  size_t size) ABD_NONBLOCKING;
 
 /* Blocking forms: as the try forms, waiting up to timeout_ns (< 0: forever; 0: no wait) for
- * space or a message, asleep on the ring's futex word. At least every 20 ms they run the
- * service's reactor once without blocking (abd_reactor_run_once(r, 0)), so that a publisher
- * blocked in push still answers openers and an opener blocked in pop learns of the
- * publisher's death even when nobody else runs the reactor; with a given reactor its other
- * callbacks may run then. Called from inside a callback of that reactor, they skip that step
- * (an opener then checks the publisher's record itself). Additional returns: -ETIMEDOUT,
- * -EINTR (a signal interrupted the wait), -ECANCELED (a callback run meanwhile closed this
- * handle: it is gone when the call returns). */
+ * space or a message. They sleep in the service's reactor, so that a publisher blocked in
+ * push still answers openers and an opener blocked in pop learns of the publisher's death
+ * even when nobody else runs the reactor; with a given reactor its other callbacks may run
+ * then. Where the reactor has io_uring FUTEX_WAIT (Linux 6.7+) the ring's futex word is one
+ * of its sources and nothing wakes the sleeper but a message (or space), a reactor event or
+ * the timeout. Elsewhere (epoll, older kernels) they sleep on the futex word (or eventfd) in
+ * slices of at most 20 ms and run the reactor once without blocking between slices. Called
+ * from inside a callback of that reactor (or from a thread other than its owner) they take
+ * the slices and skip the reactor (an opener then checks the publisher's record itself).
+ * Additional returns: -ETIMEDOUT, -EINTR (a signal handler ran while it slept; on an
+ * embedded io_uring reactor, rarely, io_uring's own task-work notification too: retry),
+ * -ECANCELED (a callback run meanwhile closed this handle: it is gone when the call
+ * returns). */
 ABD_EXPORT ABD_NODISCARD int abd_service_push(struct abd_service *svc, const void *data,
                                               size_t len, int64_t timeout_ns);
 ABD_EXPORT ABD_NODISCARD int abd_service_pop(struct abd_service *svc, void *buf, size_t size,
