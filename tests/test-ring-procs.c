@@ -785,3 +785,87 @@ ABD_TEST(ring_procs, a_waker_on_another_cpu_gives_no_yield_hint)
 	abd_ring_free(r);
 	sched_setaffinity(0, sizeof(old), &old);
 }
+
+/* ---- blocking ping-pong ----
+ * Two SPSC rings, two processes, blocking forms, random pauses (a yield, a short busy loop) so
+ * that each side sometimes catches the answer while spinning (its publisher then drops the
+ * fence: docs/ring.md section 5) and sometimes sleeps: the round trips must never stall. Run
+ * with both processes on one CPU (wakes preempt, the yield hint is taken), on two, and
+ * unpinned. */
+
+struct pp {
+	int memfd[2], evfd[2];
+	unsigned n;
+	int cpu[2];
+};
+
+static int pp_side(struct pp *p, int side)
+{
+	child_setup();
+	pin(p->cpu[side]);
+	struct abd_ring *out, *in;
+	if (abd_ring_attach(p->memfd[side], p->evfd[side], NULL, ABD_RING_PRODUCER, &out) < 0 ||
+	    abd_ring_attach(p->memfd[1 - side], p->evfd[1 - side], NULL, ABD_RING_CONSUMER, &in) < 0)
+		return 1;
+	unsigned seed = 2654435761u * (unsigned)(side + 1);
+	for (uint64_t i = 0; i < p->n; i++) {
+		uint64_t v = i;
+		if (side == 0 && abd_ring_push(out, &v, sizeof(v), -1) < 0)
+			return 2;
+		if (abd_ring_pop(in, &v, sizeof(v), -1) != sizeof(v) || v != i)
+			return 3;
+		if (side == 1 && abd_ring_push(out, &v, sizeof(v), -1) < 0)
+			return 2;
+		seed = seed * 1103515245u + 12345u;
+		unsigned k = seed >> 16 & 15;
+		if (k == 0)
+			sched_yield();
+		else if (k < 4)
+			for (volatile unsigned j = 0; j < (seed >> 20 & 1023); j++)
+				;
+	}
+	abd_ring_free(out);
+	abd_ring_free(in);
+	return 0;
+}
+
+static int pp_ping(void *arg) { return pp_side(arg, 0); }
+static int pp_pong(void *arg) { return pp_side(arg, 1); }
+
+static void pingpong(int cpu0, int cpu1)
+{
+	watchdog();
+	struct abd_ring *r[2];
+	struct pp p = { .n = (unsigned)abd_test_scaled(5000, 500), .cpu = { cpu0, cpu1 } };
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(abd_ring_new(64, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+		                          NULL, &r[i]), 0);
+		/* the creator holds both single roles: keep only the descriptors */
+		p.memfd[i] = dup(abd_ring_fd(r[i]));
+		p.evfd[i] = dup(abd_ring_wait_fd(r[i]));
+		cr_assert(p.memfd[i] >= 0 && p.evfd[i] >= 0);
+		abd_ring_free(r[i]);
+	}
+	pid_t a = abd_test_fork(pp_ping, &p), b = abd_test_fork(pp_pong, &p);
+	cr_assert_eq(abd_test_wait(a), 0, "ping");
+	cr_assert_eq(abd_test_wait(b), 0, "pong");
+	for (int i = 0; i < 2; i++) {
+		close(p.memfd[i]);
+		close(p.evfd[i]);
+	}
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, blocking_pingpong_never_stalls)
+{
+	cpu_set_t set;
+	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	int here = sched_getcpu(), there = -1;
+	for (int c = 0; c < CPU_SETSIZE && there < 0; c++)
+		if (CPU_ISSET(c, &set) && c != here)
+			there = c;
+	pingpong(here, here);
+	pingpong(-1, -1);
+	if (there >= 0)
+		pingpong(here, there);
+}
