@@ -199,6 +199,8 @@ struct abd_ring {
 	uint64_t armed_at[2];
 	uint32_t prep_value[2]; /* the value of the current (or last) announcement */
 	bool yield_hint[2];     /* last woken by a waker on our CPU: yield once before sleeping */
+	uint8_t yield_skip[2];  /* hints to ignore after a yield that found nothing */
+	uint8_t yield_backoff[2]; /* the next skip, doubled at each fruitless yield in a row */
 	unsigned spin;     /* blocking forms: current spin budget before sleeping */
 	/* last-resort takeover of a slot held by a live peer */
 	int64_t stuck_ns;

@@ -20,6 +20,7 @@
 #define ABD__STALL_POLL_NS 1000000 /* re-check a live claimer we depend on every 1 ms */
 #define ABD__SPIN 128 /* most try-op iterations before sleeping */
 #define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
+#define ABD__YIELD_BACKOFF_MAX 63 /* most yield hints ignored after fruitless yields */
 
 uint64_t abd__ring_now_ns(void)
 {
@@ -175,7 +176,10 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		return -EALREADY;
 	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
-	if (r->yield_hint[what]) {
+	if (r->yield_hint[what] && r->yield_skip[what]) {
+		r->yield_hint[what] = false;
+		r->yield_skip[what]--;
+	} else if (r->yield_hint[what]) {
 		/* woken last time by a waker on our CPU (note_waker): let it run first (when nothing
 		 * else is runnable here this returns at once), and look again before arming: an
 		 * arming that turns out needless costs the next publisher a wake syscall */
@@ -183,8 +187,18 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		sched_yield();
 		int64_t t;
 		int e = recheck(r, what, &t);
-		if (e != 0)
+		if (e != 0) {
+			r->yield_backoff[what] = 0;
 			return e;
+		}
+		/* Nothing came of it: the waker had nothing more, or another task took the CPU. A
+		 * yield also gives up the preference a woken sleeper gets, so with unrelated tasks
+		 * on this CPU it can cost us a scheduler slice: ignore the next hints, 1, 3, 7 .. 63
+		 * of them after fruitless yields in a row. */
+		r->yield_backoff[what] = (uint8_t)(r->yield_backoff[what] * 2 + 1 > ABD__YIELD_BACKOFF_MAX
+		                                   ? ABD__YIELD_BACKOFF_MAX
+		                                   : r->yield_backoff[what] * 2 + 1);
+		r->yield_skip[what] = r->yield_backoff[what];
 	}
 	*value = __atomic_fetch_or(word, 1, __ATOMIC_SEQ_CST) | 1;
 	r->prep_value[what] = *value;
