@@ -1304,8 +1304,11 @@ ABD_EXPORT int abd_registry_liveness(struct abd_registry *reg, const char *name)
  * server without unlinking. A live server's name always listens: it is bound under
  * ".abd-<32 hex>.tmp" and renamed once listening. So a ".sock" is removed only when no alive
  * record names it and connect() is refused. A ".tmp" refuses connections while it is being
- * set up, for a few syscalls: it is removed only when it also changed more than
- * SOCK_TMP_GRACE seconds ago (a publisher killed between bind and rename). */
+ * set up, for a few syscalls: it is removed only when it was also bound more than
+ * SOCK_TMP_GRACE seconds ago (a publisher killed between bind and rename). Its mtime says
+ * when: bind sets it, chmod and rename keep it (they move ctime, which no test could age);
+ * only the socket's owner can set it back, to lose its own socket, and GC still asks for
+ * ECONNREFUSED. */
 #define SOCK_TMP_GRACE 60
 
 enum sock_name { SOCK_NOT_OURS, SOCK_FINAL, SOCK_TMP };
@@ -1361,7 +1364,7 @@ static int gc_sockets(struct abd_registry *reg, char *const *alive, size_t naliv
 		if (kind == SOCK_TMP) {
 			struct timespec now;
 			clock_gettime(CLOCK_REALTIME, &now);
-			if (now.tv_sec - st.st_ctim.tv_sec <= SOCK_TMP_GRACE)
+			if (now.tv_sec - st.st_mtim.tv_sec <= SOCK_TMP_GRACE)
 				continue;
 		}
 		/* 1: somebody listens; < 0: cannot tell (e.g. EACCES: another user's socket) */
