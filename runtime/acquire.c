@@ -30,6 +30,8 @@ _Static_assert(offsetof(struct abd__ring_hdr, nonce) == SHM_NONCE_OFF, "ring non
 _Static_assert(offsetof(struct abd__ring_hdr, total_size) == SHM_SIZE_OFF, "ring size offset");
 _Static_assert(ABD__RING_HEADER_SIZE == SHM_HEADER_MIN, "ring header size");
 _Static_assert(ABD_RING_NONCE_SIZE == ABD_INSTANCE_SIZE, "nonce = instance id");
+/* tools/abdctl-emulate.c answers this request ENOTTY under linux-5.4 */
+_Static_assert(ABD_PIDFD_GET_INFO == 0xc040ff0bu, "PIDFD_GET_INFO request number");
 
 struct slot {
 	char name[ABD__HS_NAME_MAX + 1];
@@ -279,14 +281,17 @@ static int proc_start_time(pid_t pid, uint64_t *start)
 	return 0;
 }
 
-/* PIDFD_GET_INFO said ENOTTY/EINVAL once (before 6.13): /proc/PID/status from then on. */
+/* PIDFD_GET_INFO said ENOTTY/EINVAL once although the probe had it: /proc/PID/status from
+ * then on. */
 static atomic_bool getinfo_missing;
 
-/* The effective uid/gid of the process: from its pidfd when the kernel tells (one ioctl,
- * bound to that very process), else /proc/PID/status. Returns 0, -ESRCH (gone), or -errno. */
+/* The effective uid/gid of the process: from its pidfd when the probe has PIDFD_GET_INFO (one
+ * ioctl, bound to that very process), else /proc/PID/status (read after pidfd_open and the
+ * start-time check, so it is the pidfd's process). Returns 0, -ESRCH (gone), or -errno. */
 static int proc_creds(int pidfd, pid_t pid, uid_t *uid, gid_t *gid)
 {
-	if (pidfd >= 0 && !atomic_load_explicit(&getinfo_missing, memory_order_relaxed)) {
+	if (pidfd >= 0 && abd_probe_has(ABD_FEAT_PIDFD_GET_INFO) == 1 &&
+	    !atomic_load_explicit(&getinfo_missing, memory_order_relaxed)) {
 		int r = abd__pidfd_creds(pidfd, uid, gid);
 		if (r != -ENOTTY && r != -EINVAL && r != -ENOSYS)
 			return r;

@@ -78,6 +78,7 @@ static const struct {
 	[ABD_FEAT_EVENTFD] = { "eventfd", -1 },
 	[ABD_FEAT_CLOSE_RANGE] = { "close_range", -1 },
 	[ABD_FEAT_OPENAT2] = { "openat2", -1 },
+	[ABD_FEAT_PIDFD_GET_INFO] = { "pidfd_get_info", -1 },
 };
 
 static struct {
@@ -164,8 +165,14 @@ static void probe_pidfd(void)
 	set(ABD_FEAT_PIDFD_OPEN, pidfd);
 	if (pidfd < 0) {
 		set(ABD_FEAT_PIDFD_GETFD, pidfd == -ENOSYS ? -ENOSYS : pidfd);
+		set(ABD_FEAT_PIDFD_GET_INFO, pidfd);
 		return;
 	}
+	/* Before 6.13 a pidfd has no ioctl: ENOTTY (EINVAL on some); acquisition then reads the
+	 * uids from /proc/PID/status */
+	uid_t u;
+	gid_t g;
+	set(ABD_FEAT_PIDFD_GET_INFO, abd__pidfd_creds(pidfd, &u, &g));
 	/* Taking our own descriptor passes any ptrace check, so EPERM here means a policy
 	 * (seccomp, a container profile), not Yama between siblings: that one shows per peer. */
 	int fd = abd__pidfd_getfd(pidfd, pidfd, 0);
@@ -254,7 +261,7 @@ ABD_EXPORT uint64_t abd_probe_features(void)
 		for (int f = ABD_FEAT_IO_URING; f <= ABD_FEAT_URING_DEFER_TASKRUN; f++)
 			mask &= ~ABD_FEATURE_BIT(f);
 	if (!(mask & ABD_FEATURE_BIT(ABD_FEAT_PIDFD_OPEN)))
-		mask &= ~ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GETFD);
+		mask &= ~(ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GETFD) | ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GET_INFO));
 	return mask;
 }
 

@@ -43,6 +43,7 @@ struct tpub {
 	uid_t allow_uid;    /* (uid_t)-1: none */
 	gid_t allow_gid;    /* (gid_t)-1: none */
 	enum tpub_variant variant;
+	pid_t ptracer;      /* 0: none; else abd_acquire_set_ptracer(it) once published */
 	int ready_w;        /* the child writes one byte here once published */
 	int stop_r;         /* the child stops when this reaches EOF */
 	/* set by tpub_start */
@@ -128,6 +129,10 @@ static inline int tpub_main(void *arg)
 		return 97;
 	if (abd_acquire_server_serve(srv, abd_publication_record(pub)) < 0)
 		return 99;
+	/* without Yama there is nothing to declare (-EOPNOTSUPP): the caller checks that */
+	if (t->ptracer && abd_acquire_set_ptracer(t->ptracer) < 0 &&
+	    abd_probe_ptrace_scope() != -ENOENT)
+		return 98;
 	char one = 1;
 	if (write(t->ready_w, &one, 1) != 1)
 		return 89;

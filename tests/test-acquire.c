@@ -2,9 +2,15 @@
 /* Descriptor acquisition: both paths and the automatic choice, verification (PID reuse,
  * kinds, nonce), the access policy with real uids, containers (another PID namespace), and a
  * hostile or dying peer on either side of the handshake. Real processes, real kernel. */
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -57,7 +63,82 @@ struct consumer {
 	int64_t timeout_ns;
 	int out_w;
 	bool new_pidns; /* acquire from a child in a new PID namespace */
+	bool no_get_info; /* PIDFD_GET_INFO denied by seccomp (EPERM): any call of it fails */
+	bool mask_get_info; /* ... and switched off in the probe (ABD_FEATURE_BIT) */
 };
+
+/* ---------------------------------------------------------------- seccomp -- */
+
+#if defined(__x86_64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+struct arg_rule {
+	uint64_t value;
+	int err;
+};
+
+/* A filter for this process: syscall nr whose argument `key_arg` equals key (key_arg < 0: any
+ * call of nr) answers, by the value of argument `arg`, the errno of the matching rule, else
+ * other_err (0: let it through). Everything else passes. -EOPNOTSUPP on an architecture this
+ * test does not know, else 0 or -errno. */
+static int deny_by_arg(long nr, int key_arg, uint64_t key, int arg, const struct arg_rule *rules,
+                       unsigned n, int other_err)
+{
+#ifdef TEST_AUDIT_ARCH
+	struct sock_filter f[64];
+	unsigned k = 0;
+#define LD(off) f[k++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
+#define JEQ(v, t, e) f[k++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (v), (t), (e))
+#define RET(v) f[k++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (v))
+#define ARG_LO(i) (uint32_t)(offsetof(struct seccomp_data, args) + 8 * (i))
+#define ARG_HI(i) (ARG_LO(i) + 4) /* little-endian */
+	/* the last instruction is "allow"; jumps to it are computed once k is known */
+	unsigned to_allow[8], nallow = 0;
+	LD(offsetof(struct seccomp_data, arch));
+	to_allow[nallow++] = k;
+	JEQ(TEST_AUDIT_ARCH, 0, 0);
+	LD(offsetof(struct seccomp_data, nr));
+	to_allow[nallow++] = k;
+	JEQ((uint32_t)nr, 0, 0);
+	if (key_arg >= 0) {
+		LD(ARG_LO(key_arg));
+		to_allow[nallow++] = k;
+		JEQ((uint32_t)key, 0, 0);
+		LD(ARG_HI(key_arg));
+		to_allow[nallow++] = k;
+		JEQ((uint32_t)(key >> 32), 0, 0);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		LD(ARG_LO(arg));
+		JEQ((uint32_t)rules[i].value, 0, 3);
+		LD(ARG_HI(arg));
+		JEQ((uint32_t)(rules[i].value >> 32), 0, 1);
+		RET(SECCOMP_RET_ERRNO | (uint32_t)rules[i].err);
+	}
+	RET(other_err ? SECCOMP_RET_ERRNO | (uint32_t)other_err : SECCOMP_RET_ALLOW);
+	RET(SECCOMP_RET_ALLOW);
+	for (unsigned i = 0; i < nallow; i++)
+		f[to_allow[i]].jf = (uint8_t)(k - 1 - to_allow[i] - 1);
+#undef LD
+#undef JEQ
+#undef RET
+#undef ARG_LO
+#undef ARG_HI
+	struct sock_fprog prog = { .len = (unsigned short)k, .filter = f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+		return -errno;
+	return 0;
+#else
+	(void)nr, (void)key_arg, (void)key, (void)arg, (void)rules, (void)n, (void)other_err;
+	return -EOPNOTSUPP;
+#endif
+}
+
+#define PIDFD_GET_INFO_REQUEST 0xc040ff0bu /* _IOWR(0xFF, 11, struct pidfd_info v0) */
 
 static int consume_here(struct consumer *c)
 {
@@ -79,6 +160,13 @@ static int consumer_main(void *arg)
 	struct consumer *c = arg;
 	if (c->uid && tpub_drop_to(c->uid, c->gid) < 0)
 		return 2;
+	if (c->no_get_info) {
+		struct arg_rule r = { PIDFD_GET_INFO_REQUEST, EPERM };
+		if (deny_by_arg(SYS_ioctl, -1, 0, 1, &r, 1, 0) < 0)
+			return 6;
+	}
+	if (c->mask_get_info)
+		abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GET_INFO));
 	if (!c->new_pidns)
 		return consume_here(c);
 	if (unshare(CLONE_NEWPID) < 0)
@@ -391,6 +479,56 @@ ABD_TEST(acquire, gc_removes_dead_publishers_sockets_only)
 	abd_test_rmtree(dir);
 }
 
+/* Set a file's mtime (and atime) to `age` seconds ago. */
+static void age_at(const char *dir, const char *name, int age)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	struct timespec ts[2] = { { now.tv_sec - age, 0 }, { now.tv_sec - age, 0 } };
+	cr_assert_eq(utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW), 0, "%s", strerror(errno));
+}
+
+ABD_TEST(acquire, gc_removes_a_tmp_socket_only_after_60_s)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	/* a publisher killed between bind and rename, long ago: nobody listens, old */
+	const char *stale = ".abd-11111111111111111111111111111111.tmp";
+	/* the same, but within the grace period: it may be a publisher setting up right now */
+	const char *young = ".abd-22222222222222222222222222222222.tmp";
+	/* old but listening (a publisher stopped between listen and rename): it accepts */
+	const char *listening = ".abd-33333333333333333333333333333333.tmp";
+	dead_socket_at(dir, stale);
+	dead_socket_at(dir, young);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, listening);
+	int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	cr_assert_geq(l, 0);
+	cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	cr_assert_eq(listen(l, 8), 0);
+	age_at(dir, stale, 61 + 5);
+	age_at(dir, young, 60 - 5);
+	age_at(dir, listening, 61 + 5);
+	unsigned failed = 1;
+	cr_assert_eq(abd_registry_gc_sockets(reg, &failed), 1, "only the stale .tmp");
+	cr_assert_eq(failed, 0);
+	cr_assert_not(exists_at(dir, stale), "older than 60 s and refusing: removed");
+	cr_assert(exists_at(dir, young), "refusing but younger than 60 s: kept");
+	cr_assert(exists_at(dir, listening), "older than 60 s but listening: kept");
+	/* once it ages past the grace period, the young one goes too */
+	age_at(dir, young, 61 + 5);
+	cr_assert_eq(abd_registry_gc_sockets(reg, &failed), 1);
+	cr_assert_not(exists_at(dir, young));
+	cr_assert(exists_at(dir, listening));
+	close(l);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
 static int linger(void *arg)
 {
 	(void)arg;
@@ -561,16 +699,156 @@ ABD_TEST(acquire, root_is_always_allowed)
 	abd_test_rmtree(dir);
 }
 
-ABD_TEST(acquire, ptracer_policy)
+/* PR_SET_PTRACER's argument, seen by a seccomp filter that answers each expected value with
+ * its own errno: no Yama needed. */
+static int ptracer_args_main(void *arg)
+{
+	(void)arg;
+	const struct arg_rule rules[] = {
+		{ 1234, EDOM },
+		{ (uint64_t)PR_SET_PTRACER_ANY, EXDEV },
+		{ 0, ENOTBLK },
+	};
+	int r = deny_by_arg(SYS_prctl, 0, PR_SET_PTRACER, 1, rules, 3, ERANGE);
+	if (r == -EOPNOTSUPP)
+		return 77;
+	if (r < 0)
+		return 2;
+	if (abd_acquire_set_ptracer(1234) != -EDOM)
+		return 3;
+	if (abd_acquire_set_ptracer(ABD_PTRACER_ANY) != -EXDEV)
+		return 4;
+	if (abd_acquire_set_ptracer(0) != -ENOTBLK)
+		return 5;
+	if (abd_acquire_set_ptracer(-2) != -EINVAL)
+		return 6; /* refused before any prctl (else ERANGE) */
+	return 0;
+}
+
+ABD_TEST(acquire, ptracer_policy_passes_its_argument_to_prctl)
+{
+	int st = abd_test_wait(abd_test_fork(ptracer_args_main, NULL));
+	if (st == 77)
+		cr_skip_test("no seccomp filter for this architecture in the test");
+	cr_assert_eq(st, 0, "step %d: PR_SET_PTRACER got another argument than expected", st);
+}
+
+ABD_TEST(acquire, ptracer_policy_without_yama_is_eopnotsupp_and_harmless)
 {
 	int scope = abd_probe_ptrace_scope();
-	int r = abd_acquire_set_ptracer(ABD_PTRACER_ANY);
-	if (scope == -ENOENT) {
-		cr_assert_eq(r, -EOPNOTSUPP, "no Yama: nothing to declare (%d)", r);
-	} else {
-		cr_assert_eq(r, 0);
-		cr_assert_eq(abd_acquire_set_ptracer(0), 0);
+	if (scope != -ENOENT)
+		cr_skip_test("Yama is present (ptrace_scope=%d): see ptracer_policy_under_yama", scope);
+	cr_assert_eq(abd_acquire_set_ptracer(ABD_PTRACER_ANY), -EOPNOTSUPP);
+	cr_assert_eq(abd_acquire_set_ptracer(getpid()), -EOPNOTSUPP);
+	cr_assert_eq(abd_acquire_set_ptracer(0), -EOPNOTSUPP);
+	/* a publisher that declared a ptracer anyway still serves either path */
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "ptracer.svc");
+	t.ptracer = ABD_PTRACER_ANY;
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){ .dir = dir, .service = "ptracer.svc" });
+	cr_assert_eq(res.r, 0, "%s", strerror(-res.r));
+	cr_assert_eq(res.path, (int)expected_auto_path());
+	cr_assert(res.fds_ok);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+/* Never run on the development VM (no Yama there): it SKIPs with the reason. Needs Yama with
+ * ptrace_scope=1, where a sibling of the same uid may not ptrace unless declared. */
+ABD_TEST(acquire, ptracer_policy_under_yama)
+{
+	int scope = abd_probe_ptrace_scope();
+	if (scope == -ENOENT)
+		cr_skip_test("no Yama LSM on this kernel (/proc/sys/kernel/yama is absent): "
+		             "PR_SET_PTRACER cannot be exercised here");
+	if (scope != 1)
+		cr_skip_test("Yama ptrace_scope=%d: only 1 makes PR_SET_PTRACER matter", scope);
+	require_root();
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	for (int declared = 0; declared < 2; declared++) {
+		struct tpub t;
+		tpub_init(&t, dir, declared ? "yama.any" : "yama.none");
+		t.uid = USER_A;
+		t.gid = USER_A;
+		t.ptracer = declared ? ABD_PTRACER_ANY : 0;
+		start(&t);
+		/* a sibling of the same uid, without CAP_SYS_PTRACE */
+		struct tresult res = run_consumer((struct consumer){
+			.dir = dir, .service = t.service, .uid = USER_A, .gid = USER_A });
+		cr_assert_eq(res.r, 0, "%s", strerror(-res.r));
+		cr_assert(res.fds_ok);
+		if (declared) {
+			cr_assert_eq(res.path, (int)ABD_FD_TRANSFER_PIDFD_GETFD, "declared: pidfd_getfd");
+		} else {
+			cr_assert_eq(res.path, (int)ABD_FD_TRANSFER_SCM_RIGHTS, "Yama refuses the sibling");
+			cr_assert_eq(res.fallback, -EPERM, "%d", res.fallback);
+		}
+		cr_assert_eq(tpub_stop(&t), 0);
 	}
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- uids without PIDFD_GET_INFO -- */
+
+ABD_TEST(acquire, pidfd_get_info_follows_the_profile_and_the_mask)
+{
+	int has = abd_probe_has(ABD_FEAT_PIDFD_GET_INFO);
+	if (profile_is("linux-5.4")) {
+		cr_assert_eq(has, 0, "5.4 has no PIDFD_GET_INFO");
+		cr_assert_eq(abd_probe_error(ABD_FEAT_PIDFD_GET_INFO), -ENOTTY);
+	} else {
+		/* what the kernel answers, asked directly */
+		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		cr_assert_geq(pidfd, 0);
+		uint8_t info[64] = { 2 /* PIDFD_INFO_CREDS */ };
+		int direct = ioctl(pidfd, PIDFD_GET_INFO_REQUEST, info) == 0;
+		close(pidfd);
+		cr_assert_eq(has, direct);
+	}
+	abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GET_INFO));
+	cr_assert_eq(abd_probe_has(ABD_FEAT_PIDFD_GET_INFO), 0);
+	if (has)
+		cr_assert_eq(abd_probe_error(ABD_FEAT_PIDFD_GET_INFO), -ECANCELED);
+}
+
+ABD_TEST(acquire, uids_from_proc_status_without_pidfd_get_info)
+{
+	/* The pidfd path on a kernel with pidfd_getfd but no PIDFD_GET_INFO (5.6 .. 6.12): the
+	 * probe says so, and the uids come from /proc/PID/status. A seccomp filter makes any
+	 * PIDFD_GET_INFO fail (EPERM, which acquisition does not take for "missing"), so success
+	 * shows the /proc path was taken; the control (filter, feature not masked) must fail. */
+	require_root();
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "status.svc");
+	t.uid = USER_A;
+	t.gid = GROUP_B + 1; /* a gid unlike the uid, so that a swapped field shows */
+	start(&t);
+	struct tresult res = run_consumer((struct consumer){
+		.dir = dir, .service = "status.svc", .flags = ABD_ACQUIRE_PIDFD_GETFD,
+		.no_get_info = true, .mask_get_info = true });
+	cr_assert_eq(res.r, 0, "%s", strerror(-res.r));
+	cr_assert_eq(res.path, (int)ABD_FD_TRANSFER_PIDFD_GETFD);
+	cr_assert_eq(res.pid, t.pid);
+	cr_assert_eq(res.uid, (uid_t)USER_A, "uid %u", (unsigned)res.uid);
+	cr_assert_eq(res.gid, (gid_t)(GROUP_B + 1), "gid %u", (unsigned)res.gid);
+	cr_assert(res.fds_ok);
+	if (abd_probe_has(ABD_FEAT_PIDFD_GET_INFO) == 1) {
+		res = run_consumer((struct consumer){
+			.dir = dir, .service = "status.svc", .flags = ABD_ACQUIRE_PIDFD_GETFD,
+			.no_get_info = true });
+		cr_assert_eq(res.r, -EPERM, "control: PIDFD_GET_INFO is asked when the probe has it: %d",
+		             res.r);
+	}
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
 }
 
 /* ---------------------------------------------------------------- containers -- */

@@ -60,6 +60,8 @@ static const struct rule linux54[] = {
 	/* 5.4 has io_uring but no IORING_REGISTER_PROBE (5.6): the library then treats io_uring
 	 * as unusable, as it must on a real 5.4. */
 	{ "io_uring_register", EINVAL, 1, 0, 8 /* IORING_REGISTER_PROBE */, 0 },
+	/* ioctl(pidfd, PIDFD_GET_INFO) (6.13): a pidfd has no ioctl on 5.4 */
+	{ "ioctl", ENOTTY, 1, 0, 0xc040ff0bu /* _IOWR(0xFF, 11, 64 bytes) */, 0 },
 	/* pidfd_open flags (PIDFD_NONBLOCK, 5.10) */
 	{ "pidfd_open", EINVAL, 1, 1, 0, 0 },
 	/* memfd_create: MFD_NOEXEC_SEAL (0x8) and MFD_EXEC (0x10) are 6.3 */
