@@ -184,6 +184,9 @@ struct abd_ring {
 	uint64_t sp_head_cache; /* single producer and consumer: the head as last read */
 	bool sp_reserved, sc_peeked;
 	bool sp_fast; /* the cached head may stand in for reading the slot (see sp_claim) */
+	/* multi-producer / multi-consumer: the last claim found the ring full / empty, so the
+	 * next one reads the slot before its CAS (mp_claim, mc_claim) */
+	bool mp_was_full, mc_was_empty;
 	/* a single producer's / consumer's publication mode: without a fence after a run of
 	 * publications that found no sleeper (ring.c, publish_mode) */
 	bool unfenced[2]; /* [ABD_RING_WAIT_DATA]: as producer; [ABD_RING_WAIT_SPACE]: as consumer */

@@ -432,6 +432,36 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOC
 	r->own_wakes++;
 }
 
+/* A message's copy in or out. Up to 16 bytes without a call: two (possibly overlapping) moves
+ * of 8, 4 or 1 byte(s) that read and write only [0, len) — a call to the library's memcpy was
+ * a third of the cost of an 8-byte push and pop. Longer: memcpy. */
+static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, size_t len)
+	ABD_NONBLOCKING
+{
+	unsigned char *d = dst;
+	const unsigned char *sp = src;
+	if (len > 16) {
+		memcpy(d, sp, len);
+	} else if (len >= 8) {
+		uint64_t a, b;
+		memcpy(&a, sp, 8);
+		memcpy(&b, sp + len - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + len - 8, &b, 8);
+	} else if (len >= 4) {
+		uint32_t a, b;
+		memcpy(&a, sp, 4);
+		memcpy(&b, sp + len - 4, 4);
+		memcpy(d, &a, 4);
+		memcpy(d + len - 4, &b, 4);
+	} else if (len) {
+		unsigned char a = sp[0], b = sp[len / 2], c = sp[len - 1];
+		d[0] = a;
+		d[len / 2] = b;
+		d[len - 1] = c;
+	}
+}
+
 /* ---- Fast paths ------------------------------------------------------------------------
  * Every index read from shared memory is masked before use and every length is bounded by
  * our private slot size: a hostile peer can garble messages, never move our accesses out of
@@ -500,13 +530,29 @@ static inline void mode_store(const struct abd_ring *r, enum abd_ring_wait_for w
 static ABD__NOINLINE int mp_claim(struct abd_ring *r, struct abd__ring_slot **out) ABD_NONBLOCKING
 {
 	uint64_t t = abd__load(&r->h->tail, ACQUIRE);
+	/* The common case, a free slot at the tail: one CAS from the word a free slot has
+	 * (FREE(t), no lease) instead of a load and then a CAS. The line usually comes from the
+	 * consumers' CPU, and a load then a CAS fetch it twice (shared, then exclusive). A failed
+	 * CAS returns the word for the cases below. Not after a full ring: a CAS on a slot the
+	 * consumers still use would take its line from them at each retry. */
+	bool direct = !r->mp_was_full;
+	r->mp_was_full = false;
 	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
 		struct abd__ring_slot *s = abd__slot(r, t);
-		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		uint64_t mine = abd__ctl((uint32_t)t, ABD__SLOT_WRITING, r->lease);
+		uint64_t c = abd__ctl((uint32_t)t, ABD__SLOT_FREE, 0);
+		if (!direct || !abd__cas(&s->ctl, &c, mine, ACQ_REL)) {
+			if (!direct)
+				c = abd__load(&s->ctl, ACQUIRE);
+		} else {
+			abd__cas(&r->h->tail, &t, t + 1, RELEASE);
+			*out = s;
+			return 0;
+		}
 		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
 		unsigned st = abd__ctl_state(c);
 		if (d == 0 && st == ABD__SLOT_FREE) {
-			if (abd__cas(&s->ctl, &c, abd__ctl((uint32_t)t, ABD__SLOT_WRITING, r->lease), ACQ_REL)) {
+			if (abd__cas(&s->ctl, &c, mine, ACQ_REL)) {
 				abd__cas(&r->h->tail, &t, t + 1, RELEASE);
 				*out = s;
 				return 0;
@@ -522,8 +568,10 @@ static ABD__NOINLINE int mp_claim(struct abd_ring *r, struct abd__ring_slot **ou
 			continue;
 		}
 		uint64_t t2 = abd__load(&r->h->tail, ACQUIRE);
-		if (t2 == t)
+		if (t2 == t) {
+			r->mp_was_full = true;
 			return -EAGAIN; /* the previous lap is still in use: full */
+		}
 		t = t2;
 	}
 	return -EAGAIN;
@@ -630,8 +678,7 @@ static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *w
 	int e = claim(r, &s);
 	if (e < 0)
 		return e;
-	if (len)
-		memcpy(s->data, data, len);
+	copy_msg(s->data, data, len);
 	e = publish(r, s, len);
 	*wake = e == 0 && data_owed(r);
 	return e;
@@ -647,6 +694,42 @@ int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len) ABD_NONB
 	return e;
 }
 
+/* A single producer's batch: each slot is published with a release store of its word (the
+ * consumer reads the word, not the tail), the tail once at the end. The caller's seq_cst fence
+ * after the batch orders every publication before the sleeper check, in either publication
+ * mode (section 5 of docs/ring.md), so no slot needs a sequentially consistent store of its
+ * own. A producer killed inside the batch leaves published slots and a lagging tail, which
+ * its replacement steps over (sp_claim_slow) as after a single push. */
+static unsigned sp_push_batch(struct abd_ring *r, const void *const *msgs, const size_t *lens,
+                              unsigned n, int *err) ABD_NONBLOCKING
+{
+	unsigned done = 0;
+	int e = 0;
+	while (done < n) {
+		struct abd__ring_slot *s;
+		e = sp_claim(r, &s);
+		if (e < 0)
+			break;
+		size_t len = lens[done];
+		copy_msg(s->data, msgs[done], len);
+		abd__store(&s->len, (uint32_t)len, RELAXED);
+		uint64_t t = r->sp_tail;
+		abd__store(&s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
+		r->sp_tail = t + 1;
+		done++;
+	}
+	if (done) {
+		abd__store(&r->h->tail, r->sp_tail, RELEASE);
+		r->unflushed_pushed += done;
+		if (r->unflushed_pushed >= ABD__STATS_FLUSH) {
+			abd__add(&r->h->pushed, r->unflushed_pushed, RELAXED);
+			r->unflushed_pushed = 0;
+		}
+	}
+	*err = e;
+	return done;
+}
+
 static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const size_t *lens,
                              unsigned n, bool *wake) ABD_NONBLOCKING
 {
@@ -659,17 +742,20 @@ static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const 
 			return lens[i] > r->slot_size ? -EMSGSIZE : -EINVAL;
 	unsigned done = 0;
 	int e = 0;
-	while (done < n) {
-		struct abd__ring_slot *s;
-		e = claim(r, &s);
-		if (e < 0)
-			break;
-		if (lens[done])
-			memcpy(s->data, msgs[done], lens[done]);
-		e = publish(r, s, lens[done]);
-		if (e < 0)
-			break;
-		done++;
+	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
+		done = sp_push_batch(r, msgs, lens, n, &e);
+	} else {
+		while (done < n) {
+			struct abd__ring_slot *s;
+			e = claim(r, &s);
+			if (e < 0)
+				break;
+			copy_msg(s->data, msgs[done], lens[done]);
+			e = publish(r, s, lens[done]);
+			if (e < 0)
+				break;
+			done++;
+		}
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -792,9 +878,23 @@ static ABD__NOINLINE int mc_claim(struct abd_ring *r, size_t size, struct abd__r
 	ABD_NONBLOCKING
 {
 	uint64_t h = abd__load(&r->h->head, ACQUIRE);
+	/* As mp_claim: when every message fits the caller's buffer (no length to check before
+	 * the claim), one CAS from FULL(h) instead of a load and a CAS; not after an empty ring
+	 * (a CAS on the slot being written would take its line from the producer). */
+	bool direct = size >= r->slot_size && !r->mc_was_empty;
+	r->mc_was_empty = false;
 	for (uint32_t guard = 4 * r->cap + 64; guard; guard--) {
 		struct abd__ring_slot *s = abd__slot(r, h);
-		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		uint64_t c = abd__ctl((uint32_t)h, ABD__SLOT_FULL, 0);
+		if (direct) {
+			if (abd__cas(&s->ctl, &c, abd__ctl((uint32_t)h, ABD__SLOT_READING, r->lease), ACQ_REL)) {
+				abd__cas(&r->h->head, &h, h + 1, RELEASE);
+				*out = s;
+				return 0;
+			}
+		} else {
+			c = abd__load(&s->ctl, ACQUIRE);
+		}
 		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
 		unsigned st = abd__ctl_state(c);
 		if (d == 0 && st == ABD__SLOT_FULL) {
@@ -817,6 +917,7 @@ static ABD__NOINLINE int mc_claim(struct abd_ring *r, size_t size, struct abd__r
 		}
 		if (d == 0 && (st == ABD__SLOT_FREE || st == ABD__SLOT_WRITING)) {
 			waiting_for(r, s);
+			r->mc_was_empty = true;
 			return -EAGAIN; /* empty, or the next message is being written */
 		}
 		if (d >= 0) {
@@ -827,8 +928,10 @@ static ABD__NOINLINE int mc_claim(struct abd_ring *r, size_t size, struct abd__r
 			continue;
 		}
 		uint64_t h2 = abd__load(&r->h->head, ACQUIRE);
-		if (h2 == h)
-			return -EAGAIN; /* inconsistent slot (a stale read or a hostile peer) */
+		if (h2 == h) {
+			r->mc_was_empty = true;
+			return -EAGAIN; /* an earlier lap: empty (or a stale read, or a hostile peer) */
+		}
 		h = h2;
 	}
 	return -EAGAIN;
@@ -937,8 +1040,8 @@ static ABD__INLINE int pop_one(struct abd_ring *r, void *buf, size_t size) ABD_N
 	uint32_t len = abd__load(&s->len, RELAXED);
 	/* read again: a peer may have changed it since the claim checked it against `size` */
 	bool bad = len > r->slot_size || len > size;
-	if (!bad && len)
-		memcpy(buf, s->data, len);
+	if (!bad)
+		copy_msg(buf, s->data, len);
 	e = give_back(r, s);
 	if (e < 0)
 		return e;
@@ -966,6 +1069,51 @@ int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 	return e;
 }
 
+/* A single consumer's batch: copy each message out, then hand its slot back with a release
+ * store (facing several producers, FREE(h + capacity); facing a single producer, nothing: it
+ * bounds its claims by the head), and store the head once at the end. The caller's seq_cst
+ * fence orders these stores before the sleeper check. A consumer killed inside the batch never
+ * returned those messages: facing a single producer they are delivered again to its
+ * replacement (the head still names them), as the one held message of a single pop is. */
+static unsigned sc_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size_t *lens,
+                             unsigned n, int *err) ABD_NONBLOCKING
+{
+	bool spsc = abd__ring_spsc(r);
+	unsigned done = 0, given = 0;
+	int e = 0;
+	while (done < n) {
+		struct abd__ring_slot *s;
+		e = sc_claim(r, stride, &s);
+		if (e < 0)
+			break;
+		uint32_t len = abd__load(&s->len, RELAXED);
+		/* read again: a peer may have changed it since the claim checked it */
+		bool bad = len > r->slot_size || len > stride;
+		if (!bad)
+			copy_msg((unsigned char *)bufs + (size_t)done * stride, s->data, len);
+		uint64_t h = r->sc_head;
+		if (!spsc)
+			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
+		r->sc_head = h + 1;
+		given++;
+		if (bad) {
+			e = -EBADMSG; /* dropped, as pop_one does */
+			break;
+		}
+		lens[done++] = len;
+	}
+	if (given) {
+		abd__store(&r->h->head, r->sc_head, RELEASE);
+		r->unflushed_popped += given;
+		if (r->unflushed_popped >= ABD__STATS_FLUSH) {
+			abd__add(&r->h->popped, r->unflushed_popped, RELAXED);
+			r->unflushed_popped = 0;
+		}
+	}
+	*err = e;
+	return done;
+}
+
 static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_t *lens,
                             unsigned n, bool *wake) ABD_NONBLOCKING
 {
@@ -975,11 +1123,15 @@ static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_
 		return -EBUSY;
 	unsigned done = 0;
 	int e = 0;
-	while (done < n) {
-		e = pop_one(r, (unsigned char *)bufs + (size_t)done * stride, stride);
-		if (e < 0)
-			break;
-		lens[done++] = (size_t)e;
+	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
+		done = sc_pop_batch(r, bufs, stride, lens, n, &e);
+	} else {
+		while (done < n) {
+			e = pop_one(r, (unsigned char *)bufs + (size_t)done * stride, stride);
+			if (e < 0)
+				break;
+			lens[done++] = (size_t)e;
+		}
 	}
 	if (done) {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);

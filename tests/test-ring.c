@@ -190,6 +190,63 @@ ABD_TEST(ring, batch_forms)
 	}
 }
 
+/* Batches of every size 1..11 over many laps of an 8-slot ring, mixed with single pushes and
+ * pops: each message arrives once, in order, with its length, and the shared counters count
+ * every message (a single producer/consumer publishes its position once per batch). */
+ABD_TEST(ring, batch_forms_over_many_laps)
+{
+	for (size_t mi = 0; mi < sizeof(modes) / sizeof(modes[0]); mi++) {
+		struct abd_ring *r;
+		cr_assert_eq(abd_ring_new(8, 16, modes[mi], NULL, &r), 0);
+		uint64_t next_in = 0, next_out = 0, vals[11], out[11][2];
+		const void *msgs[11];
+		size_t lens[11], olens[11];
+		for (unsigned round = 0; round < 400; round++) {
+			unsigned b = 1 + round * 7 % 11;
+			for (unsigned j = 0; j < b; j++) {
+				vals[j] = next_in + j;
+				msgs[j] = &vals[j];
+				lens[j] = 1 + (size_t)((next_in + j) % 8);
+			}
+			int n = round % 5 == 4 ? (abd_ring_try_push(r, &vals[0], lens[0]) == 0)
+			                       : abd_ring_try_push_batch(r, msgs, lens, b);
+			cr_assert_geq(n, 0, "round %u: push %d", round, n);
+			next_in += (unsigned)n;
+			unsigned want = 1 + round * 5 % 11;
+			int m;
+			if (round % 7 == 3) {
+				m = abd_ring_try_pop(r, out[0], sizeof(out[0]));
+				if (m >= 0) {
+					olens[0] = (size_t)m;
+					m = 1;
+				} else {
+					cr_assert_eq(m, -EAGAIN);
+					m = 0;
+				}
+			} else {
+				m = abd_ring_try_pop_batch(r, out, sizeof(out[0]), olens, want);
+			}
+			cr_assert_geq(m, 0, "round %u: pop %d", round, m);
+			for (int k = 0; k < m; k++, next_out++) {
+				size_t len = 1 + (size_t)(next_out % 8);
+				cr_assert_eq(olens[k], len, "mode %u message %llu", modes[mi],
+				             (unsigned long long)next_out);
+				cr_assert_eq(memcmp(out[k], &next_out, len), 0, "mode %u message %llu",
+				             modes[mi], (unsigned long long)next_out);
+			}
+		}
+		cr_assert_gt(next_out, 1000, "the rounds went round the ring many times");
+		uint64_t rest[11][2];
+		int m = abd_ring_try_pop_batch(r, rest, sizeof(rest[0]), olens, 11);
+		cr_assert_eq((uint64_t)m, next_in - next_out, "what is left: %d", m);
+		struct abd_ring_stats st;
+		cr_assert_eq(abd_ring_stats(r, &st), 0);
+		cr_assert_eq(st.pushed, next_in);
+		cr_assert_eq(st.popped, next_in);
+		abd_ring_free(r);
+	}
+}
+
 struct point {
 	int32_t x, y;
 	double w;
