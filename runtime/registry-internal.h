@@ -139,7 +139,14 @@ static inline int abd__read_entries_uring(struct abd_registry *reg, struct abd__
 }
 #endif
 /* How many snapshots read their entries through io_uring in this process (tests). */
+#if ABD_HAVE_LIBURING
 unsigned abd__snapshots_uring(void);
+#else
+static inline unsigned abd__snapshots_uring(void)
+{
+	return 0;
+}
+#endif
 void abd__proc_cache_free(struct abd__proc_cache *c);
 
 /* st_dev/st_ino of /proc/self/ns/pid, cached (per thread, forgotten across fork). 0 or -errno. */
