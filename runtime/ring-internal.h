@@ -204,6 +204,7 @@ struct abd_ring {
 	bool yield_hint[2];     /* last woken by a waker on our CPU: yield once before sleeping */
 	uint8_t yield_skip[2];  /* hints to ignore after a yield that found nothing */
 	uint8_t yield_backoff[2]; /* the next skip, doubled at each fruitless yield in a row */
+	unsigned long hint_pushes[2]; /* the thread's blocking pushes when the hint was taken */
 	unsigned spin;     /* blocking forms: current spin budget before sleeping */
 	/* last-resort takeover of a slot held by a live peer */
 	int64_t stuck_ns;

@@ -116,6 +116,13 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
  * the first empty look, it would wake us for its next message, and so on: two context switches
  * per message (measured: 1 message per wake in both directions, 1.5 M msg/s on one vCPU). The
  * hint makes our next sleep attempt yield the CPU first, once (prepare). */
+/* Blocking pushes made by this thread (any ring). A consumer that pushed between its wake and
+ * its next wait for data is answering (a ping-pong, a pipeline stage): its waker waits for that
+ * answer rather than having more to publish, and a yield would only give up the woken
+ * sleeper's scheduling preference (docs/ring.md, section 5): the data hint is not used then.
+ * (A producer waiting for space pushes by definition: its hint is unaffected.) */
+static _Thread_local unsigned long thread_pushes;
+
 static void note_waker(struct abd_ring *r, enum abd_ring_wait_for what)
 {
 	const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
@@ -125,6 +132,14 @@ static void note_waker(struct abd_ring *r, enum abd_ring_wait_for what)
 	uint32_t waker = abd__load(wc, RELAXED);
 	int cpu = sched_getcpu();
 	r->yield_hint[what] = waker != 0 && cpu >= 0 && waker == (uint32_t)cpu + 1;
+	r->hint_pushes[what] = thread_pushes;
+}
+
+/* Will the next sleep attempt yield first (prepare)? */
+static bool yield_due(const struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	return r->yield_hint[what] && !r->yield_skip[what] &&
+	       (what == ABD_RING_WAIT_SPACE || r->hint_pushes[what] == thread_pushes);
 }
 
 static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
@@ -179,6 +194,8 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 	if (r->yield_hint[what] && r->yield_skip[what]) {
 		r->yield_hint[what] = false;
 		r->yield_skip[what]--;
+	} else if (r->yield_hint[what] && !yield_due(r, what)) {
+		r->yield_hint[what] = false; /* we answered since the wake: no yield */
 	} else if (r->yield_hint[what]) {
 		/* woken last time by a waker on our CPU (note_waker): let it run first (when nothing
 		 * else is runnable here this returns at once), and look again before arming: an
@@ -286,7 +303,7 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 	 * microseconds), stop when they do not (a peer sharing our CPU cannot run while we spin). */
 	int e = op(r, arg);
 	/* no spin when we are about to yield to a waker on our CPU: it cannot answer while we spin */
-	unsigned spin = r->yield_hint[what] ? 0 : r->spin;
+	unsigned spin = yield_due(r, what) ? 0 : r->spin;
 	for (unsigned i = 0; e == -EAGAIN && i < spin; i++) {
 		abd__cpu_relax();
 		e = op(r, arg);
@@ -359,7 +376,10 @@ int abd_ring_push(struct abd_ring *r, const void *data, size_t len, int64_t time
 {
 	abd__check(r && (data || len == 0) && timeout_ns >= -1, -EINVAL);
 	struct push_arg a = { data, len };
-	return blocking(r, ABD_RING_WAIT_SPACE, timeout_ns, push_op, &a);
+	int e = blocking(r, ABD_RING_WAIT_SPACE, timeout_ns, push_op, &a);
+	if (e == 0)
+		thread_pushes++;
+	return e;
 }
 
 int abd_ring_pop(struct abd_ring *r, void *buf, size_t size, int64_t timeout_ns)

@@ -415,6 +415,32 @@ ABD_TEST(ring, reactor_wait_on_eventfd)
 	sched_setaffinity(0, sizeof(old), &old);
 }
 
+/* A consumer woken from its own CPU that pushed (blocking form, any ring) before its next wait
+ * is answering its waker, not waiting for more from it: no yield hint, the next prepare arms at
+ * once (ring-wait.c, thread_pushes). */
+ABD_TEST(ring, a_consumer_that_answered_takes_no_yield_hint)
+{
+	cpu_set_t old;
+	pin_here(&old);
+	struct abd_ring *r, *reply;
+	cr_assert_eq(abd_ring_new(4, 8, 0, NULL, &r), 0);
+	cr_assert_eq(abd_ring_new(4, 8, 0, NULL, &reply), 0);
+	uint32_t v;
+	int64_t tmo;
+	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v, &tmo), 0, "empty: sleep");
+	cr_assert_eq(abd_ring_try_push(r, "m", 1), 0, "a wake from our CPU");
+	cr_assert_eq(abd_ring_wait_finish(r, ABD_RING_WAIT_DATA), 0);
+	char b[8];
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), 1);
+	cr_assert_eq(abd_ring_push(reply, "a", 1, 0), 0, "the answer");
+	cr_assert_eq(abd_ring_try_push(r, "n", 1), 0);
+	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &v, &tmo), 1, "data: no sleep");
+	cr_assert_eq(*abd_ring_futex(r, ABD_RING_WAIT_DATA) & 1, 1, "armed without looking first");
+	abd_ring_free(reply);
+	abd_ring_free(r);
+	sched_setaffinity(0, sizeof(old), &old);
+}
+
 /* A single producer streaming without sleepers drops the fence before its sleeper check
  * (docs/ring.md, section 5): a consumer arming meanwhile bounds its sleep by the grace, until
  * the word has stayed armed that long or the producer, having found a sleeper, is fenced again.
