@@ -8,6 +8,7 @@
 
 #include <endian.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,8 +116,14 @@ ABD_EXPORT void abd_record_free(struct abd_record *rec)
 {
 	if (!rec)
 		return;
-	if (rec->packed) {
-		free(rec); /* tables live in the same allocation */
+	if (rec->packed || rec->in_arena) {
+		if (!rec->packed) { /* grown out of the arena: the tables are its own */
+			free(rec->slots);
+			free(rec->meta);
+			free(rec->blob);
+		}
+		if (!rec->in_arena)
+			free(rec); /* tables live in the same allocation */
 		return;
 	}
 	free(rec->slots);
@@ -132,6 +139,7 @@ int abd__record_copy(const struct abd_record *src, struct abd_record **out)
 		return -ENOMEM;
 	*r = *src;
 	r->packed = false;
+	r->in_arena = false;
 	r->slots = NULL;
 	r->meta = NULL;
 	r->blob = NULL;
@@ -541,8 +549,49 @@ ABD_EXPORT long abd_record_encode(const struct abd_record *rec, void *buf, size_
 		goto fail;                                                                     \
 	} while (0)
 
+struct abd__arena_block {
+	struct abd__arena_block *next;
+	size_t used, cap;
+	max_align_t data[];
+};
+
+#define ARENA_BLOCK (64 * 1024)
+
+void *abd__arena_alloc(struct abd__arena *a, size_t n)
+{
+	n = (n + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
+	struct abd__arena_block *b = a->head;
+	if (!b || b->cap - b->used < n) {
+		size_t cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+		if (!(b = malloc(sizeof(*b) + cap)))
+			return NULL;
+		b->used = 0;
+		b->cap = cap;
+		b->next = a->head;
+		a->head = b;
+	}
+	void *p = (char *)b->data + b->used;
+	b->used += n;
+	return p;
+}
+
+void abd__arena_free(struct abd__arena *a)
+{
+	while (a->head) {
+		struct abd__arena_block *b = a->head;
+		a->head = b->next;
+		free(b);
+	}
+}
+
 ABD_EXPORT int abd_record_decode(const void *buf, size_t len, struct abd_record **out,
                                  const char **why)
+{
+	return abd__record_decode_in(buf, len, out, why, NULL);
+}
+
+int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, const char **why,
+                          struct abd__arena *arena)
 {
 	const char *why_local;
 	if (!why)
@@ -612,11 +661,13 @@ ABD_EXPORT int abd_record_decode(const void *buf, size_t len, struct abd_record 
 	/* One allocation for the record and its tables, sized from the header (the walk below
 	 * still checks every entry against the bytes actually present). */
 	size_t blob = nmeta ? ml + 1 : 0;
-	rec = malloc(sizeof(*rec) + nslots * sizeof(*rec->slots) + nmeta * sizeof(*rec->meta) + blob);
+	size_t size = sizeof(*rec) + nslots * sizeof(*rec->slots) + nmeta * sizeof(*rec->meta) + blob;
+	rec = arena ? abd__arena_alloc(arena, size) : malloc(size);
 	if (!rec)
 		return -ENOMEM;
 	memset(rec, 0, sizeof(*rec));
 	rec->packed = true;
+	rec->in_arena = arena != NULL;
 	rec->slots = (struct abd__slot *)(rec + 1);
 	rec->meta = (struct abd__meta *)(rec->slots + nslots);
 	rec->blob = (char *)(rec->meta + nmeta);

@@ -45,7 +45,20 @@ struct abd_record {
 	char *blob;
 	size_t blob_len, blob_cap;
 	bool packed; /* decoded: slots, meta and blob share the record's allocation */
+	bool in_arena; /* that allocation belongs to an arena (a snapshot's): not freed alone */
 };
+
+/* Bump allocation for the records of one snapshot: one malloc per 64 KiB instead of one per
+ * record, all freed at once. */
+struct abd__arena_block;
+struct abd__arena {
+	struct abd__arena_block *head;
+};
+void *abd__arena_alloc(struct abd__arena *a, size_t n);
+void abd__arena_free(struct abd__arena *a);
+/* abd_record_decode, the record placed in arena (NULL: malloc). */
+int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, const char **why,
+                          struct abd__arena *arena);
 
 uint32_t abd__crc32c(const void *data, size_t len);
 uint32_t abd__crc32c_sw(const void *data, size_t len); /* the table, whatever the CPU has */
@@ -110,7 +123,7 @@ int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__st
 /* n bytes read (or -errno): decode and check. 0 (valid ones left lock_pending, their
  * dev/ino set for lock_batch), -ENOMEM. */
 int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
-                      const struct abd__stage *p);
+                      const struct abd__stage *p, struct abd__arena *arena);
 /* The lock test's answer r (abd__lock_held) for a lock_pending item: alive (then its process
  * checked), stale, or invalid when r < 0. */
 void abd__item_locked(struct abd_registry *reg, struct abd__item *it, int r,
@@ -127,13 +140,14 @@ struct abd__dirent;
 #if ABD_HAVE_LIBURING
 int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, size_t n,
                             struct abd__item *items, size_t *count,
-                            struct abd__proc_cache **cache);
+                            struct abd__proc_cache **cache, struct abd__arena *arena);
 #else
 static inline int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list,
                                           size_t n, struct abd__item *items, size_t *count,
-                                          struct abd__proc_cache **cache)
+                                          struct abd__proc_cache **cache,
+                                          struct abd__arena *arena)
 {
-	(void)reg, (void)list, (void)n, (void)items, (void)cache;
+	(void)reg, (void)list, (void)n, (void)items, (void)cache, (void)arena;
 	*count = 0;
 	return -ENOSYS;
 }

@@ -111,7 +111,8 @@ static int complete(struct io_uring *ring, unsigned want, struct slot *slots)
 
 /* The rest of an entry whose batched open was refused for lack of descriptors. */
 static int read_one(struct abd_registry *reg, struct abd__item *it, struct slot *sl,
-                    uint8_t **buf, size_t *cap, struct abd__proc_cache **cache)
+                    uint8_t **buf, size_t *cap, struct abd__proc_cache **cache,
+                    struct abd__arena *arena)
 {
 	int fd = openat(reg->dirfd, it->name, OPEN_FLAGS);
 	if (fd < 0)
@@ -135,7 +136,7 @@ static int read_one(struct abd_registry *reg, struct abd__item *it, struct slot 
 		do
 			n = pread(fd, *buf, sl->st.size, 0);
 		while (n < 0 && errno == EINTR);
-		r = abd__item_decoded(it, *buf, n < 0 ? -errno : n, &sl->st);
+		r = abd__item_decoded(it, *buf, n < 0 ? -errno : n, &sl->st, arena);
 		if (r == 0 && it->lock_pending)
 			abd__item_locked(reg, it, abd__lock_held(fd), cache);
 	}
@@ -157,7 +158,7 @@ static void item_move(struct abd__item *dst, struct abd__item *src)
 /* One chunk of names into it[0..m), slots alongside. */
 static int read_chunk(struct abd_registry *reg, struct io_uring *ring, struct abd__dirent *list,
                       size_t m, struct abd__item *it, struct slot *slots, uint8_t **buf,
-                      size_t *cap, struct abd__proc_cache **cache)
+                      size_t *cap, struct abd__proc_cache **cache, struct abd__arena *arena)
 {
 	int r = 0;
 	unsigned want = 0;
@@ -258,12 +259,12 @@ static int read_chunk(struct abd_registry *reg, struct io_uring *ring, struct ab
 	for (size_t j = 0; j < begun && r == 0; j++) {
 		struct slot *sl = &slots[j];
 		if (sl->state == SLOT_READING) {
-			r = abd__item_decoded(&it[j], *buf + sl->off, sl->got, &sl->st);
+			r = abd__item_decoded(&it[j], *buf + sl->off, sl->got, &sl->st, arena);
 			if (r == 0 && it[j].lock_pending)
 				abd__item_locked(reg, &it[j], sl->held, cache);
 			sl->state = SLOT_DONE;
 		} else if (sl->state == SLOT_AGAIN) {
-			int k = read_one(reg, &it[j], sl, buf, cap, cache);
+			int k = read_one(reg, &it[j], sl, buf, cap, cache, arena);
 			if (k == -ENOMEM)
 				r = k;
 			sl->state = k == -ENOENT ? SLOT_GONE : SLOT_DONE;
@@ -278,7 +279,7 @@ out:
 
 int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, size_t n,
                             struct abd__item *items, size_t *count,
-                            struct abd__proc_cache **cache)
+                            struct abd__proc_cache **cache, struct abd__arena *arena)
 {
 	*count = 0;
 	if (abd_probe_has(ABD_FEAT_IO_URING) != 1 || abd_probe_has(ABD_FEAT_URING_READ) != 1)
@@ -298,7 +299,7 @@ int abd__read_entries_uring(struct abd_registry *reg, struct abd__dirent *list, 
 		size_t m = n - base < CHUNK ? n - base : CHUNK;
 		/* The chunk lands after what is kept so far (kept <= base: there is room). */
 		struct abd__item *it = &items[kept];
-		r = read_chunk(reg, &ring, &list[base], m, it, slots, &buf, &cap, cache);
+		r = read_chunk(reg, &ring, &list[base], m, it, slots, &buf, &cap, cache, arena);
 		for (size_t j = 0; j < m && r == 0; j++) {
 			if (slots[j].state == SLOT_GONE)
 				abd__item_clear(&it[j]);

@@ -856,14 +856,14 @@ int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__st
 }
 
 int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
-                      const struct abd__stage *p)
+                      const struct abd__stage *p, struct abd__arena *arena)
 {
 	if (n < 0) {
 		set_invalid(it, "read: %s", strerror((int)-n));
 		return 0;
 	}
 	const char *why = NULL;
-	int r = abd_record_decode(buf, (size_t)n, &it->rec, &why);
+	int r = abd__record_decode_in(buf, (size_t)n, &it->rec, &why, arena);
 	if (r == -ENOMEM)
 		return r;
 	if (r == -EPROTONOSUPPORT) {
@@ -929,7 +929,7 @@ static void item_lock(struct abd_registry *reg, struct abd__item *it, int fd,
  * heap copy of name, which the item takes (set to NULL) instead of copying it. */
 static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                      struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock, char **take_name)
+                     bool defer_lock, char **take_name, struct abd__arena *arena)
 {
 	struct abd__stage p;
 	int r = abd__item_begin(reg, name, d_type, it, take_name, &p);
@@ -944,7 +944,7 @@ static int item_read(struct abd_registry *reg, const char *name, unsigned char d
 		set_invalid(it, "fstat: %s", strerror(errno));
 		r = 0;
 	} else if ((r = abd__item_opened(it, &st, &p)) == 1) {
-		r = abd__item_decoded(it, buf, read_exact(fd, buf, p.size), &p);
+		r = abd__item_decoded(it, buf, read_exact(fd, buf, p.size), &p, arena);
 		if (r == 0 && it->lock_pending && !defer_lock)
 			item_lock(reg, it, fd, cache);
 	}
@@ -955,7 +955,7 @@ static int item_read(struct abd_registry *reg, const char *name, unsigned char d
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                    struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
 {
-	return item_read(reg, name, d_type, it, buf, cache, false, NULL);
+	return item_read(reg, name, d_type, it, buf, cache, false, NULL, NULL);
 }
 
 /* ------------------------------------------------------------------ listing -- */
@@ -1170,6 +1170,7 @@ static int lock_batch(struct abd_registry *reg, struct abd__item *items, size_t 
 struct abd_snapshot {
 	struct abd__item *items;
 	size_t n;
+	struct abd__arena arena; /* the decoded records */
 };
 
 ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapshot **out)
@@ -1191,7 +1192,8 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	bool batch = n >= LOCK_BATCH_MIN;
 	/* Many entries: their opens, reads and closes batched through io_uring where it works. */
-	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n, &cache) : -ENOSYS;
+	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n, &cache, &snap->arena)
+	          : -ENOSYS;
 	if (r < 0 && r != -ENOSYS)
 		goto fail;
 	bool one_by_one = r == -ENOSYS;
@@ -1201,7 +1203,7 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	for (size_t i = 0; i < n && one_by_one; i++) {
 		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, batch,
-		              &list[i].name);
+		              &list[i].name, &snap->arena);
 		if (r == -ENOENT) {
 			abd__item_clear(&snap->items[snap->n]);
 			continue; /* withdrawn meanwhile */
@@ -1243,6 +1245,7 @@ ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap)
 		return;
 	for (size_t i = 0; i < snap->n; i++)
 		abd__item_clear(&snap->items[i]);
+	abd__arena_free(&snap->arena);
 	free(snap->items);
 	free(snap);
 }
