@@ -88,7 +88,7 @@ struct abd__item {
 	struct abd_record *rec;
 	ino_t ino;  /* of the file read (0 when not opened) */
 	dev_t dev;  /* with lock_pending */
-	bool lock_pending; /* read and valid; its lock not asked yet (registry.c, lock_batch) */
+	bool lock_pending; /* read and valid; its lock not asked yet (abd__item_locked) */
 	char reason[96];
 };
 
@@ -120,8 +120,7 @@ int abd__item_open_failed(struct abd__item *it, int err);
 /* fstat of the open descriptor. 1: read p->size bytes from offset 0 and go on; 0: decided;
  * -ENOENT: unlinked meanwhile. */
 int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__stage *p);
-/* n bytes read (or -errno): decode and check. 0 (valid ones left lock_pending, their
- * dev/ino set for lock_batch), -ENOMEM. */
+/* n bytes read (or -errno): decode and check. 0 (valid ones left lock_pending), -ENOMEM. */
 int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
                       const struct abd__stage *p, struct abd__arena *arena);
 /* The lock test's answer r (abd__lock_held) for a lock_pending item: alive (then its process

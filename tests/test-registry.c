@@ -1038,8 +1038,8 @@ ABD_TEST(registry, big_snapshot_short_of_descriptors_reads_every_record)
 
 ABD_TEST(registry, big_directory_states)
 {
-	/* Past 64 entries a snapshot reads the lock table once instead of testing each record:
-	 * the states must not change. */
+	/* Past 64 entries a snapshot reads the records another way (batched through io_uring
+	 * where the profile has it): the states must not change. */
 	struct scratch s;
 	scratch_open(&s);
 	struct abd_publication *pubs[40];
