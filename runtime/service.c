@@ -848,8 +848,11 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 		r = 0;
 	}
 	abd_ring_wait_finish(svc->ring, what);
-	if (r == 0)
+	if (r == 0) {
 		background(svc);
+		if (abd__reactor_interrupted(svc->reactor))
+			r = -EINTR; /* the signal came during the reactor's turn */
+	}
 	return r;
 }
 

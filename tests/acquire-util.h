@@ -272,7 +272,11 @@ static inline int tpub_check_fds_ex(const struct abd_acquired *a, bool poke)
 		return 0;
 	int ok = abd_ring_try_push(r, "hi", 2) == 0;
 	char buf[64];
-	ok = ok && abd_ring_try_pop(r, buf, sizeof(buf)) == 2 && memcmp(buf, "hi", 2) == 0;
+	/* Blocking pop: threads checking the same ring at once push and pop beside us, and the
+	 * head may be a slot another thread has claimed but not yet committed (a try-pop would
+	 * say -EAGAIN although our own message is in). Every message is "hi". */
+	ok = ok && abd_ring_pop(r, buf, sizeof(buf), 5ll * 1000 * 1000 * 1000) == 2 &&
+	     memcmp(buf, "hi", 2) == 0;
 	abd_ring_free(r);
 	uint64_t one = 1, got = 0;
 	if (poke)

@@ -21,6 +21,7 @@ static pid_t fork_fn(int (*fn)(void *), void *arg)
 struct th {
 	const char *dir;
 	int ok;
+	int first_err; /* the first failure: an acquisition's -errno, or 1 for a failed check */
 };
 
 static void *thread_main(void *arg)
@@ -28,9 +29,15 @@ static void *thread_main(void *arg)
 	struct th *t = arg;
 	for (int i = 0; i < 20; i++) {
 		struct abd_acquired *a;
-		if (tpub_acquire(t->dir, "plain.svc", 0, -1, &a) == 0) {
-			t->ok += tpub_check_fds_ex(a, false);
+		int r = tpub_acquire(t->dir, "plain.svc", 0, -1, &a);
+		if (r == 0) {
+			bool good = tpub_check_fds_ex(a, false);
+			t->ok += good;
+			if (!good && !t->first_err)
+				t->first_err = 1;
 			abd_acquired_free(a);
+		} else if (!t->first_err) {
+			t->first_err = r;
 		}
 	}
 	return NULL;
@@ -84,12 +91,15 @@ int main(void)
 		ths[i] = (struct th){ .dir = dir };
 		pthread_create(&tid[i], NULL, thread_main, &ths[i]);
 	}
-	int ok = 0;
+	int ok = 0, err = 0;
 	for (int i = 0; i < 4; i++) {
 		pthread_join(tid[i], NULL);
 		ok += ths[i].ok;
+		if (!err)
+			err = ths[i].first_err;
 	}
-	TAP_CHECK(ok == 80, "4 threads x 20 acquisitions: %d verified", ok);
+	TAP_CHECK(ok == 80, "4 threads x 20 acquisitions: %d verified (first failure: %s)", ok,
+	          err == 1 ? "a descriptor check" : err ? strerror(-err) : "none");
 	TAP_CHECK(tpub_stop(&t) == 0, "publisher exits cleanly");
 
 	/* an in-process server: garbage and descriptors from a client change nothing */
