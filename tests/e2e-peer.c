@@ -38,6 +38,11 @@ static int producer(struct abd_service *svc, uint32_t id)
 		uint32_t seq = __atomic_load_n(&ctl->next[id], __ATOMIC_ACQUIRE);
 		if (seq >= ctl->quota)
 			return 0;
+		if (seq >= __atomic_load_n(&ctl->limit, __ATOMIC_ACQUIRE)) {
+			struct timespec ts = { 0, 200000 }; /* the driver's next kill comes first */
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		struct e2e_msg m;
 		e2e_fill(&m, id, seq);
 		__atomic_store_n(&ctl->next[id], seq + 1, __ATOMIC_RELEASE);

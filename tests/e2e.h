@@ -33,6 +33,8 @@ struct e2e_ctl {
 	uint32_t quota;   /* messages per producer */
 	uint32_t closing; /* the driver is about to close the service: peers may stop */
 	uint32_t go;      /* producers start once the driver has seen every consumer join */
+	uint32_t limit;   /* producers push sequence numbers below this only: the driver raises it
+	                   * kill by kill, so a fast run cannot outpace its kill schedule */
 	uint32_t joined;  /* consumer opens so far */
 	uint64_t received;
 	uint64_t corrupt;  /* checksum or range failures seen by consumers */
