@@ -33,6 +33,8 @@
  * at the registry (opener) or the handshake server (publisher) at least this often, so a death
  * or a new opener is never waited on for long. */
 #define SLICE_NS (20ll * 1000 * 1000)
+/* A blocking wait sleeps this long on the plain futex before it moves into the reactor. */
+#define FIRST_NS (1000ll * 1000)
 /* Closed word values in the ring header (docs/ring.md line 7). */
 enum { CLOSED_OPEN = 0, CLOSED_WITHDRAWN = 1, CLOSED_DIED = 2 };
 
@@ -833,13 +835,27 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 	if (r == 0 && !is_closed(svc)) {
 		if (tmo >= 0 && (left < 0 || tmo < left))
 			left = tmo;
-		if (reactor_sleep(svc, what, value, left, &r)) {
-			abd_ring_wait_finish(svc->ring, what);
-			return r;
+		/* A busy stream's sleeps are short: take them on the plain futex, the cheapest wait,
+		 * with the reactor's turn after each as below. A wait that outlasts FIRST_NS moves
+		 * into the reactor (where one can), to sleep there without periodic wake-ups. */
+		bool reactor_ok = !svc->blk_nofutex && svc->ring->use_futex;
+		int64_t first = reactor_ok && (left < 0 || left > FIRST_NS) ? FIRST_NS : left;
+		if (!reactor_ok && (left < 0 || left > SLICE_NS))
+			first = SLICE_NS;
+		r = sleep_slice(svc, what, value, first);
+		const uint32_t *word = abd_ring_futex(svc->ring, what);
+		if (r == 0 && reactor_ok && (left < 0 || left > first) &&
+		    abd__load(word, ACQUIRE) == value) {
+			/* nothing woke us (the word is unchanged, our announcement stands): the rest of
+			 * the wait in the reactor, on the same value */
+			int64_t rest = left < 0 ? -1 : left - first;
+			if (reactor_sleep(svc, what, value, rest, &r)) {
+				abd_ring_wait_finish(svc->ring, what);
+				return r;
+			}
+			/* refused here (inside a callback, another thread): finish the slice */
+			r = sleep_slice(svc, what, value, rest < 0 || rest > SLICE_NS ? SLICE_NS : rest);
 		}
-		if (left < 0 || left > SLICE_NS)
-			left = SLICE_NS;
-		r = sleep_slice(svc, what, value, left);
 	} else if (r == 0) {
 		/* closed, but a producer is still attached: look again in a millisecond */
 		struct timespec ts = { 0, 1000000 };

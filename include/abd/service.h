@@ -182,9 +182,10 @@ ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *
  * space or a message. They sleep in the service's reactor, so that a publisher blocked in
  * push still answers openers and an opener blocked in pop learns of the publisher's death
  * even when nobody else runs the reactor; with a given reactor its other callbacks may run
- * then. Where the reactor has io_uring FUTEX_WAIT (Linux 6.7+) the ring's futex word is one
- * of its sources and nothing wakes the sleeper but a message (or space), a reactor event or
- * the timeout. Elsewhere (epoll, older kernels) they sleep on the futex word (or eventfd) in
+ * then. They first sleep up to 1 ms on the ring's futex word (a busy stream's waits end
+ * there, at the cost of a plain futex wait); a longer wait moves into the reactor where it
+ * has io_uring FUTEX_WAIT (Linux 6.7+): the ring's futex word is one of its sources and
+ * nothing wakes the sleeper but a message (or space), a reactor event or the timeout. Elsewhere (epoll, older kernels) they sleep on the futex word (or eventfd) in
  * slices of at most 20 ms and run the reactor once without blocking between slices. Called
  * from inside a callback of that reactor (or from a thread other than its owner) they take
  * the slices and skip the reactor (an opener then checks the publisher's record itself).
