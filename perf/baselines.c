@@ -626,31 +626,14 @@ struct futex_pair {
 	alignas(CACHELINE) uint32_t pong;
 };
 
-static void futex_post(uint32_t *word, uint32_t v)
-{
-	__atomic_store_n(word, v, __ATOMIC_RELEASE);
-	bench_futex_wake(word);
-}
-
-static int futex_until(uint32_t *word, uint32_t want)
-{
-	uint32_t cur;
-	while ((cur = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != want) {
-		int r = bench_futex_wait(word, cur);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
 static int futex_ping(void *state, uint64_t *ns)
 {
 	(void)ns;
 	struct seqstate *s = state;
 	struct futex_pair *f = s->shm;
 	uint32_t v = (uint32_t)++s->seq;
-	futex_post(&f->ping, v);
-	return futex_until(&f->pong, v);
+	bench_post(&f->ping, v);
+	return bench_until(&f->pong, v);
 }
 
 static int futex_pong(void *state)
@@ -658,9 +641,9 @@ static int futex_pong(void *state)
 	struct seqstate *s = state;
 	struct futex_pair *f = s->shm;
 	uint32_t v = (uint32_t)++s->seq;
-	int r = futex_until(&f->ping, v);
+	int r = bench_until(&f->ping, v);
 	if (r == 0)
-		futex_post(&f->pong, v);
+		bench_post(&f->pong, v);
 	return r;
 }
 
@@ -873,7 +856,7 @@ static int inot_ping(void *state, uint64_t *ns)
 	r = r < 0 ? -errno : 0;
 	close(fd);
 	if (r == 0)
-		r = futex_until(&s->sh->ack, v);
+		r = bench_until(&s->sh->ack, v);
 	if (r == 0) {
 		uint64_t w = __atomic_load_n(&s->sh->t_wake, __ATOMIC_ACQUIRE);
 		*ns = w > t ? w - t : 1;
@@ -891,7 +874,7 @@ static int inot_pong(void *state)
 	if (n <= 0)
 		return n < 0 ? -errno : -EIO;
 	__atomic_store_n(&s->sh->t_wake, t, __ATOMIC_RELEASE);
-	futex_post(&s->sh->ack, ++s->seq);
+	bench_post(&s->sh->ack, ++s->seq);
 	return 0;
 }
 
@@ -935,7 +918,7 @@ static int pubb_ping(void *state, uint64_t *ns)
 	if (r == 0 && linkat(AT_FDCWD, path, s->dirfd, name, AT_SYMLINK_FOLLOW) < 0)
 		r = -errno;
 	if (r == 0)
-		r = futex_until(&s->sh->ack, v);
+		r = bench_until(&s->sh->ack, v);
 	close(fd);
 	if (r == 0) {
 		uint64_t w = __atomic_load_n(&s->sh->t_wake, __ATOMIC_ACQUIRE);
@@ -965,7 +948,7 @@ static int pubb_pong(void *state)
 	if (k != BARE_RECORD)
 		return k < 0 ? -errno : -EIO;
 	__atomic_store_n(&s->sh->t_wake, t, __ATOMIC_RELEASE);
-	futex_post(&s->sh->ack, ++s->seq);
+	bench_post(&s->sh->ack, ++s->seq);
 	return 0;
 }
 
@@ -1001,7 +984,7 @@ static int exit_ping(void *state, uint64_t *ns)
 		return -errno;
 	if (pid == 0) {
 		bench_pin(bench_cpu_other);
-		futex_until(&e->go, v);
+		bench_until(&e->go, v);
 		__atomic_store_n(&e->t_exit, bench_now_ns(), __ATOMIC_RELEASE);
 		_exit(0);
 	}
@@ -1011,7 +994,7 @@ static int exit_ping(void *state, uint64_t *ns)
 		waitpid(pid, NULL, 0);
 		return pidfd;
 	}
-	futex_post(&e->go, v);
+	bench_post(&e->go, v);
 	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
 	int k;
 	while ((k = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)

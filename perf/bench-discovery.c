@@ -30,23 +30,6 @@
 #define CACHELINE 64
 static const char *const modes[] = {BENCH_SPLIT, BENCH_SHARED};
 
-static void post(uint32_t *word, uint32_t v)
-{
-	__atomic_store_n(word, v, __ATOMIC_RELEASE);
-	bench_futex_wake(word);
-}
-
-static int until(uint32_t *word, uint32_t want)
-{
-	uint32_t cur;
-	while ((cur = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != want) {
-		int r = bench_futex_wait(word, cur);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
 /* Block on the watch's descriptor until an event of type arrives; returns its time. */
 struct waiter {
 	enum abd_event_type want;
@@ -151,7 +134,7 @@ static int pub_ping(void *state, uint64_t *ns)
 	int r = abd_publish(s->reg, s->rec, &pub);
 	if (r < 0)
 		return r;
-	r = until(&s->sh->ack, v);
+	r = bench_until(&s->sh->ack, v);
 	uint64_t w = __atomic_load_n(&s->sh->t_added, __ATOMIC_ACQUIRE);
 	*ns = w > t ? w - t : 1;
 	abd_withdraw(pub);
@@ -159,7 +142,7 @@ static int pub_ping(void *state, uint64_t *ns)
 	 * sample is one publication meeting an idle watcher, as the bare row's is (its watcher
 	 * does not even watch unlinks). */
 	if (r == 0)
-		r = until(&s->sh->removed, v);
+		r = bench_until(&s->sh->removed, v);
 	return r;
 }
 
@@ -171,10 +154,10 @@ static int pub_pong(void *state)
 	if (r < 0)
 		return r;
 	__atomic_store_n(&s->sh->t_added, t, __ATOMIC_RELEASE);
-	post(&s->sh->ack, ++s->seq);
+	bench_post(&s->sh->ack, ++s->seq);
 	if ((r = wait_for(s->watch, ABD_EVENT_REMOVED, &t)) < 0)
 		return r;
-	post(&s->sh->removed, s->seq);
+	bench_post(&s->sh->removed, s->seq);
 	return 0;
 }
 
@@ -247,17 +230,17 @@ static int exit_ping(void *state, uint64_t *ns)
 		struct abd_publication *pub;
 		if (abd_publish(s->reg, s->rec, &pub) < 0)
 			_exit(1);
-		post(&e->published, v);
-		until(&e->go, v);
+		bench_post(&e->published, v);
+		bench_until(&e->go, v);
 		__atomic_store_n(&e->t_exit, bench_now_ns(), __ATOMIC_RELEASE);
 		_exit(0);
 	}
 	uint64_t t = 0;
-	int r = until(&e->published, v);
+	int r = bench_until(&e->published, v);
 	if (r == 0)
 		r = wait_for(s->watch, ABD_EVENT_ADDED, &t);
 	if (r == 0) {
-		post(&e->go, v);
+		bench_post(&e->go, v);
 		r = wait_for(s->watch, ABD_EVENT_DIED, &t);
 	}
 	if (r < 0)

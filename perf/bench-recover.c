@@ -36,23 +36,6 @@ struct rshared {
 	int err;
 };
 
-static void post(uint32_t *word, uint32_t v)
-{
-	__atomic_store_n(word, v, __ATOMIC_RELEASE);
-	bench_futex_wake(word);
-}
-
-static int until(uint32_t *word, uint32_t want)
-{
-	uint32_t cur;
-	while ((cur = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != want) {
-		int r = bench_futex_wait(word, cur);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
 static void settle(long us)
 {
 	struct timespec ts = { 0, us * 1000 };
@@ -97,14 +80,14 @@ static void run_bare(uint64_t n, uint64_t warm)
 	if (waiter == 0) {
 		int fd = private_fd(mfd);
 		for (uint32_t i = 1; i <= n + warm; i++) {
-			until(&sh->ready, i);
-			post(&sh->asleep, i);
+			bench_until(&sh->ready, i);
+			bench_post(&sh->asleep, i);
 			int r = lock_byte(fd, true); /* blocks until the victim dies */
 			sh->t_done = bench_now_ns();
 			unlock_byte(fd);
 			if (r < 0)
 				sh->err = r;
-			post(&sh->done, i);
+			bench_post(&sh->done, i);
 		}
 		_exit(0);
 	}
@@ -115,17 +98,17 @@ static void run_bare(uint64_t n, uint64_t warm)
 			int fd = private_fd(mfd);
 			if (fd < 0 || lock_byte(fd, false) < 0)
 				_exit(1);
-			post(&sh->ready, i);
+			bench_post(&sh->ready, i);
 			for (;;)
 				pause();
 		}
 		if (victim < 0)
 			break;
-		until(&sh->asleep, i);
+		bench_until(&sh->asleep, i);
 		settle(2000); /* the waiter is asleep in F_OFD_SETLKW by now */
 		uint64_t t0 = bench_now_ns();
 		kill(victim, SIGKILL);
-		until(&sh->done, i);
+		bench_until(&sh->done, i);
 		waitpid(victim, NULL, 0);
 		if (sh->err)
 			break;
@@ -164,14 +147,14 @@ static int consumer_main(struct abd_ring *parent, struct rshared *sh, uint64_t t
 	                    ABD_RING_CONSUMER, &r) < 0)
 		return 1;
 	for (uint32_t i = 1; i <= total; i++) {
-		until(&sh->ready, i);
-		post(&sh->asleep, i);
+		bench_until(&sh->ready, i);
+		bench_post(&sh->asleep, i);
 		uint32_t v = 0;
 		int k = abd_ring_pop(r, &v, sizeof(v), 5 * SEC);
 		sh->t_done = bench_now_ns();
 		if (k != (int)sizeof(v) || v != i)
 			sh->err = k < 0 ? k : -EBADMSG;
-		post(&sh->done, i);
+		bench_post(&sh->done, i);
 		if (sh->err)
 			break;
 	}
@@ -210,18 +193,18 @@ static void run_abd(uint64_t n, uint64_t warm)
 			if (abd_ring_attach(abd_ring_fd(ring), abd_ring_wait_fd(ring), nonce,
 			                    ABD_RING_PRODUCER, &v) < 0 || abd_ring_try_reserve(v, &slot) < 0)
 				_exit(1);
-			post(&sh->ready, i); /* the consumer goes to pop now: the head is our claim */
+			bench_post(&sh->ready, i); /* the consumer goes to pop now: the head is our claim */
 			for (;;)
 				pause();
 		}
 		if (victim < 0)
 			break;
-		until(&sh->asleep, i);
+		bench_until(&sh->asleep, i);
 		r = abd_ring_push(ring, &i, sizeof(i), 5 * SEC);
 		settle(2000); /* it sleeps behind the live claim, looking every millisecond */
 		uint64_t t0 = bench_now_ns();
 		kill(victim, SIGKILL);
-		until(&sh->done, i);
+		bench_until(&sh->done, i);
 		waitpid(victim, NULL, 0);
 		if (r < 0 || sh->err) {
 			if (!sh->err)

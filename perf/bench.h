@@ -203,6 +203,26 @@ int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int bench_futex_wait(uint32_t *word, uint32_t expected); /* 0, or -errno other than EAGAIN/EINTR */
 int bench_futex_wake(uint32_t *word);
 
+/* Flags between a runner's processes in its shared memory: bench_post stores v (release) and
+ * wakes the word's waiters; bench_until sleeps until the word holds want (0, or the -errno of
+ * bench_futex_wait). */
+static inline void bench_post(uint32_t *word, uint32_t v)
+{
+	__atomic_store_n(word, v, __ATOMIC_RELEASE);
+	bench_futex_wake(word);
+}
+
+static inline int bench_until(uint32_t *word, uint32_t want)
+{
+	uint32_t cur;
+	while ((cur = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != want) {
+		int r = bench_futex_wait(word, cur);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 /* Syscall counting for your own loops: the tracepoint id (looked up once, > 0, or -errno),
  * a counter on the calling thread (fd, or -errno), its count so far (-1 for fd < 0). */
 int bench_syscall_tracepoint(void);

@@ -50,11 +50,11 @@ static void write_file(pid_t pid, const char *what, const char *text)
 	cr_assert_eq(n, (ssize_t)strlen(text), "write %s: %s", path, strerror(e));
 }
 
-/* Run body in a child inside a new user namespace mapping root to NS_ID; returns its exit
- * code and what it wrote to out (a line). Skips the test when user namespaces are not
- * available here (sysctl, container policy) or we cannot write another uid's map. */
-static int run_in_userns(const char *dir, int (*body)(const char *, int), char *out,
-                         size_t out_size)
+/* Start body in a child inside a new user namespace whose root maps to NS_ID; returns its
+ * pid, and in *res_r the read end of the pipe it writes its findings to. Skips the test when
+ * user namespaces are not available here (sysctl, container policy) or we cannot write
+ * another uid's map. */
+static pid_t start_in_userns(const char *dir, int (*body)(const char *, int), int *res_r)
 {
 	if (geteuid() != 0)
 		cr_skip_test("mapping namespace root to uid %u needs root (CAP_SETUID) here", NS_ID);
@@ -70,25 +70,45 @@ static int run_in_userns(const char *dir, int (*body)(const char *, int), char *
 	char b = 0;
 	ssize_t n = read(ready[0], &b, 1);
 	close(ready[0]);
-	if (n == 1) {
-		char map[64];
-		snprintf(map, sizeof(map), "0 %u 1\n", NS_ID);
-		write_file(pid, "uid_map", map);
-		write_file(pid, "setgroups", "deny\n");
-		write_file(pid, "gid_map", map);
-		cr_assert_eq(write(go[1], "g", 1), 1);
+	if (n != 1) {
+		close(go[1]);
+		close(res[0]);
+		int code = abd_test_wait(pid);
+		if (code == CHILD_SKIP)
+			cr_skip_test("unshare(CLONE_NEWUSER) is refused here (user.max_user_namespaces, "
+			             "or a container's seccomp policy)");
+		cr_assert_fail("the namespace child exited %d before unsharing", code);
 	}
+	char map[64];
+	snprintf(map, sizeof(map), "0 %u 1\n", NS_ID);
+	write_file(pid, "uid_map", map);
+	write_file(pid, "setgroups", "deny\n");
+	write_file(pid, "gid_map", map);
+	cr_assert_eq(write(go[1], "g", 1), 1);
 	close(go[1]);
+	*res_r = res[0];
+	return pid;
+}
+
+/* Read what the child wrote, up to EOF (it closes its end when it is done talking). */
+static void read_findings(int fd, char *out, size_t out_size)
+{
 	size_t got = 0;
-	while (got + 1 < out_size && (n = read(res[0], out + got, out_size - 1 - got)) > 0)
+	ssize_t n;
+	while (got + 1 < out_size && (n = read(fd, out + got, out_size - 1 - got)) > 0)
 		got += (size_t)n;
 	out[got] = 0;
-	close(res[0]);
-	int code = abd_test_wait(pid);
-	if (code == CHILD_SKIP)
-		cr_skip_test("unshare(CLONE_NEWUSER) is refused here (user.max_user_namespaces, or a "
-		             "container's seccomp policy)");
-	return code;
+	close(fd);
+}
+
+/* start_in_userns, then its findings and its exit code. */
+static int run_in_userns(const char *dir, int (*body)(const char *, int), char *out,
+                         size_t out_size)
+{
+	int res;
+	pid_t pid = start_in_userns(dir, body, &res);
+	read_findings(res, out, out_size);
+	return abd_test_wait(pid);
 }
 
 /* ------------------------------------------------------- another uid map -- */
@@ -214,45 +234,14 @@ static int publish_inside(const char *dir, int out_w)
  * record, looks from outside, then kills it. */
 ABD_TEST(userns, one_namespace_shares_and_outside_sees_invalid)
 {
-	if (geteuid() != 0)
-		cr_skip_test("mapping namespace root to uid %u needs root (CAP_SETUID) here", NS_ID);
 	struct scratch s;
 	scratch_open(&s);
 	/* the namespace's root owns its registry, as a rootless container's user owns its own */
 	cr_assert_eq(chown(s.dir, NS_ID, NS_ID), 0);
-	int ready[2], go[2], res[2];
-	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(go, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(res, O_CLOEXEC), 0);
-	struct ns_child c = { s.dir, ready[1], go[0], publish_inside, res[1] };
-	pid_t pid = abd_test_fork(ns_child_main, &c);
-	close(ready[1]);
-	close(go[0]);
-	close(res[1]);
-	char b = 0, line[512] = "";
-	ssize_t n = read(ready[0], &b, 1);
-	close(ready[0]);
-	if (n == 1) {
-		char map[64];
-		snprintf(map, sizeof(map), "0 %u 1\n", NS_ID);
-		write_file(pid, "uid_map", map);
-		write_file(pid, "setgroups", "deny\n");
-		write_file(pid, "gid_map", map);
-		cr_assert_eq(write(go[1], "g", 1), 1);
-	}
-	close(go[1]);
-	size_t got = 0;
-	while (got + 1 < sizeof(line) && (n = read(res[0], line + got, sizeof(line) - 1 - got)) > 0)
-		got += (size_t)n;
-	line[got] = 0;
-	close(res[0]);
-	if (n == 0 && got == 0) {
-		int code = abd_test_wait(pid);
-		if (code == CHILD_SKIP)
-			cr_skip_test("unshare(CLONE_NEWUSER) is refused here (user.max_user_namespaces, "
-			             "or a container's seccomp policy)");
-		cr_assert_fail("child exited %d without a word", code);
-	}
+	int res;
+	pid_t pid = start_in_userns(s.dir, publish_inside, &res);
+	char line[512];
+	read_findings(res, line, sizeof(line)); /* it holds its record while we look */
 	/* from outside: the file is owned by NS_ID but claims uid 0, so it is not trusted */
 	struct abd_snapshot *snap;
 	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
