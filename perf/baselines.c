@@ -233,6 +233,7 @@ static inline __attribute__((always_inline)) void sized_produce(struct spsc_end 
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t v = e->mine;
 		memcpy(msg, &v, sizeof(v));
+		bench_msg_fresh(msg);
 		spsc_push(e, msg, slot, SPSC_SIZED_SLOTS);
 	}
 }
@@ -245,6 +246,7 @@ static inline __attribute__((always_inline)) uint64_t sized_consume(struct spsc_
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t expect = e->mine, v;
 		spsc_pop(e, msg, slot, SPSC_SIZED_SLOTS);
+		bench_msg_used(msg);
 		memcpy(&v, msg, sizeof(v));
 		bad |= v ^ expect;
 	}
@@ -320,18 +322,21 @@ static int spsc_ping(void *state, uint64_t *ns)
 {
 	(void)ns;
 	struct spsc_state *s = state;
-	unsigned char msg[64] = {1};
-	spsc_push(&s->out, msg, sizeof(msg), SPSC_SLOTS);
-	spsc_pop(&s->in, msg, sizeof(msg), SPSC_SLOTS);
+	unsigned char msg[BENCH_MSG_MAX] = {1};
+	bench_msg_fresh(msg);
+	spsc_push(&s->out, msg, 64, SPSC_SLOTS);
+	spsc_pop(&s->in, msg, 64, SPSC_SLOTS);
+	bench_msg_used(msg);
 	return 0;
 }
 
 static int spsc_pong(void *state)
 {
 	struct spsc_state *s = state;
-	unsigned char msg[64];
-	spsc_pop(&s->in, msg, sizeof(msg), SPSC_SLOTS);
-	spsc_push(&s->out, msg, sizeof(msg), SPSC_SLOTS);
+	unsigned char msg[BENCH_MSG_MAX];
+	spsc_pop(&s->in, msg, 64, SPSC_SLOTS);
+	bench_msg_fresh(msg);
+	spsc_push(&s->out, msg, 64, SPSC_SLOTS);
 	return 0;
 }
 
@@ -516,6 +521,7 @@ static inline __attribute__((always_inline)) void mpmc_produce_n(struct mpmc_job
 	for (uint64_t i = 0; i < j->n; i++) {
 		uint64_t v = j->from + i;
 		memcpy(msg, &v, sizeof(v));
+		bench_msg_fresh(msg);
 		mpmc_push(j->s, msg, bytes);
 	}
 }
@@ -528,6 +534,7 @@ static inline __attribute__((always_inline)) void mpmc_consume_n(struct mpmc_job
 	uint64_t mine = 0;
 	while (atomic_load_explicit(&j->s->consumed, memory_order_relaxed) < j->n) {
 		if (mpmc_pop(j->s, msg, bytes)) {
+			bench_msg_used(msg);
 			if (++mine == 64) {
 				atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
 				mine = 0;

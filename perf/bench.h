@@ -57,6 +57,23 @@ static inline uint64_t bench_now_ns(void)
 int bench_cpus(const char *mode, int *a, int *b, const char **why);
 int bench_pin(int cpu); /* sched_setaffinity(0, {cpu}); 0 or -errno */
 
+/* A message buffer the compiler must treat as read (bench_msg_used, after a copy out) or as
+ * rewritten (bench_msg_fresh, before a copy in) by code it cannot see. The bare rings copy
+ * messages with memcpy into and out of local buffers whose bytes nothing else reads: without
+ * these, clang drops the consumer's copy (it loads only the 8 bytes it checks) and turns the
+ * producer's into a store of known bytes, so a "1 KiB" bare row moved 8 bytes per message on
+ * the consumer's side. abd-ring's rows copy through library calls, which the compiler cannot
+ * elide; these make the bare rows do the same work. They emit no instruction. */
+#define BENCH_MSG_MAX 1024
+static inline __attribute__((always_inline)) void bench_msg_used(const void *msg)
+{
+	__asm__ volatile("" : : "m"(*(const unsigned char(*)[BENCH_MSG_MAX])msg));
+}
+static inline __attribute__((always_inline)) void bench_msg_fresh(void *msg)
+{
+	__asm__ volatile("" : "+m"(*(unsigned char(*)[BENCH_MSG_MAX])msg));
+}
+
 /* Spin-wait helper for busy-polling transports: a pause instruction while the two processes
  * have their own vCPUs, sched_yield() when they share one (a pure spin would burn the whole
  * timeslice of the peer it waits for). The runners set the mode in each child. */
