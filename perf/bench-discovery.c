@@ -6,6 +6,10 @@
  *                publish-to-added-vs-bare-publish  the same samples vs bare-inotify-publish
  *                                     (O_TMPFILE, write, linkat -> read(inotify), open, read,
  *                                     close: the same work in bare syscalls)
+ *                publish-staged-to-added  abd_publish_prepare() untimed, then
+ *                                     abd_publish_commit() starts -> `added` at the watch:
+ *                                     vs bare-inotify-linkat like for like (both write their
+ *                                     record before the clock starts, both time the linkat on)
  *   abd-discovery  enumerate-N        abd_registry_snapshot() of N live records, N = 1000, 10000
  *                                     vs bare-readdir-open-read (readdir, open, read, close each)
  *   abd-discovery  exit-to-died       a publisher's last instruction -> the watch reports `died`
@@ -146,6 +150,31 @@ static int pub_ping(void *state, uint64_t *ns)
 	return r;
 }
 
+/* The staged publication (abd_publish_prepare untimed, then the clock, then
+ * abd_publish_commit): the same start as bare-inotify-linkat's, whose record is written
+ * before its clock starts and whose clock covers the linkat on. */
+static int pub_ping_staged(void *state, uint64_t *ns)
+{
+	struct pub_state *s = state;
+	uint32_t v = ++s->seq;
+	struct abd_publication *pub;
+	int r = abd_publish_prepare(s->reg, s->rec, &pub);
+	if (r < 0)
+		return r;
+	uint64_t t = bench_now_ns();
+	if ((r = abd_publish_commit(pub)) < 0) {
+		abd_withdraw(pub);
+		return r;
+	}
+	r = bench_until(&s->sh->ack, v);
+	uint64_t w = __atomic_load_n(&s->sh->t_added, __ATOMIC_ACQUIRE);
+	*ns = w > t ? w - t : 1;
+	abd_withdraw(pub);
+	if (r == 0)
+		r = bench_until(&s->sh->removed, v);
+	return r;
+}
+
 static int pub_pong(void *state)
 {
 	struct pub_state *s = state;
@@ -186,6 +215,16 @@ static void run_publish(void)
 		}
 		bench_row_latency(&same, &st);
 		bench_emit(&same);
+	}
+	for (int m = 0; m < 2; m++) {
+		struct bench_pair p = {.shm_size = sizeof(struct pub_shared), .prepare = pub_prepare,
+		                       .cleanup = pub_cleanup, .init = pub_init, .fini = pub_fini,
+		                       .ping = pub_ping_staged, .pong = pub_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-discovery",
+		                                      .case_name = "publish-staged-to-added",
+		                                      .cpus = modes[m],
+		                                      .baseline = "bare-inotify-linkat",
+		                                      .baseline_case = "linkat-to-wake"}, n);
 	}
 }
 

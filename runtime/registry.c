@@ -407,7 +407,9 @@ struct abd_publication {
 	struct abd_registry *reg;
 	struct abd_record *rec;
 	int fd;
+	bool linked; /* committed: the name exists (abd_publish_commit) */
 	char name[ABD_RECORD_NAME_MAX + 1];
+	char proc[32]; /* "/proc/self/fd/<fd>", made at prepare: commit only links */
 };
 
 static void instance_hex(const uint8_t *id, char *out)
@@ -523,8 +525,9 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *rec,
-                           struct abd_publication **out)
+/* Everything but the name: the record built, written to an unnamed file and locked. */
+ABD_EXPORT int abd_publish_prepare(struct abd_registry *reg, const struct abd_record *rec,
+                                   struct abd_publication **out)
 {
 	abd__check(out, -EINVAL);
 	*out = NULL;
@@ -570,18 +573,7 @@ ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *re
 	char hex[2 * ABD_INSTANCE_SIZE + 1];
 	instance_hex(pub->rec->instance, hex);
 	snprintf(pub->name, sizeof(pub->name), "%s.%s", pub->rec->service, hex);
-	char proc[64];
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pub->fd);
-	/* The record is complete and locked: only now does it get a name. */
-	if (linkat(AT_FDCWD, proc, reg->dirfd, pub->name, AT_SYMLINK_FOLLOW) < 0) {
-		r = -errno;
-		/* Without /proc, AT_EMPTY_PATH does the same (needs CAP_DAC_READ_SEARCH before 6.10). */
-		if (r == -ENOENT &&
-		    linkat(pub->fd, "", reg->dirfd, pub->name, AT_EMPTY_PATH) == 0)
-			r = 0;
-		if (r < 0)
-			goto fail;
-	}
+	snprintf(pub->proc, sizeof(pub->proc), "/proc/self/fd/%d", pub->fd);
 	free(buf);
 	*out = pub;
 	return 0;
@@ -593,11 +585,46 @@ fail:
 	return r;
 }
 
+/* The record is complete and locked: only now does it get a name. One linkat. */
+ABD_EXPORT int abd_publish_commit(struct abd_publication *pub)
+{
+	abd__check(pub, -EINVAL);
+	if (pub->linked)
+		return -EALREADY;
+	/* The record names the process that prepared it: another one (a forked child sharing the
+	 * descriptor) would publish a pid that is not its own. */
+	if (self_pid() != pub->rec->pid)
+		return -ECHILD;
+	if (linkat(AT_FDCWD, pub->proc, pub->reg->dirfd, pub->name, AT_SYMLINK_FOLLOW) < 0) {
+		int r = -errno;
+		/* Without /proc, AT_EMPTY_PATH does the same (needs CAP_DAC_READ_SEARCH before 6.10). */
+		if (r != -ENOENT || linkat(pub->fd, "", pub->reg->dirfd, pub->name, AT_EMPTY_PATH) < 0)
+			return r;
+	}
+	pub->linked = true;
+	return 0;
+}
+
+ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *rec,
+                           struct abd_publication **out)
+{
+	int r = abd_publish_prepare(reg, rec, out);
+	if (r < 0)
+		return r;
+	if ((r = abd_publish_commit(*out)) < 0) {
+		abd_withdraw(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
 ABD_EXPORT int abd_withdraw(struct abd_publication *pub)
 {
 	if (!pub)
 		return 0;
-	int r = unlinkat(pub->reg->dirfd, pub->name, 0) < 0 ? -errno : 0;
+	int r = 0;
+	if (pub->linked && unlinkat(pub->reg->dirfd, pub->name, 0) < 0)
+		r = -errno;
 	/* After the unlink: watchers see `removed`, never a death. */
 	abd__close(pub->fd);
 	abd_record_free(pub->rec);

@@ -1071,3 +1071,203 @@ ABD_TEST(registry, big_directory_states)
 	cr_assert_eq(count_state(s.reg, 0), 0);
 	scratch_close(&s);
 }
+
+/* ------------------------------------------------------------------ staged publication -- */
+
+/* Directory entries other than "." and "..": what any reader could find, abd or not. */
+static int names_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+ABD_TEST(registry, staged_publish_is_invisible_until_commit)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, 0, &w), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 0);
+
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("staged.svc", &rec), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "k", "v"), 0);
+	struct abd_publication *pub;
+	cr_assert_eq(abd_publish_prepare(s.reg, rec, &pub), 0);
+	abd_record_free(rec);
+	char name[ABD_RECORD_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%s", abd_publication_name(pub));
+	cr_assert_eq(strncmp(name, "staged.svc.", 11), 0);
+	cr_assert_geq(abd_publication_fd(pub), 0);
+
+	/* Prepared: complete, locked, and nowhere to be seen. */
+	cr_assert_eq(names_in(s.dir), 0, "a prepared record has no name yet");
+	cr_assert_eq(count_state(s.reg, 0), 0);
+	cr_assert_eq(abd_registry_liveness(s.reg, name), -ENOENT);
+	struct abd_record *found;
+	cr_assert_eq(abd_registry_lookup(s.reg, "staged.svc", &found), -ENOENT);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 0);
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 0, "the watch saw a prepared record");
+	cr_assert_eq(seen.added, 0);
+
+	cr_assert_eq(abd_publish_commit(pub), 0);
+	wait_events(w, &seen);
+	cr_assert_eq(seen.added, 1);
+	cr_assert_str_eq(seen.last, name);
+	cr_assert_eq(seen.last_state, ABD_STATE_ALIVE);
+	cr_assert_eq(abd_registry_liveness(s.reg, name), ABD_STATE_ALIVE);
+	cr_assert_eq(abd_registry_lookup(s.reg, "staged.svc", &found), 0);
+	cr_assert_str_eq(abd_record_meta(found, "k"), "v");
+	cr_assert_eq(abd_record_pid(found), getpid());
+	abd_record_free(found);
+	cr_assert_eq(count_state(s.reg, ABD_STATE_ALIVE), 1);
+
+	/* A second commit changes nothing. */
+	cr_assert_eq(abd_publish_commit(pub), -EALREADY);
+	cr_assert_eq(names_in(s.dir), 1);
+	cr_assert_eq(abd_publish_commit(NULL), -EINVAL);
+
+	cr_assert_eq(abd_withdraw(pub), 0);
+	while (seen.removed < 1)
+		wait_events(w, &seen);
+	cr_assert_eq(seen.died, 0);
+	cr_assert_eq(names_in(s.dir), 0);
+	abd_watch_free(w);
+	scratch_close(&s);
+}
+
+ABD_TEST(registry, staged_publish_errors)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("staged.err", &rec), 0);
+	struct abd_publication *pub = (void *)1;
+	cr_assert_eq(abd_publish_prepare(NULL, rec, &pub), -EINVAL);
+	cr_assert_null(pub);
+	cr_assert_eq(abd_publish_prepare(s.reg, NULL, &pub), -EINVAL);
+	cr_assert_eq(abd_publish_prepare(s.reg, rec, NULL), -EINVAL);
+
+	/* Withdrawing a publication never committed: nothing appears, nothing is removed. */
+	cr_assert_eq(abd_publish_prepare(s.reg, rec, &pub), 0);
+	cr_assert_eq(abd_withdraw(pub), 0);
+	cr_assert_eq(names_in(s.dir), 0);
+
+	/* Name taken: the commit fails with -EEXIST, the holder's record is untouched, and the
+	 * prepared publication can still be withdrawn without removing it. */
+	struct abd_publication *holder;
+	cr_assert_eq(abd_publish(s.reg, rec, &holder), 0);
+	cr_assert_eq(abd_record_set_instance(rec, abd_record_instance(abd_publication_record(holder))),
+	             0);
+	cr_assert_eq(abd_publish_prepare(s.reg, rec, &pub), 0);
+	cr_assert_str_eq(abd_publication_name(pub), abd_publication_name(holder));
+	cr_assert_eq(abd_publish_commit(pub), -EEXIST);
+	cr_assert_eq(abd_publish_commit(pub), -EEXIST, "a failed commit leaves it uncommitted");
+	cr_assert_eq(abd_withdraw(pub), 0);
+	cr_assert_eq(names_in(s.dir), 1);
+	cr_assert_eq(abd_registry_liveness(s.reg, abd_publication_name(holder)), ABD_STATE_ALIVE);
+	/* abd_publish itself leaves nothing behind when the name is taken. */
+	cr_assert_eq(abd_publish(s.reg, rec, &pub), -EEXIST);
+	cr_assert_null(pub);
+	cr_assert_eq(names_in(s.dir), 1);
+	cr_assert_eq(abd_withdraw(holder), 0);
+	abd_record_free(rec);
+	cr_assert_eq(names_in(s.dir), 0);
+	scratch_close(&s);
+}
+
+/* Prepares a record, says so on the pipe and waits to be killed. */
+static int prepare_and_wait(void *arg)
+{
+	int *ends = arg; /* [0]: the registry's directory comes here, [1]: the name goes there */
+	char dir[256] = { 0 };
+	if (read(ends[0], dir, sizeof(dir)) <= 0)
+		return 10;
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	if (abd_registry_open(dir, 0, &reg, NULL, 0) < 0 || abd_record_new("staged.kill", &rec) < 0 ||
+	    abd_publish_prepare(reg, rec, &pub) < 0)
+		return 11;
+	const char *name = abd_publication_name(pub);
+	if (write(ends[1], name, strlen(name) + 1) < 0)
+		return 12;
+	for (;;)
+		pause();
+}
+
+ABD_TEST(registry, killed_between_prepare_and_commit_leaves_nothing)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, 0, &w), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 0);
+	int to_child[2], from_child[2];
+	cr_assert_eq(pipe2(to_child, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(from_child, O_CLOEXEC), 0);
+	int ends[2] = { to_child[0], from_child[1] };
+	pid_t pid = abd_test_fork(prepare_and_wait, ends);
+	close(to_child[0]);
+	close(from_child[1]);
+	cr_assert_eq(write(to_child[1], s.dir, strlen(s.dir) + 1), (ssize_t)strlen(s.dir) + 1);
+	char name[ABD_RECORD_NAME_MAX + 1];
+	ssize_t n = read(from_child[0], name, sizeof(name));
+	cr_assert_gt(n, 0, "the child did not prepare (status %d)", n == 0 ? abd_test_wait(pid) : -1);
+	close(to_child[1]);
+	close(from_child[0]);
+	cr_assert_eq(names_in(s.dir), 0);
+	kill(pid, SIGKILL);
+	cr_assert_eq(abd_test_wait(pid), 128 + SIGKILL);
+	/* The unnamed file went with its last descriptor: no name, nothing stale, nothing to GC,
+	 * no event (the close of an unnamed file names no record the watch knows). */
+	cr_assert_eq(names_in(s.dir), 0);
+	cr_assert_eq(count_state(s.reg, 0), 0);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 0);
+	cr_assert_eq(abd_registry_liveness(s.reg, name), -ENOENT);
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 0);
+	cr_assert_eq(seen.added + seen.removed + seen.died, 0);
+	abd_watch_free(w);
+	scratch_close(&s);
+}
+
+static int commit_in_child(void *arg)
+{
+	struct abd_publication *pub = arg; /* the parent's, copied by fork */
+	int r = abd_publish_commit(pub);
+	return r == -ECHILD ? 0 : 20 + (r < 0 ? -r : 0);
+}
+
+ABD_TEST(registry, staged_commit_belongs_to_the_preparing_process)
+{
+	/* A child forked between prepare and commit shares the record's descriptor, but the
+	 * record names the parent's pid: the child's commit is refused, the parent's works. */
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("staged.fork", &rec), 0);
+	struct abd_publication *pub;
+	cr_assert_eq(abd_publish_prepare(s.reg, rec, &pub), 0);
+	abd_record_free(rec);
+	pid_t pid = abd_test_fork(commit_in_child, pub);
+	cr_assert_eq(abd_test_wait(pid), 0, "the child's commit was not refused with -ECHILD");
+	cr_assert_eq(names_in(s.dir), 0);
+	cr_assert_eq(abd_publish_commit(pub), 0);
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
+	cr_assert_eq(abd_snapshot_count(snap), 1);
+	const struct abd_entry *e = abd_snapshot_entry(snap, 0);
+	cr_assert_eq(e->state, ABD_STATE_ALIVE, "%s", e->reason ? e->reason : "");
+	cr_assert_eq(e->pid, getpid());
+	abd_snapshot_free(snap);
+	cr_assert_eq(abd_withdraw(pub), 0);
+	scratch_close(&s);
+}

@@ -159,9 +159,37 @@ struct abd_publication;
  * -EMFILE, -ENOMEM, or another -errno from open/write/fcntl/linkat. */
 ABD_EXPORT int abd_publish(struct abd_registry *reg, const struct abd_record *rec,
                            struct abd_publication **out);
-/* Unlink the record, close its descriptor (releasing the lock) and free pub. NULL is
- * accepted. Returns 0, or the -errno of unlinkat (the descriptor is closed and pub freed
- * anyway). Watchers see `removed`. */
+
+/* abd_publish in two stages, for a process that wants its record ready in advance and to
+ * appear at the instant it can serve: abd_publish = prepare + commit.
+ *
+ * abd_publish_prepare does everything but the name: fills in the identity (as abd_publish;
+ * the publication time is the prepare's), writes the record to an O_TMPFILE file and takes
+ * its OFD write lock. The record is invisible until the commit: no snapshot, lookup, GC or
+ * watcher can see it (the file has no name), and if the process dies or calls abd_withdraw
+ * first, the kernel frees the file and nothing ever appears in the directory.
+ * abd_publication_name already gives the name the commit will create, abd_publication_fd the
+ * descriptor. Returns 0 and *out (a prepared publication, owned by the caller: commit it,
+ * or release it with abd_withdraw), or the errors of abd_publish except those of linkat.
+ *
+ * abd_publish_commit gives the prepared record its name: one linkat(2), nothing else (the
+ * record is complete and locked already). Returns 0, or
+ *   -EINVAL    pub is NULL;
+ *   -EALREADY  pub is already committed (a second commit changes nothing);
+ *   -ECHILD    the caller is not the process that prepared pub (a forked child shares its
+ *              descriptor, but the record names the preparer's pid): prepare in the child;
+ *   -EEXIST    the name is taken (an instance chosen with abd_record_set_instance is in use)
+ *   -EACCES, -ENOSPC, ...  another -errno of linkat
+ * On failure pub stays prepared and uncommitted: commit again, or abd_withdraw it. A pub that
+ * abd_withdraw has freed must not be used again (committed or not). */
+ABD_EXPORT int abd_publish_prepare(struct abd_registry *reg, const struct abd_record *rec,
+                                   struct abd_publication **out);
+ABD_EXPORT int abd_publish_commit(struct abd_publication *pub);
+
+/* Unlink the record (when committed), close its descriptor (releasing the lock) and free
+ * pub, committed or only prepared. NULL is accepted. Returns 0, or the -errno of unlinkat (the
+ * descriptor is closed and pub freed anyway). Watchers see `removed` (nothing for a
+ * publication never committed). */
 ABD_EXPORT int abd_withdraw(struct abd_publication *pub);
 /* The record as published (owned by pub), its file name, its descriptor (borrowed). */
 ABD_EXPORT const struct abd_record *abd_publication_record(const struct abd_publication *pub);
