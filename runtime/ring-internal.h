@@ -191,6 +191,10 @@ struct abd_ring {
 	 * publications that found no sleeper (ring.c, publish_mode) */
 	bool unfenced[2]; /* [ABD_RING_WAIT_DATA]: as producer; [ABD_RING_WAIT_SPACE]: as consumer */
 	uint32_t calm[2];
+	/* The streaming cases of abd_ring_try_push / try_pop may take their short paths (ring.c,
+	 * abd__ring_fast_update): every condition above that they depend on, folded into one flag
+	 * each and recomputed where any of them changes. */
+	bool fast_push, fast_pop;
 	/* slots this handle holds (reserved or peeked), for abd_ring_free */
 	uint64_t held;
 	/* counters not yet added to the header */
@@ -234,6 +238,7 @@ static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_
 }
 
 /* ring.c */
+void abd__ring_fast_update(struct abd_ring *r) ABD_NONBLOCKING;
 void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING;
 void abd__ring_flush_stats(struct abd_ring *r);
 

@@ -111,6 +111,7 @@ static int ring_join(struct abd_ring *r, unsigned flags)
 		abd__store(&r->h->tail_unfenced, 0, RELEASE);
 	if ((r->modes & ABD_RING_SINGLE_CONSUMER) && (r->roles & ABD_RING_CONSUMER))
 		abd__store(&r->h->head_unfenced, 0, RELEASE);
+	abd__ring_fast_update(r);
 	return 0;
 }
 
@@ -432,16 +433,28 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOC
 	r->own_wakes++;
 }
 
-/* A message's copy in or out. Up to 16 bytes without a call: two (possibly overlapping) moves
- * of 8, 4 or 1 byte(s) that read and write only [0, len) — a call to the library's memcpy was
- * a third of the cost of an 8-byte push and pop. Longer: memcpy. */
+/* A message's copy in or out. Up to 64 bytes without a call: two (possibly overlapping) moves
+ * of 32, 16, 8, 4 or 1 byte(s) that read and write only [0, len) — a call to the library's
+ * memcpy was a third of the cost of an 8-byte push and pop. Longer: memcpy. */
 static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, size_t len)
 	ABD_NONBLOCKING
 {
 	unsigned char *d = dst;
 	const unsigned char *sp = src;
-	if (len > 16) {
+	if (len > 64) {
 		memcpy(d, sp, len);
+	} else if (len > 32) {
+		struct v32 { unsigned char b[32]; } a, b;
+		memcpy(&a, sp, 32);
+		memcpy(&b, sp + len - 32, 32);
+		memcpy(d, &a, 32);
+		memcpy(d + len - 32, &b, 32);
+	} else if (len > 16) {
+		struct v16 { unsigned char b[16]; } a, b;
+		memcpy(&a, sp, 16);
+		memcpy(&b, sp + len - 16, 16);
+		memcpy(d, &a, 16);
+		memcpy(d + len - 16, &b, 16);
 	} else if (len >= 8) {
 		uint64_t a, b;
 		memcpy(&a, sp, 8);
@@ -467,6 +480,18 @@ static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, s
  * our private slot size: a hostile peer can garble messages, never move our accesses out of
  * the mapping. Loops that depend on shared state are bounded as well. */
 
+/* The short paths of abd_ring_try_push / try_pop (below) serve a single producer facing a single
+ * consumer, and that consumer, while each publishes unfenced (it found no sleeper for a while)
+ * and holds no reservation / peeked slot; in every other state they step aside for the general
+ * paths. Called wherever one of these conditions changes. */
+void abd__ring_fast_update(struct abd_ring *r) ABD_NONBLOCKING
+{
+	r->fast_push = (r->roles & ABD_RING_PRODUCER) && (r->modes & ABD_RING_SINGLE_PRODUCER) &&
+	               r->sp_fast && !r->sp_reserved && r->unfenced[ABD_RING_WAIT_DATA];
+	r->fast_pop = (r->roles & ABD_RING_CONSUMER) && abd__ring_spsc(r) && !r->sc_peeked &&
+	              r->unfenced[ABD_RING_WAIT_SPACE];
+}
+
 /* Is a sleeper armed on this futex word (bit 0)? A plain load of a line nobody writes while
  * nobody sleeps. */
 static inline bool armed(const uint32_t *word) ABD_NONBLOCKING
@@ -491,6 +516,7 @@ static inline bool publish_check(struct abd_ring *r, enum abd_ring_wait_for what
 		if (r->unfenced[what]) {
 			r->unfenced[what] = false;
 			abd__store(mode, 0, RELEASE);
+			abd__ring_fast_update(r);
 		}
 		return true;
 	}
@@ -498,6 +524,7 @@ static inline bool publish_check(struct abd_ring *r, enum abd_ring_wait_for what
 		abd__store(mode, 1, RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		r->unfenced[what] = true;
+		abd__ring_fast_update(r);
 	}
 	return false;
 }
@@ -596,6 +623,7 @@ static ABD__NOINLINE int sp_claim_slow(struct abd_ring *r, struct abd__ring_slot
 		int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
 		if (d == 0 && abd__ctl_state(c) == ABD__SLOT_FREE) {
 			r->sp_fast = abd__ring_spsc(r);
+			abd__ring_fast_update(r);
 			*out = s;
 			return 0;
 		}
@@ -611,6 +639,7 @@ static ABD__NOINLINE int sp_claim_slow(struct abd_ring *r, struct abd__ring_slot
 			r->sp_head_cache = abd__load(&r->h->head, ACQUIRE);
 			if (t - r->sp_head_cache < r->cap) {
 				r->sp_fast = true;
+				abd__ring_fast_update(r);
 				*out = s;
 				return 0;
 			}
@@ -684,7 +713,46 @@ static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *w
 	return e;
 }
 
-int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len) ABD_NONBLOCKING
+/* The streaming push of a single producer (fast_push): sp_claim's cached-head bound, then
+ * publish's stores in publish's order (the message, its length, the slot word with a release
+ * store, the tail), then data_owed's check for a sleeper. The statistics' flush and a sleeper
+ * are left to the general path, which repeats the (idempotent) check and does the rest. */
+static ABD__INLINE bool sp_fast_push(struct abd_ring *r, const void *data, size_t len)
+	ABD_NONBLOCKING
+{
+	uint64_t t = r->sp_tail;
+	if (abd__unlikely(t - r->sp_head_cache >= r->cap)) {
+		r->sp_head_cache = abd__load(&r->h->head, ACQUIRE);
+		if (t - r->sp_head_cache >= r->cap)
+			return false;
+	}
+	struct abd__ring_slot *s = abd__slot(r, t);
+	copy_msg(s->data, data, len);
+	abd__store(&s->len, (uint32_t)len, RELAXED);
+	abd__store(&s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
+	r->sp_tail = t + 1;
+	abd__store(&r->h->tail, t + 1, RELEASE);
+	return true;
+}
+
+/* After a short path's publication: the statistics every ABD__STATS_FLUSH messages, and the
+ * wake a sleeper may be owed (publish_check, which also leaves unfenced mode). */
+static ABD__NOINLINE void fast_tail(struct abd_ring *r, enum abd_ring_wait_for what)
+	ABD_NONBLOCKING
+{
+	uint32_t *n = what == ABD_RING_WAIT_DATA ? &r->unflushed_pushed : &r->unflushed_popped;
+	uint64_t *total = what == ABD_RING_WAIT_DATA ? &r->h->pushed : &r->h->popped;
+	if (*n >= ABD__STATS_FLUSH) {
+		abd__add(total, *n, RELAXED);
+		*n = 0;
+	}
+	bool owed = what == ABD_RING_WAIT_DATA ? data_owed(r) : space_owed(r);
+	if (owed)
+		abd__ring_wake(r, what);
+}
+
+static ABD__NOINLINE int try_push_slow(struct abd_ring *r, const void *data, size_t len)
+	ABD_NONBLOCKING
 {
 	abd__check(r && (data || len == 0), -EINVAL);
 	bool wake = false;
@@ -692,6 +760,18 @@ int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len) ABD_NONB
 	if (abd__unlikely(wake))
 		abd__ring_wake(r, ABD_RING_WAIT_DATA);
 	return e;
+}
+
+int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len) ABD_NONBLOCKING
+{
+	if (abd__likely(r && r->fast_push && len <= r->slot_size && (data || len == 0)) &&
+	    abd__likely(sp_fast_push(r, data, len))) {
+		if (abd__unlikely((++r->unflushed_pushed >= ABD__STATS_FLUSH) |
+		                  armed(&r->h->data_futex)))
+			fast_tail(r, ABD_RING_WAIT_DATA);
+		return 0;
+	}
+	return try_push_slow(r, data, len);
 }
 
 /* A single producer's batch: each slot is published with a release store of its word (the
@@ -785,8 +865,10 @@ static int reserve(struct abd_ring *r, void **data) ABD_NONBLOCKING
 	int e = claim(r, &s);
 	if (e < 0)
 		return e;
-	if (r->modes & ABD_RING_SINGLE_PRODUCER)
+	if (r->modes & ABD_RING_SINGLE_PRODUCER) {
 		r->sp_reserved = true;
+		abd__ring_fast_update(r);
+	}
 	r->held++;
 	*data = s->data;
 	return 0;
@@ -821,6 +903,7 @@ static int commit_nowake(struct abd_ring *r, void *data, size_t len, bool *wake)
 		if (!r->sp_reserved || s != abd__slot(r, r->sp_tail))
 			return -EINVAL;
 		r->sp_reserved = false;
+		abd__ring_fast_update(r);
 	}
 	r->held--;
 	int e = publish(r, s, len);
@@ -847,6 +930,7 @@ int abd_ring_abort(struct abd_ring *r, void *data) ABD_NONBLOCKING
 		/* nothing was published: the slot simply stays free for the next claim */
 		abd__check(r->sp_reserved && s == abd__slot(r, r->sp_tail), -EINVAL);
 		r->sp_reserved = false;
+		abd__ring_fast_update(r);
 		r->held--;
 		return 0;
 	}
@@ -1059,7 +1143,8 @@ static int pop_nowake(struct abd_ring *r, void *buf, size_t size, bool *wake) AB
 	return e;
 }
 
-int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
+static ABD__NOINLINE int try_pop_slow(struct abd_ring *r, void *buf, size_t size)
+	ABD_NONBLOCKING
 {
 	abd__check(r && (buf || size == 0) && size <= INT_MAX, -EINVAL);
 	bool wake = false;
@@ -1067,6 +1152,31 @@ int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 	if (abd__unlikely(wake))
 		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
 	return e;
+}
+
+int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
+{
+	/* The streaming pop of a single consumer facing a single producer (fast_pop): sc_claim's
+	 * common case, pop_one's copy (the length read once, bounded by our slot size and the
+	 * caller's buffer), give_back's head store, space_owed's check. Anything else, and an
+	 * empty ring, takes the general path. */
+	if (abd__likely(r && r->fast_pop && (buf || size == 0) && size <= INT_MAX)) {
+		uint64_t h = r->sc_head;
+		struct abd__ring_slot *s = abd__slot(r, h);
+		if (abd__load(&s->ctl, ACQUIRE) == abd__ctl((uint32_t)h, ABD__SLOT_FULL, 0)) {
+			uint32_t len = abd__load(&s->len, RELAXED);
+			if (abd__likely(len <= r->slot_size && len <= size)) {
+				copy_msg(buf, s->data, len);
+				r->sc_head = h + 1;
+				abd__store(&r->h->head, h + 1, RELEASE);
+				if (abd__unlikely((++r->unflushed_popped >= ABD__STATS_FLUSH) |
+				                  armed(&r->h->space_futex)))
+					fast_tail(r, ABD_RING_WAIT_SPACE);
+				return (int)len;
+			}
+		}
+	}
+	return try_pop_slow(r, buf, size);
 }
 
 /* A single consumer's batch: copy each message out, then hand its slot back with a release
@@ -1166,8 +1276,10 @@ static int peek(struct abd_ring *r, const void **data, size_t *len) ABD_NONBLOCK
 		give_back(r, s);
 		return -EBADMSG;
 	}
-	if (r->modes & ABD_RING_SINGLE_CONSUMER)
+	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
 		r->sc_peeked = true;
+		abd__ring_fast_update(r);
+	}
 	r->held++;
 	*data = s->data;
 	*len = l;
@@ -1189,6 +1301,7 @@ static int release_nowake(struct abd_ring *r, const void *data, bool *wake) ABD_
 		if (!r->sc_peeked || s != abd__slot(r, r->sc_head))
 			return -EINVAL;
 		r->sc_peeked = false;
+		abd__ring_fast_update(r);
 	}
 	r->held--;
 	int e = give_back(r, s);

@@ -113,6 +113,70 @@ ABD_TEST(ring, push_pop_fifo_full_empty_every_mode)
 		roundtrip(modes[i]);
 }
 
+/* A single producer and consumer that have streamed for a while (more than ABD__RING_CALM
+ * publications without a sleeper, several laps) push and pop through the short paths of
+ * ring.c; every rule of the general paths still holds there: each length from 0 to beyond the
+ * slot size copied exactly (the inline copies switch at 8, 16, 32 and 64 bytes), -EMSGSIZE for
+ * a message too long or a buffer too short (the message stays), -EBUSY while a reservation or
+ * a peeked slot is held, -EAGAIN full and empty, NULL buffers, and statistics that count
+ * every message. */
+ABD_TEST(ring, streaming_spsc_short_paths_keep_every_rule)
+{
+	enum { CAP = 16, SLOT = 100 };
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(CAP, SLOT, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+	                          NULL, &r), 0);
+	unsigned char in[SLOT + 1], out[SLOT + 8];
+	uint64_t pushed = 0;
+	for (int lap = 0; lap < 40; lap++) {
+		for (int k = 0; k < CAP; k++, pushed++) {
+			size_t len = pushed % (SLOT + 1);
+			for (size_t i = 0; i < len; i++)
+				in[i] = (unsigned char)(pushed * 31 + i);
+			cr_assert_eq(abd_ring_try_push(r, in, len), 0, "push %llu", (unsigned long long)pushed);
+		}
+		cr_assert_eq(abd_ring_try_push(r, in, 1), -EAGAIN, "full");
+		cr_assert_eq(abd_ring_try_push(r, in, SLOT + 1), -EMSGSIZE);
+		for (int k = 0; k < CAP; k++) {
+			uint64_t m = pushed - CAP + (uint64_t)k;
+			size_t len = m % (SLOT + 1);
+			if (len > 0) {
+				cr_assert_eq(abd_ring_try_pop(r, out, len - 1), -EMSGSIZE, "buffer too short");
+				cr_assert_eq(abd_ring_try_pop(r, NULL, 0), -EMSGSIZE);
+			}
+			memset(out, 0xee, sizeof(out));
+			int got = len ? abd_ring_try_pop(r, out, len) : abd_ring_try_pop(r, NULL, 0);
+			cr_assert_eq(got, (int)len, "message %llu", (unsigned long long)m);
+			for (size_t i = 0; i < len; i++)
+				cr_assert_eq(out[i], (unsigned char)(m * 31 + i), "byte %zu of %llu", i,
+				             (unsigned long long)m);
+			cr_assert_eq(out[len], len ? 0xee : out[len], "nothing written past the message");
+		}
+		cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), -EAGAIN, "empty");
+	}
+	cr_assert_eq(abd_ring_try_push(r, NULL, 3), -EINVAL);
+	cr_assert_eq(abd_ring_try_pop(r, NULL, 3), -EINVAL);
+	/* a reservation / a peeked slot held in streaming mode still excludes the copy forms */
+	void *p;
+	cr_assert_eq(abd_ring_try_reserve(r, &p), 0);
+	cr_assert_eq(abd_ring_try_push(r, "x", 1), -EBUSY);
+	cr_assert_eq(abd_ring_commit(r, p, 0), 0);
+	cr_assert_eq(abd_ring_try_push(r, "yz", 2), 0);
+	const void *q;
+	size_t len;
+	cr_assert_eq(abd_ring_try_peek(r, &q, &len), 0);
+	cr_assert_eq(len, 0);
+	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), -EBUSY);
+	cr_assert_eq(abd_ring_release(r, q), 0);
+	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), 2);
+	cr_assert_eq(memcmp(out, "yz", 2), 0);
+	struct abd_ring_stats st;
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	cr_assert_eq(st.pushed, pushed + 2);
+	cr_assert_eq(st.popped, pushed + 2);
+	abd_ring_free(r);
+}
+
 static void zero_copy(unsigned mode)
 {
 	struct abd_ring *r;
