@@ -1163,7 +1163,16 @@ int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 	if (abd__likely(r && r->fast_pop && (buf || size == 0) && size <= INT_MAX)) {
 		uint64_t h = r->sc_head;
 		struct abd__ring_slot *s = abd__slot(r, h);
-		if (abd__load(&s->ctl, ACQUIRE) == abd__ctl((uint32_t)h, ABD__SLOT_FULL, 0)) {
+		uint64_t c = abd__load(&s->ctl, ACQUIRE);
+		if (c != abd__ctl((uint32_t)h, ABD__SLOT_FULL, 0)) {
+			/* empty, as sc_claim_slow says it: the slot holds an earlier lap, or is still
+			 * free for this one. A spinning consumer's loop stays this short. */
+			int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)h);
+			if (d < 0 || (d == 0 && abd__ctl_state(c) == ABD__SLOT_FREE)) {
+				waiting_for(r, s);
+				return -EAGAIN;
+			}
+		} else {
 			uint32_t len = abd__load(&s->len, RELAXED);
 			if (abd__likely(len <= r->slot_size && len <= size)) {
 				copy_msg(buf, s->data, len);
