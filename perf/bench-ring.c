@@ -182,6 +182,25 @@ static void *producer(void *arg)
 		}
 		return NULL;
 	}
+	if (!c->block) {
+		/* the spin rows: the loop bare-spsc's producer runs, around abd_ring_try_push */
+		struct abd_ring *r = j->r;
+		size_t bytes = c->bytes;
+		for (uint64_t i = 0, n = j->n, from = j->from; i < n;) {
+			uint64_t v = from + i;
+			memcpy(msg, &v, sizeof(v));
+			int e = abd_ring_try_push(r, msg, bytes);
+			if (e == 0) {
+				i++;
+			} else if (e == -EAGAIN) {
+				bench_relax();
+			} else {
+				j->err = e;
+				return NULL;
+			}
+		}
+		return NULL;
+	}
 	for (uint64_t i = 0; i < j->n; i++) {
 		uint64_t v = j->from + i;
 		memcpy(msg, &v, sizeof(v));
@@ -220,6 +239,29 @@ static void *consumer(void *arg)
 					j->err = -EBADMSG;
 			i += (unsigned)e;
 		}
+		return NULL;
+	}
+	if (!c->two && !c->block) {
+		/* 1P1C spin: the loop bare-spsc's consumer runs, around abd_ring_try_pop */
+		struct abd_ring *r = j->r;
+		int bytes = (int)c->bytes;
+		uint64_t bad = 0;
+		for (uint64_t i = 0, n = j->n; i < n;) {
+			int e = abd_ring_try_pop(r, msg, sizeof(msg));
+			if (e == bytes) {
+				uint64_t v;
+				memcpy(&v, msg, sizeof(v));
+				bad |= v ^ expect++;
+				i++;
+			} else if (e == -EAGAIN) {
+				bench_relax();
+			} else {
+				j->err = e < 0 ? e : -EBADMSG;
+				return NULL;
+			}
+		}
+		if (bad)
+			j->err = -EBADMSG;
 		return NULL;
 	}
 	uint64_t mine = 0; /* 2p2c: counted in private, added to the shared total every 64 */

@@ -441,37 +441,39 @@ static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, s
 {
 	unsigned char *d = dst;
 	const unsigned char *sp = src;
-	if (len > 64) {
-		memcpy(d, sp, len);
-	} else if (len > 32) {
-		struct v32 { unsigned char b[32]; } a, b;
-		memcpy(&a, sp, 32);
-		memcpy(&b, sp + len - 32, 32);
-		memcpy(d, &a, 32);
-		memcpy(d + len - 32, &b, 32);
-	} else if (len > 16) {
+	if (len <= 16) { /* the small messages first: fewest branches for them */
+		if (len >= 8) {
+			uint64_t a, b;
+			memcpy(&a, sp, 8);
+			memcpy(&b, sp + len - 8, 8);
+			memcpy(d, &a, 8);
+			memcpy(d + len - 8, &b, 8);
+		} else if (len >= 4) {
+			uint32_t a, b;
+			memcpy(&a, sp, 4);
+			memcpy(&b, sp + len - 4, 4);
+			memcpy(d, &a, 4);
+			memcpy(d + len - 4, &b, 4);
+		} else if (len) {
+			unsigned char a = sp[0], b = sp[len / 2], c = sp[len - 1];
+			d[0] = a;
+			d[len / 2] = b;
+			d[len - 1] = c;
+		}
+	} else if (len <= 32) {
 		struct v16 { unsigned char b[16]; } a, b;
 		memcpy(&a, sp, 16);
 		memcpy(&b, sp + len - 16, 16);
 		memcpy(d, &a, 16);
 		memcpy(d + len - 16, &b, 16);
-	} else if (len >= 8) {
-		uint64_t a, b;
-		memcpy(&a, sp, 8);
-		memcpy(&b, sp + len - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + len - 8, &b, 8);
-	} else if (len >= 4) {
-		uint32_t a, b;
-		memcpy(&a, sp, 4);
-		memcpy(&b, sp + len - 4, 4);
-		memcpy(d, &a, 4);
-		memcpy(d + len - 4, &b, 4);
-	} else if (len) {
-		unsigned char a = sp[0], b = sp[len / 2], c = sp[len - 1];
-		d[0] = a;
-		d[len / 2] = b;
-		d[len - 1] = c;
+	} else if (len <= 64) {
+		struct v32 { unsigned char b[32]; } a, b;
+		memcpy(&a, sp, 32);
+		memcpy(&b, sp + len - 32, 32);
+		memcpy(d, &a, 32);
+		memcpy(d + len - 32, &b, 32);
+	} else {
+		memcpy(d, sp, len);
 	}
 }
 
