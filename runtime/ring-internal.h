@@ -87,9 +87,12 @@ struct abd__ring_lease {
 	uint32_t sleeping; /* bit 0: counted in data_sleepers; bit 1: in space_sleepers */
 	uint32_t gen;      /* bumped at every acquisition */
 	uint32_t roles;    /* informational: the holder's ABD_RING_PRODUCER/CONSUMER bits */
-	uint8_t pad[44];
+	uint32_t pad0;
+	uint64_t pidns;    /* hint: the inode of the holder's PID namespace (0 unknown) */
+	uint8_t pad[32];
 };
 _Static_assert(sizeof(struct abd__ring_lease) == ABD__RING_LEASE_SIZE, "lease is one line");
+_Static_assert(offsetof(struct abd__ring_lease, pidns) == 24, "pidns at byte 24 of a lease");
 
 /* A slot: control word, length, payload. ctl = seq (32) | state (4) << 32 | lease (16) << 48. */
 struct abd__ring_slot {
@@ -214,6 +217,12 @@ struct abd_ring {
 	int64_t stuck_ns;
 	uint64_t stuck_pos, stuck_since;
 	unsigned stuck_what;
+	/* The last wait was for a live participant's claim (stall: ring-wait.c): a pidfd of that
+	 * participant, by the pid its lease names, so that the sleep ends when it exits. */
+	bool stalled, stall_exited;
+	unsigned stall_lease;
+	uint32_t stall_gen, stall_pid;
+	int stall_pidfd;
 };
 
 static inline uint64_t abd__ring_checksum(const void *hdr)
@@ -252,5 +261,6 @@ unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
 
 /* ring-wait.c */
 uint64_t abd__ring_now_ns(void);
+uint64_t abd__ring_pidns(void);
 
 #endif

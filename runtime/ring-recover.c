@@ -106,6 +106,7 @@ int abd__ring_take_lease(struct abd_ring *r)
 		cleanup(r, i); /* a dead holder's leftovers */
 		struct abd__ring_lease *l = &r->leases[i];
 		abd__store(&l->pid, (uint32_t)getpid(), RELAXED);
+		abd__store(&l->pidns, abd__ring_pidns(), RELAXED);
 		abd__store(&l->roles, r->roles, RELAXED);
 		abd__add(&l->gen, 1, RELAXED);
 		abd__store(&l->state, ABD__LEASE_HELD, RELEASE);

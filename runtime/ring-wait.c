@@ -10,14 +10,21 @@
  * bumps the sequence in one CAS, then wakes: a waiter that armed before the bump finds the
  * word changed and does not sleep. A sleeper that dies leaves the word armed: it costs the
  * next waker one spare wake, nothing more. */
+#include <abd/probe.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "compat/kernel.h"
 #include "ring-internal.h"
 
 #define ABD__STALL_POLL_NS 1000000 /* re-check a live claimer we depend on every 1 ms */
+/* ... or every 20 ms when its exit ends our sleep anyway (a pidfd of it, in our PID namespace:
+ * sleep_on); the re-check then only serves the stuck timeout and a commit whose waker has no
+ * eventfd */
+#define ABD__STALL_POLL_PIDFD_NS 20000000
 #define ABD__SPIN 128 /* most try-op iterations before sleeping */
 #define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
 #define ABD__YIELD_BACKOFF_MAX 63 /* most yield hints ignored after fruitless yields */
@@ -73,6 +80,8 @@ static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 		int n = abd__ring_reap_lease(r, lease);
 		return n < 0 ? n : 1;
 	}
+	r->stalled = true;
+	r->stall_lease = lease;
 	return stuck(r, what, pos, s, c, takeable, tmo);
 }
 
@@ -80,6 +89,7 @@ static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo)
 {
 	*tmo = -1;
+	r->stalled = false;
 	if (what == ABD_RING_WAIT_DATA) {
 		uint64_t h = r->modes & ABD_RING_SINGLE_CONSUMER ? r->sc_head : abd__load(&r->h->head, SEQ_CST);
 		struct abd__ring_slot *s = abd__slot(r, h);
@@ -261,8 +271,67 @@ int abd_ring_wait_finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	return 0;
 }
 
+/* The inode of our PID namespace, which a lease records (ring-recover.c): a pid in a lease
+ * means the same process to us only when it is ours too. 0 when unknown. */
+uint64_t abd__ring_pidns(void)
+{
+	static uint64_t ino; /* one value per process: racing first calls store the same */
+	uint64_t v = __atomic_load_n(&ino, __ATOMIC_RELAXED);
+	if (!v) {
+		struct stat st;
+		v = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
+		__atomic_store_n(&ino, v, __ATOMIC_RELAXED);
+	}
+	return v;
+}
+
+/* A pidfd of the participant whose claim we wait behind (blocked_by), or -1. The pid comes
+ * from its lease (shared memory: untrusted), so the pidfd is only ever a hint that ends a sleep
+ * early: the lock decides liveness. Only for a holder in our PID namespace (as its lease says).
+ * -ESRCH: no such process, it may have just exited (the caller re-checks at once). */
+static int stall_pidfd(struct abd_ring *r)
+{
+	if (r->stall_lease >= r->lease_count || abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1)
+		return -1;
+	const struct abd__ring_lease *l = &r->leases[r->stall_lease];
+	uint32_t pid = abd__load(&l->pid, RELAXED), gen = abd__load(&l->gen, RELAXED);
+	uint64_t ns = abd__ring_pidns();
+	if (pid == 0 || pid > INT32_MAX || ns == 0 || abd__load(&l->pidns, RELAXED) != ns)
+		return -1;
+	if (r->stall_pidfd >= 0 && r->stall_pid == pid && r->stall_gen == gen)
+		return r->stall_exited ? -1 : r->stall_pidfd; /* exited, yet the lease holds: no hint */
+	abd__close(r->stall_pidfd);
+	r->stall_exited = false;
+	r->stall_pidfd = abd__pidfd_open((pid_t)pid, 0);
+	if (r->stall_pidfd < 0) {
+		int e = errno;
+		r->stall_pidfd = -1;
+		return e == ESRCH ? -ESRCH : -1;
+	}
+	r->stall_pid = pid;
+	r->stall_gen = gen;
+	return r->stall_pidfd;
+}
+
+/* The limit of a sleep behind a live claim (stuck's ABD__STALL_POLL_NS) when the claimer's
+ * exit ends that sleep anyway: ABD__STALL_POLL_PIDFD_NS, or what is left of the stuck timeout
+ * (at least ABD__STALL_POLL_NS). */
+static int64_t stall_limit(struct abd_ring *r)
+{
+	int64_t ns = ABD__STALL_POLL_PIDFD_NS;
+	if (r->stuck_ns > 0) {
+		int64_t left = r->stuck_ns - (int64_t)(abd__ring_now_ns() - r->stuck_since);
+		if (left < ns)
+			ns = left > ABD__STALL_POLL_NS ? left : ABD__STALL_POLL_NS;
+	}
+	return ns;
+}
+
 /* Sleep on the futex word (or the eventfd, or in short naps) for at most ns (-1: no limit).
- * Returns 0 (woken, timed out or spurious: the caller re-checks) or -EINTR. */
+ * Returns 0 (woken, timed out or spurious: the caller re-checks) or -EINTR. Behind a live
+ * participant's claim, with an eventfd (which every waker with the ring's wait fd writes), the
+ * sleep is a poll of the eventfd and of that participant's pidfd: its death ends the sleep
+ * when the kernel reports it, not at the next 1 ms re-check. */
 static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value, int64_t ns)
 {
 	struct timespec ts, *tsp = NULL;
@@ -273,6 +342,30 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	}
 	r->own_waits++;
 	abd__add(&r->h->waits, 1, RELAXED);
+	if (r->stalled && r->evfd >= 0) {
+		int pfd = stall_pidfd(r);
+		if (pfd == -ESRCH)
+			return 0;
+		if (pfd >= 0) {
+			/* Drain what earlier wakes left in the eventfd (a futex sleeper's wakers write it
+			 * too, and nobody reads it then), then look at the word: a wake made before the
+			 * drain has changed it; one made after it makes the eventfd readable. */
+			uint64_t v;
+			ssize_t n = read(r->evfd, &v, sizeof(v));
+			(void)n;
+			const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+			if (abd__load(word, SEQ_CST) != value)
+				return 0;
+			struct pollfd p[2] = { { .fd = r->evfd, .events = POLLIN },
+			                       { .fd = pfd, .events = POLLIN } };
+			int e = ppoll(p, 2, tsp, NULL);
+			if (e < 0 && errno == EINTR)
+				return -EINTR;
+			if (e > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+				r->stall_exited = true; /* the re-check decides; no second hint from it */
+			return 0;
+		}
+	}
 	if (r->use_futex) {
 		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, tsp, NULL, 0);
@@ -336,6 +429,8 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 				}
 				left = (int64_t)(deadline - now);
 			}
+			if (tmo == ABD__STALL_POLL_NS && r->stalled && r->evfd >= 0 && stall_pidfd(r) >= 0)
+				tmo = stall_limit(r);
 			if (tmo >= 0 && (left < 0 || tmo < left))
 				left = tmo;
 			int s = sleep_on(r, what, value, left);

@@ -66,6 +66,7 @@ static void ring_close(struct abd_ring *r)
 	abd__close(r->shfd);
 	abd__close(r->lockfd);
 	abd__close(r->evfd);
+	abd__close(r->stall_pidfd);
 	free(r);
 }
 
@@ -74,7 +75,7 @@ static struct abd_ring *ring_alloc(void)
 	struct abd_ring *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->shfd = r->lockfd = r->evfd = -1;
+	r->shfd = r->lockfd = r->evfd = r->stall_pidfd = -1;
 	r->stuck_ns = 1000000000;
 	r->stuck_pos = UINT64_MAX;
 	r->spin = 128;

@@ -268,6 +268,84 @@ ABD_TEST(ring_procs, sleeping_consumer_recovers_after_a_producer_death)
 	alarm(0);
 }
 
+/* A consumer sleeping behind a live producer's claim learns of that producer's death from the
+ * kernel (a pidfd beside the ring's eventfd), not from its once-a-millisecond re-check of the
+ * lease: over a stall of 300 ms it sleeps a handful of times, where re-checking would take
+ * some 300 sleeps. */
+struct stall {
+	int memfd, evfd, ready[2];
+	uint64_t waits; /* the consumer's sleeps, reported back */
+	int got;
+};
+
+static int claim_and_hold(void *arg)
+{
+	struct stall *st = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(st->memfd, st->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	void *p;
+	if (abd_ring_try_reserve(r, &p) < 0)
+		return 2;
+	if (write(st->ready[1], "r", 1) != 1)
+		return 3;
+	for (;;)
+		pause();
+}
+
+static int stalled_consumer(void *arg)
+{
+	struct stall *st = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(st->memfd, st->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	char b[16];
+	st->got = abd_ring_pop(r, b, sizeof(b), 10 * (int64_t)1000000000);
+	struct abd_ring_stats s;
+	abd_ring_stats(r, &s);
+	st->waits = s.own_waits;
+	return st->got == 5 && memcmp(b, "later", 5) == 0 ? 0 : 2;
+}
+
+ABD_TEST(ring_procs, consumer_behind_a_live_claim_wakes_at_its_death_not_by_polling)
+{
+	abd_test_require(ABD_FEAT_PIDFD_OPEN);
+	abd_test_require(ABD_FEAT_EVENTFD);
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 16, 0, NULL, &r), 0);
+	struct stall *st = shared_alloc(sizeof(*st));
+	st->memfd = abd_ring_fd(r);
+	st->evfd = abd_ring_wait_fd(r);
+	cr_assert_eq(pipe(st->ready), 0);
+	pid_t holder = abd_test_fork(claim_and_hold, st);
+	char c;
+	cr_assert_eq(read(st->ready[0], &c, 1), 1, "the holder claimed its slot");
+	cr_assert_eq(abd_ring_try_push(r, "later", 5), 0);
+	pid_t consumer = abd_test_fork(stalled_consumer, st);
+	/* wait until the consumer sleeps behind the claim (it counts itself a data sleeper),
+	 * then keep it there, well inside its 1 s stuck timeout, before the holder dies */
+	while (__atomic_load_n(abd_ring_futex(r, ABD_RING_WAIT_DATA) + 1, __ATOMIC_ACQUIRE) == 0)
+		usleep(100);
+	usleep(300000);
+	kill(holder, SIGKILL);
+	cr_assert_eq(abd_test_wait(holder), 128 + SIGKILL);
+	cr_assert_eq(abd_test_wait(consumer), 0, "the consumer got the message behind the dead claim (%d)",
+	             st->got);
+	cr_assert_lt(st->waits, 30, "woken by the death: %llu sleeps in a 300 ms stall",
+	             (unsigned long long)st->waits);
+	struct abd_ring_stats s;
+	abd_ring_stats(r, &s);
+	cr_assert_eq(s.recovered, 1, "the dead claim was recovered, not taken from a live holder");
+	close(st->ready[0]);
+	close(st->ready[1]);
+	munmap(st, sizeof(*st));
+	abd_ring_free(r);
+	alarm(0);
+}
+
 static int peek_then_die(void *arg)
 {
 	struct die *d = arg;
