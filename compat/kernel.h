@@ -112,6 +112,9 @@ static inline int abd__pidfd_creds(int pidfd, uid_t *euid, gid_t *egid)
 	return 0;
 }
 
+/* statfs f_type of pidfs (6.9): a pidfd there has its process's own inode number. */
+#define ABD__PIDFS_MAGIC 0x50494446
+
 static inline int abd__close_range(unsigned int first, unsigned int last, unsigned int flags)
 {
 	return abd__sys_ret(syscall(__NR_close_range, first, last, flags));

@@ -281,6 +281,28 @@ static int proc_start_time(pid_t pid, uint64_t *start)
 	return 0;
 }
 
+/* The pidfs inode of a pidfd: unique for the boot (probe feature pidfs_ino), so equal to the
+ * record's only if the pidfd's process is the publisher that wrote it. 0 or -errno. */
+static int pidfd_ino(int pidfd, uint64_t *ino)
+{
+	struct stat st;
+	if (fstat(pidfd, &st) < 0)
+		return -errno;
+	*ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+uint64_t abd__pidfs_ino(pid_t pid)
+{
+	if (abd_probe_has(ABD_FEAT_PIDFS_INO) != 1)
+		return 0;
+	abd__autoclose int pidfd = abd__pidfd_open(pid, 0);
+	uint64_t ino = 0;
+	if (pidfd < 0 || pidfd_ino(pidfd, &ino) < 0)
+		return 0;
+	return ino;
+}
+
 /* PIDFD_GET_INFO said ENOTTY/EINVAL once although the probe had it: /proc/PID/status from
  * then on. */
 static atomic_bool getinfo_missing;
@@ -485,13 +507,27 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 			r = e.pidfd;
 			goto out;
 		}
-		/* The pidfd pins one process. /proc/PID/stat, read after pidfd_open, shows the start
-		 * time of whoever has the pid now: if that is the record's, it is the publisher,
-		 * which had the pid before pidfd_open and still has it, so it is the pidfd's
-		 * process. A reused pid fails here. */
-		r = proc_start_time(pid, &start);
-		if (r < 0)
-			goto out;
+		/* The pidfd pins one process. Where the record carries the publisher's pidfs inode
+		 * and pidfds are pidfs files (probe), the pidfd's own inode must be it: inode
+		 * numbers are never reused during a boot, so only the publisher's pidfd has it (one
+		 * fstat). Else /proc/PID/stat, read after pidfd_open, shows the start time of
+		 * whoever has the pid now: if that is the record's, it is the publisher, which had
+		 * the pid before pidfd_open and still has it, so it is the pidfd's process. A reused
+		 * pid fails either way. */
+		uint64_t want = abd_record_pidfs_ino(rec), ino = 0;
+		if (want && abd_probe_has(ABD_FEAT_PIDFS_INO) == 1) {
+			r = pidfd_ino(e.pidfd, &ino);
+			if (r < 0)
+				goto out;
+			if (ino != want) {
+				r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
+				goto out;
+			}
+		} else {
+			r = proc_start_time(pid, &start);
+			if (r < 0)
+				goto out;
+		}
 	}
 	/* The owner check (the record's uid is the process's euid) is a PID-reuse check: it
 	 * tells the process at the pid from the publisher. A verified pidfd cannot name another

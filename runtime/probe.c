@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
 #include <linux/futex.h>
 
 #include "config.h"
@@ -79,6 +80,7 @@ static const struct {
 	[ABD_FEAT_CLOSE_RANGE] = { "close_range", -1 },
 	[ABD_FEAT_OPENAT2] = { "openat2", -1 },
 	[ABD_FEAT_PIDFD_GET_INFO] = { "pidfd_get_info", -1 },
+	[ABD_FEAT_PIDFS_INO] = { "pidfs_ino", -1 },
 };
 
 static struct {
@@ -166,8 +168,15 @@ static void probe_pidfd(void)
 	if (pidfd < 0) {
 		set(ABD_FEAT_PIDFD_GETFD, pidfd == -ENOSYS ? -ENOSYS : pidfd);
 		set(ABD_FEAT_PIDFD_GET_INFO, pidfd);
+		set(ABD_FEAT_PIDFS_INO, pidfd);
 		return;
 	}
+	/* From 6.9 a pidfd is a file of pidfs, whose inode number is the process's own, never
+	 * reused during the boot; before, every pidfd shares the one anonymous inode. */
+	struct statfs sfs;
+	set(ABD_FEAT_PIDFS_INO, fstatfs(pidfd, &sfs) < 0             ? -errno
+	                        : sfs.f_type == ABD__PIDFS_MAGIC ? 0
+	                                                             : -EOPNOTSUPP);
 	/* Before 6.13 a pidfd has no ioctl: ENOTTY (EINVAL on some); acquisition then reads the
 	 * uids from /proc/PID/status */
 	uid_t u;
@@ -261,7 +270,8 @@ ABD_EXPORT uint64_t abd_probe_features(void)
 		for (int f = ABD_FEAT_IO_URING; f <= ABD_FEAT_URING_DEFER_TASKRUN; f++)
 			mask &= ~ABD_FEATURE_BIT(f);
 	if (!(mask & ABD_FEATURE_BIT(ABD_FEAT_PIDFD_OPEN)))
-		mask &= ~(ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GETFD) | ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GET_INFO));
+		mask &= ~(ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GETFD) | ABD_FEATURE_BIT(ABD_FEAT_PIDFD_GET_INFO) |
+		          ABD_FEATURE_BIT(ABD_FEAT_PIDFS_INO));
 	return mask;
 }
 

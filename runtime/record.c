@@ -372,6 +372,10 @@ ABD_EXPORT void abd_record_pidns(const struct abd_record *rec, uint64_t *dev, ui
 	if (ino)
 		*ino = rec ? rec->pidns_ino : 0;
 }
+ABD_EXPORT uint64_t abd_record_pidfs_ino(const struct abd_record *rec)
+{
+	return rec ? rec->pidfs_ino : 0;
+}
 ABD_EXPORT uint64_t abd_record_caps(const struct abd_record *rec)
 {
 	return rec ? rec->caps : 0;
@@ -481,9 +485,16 @@ static size_t slots_len(const struct abd_record *r)
 	return n;
 }
 
+/* A record that knows its publisher's pidfs inode is written as 1.1, any other as 1.0: what a
+ * 1.0 reader reads exactly, and a decoded record re-encodes to its own bytes either way. */
+static size_t header_len(const struct abd_record *r)
+{
+	return r->pidfs_ino ? ABD__HEADER_LEN_1_1 : ABD__HEADER_LEN;
+}
+
 size_t abd__record_size(const struct abd_record *r)
 {
-	return ABD__HEADER_LEN + strlen(r->service) + r->socket_len + slots_len(r) + r->meta_bytes +
+	return header_len(r) + strlen(r->service) + r->socket_len + slots_len(r) + r->meta_bytes +
 	       4;
 }
 
@@ -495,13 +506,14 @@ ABD_EXPORT long abd_record_encode(const struct abd_record *rec, void *buf, size_
 	size_t total = abd__record_size(rec);
 	if (size < total)
 		return -ENOSPC;
+	size_t hlen = header_len(rec);
 	uint8_t *p = buf;
-	memset(p, 0, ABD__HEADER_LEN);
+	memset(p, 0, hlen);
 	memcpy(p, ABD__MAGIC, 4);
 	put16(p + 4, ABD__VERSION_MAJOR);
-	put16(p + 6, ABD__VERSION_MINOR);
+	put16(p + 6, rec->pidfs_ino ? 1 : 0);
 	put32(p + 8, (uint32_t)total);
-	put16(p + 12, ABD__HEADER_LEN);
+	put16(p + 12, (uint16_t)hlen);
 	put16(p + 14, 0);
 	memcpy(p + 16, rec->instance, ABD_INSTANCE_SIZE);
 	put32(p + 32, (uint32_t)rec->pid);
@@ -517,7 +529,9 @@ ABD_EXPORT long abd_record_encode(const struct abd_record *rec, void *buf, size_
 	put16(p + 86, (uint16_t)rec->nmeta);
 	put32(p + 88, (uint32_t)sl);
 	put32(p + 92, (uint32_t)rec->meta_bytes);
-	uint8_t *q = p + ABD__HEADER_LEN;
+	if (rec->pidfs_ino)
+		put64(p + ABD__HEADER_LEN, rec->pidfs_ino);
+	uint8_t *q = p + hlen;
 	memcpy(q, rec->service, svc);
 	q += svc;
 	memcpy(q, rec->socket, rec->socket_len);
@@ -633,13 +647,16 @@ int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, 
 		*why = "bad checksum";
 		return -EBADMSG;
 	}
+	/* A minor this code knows (1.0, 1.1) must be exact: its own header length, no flags, no
+	 * trailing bytes, known kinds. A later one may add to each; what it adds is skipped. */
+	bool known = minor <= ABD__VERSION_MINOR;
+	size_t want = minor == 0 ? ABD__HEADER_LEN : ABD__HEADER_LEN_1_1;
 	uint16_t hlen = get16(p + 12);
-	if (hlen < ABD__HEADER_LEN || (minor == ABD__VERSION_MINOR && hlen != ABD__HEADER_LEN) ||
-	    (size_t)hlen > len - 4) {
+	if (hlen < want || (known && hlen != want) || (size_t)hlen > len - 4) {
 		*why = "bad header length";
 		return -EBADMSG;
 	}
-	if (minor == ABD__VERSION_MINOR && get16(p + 14) != 0) {
+	if (known && get16(p + 14) != 0) {
 		*why = "reserved flags set";
 		return -EBADMSG;
 	}
@@ -653,7 +670,7 @@ int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, 
 	}
 	/* All terms are bounded by 64 KiB each: no overflow in size_t. */
 	size_t body = (size_t)hlen + svc + sock + sl + ml + 4;
-	if (body > len || (minor == ABD__VERSION_MINOR && body != len)) {
+	if (body > len || (known && body != len)) {
 		*why = "sections do not add up to the length";
 		return -EBADMSG;
 	}
@@ -682,8 +699,12 @@ int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, 
 	rec->pidns_ino = get64(p + 56);
 	rec->caps = get64(p + 64);
 	rec->published_ns = get64(p + 72);
+	if (minor >= 1)
+		rec->pidfs_ino = get64(p + ABD__HEADER_LEN);
 	if (rec->pid <= 0)
 		BAD("pid out of range");
+	if (minor == 1 && !rec->pidfs_ino)
+		BAD("1.1 record without a pidfs inode"); /* 1.1 is written only with one */
 
 	const uint8_t *q = p + hlen;
 	if (!abd__name_valid((const char *)q, svc, ABD_SERVICE_MAX))
@@ -710,7 +731,7 @@ int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, 
 		if (fd < 0)
 			BAD("slot fd out of range");
 		if (kind > ABD_FD_SOCKET) {
-			if (minor == ABD__VERSION_MINOR)
+			if (known)
 				BAD("unknown slot kind");
 			kind = ABD_FD_OTHER; /* a later minor's kind: still a descriptor */
 		}

@@ -13,8 +13,9 @@
 
 #define ABD__MAGIC "ABDR"
 #define ABD__VERSION_MAJOR 1
-#define ABD__VERSION_MINOR 0
-#define ABD__HEADER_LEN 96
+#define ABD__VERSION_MINOR 1 /* the newest minor written, and read exactly */
+#define ABD__HEADER_LEN 96     /* 1.0's header */
+#define ABD__HEADER_LEN_1_1 104 /* 1.1: + u64 pidfs inode of the publisher at 96 */
 #define ABD__SLOT_FIXED 6 /* u32 fd, u8 kind, u8 name length */
 
 struct abd__slot {
@@ -36,6 +37,7 @@ struct abd_record {
 	int32_t pid;
 	uint32_t uid;
 	uint64_t start_time, pidns_dev, pidns_ino, caps, published_ns;
+	uint64_t pidfs_ino; /* 0: unknown (a 1.0 record) */
 	char socket[ABD_SOCKET_PATH_MAX + 1];
 	uint16_t socket_len;
 	struct abd__slot *slots;
@@ -164,6 +166,10 @@ void abd__proc_cache_free(struct abd__proc_cache *c);
 
 /* st_dev/st_ino of /proc/self/ns/pid, cached (per thread, forgotten across fork). 0 or -errno. */
 int abd__self_pidns(uint64_t *dev, uint64_t *ino);
+
+/* The pidfs inode number of process pid (st_ino of a pidfd of it): unique for the boot where
+ * the probe has ABD_FEAT_PIDFS_INO; else, or on any error, 0. runtime/acquire.c. */
+uint64_t abd__pidfs_ino(pid_t pid);
 
 /* Is the record called name in reg locked (its publisher alive)? 1 yes, 0 no, -ENOENT (gone),
  * -errno. One open, F_OFD_GETLK, close: for callers that already read and checked the record. */

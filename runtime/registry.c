@@ -309,6 +309,8 @@ static _Thread_local struct {
 	uint64_t start;
 	bool ns_known;
 	uint64_t ns_dev, ns_ino;
+	pid_t pidfs_pid; /* pidfs_ino is of this pid (0: not asked) */
+	uint64_t pidfs_ino;
 } self;
 static pthread_once_t self_once = PTHREAD_ONCE_INIT;
 
@@ -504,6 +506,11 @@ static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 		return e;
 	r->pidns_dev = reg->pidns_dev;
 	r->pidns_ino = reg->pidns_ino;
+	if (self.pidfs_pid != me) { /* the first acquisition checks it instead of /proc (acquire.c) */
+		self.pidfs_ino = abd__pidfs_ino(me);
+		self.pidfs_pid = me;
+	}
+	r->pidfs_ino = self.pidfs_ino;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	r->published_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

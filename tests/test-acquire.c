@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
 
 #include "harness.h"
 #include "compat/handshake.h"
@@ -532,6 +533,7 @@ ABD_TEST(acquire, gc_removes_a_tmp_socket_only_after_60_s)
 static int linger(void *arg)
 {
 	(void)arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* a failed assertion leaves none behind */
 	pause();
 	return 0;
 }
@@ -578,6 +580,190 @@ ABD_TEST(acquire, reused_pid_is_not_the_publisher)
 	kill(other, SIGKILL);
 	abd_test_wait(other);
 	abd_record_free(forged);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- pidfs inode -- */
+
+/* rec's bytes (a 1.1 record: the pidfs inode at offset 96) with the pid (offset 32) set when
+ * pid > 0, the start time (offset 40) set when start, the inode xor'ed with ino_xor, and, when
+ * strip, made a 1.0 record (no inode: header 96, minor 0); checksum fixed (docs/registry.md). */
+static struct abd_record *forge(const struct abd_record *rec, pid_t pid, uint64_t start,
+                                uint64_t ino_xor, bool strip)
+{
+	static uint8_t buf[ABD_RECORD_MAX];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_gt(len, 104);
+	cr_assert_eq(buf[6], 1, "a record with a pidfs inode is 1.1");
+	uint64_t v;
+	if (pid > 0)
+		memcpy(buf + 32, &(uint32_t){ (uint32_t)pid }, 4);
+	if (start)
+		memcpy(buf + 40, &start, 8);
+	memcpy(&v, buf + 96, 8);
+	v ^= ino_xor;
+	memcpy(buf + 96, &v, 8);
+	if (strip) {
+		memmove(buf + 96, buf + 104, (size_t)len - 104);
+		len -= 8;
+		buf[6] = 0;
+		memcpy(buf + 8, &(uint32_t){ (uint32_t)len }, 4);
+		memcpy(buf + 12, &(uint16_t){ 96 }, 2);
+	}
+	uint32_t crc = abd__crc32c(buf, (size_t)len - 4);
+	memcpy(buf + len - 4, &crc, 4);
+	struct abd_record *out = NULL;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &out, &why), 0, "%s", why);
+	return out;
+}
+
+/* A first acquisition: through a fresh registry handle (no pidfd of the publisher kept). */
+static int first_acquire(const char *dir, const struct abd_record *rec, unsigned flags)
+{
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_acquired *a = NULL;
+	int r = abd_acquire(reg, rec, flags, TIMEOUT_NS, &a);
+	cr_assert((r == 0) == (a != NULL));
+	abd_acquired_free(a);
+	abd_registry_free(reg);
+	return r;
+}
+
+static uint64_t proc_start(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_assert_gt(n, 0);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	cr_assert_not_null(p);
+	for (int f = 3; f < 22; f++)
+		cr_assert_not_null(p = strchr(p + 1, ' '));
+	return strtoull(p + 1, NULL, 10);
+}
+
+ABD_TEST(acquire, pidfs_ino_follows_the_profile_and_the_mask)
+{
+	int has = abd_probe_has(ABD_FEAT_PIDFS_INO);
+	if (profile_is("linux-5.4")) {
+		cr_assert_eq(has, 0, "5.4's pidfds share one anonymous inode");
+	} else {
+		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		cr_assert_geq(pidfd, 0);
+		struct statfs sfs;
+		cr_assert_eq(fstatfs(pidfd, &sfs), 0);
+		close(pidfd);
+		cr_assert_eq(has, sfs.f_type == 0x50494446 /* PID_FS_MAGIC */);
+	}
+	abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_PIDFS_INO));
+	cr_assert_eq(abd_probe_has(ABD_FEAT_PIDFS_INO), 0);
+}
+
+ABD_TEST(acquire, record_carries_the_publishers_pidfs_ino)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "ino.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "ino.svc", &rec), 0);
+	uint8_t buf[ABD_RECORD_MAX];
+	cr_assert_gt(abd_record_encode(rec, buf, sizeof(buf)), 0);
+	if (abd_probe_has(ABD_FEAT_PIDFS_INO) == 1) {
+		int pidfd = (int)syscall(SYS_pidfd_open, t.pid, 0);
+		struct stat st;
+		cr_assert_geq(pidfd, 0);
+		cr_assert_eq(fstat(pidfd, &st), 0);
+		close(pidfd);
+		cr_assert_eq(abd_record_pidfs_ino(rec), (uint64_t)st.st_ino);
+		cr_assert_neq(abd_record_pidfs_ino(rec), 0);
+		cr_assert_eq(buf[6], 1, "written as 1.1");
+	} else {
+		/* linux-5.4 (the publisher inherits the profile's mask): a 1.0 record */
+		cr_assert_eq(abd_record_pidfs_ino(rec), 0);
+		cr_assert_eq(buf[6], 0, "written as 1.0");
+	}
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, pidfs_ino_catches_a_reused_pid_the_start_time_cannot)
+{
+	/* A pid reused by a process that even has the record's start time (two processes started
+	 * within one clock tick): /proc/PID/stat cannot tell them apart, the pidfs inode can. */
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	abd_test_require(ABD_FEAT_PIDFS_INO);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "tick.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "tick.svc", &rec), 0);
+	pid_t other = abd_test_fork(linger, NULL);
+	struct abd_record *forged = forge(rec, other, proc_start(other), 0, false);
+	/* the record's lock is held (the publisher lives): the record lies, -ESTALE; a failed
+	 * verification never falls back to the handshake */
+	cr_assert_eq(first_acquire(dir, forged, ABD_ACQUIRE_PIDFD_GETFD), -ESTALE);
+	cr_assert_eq(first_acquire(dir, forged, 0), -ESTALE);
+	cr_assert_eq(first_acquire(dir, rec, ABD_ACQUIRE_PIDFD_GETFD), 0, "control");
+	/* the publisher dies, its pid lives on in another process: -ESRCH */
+	tpub_kill(&t);
+	cr_assert_eq(first_acquire(dir, forged, ABD_ACQUIRE_PIDFD_GETFD), -ESRCH);
+	kill(other, SIGKILL);
+	abd_test_wait(other);
+	abd_record_free(forged);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, first_acquisition_proves_identity_by_pidfs_ino_else_start_time)
+{
+	/* A record whose start time is off is still the publisher's by its pidfs inode; a 1.0
+	 * record (no inode: an older writer) or a consumer without the feature checks the start
+	 * time in /proc/PID/stat instead, and refuses it. */
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	abd_test_require(ABD_FEAT_PIDFS_INO);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "first.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "first.svc", &rec), 0);
+	uint64_t off = abd_record_start_time(rec) + 1;
+	struct abd_record *moved = forge(rec, 0, off, 0, false);
+	struct abd_record *old = forge(rec, 0, 0, 0, true);
+	struct abd_record *old_moved = forge(rec, 0, off, 0, true);
+	cr_assert_eq(abd_record_pidfs_ino(old), 0);
+	cr_assert_eq(first_acquire(dir, moved, ABD_ACQUIRE_PIDFD_GETFD), 0);
+	cr_assert_eq(first_acquire(dir, old, ABD_ACQUIRE_PIDFD_GETFD), 0, "1.0 records still work");
+	cr_assert_eq(first_acquire(dir, old_moved, ABD_ACQUIRE_PIDFD_GETFD), -ESTALE);
+	abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_PIDFS_INO));
+	cr_assert_eq(first_acquire(dir, moved, ABD_ACQUIRE_PIDFD_GETFD), -ESTALE);
+	cr_assert_eq(first_acquire(dir, rec, ABD_ACQUIRE_PIDFD_GETFD), 0);
+	abd_record_free(old_moved);
+	abd_record_free(old);
+	abd_record_free(moved);
 	abd_record_free(rec);
 	abd_registry_free(reg);
 	cr_assert_eq(tpub_stop(&t), 0);

@@ -225,9 +225,44 @@ ABD_TEST(registry, decode_rejects_every_corruption)
 	abd_record_free(rec);
 }
 
+ABD_TEST(registry, decode_1_1_carries_the_pidfs_ino)
+{
+	/* 1.1 = 1.0 + the publisher's pidfs inode (u64 at 96, header 104); written only when
+	 * known, so a record without one stays 1.0 and both re-encode to their own bytes. */
+	struct abd_record *rec = full_record();
+	uint8_t buf[4096], again[4096];
+	long len0 = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_eq(buf[6], 0, "no inode: 1.0");
+	rec->pidfs_ino = 0x1122334455667788u;
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_eq(len, len0 + 8);
+	cr_assert_eq(buf[6], 1);
+	cr_assert_eq(buf[12], ABD__HEADER_LEN_1_1);
+	struct abd_record *back;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &back, &why), 0, "%s", why);
+	cr_assert_eq(abd_record_pidfs_ino(back), 0x1122334455667788u);
+	cr_assert_str_eq(abd_record_meta(back, "owner"), "camera team");
+	cr_assert_eq(abd_record_encode(back, again, sizeof(again)), len);
+	cr_assert_eq(memcmp(buf, again, (size_t)len), 0);
+	abd_record_free(back);
+	/* 1.1 is exact: no inode, or a 1.0 header, or a trailing byte, is refused */
+	memcpy(again, buf, (size_t)len);
+	memset(again + ABD__HEADER_LEN, 0, 8);
+	fix_crc(again, (size_t)len);
+	cr_assert_eq(abd_record_decode(again, (size_t)len, &back, &why), -EBADMSG);
+	cr_assert_str_eq(why, "1.1 record without a pidfs inode");
+	memcpy(again, buf, (size_t)len);
+	again[12] = ABD__HEADER_LEN;
+	fix_crc(again, (size_t)len);
+	cr_assert_eq(abd_record_decode(again, (size_t)len, &back, &why), -EBADMSG);
+	cr_assert_str_eq(why, "bad header length");
+	abd_record_free(rec);
+}
+
 ABD_TEST(registry, decode_accepts_a_later_minor)
 {
-	/* A 1.1 record: a longer header and a trailing extension, both skipped by a 1.0 reader. */
+	/* A 1.2 record: a longer header and a trailing extension, both skipped by a 1.1 reader. */
 	struct abd_record *rec = full_record();
 	uint8_t buf[4096], newer[4096];
 	long len = abd_record_encode(rec, buf, sizeof(buf));
@@ -238,7 +273,7 @@ ABD_TEST(registry, decode_accepts_a_later_minor)
 	memcpy(newer + ABD__HEADER_LEN + extra_h, buf + ABD__HEADER_LEN,
 	       (size_t)len - ABD__HEADER_LEN - 4);
 	memset(newer + nlen - 4 - extra_t, 0xDD, extra_t);
-	newer[6] = 1; /* minor */
+	newer[6] = 2; /* minor */
 	uint32_t total = (uint32_t)nlen;
 	memcpy(newer + 8, &total, 4);
 	uint16_t hlen = (uint16_t)(ABD__HEADER_LEN + extra_h);
@@ -249,9 +284,13 @@ ABD_TEST(registry, decode_accepts_a_later_minor)
 	cr_assert_eq(abd_record_decode(newer, nlen, &back, &why), 0, "%s", why);
 	cr_assert_str_eq(abd_record_service(back), "svc.full");
 	cr_assert_str_eq(abd_record_meta(back, "owner"), "camera team");
+	cr_assert_eq(abd_record_pidfs_ino(back), 0xEEEEEEEEEEEEEEEEu, "1.1's field is read");
 	abd_record_free(back);
-	/* The same bytes claiming minor 0 are refused: 1.0 is exact. */
+	/* The same bytes claiming minor 0 or 1 are refused: 1.0 and 1.1 are exact. */
 	newer[6] = 0;
+	fix_crc(newer, nlen);
+	cr_assert_eq(abd_record_decode(newer, nlen, &back, &why), -EBADMSG);
+	newer[6] = 1;
 	fix_crc(newer, nlen);
 	cr_assert_eq(abd_record_decode(newer, nlen, &back, &why), -EBADMSG);
 	abd_record_free(rec);

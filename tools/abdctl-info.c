@@ -185,10 +185,11 @@ int abdctl_info(int argc, char **argv)
 			json_string(stdout, abd_record_service(rec));
 			printf(",\"instance\":\"");
 			hex(stdout, abd_record_instance(rec), ABD_INSTANCE_SIZE);
-			printf("\",\"pid\":%d,\"uid\":%u,\"start_time\":%llu,\"pidns\":{\"dev\":%llu,"
-			       "\"ino\":%llu},\"socket\":",
+			printf("\",\"pid\":%d,\"uid\":%u,\"start_time\":%llu,\"pidfs_ino\":%llu,"
+			       "\"pidns\":{\"dev\":%llu,\"ino\":%llu},\"socket\":",
 			       (int)abd_record_pid(rec), (unsigned)abd_record_uid(rec),
-			       (unsigned long long)abd_record_start_time(rec), (unsigned long long)dev,
+			       (unsigned long long)abd_record_start_time(rec),
+			       (unsigned long long)abd_record_pidfs_ino(rec), (unsigned long long)dev,
 			       (unsigned long long)ino);
 			json_string(stdout, abd_record_socket(rec));
 			printf(",\"slots\":[");

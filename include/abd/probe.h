@@ -36,6 +36,7 @@ enum abd_feature {
 	ABD_FEAT_CLOSE_RANGE,           /* close_range(2) (5.9) */
 	ABD_FEAT_OPENAT2,               /* openat2(2) with RESOLVE_* (5.6) */
 	ABD_FEAT_PIDFD_GET_INFO,        /* ioctl(pidfd, PIDFD_GET_INFO): a process's uids (6.13) */
+	ABD_FEAT_PIDFS_INO,             /* pidfds on pidfs: st_ino names one process per boot (6.9) */
 	ABD_FEAT__COUNT
 };
 

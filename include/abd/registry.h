@@ -115,6 +115,9 @@ ABD_EXPORT pid_t abd_record_pid(const struct abd_record *rec);
 ABD_EXPORT uid_t abd_record_uid(const struct abd_record *rec);
 /* Process start time in clock ticks after boot (/proc/PID/stat field 22). */
 ABD_EXPORT uint64_t abd_record_start_time(const struct abd_record *rec);
+/* The publisher's pidfs inode number (st_ino of a pidfd of it: unique for the boot, Linux 6.9+),
+ * or 0 when the record does not carry one (a 1.0 record; a kernel without pidfs). */
+ABD_EXPORT uint64_t abd_record_pidfs_ino(const struct abd_record *rec);
 /* The publisher's PID namespace: st_dev and st_ino of /proc/PID/ns/pid. */
 ABD_EXPORT void abd_record_pidns(const struct abd_record *rec, uint64_t *dev, uint64_t *ino);
 ABD_EXPORT uint64_t abd_record_caps(const struct abd_record *rec);
