@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* `abd-perf discovery`: the registry against the bare kernel primitives it rests on.
  *   abd-discovery  publish-to-added   abd_publish() starts -> another process's watch reports
- *                                     `added` (poll + abd_watch_process)
+ *                                     `added` (abd_watch_wait, asleep in read(inotify))
  *                                     vs bare-inotify-linkat (linkat -> read(inotify) returns)
  *                publish-to-added-vs-bare-publish  the same samples vs bare-inotify-publish
  *                                     (O_TMPFILE, write, linkat -> read(inotify), open, read,
@@ -51,15 +51,13 @@ static void on_event(void *ud, enum abd_event_type type, const struct abd_entry 
 	}
 }
 
+/* abd_watch_wait: asleep in read(inotify), as the bare watcher is (the runner's deadline
+ * ends a sample that never comes). */
 static int wait_for(struct abd_watch *watch, enum abd_event_type type, uint64_t *t)
 {
 	struct waiter w = {type, false, 0};
 	while (!w.seen) {
-		struct pollfd p = {abd_watch_fd(watch), POLLIN, 0};
-		int k = poll(&p, 1, 10000);
-		if (k <= 0)
-			return k < 0 ? -errno : -ETIMEDOUT;
-		int r = abd_watch_process(watch, on_event, &w);
+		int r = abd_watch_wait(watch, -1, on_event, &w);
 		if (r < 0)
 			return r;
 	}

@@ -99,9 +99,12 @@ struct abd__proc_cache;
 
 /* Read the entry called name (d_type from readdir, DT_UNKNOWN if unknown) into it; never
  * fails for a bad entry (state invalid + reason); returns -ENOENT when the name vanished
- * meanwhile, -ENOMEM. buf is scratch of ABD_RECORD_MAX bytes. */
+ * meanwhile, -ENOMEM. buf is scratch of ABD_RECORD_MAX bytes. keep_fd NULL: the descriptor it
+ * opened is closed; else it is left open in *keep_fd (-1: none) for the caller to close later,
+ * e.g. after it has delivered what it read (watch.c). */
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache);
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
+                   int *keep_fd);
 void abd__item_clear(struct abd__item *it);
 
 /* The stages of abd__item_read, for a caller that batches the syscalls between them

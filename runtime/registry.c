@@ -962,7 +962,7 @@ static void item_lock(struct abd_registry *reg, struct abd__item *it, int fd,
  * heap copy of name, which the item takes (set to NULL) instead of copying it. */
 static int item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
                      struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
-                     bool defer_lock, char **take_name, struct abd__arena *arena)
+                     bool defer_lock, char **take_name, struct abd__arena *arena, int *keep_fd)
 {
 	struct abd__stage p;
 	int r = abd__item_begin(reg, name, d_type, it, take_name, &p);
@@ -981,14 +981,20 @@ static int item_read(struct abd_registry *reg, const char *name, unsigned char d
 		if (r == 0 && it->lock_pending && !defer_lock)
 			item_lock(reg, it, fd, cache);
 	}
-	close(fd);
+	if (keep_fd)
+		*keep_fd = fd;
+	else
+		close(fd);
 	return r;
 }
 
 int abd__item_read(struct abd_registry *reg, const char *name, unsigned char d_type,
-                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache)
+                   struct abd__item *it, uint8_t *buf, struct abd__proc_cache **cache,
+                   int *keep_fd)
 {
-	return item_read(reg, name, d_type, it, buf, cache, false, NULL, NULL);
+	if (keep_fd)
+		*keep_fd = -1;
+	return item_read(reg, name, d_type, it, buf, cache, false, NULL, NULL, keep_fd);
 }
 
 /* ------------------------------------------------------------------ listing -- */
@@ -1106,7 +1112,7 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	}
 	for (size_t i = 0; i < n && one_by_one; i++) {
 		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, false,
-		              &list[i].name, &snap->arena);
+		              &list[i].name, &snap->arena, NULL);
 		if (r == -ENOENT) {
 			abd__item_clear(&snap->items[snap->n]);
 			continue; /* withdrawn meanwhile */
@@ -1304,7 +1310,7 @@ static int gc_run(struct abd_registry *reg, bool records, unsigned *failed, int 
 	for (size_t i = 0; i < n; i++) {
 		struct abd__item it;
 		/* No process cache: a stale record is decided by its lock alone. */
-		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL);
+		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL, NULL);
 		if (r == 0 && it.e.state == ABD_STATE_STALE && records) {
 			if (unlinkat(reg->dirfd, it.name, 0) == 0)
 				removed++;

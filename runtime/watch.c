@@ -21,6 +21,7 @@
 
 #include <fcntl.h>
 #include <dirent.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,10 @@ struct abd_watch {
 	int events;
 	unsigned rescans;
 	size_t armed; /* pidfds in the epoll set */
+	/* The descriptor of the record read last, closed after its event was delivered: before
+	 * the next read, or when the call returns (close_pending). At most one held. */
+	int pending_fd;
+	bool blocking; /* abd_watch_wait cleared the inotify descriptor's O_NONBLOCK */
 	/* Driven by a reactor (abd_reactor_add_watch): the owner source stands for the watch,
 	 * the read source reads inotify into its own buffer, each alive entry may have a pidfd
 	 * source; initial delivers the first ADDED batch. */
@@ -170,6 +175,11 @@ static void erase(struct abd_watch *w, struct wentry *e)
 	free(e);
 }
 
+static void close_pending(struct abd_watch *w)
+{
+	w->pending_fd = abd__close(w->pending_fd);
+}
+
 static void emit(struct abd_watch *w, enum abd_event_type type, const struct abd_entry *entry)
 {
 	w->events++;
@@ -259,7 +269,10 @@ static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type
 {
 	struct wentry *e = find(w, name);
 	struct abd__item it;
-	int r = abd__item_read(w->reg, name, d_type, &it, w->buf, &w->cache);
+	/* The record's descriptor is closed after the event is out: one syscall less between a
+	 * publication and the caller hearing of it. */
+	close_pending(w);
+	int r = abd__item_read(w->reg, name, d_type, &it, w->buf, &w->cache, &w->pending_fd);
 	if (r == -ENOENT) {
 		abd__item_clear(&it);
 		if (e) {
@@ -393,7 +406,7 @@ ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct ab
 		return -ENOMEM;
 	w->reg = reg;
 	w->flags = flags;
-	w->inofd = w->epfd = -1;
+	w->inofd = w->epfd = w->pending_fd = -1;
 	w->nbuckets = 64;
 	int r = -ENOMEM;
 	if (!(w->buckets = calloc(w->nbuckets, sizeof(*w->buckets))) ||
@@ -419,6 +432,7 @@ ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct ab
 	/* The watch is in place before the scan: nothing can fall between the two. */
 	w->initial_pending = true;
 	r = rescan(w);
+	close_pending(w);
 	if (r < 0)
 		goto fail;
 	*out = w;
@@ -444,6 +458,7 @@ ABD_EXPORT void abd_watch_free(struct abd_watch *w)
 
 static void watch_destroy(struct abd_watch *w)
 {
+	close_pending(w);
 	while (w->n)
 		erase(w, w->v[w->n - 1]);
 	abd__close(w->inofd);
@@ -532,36 +547,43 @@ static int handle_batch(struct abd_watch *w, const uint8_t *buf, size_t n, bool 
 	return r;
 }
 
-static int process(struct abd_watch *w)
+/* The inotify descriptor back to O_NONBLOCK after abd_watch_wait slept in read(2) on it. */
+static int set_blocking(struct abd_watch *w, bool blocking)
 {
-	deliver_initial(w);
-	rearm_all(w);
-	int r = 0;
-	bool overflow = false;
-	/* inotify first: its events come before any pidfd's in time. */
+	if (w->blocking == blocking)
+		return 0;
+	if (fcntl(w->inofd, F_SETFL, blocking ? 0 : O_NONBLOCK) < 0)
+		return -errno;
+	w->blocking = blocking;
+	return 0;
+}
+
+/* One read of inotify (blocking when the descriptor is) and its events. 1: the queue may
+ * hold more (the buffer was filled); 0: emptied (or nothing there); -errno. */
+static int read_batch(struct abd_watch *w, bool *overflow)
+{
 	union {
 		struct inotify_event ev;
 		char bytes[16384];
 	} u;
-	for (;;) {
-		ssize_t n = read(w->inofd, u.bytes, sizeof(u.bytes));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				r = -errno;
-			break;
-		}
-		r = handle_batch(w, (const uint8_t *)u.bytes, (size_t)n, &overflow);
-		if (r < 0)
-			return r;
-		/* A read that left room for another event emptied the queue; anything newer keeps
-		 * the descriptor readable (level-triggered), so the caller comes back for it. */
-		if ((size_t)n + sizeof(struct inotify_event) + NAME_MAX + 1 <= sizeof(u.bytes))
-			break;
-	}
+	ssize_t n;
+	while ((n = read(w->inofd, u.bytes, sizeof(u.bytes))) < 0 && errno == EINTR && !w->blocking)
+		;
+	if (n < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	int r = handle_batch(w, (const uint8_t *)u.bytes, (size_t)n, overflow);
 	if (r < 0)
 		return r;
+	/* A read that left room for another event emptied the queue; anything newer keeps the
+	 * descriptor readable (level-triggered), so the caller comes back for it. */
+	return (size_t)n + sizeof(struct inotify_event) + NAME_MAX + 1 <= sizeof(u.bytes) ? 0 : 1;
+}
+
+/* After the inotify events: an overflow's rescan, the pidfds that fired, a removed
+ * directory. */
+static int process_rest(struct abd_watch *w, bool overflow)
+{
+	int r = 0;
 	if (overflow) {
 		w->rescans++;
 		if ((r = rescan(w)) < 0)
@@ -581,9 +603,23 @@ static int process(struct abd_watch *w)
 	}
 	if (r < 0)
 		return r;
-	if (w->gone)
-		return -EIDRM;
-	return 0;
+	return w->gone ? -EIDRM : 0;
+}
+
+static int process(struct abd_watch *w)
+{
+	deliver_initial(w);
+	rearm_all(w);
+	int r = set_blocking(w, false);
+	if (r < 0)
+		return r;
+	bool overflow = false;
+	/* inotify first: its events come before any pidfd's in time. */
+	while ((r = read_batch(w, &overflow)) > 0)
+		;
+	if (r < 0)
+		return r;
+	return process_rest(w, overflow);
 }
 
 ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata)
@@ -595,6 +631,55 @@ ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *use
 	w->userdata = userdata;
 	w->events = 0;
 	int r = process(w);
+	close_pending(w);
+	return r < 0 ? r : w->events;
+}
+
+ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn fn,
+                              void *userdata)
+{
+	abd__check(w, -EINVAL);
+	if (w->reactor)
+		return -EBUSY;
+	w->fn = fn;
+	w->userdata = userdata;
+	w->events = 0;
+	deliver_initial(w);
+	rearm_all(w);
+	uint64_t deadline = timeout_ms > 0 ? abd__clock_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+	int r = 0;
+	while (r >= 0 && !w->events) {
+		if (w->gone) {
+			r = -EIDRM; /* nothing will ever come: do not sleep */
+			break;
+		}
+		if (timeout_ms < 0 && !w->armed) {
+			/* Only inotify can tell us anything: sleep in its read, so that the wake-up
+			 * and the notification are one syscall. The descriptor stays blocking until
+			 * abd_watch_process (or a reactor) needs it non-blocking again. */
+			bool overflow = false;
+			if ((r = set_blocking(w, true)) < 0 || (r = read_batch(w, &overflow)) < 0)
+				break;
+			r = process_rest(w, overflow);
+			continue;
+		}
+		int ms = timeout_ms;
+		if (timeout_ms > 0) {
+			uint64_t now = abd__clock_ns();
+			ms = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+		}
+		struct pollfd p = { .fd = w->epfd, .events = POLLIN };
+		int k = poll(&p, 1, ms);
+		if (k < 0) {
+			r = -errno;
+			break;
+		}
+		if (k > 0)
+			r = process(w);
+		if (!k || (timeout_ms >= 0 && abd__clock_ns() >= deadline))
+			break; /* timed out (0: one look) */
+	}
+	close_pending(w);
 	return r < 0 ? r : w->events;
 }
 
@@ -609,6 +694,7 @@ ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *user
 	deliver_initial(w);
 	rearm_all(w);
 	int r = rescan(w);
+	close_pending(w);
 	return r < 0 ? r : w->events;
 }
 
@@ -639,8 +725,11 @@ static void watch_enter(struct abd_watch *w)
 
 static void watch_leave(struct abd_watch *w)
 {
-	if (--w->depth == 0 && w->free_pending)
-		watch_destroy(w);
+	if (--w->depth == 0) {
+		close_pending(w);
+		if (w->free_pending)
+			watch_destroy(w);
+	}
 }
 
 /* emit() lands here while attached. */
@@ -734,7 +823,7 @@ ABD_EXPORT int abd_reactor_add_watch(struct abd_reactor *r, struct abd_watch *w,
 		return e;
 	if (w->reactor || w->depth > 0 || w->free_pending || w->gone)
 		return w->gone ? -EIDRM : -EBUSY;
-	if ((e = abd__reactor_add_owner(r, on_owner_kill, w, &w->owner)) < 0)
+	if ((e = set_blocking(w, false)) < 0 || (e = abd__reactor_add_owner(r, on_owner_kill, w, &w->owner)) < 0)
 		return e;
 	w->reactor = r;
 	w->rfn = fn;

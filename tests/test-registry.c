@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <sched.h>
 #include <sys/file.h>
+#include <sys/time.h>
 #include <sys/resource.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -1309,4 +1310,83 @@ ABD_TEST(registry, staged_commit_belongs_to_the_preparing_process)
 	abd_snapshot_free(snap);
 	cr_assert_eq(abd_withdraw(pub), 0);
 	scratch_close(&s);
+}
+
+/* ------------------------------------------------------------------ abd_watch_wait -- */
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+static void watch_wait_lifecycle(unsigned flags)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(s.reg, flags, &w), 0);
+	struct seen seen = { 0 };
+	cr_assert_eq(abd_watch_wait(w, 0, on_event, &seen), 0, "an empty directory, one look");
+	cr_assert_eq(abd_watch_wait(w, 30, on_event, &seen), 0, "nothing within 30 ms");
+
+	/* The publisher may come before or during the wait: either way one call reports it. */
+	char name[128];
+	int hold;
+	pid_t pid = spawn_publisher(s.dir, "svc.wait", 1, name, sizeof(name), &hold);
+	cr_assert_geq(abd_watch_wait(w, -1, on_event, &seen), 1);
+	cr_assert_eq(seen.added, 1);
+	cr_assert_str_eq(seen.last, name);
+	cr_assert_eq(seen.last_state, ABD_STATE_ALIVE);
+	/* Whatever mode the wait left its descriptor in, abd_watch_process never blocks. */
+	cr_assert_eq(abd_watch_process(w, on_event, &seen), 0);
+	close(hold); /* the child withdraws */
+	while (seen.removed < 1)
+		cr_assert_geq(abd_watch_wait(w, -1, on_event, &seen), 0);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(seen.died, 0);
+
+	pid = spawn_publisher(s.dir, "svc.wait.victim", 0, name, sizeof(name), &hold);
+	while (seen.added < 2)
+		cr_assert_geq(abd_watch_wait(w, -1, on_event, &seen), 0);
+	kill(pid, SIGKILL);
+	while (seen.died < 1)
+		cr_assert_geq(abd_watch_wait(w, -1, on_event, &seen), 0);
+	cr_assert_str_eq(seen.last, name);
+	cr_assert_eq(abd_test_wait(pid), 128 + SIGKILL);
+	close(hold);
+	cr_assert_eq(abd_registry_gc(s.reg, NULL), 1);
+	while (seen.removed < 2)
+		cr_assert_geq(abd_watch_wait(w, -1, on_event, &seen), 0);
+
+	/* A signal ends an unbounded sleep with -EINTR; nothing is lost. */
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	cr_assert_eq(sigaction(SIGALRM, &sa, &old), 0); /* no SA_RESTART */
+	struct itimerval it = { .it_value = { .tv_usec = 50000 } };
+	cr_assert_eq(setitimer(ITIMER_REAL, &it, NULL), 0);
+	cr_assert_eq(abd_watch_wait(w, -1, on_event, &seen), -EINTR);
+	cr_assert_eq(sigaction(SIGALRM, &old, NULL), 0);
+
+	/* The directory moved away: -EIDRM, at once and again, never a sleep for good. (A removal
+	 * is told only once the last reference to the directory goes, the registry's own
+	 * descriptor included; a move at once.) */
+	char moved[300];
+	snprintf(moved, sizeof(moved), "%s.moved", s.dir);
+	cr_assert_eq(rename(s.dir, moved), 0);
+	cr_assert_eq(abd_watch_wait(w, -1, on_event, &seen), -EIDRM);
+	cr_assert_eq(abd_watch_wait(w, -1, on_event, &seen), -EIDRM);
+	abd_watch_free(w);
+	abd_registry_free(s.reg);
+	abd_test_rmtree(moved);
+	cr_assert_eq(abd_watch_wait(NULL, 0, on_event, &seen), -EINVAL);
+}
+
+ABD_TEST(registry, watch_wait_added_removed_died)
+{
+	watch_wait_lifecycle(0);
+}
+
+ABD_TEST(registry, watch_wait_with_pidfds)
+{
+	abd_test_require(ABD_FEAT_PIDFD_OPEN);
+	watch_wait_lifecycle(ABD_WATCH_PIDFD);
 }

@@ -291,6 +291,19 @@ typedef void (*abd_watch_fn)(void *userdata, enum abd_event_type type,
  * removed or moved), -ENOMEM, or another -errno of read(2). */
 ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata);
 
+/* abd_watch_process that waits: blocks until at least one event has been delivered to fn, or
+ * timeout_ms milliseconds passed (< 0: no limit; 0: one look, no sleep). With no limit and no
+ * pidfd armed (the default: without ABD_WATCH_PIDFD, the usual case) it sleeps in read(2) on
+ * the inotify descriptor, so that waking up and reading the notification are one syscall,
+ * where a poll(abd_watch_fd) + abd_watch_process loop pays two. (It then leaves that
+ * descriptor in blocking mode; abd_watch_process and a reactor put it back: one fcntl.)
+ * Otherwise it polls abd_watch_fd and processes. Events that arrive in the same batch are
+ * delivered too. Returns the number of events (> 0), 0 when the time ran out, -EINTR (a signal
+ * interrupted the sleep; no event was lost: they wait in the queue), -EBUSY (attached to a
+ * reactor), -EINVAL, or the errors of abd_watch_process. */
+ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn fn,
+                              void *userdata);
+
 /* Rescan the directory now and report the difference from the watch's view (what an inotify
  * overflow triggers). Returns the number of events or -errno. */
 ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *userdata);
