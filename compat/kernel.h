@@ -112,6 +112,9 @@ static inline int abd__pidfd_creds(int pidfd, uid_t *euid, gid_t *egid)
 	return 0;
 }
 
+/* kcmp(2) type: do two descriptors name the same open file? 0 same, 1/2 ordered, 3 unordered. */
+#define ABD__KCMP_FILE 0
+
 /* statfs f_type of pidfs (6.9): a pidfd there has its process's own inode number. */
 #define ABD__PIDFS_MAGIC 0x50494446
 

@@ -81,6 +81,7 @@ static const struct {
 	[ABD_FEAT_OPENAT2] = { "openat2", -1 },
 	[ABD_FEAT_PIDFD_GET_INFO] = { "pidfd_get_info", -1 },
 	[ABD_FEAT_PIDFS_INO] = { "pidfs_ino", -1 },
+	[ABD_FEAT_KCMP] = { "kcmp", -1 },
 };
 
 static struct {
@@ -226,6 +227,13 @@ static void probe_misc(void)
 	int o = abd__sys_ret(syscall(__NR_openat2, AT_FDCWD, "/", &how, sizeof(how)));
 	set(ABD_FEAT_OPENAT2, o);
 	abd__close(o);
+
+	/* kcmp(2) is optional (CONFIG_KCMP) and container profiles may refuse it: asked on one
+	 * of our own descriptors against itself, it must answer "same" (0). */
+	int d = eventfd(0, EFD_CLOEXEC);
+	long k = d < 0 ? -1 : syscall(SYS_kcmp, getpid(), getpid(), ABD__KCMP_FILE, d, d);
+	set(ABD_FEAT_KCMP, d < 0 ? -errno : k < 0 ? -errno : k == 0 ? 0 : -EOPNOTSUPP);
+	abd__close(d);
 }
 
 static void parse_env_mask(void)

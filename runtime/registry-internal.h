@@ -170,6 +170,9 @@ void abd__proc_cache_free(struct abd__proc_cache *c);
 /* st_dev/st_ino of /proc/self/ns/pid, cached (per thread, forgotten across fork). 0 or -errno. */
 int abd__self_pidns(uint64_t *dev, uint64_t *ino);
 
+/* getpid(), without a syscall after the first call in a process (a page wiped on fork). */
+pid_t abd__self_pid(void);
+
 /* The pidfs inode number of process pid (st_ino of a pidfd of it): unique for the boot where
  * the probe has ABD_FEAT_PIDFS_INO; else, or on any error, 0. runtime/acquire.c. */
 uint64_t abd__pidfs_ino(pid_t pid);

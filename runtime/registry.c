@@ -490,6 +490,11 @@ static pid_t self_pid(void)
 	return me;
 }
 
+pid_t abd__self_pid(void)
+{
+	return self_pid();
+}
+
 static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 {
 	pthread_once(&self_once, self_register);

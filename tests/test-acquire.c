@@ -770,6 +770,88 @@ ABD_TEST(acquire, first_acquisition_proves_identity_by_pidfs_ino_else_start_time
 	abd_test_rmtree(dir);
 }
 
+/* ---------------------------------------------------------------- repeat: eventfd by kcmp -- */
+
+struct self_pub {
+	const char *dir;
+	bool mask_kcmp;
+};
+
+/* A process that publishes its own ring and acquires it again and again through one handle
+ * (pidfd_getfd of its own descriptors): returns 0 when every step answered as expected, else
+ * the number of the step that did not. */
+static int kcmp_steps(void *arg)
+{
+	const struct self_pub *p = arg;
+	if (p->mask_kcmp)
+		abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_KCMP));
+	uint8_t nonce[16];
+	struct abd_registry *reg;
+	struct abd_ring *ring;
+	struct abd_record *rec, *found;
+	struct abd_publication *pub;
+	if (getrandom(nonce, sizeof(nonce), 0) != 16 || abd_registry_open(p->dir, 0, &reg, NULL, 0) ||
+	    abd_ring_new(64, 64, 0, nonce, &ring) || abd_ring_wait_fd(ring) < 0 ||
+	    abd_record_new("self.svc", &rec) || abd_record_set_instance(rec, nonce) ||
+	    abd_record_add_fd(rec, "ring", abd_ring_fd(ring), ABD_FD_MEMFD) ||
+	    abd_record_add_fd(rec, "wake", abd_ring_wait_fd(ring), ABD_FD_EVENTFD) ||
+	    abd_publish(reg, rec, &pub) || abd_registry_lookup(reg, "self.svc", &found))
+		return 1;
+	struct abd_acquired *a = NULL;
+#define STEP(n, expect)                                                                \
+	do {                                                                               \
+		int r_ = abd_acquire(reg, found, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);     \
+		abd_acquired_free(a);                                                          \
+		a = NULL;                                                                      \
+		if (r_ != (expect))                                                            \
+			return (n);                                                                \
+	} while (0)
+	STEP(2, 0); /* first: readlink */
+	STEP(3, 0); /* repeat: readlink, and the eventfd is kept */
+	/* the publisher's slot now holds another eventfd: kcmp says "not the same", readlink
+	 * "an eventfd": accepted, and kept in place of the old one */
+	int e2 = eventfd(0, EFD_CLOEXEC);
+	if (e2 < 0 || dup2(e2, abd_ring_wait_fd(ring)) < 0)
+		return 4;
+	close(e2);
+	STEP(5, 0);
+	/* from here no readlink works: only kcmp against the kept eventfd can prove it */
+	if (deny_by_arg(SYS_readlink, -1, 0, 0, NULL, 0, EPERM) < 0 ||
+	    deny_by_arg(SYS_readlinkat, -1, 0, 0, NULL, 0, EPERM) < 0)
+		return 6;
+	STEP(7, p->mask_kcmp ? -EPROTO : 0); /* masked: readlink, refused */
+	/* a pipe in the slot: not the kept file, and readlink cannot say: refused */
+	int pp[2];
+	if (pipe2(pp, O_CLOEXEC) < 0 || dup2(pp[0], abd_ring_wait_fd(ring)) < 0)
+		return 8;
+	close(pp[0]);
+	close(pp[1]);
+	STEP(9, -EPROTO);
+#undef STEP
+	abd_record_free(found);
+	abd_withdraw(pub);
+	abd_record_free(rec);
+	abd_ring_free(ring);
+	abd_registry_free(reg);
+	return 0;
+}
+
+ABD_TEST(acquire, repeat_proves_the_eventfd_by_kcmp_and_rechecks_a_replaced_one)
+{
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	abd_test_require(ABD_FEAT_KCMP);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct self_pub p = { dir, false };
+	int st = abd_test_wait(abd_test_fork(kcmp_steps, &p));
+	cr_assert_eq(st, 0, "step %d", st);
+	/* control: with kcmp masked, the denied readlink refuses the same repeat (step 7) */
+	p.mask_kcmp = true;
+	st = abd_test_wait(abd_test_fork(kcmp_steps, &p));
+	cr_assert_eq(st, 0, "masked, step %d", st);
+	abd_test_rmtree(dir);
+}
+
 /* ---------------------------------------------------------------- users and policy -- */
 
 ABD_TEST(acquire, other_user_falls_back_to_the_allowed_handshake)

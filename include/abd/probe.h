@@ -37,6 +37,7 @@ enum abd_feature {
 	ABD_FEAT_OPENAT2,               /* openat2(2) with RESOLVE_* (5.6) */
 	ABD_FEAT_PIDFD_GET_INFO,        /* ioctl(pidfd, PIDFD_GET_INFO): a process's uids (6.13) */
 	ABD_FEAT_PIDFS_INO,             /* pidfds on pidfs: st_ino names one process per boot (6.9) */
+	ABD_FEAT_KCMP,                  /* kcmp(2) KCMP_FILE on our own descriptors (3.5, CONFIG_KCMP) */
 	ABD_FEAT__COUNT
 };
 
