@@ -690,8 +690,13 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 		 * acquisition from this publisher, else opened now and kept */
 		struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
 		cached_for(&e, rec);
+		bool repeat = e.recfd >= 0;
 		r = check_alive_fd(reg, rec, &e.recfd);
-		if (r == 0) {
+		bool alive = r == 0;
+		/* the kinds, seals, size and nonce; a repeat's eventfds by kcmp (as by_pidfd) */
+		if (alive)
+			r = verify_slots(a, rec, &e, repeat);
+		if (alive) {
 			e.pid = abd_record_pid(rec);
 			e.start = abd_record_start_time(rec);
 			memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
@@ -766,9 +771,7 @@ int abd_acquire(struct abd_registry *reg, const struct abd_record *rec, unsigned
 			r = by_handshake(reg, rec, a, deadline, ourns);
 		}
 	}
-	if (r == 0 && a->path != ABD_FD_TRANSFER_PIDFD_GETFD) /* by_pidfd verified its own */
-		r = verify_slots(a, rec, NULL, false);
-	if (r < 0)
+	if (r < 0) /* both paths verified the slots (verify_slots) */
 		goto fail;
 	*out = a;
 	return 0;

@@ -852,6 +852,53 @@ ABD_TEST(acquire, repeat_proves_the_eventfd_by_kcmp_and_rechecks_a_replaced_one)
 	abd_test_rmtree(dir);
 }
 
+/* The same through the handshake, from a consumer child of a real publisher: returns 0 when
+ * the third acquisition (readlink denied) answered as expected, else the failing step. */
+static int kcmp_handshake_steps(void *arg)
+{
+	const struct self_pub *p = arg;
+	if (p->mask_kcmp)
+		abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_KCMP));
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	if (abd_registry_open(p->dir, 0, &reg, NULL, 0) || abd_registry_lookup(reg, "hs.svc", &rec))
+		return 1;
+	struct abd_acquired *a = NULL;
+	for (int i = 0; i < 2; i++) {
+		if (abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a) != 0)
+			return 2 + i;
+		abd_acquired_free(a);
+	}
+	if (deny_by_arg(SYS_readlink, -1, 0, 0, NULL, 0, EPERM) < 0 ||
+	    deny_by_arg(SYS_readlinkat, -1, 0, 0, NULL, 0, EPERM) < 0)
+		return 4;
+	int r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	if (r != (p->mask_kcmp ? -EPROTO : 0))
+		return 5;
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return 0;
+}
+
+ABD_TEST(acquire, handshake_repeat_proves_the_eventfd_by_kcmp)
+{
+	abd_test_require(ABD_FEAT_KCMP);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "hs.svc");
+	start(&t);
+	struct self_pub p = { dir, false };
+	int st = abd_test_wait(abd_test_fork(kcmp_handshake_steps, &p));
+	cr_assert_eq(st, 0, "step %d", st);
+	p.mask_kcmp = true;
+	st = abd_test_wait(abd_test_fork(kcmp_handshake_steps, &p));
+	cr_assert_eq(st, 0, "masked, step %d", st);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
 /* ---------------------------------------------------------------- users and policy -- */
 
 ABD_TEST(acquire, other_user_falls_back_to_the_allowed_handshake)
