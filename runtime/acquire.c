@@ -120,6 +120,7 @@ struct cached {
 	int pidfd;                           /* -1: none (kept by the handshake path) */
 	uid_t uid;                           /* the pidfd's euid/egid when it was verified */
 	gid_t gid;
+	uint64_t ino;                        /* its pidfs inode, when it was verified by it */
 	uint8_t instance[ABD_INSTANCE_SIZE]; /* the record recfd and evfd are of */
 	int recfd;
 	/* Per eventfd slot of that record, a descriptor of the eventfd a repeat verified (by
@@ -550,8 +551,12 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	struct cached e = pidfd_take(reg, pid, start);
 	/* the record descriptor and eventfds kept are of one record (instance) */
 	cached_for(&e, rec);
-	/* A kept pidfd was verified (start time, uid, the record's lock after pidfd_open) and
-	 * names that process for ever: a pidfd is never reused. */
+	/* A kept pidfd was verified (identity, uid, the record's lock after pidfd_open) and
+	 * names that process for ever: a pidfd is never reused. A record with the same pid and
+	 * start time but another pidfs inode than the one that verified it is checked afresh. */
+	uint64_t want = abd_record_pidfs_ino(rec);
+	if (e.pidfd >= 0 && want && e.ino && e.ino != want)
+		e.pidfd = abd__close(e.pidfd);
 	bool verified = e.pidfd >= 0;
 	uid_t uid = e.uid;
 	gid_t gid = e.gid;
@@ -569,7 +574,8 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		 * whoever has the pid now: if that is the record's, it is the publisher, which had
 		 * the pid before pidfd_open and still has it, so it is the pidfd's process. A reused
 		 * pid fails either way. */
-		uint64_t want = abd_record_pidfs_ino(rec), ino = 0;
+		uint64_t ino = 0;
+		e.ino = 0;
 		if (want && abd_probe_has(ABD_FEAT_PIDFS_INO) == 1) {
 			r = pidfd_ino(e.pidfd, &ino);
 			if (r < 0)
@@ -578,6 +584,7 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 				r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
 				goto out;
 			}
+			e.ino = ino;
 		} else {
 			r = proc_start_time(pid, &start);
 			if (r < 0)

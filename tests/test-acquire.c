@@ -723,6 +723,16 @@ ABD_TEST(acquire, pidfs_ino_catches_a_reused_pid_the_start_time_cannot)
 	cr_assert_eq(first_acquire(dir, forged, ABD_ACQUIRE_PIDFD_GETFD), -ESTALE);
 	cr_assert_eq(first_acquire(dir, forged, 0), -ESTALE);
 	cr_assert_eq(first_acquire(dir, rec, ABD_ACQUIRE_PIDFD_GETFD), 0, "control");
+	/* a handle that keeps the publisher's verified pidfd does not take it for a record with
+	 * the same pid and start time but another inode */
+	struct abd_acquired *a = NULL;
+	cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), 0);
+	abd_acquired_free(a);
+	struct abd_record *other_ino = forge(rec, 0, 0, 1, false);
+	cr_assert_eq(abd_acquire(reg, other_ino, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), -ESTALE);
+	cr_assert_eq(abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), 0, "again");
+	abd_acquired_free(a);
+	abd_record_free(other_ino);
 	/* the publisher dies, its pid lives on in another process: -ESRCH */
 	tpub_kill(&t);
 	cr_assert_eq(first_acquire(dir, forged, ABD_ACQUIRE_PIDFD_GETFD), -ESRCH);
