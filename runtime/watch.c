@@ -823,7 +823,9 @@ ABD_EXPORT int abd_reactor_add_watch(struct abd_reactor *r, struct abd_watch *w,
 		return e;
 	if (w->reactor || w->depth > 0 || w->free_pending || w->gone)
 		return w->gone ? -EIDRM : -EBUSY;
-	if ((e = set_blocking(w, false)) < 0 || (e = abd__reactor_add_owner(r, on_owner_kill, w, &w->owner)) < 0)
+	/* abd_watch_wait may have left the inotify descriptor blocking: a reactor never blocks */
+	if ((e = set_blocking(w, false)) < 0 ||
+	    (e = abd__reactor_add_owner(r, on_owner_kill, w, &w->owner)) < 0)
 		return e;
 	w->reactor = r;
 	w->rfn = fn;

@@ -4,6 +4,7 @@
  * publisher killed with SIGKILL is reported dead through the reactor, another process
  * acquires from a server the reactor serves, a client that connects and never speaks blocks
  * nobody, and removing either source with work in flight never calls back (ASan/UBSan). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -177,6 +178,60 @@ REACTOR_TEST(watch_with_pidfds_reports_death)
 {
 	abd_test_require(ABD_FEAT_PIDFD_OPEN);
 	watch_case(flags, ABD_WATCH_PIDFD);
+}
+
+/* inotify descriptors of this process in blocking mode (no O_NONBLOCK in their fdinfo). */
+static int blocking_inotify_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	cr_assert_not_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[300], link[64] = { 0 };
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		if (readlink(path, link, sizeof(link) - 1) < 0 || strcmp(link, "anon_inode:inotify"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%s", e->d_name);
+		FILE *f = fopen(path, "re");
+		cr_assert_not_null(f);
+		char line[256];
+		unsigned long flags = 0;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "flags: %lo", &flags) == 1)
+				break;
+		fclose(f);
+		n += !(flags & O_NONBLOCK);
+	}
+	closedir(d);
+	return n;
+}
+
+/* abd_watch_wait sleeps in read(2) on a blocking inotify descriptor: attached to a reactor
+ * afterwards, the watch must hand it over non-blocking again (a reactor never blocks in it). */
+REACTOR_TEST(watch_waited_on_then_attached_reads_non_blocking)
+{
+	struct scratch sc;
+	scratch_open(&sc);
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new(sc.reg, 0, &w), 0);
+	int before = blocking_inotify_fds();
+	struct abd_publication *pub = publish_simple(sc.reg, "rw.waited");
+	cr_assert_eq(abd_watch_wait(w, -1, NULL, NULL), 1);
+	cr_assert_eq(blocking_inotify_fds(), before + 1, "the wait slept in a blocking read");
+	struct abd_reactor *r = new_reactor(flags);
+	struct seen s = { 0 };
+	cr_assert_eq(abd_reactor_add_watch(r, w, on_watch, &s, &s.src), 0);
+	cr_assert_eq(blocking_inotify_fds(), before, "attached with a blocking descriptor");
+	char name[128];
+	snprintf(name, sizeof(name), "%s", abd_publication_name(pub));
+	abd_withdraw(pub);
+	wait_event(r, &s, ABD_EVENT_REMOVED, name);
+	cr_assert_eq(s.errors, 0);
+	abd_source_free(s.src);
+	abd_watch_free(w);
+	abd_reactor_free(r);
+	scratch_close(&sc);
 }
 
 /* ABD_WATCH_PIDFD: pidfds armed by abd_watch_process move to the reactor when the watch is
