@@ -104,8 +104,8 @@ static int ring_join(struct abd_ring *r, unsigned flags)
 	/* A single producer/consumer owns its position; the shared copy may lag by one when its
 	 * predecessor died between publishing a slot and storing the position: the fast path
 	 * steps over such slots. */
-	r->sp_tail = abd__load(&r->h->tail, ACQUIRE);
-	r->sc_head = abd__load(&r->h->head, ACQUIRE);
+	r->sp_tail = r->sp_stat_base = abd__load(&r->h->tail, ACQUIRE);
+	r->sc_head = r->sc_stat_base = abd__load(&r->h->head, ACQUIRE);
 	/* a new single publisher starts fenced; a dead predecessor's mode is void (its stores are
 	 * all visible: its CPU switched away from it) */
 	if ((r->modes & ABD_RING_SINGLE_PRODUCER) && (r->roles & ABD_RING_PRODUCER))
@@ -384,11 +384,15 @@ const uint32_t *abd_ring_futex(const struct abd_ring *r, enum abd_ring_wait_for 
 
 void abd__ring_flush_stats(struct abd_ring *r)
 {
-	if (r->unflushed_pushed)
-		abd__add(&r->h->pushed, r->unflushed_pushed, RELAXED);
-	if (r->unflushed_popped)
-		abd__add(&r->h->popped, r->unflushed_popped, RELAXED);
+	uint64_t pushed = r->unflushed_pushed + (r->sp_tail - r->sp_stat_base);
+	uint64_t popped = r->unflushed_popped + (r->sc_head - r->sc_stat_base);
+	if (pushed)
+		abd__add(&r->h->pushed, pushed, RELAXED);
+	if (popped)
+		abd__add(&r->h->popped, popped, RELAXED);
 	r->unflushed_pushed = r->unflushed_popped = 0;
+	r->sp_stat_base = r->sp_tail;
+	r->sc_stat_base = r->sc_head;
 }
 
 int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
@@ -437,6 +441,8 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOC
 /* A message's copy in or out. Up to 64 bytes without a call: two (possibly overlapping) moves
  * of 32, 16, 8, 4 or 1 byte(s) that read and write only [0, len) — a call to the library's
  * memcpy was a third of the cost of an 8-byte push and pop. Longer: memcpy. */
+#define ABD__COPY_INLINE 64 /* copy_msg moves up to this many bytes without a call */
+typedef unsigned char abd__v16 __attribute__((vector_size(16))); /* one 16-byte register */
 static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, size_t len)
 	ABD_NONBLOCKING
 {
@@ -462,17 +468,21 @@ static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, s
 			d[len - 1] = c;
 		}
 	} else if (len <= 32) {
-		struct v16 { unsigned char b[16]; } a, b;
+		abd__v16 a, b;
 		memcpy(&a, sp, 16);
 		memcpy(&b, sp + len - 16, 16);
 		memcpy(d, &a, 16);
 		memcpy(d + len - 16, &b, 16);
 	} else if (len <= 64) {
-		struct v32 { unsigned char b[32]; } a, b;
-		memcpy(&a, sp, 32);
-		memcpy(&b, sp + len - 32, 32);
-		memcpy(d, &a, 32);
-		memcpy(d + len - 32, &b, 32);
+		abd__v16 a, b, c, e;
+		memcpy(&a, sp, 16);
+		memcpy(&b, sp + 16, 16);
+		memcpy(&c, sp + len - 32, 16);
+		memcpy(&e, sp + len - 16, 16);
+		memcpy(d, &a, 16);
+		memcpy(d + 16, &b, 16);
+		memcpy(d + len - 32, &c, 16);
+		memcpy(d + len - 16, &e, 16);
 	} else {
 		memcpy(d, sp, len);
 	}
@@ -633,6 +643,7 @@ static ABD__NOINLINE int sp_claim_slow(struct abd_ring *r, struct abd__ring_slot
 		if (d >= 0) {
 			/* our predecessor published t but died before storing the tail */
 			r->sp_tail = t + 1;
+			r->sp_stat_base++;
 			abd__store(&r->h->tail, t + 1, RELEASE);
 			continue;
 		}
@@ -683,6 +694,7 @@ static ABD__INLINE int publish(struct abd_ring *r, struct abd__ring_slot *s, siz
 		uint64_t t = r->sp_tail;
 		mode_store(r, ABD_RING_WAIT_DATA, &s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0));
 		r->sp_tail = t + 1;
+		r->sp_stat_base++;
 		abd__store(&r->h->tail, t + 1, RELEASE);
 	} else {
 		uint64_t c = abd__load(&s->ctl, RELAXED);
@@ -740,18 +752,17 @@ static ABD__INLINE bool sp_fast_push(struct abd_ring *r, const void *data, size_
 
 /* After a short path's publication: the statistics every ABD__STATS_FLUSH messages, and the
  * wake a sleeper may be owed (publish_check, which also leaves unfenced mode). */
-static ABD__NOINLINE void fast_tail(struct abd_ring *r, enum abd_ring_wait_for what)
+static ABD__NOINLINE int fast_tail(struct abd_ring *r, enum abd_ring_wait_for what, int ret)
 	ABD_NONBLOCKING
 {
-	uint32_t *n = what == ABD_RING_WAIT_DATA ? &r->unflushed_pushed : &r->unflushed_popped;
-	uint64_t *total = what == ABD_RING_WAIT_DATA ? &r->h->pushed : &r->h->popped;
-	if (*n >= ABD__STATS_FLUSH) {
-		abd__add(total, *n, RELAXED);
-		*n = 0;
-	}
+	uint64_t n = what == ABD_RING_WAIT_DATA ? r->unflushed_pushed + (r->sp_tail - r->sp_stat_base)
+	                                        : r->unflushed_popped + (r->sc_head - r->sc_stat_base);
+	if (n >= ABD__STATS_FLUSH)
+		abd__ring_flush_stats(r);
 	bool owed = what == ABD_RING_WAIT_DATA ? data_owed(r) : space_owed(r);
 	if (owed)
 		abd__ring_wake(r, what);
+	return ret;
 }
 
 static ABD__NOINLINE int try_push_slow(struct abd_ring *r, const void *data, size_t len)
@@ -765,14 +776,31 @@ static ABD__NOINLINE int try_push_slow(struct abd_ring *r, const void *data, siz
 	return e;
 }
 
+/* The short path's end: statistics and sleepers (fast_tail) once in a while. */
+static ABD__INLINE int fast_pushed(struct abd_ring *r) ABD_NONBLOCKING
+{
+	if (abd__unlikely(!(r->sp_tail % ABD__STATS_FLUSH) | armed(&r->h->data_futex)))
+		return fast_tail(r, ABD_RING_WAIT_DATA, 0);
+	return 0;
+}
+
+/* The short path for messages longer than copy_msg's inline moves: out of line, so that the
+ * memcpy call (and the registers it makes us save) stays off the path of short messages. */
+static ABD__NOINLINE int try_push_long(struct abd_ring *r, const void *data, size_t len)
+	ABD_NONBLOCKING
+{
+	if (abd__likely(sp_fast_push(r, data, len)))
+		return fast_pushed(r);
+	return try_push_slow(r, data, len);
+}
+
 int abd_ring_try_push(struct abd_ring *r, const void *data, size_t len) ABD_NONBLOCKING
 {
-	if (abd__likely(r && r->fast_push && len <= r->slot_size && (data || len == 0)) &&
-	    abd__likely(sp_fast_push(r, data, len))) {
-		if (abd__unlikely((++r->unflushed_pushed >= ABD__STATS_FLUSH) |
-		                  armed(&r->h->data_futex)))
-			fast_tail(r, ABD_RING_WAIT_DATA);
-		return 0;
+	if (abd__likely(r && r->fast_push && len <= r->slot_size && (data || len == 0))) {
+		if (len > ABD__COPY_INLINE)
+			return try_push_long(r, data, len);
+		if (abd__likely(sp_fast_push(r, data, len)))
+			return fast_pushed(r);
 	}
 	return try_push_slow(r, data, len);
 }
@@ -799,6 +827,7 @@ static unsigned sp_push_batch(struct abd_ring *r, const void *const *msgs, const
 		uint64_t t = r->sp_tail;
 		abd__store(&s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
 		r->sp_tail = t + 1;
+		r->sp_stat_base++;
 		done++;
 	}
 	if (done) {
@@ -1048,12 +1077,14 @@ static ABD__NOINLINE int sc_claim_slow(struct abd_ring *r, size_t size, struct a
 		if (d == 0 && st == ABD__SLOT_TOMB) {
 			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
 			r->sc_head = h + 1;
+			r->sc_stat_base++;
 			abd__store(&r->h->head, h + 1, RELEASE);
 			continue;
 		}
 		if (d >= 0) {
 			/* our predecessor consumed h but died before storing the head */
 			r->sc_head = h + 1;
+			r->sc_stat_base++;
 			abd__store(&r->h->head, h + 1, RELEASE);
 			continue;
 		}
@@ -1073,6 +1104,7 @@ static ABD__INLINE int give_back(struct abd_ring *r, struct abd__ring_slot *s) A
 {
 	if (r->modes & ABD_RING_SINGLE_CONSUMER) {
 		uint64_t h = r->sc_head;
+		r->sc_stat_base++;
 		if (abd__ring_spsc(r)) {
 			r->sc_head = h + 1;
 			mode_store(r, ABD_RING_WAIT_SPACE, &r->h->head, h + 1);
@@ -1157,12 +1189,34 @@ static ABD__NOINLINE int try_pop_slow(struct abd_ring *r, void *buf, size_t size
 	return e;
 }
 
+/* A single consumer's streaming pop of the message in slot s at the head, of len bytes (checked
+ * against our slot size and the caller's buffer): pop_one's copy, give_back's head store,
+ * space_owed's check once in a while (fast_tail). */
+static ABD__INLINE int sc_fast_take(struct abd_ring *r, struct abd__ring_slot *s, void *buf,
+                                    uint32_t len) ABD_NONBLOCKING
+{
+	copy_msg(buf, s->data, len);
+	uint64_t h = r->sc_head + 1;
+	r->sc_head = h;
+	abd__store(&r->h->head, h, RELEASE);
+	if (abd__unlikely(!(h % ABD__STATS_FLUSH) | armed(&r->h->space_futex)))
+		return fast_tail(r, ABD_RING_WAIT_SPACE, (int)len);
+	return (int)len;
+}
+
+/* As try_push_long: the memcpy of a long message out of the short path's way. */
+static ABD__NOINLINE int try_pop_long(struct abd_ring *r, struct abd__ring_slot *s, void *buf,
+                                      uint32_t len) ABD_NONBLOCKING
+{
+	return sc_fast_take(r, s, buf, len);
+}
+
 int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 {
 	/* The streaming pop of a single consumer facing a single producer (fast_pop): sc_claim's
-	 * common case, pop_one's copy (the length read once, bounded by our slot size and the
-	 * caller's buffer), give_back's head store, space_owed's check. Anything else, and an
-	 * empty ring, takes the general path. */
+	 * common case, then sc_fast_take (the length read once, bounded by our slot size and the
+	 * caller's buffer). Anything else takes the general path; so does an empty ring, except
+	 * in its plain forms (below). */
 	if (abd__likely(r && r->fast_pop && (buf || size == 0) && size <= INT_MAX)) {
 		uint64_t h = r->sc_head;
 		struct abd__ring_slot *s = abd__slot(r, h);
@@ -1178,13 +1232,9 @@ int abd_ring_try_pop(struct abd_ring *r, void *buf, size_t size) ABD_NONBLOCKING
 		} else {
 			uint32_t len = abd__load(&s->len, RELAXED);
 			if (abd__likely(len <= r->slot_size && len <= size)) {
-				copy_msg(buf, s->data, len);
-				r->sc_head = h + 1;
-				abd__store(&r->h->head, h + 1, RELEASE);
-				if (abd__unlikely((++r->unflushed_popped >= ABD__STATS_FLUSH) |
-				                  armed(&r->h->space_futex)))
-					fast_tail(r, ABD_RING_WAIT_SPACE);
-				return (int)len;
+				if (len > ABD__COPY_INLINE)
+					return try_pop_long(r, s, buf, len);
+				return sc_fast_take(r, s, buf, len);
 			}
 		}
 	}
@@ -1217,6 +1267,7 @@ static unsigned sc_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size
 		if (!spsc)
 			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
 		r->sc_head = h + 1;
+		r->sc_stat_base++;
 		given++;
 		if (bad) {
 			e = -EBADMSG; /* dropped, as pop_one does */

@@ -170,10 +170,23 @@ ABD_TEST(ring, streaming_spsc_short_paths_keep_every_rule)
 	cr_assert_eq(abd_ring_release(r, q), 0);
 	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), 2);
 	cr_assert_eq(memcmp(out, "yz", 2), 0);
+	/* batches between short-path messages: each message counted once in the statistics */
+	const void *msgs[5] = {"a", "b", "c", "d", "e"};
+	size_t lens[5] = {1, 1, 1, 1, 1};
+	for (int k = 0; k < 300; k++) {
+		cr_assert_eq(abd_ring_try_push_batch(r, msgs, lens, 5), 5);
+		cr_assert_eq(abd_ring_try_push(r, "f", 1), 0);
+		char bufs[6][8];
+		size_t got[6];
+		cr_assert_eq(abd_ring_try_pop_batch(r, bufs, 8, got, 3), 3);
+		for (int m = 0; m < 3; m++)
+			cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), 1);
+		cr_assert_eq(out[0], 'f');
+	}
 	struct abd_ring_stats st;
 	cr_assert_eq(abd_ring_stats(r, &st), 0);
-	cr_assert_eq(st.pushed, pushed + 2);
-	cr_assert_eq(st.popped, pushed + 2);
+	cr_assert_eq(st.pushed, pushed + 2 + 300 * 6, "pushed %llu", (unsigned long long)st.pushed);
+	cr_assert_eq(st.popped, pushed + 2 + 300 * 6, "popped %llu", (unsigned long long)st.popped);
 	abd_ring_free(r);
 }
 
