@@ -622,23 +622,10 @@ static int process(struct abd_watch *w)
 	return process_rest(w, overflow);
 }
 
-ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata)
+/* The start and end every caller-driven call shares: the callback for this call, the initial
+ * state and re-armed pidfds first; the record descriptors held for delivery closed last. */
+static int call_begin(struct abd_watch *w, abd_watch_fn fn, void *userdata)
 {
-	abd__check(w, -EINVAL);
-	if (w->reactor)
-		return -EBUSY;
-	w->fn = fn;
-	w->userdata = userdata;
-	w->events = 0;
-	int r = process(w);
-	close_pending(w);
-	return r < 0 ? r : w->events;
-}
-
-ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn fn,
-                              void *userdata)
-{
-	abd__check(w, -EINVAL);
 	if (w->reactor)
 		return -EBUSY;
 	w->fn = fn;
@@ -646,8 +633,30 @@ ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn 
 	w->events = 0;
 	deliver_initial(w);
 	rearm_all(w);
+	return 0;
+}
+
+static int call_end(struct abd_watch *w, int r)
+{
+	close_pending(w);
+	return r < 0 ? r : w->events;
+}
+
+ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata)
+{
+	abd__check(w, -EINVAL);
+	int r = call_begin(w, fn, userdata);
+	return r < 0 ? r : call_end(w, process(w));
+}
+
+ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn fn,
+                              void *userdata)
+{
+	abd__check(w, -EINVAL);
+	int r = call_begin(w, fn, userdata);
+	if (r < 0)
+		return r;
 	uint64_t deadline = timeout_ms > 0 ? abd__clock_ns() + (uint64_t)timeout_ms * 1000000u : 0;
-	int r = 0;
 	while (r >= 0 && !w->events) {
 		if (w->gone) {
 			r = -EIDRM; /* nothing will ever come: do not sleep */
@@ -679,23 +688,14 @@ ABD_EXPORT int abd_watch_wait(struct abd_watch *w, int timeout_ms, abd_watch_fn 
 		if (!k || (timeout_ms >= 0 && abd__clock_ns() >= deadline))
 			break; /* timed out (0: one look) */
 	}
-	close_pending(w);
-	return r < 0 ? r : w->events;
+	return call_end(w, r);
 }
 
 ABD_EXPORT int abd_watch_rescan(struct abd_watch *w, abd_watch_fn fn, void *userdata)
 {
 	abd__check(w, -EINVAL);
-	if (w->reactor)
-		return -EBUSY;
-	w->fn = fn;
-	w->userdata = userdata;
-	w->events = 0;
-	deliver_initial(w);
-	rearm_all(w);
-	int r = rescan(w);
-	close_pending(w);
-	return r < 0 ? r : w->events;
+	int r = call_begin(w, fn, userdata);
+	return r < 0 ? r : call_end(w, rescan(w));
 }
 
 ABD_EXPORT size_t abd_watch_count(const struct abd_watch *w)
