@@ -127,15 +127,25 @@ static void pub_fini(enum bench_role role, void *state)
 	free(s);
 }
 
-static int pub_ping(void *state, uint64_t *ns)
+/* One sample: a publication (abd_publish, all of it timed; or staged: abd_publish_prepare
+ * untimed, then the clock, then abd_publish_commit, the same start as bare-inotify-linkat's,
+ * whose record is written before its clock starts and whose clock covers the linkat on) until
+ * the watcher's added event, then an untimed withdrawal. */
+static int pub_sample(struct pub_state *s, uint64_t *ns, bool staged)
 {
-	struct pub_state *s = state;
 	uint32_t v = ++s->seq;
 	struct abd_publication *pub;
 	uint64_t t = bench_now_ns();
-	int r = abd_publish(s->reg, s->rec, &pub);
+	int r = staged ? abd_publish_prepare(s->reg, s->rec, &pub) : abd_publish(s->reg, s->rec, &pub);
 	if (r < 0)
 		return r;
+	if (staged) {
+		t = bench_now_ns();
+		if ((r = abd_publish_commit(pub)) < 0) {
+			abd_withdraw(pub);
+			return r;
+		}
+	}
 	r = bench_until(&s->sh->ack, v);
 	uint64_t w = __atomic_load_n(&s->sh->t_added, __ATOMIC_ACQUIRE);
 	*ns = w > t ? w - t : 1;
@@ -148,29 +158,14 @@ static int pub_ping(void *state, uint64_t *ns)
 	return r;
 }
 
-/* The staged publication (abd_publish_prepare untimed, then the clock, then
- * abd_publish_commit): the same start as bare-inotify-linkat's, whose record is written
- * before its clock starts and whose clock covers the linkat on. */
+static int pub_ping(void *state, uint64_t *ns)
+{
+	return pub_sample(state, ns, false);
+}
+
 static int pub_ping_staged(void *state, uint64_t *ns)
 {
-	struct pub_state *s = state;
-	uint32_t v = ++s->seq;
-	struct abd_publication *pub;
-	int r = abd_publish_prepare(s->reg, s->rec, &pub);
-	if (r < 0)
-		return r;
-	uint64_t t = bench_now_ns();
-	if ((r = abd_publish_commit(pub)) < 0) {
-		abd_withdraw(pub);
-		return r;
-	}
-	r = bench_until(&s->sh->ack, v);
-	uint64_t w = __atomic_load_n(&s->sh->t_added, __ATOMIC_ACQUIRE);
-	*ns = w > t ? w - t : 1;
-	abd_withdraw(pub);
-	if (r == 0)
-		r = bench_until(&s->sh->removed, v);
-	return r;
+	return pub_sample(state, ns, true);
 }
 
 static int pub_pong(void *state)
