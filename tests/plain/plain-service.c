@@ -31,6 +31,7 @@ static unsigned scaled(unsigned n, unsigned min)
 static char dir[64];
 static unsigned per_producer;
 static unsigned char *seen; /* NP * per_producer */
+static unsigned opened; /* consumer threads past their open, success or not */
 
 struct worker {
 	unsigned id;
@@ -83,10 +84,11 @@ static void *consumer(void *arg)
 	cfg.dir = dir;
 	struct abd_service *svc;
 	w->result = abd_service_open("plain.svc", &cfg, ABD_SERVICE_CONSUMER, 5 * SEC, &svc);
-	if (w->result < 0) {
+	if (w->result < 0)
 		explain_open(w);
+	__atomic_fetch_add(&opened, 1, __ATOMIC_RELEASE);
+	if (w->result < 0)
 		return NULL;
-	}
 	for (;;) {
 		uint32_t m[2];
 		int n = abd_service_pop(svc, m, sizeof(m), 20 * SEC);
@@ -154,7 +156,11 @@ int main(void)
 		pthread_join(tp[i], NULL);
 	for (unsigned i = 0; i < NP; i++)
 		TAP_CHECK(wp[i].result == 0, "producer thread %u: %d", i, wp[i].result);
-	/* every message pushed: close while the consumers sleep or drain */
+	/* every message pushed: close while the consumers sleep or drain, once each of them has
+	 * opened the service (a thread that starts late, as under a sanitizer, would otherwise
+	 * look for a service already withdrawn and time out) */
+	for (int i = 0; i < 60000 && __atomic_load_n(&opened, __ATOMIC_ACQUIRE) < NC; i++)
+		usleep(1000);
 	abd_service_close(pub);
 	unsigned got = 0;
 	for (unsigned i = 0; i < NC; i++) {
