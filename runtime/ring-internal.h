@@ -200,10 +200,10 @@ struct abd_ring {
 	bool fast_push, fast_pop;
 	/* slots this handle holds (reserved or peeked), for abd_ring_free */
 	uint64_t held;
-	/* counters not yet added to the header: the general paths count in unflushed_*; the short
-	 * paths count nothing, their messages are the positions moved since the last flush that
-	 * the general paths did not move (sp_tail - sp_stat_base, sc_head - sc_stat_base: every
-	 * general-path move of sp_tail / sc_head moves its base too) */
+	/* counters not yet added to the header: single-message general paths count in unflushed_*;
+	 * the short paths and the batches count nothing, their messages are the positions moved
+	 * since the last flush that a counting path did not move (sp_tail - sp_stat_base,
+	 * sc_head - sc_stat_base: every other move of sp_tail / sc_head moves its base too) */
 	uint32_t unflushed_pushed, unflushed_popped;
 	uint64_t sp_stat_base, sc_stat_base;
 	uint64_t own_wakes, own_waits;

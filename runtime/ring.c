@@ -382,10 +382,18 @@ const uint32_t *abd_ring_futex(const struct abd_ring *r, enum abd_ring_wait_for 
 	return what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 }
 
+/* Messages pushed (DATA) / popped (SPACE) by this handle and not yet added to the header. */
+static inline uint64_t stats_pending(const struct abd_ring *r, enum abd_ring_wait_for what)
+	ABD_NONBLOCKING
+{
+	return what == ABD_RING_WAIT_DATA ? r->unflushed_pushed + (r->sp_tail - r->sp_stat_base)
+	                                  : r->unflushed_popped + (r->sc_head - r->sc_stat_base);
+}
+
 void abd__ring_flush_stats(struct abd_ring *r)
 {
-	uint64_t pushed = r->unflushed_pushed + (r->sp_tail - r->sp_stat_base);
-	uint64_t popped = r->unflushed_popped + (r->sc_head - r->sc_stat_base);
+	uint64_t pushed = stats_pending(r, ABD_RING_WAIT_DATA);
+	uint64_t popped = stats_pending(r, ABD_RING_WAIT_SPACE);
 	if (pushed)
 		abd__add(&r->h->pushed, pushed, RELAXED);
 	if (popped)
@@ -755,9 +763,7 @@ static ABD__INLINE bool sp_fast_push(struct abd_ring *r, const void *data, size_
 static ABD__NOINLINE int fast_tail(struct abd_ring *r, enum abd_ring_wait_for what, int ret)
 	ABD_NONBLOCKING
 {
-	uint64_t n = what == ABD_RING_WAIT_DATA ? r->unflushed_pushed + (r->sp_tail - r->sp_stat_base)
-	                                        : r->unflushed_popped + (r->sc_head - r->sc_stat_base);
-	if (n >= ABD__STATS_FLUSH)
+	if (stats_pending(r, what) >= ABD__STATS_FLUSH)
 		abd__ring_flush_stats(r);
 	bool owed = what == ABD_RING_WAIT_DATA ? data_owed(r) : space_owed(r);
 	if (owed)
@@ -826,17 +832,13 @@ static unsigned sp_push_batch(struct abd_ring *r, const void *const *msgs, const
 		abd__store(&s->len, (uint32_t)len, RELAXED);
 		uint64_t t = r->sp_tail;
 		abd__store(&s->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
-		r->sp_tail = t + 1;
-		r->sp_stat_base++;
+		r->sp_tail = t + 1; /* counted as a position moved (stats_pending) */
 		done++;
 	}
 	if (done) {
 		abd__store(&r->h->tail, r->sp_tail, RELEASE);
-		r->unflushed_pushed += done;
-		if (r->unflushed_pushed >= ABD__STATS_FLUSH) {
-			abd__add(&r->h->pushed, r->unflushed_pushed, RELAXED);
-			r->unflushed_pushed = 0;
-		}
+		if (stats_pending(r, ABD_RING_WAIT_DATA) >= ABD__STATS_FLUSH)
+			abd__ring_flush_stats(r);
 	}
 	*err = e;
 	return done;
@@ -1266,8 +1268,7 @@ static unsigned sc_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size
 		uint64_t h = r->sc_head;
 		if (!spsc)
 			abd__store(&s->ctl, abd__ctl((uint32_t)(h + r->cap), ABD__SLOT_FREE, 0), RELEASE);
-		r->sc_head = h + 1;
-		r->sc_stat_base++;
+		r->sc_head = h + 1; /* counted as a position moved (stats_pending) */
 		given++;
 		if (bad) {
 			e = -EBADMSG; /* dropped, as pop_one does */
@@ -1277,11 +1278,8 @@ static unsigned sc_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size
 	}
 	if (given) {
 		abd__store(&r->h->head, r->sc_head, RELEASE);
-		r->unflushed_popped += given;
-		if (r->unflushed_popped >= ABD__STATS_FLUSH) {
-			abd__add(&r->h->popped, r->unflushed_popped, RELAXED);
-			r->unflushed_popped = 0;
-		}
+		if (stats_pending(r, ABD_RING_WAIT_SPACE) >= ABD__STATS_FLUSH)
+			abd__ring_flush_stats(r);
 	}
 	*err = e;
 	return done;
