@@ -258,29 +258,43 @@ struct tresult {
 	int fds_ok; /* the memfd and eventfd work as such */
 };
 
+/* Why the last tpub_check_fds_ex of this thread failed ("" when it passed). */
+static _Thread_local char tpub_check_why[96];
+
 /* Check that an acquisition's descriptors behave as their kinds say. */
 /* poke: write and read the eventfd too (not from several threads at once: they share it) */
 static inline int tpub_check_fds_ex(const struct abd_acquired *a, bool poke)
 {
+	tpub_check_why[0] = 0;
 	int ring = abd_acquired_fd(a, "ring"), wake = abd_acquired_fd(a, "wake");
-	if (ring < 0 || wake < 0)
+	if (ring < 0 || wake < 0) {
+		snprintf(tpub_check_why, sizeof(tpub_check_why), "slots: ring %d, wake %d", ring, wake);
 		return 0;
+	}
 	/* the memfd is a ring the ring layer accepts (every header field validated), and a
 	 * message pushed through it comes back */
 	struct abd_ring *r;
-	if (abd_ring_attach(ring, wake, NULL, 0, &r) < 0)
+	int e = abd_ring_attach(ring, wake, NULL, 0, &r);
+	if (e < 0) {
+		snprintf(tpub_check_why, sizeof(tpub_check_why), "attach: %d", e);
 		return 0;
-	int ok = abd_ring_try_push(r, "hi", 2) == 0;
+	}
+	int pushed = abd_ring_try_push(r, "hi", 2), popped = 0;
 	char buf[64];
 	/* Blocking pop: threads checking the same ring at once push and pop beside us, and the
 	 * head may be a slot another thread has claimed but not yet committed (a try-pop would
 	 * say -EAGAIN although our own message is in). Every message is "hi". */
-	ok = ok && abd_ring_pop(r, buf, sizeof(buf), 5ll * 1000 * 1000 * 1000) == 2 &&
-	     memcmp(buf, "hi", 2) == 0;
+	if (pushed == 0)
+		popped = abd_ring_pop(r, buf, sizeof(buf), 5ll * 1000 * 1000 * 1000);
+	int ok = pushed == 0 && popped == 2 && memcmp(buf, "hi", 2) == 0;
+	if (!ok)
+		snprintf(tpub_check_why, sizeof(tpub_check_why), "push %d, pop %d", pushed, popped);
 	abd_ring_free(r);
 	uint64_t one = 1, got = 0;
-	if (poke)
-		ok = ok && write(wake, &one, 8) == 8 && read(wake, &got, 8) == 8 && got >= 1;
+	if (ok && poke && !(write(wake, &one, 8) == 8 && read(wake, &got, 8) == 8 && got >= 1)) {
+		snprintf(tpub_check_why, sizeof(tpub_check_why), "eventfd poke");
+		ok = 0;
+	}
 	return ok;
 }
 

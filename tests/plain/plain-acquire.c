@@ -22,6 +22,7 @@ struct th {
 	const char *dir;
 	int ok;
 	int first_err; /* the first failure: an acquisition's -errno, or 1 for a failed check */
+	char why[96];  /* the failed check's reason (tpub_check_why) */
 };
 
 static void *thread_main(void *arg)
@@ -33,8 +34,10 @@ static void *thread_main(void *arg)
 		if (r == 0) {
 			bool good = tpub_check_fds_ex(a, false);
 			t->ok += good;
-			if (!good && !t->first_err)
+			if (!good && !t->first_err) {
 				t->first_err = 1;
+				snprintf(t->why, sizeof(t->why), "%s", tpub_check_why);
+			}
 			abd_acquired_free(a);
 		} else if (!t->first_err) {
 			t->first_err = r;
@@ -92,14 +95,17 @@ int main(void)
 		pthread_create(&tid[i], NULL, thread_main, &ths[i]);
 	}
 	int ok = 0, err = 0;
+	const char *why = "";
 	for (int i = 0; i < 4; i++) {
 		pthread_join(tid[i], NULL);
 		ok += ths[i].ok;
-		if (!err)
+		if (!err) {
 			err = ths[i].first_err;
+			why = ths[i].why;
+		}
 	}
-	TAP_CHECK(ok == 80, "4 threads x 20 acquisitions: %d verified (first failure: %s)", ok,
-	          err == 1 ? "a descriptor check" : err ? strerror(-err) : "none");
+	TAP_CHECK(ok == 80, "4 threads x 20 acquisitions: %d verified (first failure: %s%s)", ok,
+	          err == 1 ? "a descriptor check, " : err ? strerror(-err) : "none", err == 1 ? why : "");
 	TAP_CHECK(tpub_stop(&t) == 0, "publisher exits cleanly");
 
 	/* an in-process server: garbage and descriptors from a client change nothing */
