@@ -279,11 +279,13 @@ static inline int tpub_check_fds_ex(const struct abd_acquired *a, bool poke)
 		snprintf(tpub_check_why, sizeof(tpub_check_why), "attach: %d", e);
 		return 0;
 	}
-	int pushed = abd_ring_try_push(r, "hi", 2), popped = 0;
+	/* Blocking push and pop: threads checking the same ring at once push and pop beside us.
+	 * The head may be a slot another thread has claimed but not yet committed (a try-pop
+	 * would say -EAGAIN although our own message is in), and the tail's slot may still be
+	 * read by a thread that popped it a lap ago (a try-push would say the ring is full with
+	 * four messages in it: seen as "push -11" in CI). Every message is "hi". */
+	int pushed = abd_ring_push(r, "hi", 2, 5ll * 1000 * 1000 * 1000), popped = 0;
 	char buf[64];
-	/* Blocking pop: threads checking the same ring at once push and pop beside us, and the
-	 * head may be a slot another thread has claimed but not yet committed (a try-pop would
-	 * say -EAGAIN although our own message is in). Every message is "hi". */
 	if (pushed == 0)
 		popped = abd_ring_pop(r, buf, sizeof(buf), 5ll * 1000 * 1000 * 1000);
 	int ok = pushed == 0 && popped == 2 && memcmp(buf, "hi", 2) == 0;
