@@ -75,14 +75,15 @@ static void put_header(uint8_t *p, unsigned type, size_t body)
 	put16(p + 6, (uint16_t)body);
 }
 
-/* The header's checks; returns the body length or -errno. */
-static long check_header(const uint8_t *p, size_t len, unsigned type, size_t body_max)
+/* The header's checks (type, or type2 when nonzero); returns the body length or -errno. */
+static long check_header(const uint8_t *p, size_t len, unsigned type, unsigned type2,
+                         size_t body_max)
 {
 	if (len < ABD__HS_HEADER || memcmp(p, ABD__HS_MAGIC, 4) != 0)
 		return -EBADMSG;
 	if (p[4] != ABD__HS_VERSION)
 		return -EPROTONOSUPPORT;
-	if (p[5] != type)
+	if (p[5] != type && (!type2 || p[5] != type2))
 		return -EBADMSG;
 	size_t body = get16(p + 6);
 	if (body > body_max || body != len - ABD__HS_HEADER)
@@ -99,7 +100,7 @@ long abd__hs_request_encode(const struct abd__hs_request *req, void *buf, size_t
 	if (size < ABD__HS_HEADER + body)
 		return -ENOSPC;
 	uint8_t *p = buf;
-	put_header(p, ABD__HS_REQUEST, body);
+	put_header(p, req->keep ? ABD__HS_REQUEST_KEEP : ABD__HS_REQUEST, body);
 	memcpy(p + 8, req->instance, 16);
 	p[24] = (uint8_t)n;
 	memcpy(p + 25, req->service, n);
@@ -109,7 +110,8 @@ long abd__hs_request_encode(const struct abd__hs_request *req, void *buf, size_t
 int abd__hs_request_parse(const void *buf, size_t len, struct abd__hs_request *out)
 {
 	const uint8_t *p = buf;
-	long body = check_header(p, len, ABD__HS_REQUEST, ABD__HS_REQUEST_BODY_MAX);
+	long body = check_header(p, len, ABD__HS_REQUEST, ABD__HS_REQUEST_KEEP,
+	                         ABD__HS_REQUEST_BODY_MAX);
 	if (body < 0)
 		return (int)body;
 	if (body < 17)
@@ -120,12 +122,13 @@ int abd__hs_request_parse(const void *buf, size_t len, struct abd__hs_request *o
 	memset(out, 0, sizeof(*out));
 	memcpy(out->instance, p + 8, 16);
 	memcpy(out->service, p + 25, n);
+	out->keep = p[5] == ABD__HS_REQUEST_KEEP;
 	return 0;
 }
 
 long abd__hs_reply_encode(const struct abd__hs_reply *rep, void *buf, size_t size)
 {
-	if (rep->nfds > ABD__HS_FDS_MAX || (rep->status && rep->nfds))
+	if (rep->nfds > ABD__HS_FDS_MAX || (rep->status && (rep->nfds || rep->kept)))
 		return -EINVAL;
 	size_t body = ABD__HS_REPLY_FIXED;
 	for (unsigned i = 0; i < rep->nfds; i++) {
@@ -142,7 +145,8 @@ long abd__hs_reply_encode(const struct abd__hs_reply *rep, void *buf, size_t siz
 	put32(p + 8, rep->status);
 	memcpy(p + 12, rep->instance, 16);
 	p[28] = (uint8_t)rep->nfds;
-	p[29] = p[30] = p[31] = 0;
+	p[29] = rep->kept ? ABD__HS_REPLY_KEPT : 0;
+	p[30] = p[31] = 0;
 	uint8_t *q = p + 32;
 	for (unsigned i = 0; i < rep->nfds; i++) {
 		size_t n = strlen(rep->slots[i].name);
@@ -157,18 +161,22 @@ long abd__hs_reply_encode(const struct abd__hs_reply *rep, void *buf, size_t siz
 int abd__hs_reply_parse(const void *buf, size_t len, struct abd__hs_reply *out)
 {
 	const uint8_t *p = buf;
-	long body = check_header(p, len, ABD__HS_REPLY, ABD__HS_REPLY_BODY_MAX);
+	long body = check_header(p, len, ABD__HS_REPLY, 0, ABD__HS_REPLY_BODY_MAX);
 	if (body < 0)
 		return (int)body;
 	if (body < (long)ABD__HS_REPLY_FIXED)
 		return -EBADMSG;
 	uint32_t status = get32(p + 8);
 	unsigned nfds = p[28];
-	/* a status is a small positive errno; an error carries no descriptors */
-	if (status > 4095 || nfds > ABD__HS_FDS_MAX || (status && nfds) || p[29] || p[30] || p[31])
+	/* a status is a small positive errno; an error carries no descriptors and ends the
+	 * connection; the only flag is KEPT */
+	bool kept = p[29] == ABD__HS_REPLY_KEPT;
+	if (status > 4095 || nfds > ABD__HS_FDS_MAX || (status && (nfds || kept)) ||
+	    (p[29] && !kept) || p[30] || p[31])
 		return -EBADMSG;
 	memset(out, 0, sizeof(*out));
 	out->status = status;
+	out->kept = kept;
 	memcpy(out->instance, p + 12, 16);
 	out->nfds = nfds;
 	const uint8_t *q = p + 32, *end = p + len;
@@ -362,20 +370,79 @@ int abd__hs_listening(int dirfd, const char *name)
 	return 1; /* the server sees a connection that ends without a request */
 }
 
+static int send_request(int sock, const void *msg, size_t len, int64_t deadline_ns)
+{
+	int r = abd__hs_send(sock, msg, len, NULL, 0);
+	if (r == -EAGAIN) {
+		r = wait_fd(sock, POLLOUT, deadline_ns);
+		if (r == 0)
+			r = abd__hs_send(sock, msg, len, NULL, 0);
+	}
+	return r == -EPIPE || r == -ENOTCONN ? -ECONNRESET : r;
+}
+
+/* Wait for the reply until the deadline and receive it with its descriptors; rep->status is
+ * the server's answer (0 unless it is the error returned). On failure nothing is left open. */
+static int receive_reply(int sock, int64_t deadline_ns, struct abd__hs_reply *rep, int *fds)
+{
+	uint8_t msg[ABD__HS_MSG_MAX];
+	rep->status = 0;
+	for (;;) {
+		int r = wait_fd(sock, POLLIN, deadline_ns);
+		if (r < 0)
+			return r;
+		unsigned n = 0;
+		long len = abd__hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n);
+		if (len == -EAGAIN)
+			continue;
+		if (len < 0)
+			return (int)len;
+		r = abd__hs_reply_parse(msg, (size_t)len, rep);
+		if (r == 0 && rep->status)
+			r = -(int)rep->status;
+		if (r == 0 && n != rep->nfds)
+			r = -EBADMSG;
+		if (r < 0)
+			close_all(fds, &n);
+		return r;
+	}
+}
+
 int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
-                   struct abd__hs_peer *peer)
+                   struct abd__hs_peer *peer, int *conn)
 {
-	struct sockaddr_un sa;
-	socklen_t salen;
-	int r = make_addr(dirfd, path, &sa, &salen);
-	if (r < 0)
-		return r;
 	uint8_t msg[ABD__HS_MSG_MAX];
-	long mlen = abd__hs_request_encode(req, msg, sizeof(msg));
+	struct abd__hs_request kreq = *req;
+	kreq.keep = conn != NULL;
+	long mlen = abd__hs_request_encode(&kreq, msg, sizeof(msg));
 	if (mlen < 0)
 		return (int)mlen;
+	int r;
+	if (conn && *conn >= 0) {
+		/* A connection kept from an earlier exchange with this server; its credentials,
+		 * fixed at connect and checked then, are in *peer. A server that dropped it
+		 * meanwhile (idle deadline, eviction, exit) shows EOF or EPIPE: connect afresh,
+		 * once. Any other failure ends it too: a late reply must never answer a later
+		 * request. */
+		int sock = *conn;
+		*conn = -1;
+		r = send_request(sock, msg, (size_t)mlen, deadline_ns);
+		if (r == 0)
+			r = receive_reply(sock, deadline_ns, rep, fds);
+		if (r == 0 && rep->kept)
+			*conn = sock;
+		else
+			abd__close(sock);
+		if (r != -ECONNRESET)
+			return r;
+	}
 
+	struct sockaddr_un sa;
+	socklen_t salen;
+	r = make_addr(dirfd, path, &sa, &salen);
+	if (r < 0)
+		return r;
 	abd__autoclose int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (sock < 0)
 		return -errno;
@@ -396,40 +463,23 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 	 * then, rather than parking the connection); the request holds nothing secret (the
 	 * record's service and instance), and the server's credentials, fixed at connect, are
 	 * checked before anything in its reply is trusted. */
-	r = abd__hs_send(sock, msg, (size_t)mlen, NULL, 0);
-	if (r == -EAGAIN) {
-		r = wait_fd(sock, POLLOUT, deadline_ns);
-		if (r == 0)
-			r = abd__hs_send(sock, msg, (size_t)mlen, NULL, 0);
-	}
-	if (r == -EPIPE)
-		r = -ECONNRESET;
+	r = send_request(sock, msg, (size_t)mlen, deadline_ns);
 	if (r < 0)
 		return r;
 	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
 	if (r < 0)
 		return r;
-	for (;;) {
-		r = wait_fd(sock, POLLIN, deadline_ns);
-		if (r < 0)
-			return r;
-		unsigned n = 0;
-		long len = abd__hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n);
-		if (len == -EAGAIN)
-			continue;
-		if (len < 0)
-			return (int)len;
-		r = abd__hs_reply_parse(msg, (size_t)len, rep);
-		if (r == 0 && rep->status)
-			r = -(int)rep->status;
-		if (r == 0 && n != rep->nfds)
-			r = -EBADMSG;
-		if (r < 0) {
-			close_all(fds, &n);
-			return r;
-		}
-		return 0;
+	r = receive_reply(sock, deadline_ns, rep, fds);
+	if (r == -EBADMSG && rep->status == EBADMSG && kreq.keep) {
+		/* a server older than the keep-alive request (type 3) refuses it: ask it the
+		 * version-1 way, on a new connection (it closes this one) */
+		return abd__hs_client(dirfd, path, req, deadline_ns, rep, fds, peer, NULL);
 	}
+	if (r == 0 && conn && rep->kept) {
+		*conn = sock;
+		sock = -1;
+	}
+	return r;
 }
 
 /* ------------------------------------------------------------------ server -- */
@@ -446,6 +496,7 @@ struct pending {
 	uid_t uid;
 	gid_t gid;
 	bool allowed;
+	bool kept; /* answered, kept open for another request (the client asked) */
 };
 
 struct abd_acquire_server {
@@ -660,8 +711,14 @@ int abd_acquire_server_stats(const struct abd_acquire_server *s,
 	abd__check(s && out, -EINVAL);
 	*out = s->st;
 	out->pending = s->npending;
+	out->kept = 0;
+	for (unsigned i = 0; i < s->npending; i++)
+		out->kept += s->pending[i].kept;
 	return 0;
 }
+
+_Static_assert(sizeof(struct abd_acquire_server_stats) == 10 * sizeof(uint64_t),
+               "the stats keep their size: new counters take reserved space");
 
 static bool allowed(const struct abd_acquire_server *s, uid_t uid, gid_t gid)
 {
@@ -686,10 +743,12 @@ static void reply_status(int fd, const struct abd_acquire_server *s, uint32_t st
 		abd__hs_send(fd, buf, (size_t)n, NULL, 0);
 }
 
-/* Read and answer one request. Returns 1 when answered with descriptors, 0 when answered
- * otherwise or dropped (the connection is finished either way), -EAGAIN when nothing has
- * arrived yet. */
-static int answer(struct abd_acquire_server *s, int fd, uid_t uid, gid_t gid)
+/* Read and answer one request. Returns KEEP when answered with descriptors and the client
+ * asked to keep the connection, DONE when answered otherwise or dropped (the connection is
+ * finished), -EAGAIN when nothing has arrived yet. *served counts answers with descriptors. */
+enum { DONE = 0, KEEP = 1 };
+
+static int answer(struct abd_acquire_server *s, int fd, uid_t uid, gid_t gid, int *served)
 {
 	uint8_t buf[ABD__HS_MSG_MAX];
 	int fds[ABD__HS_FDS_MAX];
@@ -704,40 +763,58 @@ static int answer(struct abd_acquire_server *s, int fd, uid_t uid, gid_t gid)
 			s->st.malformed++;
 		if (len == -EMSGSIZE || len == -EPROTO)
 			reply_status(fd, s, EPROTO);
-		return 0;
+		return DONE;
 	}
 	if (!allowed(s, uid, gid)) {
 		s->st.refused++;
 		reply_status(fd, s, EACCES);
-		return 0;
+		return DONE;
 	}
 	struct abd__hs_request req;
 	int r = abd__hs_request_parse(buf, (size_t)len, &req);
 	if (r < 0) {
 		s->st.malformed++;
 		reply_status(fd, s, (uint32_t)-r);
-		return 0;
+		return DONE;
 	}
 	static const uint8_t zero[16];
 	if (!s->serving) {
 		reply_status(fd, s, EAGAIN);
-		return 0;
+		return DONE;
 	}
 	if (strcmp(req.service, s->service) != 0 ||
 	    (memcmp(req.instance, zero, 16) != 0 && memcmp(req.instance, s->instance, 16) != 0)) {
 		reply_status(fd, s, ENOENT);
-		return 0;
+		return DONE;
 	}
 	struct abd__hs_reply rep = { .status = 0, .nfds = s->nslots };
 	memcpy(rep.instance, s->instance, 16);
 	memcpy(rep.slots, s->slots, sizeof(rep.slots[0]) * s->nslots);
+	rep.kept = req.keep;
 	long n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
 	if (n < 0)
-		return 0;
+		return DONE;
+	/* a client that left meanwhile, or (kept connection) one that asks again and again
+	 * without reading the replies until its queue is full: EAGAIN, dropped */
 	if (abd__hs_send(fd, buf, (size_t)n, s->slot_fds, s->nslots) < 0)
-		return 0; /* a client that left meanwhile: nothing to do */
+		return DONE;
 	s->st.served++;
-	return 1;
+	(*served)++;
+	return req.keep ? KEEP : DONE;
+}
+
+/* A connection kept after an answer waits for its next request like a silent one: it holds
+ * a pending entry (max_pending, eviction) and a new idle deadline. Its send buffer shrinks
+ * to the minimum the first time, so that a client that asks without reading holds only a
+ * few replies (and their descriptors) in flight before its sends fail (EAGAIN: dropped). */
+static void keep_conn(struct abd_acquire_server *s, struct pending *p)
+{
+	if (!p->kept) {
+		int one = 1;
+		setsockopt(p->fd, SOL_SOCKET, SO_SNDBUF, &one, sizeof(one));
+		p->kept = true;
+	}
+	p->deadline = abd__now_ns() + s->timeout_ns;
 }
 
 static void drop_pending(struct abd_acquire_server *s, unsigned i)
@@ -786,18 +863,19 @@ static void accept_some(struct abd_acquire_server *s, int *served)
 		 * connect woke us, so we may be a few hundred ns ahead of its send: give the CPU up
 		 * once and look again before parking the connection (a parked one costs two
 		 * epoll_ctl, another wake-up and another pass). */
-		int r = answer(s, fd, uid, gid);
+		s->st.accepted++;
+		int r = answer(s, fd, uid, gid, served);
 		if (r == -EAGAIN) {
 			sched_yield();
-			r = answer(s, fd, uid, gid);
+			r = answer(s, fd, uid, gid, served);
 		}
-		if (r != -EAGAIN) {
-			*served += r;
+		if (r == DONE) {
 			abd__close(fd);
 			continue;
 		}
 		if (s->npending == s->max_pending) {
-			/* evict the oldest silent connection: newcomers usually speak at once */
+			/* evict the oldest waiting connection, silent or kept after an answer:
+			 * newcomers usually speak at once, and a kept one's client reconnects */
 			unsigned oldest = 0;
 			for (unsigned i = 1; i < s->npending; i++)
 				if (s->pending[i].deadline < s->pending[oldest].deadline)
@@ -810,10 +888,13 @@ static void accept_some(struct abd_acquire_server *s, int *served)
 			abd__close(fd);
 			continue;
 		}
-		s->pending[s->npending++] = (struct pending){
+		s->pending[s->npending] = (struct pending){
 			.fd = fd, .src = src, .deadline = abd__now_ns() + s->timeout_ns, .uid = uid,
 			.gid = gid
 		};
+		if (r == KEEP)
+			keep_conn(s, &s->pending[s->npending]);
+		s->npending++;
 	}
 }
 
@@ -849,13 +930,12 @@ int abd_acquire_server_process(struct abd_acquire_server *s)
 			int k = find_pending(s, (int)evs[i].data.u64);
 			if (k < 0)
 				continue;
-			struct pending p = s->pending[k];
-			int r = answer(s, p.fd, p.uid, p.gid);
-			if (r == -EAGAIN && !(evs[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
-				continue;
-			if (r > 0)
-				served += r;
-			drop_pending(s, (unsigned)k);
+			struct pending *p = &s->pending[k];
+			int r = answer(s, p->fd, p->uid, p->gid, &served);
+			if (r == KEEP)
+				keep_conn(s, p);
+			else if (r == DONE || (evs[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+				drop_pending(s, (unsigned)k);
 		}
 		if (n < 64)
 			break; /* all that was ready; what arrives later makes the epoll fd readable */
@@ -928,11 +1008,13 @@ static void on_conn(struct abd_source *src, int status, uint64_t revents, void *
 		k++;
 	if (k == s->npending)
 		return;
-	struct pending p = s->pending[k];
-	int r = answer(s, p.fd, p.uid, p.gid);
-	if (r == -EAGAIN && status == 0 && !(revents & (POLLHUP | POLLRDHUP | POLLERR)))
-		return;
-	drop_pending(s, k);
+	struct pending *p = &s->pending[k];
+	int served = 0;
+	int r = answer(s, p->fd, p->uid, p->gid, &served);
+	if (r == KEEP && status == 0)
+		keep_conn(s, p);
+	else if (r != -EAGAIN || status != 0 || (revents & (POLLHUP | POLLRDHUP | POLLERR)))
+		drop_pending(s, k);
 }
 
 /* The owner is going: free our sources and drop the silent clients (they would otherwise

@@ -15,6 +15,8 @@
 #define ABD__HS_HEADER 8u         /* magic[4] version[1] type[1] body length[2] */
 #define ABD__HS_REQUEST 1u
 #define ABD__HS_REPLY 2u
+#define ABD__HS_REQUEST_KEEP 3u   /* a request that asks to keep the connection for more */
+#define ABD__HS_REPLY_KEPT 1u     /* reply flags (byte 29): the server keeps the connection */
 #define ABD__HS_FDS_MAX 32u       /* = ABD_SLOTS_MAX */
 #define ABD__HS_NAME_MAX 32u      /* = ABD_SLOT_NAME_MAX */
 #define ABD__HS_SERVICE_MAX 64u   /* = ABD_SERVICE_MAX */
@@ -27,6 +29,7 @@
 struct abd__hs_request {
 	uint8_t instance[16]; /* the publication the client wants; all zero: whichever is served */
 	char service[ABD__HS_SERVICE_MAX + 1];
+	bool keep;            /* type 3: keep the connection open for further requests */
 };
 
 struct abd__hs_slot {
@@ -38,6 +41,7 @@ struct abd__hs_reply {
 	uint32_t status; /* 0 or a positive errno */
 	uint8_t instance[16];
 	unsigned nfds;
+	bool kept; /* the server keeps the connection for another request (only with status 0) */
 	struct abd__hs_slot slots[ABD__HS_FDS_MAX];
 };
 
@@ -66,6 +70,12 @@ long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, 
 /* SO_PEERCRED of a connected socket. Returns 0 or -errno. */
 int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
+struct abd__hs_peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+};
+
 /* The client: connect to path (relative names resolve in dirfd; dirfd may be -1 for absolute
  * paths), send the request, read the server's SO_PEERCRED, wait for the reply until
  * deadline_ns (CLOCK_MONOTONIC), receive it with its descriptors. On success returns 0,
@@ -73,15 +83,16 @@ int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
  * on any failure no descriptor is left open. Errors: -ETIMEDOUT, -ECONNREFUSED (nobody
  * listens), -ENOENT (no socket), -EACCES (the socket's permissions, or the server refused:
  * status), -ECONNRESET (the server closed mid-handshake), -EBADMSG/-EPROTONOSUPPORT/-EMSGSIZE
- * (bad reply), -ENAMETOOLONG, or the status the server answered. */
-struct abd__hs_peer {
-	pid_t pid;
-	uid_t uid;
-	gid_t gid;
-};
+ * (bad reply), -ENAMETOOLONG, or the status the server answered.
+ * conn (may be NULL: one request, today's version-1 exchange) asks the server to keep the
+ * connection (request type 3). In: a connection kept from an earlier call to the same server
+ * (its credentials in *peer, as that call read them), or -1. Out: the connection to keep
+ * (the caller's; *peer holds its server's credentials), or -1. A kept connection the server
+ * dropped meanwhile (EOF, EPIPE) is replaced by a new one, once; on any other failure it is
+ * closed. A server that refuses type 3 (older than it) is asked again the version-1 way. */
 int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
-                   struct abd__hs_peer *peer);
+                   struct abd__hs_peer *peer, int *conn);
 
 /* A server's socket is ".abd-<32 hex>" ABD__HS_SUFFIX in the registry directory; while it is
  * being set up (bind, chmod, listen) it is named with ABD__HS_TMP_SUFFIX instead. */

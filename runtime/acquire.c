@@ -127,11 +127,19 @@ struct cached {
 	 * readlink), kept so that the next repeat proves its new descriptor names that very
 	 * file with one kcmp (about 1 us cheaper than the readlink); -1: none. */
 	int evfd[ABD__HS_FDS_MAX];
+	/* The handshake connection to that record's server, kept open after a verified exchange
+	 * (the server keeps it when asked), with the server's SO_PEERCRED read at connect (fixed
+	 * then): a repeat sends its request on it; -1: none. sock_owner: the process that
+	 * connected it (a forked child sharing the handle must not interleave its requests with
+	 * its parent's on one connection: it connects its own). */
+	int sock;
+	pid_t sock_owner;
+	struct abd__hs_peer peer;
 };
 
 static struct cached cached_none(void)
 {
-	struct cached e = { .pidfd = -1, .recfd = -1 };
+	struct cached e = { .pidfd = -1, .recfd = -1, .sock = -1 };
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e.evfd[i] = -1;
 	return e;
@@ -141,23 +149,26 @@ static void cached_close(struct cached *e)
 {
 	e->pidfd = abd__close(e->pidfd);
 	e->recfd = abd__close(e->recfd);
+	e->sock = abd__close(e->sock);
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e->evfd[i] = abd__close(e->evfd[i]);
 }
 
-/* What e keeps of one record (its record descriptor, eventfds) is for that instance only. */
+/* What e keeps of one record (its record descriptor, eventfds, handshake connection) is for
+ * that instance only. */
 static void cached_for(struct cached *e, const struct abd_record *rec)
 {
 	if (memcmp(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0)
 		return;
 	e->recfd = abd__close(e->recfd);
+	e->sock = abd__close(e->sock);
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e->evfd[i] = abd__close(e->evfd[i]);
 }
 
 static bool cached_used(const struct cached *e)
 {
-	return e->pidfd >= 0 || e->recfd >= 0;
+	return e->pidfd >= 0 || e->recfd >= 0 || e->sock >= 0;
 }
 
 struct abd__pidfd_cache {
@@ -668,17 +679,31 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 	memset(&req, 0, sizeof(req));
 	memcpy(req.instance, abd_record_instance(rec), 16);
 	snprintf(req.service, sizeof(req.service), "%s", abd_record_service(rec));
+	/* The handle's entry for this publisher and record: the connection kept from an earlier
+	 * acquisition (its server's credentials were read at connect and checked against this
+	 * record then, and a kept connection cannot change peer), the record descriptor. */
+	struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
+	cached_for(&e, rec);
+	pid_t me = abd__self_pid();
+	if (e.sock >= 0 && e.sock_owner != me)
+		e.sock = abd__close(e.sock); /* our parent's connection: this is only our copy */
 	struct abd__hs_reply rep;
 	int fds[ABD__HS_FDS_MAX];
-	struct abd__hs_peer peer;
-	int r = abd__hs_client(abd_registry_fd(reg), path, &req, deadline, &rep, fds, &peer);
-	if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET) {
-		/* nobody listens, or the publisher closed mid-way: gone, or a broken publisher */
-		int alive = check_alive(reg, rec);
-		return alive == -ESRCH ? -ESRCH : r;
-	}
-	if (r < 0)
+	struct abd__hs_peer peer = e.peer;
+	int r = abd__hs_client(abd_registry_fd(reg), path, &req, deadline, &rep, fds, &peer,
+	                       &e.sock);
+	if (r < 0) {
+		cached_close(&e);
+		if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET) {
+			/* nobody listens, or the publisher closed mid-way: gone, or a broken
+			 * publisher */
+			int alive = check_alive(reg, rec);
+			return alive == -ESRCH ? -ESRCH : r;
+		}
 		return r;
+	}
+	e.peer = peer;
+	e.sock_owner = me;
 	for (unsigned i = 0; i < rep.nfds; i++)
 		a->slots[i].fd = fds[i];
 	unsigned have = rep.nfds;
@@ -694,31 +719,26 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 			r = -EPROTO;
 	if (r == 0) {
 		/* the record's lock (and link), through the record descriptor kept by an earlier
-		 * acquisition from this publisher, else opened now and kept */
-		struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
-		cached_for(&e, rec);
+		 * acquisition from this publisher, else opened now and kept: the server keeps
+		 * serving after abd_withdraw, so this is what catches a withdrawn record */
 		bool repeat = e.recfd >= 0;
 		r = check_alive_fd(reg, rec, &e.recfd);
-		bool alive = r == 0;
 		/* the kinds, seals, size and nonce; a repeat's eventfds by kcmp (as by_pidfd) */
-		if (alive)
+		if (r == 0)
 			r = verify_slots(a, rec, &e, repeat);
-		if (alive) {
-			e.pid = abd_record_pid(rec);
-			e.start = abd_record_start_time(rec);
-			memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
-			pidfd_keep(reg, e);
-		} else {
-			cached_close(&e);
-		}
 	}
 	if (r < 0) {
+		cached_close(&e); /* a connection that gave a bad answer is not asked again */
 		for (unsigned i = 0; i < have; i++)
 			abd__close(fds[i]);
 		for (size_t i = 0; i < a->n; i++)
 			a->slots[i].fd = -1;
 		return r;
 	}
+	e.pid = abd_record_pid(rec);
+	e.start = abd_record_start_time(rec);
+	memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+	pidfd_keep(reg, e);
 	a->path = ABD_FD_TRANSFER_SCM_RIGHTS;
 	a->pid = ourns ? peer.pid : 0;
 	a->uid = peer.uid;

@@ -167,8 +167,12 @@ struct abd_acquire_server_stats {
 	uint64_t malformed; /* clients that sent bytes we do not accept, or descriptors */
 	uint64_t expired;   /* silent connections dropped at their deadline */
 	uint64_t evicted;   /* silent connections dropped to make room */
-	uint64_t pending;   /* silent connections held now */
-	uint64_t reserved[4];
+	uint64_t pending;   /* connections held now, waiting for a request: silent ones and kept
+	                     * ones (counted below too) */
+	uint64_t accepted;  /* connections accepted */
+	uint64_t kept;      /* connections held now after an answer, for the client's next
+	                     * request (it asked to keep them: abd_acquire does) */
+	uint64_t reserved[2];
 };
 /* Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_acquire_server_stats(const struct abd_acquire_server *srv,
