@@ -1644,8 +1644,28 @@ ABD_TEST(acquire, wire_format_round_trip_and_bounds)
 	cr_assert_eq(abd__hs_request_parse(buf, (size_t)n, &rq), 0);
 	cr_assert_str_eq(rq.service, "a.b");
 	cr_assert_eq(abd__hs_request_encode(&req, buf, 10), -ENOSPC);
+	/* the keep-alive request: type 3, same body */
+	req.keep = true;
+	n = abd__hs_request_encode(&req, buf, sizeof(buf));
+	cr_assert_eq(buf[5], ABD__HS_REQUEST_KEEP);
+	cr_assert_eq(abd__hs_request_parse(buf, (size_t)n, &rq), 0);
+	cr_assert(rq.keep);
+	buf[5] = 4;
+	cr_assert_eq(abd__hs_request_parse(buf, (size_t)n, &rq), -EBADMSG);
 	strcpy(req.service, "../x");
 	cr_assert_eq(abd__hs_request_encode(&req, buf, sizeof(buf)), -EINVAL);
+	/* the kept flag: only on a successful reply, the only flag bit */
+	rep.status = 0;
+	rep.kept = true;
+	n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
+	cr_assert_eq(buf[29], ABD__HS_REPLY_KEPT);
+	cr_assert_eq(abd__hs_reply_parse(buf, (size_t)n, &back), 0);
+	cr_assert(back.kept);
+	buf[29] = 2;
+	cr_assert_eq(abd__hs_reply_parse(buf, (size_t)n, &back), -EBADMSG);
+	rep.status = EACCES;
+	rep.nfds = 0;
+	cr_assert_eq(abd__hs_reply_encode(&rep, buf, sizeof(buf)), -EINVAL, "kept with an error");
 }
 
 /* ---------------------------------------------------------------- repeats -- */
@@ -1749,4 +1769,309 @@ ABD_TEST(acquire, repeat_through_a_kept_pidfd_sees_the_withdrawal)
 ABD_TEST(acquire, repeat_handshake_sees_the_withdrawal)
 {
 	repeat_after_withdrawal(ABD_ACQUIRE_SCM_RIGHTS);
+}
+
+/* ---------------------------------------------------------------- kept connections -- */
+
+/* A consumer child that acquires through one registry handle whenever the parent asks
+ * ('a': acquire by the handshake, 'q': free the handle and quit), answering each time with
+ * the result and whether the descriptors work. The parent serves (local) or not (tpub) in
+ * between. */
+struct stepper {
+	const char *dir, *service;
+	int cmd_r, res_w;
+	int parent_fds[2]; /* the parent's ends, closed here */
+	/* parent side */
+	pid_t pid;
+	int cmd_w, res_r;
+};
+
+static int stepper_main(void *arg)
+{
+	struct stepper *c = arg;
+	close(c->parent_fds[0]);
+	close(c->parent_fds[1]);
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	if (abd_registry_open(c->dir, 0, &reg, NULL, 0) < 0 ||
+	    abd_registry_lookup(reg, c->service, &rec) < 0)
+		return 2;
+	char cmd;
+	while (read(c->cmd_r, &cmd, 1) == 1 && cmd == 'a') {
+		struct tresult res = { 0 };
+		struct abd_acquired *a = NULL;
+		res.r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+		if (res.r == 0) {
+			res.path = abd_acquired_path(a);
+			res.fds_ok = tpub_check_fds(a);
+		}
+		abd_acquired_free(a);
+		if (write(c->res_w, &res, sizeof(res)) != (ssize_t)sizeof(res))
+			return 3;
+	}
+	abd_record_free(rec);
+	abd_registry_free(reg); /* closes the kept connection */
+	return 0;
+}
+
+static void stepper_start(struct stepper *c, const char *dir, const char *service)
+{
+	int cmd[2], res[2];
+	cr_assert_eq(pipe2(cmd, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(res, O_CLOEXEC), 0);
+	*c = (struct stepper){ .dir = dir, .service = service, .cmd_r = cmd[0], .res_w = res[1],
+		               .parent_fds = { cmd[1], res[0] }, .cmd_w = cmd[1], .res_r = res[0] };
+	c->pid = abd_test_fork(stepper_main, c);
+	close(cmd[0]);
+	close(res[1]);
+}
+
+/* One acquisition by the child; l (may be NULL: the publisher is another process) is served
+ * meanwhile. */
+static struct tresult stepper_acquire(struct stepper *c, struct local *l)
+{
+	cr_assert_eq(write(c->cmd_w, "a", 1), 1);
+	struct tresult res = { .r = -ETIMEDOUT };
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = c->res_r, .events = POLLIN },
+		                        { .fd = l ? abd_acquire_server_fd(l->srv) : -1,
+		                          .events = POLLIN } };
+		cr_assert_geq(poll(pf, 2, 5000), 0);
+		if (l)
+			abd_acquire_server_process(l->srv);
+		if (pf[0].revents) {
+			cr_assert_eq(read(c->res_r, &res, sizeof(res)), (ssize_t)sizeof(res));
+			return res;
+		}
+	}
+}
+
+/* The child frees its handle (closing the kept connection) and exits; l's server sees it. */
+static void stepper_stop(struct stepper *c, struct local *l)
+{
+	cr_assert_eq(write(c->cmd_w, "q", 1), 1);
+	close(c->cmd_w);
+	cr_assert_eq(abd_test_wait(c->pid), 0);
+	close(c->res_r);
+	if (l)
+		abd_acquire_server_process(l->srv);
+}
+
+static struct abd_acquire_server_stats stats_of(struct local *l)
+{
+	struct abd_acquire_server_stats st;
+	cr_assert_eq(abd_acquire_server_stats(l->srv, &st), 0);
+	return st;
+}
+
+ABD_TEST(acquire, handshake_repeats_reuse_one_connection)
+{
+	struct local l;
+	local_start(&l);
+	struct stepper c;
+	stepper_start(&c, l.dir, "local.svc");
+	int before = abd_test_count_fds();
+	int n = abd_test_scaled(20, 5);
+	for (int i = 0; i < n; i++) {
+		struct tresult res = stepper_acquire(&c, &l);
+		cr_assert_eq(res.r, 0, "acquisition %d: %d", i, res.r);
+		cr_assert_eq(res.path, ABD_FD_TRANSFER_SCM_RIGHTS);
+	}
+	struct abd_acquire_server_stats st = stats_of(&l);
+	cr_assert_eq(st.served, (uint64_t)n, "served %llu", (unsigned long long)st.served);
+	cr_assert_eq(st.accepted, 1, "one connection for %d acquisitions: %llu", n,
+	             (unsigned long long)st.accepted);
+	cr_assert_eq(st.pending, 1);
+	cr_assert_eq(st.kept, 1);
+	cr_assert_eq(abd_test_count_fds(), before + 1, "the server holds the one connection");
+	/* the client frees its handle: the server drops the connection at once */
+	stepper_stop(&c, &l);
+	before -= 2; /* the stepper's pipes */
+	st = stats_of(&l);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.kept, 0);
+	cr_assert_eq(st.expired + st.evicted, 0);
+	cr_assert_eq(abd_test_count_fds(), before, "the server kept nothing");
+	local_stop(&l);
+}
+
+ABD_TEST(acquire, a_dropped_kept_connection_is_replaced_transparently)
+{
+	struct local l;
+	local_start(&l);
+	int before = abd_test_count_fds();
+	cr_assert_eq(abd_acquire_server_set_timeout(l.srv, 100 * 1000000), 0);
+	struct stepper c;
+	stepper_start(&c, l.dir, "local.svc");
+	struct tresult res = stepper_acquire(&c, &l);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	cr_assert_eq(stats_of(&l).kept, 1);
+	/* idle past the server's timeout: dropped at its deadline */
+	struct timespec ts = { 0, 150 * 1000000 };
+	nanosleep(&ts, NULL);
+	abd_acquire_server_process(l.srv);
+	struct abd_acquire_server_stats st = stats_of(&l);
+	cr_assert_eq(st.expired, 1);
+	cr_assert_eq(st.pending, 0);
+	res = stepper_acquire(&c, &l);
+	cr_assert_eq(res.r, 0, "after the server dropped the idle connection: %d", res.r);
+	st = stats_of(&l);
+	cr_assert_eq(st.accepted, 2, "reconnected once: %llu", (unsigned long long)st.accepted);
+	cr_assert_eq(st.kept, 1);
+	/* evicted for a newcomer (max_pending 1 and a silent connection) */
+	cr_assert_eq(abd_acquire_server_set_max_pending(l.srv, 1), 0);
+	int s = raw_connect(l.path);
+	abd_acquire_server_process(l.srv);
+	st = stats_of(&l);
+	cr_assert_eq(st.evicted, 1);
+	cr_assert_eq(st.kept, 0);
+	res = stepper_acquire(&c, &l);
+	cr_assert_eq(res.r, 0, "after the server evicted the idle connection: %d", res.r);
+	st = stats_of(&l);
+	cr_assert_eq(st.accepted, 4);
+	cr_assert_eq(st.served, 3);
+	close(s);
+	stepper_stop(&c, &l);
+	abd_acquire_server_process(l.srv);
+	cr_assert_eq(stats_of(&l).pending, 0);
+	cr_assert_eq(abd_test_count_fds(), before, "the server kept nothing");
+	local_stop(&l);
+}
+
+ABD_TEST(acquire, publisher_dies_between_two_kept_acquisitions)
+{
+	struct tpub t = { .service = "die.between", .allow_uid = (uid_t)-1,
+		          .allow_gid = (gid_t)-1 };
+	abd_test_mkdtemp(t.dir, sizeof(t.dir));
+	start(&t);
+	struct stepper c;
+	stepper_start(&c, t.dir, t.service);
+	struct tresult res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	cr_assert(res.fds_ok, "the descriptors work");
+	res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, 0, "repeat: %d", res.r);
+	cr_assert(res.fds_ok, "the descriptors work");
+	/* killed while the consumer holds a kept connection to it */
+	kill(t.pid, SIGKILL);
+	abd_test_wait(t.pid);
+	close(t.stop_w);
+	int64_t t0 = abd__now_ns();
+	res = stepper_acquire(&c, NULL);
+	cr_assert(res.r == -ESRCH || res.r == -ECONNRESET || res.r == -ECONNREFUSED,
+	          "a clear error, not %d", res.r);
+	cr_assert_lt(abd__now_ns() - t0, TIMEOUT_NS, "no wait for the timeout");
+	stepper_stop(&c, NULL);
+	abd_test_rmtree(t.dir);
+}
+
+/* Send a raw keep-alive request (type 3) for local.svc on s. */
+static void send_keep_request(int s)
+{
+	struct abd__hs_request req = { .keep = true };
+	strcpy(req.service, "local.svc");
+	uint8_t msg[128];
+	long n = abd__hs_request_encode(&req, msg, sizeof(msg));
+	cr_assert_gt(n, 0);
+	cr_assert_eq(msg[5], ABD__HS_REQUEST_KEEP);
+	cr_assert_eq(send(s, msg, (size_t)n, MSG_DONTWAIT), n);
+}
+
+/* Read one reply from s (closing what it carried); returns its kept flag, or -errno. */
+static int read_reply(int s)
+{
+	uint8_t rb[ABD__HS_MSG_MAX];
+	int fds[ABD__HS_FDS_MAX];
+	unsigned nf = 0;
+	long k = abd__hs_recv(s, rb, sizeof(rb), fds, ABD__HS_FDS_MAX, &nf);
+	for (unsigned i = 0; i < nf; i++)
+		close(fds[i]);
+	if (k < 0)
+		return (int)k;
+	struct abd__hs_reply rep;
+	int r = abd__hs_reply_parse(rb, (size_t)k, &rep);
+	cr_assert_eq(r, 0, "%d", r);
+	cr_assert_eq(rep.status, 0);
+	cr_assert_eq(nf, 2);
+	return rep.kept;
+}
+
+ABD_TEST(acquire, a_kept_connection_that_spams_or_goes_silent_is_bounded)
+{
+	struct local l;
+	local_start(&l);
+	int before = abd_test_count_fds();
+	cr_assert_eq(abd_acquire_server_set_timeout(l.srv, 100 * 1000000), 0);
+
+	/* a version-1 request is answered and the connection closed, as before */
+	int s0 = raw_connect(l.path);
+	struct abd__hs_request req1 = { 0 };
+	strcpy(req1.service, "local.svc");
+	uint8_t msg[128];
+	long n = abd__hs_request_encode(&req1, msg, sizeof(msg));
+	cr_assert_eq(msg[5], ABD__HS_REQUEST);
+	cr_assert_eq(send(s0, msg, (size_t)n, 0), n);
+	cr_assert_eq(abd_acquire_server_process(l.srv), 1);
+	cr_assert_eq(stats_of(&l).pending, 0, "one request, one answer, closed");
+	cr_assert_eq(read_reply(s0), 0, "not kept");
+	cr_assert_eq(read_reply(s0), -ECONNRESET);
+	close(s0);
+
+	/* a keep-alive client that asks again and again without reading the replies */
+	int s = raw_connect(l.path);
+	send_keep_request(s);
+	cr_assert_eq(abd_acquire_server_process(l.srv), 1);
+	cr_assert_eq(stats_of(&l).kept, 1);
+	int rounds = 0;
+	for (; rounds < 200 && stats_of(&l).pending; rounds++) {
+		for (int k = 0; k < 4; k++) {
+			struct abd__hs_request req = { .keep = true };
+			strcpy(req.service, "local.svc");
+			long m = abd__hs_request_encode(&req, msg, sizeof(msg));
+			if (send(s, msg, (size_t)m, MSG_DONTWAIT) != m)
+				break; /* the server's queue is full: it does not read faster than it answers */
+		}
+		/* never blocks: each call does a bounded amount of work */
+		cr_assert_geq(abd_acquire_server_process(l.srv), 0);
+	}
+	struct abd_acquire_server_stats st = stats_of(&l);
+	cr_assert_eq(st.pending, 0, "the spammer was dropped (after %d rounds)", rounds);
+	cr_assert_lt(st.served, 40, "only a few replies were in flight: %llu",
+	             (unsigned long long)st.served);
+	/* its queue holds every reply sent (the one refused was not), then EOF; the server
+	 * closed with requests unread, so the first read may say ECONNRESET (sk_err) */
+	unsigned got = 0, resets = 0;
+	for (;;) {
+		int kept = read_reply(s);
+		if (kept == 1)
+			got++;
+		else if (kept == -ECONNRESET && resets++ == 0)
+			continue;
+		else
+			break;
+	}
+	cr_assert_eq(got, st.served - 1, "%u replies read, %llu sent", got,
+	             (unsigned long long)st.served - 1); /* one went to s0 */
+	close(s);
+
+	/* a keep-alive client that goes silent after its answer: dropped at the idle deadline */
+	int s2 = raw_connect(l.path);
+	send_keep_request(s2);
+	abd_acquire_server_process(l.srv);
+	cr_assert_eq(stats_of(&l).kept, 1);
+	cr_assert_eq(read_reply(s2), 1, "kept");
+	struct timespec ts = { 0, 150 * 1000000 };
+	nanosleep(&ts, NULL);
+	abd_acquire_server_process(l.srv);
+	st = stats_of(&l);
+	cr_assert_eq(st.pending, 0);
+	cr_assert_eq(st.expired, 1);
+	cr_assert_eq(read_reply(s2), -ECONNRESET);
+	close(s2);
+	cr_assert_eq(abd_test_count_fds(), before, "the server kept nothing");
+
+	/* and it still serves */
+	struct tresult res = serve_one_consumer(&l);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	local_stop(&l);
 }

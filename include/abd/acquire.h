@@ -6,9 +6,12 @@
  *   pidfd_getfd  (5.6+) the consumer takes the descriptors straight out of the publisher; needs
  *                ptrace-attach rights over it (same uid and not blocked by Yama, or
  *                CAP_SYS_PTRACE). No round trip through the publisher.
- *   scm_rights   a one-time handshake on the publisher's Unix socket (its path is in the
- *                record, inside the registry directory): SO_PEERCRED both ways, the
- *                publisher's access policy, SCM_RIGHTS with MSG_CMSG_CLOEXEC.
+ *   scm_rights   a handshake on the publisher's Unix socket (its path is in the record,
+ *                inside the registry directory): SO_PEERCRED both ways, the publisher's
+ *                access policy, SCM_RIGHTS with MSG_CMSG_CLOEXEC. The registry handle keeps
+ *                the verified connection, so a repeat from the same publisher through the
+ *                same handle is one request and reply on it (the server may drop it when
+ *                idle: the next acquisition connects again, transparently).
  * Whichever path, the result is verified before it is handed out: the record's lock is still
  * held, the publisher's uid (and start time) match the record, each descriptor is of its
  * slot's kind (a memfd is a sealed memfd of the size its header states, an eventfd is an
@@ -65,7 +68,13 @@ struct abd_acquired;
  *   -ETIMEDOUT   the deadline passed
  *   -EBADMSG, -EPROTONOSUPPORT, -EMSGSIZE  a malformed, foreign-version or oversized reply
  *   -ENOMEM, -EMFILE, or another -errno of the syscalls involved.
- * On failure no descriptor is left open. */
+ * On failure no descriptor is left open.
+ * Kept by reg across calls (closed by abd_registry_free), per publisher (8, round robin):
+ * the pidfd path's verified pidfd, the record's descriptor, and the handshake's connection
+ * to the publisher's server, whose SO_PEERCRED was read and checked at connect (a
+ * connection's peer credentials are fixed then); each acquisition still checks the record's
+ * lock and link and every descriptor it receives. A forked child does not use its parent's
+ * kept connection: it connects its own. */
 ABD_EXPORT ABD_NODISCARD int abd_acquire(struct abd_registry *reg, const struct abd_record *rec,
                                          unsigned flags, int64_t timeout_ns,
                                          struct abd_acquired **out);
@@ -118,10 +127,13 @@ ABD_EXPORT const char *abd_fd_kind_name(enum abd_fd_kind kind);
  * while the policy is the default and 0666 once anything is allowed, so that the kernel turns
  * strangers away at connect (EACCES) and the policy decides about the rest.
  *
- * Hostile clients cannot block or exhaust the server: it never blocks, answers at most one
- * request per connection and closes it, closes every descriptor a client sends, keeps at most
- * max_pending silent connections (the oldest is dropped for a newcomer), and drops each one at
- * its deadline (default 1 s after accept). */
+ * Hostile clients cannot block or exhaust the server: it never blocks, answers one request
+ * per connection and closes it unless the client asks to keep the connection (abd_acquire
+ * does: docs/acquire.md, "Kept connections"), closes every descriptor a client sends, keeps
+ * at most max_pending waiting connections (silent ones and kept ones idle after an answer;
+ * the oldest is dropped for a newcomer), and drops each one at its deadline (default 1 s
+ * after accept or after its last answer). A kept connection's client that asks without
+ * reading the replies is dropped once a few are in flight. */
 struct abd_acquire_server;
 
 /* Create the socket (named ".abd-<32 hex>.sock" inside the registry directory; the name is
@@ -146,27 +158,28 @@ ABD_EXPORT int abd_acquire_server_serve(struct abd_acquire_server *srv,
  * changing the socket's mode. */
 ABD_EXPORT int abd_acquire_server_allow_uid(struct abd_acquire_server *srv, uid_t uid);
 ABD_EXPORT int abd_acquire_server_allow_gid(struct abd_acquire_server *srv, gid_t gid);
-/* Limits: silent connections kept at once (1..4096, default 64) and the time a connection may
- * stay silent (> 0, default 1 s). Return 0 or -EINVAL. */
+/* Limits: waiting connections held at once, silent or kept (1..4096, default 64), and the time
+ * a connection may stay silent or idle (> 0, default 1 s). Return 0 or -EINVAL. */
 ABD_EXPORT int abd_acquire_server_set_max_pending(struct abd_acquire_server *srv, unsigned n);
 ABD_EXPORT int abd_acquire_server_set_timeout(struct abd_acquire_server *srv, int64_t timeout_ns);
 
 /* The descriptor to poll for POLLIN (borrowed, owned by srv). */
 ABD_EXPORT int abd_acquire_server_fd(const struct abd_acquire_server *srv);
-/* Do everything pending without blocking: accept, answer, refuse, drop expired connections.
+/* Do everything pending without blocking: accept, answer (a bounded number of requests per
+ * call), refuse, drop expired connections.
  * Returns the number of clients answered with descriptors, or -EINVAL, -ENOMEM, or the -errno
  * of epoll_wait. A misbehaving client never makes it fail. */
 ABD_EXPORT int abd_acquire_server_process(struct abd_acquire_server *srv);
 /* The CLOCK_MONOTONIC time (ns) by which abd_acquire_server_process must run again to drop an
- * expired connection, or -1 when nothing is pending. */
+ * expired connection (silent or kept), or -1 when nothing is pending. */
 ABD_EXPORT int64_t abd_acquire_server_deadline(const struct abd_acquire_server *srv);
 
 struct abd_acquire_server_stats {
 	uint64_t served;    /* clients answered with descriptors */
 	uint64_t refused;   /* clients refused by the access policy (answered EACCES) */
 	uint64_t malformed; /* clients that sent bytes we do not accept, or descriptors */
-	uint64_t expired;   /* silent connections dropped at their deadline */
-	uint64_t evicted;   /* silent connections dropped to make room */
+	uint64_t expired;   /* waiting connections (silent or kept) dropped at their deadline */
+	uint64_t evicted;   /* waiting connections (silent or kept) dropped to make room */
 	uint64_t pending;   /* connections held now, waiting for a request: silent ones and kept
 	                     * ones (counted below too) */
 	uint64_t accepted;  /* connections accepted */

@@ -37,7 +37,7 @@ static void reply(const uint8_t *data, size_t size)
 			abort();
 		return;
 	}
-	if (rep.nfds > ABD__HS_FDS_MAX || (rep.status && rep.nfds))
+	if (rep.nfds > ABD__HS_FDS_MAX || (rep.status && (rep.nfds || rep.kept)))
 		abort();
 	uint8_t buf[ABD__HS_MSG_MAX];
 	long n = abd__hs_reply_encode(&rep, buf, sizeof(buf));
