@@ -237,7 +237,10 @@ static void close_all(int *fds, unsigned *n)
 	*n = 0;
 }
 
-long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *nfds)
+/* abd__hs_recv with recvmsg flags: MSG_DONTWAIT, or 0 on a blocking socket with a receive
+ * timeout (then EINTR is returned, not retried: the caller's deadline decides). */
+static long hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *nfds,
+                    int flags)
 {
 	/* Room for one more descriptor than allowed, so that a sender attaching too many is seen
 	 * (the count) rather than only truncated. */
@@ -253,8 +256,8 @@ long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, 
 		max_fds = ABD__HS_FDS_MAX;
 	ssize_t r;
 	do
-		r = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	while (r < 0 && errno == EINTR);
+		r = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR && (flags & MSG_DONTWAIT));
 	if (r < 0)
 		return -errno;
 	long ret = r;
@@ -296,6 +299,11 @@ long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, 
 	memcpy(fds, got, n * sizeof(int));
 	*nfds = n;
 	return ret;
+}
+
+long abd__hs_recv(int sock, void *buf, size_t size, int *fds, unsigned max_fds, unsigned *nfds)
+{
+	return hs_recv(sock, buf, size, fds, max_fds, nfds, MSG_DONTWAIT);
 }
 
 int abd__hs_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid)
@@ -382,22 +390,35 @@ static int send_request(int sock, const void *msg, size_t len, int64_t deadline_
 }
 
 /* Wait for the reply until the deadline and receive it with its descriptors; rep->status is
- * the server's answer (0 unless it is the error returned). On failure nothing is left open. */
-static int receive_reply(int sock, int64_t deadline_ns, struct abd__hs_reply *rep, int *fds)
+ * the server's answer (0 unless it is the error returned). On failure nothing is left open.
+ * blocking: sock is blocking with a receive timeout of ABD__HS_KEPT_RCVTIMEO_NS, so when that
+ * much time is left a blocking recvmsg waits (one syscall instead of poll + recvmsg); after
+ * it times out (or a signal), poll until the deadline. */
+static int receive_reply(int sock, int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
+                         bool blocking)
 {
 	uint8_t msg[ABD__HS_MSG_MAX];
 	rep->status = 0;
 	for (;;) {
-		int r = wait_fd(sock, POLLIN, deadline_ns);
-		if (r < 0)
-			return r;
 		unsigned n = 0;
-		long len = abd__hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n);
+		long len = -EAGAIN;
+		if (blocking && deadline_ns - abd__now_ns() >= ABD__HS_KEPT_RCVTIMEO_NS) {
+			len = hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n, 0);
+			if (len == -EINTR || len == -EWOULDBLOCK)
+				len = -EAGAIN;
+			blocking = false;
+		}
+		if (len == -EAGAIN) {
+			int r = wait_fd(sock, POLLIN, deadline_ns);
+			if (r < 0)
+				return r;
+			len = abd__hs_recv(sock, msg, sizeof(msg), fds, ABD__HS_FDS_MAX, &n);
+		}
 		if (len == -EAGAIN)
 			continue;
 		if (len < 0)
 			return (int)len;
-		r = abd__hs_reply_parse(msg, (size_t)len, rep);
+		int r = abd__hs_reply_parse(msg, (size_t)len, rep);
 		if (r == 0 && rep->status)
 			r = -(int)rep->status;
 		if (r == 0 && n != rep->nfds)
@@ -410,7 +431,7 @@ static int receive_reply(int sock, int64_t deadline_ns, struct abd__hs_reply *re
 
 int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
-                   struct abd__hs_peer *peer, int *conn)
+                   struct abd__hs_peer *peer, struct abd__hs_conn *conn)
 {
 	uint8_t msg[ABD__HS_MSG_MAX];
 	struct abd__hs_request kreq = *req;
@@ -419,19 +440,26 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 	if (mlen < 0)
 		return (int)mlen;
 	int r;
-	if (conn && *conn >= 0) {
+	if (conn && conn->fd >= 0) {
 		/* A connection kept from an earlier exchange with this server; its credentials,
-		 * fixed at connect and checked then, are in *peer. A server that dropped it
-		 * meanwhile (idle deadline, eviction, exit) shows EOF or EPIPE: connect afresh,
-		 * once. Any other failure ends it too: a late reply must never answer a later
-		 * request. */
-		int sock = *conn;
-		*conn = -1;
+		 * fixed at connect and checked then, come with it. A server that dropped it
+		 * meanwhile (idle deadline, eviction, exit) shows EOF, EPIPE or ECONNRESET:
+		 * connect afresh, once. Any other failure ends it too: a late reply must never
+		 * answer a later request. */
+		int sock = conn->fd;
+		conn->fd = -1;
+		*peer = conn->peer;
+		if (conn->mode == 0) {
+			/* first reuse: blocking, with a receive timeout (sends stay MSG_DONTWAIT) */
+			struct timeval tv = { 0, ABD__HS_KEPT_RCVTIMEO_NS / 1000 };
+			conn->mode = fcntl(sock, F_SETFL, 0) == 0 &&
+			             setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 ? 1 : 2;
+		}
 		r = send_request(sock, msg, (size_t)mlen, deadline_ns);
 		if (r == 0)
-			r = receive_reply(sock, deadline_ns, rep, fds);
+			r = receive_reply(sock, deadline_ns, rep, fds, conn->mode == 1);
 		if (r == 0 && rep->kept)
-			*conn = sock;
+			conn->fd = sock;
 		else
 			abd__close(sock);
 		if (r != -ECONNRESET)
@@ -469,14 +497,14 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
 	if (r < 0)
 		return r;
-	r = receive_reply(sock, deadline_ns, rep, fds);
+	r = receive_reply(sock, deadline_ns, rep, fds, false);
 	if (r == -EBADMSG && rep->status == EBADMSG && kreq.keep) {
 		/* a server older than the keep-alive request (type 3) refuses it: ask it the
 		 * version-1 way, on a new connection (it closes this one) */
 		return abd__hs_client(dirfd, path, req, deadline_ns, rep, fds, peer, NULL);
 	}
 	if (r == 0 && conn && rep->kept) {
-		*conn = sock;
+		*conn = (struct abd__hs_conn){ .fd = sock, .peer = *peer };
 		sock = -1;
 	}
 	return r;

@@ -84,15 +84,25 @@ struct abd__hs_peer {
  * listens), -ENOENT (no socket), -EACCES (the socket's permissions, or the server refused:
  * status), -ECONNRESET (the server closed mid-handshake), -EBADMSG/-EPROTONOSUPPORT/-EMSGSIZE
  * (bad reply), -ENAMETOOLONG, or the status the server answered.
- * conn (may be NULL: one request, today's version-1 exchange) asks the server to keep the
- * connection (request type 3). In: a connection kept from an earlier call to the same server
- * (its credentials in *peer, as that call read them), or -1. Out: the connection to keep
- * (the caller's; *peer holds its server's credentials), or -1. A kept connection the server
- * dropped meanwhile (EOF, EPIPE) is replaced by a new one, once; on any other failure it is
- * closed. A server that refuses type 3 (older than it) is asked again the version-1 way. */
+ * conn (may be NULL: one request, the version-1 exchange) asks the server to keep the
+ * connection (request type 3). In: a connection kept by an earlier call to the same server,
+ * or fd -1. Out: the connection to keep (fd the caller's), or fd -1. A kept connection the
+ * server dropped meanwhile (EOF, EPIPE, ECONNRESET) is replaced by a new one, once; on any
+ * other failure it is closed. A server that refuses type 3 (older than it) is asked again
+ * the version-1 way. *peer: the credentials of the server that answered (a kept
+ * connection's were read at its connect: they are fixed then). */
+struct abd__hs_conn {
+	int fd;
+	struct abd__hs_peer peer; /* SO_PEERCRED, read at connect */
+	/* 0: as connected (non-blocking); 1: made blocking with a receive timeout of
+	 * ABD__HS_KEPT_RCVTIMEO_NS at its first reuse, so that a repeat sleeps in recvmsg rather
+	 * than in poll and then recvmsg; 2: that failed, poll as on a new connection */
+	int mode;
+};
+#define ABD__HS_KEPT_RCVTIMEO_NS (50ll * 1000 * 1000)
 int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
-                   struct abd__hs_peer *peer, int *conn);
+                   struct abd__hs_peer *peer, struct abd__hs_conn *conn);
 
 /* A server's socket is ".abd-<32 hex>" ABD__HS_SUFFIX in the registry directory; while it is
  * being set up (bind, chmod, listen) it is named with ABD__HS_TMP_SUFFIX instead. */

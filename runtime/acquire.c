@@ -129,17 +129,16 @@ struct cached {
 	int evfd[ABD__HS_FDS_MAX];
 	/* The handshake connection to that record's server, kept open after a verified exchange
 	 * (the server keeps it when asked), with the server's SO_PEERCRED read at connect (fixed
-	 * then): a repeat sends its request on it; -1: none. sock_owner: the process that
+	 * then): a repeat sends its request on it; fd -1: none. sock_owner: the process that
 	 * connected it (a forked child sharing the handle must not interleave its requests with
 	 * its parent's on one connection: it connects its own). */
-	int sock;
+	struct abd__hs_conn conn;
 	pid_t sock_owner;
-	struct abd__hs_peer peer;
 };
 
 static struct cached cached_none(void)
 {
-	struct cached e = { .pidfd = -1, .recfd = -1, .sock = -1 };
+	struct cached e = { .pidfd = -1, .recfd = -1, .conn.fd = -1 };
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e.evfd[i] = -1;
 	return e;
@@ -149,7 +148,7 @@ static void cached_close(struct cached *e)
 {
 	e->pidfd = abd__close(e->pidfd);
 	e->recfd = abd__close(e->recfd);
-	e->sock = abd__close(e->sock);
+	e->conn.fd = abd__close(e->conn.fd);
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e->evfd[i] = abd__close(e->evfd[i]);
 }
@@ -161,14 +160,14 @@ static void cached_for(struct cached *e, const struct abd_record *rec)
 	if (memcmp(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0)
 		return;
 	e->recfd = abd__close(e->recfd);
-	e->sock = abd__close(e->sock);
+	e->conn.fd = abd__close(e->conn.fd);
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e->evfd[i] = abd__close(e->evfd[i]);
 }
 
 static bool cached_used(const struct cached *e)
 {
-	return e->pidfd >= 0 || e->recfd >= 0 || e->sock >= 0;
+	return e->pidfd >= 0 || e->recfd >= 0 || e->conn.fd >= 0;
 }
 
 struct abd__pidfd_cache {
@@ -685,13 +684,13 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 	struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
 	cached_for(&e, rec);
 	pid_t me = abd__self_pid();
-	if (e.sock >= 0 && e.sock_owner != me)
-		e.sock = abd__close(e.sock); /* our parent's connection: this is only our copy */
+	if (e.conn.fd >= 0 && e.sock_owner != me)
+		e.conn.fd = abd__close(e.conn.fd); /* our parent's connection: only our copy */
 	struct abd__hs_reply rep;
 	int fds[ABD__HS_FDS_MAX];
-	struct abd__hs_peer peer = e.peer;
+	struct abd__hs_peer peer;
 	int r = abd__hs_client(abd_registry_fd(reg), path, &req, deadline, &rep, fds, &peer,
-	                       &e.sock);
+	                       &e.conn);
 	if (r < 0) {
 		cached_close(&e);
 		if (r == -ECONNREFUSED || r == -ENOENT || r == -ECONNRESET) {
@@ -702,7 +701,6 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 		}
 		return r;
 	}
-	e.peer = peer;
 	e.sock_owner = me;
 	for (unsigned i = 0; i < rep.nfds; i++)
 		a->slots[i].fd = fds[i];

@@ -1779,6 +1779,7 @@ ABD_TEST(acquire, repeat_handshake_sees_the_withdrawal)
  * between. */
 struct stepper {
 	const char *dir, *service;
+	int64_t timeout_ns; /* of each acquisition; 0: TIMEOUT_NS */
 	int cmd_r, res_w;
 	int parent_fds[2]; /* the parent's ends, closed here */
 	/* parent side */
@@ -1800,7 +1801,8 @@ static int stepper_main(void *arg)
 	while (read(c->cmd_r, &cmd, 1) == 1 && cmd == 'a') {
 		struct tresult res = { 0 };
 		struct abd_acquired *a = NULL;
-		res.r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+		res.r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS,
+		                    c->timeout_ns ? c->timeout_ns : TIMEOUT_NS, &a);
 		if (res.r == 0) {
 			res.path = abd_acquired_path(a);
 			res.fds_ok = tpub_check_fds(a);
@@ -1814,12 +1816,14 @@ static int stepper_main(void *arg)
 	return 0;
 }
 
-static void stepper_start(struct stepper *c, const char *dir, const char *service)
+static void stepper_start(struct stepper *c, const char *dir, const char *service,
+                          int64_t timeout_ns)
 {
 	int cmd[2], res[2];
 	cr_assert_eq(pipe2(cmd, O_CLOEXEC), 0);
 	cr_assert_eq(pipe2(res, O_CLOEXEC), 0);
-	*c = (struct stepper){ .dir = dir, .service = service, .cmd_r = cmd[0], .res_w = res[1],
+	*c = (struct stepper){ .dir = dir, .service = service, .timeout_ns = timeout_ns,
+		               .cmd_r = cmd[0], .res_w = res[1],
 		               .parent_fds = { cmd[1], res[0] }, .cmd_w = cmd[1], .res_r = res[0] };
 	c->pid = abd_test_fork(stepper_main, c);
 	close(cmd[0]);
@@ -1869,7 +1873,7 @@ ABD_TEST(acquire, handshake_repeats_reuse_one_connection)
 	struct local l;
 	local_start(&l);
 	struct stepper c;
-	stepper_start(&c, l.dir, "local.svc");
+	stepper_start(&c, l.dir, "local.svc", 0);
 	int before = abd_test_count_fds();
 	int n = abd_test_scaled(20, 5);
 	for (int i = 0; i < n; i++) {
@@ -1902,7 +1906,7 @@ ABD_TEST(acquire, a_dropped_kept_connection_is_replaced_transparently)
 	int before = abd_test_count_fds();
 	cr_assert_eq(abd_acquire_server_set_timeout(l.srv, 100 * 1000000), 0);
 	struct stepper c;
-	stepper_start(&c, l.dir, "local.svc");
+	stepper_start(&c, l.dir, "local.svc", 0);
 	struct tresult res = stepper_acquire(&c, &l);
 	cr_assert_eq(res.r, 0, "%d", res.r);
 	cr_assert_eq(stats_of(&l).kept, 1);
@@ -1945,7 +1949,7 @@ ABD_TEST(acquire, publisher_dies_between_two_kept_acquisitions)
 	abd_test_mkdtemp(t.dir, sizeof(t.dir));
 	start(&t);
 	struct stepper c;
-	stepper_start(&c, t.dir, t.service);
+	stepper_start(&c, t.dir, t.service, 0);
 	struct tresult res = stepper_acquire(&c, NULL);
 	cr_assert_eq(res.r, 0, "%d", res.r);
 	cr_assert(res.fds_ok, "the descriptors work");
@@ -2074,4 +2078,30 @@ ABD_TEST(acquire, a_kept_connection_that_spams_or_goes_silent_is_bounded)
 	struct tresult res = serve_one_consumer(&l);
 	cr_assert_eq(res.r, 0, "%d", res.r);
 	local_stop(&l);
+}
+
+ABD_TEST(acquire, a_kept_connection_to_a_stopped_publisher_times_out)
+{
+	struct tpub t = { .service = "stopped.svc", .allow_uid = (uid_t)-1,
+		          .allow_gid = (gid_t)-1 };
+	abd_test_mkdtemp(t.dir, sizeof(t.dir));
+	start(&t);
+	struct stepper c;
+	stepper_start(&c, t.dir, t.service, 300 * 1000000);
+	struct tresult res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, 0, "repeat on the kept connection: %d", res.r);
+	/* alive, its lock held, its connection open, but it answers nothing */
+	cr_assert_eq(kill(t.pid, SIGSTOP), 0);
+	res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, -ETIMEDOUT, "bounded by the timeout: %d", res.r);
+	cr_assert_eq(kill(t.pid, SIGCONT), 0);
+	/* the timed-out connection was closed (its late reply must not answer this request) */
+	res = stepper_acquire(&c, NULL);
+	cr_assert_eq(res.r, 0, "a new connection: %d", res.r);
+	cr_assert(res.fds_ok, "the descriptors work");
+	stepper_stop(&c, NULL);
+	tpub_stop(&t);
+	abd_test_rmtree(t.dir);
 }
