@@ -902,11 +902,14 @@ static void accept_some(struct abd_acquire_server *s, int *served)
 			continue;
 		}
 		if (s->npending == s->max_pending) {
-			/* evict the oldest waiting connection, silent or kept after an answer:
-			 * newcomers usually speak at once, and a kept one's client reconnects */
+			/* evict the oldest waiting connection, a kept one if any (its client just
+			 * connects again when it next asks), else the oldest silent one: newcomers
+			 * usually speak at once */
 			unsigned oldest = 0;
 			for (unsigned i = 1; i < s->npending; i++)
-				if (s->pending[i].deadline < s->pending[oldest].deadline)
+				if (s->pending[i].kept > s->pending[oldest].kept ||
+				    (s->pending[i].kept == s->pending[oldest].kept &&
+				     s->pending[i].deadline < s->pending[oldest].deadline))
 					oldest = i;
 			drop_pending(s, oldest);
 			s->st.evicted++;

@@ -1922,19 +1922,35 @@ ABD_TEST(acquire, a_dropped_kept_connection_is_replaced_transparently)
 	st = stats_of(&l);
 	cr_assert_eq(st.accepted, 2, "reconnected once: %llu", (unsigned long long)st.accepted);
 	cr_assert_eq(st.kept, 1);
-	/* evicted for a newcomer (max_pending 1 and a silent connection) */
-	cr_assert_eq(abd_acquire_server_set_max_pending(l.srv, 1), 0);
-	int s = raw_connect(l.path);
+	/* evicted for a newcomer, before an older silent connection: max_pending 2, a silent
+	 * connection, then an acquisition (the kept connection is now the newer), then a
+	 * newcomer */
+	cr_assert_eq(abd_acquire_server_set_max_pending(l.srv, 2), 0);
+	int s_old = raw_connect(l.path);
+	abd_acquire_server_process(l.srv);
+	res = stepper_acquire(&c, &l);
+	cr_assert_eq(res.r, 0, "%d", res.r);
+	st = stats_of(&l);
+	cr_assert_eq(st.accepted, 3);
+	cr_assert_eq(st.pending, 2);
+	cr_assert_eq(st.kept, 1);
+	int s_new = raw_connect(l.path);
 	abd_acquire_server_process(l.srv);
 	st = stats_of(&l);
 	cr_assert_eq(st.evicted, 1);
-	cr_assert_eq(st.kept, 0);
+	cr_assert_eq(st.kept, 0, "the kept connection went first");
+	cr_assert_eq(st.pending, 2);
+	struct pollfd pf = { .fd = s_old, .events = POLLIN };
+	cr_assert_eq(poll(&pf, 1, 0), 0, "the older silent connection is still held");
 	res = stepper_acquire(&c, &l);
 	cr_assert_eq(res.r, 0, "after the server evicted the idle connection: %d", res.r);
 	st = stats_of(&l);
-	cr_assert_eq(st.accepted, 4);
-	cr_assert_eq(st.served, 3);
-	close(s);
+	cr_assert_eq(st.accepted, 5);
+	cr_assert_eq(st.served, 4);
+	cr_assert_eq(st.evicted, 2, "the oldest silent one made room for it");
+	cr_assert_eq(st.kept, 1);
+	close(s_old);
+	close(s_new);
 	stepper_stop(&c, &l);
 	abd_acquire_server_process(l.srv);
 	cr_assert_eq(stats_of(&l).pending, 0);

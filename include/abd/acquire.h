@@ -131,7 +131,7 @@ ABD_EXPORT const char *abd_fd_kind_name(enum abd_fd_kind kind);
  * per connection and closes it unless the client asks to keep the connection (abd_acquire
  * does: docs/acquire.md, "Kept connections"), closes every descriptor a client sends, keeps
  * at most max_pending waiting connections (silent ones and kept ones idle after an answer;
- * the oldest is dropped for a newcomer), and drops each one at its deadline (default 1 s
+ * a newcomer evicts the oldest kept one, else the oldest silent one), and drops each one at its deadline (default 1 s
  * after accept or after its last answer). A kept connection's client that asks without
  * reading the replies is dropped once a few are in flight. */
 struct abd_acquire_server;
