@@ -46,6 +46,30 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* Threads sharing one registry handle and one record, by the handshake: the handle's entry
+ * for the publisher (its kept connection) is taken by one thread at a time; the others
+ * connect their own, and what is put back twice is closed. */
+struct shared_th {
+	struct abd_registry *reg;
+	const struct abd_record *rec;
+	int ok, first_err;
+};
+
+static void *shared_thread_main(void *arg)
+{
+	struct shared_th *t = arg;
+	for (int i = 0; i < 20; i++) {
+		struct abd_acquired *a = NULL;
+		int r = abd_acquire(t->reg, t->rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
+		if (r == 0 && tpub_check_fds_ex(a, false))
+			t->ok++;
+		else if (!t->first_err)
+			t->first_err = r ? r : 1;
+		abd_acquired_free(a);
+	}
+	return NULL;
+}
+
 int main(void)
 {
 	char dir[] = "/dev/shm/abd-plain-acquire-XXXXXX";
@@ -106,6 +130,31 @@ int main(void)
 	}
 	TAP_CHECK(ok == 80, "4 threads x 20 acquisitions: %d verified (first failure: %s%s)", ok,
 	          err == 1 ? "a descriptor check, " : err ? strerror(-err) : "none", err == 1 ? why : "");
+
+	{
+		struct abd_registry *sreg = NULL;
+		struct abd_record *srec = NULL;
+		r = abd_registry_open(dir, 0, &sreg, NULL, 0);
+		if (r == 0)
+			r = abd_registry_lookup(sreg, "plain.svc", &srec);
+		struct shared_th sh[4];
+		ok = err = 0;
+		for (int i = 0; i < 4 && r == 0; i++) {
+			sh[i] = (struct shared_th){ .reg = sreg, .rec = srec };
+			pthread_create(&tid[i], NULL, shared_thread_main, &sh[i]);
+		}
+		for (int i = 0; i < 4 && r == 0; i++) {
+			pthread_join(tid[i], NULL);
+			ok += sh[i].ok;
+			if (!err)
+				err = sh[i].first_err;
+		}
+		TAP_CHECK(r == 0 && ok == 80,
+		          "4 threads x 20 handshakes through one handle (kept connections): %d verified "
+		          "(setup %d, first failure %d)", ok, r, err);
+		abd_record_free(srec);
+		abd_registry_free(sreg);
+	}
 	TAP_CHECK(tpub_stop(&t) == 0, "publisher exits cleanly");
 
 	/* an in-process server: garbage and descriptors from a client change nothing */
