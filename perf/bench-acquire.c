@@ -9,8 +9,13 @@
  *                       pidfd of the publisher; opening the handle is not timed)
  *   bare-scm-rights     over a connected socketpair: send a request byte, the publisher
  *                       answers with 2 fds by SCM_RIGHTS, receive them, close them
- *   abd-acquire-scm     abd_acquire(ABD_ACQUIRE_SCM_RIGHTS) + abd_acquired_free (connect,
- *                       SO_PEERCRED both ways, the publisher's policy, SCM_RIGHTS, checks)
+ *   abd-acquire-scm     abd_acquire(ABD_ACQUIRE_SCM_RIGHTS) + abd_acquired_free, again and
+ *                       again through one registry handle (case acquire: a request and reply on
+ *                       the connection the handle kept, SCM_RIGHTS, checks), and as the first
+ *                       acquisition through a fresh handle (case acquire-first: connect,
+ *                       SO_PEERCRED both ways, the publisher's policy at accept, SCM_RIGHTS,
+ *                       checks; opening and freeing the handle, which closes the connection, are
+ *                       not timed)
  *
  * One publisher process (a ring, its eventfd, the handshake server, and the socketpair
  * responder) serves a consumer child that measures; case "acquire", no CPU pinning (the
@@ -102,13 +107,14 @@ static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info)
 	return 0;
 }
 
-enum subject { BARE_PIDFD, ABD_PIDFD, ABD_PIDFD_FIRST, BARE_SCM, ABD_SCM, NSUBJECTS };
+enum subject { BARE_PIDFD, ABD_PIDFD, ABD_PIDFD_FIRST, BARE_SCM, ABD_SCM, ABD_SCM_FIRST,
+	       NSUBJECTS };
 
 static const char *const names[NSUBJECTS] = { "bare-pidfd-getfd", "abd-acquire-pidfd",
 	                                          "abd-acquire-pidfd", "bare-scm-rights",
-	                                          "abd-acquire-scm" };
+	                                          "abd-acquire-scm",  "abd-acquire-scm" };
 static const char *const cases[NSUBJECTS] = { "acquire", "acquire", "acquire-first", "acquire",
-	                                          "acquire" };
+	                                          "acquire", "acquire-first" };
 
 static int one_bare_pidfd(const struct pubinfo *info)
 {
@@ -165,7 +171,8 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 			/* first acquisition from this publisher through this handle: a fresh handle
 			 * (opened and freed outside the timed part) has no pidfd of it yet */
 			struct abd_registry *fresh = NULL;
-			if (s == ABD_PIDFD_FIRST && abd_registry_open(dir, 0, &fresh, NULL, 0) < 0) {
+			if ((s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST) &&
+			    abd_registry_open(dir, 0, &fresh, NULL, 0) < 0) {
 				errs[s] = -EIO;
 				break;
 			}
@@ -181,6 +188,10 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 				break;
 			case ABD_PIDFD_FIRST:
 				r = abd_acquire(fresh, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
+				abd_acquired_free(a);
+				break;
+			case ABD_SCM_FIRST:
+				r = abd_acquire(fresh, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
 				abd_acquired_free(a);
 				break;
 			default:
@@ -260,8 +271,10 @@ void bench_acquire(void)
 			row.baseline = names[BARE_PIDFD];
 			row.baseline_case = cases[BARE_PIDFD];
 		}
-		if (s == ABD_SCM)
+		if (s == ABD_SCM || s == ABD_SCM_FIRST) {
 			row.baseline = names[BARE_SCM];
+			row.baseline_case = cases[BARE_SCM];
+		}
 		if (status != 0) {
 			bench_skip(&row, "publisher or consumer failed (status %d)", status);
 			continue;

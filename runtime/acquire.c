@@ -188,23 +188,30 @@ void abd__pidfd_cache_free(struct abd__pidfd_cache *c)
 	free(c);
 }
 
+/* The handle's cache, made on first use. Threads sharing the handle read the pointer without
+ * the lock (pidfd_take): it is published with release and read with acquire. */
 static struct abd__pidfd_cache *pidfd_cache(struct abd_registry *reg)
 {
+	struct abd__pidfd_cache *c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
+	if (c)
+		return c;
 	pthread_mutex_lock(&cache_new_lock);
-	if (!reg->pidfds && (reg->pidfds = calloc(1, sizeof(*reg->pidfds)))) {
-		pthread_mutex_init(&reg->pidfds->lock, NULL);
+	c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
+	if (!c && (c = calloc(1, sizeof(*c)))) {
+		pthread_mutex_init(&c->lock, NULL);
 		for (unsigned i = 0; i < PIDFD_CACHE; i++)
-			reg->pidfds->e[i] = cached_none();
+			c->e[i] = cached_none();
+		__atomic_store_n(&reg->pidfds, c, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&cache_new_lock);
-	return reg->pidfds;
+	return c;
 }
 
 /* The entry of (pid, start), now the caller's (pidfd -1: none). */
 static struct cached pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t start)
 {
 	struct cached out = cached_none();
-	struct abd__pidfd_cache *c = reg->pidfds;
+	struct abd__pidfd_cache *c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
 	if (!c || !start)
 		return out;
 	pthread_mutex_lock(&c->lock);
