@@ -521,6 +521,7 @@ REACTOR_TEST(handshake_served_to_another_process)
 	struct abd_acquire_server_stats st;
 	cr_assert_eq(abd_acquire_server_stats(sv.srv, &st), 0);
 	cr_assert_eq(st.served, 5);
+	cr_assert_eq(st.accepted, 1, "the repeats reuse the kept connection on the reactor too");
 	service_stop(&sv);
 	abd_reactor_free(r);
 }
