@@ -6,7 +6,12 @@
  *   abd-acquire-pidfd   abd_acquire(ABD_ACQUIRE_PIDFD_GETFD) + abd_acquired_free, again and
  *                       again through one registry handle (case acquire), and as the first
  *                       acquisition through a fresh handle (case acquire-first: no cached
- *                       pidfd of the publisher; opening the handle is not timed)
+ *                       pidfd of the publisher). acquire-first does what a consumer does:
+ *                       open a handle, abd_registry_lookup, then abd_acquire on that handle;
+ *                       opening the handle and the lookup are not timed, and the lookup
+ *                       leaves the record's descriptor in the handle, so the acquisition asks
+ *                       the record's lock through it (no openat; its close comes when the
+ *                       handle is freed, not timed either)
  *   bare-scm-rights     over a connected socketpair: send a request byte, the publisher
  *                       answers with 2 fds by SCM_RIGHTS, receive them, close them
  *   abd-acquire-scm     abd_acquire(ABD_ACQUIRE_SCM_RIGHTS) + abd_acquired_free, again and
@@ -14,8 +19,9 @@
  *                       the connection the handle kept, SCM_RIGHTS, checks), and as the first
  *                       acquisition through a fresh handle (case acquire-first: connect,
  *                       SO_PEERCRED both ways, the publisher's policy at accept, SCM_RIGHTS,
- *                       checks; opening and freeing the handle, which closes the connection, are
- *                       not timed)
+ *                       checks; opening the handle and the lookup before, as for the pidfd
+ *                       row, and freeing the handle, which closes the connection, are not
+ *                       timed)
  *
  * One publisher process (a ring, its eventfd, the handshake server, and the socketpair
  * responder) serves a consumer child that measures; case "acquire", no CPU pinning (the
@@ -171,8 +177,11 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 			/* first acquisition from this publisher through this handle: a fresh handle
 			 * (opened and freed outside the timed part) has no pidfd of it yet */
 			struct abd_registry *fresh = NULL;
+			struct abd_record *frec = NULL;
 			if ((s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST) &&
-			    abd_registry_open(dir, 0, &fresh, NULL, 0) < 0) {
+			    (abd_registry_open(dir, 0, &fresh, NULL, 0) < 0 ||
+			     abd_registry_lookup(fresh, "bench.acquire", &frec) < 0)) {
+				abd_registry_free(fresh);
 				errs[s] = -EIO;
 				break;
 			}
@@ -187,11 +196,11 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 				abd_acquired_free(a);
 				break;
 			case ABD_PIDFD_FIRST:
-				r = abd_acquire(fresh, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
+				r = abd_acquire(fresh, frec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
 				abd_acquired_free(a);
 				break;
 			case ABD_SCM_FIRST:
-				r = abd_acquire(fresh, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
+				r = abd_acquire(fresh, frec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
 				abd_acquired_free(a);
 				break;
 			default:
@@ -200,6 +209,7 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 				break;
 			}
 			uint64_t t1 = bench_now_ns();
+			abd_record_free(frec);
 			abd_registry_free(fresh);
 			if (r < 0) {
 				errs[s] = r;

@@ -108,7 +108,9 @@ static void remember_refusal(pid_t pid, uint64_t start)
  * acquisition from the same (pid, start time) needs no pidfd_open, no /proc/PID/stat, no
  * PIDFD_GET_INFO and no lock query again: see by_pidfd for why each is redundant then. The
  * descriptors' kinds, seals, size and nonce, and that the record is still linked, are checked
- * every time. The handshake path keeps only the record descriptor here (pidfd -1). An entry is
+ * every time. The handshake path keeps only the record descriptor here (pidfd -1), and so
+ * does abd_registry_lookup (abd__pidfd_cache_record: the record it read, for the acquisition
+ * that follows, which still verifies everything a first acquisition does). An entry is
  * taken out while in use (no other thread can close it under us) and put back after a
  * success; a failure closes it. Few entries, round robin: a consumer acquires from few
  * publishers. */
@@ -253,6 +255,50 @@ static void pidfd_keep(struct abd_registry *reg, struct cached e)
 	}
 	if (slot < PIDFD_CACHE)
 		c->e[slot] = e;
+	pthread_mutex_unlock(&c->lock);
+	cached_close(&old);
+}
+
+void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *rec, int fd)
+{
+	pid_t pid = abd_record_pid(rec);
+	uint64_t start = abd_record_start_time(rec);
+	struct abd__pidfd_cache *c = start ? pidfd_cache(reg) : NULL;
+	if (!c) {
+		abd__close(fd);
+		return;
+	}
+	struct cached old = cached_none();
+	pthread_mutex_lock(&c->lock);
+	struct cached *e = NULL;
+	for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
+		if (cached_used(&c->e[i]) && c->e[i].pid == pid && c->e[i].start == start)
+			e = &c->e[i];
+	if (e && e->recfd >= 0 &&
+	    memcmp(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
+		old.recfd = fd; /* it has one of that record already */
+	} else if (e) {
+		/* the publisher's entry (its pidfd, if verified, stays): now for this record */
+		old.recfd = e->recfd;
+		memcpy(old.evfd, e->evfd, sizeof(old.evfd));
+		for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
+			e->evfd[i] = -1;
+		e->recfd = fd;
+		memcpy(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+	} else {
+		for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
+			if (!cached_used(&c->e[i]))
+				e = &c->e[i];
+		if (!e) { /* full: the round robin's next entry goes, its descriptors closed */
+			e = &c->e[c->next++ % PIDFD_CACHE];
+			old = *e;
+		}
+		*e = cached_none();
+		e->pid = pid;
+		e->start = start;
+		e->recfd = fd;
+		memcpy(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+	}
 	pthread_mutex_unlock(&c->lock);
 	cached_close(&old);
 }

@@ -82,6 +82,10 @@ struct abd_registry {
 };
 
 void abd__pidfd_cache_free(struct abd__pidfd_cache *c);
+/* Keep fd, a descriptor of rec's record file that abd_registry_lookup opened and checked, in
+ * reg's publisher cache for the acquisition that follows (runtime/acquire.c); takes fd
+ * (closed when it cannot be kept). */
+void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *rec, int fd);
 
 /* Reading one entry: what a snapshot and a watch both keep per name. */
 struct abd__item {

@@ -1087,6 +1087,50 @@ struct abd_snapshot {
 	struct abd__arena arena; /* the decoded records */
 };
 
+/* Read the entries list[0..n) (their names taken) into snap: batched through io_uring from
+ * URING_BATCH_MIN entries where that works, else one by one. No descriptor is kept. */
+static int snapshot_read(struct abd_registry *reg, struct abd__dirent *list, size_t n,
+                         struct abd_snapshot *snap)
+{
+	uint8_t *buf = NULL;
+	struct abd__proc_cache *cache = NULL;
+	int r = 0;
+	if (n && !(snap->items = calloc(n, sizeof(*snap->items)))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	bool batch = n >= URING_BATCH_MIN;
+	/* Many entries: their opens, reads and closes batched through io_uring where it works. */
+	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n, &cache, &snap->arena)
+	          : -ENOSYS;
+	if (r < 0 && r != -ENOSYS)
+		goto out;
+	bool one_by_one = r == -ENOSYS;
+	r = 0;
+	if (one_by_one && n && !(buf = malloc(ABD_RECORD_MAX))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n && one_by_one; i++) {
+		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, false,
+		              &list[i].name, &snap->arena, NULL);
+		if (r == -ENOENT) {
+			abd__item_clear(&snap->items[snap->n]);
+			r = 0;
+			continue; /* withdrawn meanwhile */
+		}
+		if (r < 0) {
+			abd__item_clear(&snap->items[snap->n]);
+			goto out;
+		}
+		snap->n++;
+	}
+out:
+	abd__proc_cache_free(cache);
+	free(buf);
+	return r;
+}
+
 ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapshot **out)
 {
 	abd__check(out, -EINVAL);
@@ -1098,47 +1142,14 @@ ABD_EXPORT int abd_registry_snapshot(struct abd_registry *reg, struct abd_snapsh
 	if (r < 0)
 		return r;
 	struct abd_snapshot *snap = calloc(1, sizeof(*snap));
-	uint8_t *buf = NULL;
-	struct abd__proc_cache *cache = NULL;
-	if (!snap || (n && !(snap->items = calloc(n, sizeof(*snap->items))))) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	bool batch = n >= URING_BATCH_MIN;
-	/* Many entries: their opens, reads and closes batched through io_uring where it works. */
-	r = batch ? abd__read_entries_uring(reg, list, n, snap->items, &snap->n, &cache, &snap->arena)
-	          : -ENOSYS;
-	if (r < 0 && r != -ENOSYS)
-		goto fail;
-	bool one_by_one = r == -ENOSYS;
-	if (one_by_one && n && !(buf = malloc(ABD_RECORD_MAX))) {
-		r = -ENOMEM;
-		goto fail;
-	}
-	for (size_t i = 0; i < n && one_by_one; i++) {
-		r = item_read(reg, list[i].name, list[i].type, &snap->items[snap->n], buf, &cache, false,
-		              &list[i].name, &snap->arena, NULL);
-		if (r == -ENOENT) {
-			abd__item_clear(&snap->items[snap->n]);
-			continue; /* withdrawn meanwhile */
-		}
-		if (r < 0) {
-			abd__item_clear(&snap->items[snap->n]);
-			goto fail;
-		}
-		snap->n++;
-	}
+	r = snap ? snapshot_read(reg, list, n, snap) : -ENOMEM;
 	abd__list_free(list, n);
-	abd__proc_cache_free(cache);
-	free(buf);
+	if (r < 0) {
+		abd_snapshot_free(snap);
+		return r;
+	}
 	*out = snap;
 	return 0;
-fail:
-	abd__list_free(list, n);
-	abd__proc_cache_free(cache);
-	free(buf);
-	abd_snapshot_free(snap);
-	return r;
 }
 
 ABD_EXPORT size_t abd_snapshot_count(const struct abd_snapshot *snap)
@@ -1162,25 +1173,89 @@ ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap)
 	free(snap);
 }
 
+/* The alive record of the latest publication among snap's entries (NULL: none). */
+static const struct abd_record *latest_alive(const struct abd_snapshot *snap)
+{
+	const struct abd_record *best = NULL;
+	for (size_t i = 0; i < snap->n; i++) {
+		const struct abd_entry *e = &snap->items[i].e;
+		if (e->state == ABD_STATE_ALIVE && (!best || e->record->published_ns > best->published_ns))
+			best = e->record;
+	}
+	return best;
+}
+
+/* A lookup reads only the service's own records ("<service>.<32 hex>": the name must match
+ * the record's service, item_read checks it), one by one, and keeps the descriptor of the
+ * record it returns in the handle's publisher cache (runtime/acquire.c), where the
+ * acquisition that usually follows asks the record's lock through it instead of opening the
+ * record again. Bounded there (8 publishers, evicting closes); many records of one service
+ * (URING_BATCH_MIN) are read as a snapshot is, batched and keeping nothing. */
 ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
                                    struct abd_record **out)
 {
 	abd__check(out, -EINVAL);
 	*out = NULL;
 	abd__check(reg && abd_service_name_valid(service), -EINVAL);
-	struct abd_snapshot *snap;
-	int r = abd_registry_snapshot(reg, &snap);
+	struct abd__dirent *list;
+	size_t n, m = 0, svclen = strlen(service);
+	int r = abd__list_dir(reg->dirfd, &list, &n);
 	if (r < 0)
 		return r;
-	const struct abd_record *best = NULL;
-	for (size_t i = 0; i < snap->n; i++) {
-		const struct abd_entry *e = &snap->items[i].e;
-		if (e->state == ABD_STATE_ALIVE && strcmp(e->service, service) == 0 &&
-		    (!best || e->record->published_ns > best->published_ns))
-			best = e->record;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = list[i].name;
+		if (strncmp(name, service, svclen) == 0 && name[svclen] == '.' &&
+		    strlen(name + svclen + 1) == 2 * ABD_INSTANCE_SIZE)
+			list[m++] = list[i];
+		else
+			free(list[i].name);
 	}
-	r = best ? abd__record_copy(best, out) : -ENOENT;
-	abd_snapshot_free(snap);
+	if (m >= URING_BATCH_MIN) {
+		struct abd_snapshot *snap = calloc(1, sizeof(*snap));
+		r = snap ? snapshot_read(reg, list, m, snap) : -ENOMEM;
+		if (r == 0) {
+			const struct abd_record *best = latest_alive(snap);
+			r = best ? abd__record_copy(best, out) : -ENOENT;
+		}
+		abd_snapshot_free(snap);
+		abd__list_free(list, m);
+		return r;
+	}
+	uint8_t *buf = m ? malloc(ABD_RECORD_MAX) : NULL;
+	struct abd__proc_cache *cache = NULL;
+	struct abd__item best = { 0 }, it;
+	int best_fd = -1;
+	r = m && !buf ? -ENOMEM : 0;
+	for (size_t i = 0; i < m && r == 0; i++) {
+		int fd = -1;
+		r = item_read(reg, list[i].name, list[i].type, &it, buf, &cache, false, &list[i].name,
+		              NULL, &fd);
+		if (r == 0 && it.e.state == ABD_STATE_ALIVE &&
+		    (!best.rec || it.rec->published_ns > best.rec->published_ns)) {
+			abd__item_clear(&best);
+			abd__close(best_fd);
+			best = it;
+			best_fd = fd;
+			continue;
+		}
+		if (r == -ENOENT)
+			r = 0; /* withdrawn meanwhile */
+		abd__item_clear(&it);
+		abd__close(fd);
+	}
+	if (r == 0 && best.rec) {
+		*out = best.rec; /* decoded on its own (no arena): the caller's */
+		best.rec = NULL;
+		abd__pidfd_cache_record(reg, *out, best_fd);
+		best_fd = -1;
+	} else if (r == 0) {
+		r = -ENOENT;
+	}
+	abd__item_clear(&best);
+	abd__close(best_fd);
+	abd__proc_cache_free(cache);
+	free(buf);
+	abd__list_free(list, m);
 	return r;
 }
 

@@ -2093,6 +2093,225 @@ ABD_TEST(acquire, a_kept_connection_that_spams_or_goes_silent_is_bounded)
 	/* and it still serves */
 	struct tresult res = serve_one_consumer(&l);
 	cr_assert_eq(res.r, 0, "%d", res.r);
+
+/* ---------------------------------------------------------------- the lookup's descriptor -- */
+
+/* The record file of service in dir ("<service>.<32 hex>"), its name into name. */
+static void record_file(const char *dir, const char *service, char *name, size_t size)
+{
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(reg, &snap), 0);
+	name[0] = 0;
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++) {
+		const struct abd_entry *e = abd_snapshot_entry(snap, i);
+		if (e->service && !strcmp(e->service, service))
+			snprintf(name, size, "%s", e->name);
+	}
+	abd_snapshot_free(snap);
+	abd_registry_free(reg);
+	cr_assert_neq(name[0], 0, "no record of %s", service);
+}
+
+ABD_TEST(acquire, lookup_keeps_the_record_descriptor_for_the_acquisition)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "kept.svc");
+	start(&t);
+	char name[ABD_RECORD_NAME_MAX + 1], moved[ABD_RECORD_NAME_MAX + 1];
+	record_file(dir, "kept.svc", name, sizeof(name));
+	struct abd_registry *reg[3];
+	struct abd_record *rec[3];
+	int before = abd_test_count_fds();
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(abd_registry_open(dir, 0, &reg[i], NULL, 0), 0);
+	int opened = abd_test_count_fds();
+	/* a snapshot keeps nothing; a lookup keeps the one record's descriptor in its handle */
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(reg[0], &snap), 0);
+	abd_snapshot_free(snap);
+	cr_assert_eq(abd_test_count_fds(), opened);
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(abd_registry_lookup(reg[i], "kept.svc", &rec[i]), 0);
+	cr_assert_eq(abd_test_count_fds(), opened + 2, "one record descriptor per lookup");
+	/* a second lookup of the same record through the same handle keeps no second one */
+	cr_assert_eq(abd_registry_lookup(reg[0], "kept.svc", &rec[2]), 0);
+	abd_record_free(rec[2]);
+	cr_assert_eq(abd_test_count_fds(), opened + 2);
+	/* The record moves to another name (same file, still linked, still locked): an
+	 * acquisition through a looked-up handle asks the lock through the lookup's descriptor
+	 * and succeeds; one through a handle that never looked it up opens the record by name,
+	 * finds none, and says the publisher is gone. */
+	snprintf(moved, sizeof(moved), "moved.svc%s", strchr(name, '.'));
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert_geq(dfd, 0);
+	cr_assert_eq(renameat(dfd, name, dfd, moved), 0, "%s", strerror(errno));
+	struct abd_acquired *a = NULL;
+	if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1) {
+		cr_assert_eq(abd_acquire(reg[0], rec[0], ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a), 0);
+		cr_assert_eq(tpub_check_fds_ex(a, true), 1, "%s", tpub_check_why);
+		abd_acquired_free(a);
+		cr_assert_eq(abd_acquire(reg[2], rec[0], ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a),
+		             -ESRCH);
+	}
+	cr_assert_eq(abd_acquire(reg[1], rec[1], ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a), 0);
+	abd_acquired_free(a);
+	cr_assert_eq(abd_acquire(reg[2], rec[1], ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a), -ESRCH);
+	cr_assert_eq(renameat(dfd, moved, dfd, name), 0);
+	close(dfd);
+	for (int i = 0; i < 2; i++)
+		abd_record_free(rec[i]);
+	for (int i = 0; i < 3; i++)
+		abd_registry_free(reg[i]);
+	cr_assert_eq(abd_test_count_fds(), before);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, lookup_descriptors_are_bounded_per_handle)
+{
+	/* one entry per publisher process, 8 of them: the ninth lookup evicts (and closes) one */
+	enum { NPUB = 9, KEPT = 8 };
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t[NPUB];
+	for (int i = 0; i < NPUB; i++) {
+		char svc[32];
+		snprintf(svc, sizeof(svc), "bound.%d", i);
+		tpub_init(&t[i], dir, svc);
+		start(&t[i]);
+	}
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	int opened = abd_test_count_fds();
+	for (int i = 0; i < NPUB; i++) {
+		struct abd_record *rec;
+		cr_assert_eq(abd_registry_lookup(reg, t[i].service, &rec), 0);
+		abd_record_free(rec);
+		cr_assert_eq(abd_test_count_fds(), opened + (i < KEPT ? i + 1 : KEPT),
+		             "after %d lookups", i + 1);
+	}
+	/* the evicted publisher is acquired as any other: its record opened again */
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, t[0].service, &rec), 0);
+	struct abd_acquired *a = NULL;
+	cr_assert_eq(abd_acquire(reg, rec, 0, TIMEOUT_NS, &a), 0);
+	abd_acquired_free(a);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	/* the last forked holds the stop pipes of the ones before it: stopped first */
+	for (int i = NPUB - 1; i >= 0; i--)
+		cr_assert_eq(tpub_stop(&t[i]), 0);
+	abd_test_rmtree(dir);
+}
+
+/* A consumer that looks the service up, then (once told) acquires through that handle by the
+ * pidfd path and another by the handshake: results out. */
+struct late_consumer {
+	const char *dir;
+	int ask_w, done_r, out_w;
+};
+
+static int late_consumer_main(void *arg)
+{
+	struct late_consumer *c = arg;
+	int res[2] = { -1, -1 };
+	struct abd_registry *reg[2];
+	struct abd_record *rec[2];
+	for (int i = 0; i < 2; i++)
+		if (abd_registry_open(c->dir, 0, &reg[i], NULL, 0) < 0 ||
+		    abd_registry_lookup(reg[i], "local.svc", &rec[i]) < 0)
+			return 2;
+	char b = 'w';
+	if (write(c->ask_w, &b, 1) != 1 || read(c->done_r, &b, 1) != 1)
+		return 3;
+	const unsigned flags[2] = { ABD_ACQUIRE_PIDFD_GETFD, ABD_ACQUIRE_SCM_RIGHTS };
+	for (int i = 0; i < 2; i++) {
+		struct abd_acquired *a = NULL;
+		res[i] = abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1 || i ?
+		                 abd_acquire(reg[i], rec[i], flags[i], TIMEOUT_NS, &a) : -ESRCH;
+		abd_acquired_free(a);
+		abd_record_free(rec[i]);
+		abd_registry_free(reg[i]);
+	}
+	return write(c->out_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 5;
+}
+
+/* Holds what it inherited until pipe p reaches EOF. */
+static int hold_until_eof(void *arg)
+{
+	int *p = arg;
+	char b;
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	close(p[1]);
+	while (read(p[0], &b, 1) > 0)
+		;
+	return 0;
+}
+
+ABD_TEST(acquire, lookup_descriptor_still_sees_a_withdrawal_under_a_kept_lock)
+{
+	/* The lookup's record descriptor was opened before the descriptors are taken: the lock
+	 * seen through it afterwards does not show the record was not withdrawn meanwhile (a
+	 * forked child of the publisher shares the record's open file description and keeps the
+	 * lock), so the first acquisition also asks that it is still linked. */
+	struct local l;
+	local_start(&l);
+	int ask[2], done[2], out[2], hold[2];
+	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
+	struct late_consumer c = { .dir = l.dir, .ask_w = ask[1], .done_r = done[0],
+	                           .out_w = out[1] };
+	pid_t pid = abd_test_fork(late_consumer_main, &c);
+	close(ask[1]);
+	close(done[0]);
+	close(out[1]);
+	pid_t holder = -1;
+	int probe = -1;
+	int res[2];
+	bool withdrawn = false;
+	for (;;) {
+		struct pollfd pf[3] = { { .fd = ask[0], .events = POLLIN },
+		                        { .fd = out[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
+		cr_assert_geq(poll(pf, 3, 5000), 0);
+		abd_acquire_server_process(l.srv);
+		if (pf[0].revents && !withdrawn) {
+			char b;
+			cr_assert_eq(read(ask[0], &b, 1), 1);
+			probe = openat(abd_registry_fd(l.reg), abd_publication_name(l.pub),
+			               O_RDONLY | O_CLOEXEC);
+			cr_assert_geq(probe, 0);
+			/* the holder inherits the record's descriptor (and lock) */
+			holder = abd_test_fork(hold_until_eof, hold);
+			close(hold[0]);
+			cr_assert_eq(abd_withdraw(l.pub), 0);
+			l.pub = NULL;
+			withdrawn = true;
+			struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+			cr_assert_eq(fcntl(probe, F_OFD_GETLK, &fl), 0);
+			cr_assert_neq(fl.l_type, F_UNLCK, "the holder keeps the lock");
+			cr_assert_eq(write(done[1], "d", 1), 1);
+		}
+		if (pf[1].revents) {
+			cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
+			break;
+		}
+	}
+	close(ask[0]);
+	close(done[1]);
+	close(out[0]);
+	close(hold[1]);
+	close(probe);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(abd_test_wait(holder), 0);
+	cr_assert_eq(res[0], -ESRCH, "pidfd path after the withdrawal: %d", res[0]);
+	cr_assert_eq(res[1], -ESRCH, "handshake after the withdrawal: %d", res[1]);
 	local_stop(&l);
 }
 

@@ -238,7 +238,10 @@ ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap);
 ABD_DEFINE_POINTER_CLEANUP(struct abd_snapshot, abd_snapshot_free)
 
 /* The alive record of service name with the latest publication time: returns 0 and *out (a
- * copy, free with abd_record_free), -ENOENT (none alive), -EINVAL, -ENOMEM. */
+ * copy, free with abd_record_free), -ENOENT (none alive), -EINVAL, -ENOMEM. Only that
+ * service's records are read. reg keeps the descriptor of the record returned (read-only, no
+ * lock taken), for abd_acquire on the same handle to ask the record's lock through: at most
+ * one per publisher process and 8 per handle, closed when evicted or by abd_registry_free. */
 ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
                                    struct abd_record **out);
 
