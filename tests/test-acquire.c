@@ -2093,6 +2093,8 @@ ABD_TEST(acquire, a_kept_connection_that_spams_or_goes_silent_is_bounded)
 	/* and it still serves */
 	struct tresult res = serve_one_consumer(&l);
 	cr_assert_eq(res.r, 0, "%d", res.r);
+	local_stop(&l);
+}
 
 /* ---------------------------------------------------------------- the lookup's descriptor -- */
 
