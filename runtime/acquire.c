@@ -280,9 +280,11 @@ void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *
 	} else if (e) {
 		/* the publisher's entry (its pidfd, if verified, stays): now for this record */
 		old.recfd = e->recfd;
+		old.sock = e->sock;
 		memcpy(old.evfd, e->evfd, sizeof(old.evfd));
 		for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 			e->evfd[i] = -1;
+		e->sock = -1;
 		e->recfd = fd;
 		memcpy(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
 	} else {
