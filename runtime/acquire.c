@@ -278,15 +278,20 @@ void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *
 	    memcmp(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
 		old.recfd = fd; /* it has one of that record already */
 	} else if (e) {
-		/* the publisher's entry (its pidfd, if verified, stays): now for this record */
-		old.recfd = e->recfd;
-		old.sock = e->sock;
-		memcpy(old.evfd, e->evfd, sizeof(old.evfd));
-		for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
-			e->evfd[i] = -1;
-		e->sock = -1;
-		e->recfd = fd;
-		memcpy(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+		/* the publisher's entry, now for this record: what is of the process stays (its
+		 * verified pidfd, uid, gid, inode), whatever was of the old record goes */
+		struct cached n = cached_none();
+		n.pid = pid;
+		n.start = start;
+		n.pidfd = e->pidfd;
+		n.uid = e->uid;
+		n.gid = e->gid;
+		n.ino = e->ino;
+		n.recfd = fd;
+		memcpy(n.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+		old = *e;
+		old.pidfd = -1;
+		*e = n;
 	} else {
 		for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
 			if (!cached_used(&c->e[i]))
