@@ -56,6 +56,7 @@ struct cfg {
 	bool block;      /* blocking forms */
 	bool two;        /* 2 producer + 2 consumer threads */
 	bool batch;      /* batch forms */
+	bool stream;     /* 1P1C spin through abd_ring_stream_push / _pop (inline) */
 	bool rings2;     /* ping-pong: two rings */
 };
 
@@ -155,6 +156,60 @@ static int push_one(struct state *st, struct abd_ring *r, const void *msg)
 	return e;
 }
 
+/* The 1P1C spin loops of bare-spsc around a stream (the inline forms), each in a function of
+ * its own, so that the stream's fields get the registers. */
+static __attribute__((noinline)) int stream_produce(struct abd_ring *r, size_t bytes, uint64_t from,
+                                                    uint64_t n)
+{
+	unsigned char msg[1024] = {0};
+	struct abd_ring_stream s = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	if (s.ret < 0)
+		return s.ret;
+	int err = 0;
+	for (uint64_t i = 0; i < n;) {
+		uint64_t v = from + i;
+		memcpy(msg, &v, sizeof(v));
+		int e = abd_ring_stream_push(&s, msg, bytes);
+		if (e == 0) {
+			i++;
+		} else if (e == -EAGAIN) {
+			bench_relax();
+		} else {
+			err = e;
+			break;
+		}
+	}
+	int e = abd_ring_stream_close(&s);
+	return err ? err : e;
+}
+
+static __attribute__((noinline)) int stream_consume(struct abd_ring *r, size_t bytes,
+                                                    uint64_t expect, uint64_t n)
+{
+	unsigned char msg[1024];
+	struct abd_ring_stream s = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	if (s.ret < 0)
+		return s.ret;
+	int err = 0;
+	uint64_t bad = 0;
+	for (uint64_t i = 0; i < n;) {
+		int e = abd_ring_stream_pop(&s, msg, sizeof(msg));
+		if (e == (int)bytes) {
+			uint64_t v;
+			memcpy(&v, msg, sizeof(v));
+			bad |= v ^ expect++;
+			i++;
+		} else if (e == -EAGAIN) {
+			bench_relax();
+		} else {
+			err = e < 0 ? e : -EBADMSG;
+			break;
+		}
+	}
+	int e = abd_ring_stream_close(&s);
+	return err ? err : bad ? -EBADMSG : e;
+}
+
 static void *producer(void *arg)
 {
 	struct job *j = arg;
@@ -180,6 +235,10 @@ static void *producer(void *arg)
 				bench_relax();
 			i += (unsigned)e;
 		}
+		return NULL;
+	}
+	if (c->stream) {
+		j->err = stream_produce(j->r, c->bytes, j->from, j->n);
 		return NULL;
 	}
 	if (!c->block) {
@@ -239,6 +298,10 @@ static void *consumer(void *arg)
 					j->err = -EBADMSG;
 			i += (unsigned)e;
 		}
+		return NULL;
+	}
+	if (c->stream) {
+		j->err = stream_consume(j->r, c->bytes, j->from, j->n);
 		return NULL;
 	}
 	if (!c->two && !c->block) {
@@ -433,6 +496,9 @@ void bench_ring(void)
 				snprintf(spsc_case, sizeof(spsc_case), "throughput-%uB", b);
 			snprintf(mpmc_case, sizeof(mpmc_case), "throughput-2p2c-%s", spsc_case + 11);
 			throughput("throughput", cpus, &c1, spin, "bare-spsc", spsc_case);
+			c1.stream = true;
+			throughput("throughput-stream", cpus, &c1, spin, "bare-spsc", spsc_case);
+			c1.stream = false;
 			c1.block = true;
 			throughput("throughput-block", cpus, &c1, block, "bare-spsc", spsc_case);
 			struct cfg c2 = {.bytes = b, .two = true};

@@ -198,6 +198,9 @@ struct abd_ring {
 	 * abd__ring_fast_update): every condition above that they depend on, folded into one flag
 	 * each and recomputed where any of them changes. */
 	bool fast_push, fast_pop;
+	/* roles streamed through an open abd_ring_stream (ring.c): the handle's own forms for
+	 * them say -EBUSY, the stream holds the position */
+	unsigned streams;
 	/* slots this handle holds (reserved or peeked), for abd_ring_free */
 	uint64_t held;
 	/* counters not yet added to the header: single-message general paths count in unflushed_*;

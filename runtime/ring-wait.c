@@ -255,6 +255,9 @@ int abd_ring_wait_prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint3
 	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
 	if (!role_ok(r, what))
 		return -EPERM;
+	/* a streamed role's position is the stream's (abd_ring_stream_open) */
+	if (r->streams & (what == ABD_RING_WAIT_DATA ? ABD_RING_CONSUMER : ABD_RING_PRODUCER))
+		return -EBUSY;
 	return prepare(r, what, futex_value, timeout_ns);
 }
 

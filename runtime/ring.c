@@ -446,55 +446,10 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOC
 	r->own_wakes++;
 }
 
-/* A message's copy in or out. Up to 64 bytes without a call: two (possibly overlapping) moves
- * of 32, 16, 8, 4 or 1 byte(s) that read and write only [0, len) — a call to the library's
- * memcpy was a third of the cost of an 8-byte push and pop. Longer: memcpy. */
-#define ABD__COPY_INLINE 64 /* copy_msg moves up to this many bytes without a call */
-typedef unsigned char abd__v16 __attribute__((vector_size(16))); /* one 16-byte register */
-static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, size_t len)
-	ABD_NONBLOCKING
-{
-	unsigned char *d = dst;
-	const unsigned char *sp = src;
-	if (len <= 16) { /* the small messages first: fewest branches for them */
-		if (len >= 8) {
-			uint64_t a, b;
-			memcpy(&a, sp, 8);
-			memcpy(&b, sp + len - 8, 8);
-			memcpy(d, &a, 8);
-			memcpy(d + len - 8, &b, 8);
-		} else if (len >= 4) {
-			uint32_t a, b;
-			memcpy(&a, sp, 4);
-			memcpy(&b, sp + len - 4, 4);
-			memcpy(d, &a, 4);
-			memcpy(d + len - 4, &b, 4);
-		} else if (len) {
-			unsigned char a = sp[0], b = sp[len / 2], c = sp[len - 1];
-			d[0] = a;
-			d[len / 2] = b;
-			d[len - 1] = c;
-		}
-	} else if (len <= 32) {
-		abd__v16 a, b;
-		memcpy(&a, sp, 16);
-		memcpy(&b, sp + len - 16, 16);
-		memcpy(d, &a, 16);
-		memcpy(d + len - 16, &b, 16);
-	} else if (len <= 64) {
-		abd__v16 a, b, c, e;
-		memcpy(&a, sp, 16);
-		memcpy(&b, sp + 16, 16);
-		memcpy(&c, sp + len - 32, 16);
-		memcpy(&e, sp + len - 16, 16);
-		memcpy(d, &a, 16);
-		memcpy(d + 16, &b, 16);
-		memcpy(d + len - 32, &c, 16);
-		memcpy(d + len - 16, &e, 16);
-	} else {
-		memcpy(d, sp, len);
-	}
-}
+/* A message's copy in or out: abd__ring_copy (include/abd/ring.h, shared with the streams'
+ * inline functions). */
+#define ABD__COPY_INLINE ABD_RING__COPY_INLINE
+#define copy_msg abd__ring_copy
 
 /* ---- Fast paths ------------------------------------------------------------------------
  * Every index read from shared memory is masked before use and every length is bounded by
@@ -505,12 +460,23 @@ static ABD__INLINE void copy_msg(void *restrict dst, const void *restrict src, s
  * consumer, and that consumer, while each publishes unfenced (it found no sleeper for a while)
  * and holds no reservation / peeked slot; in every other state they step aside for the general
  * paths. Called wherever one of these conditions changes. */
+static bool push_fast_ok(const struct abd_ring *r) ABD_NONBLOCKING
+{
+	return (r->roles & ABD_RING_PRODUCER) && (r->modes & ABD_RING_SINGLE_PRODUCER) && r->sp_fast &&
+	       !r->sp_reserved && r->unfenced[ABD_RING_WAIT_DATA];
+}
+
+static bool pop_fast_ok(const struct abd_ring *r) ABD_NONBLOCKING
+{
+	return (r->roles & ABD_RING_CONSUMER) && abd__ring_spsc(r) && !r->sc_peeked &&
+	       r->unfenced[ABD_RING_WAIT_SPACE];
+}
+
+/* A streamed role's short path is the stream's (abd_ring_stream_push/pop), not the handle's. */
 void abd__ring_fast_update(struct abd_ring *r) ABD_NONBLOCKING
 {
-	r->fast_push = (r->roles & ABD_RING_PRODUCER) && (r->modes & ABD_RING_SINGLE_PRODUCER) &&
-	               r->sp_fast && !r->sp_reserved && r->unfenced[ABD_RING_WAIT_DATA];
-	r->fast_pop = (r->roles & ABD_RING_CONSUMER) && abd__ring_spsc(r) && !r->sc_peeked &&
-	              r->unfenced[ABD_RING_WAIT_SPACE];
+	r->fast_push = push_fast_ok(r) && !(r->streams & ABD_RING_PRODUCER);
+	r->fast_pop = pop_fast_ok(r) && !(r->streams & ABD_RING_CONSUMER);
 }
 
 /* Is a sleeper armed on this futex word (bit 0)? A plain load of a line nobody writes while
@@ -724,7 +690,7 @@ static int push_nowake(struct abd_ring *r, const void *data, size_t len, bool *w
 		return -EPERM;
 	if (len > r->slot_size)
 		return -EMSGSIZE;
-	if (r->sp_reserved)
+	if (r->sp_reserved || (r->streams & ABD_RING_PRODUCER))
 		return -EBUSY;
 	struct abd__ring_slot *s;
 	int e = claim(r, &s);
@@ -849,7 +815,7 @@ static int push_batch_nowake(struct abd_ring *r, const void *const *msgs, const 
 {
 	if (!(r->roles & ABD_RING_PRODUCER))
 		return -EPERM;
-	if (r->sp_reserved)
+	if (r->sp_reserved || (r->streams & ABD_RING_PRODUCER))
 		return -EBUSY;
 	for (unsigned i = 0; i < n; i++)
 		if (lens[i] > r->slot_size || (!msgs[i] && lens[i]))
@@ -893,7 +859,7 @@ static int reserve(struct abd_ring *r, void **data) ABD_NONBLOCKING
 {
 	if (!(r->roles & ABD_RING_PRODUCER))
 		return -EPERM;
-	if (r->sp_reserved)
+	if (r->sp_reserved || (r->streams & ABD_RING_PRODUCER))
 		return -EBUSY;
 	struct abd__ring_slot *s;
 	int e = claim(r, &s);
@@ -1173,7 +1139,7 @@ static int pop_nowake(struct abd_ring *r, void *buf, size_t size, bool *wake) AB
 {
 	if (!(r->roles & ABD_RING_CONSUMER))
 		return -EPERM;
-	if (r->sc_peeked)
+	if (r->sc_peeked || (r->streams & ABD_RING_CONSUMER))
 		return -EBUSY;
 	int e = pop_one(r, buf, size);
 	*wake = e >= 0 && space_owed(r);
@@ -1290,7 +1256,7 @@ static int pop_batch_nowake(struct abd_ring *r, void *bufs, size_t stride, size_
 {
 	if (!(r->roles & ABD_RING_CONSUMER))
 		return -EPERM;
-	if (r->sc_peeked)
+	if (r->sc_peeked || (r->streams & ABD_RING_CONSUMER))
 		return -EBUSY;
 	unsigned done = 0;
 	int e = 0;
@@ -1326,7 +1292,7 @@ static int peek(struct abd_ring *r, const void **data, size_t *len) ABD_NONBLOCK
 {
 	if (!(r->roles & ABD_RING_CONSUMER))
 		return -EPERM;
-	if (r->sc_peeked)
+	if (r->sc_peeked || (r->streams & ABD_RING_CONSUMER))
 		return -EBUSY;
 	struct abd__ring_slot *s;
 	int e = take(r, SIZE_MAX, &s);
@@ -1378,4 +1344,129 @@ int abd_ring_release(struct abd_ring *r, const void *data) ABD_NONBLOCKING
 	if (abd__unlikely(wake))
 		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
 	return e;
+}
+
+/* ---- Streams (include/abd/ring.h) -------------------------------------------------------
+ * A stream is the single producer's (consumer's) short path hoisted into the caller: it holds
+ * the position the handle would hold (sp_tail / sc_head; the producer's cached head) and the
+ * flag of the handle's short path (push_fast_ok / pop_fast_ok). Its inline functions do what
+ * sp_fast_push + fast_pushed (sc_fast_take) do, in the same order. Every out-of-line call below
+ * hands the position back to the handle, runs the handle's own code for that role, and gives
+ * the position back: the handle is the one state, the stream a copy of part of it that only
+ * its thread moves. Positions go by value, so that the caller's stream stays in registers. */
+
+static bool stream_open(const struct abd_ring *r, unsigned role) ABD_NONBLOCKING
+{
+	return r && (role == ABD_RING_PRODUCER || role == ABD_RING_CONSUMER) && (r->streams & role);
+}
+
+static struct abd__ring_step stream_step(const struct abd_ring *r, unsigned role, int ret)
+	ABD_NONBLOCKING
+{
+	bool fast = role == ABD_RING_PRODUCER ? push_fast_ok(r) : pop_fast_ok(r);
+	uint64_t pos = role == ABD_RING_PRODUCER ? r->sp_tail : r->sc_head;
+	return (struct abd__ring_step){ pos, (uint64_t)(uint32_t)ret | (uint64_t)fast << 32 };
+}
+
+static const struct abd__ring_step stream_closed = { 0, (uint32_t)-EINVAL };
+
+/* Hand the position to the handle and let its own forms run (stream off), and back. */
+static void stream_enter(struct abd_ring *r, unsigned role, uint64_t pos, uint64_t head)
+	ABD_NONBLOCKING
+{
+	if (role == ABD_RING_PRODUCER) {
+		r->sp_tail = pos;
+		r->sp_head_cache = head;
+	} else {
+		r->sc_head = pos;
+	}
+	r->streams &= ~role;
+	abd__ring_fast_update(r);
+}
+
+static void stream_leave(struct abd_ring *r, unsigned role) ABD_NONBLOCKING
+{
+	r->streams |= role;
+	abd__ring_fast_update(r);
+}
+
+int abd__ring_stream_open(struct abd_ring *r, unsigned role, unsigned abi,
+                          struct abd_ring_stream *s)
+{
+	abd__check(s, -EINVAL);
+	memset(s, 0, sizeof(*s));
+	abd__check(r && (role == ABD_RING_PRODUCER || role == ABD_RING_CONSUMER), -EINVAL);
+	if (abi != ABD_RING_STREAM_ABI)
+		return -EPROTO;
+	if (!(r->roles & role))
+		return -EPERM;
+	if (!abd__ring_spsc(r))
+		return -EOPNOTSUPP;
+	if ((r->streams & role) || (role == ABD_RING_PRODUCER ? r->sp_reserved : r->sc_peeked))
+		return -EBUSY;
+	s->ring = r;
+	s->role = role;
+	s->slots = r->slots;
+	s->cap = r->cap;
+	s->mask = r->mask;
+	s->stride = r->stride;
+	s->slot_size = r->slot_size;
+	if (role == ABD_RING_PRODUCER) {
+		s->shared_pos = &r->h->tail;
+		s->peer_pos = &r->h->head;
+		s->futex = &r->h->data_futex;
+		s->head = r->sp_head_cache;
+	} else {
+		s->shared_pos = &r->h->head;
+		s->futex = &r->h->space_futex;
+	}
+	stream_leave(r, role);
+	struct abd__ring_step st = stream_step(r, role, 0);
+	s->pos = st.pos;
+	s->fast = (unsigned)(st.word >> 32);
+	return 0;
+}
+
+struct abd__ring_step abd__ring_stream_push_slow(struct abd_ring *r, uint64_t pos, uint64_t head,
+                                                 const void *data, size_t len) ABD_NONBLOCKING
+{
+	if (!stream_open(r, ABD_RING_PRODUCER))
+		return stream_closed;
+	stream_enter(r, ABD_RING_PRODUCER, pos, head);
+	int e = abd_ring_try_push(r, data, len);
+	stream_leave(r, ABD_RING_PRODUCER);
+	return stream_step(r, ABD_RING_PRODUCER, e);
+}
+
+struct abd__ring_step abd__ring_stream_pop_slow(struct abd_ring *r, uint64_t pos, void *buf,
+                                                size_t size) ABD_NONBLOCKING
+{
+	if (!stream_open(r, ABD_RING_CONSUMER))
+		return stream_closed;
+	stream_enter(r, ABD_RING_CONSUMER, pos, 0);
+	int e = abd_ring_try_pop(r, buf, size);
+	stream_leave(r, ABD_RING_CONSUMER);
+	return stream_step(r, ABD_RING_CONSUMER, e);
+}
+
+/* After an inline publication that found a sleeper armed, or every 256 positions: what the
+ * handle's short paths do then (fast_tail: the statistics, the wake owed). */
+struct abd__ring_step abd__ring_stream_moved(struct abd_ring *r, unsigned role, uint64_t pos,
+                                             uint64_t head) ABD_NONBLOCKING
+{
+	if (!stream_open(r, role))
+		return stream_closed;
+	stream_enter(r, role, pos, role == ABD_RING_PRODUCER ? head : 0);
+	fast_tail(r, role == ABD_RING_PRODUCER ? ABD_RING_WAIT_DATA : ABD_RING_WAIT_SPACE, 0);
+	stream_leave(r, role);
+	return stream_step(r, role, 0);
+}
+
+int abd__ring_stream_close(struct abd_ring *r, unsigned role, uint64_t pos, uint64_t head)
+{
+	if (!stream_open(r, role))
+		return -EINVAL;
+	stream_enter(r, role, pos, role == ABD_RING_PRODUCER ? head : 0);
+	abd__ring_flush_stats(r);
+	return 0;
 }

@@ -190,6 +190,118 @@ ABD_TEST(ring, streaming_spsc_short_paths_keep_every_rule)
 	abd_ring_free(r);
 }
 
+/* The streams (abd_ring_stream_*): the try forms' answers for every length, full, empty, too
+ * short a buffer, bad arguments; exclusive with the handle's own forms for the streamed role;
+ * FIFO and exact statistics across open, close and the handle's forms in between. */
+ABD_TEST(ring, streams_keep_every_rule_of_the_try_forms)
+{
+	enum { CAP = 16, SLOT = 100 };
+	struct abd_ring *r, *mp;
+	cr_assert_eq(abd_ring_new(CAP, SLOT, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+	                          NULL, &r), 0);
+	cr_assert_eq(abd_ring_new(CAP, SLOT, ABD_RING_SINGLE_CONSUMER, NULL, &mp), 0);
+	struct abd_ring_stream bad = abd_ring_stream_open(mp, ABD_RING_PRODUCER);
+	cr_assert_eq(bad.ret, -EOPNOTSUPP, "only a single-producer single-consumer ring streams");
+	cr_assert_eq(abd_ring_stream_push(&bad, "x", 1), -EINVAL, "a stream that did not open");
+	abd_ring_free(mp);
+	cr_assert_eq(abd_ring_stream_open(NULL, ABD_RING_PRODUCER).ret, -EINVAL);
+	cr_assert_eq(abd_ring_stream_open(r, ABD_RING_PRODUCER | ABD_RING_CONSUMER).ret, -EINVAL);
+	struct abd_ring_stream other;
+	cr_assert_eq(abd__ring_stream_open(r, ABD_RING_PRODUCER, ABD_RING_STREAM_ABI + 1, &other),
+	             -EPROTO, "a header of another stream layout");
+
+	struct abd_ring_stream p = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	struct abd_ring_stream c = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	cr_assert_eq(p.ret, 0);
+	cr_assert_eq(c.ret, 0);
+	cr_assert_eq(abd_ring_stream_open(r, ABD_RING_PRODUCER).ret, -EBUSY, "one stream per role");
+	/* while streamed, the handle's forms for the role step aside */
+	unsigned char in[SLOT + 1], out[SLOT + 8];
+	void *rp;
+	const void *q;
+	size_t len;
+	uint32_t fv;
+	int64_t tmo;
+	cr_assert_eq(abd_ring_try_push(r, "x", 1), -EBUSY);
+	cr_assert_eq(abd_ring_try_reserve(r, &rp), -EBUSY);
+	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), -EBUSY);
+	cr_assert_eq(abd_ring_try_peek(r, &q, &len), -EBUSY);
+	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_DATA, &fv, &tmo), -EBUSY);
+	cr_assert_eq(abd_ring_wait_prepare(r, ABD_RING_WAIT_SPACE, &fv, &tmo), -EBUSY);
+
+	uint64_t pushed = 0;
+	for (int lap = 0; lap < 40; lap++) {
+		for (int k = 0; k < CAP; k++, pushed++) {
+			size_t n = pushed % (SLOT + 1);
+			for (size_t i = 0; i < n; i++)
+				in[i] = (unsigned char)(pushed * 29 + i);
+			cr_assert_eq(abd_ring_stream_push(&p, in, n), 0, "push %llu", (unsigned long long)pushed);
+		}
+		cr_assert_eq(abd_ring_stream_push(&p, in, 1), -EAGAIN, "full");
+		cr_assert_eq(abd_ring_stream_push(&p, in, SLOT + 1), -EMSGSIZE);
+		for (int k = 0; k < CAP; k++) {
+			uint64_t m = pushed - CAP + (uint64_t)k;
+			size_t n = m % (SLOT + 1);
+			if (n > 0) {
+				cr_assert_eq(abd_ring_stream_pop(&c, out, n - 1), -EMSGSIZE, "buffer too short");
+				cr_assert_eq(abd_ring_stream_pop(&c, NULL, 0), -EMSGSIZE);
+			}
+			memset(out, 0xee, sizeof(out));
+			int got = n ? abd_ring_stream_pop(&c, out, n) : abd_ring_stream_pop(&c, NULL, 0);
+			cr_assert_eq(got, (int)n, "message %llu", (unsigned long long)m);
+			for (size_t i = 0; i < n; i++)
+				cr_assert_eq(out[i], (unsigned char)(m * 29 + i), "byte %zu of %llu", i,
+				             (unsigned long long)m);
+			if (n)
+				cr_assert_eq(out[n], 0xee, "nothing written past the message");
+		}
+		cr_assert_eq(abd_ring_stream_pop(&c, out, sizeof(out)), -EAGAIN, "empty");
+	}
+	cr_assert_eq(abd_ring_stream_push(&p, NULL, 3), -EINVAL);
+	cr_assert_eq(abd_ring_stream_pop(&c, NULL, 3), -EINVAL);
+	/* the handle takes over where the streams stopped, and streams take over again */
+	cr_assert_eq(abd_ring_stream_push(&p, "s1", 2), 0);
+	cr_assert_eq(abd_ring_stream_close(&p), 0);
+	cr_assert_eq(abd_ring_stream_close(&p), -EINVAL, "closed twice");
+	cr_assert_eq(abd_ring_stream_push(&p, "no", 2), -EINVAL, "a closed stream");
+	cr_assert_eq(abd_ring_try_push(r, "h1", 2), 0);
+	cr_assert_eq(abd_ring_stream_pop(&c, out, sizeof(out)), 2);
+	cr_assert_eq(memcmp(out, "s1", 2), 0);
+	cr_assert_eq(abd_ring_stream_close(&c), 0);
+	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), 2);
+	cr_assert_eq(memcmp(out, "h1", 2), 0);
+	p = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	c = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	cr_assert_eq(p.ret, 0);
+	cr_assert_eq(c.ret, 0);
+	/* many laps, statistics flushed every 256 positions and at close */
+	uint64_t extra = 1000;
+	for (uint64_t i = 0; i < extra; i++) {
+		cr_assert_eq(abd_ring_stream_push(&p, &i, sizeof(i)), 0);
+		uint64_t v;
+		cr_assert_eq(abd_ring_stream_pop(&c, &v, sizeof(v)), (int)sizeof(v));
+		cr_assert_eq(v, i);
+	}
+	cr_assert_eq(abd_ring_stream_close(&p), 0);
+	cr_assert_eq(abd_ring_stream_close(&c), 0);
+	/* a reservation held excludes a stream of that role */
+	cr_assert_eq(abd_ring_try_reserve(r, &rp), 0);
+	cr_assert_eq(abd_ring_stream_open(r, ABD_RING_PRODUCER).ret, -EBUSY);
+	cr_assert_eq(abd_ring_commit(r, rp, 0), 0);
+	cr_assert_eq(abd_ring_try_pop(r, out, sizeof(out)), 0);
+	struct abd_ring_stats st;
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	uint64_t total = pushed + 2 + extra + 1;
+	cr_assert_eq(st.pushed, total, "pushed %llu", (unsigned long long)st.pushed);
+	cr_assert_eq(st.popped, total, "popped %llu", (unsigned long long)st.popped);
+	abd_ring_free(r);
+	struct abd_ring *cons;
+	cr_assert_eq(abd_ring_new(4, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER |
+	                                    ABD_RING_CONSUMER, NULL, &cons), 0);
+	cr_assert_eq(abd_ring_stream_open(cons, ABD_RING_PRODUCER).ret, -EPERM, "no producer role");
+	abd_ring_free(cons);
+}
+
 static void zero_copy(unsigned mode)
 {
 	struct abd_ring *r;

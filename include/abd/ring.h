@@ -196,6 +196,227 @@ struct abd_ring_stats {
  * other participants' figures may lag. Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_ring_stats(struct abd_ring *ring, struct abd_ring_stats *out);
 
+/* ---- Streams: the inline fast path of a single producer or consumer -------------------- */
+
+/* A ring created with both ABD_RING_SINGLE_PRODUCER and ABD_RING_SINGLE_CONSUMER can be
+ * streamed: open a stream on a handle for one role, then push (or pop) through it with the
+ * inline functions below, which compile into the caller's loop and keep the position in a
+ * local variable (a register) instead of in the handle. Same messages, same rules, same
+ * shared-memory protocol as abd_ring_try_push / abd_ring_try_pop (docs/ring.md section 8):
+ * FIFO, exactly once, the sleeper check after every publication (a wake only when a peer
+ * sleeps), crash-proof as the try forms (a producer killed mid-stream leaves what it
+ * published), statistics flushed every 256 messages. Anything but the common case (a sleeper
+ * to wake, a fenced publication mode, a full or empty ring in an unusual state, a bad
+ * argument) takes an out-of-line path through the try forms.
+ *
+ * Use:  struct abd_ring_stream s = abd_ring_stream_open(ring, ABD_RING_PRODUCER);
+ *       if (s.ret < 0) ...;                       // -EINVAL, -EPERM, -EOPNOTSUPP, -EBUSY
+ *       while (...) e = abd_ring_stream_push(&s, msg, len);   // 0, -EAGAIN, -EMSGSIZE, ...
+ *       abd_ring_stream_close(&s);
+ *
+ * Keep the stream in a local variable and do not pass its address to functions that are not
+ * inline: that is what lets the compiler keep it in registers. While a stream is open, the
+ * handle's own forms for that role (push, batch, reserve; or pop, batch, peek) return
+ * -EBUSY, and abd_ring_stats may lag by up to 255 messages. One stream per role and handle;
+ * a stream is for the handle's thread; close it before abd_ring_free. */
+#define ABD_RING_STREAM_ABI 1
+
+struct abd_ring_stream {
+	/* Private: filled and refreshed by the library, read by the inline functions. */
+	struct abd_ring *ring;
+	unsigned char *slots;       /* the first slot */
+	uint64_t *shared_pos;       /* the header's tail (producer) or head (consumer) */
+	const uint64_t *peer_pos;   /* the header's head (producer only) */
+	const uint32_t *futex;      /* the futex word of the peers' sleepers */
+	uint64_t pos;               /* our next position */
+	uint64_t head;              /* producer: the head as last read */
+	uint32_t cap, mask, stride, slot_size;
+	unsigned role, fast;
+	int ret;                    /* the result of the last out-of-line call */
+};
+
+/* Out-of-line parts of the functions below (not for direct use). They take and return the
+ * stream's moving parts as values: a stream whose address reached a function that is not
+ * inline would have to live in memory. step.pos: the position; step.word: the result (low 32
+ * bits, an int) and whether the inline path may run (bit 32). */
+struct abd__ring_step {
+	uint64_t pos;
+	uint64_t word;
+};
+ABD_EXPORT int abd__ring_stream_open(struct abd_ring *ring, unsigned role, unsigned abi,
+                                     struct abd_ring_stream *out);
+ABD_EXPORT struct abd__ring_step abd__ring_stream_push_slow(struct abd_ring *ring, uint64_t pos,
+                                                            uint64_t head, const void *data,
+                                                            size_t len) ABD_NONBLOCKING;
+ABD_EXPORT struct abd__ring_step abd__ring_stream_pop_slow(struct abd_ring *ring, uint64_t pos,
+                                                           void *buf, size_t size) ABD_NONBLOCKING;
+ABD_EXPORT struct abd__ring_step abd__ring_stream_moved(struct abd_ring *ring, unsigned role,
+                                                        uint64_t pos, uint64_t head)
+	ABD_NONBLOCKING;
+ABD_EXPORT int abd__ring_stream_close(struct abd_ring *ring, unsigned role, uint64_t pos,
+                                      uint64_t head);
+
+static inline int abd__ring_stream_took(struct abd_ring_stream *s, struct abd__ring_step st)
+	ABD_NONBLOCKING
+{
+	s->pos = st.pos;
+	s->head = st.pos - s->cap; /* read the head again before the next claim */
+	s->fast = (unsigned)(st.word >> 32) & 1;
+	return (int)(uint32_t)st.word;
+}
+
+/* A message's copy in or out, for the library and the streams' inline functions. Up to 64
+ * bytes without a call: two (possibly overlapping) moves of 32, 16, 8, 4 or 1 byte(s) that
+ * read and write only [0, len) (a call to memcpy was a third of the cost of an 8-byte push and
+ * pop); with a constant len the compiler keeps only the moves. Longer: memcpy. */
+#define ABD_RING__COPY_INLINE 64
+typedef unsigned char abd__ring_v16 __attribute__((vector_size(16)));
+static inline __attribute__((always_inline)) void abd__ring_copy(void *__restrict dst,
+                                                                 const void *__restrict src,
+                                                                 size_t len) ABD_NONBLOCKING
+{
+	unsigned char *d = (unsigned char *)dst;
+	const unsigned char *sp = (const unsigned char *)src;
+	if (len <= 16) { /* the small messages first: fewest branches for them */
+		if (len >= 8) {
+			uint64_t a, b;
+			__builtin_memcpy(&a, sp, 8);
+			__builtin_memcpy(&b, sp + len - 8, 8);
+			__builtin_memcpy(d, &a, 8);
+			__builtin_memcpy(d + len - 8, &b, 8);
+		} else if (len >= 4) {
+			uint32_t a, b;
+			__builtin_memcpy(&a, sp, 4);
+			__builtin_memcpy(&b, sp + len - 4, 4);
+			__builtin_memcpy(d, &a, 4);
+			__builtin_memcpy(d + len - 4, &b, 4);
+		} else if (len) {
+			unsigned char a = sp[0], b = sp[len / 2], c = sp[len - 1];
+			d[0] = a;
+			d[len / 2] = b;
+			d[len - 1] = c;
+		}
+	} else if (len <= 32) {
+		abd__ring_v16 a, b;
+		__builtin_memcpy(&a, sp, 16);
+		__builtin_memcpy(&b, sp + len - 16, 16);
+		__builtin_memcpy(d, &a, 16);
+		__builtin_memcpy(d + len - 16, &b, 16);
+	} else if (len <= ABD_RING__COPY_INLINE) {
+		abd__ring_v16 a, b, c, e;
+		__builtin_memcpy(&a, sp, 16);
+		__builtin_memcpy(&b, sp + 16, 16);
+		__builtin_memcpy(&c, sp + len - 32, 16);
+		__builtin_memcpy(&e, sp + len - 16, 16);
+		__builtin_memcpy(d, &a, 16);
+		__builtin_memcpy(d + 16, &b, 16);
+		__builtin_memcpy(d + len - 32, &c, 16);
+		__builtin_memcpy(d + len - 16, &e, 16);
+	} else {
+		__builtin_memcpy(d, sp, len);
+	}
+}
+
+/* Open a stream on `ring` for `role` (ABD_RING_PRODUCER or ABD_RING_CONSUMER). The result's
+ * .ret is 0, or -EINVAL (bad argument), -EPERM (the handle lacks the role), -EOPNOTSUPP (not a
+ * single-producer single-consumer ring), -EBUSY (a stream, reservation or peek is open), or
+ * -EPROTO (the library was built for another stream layout). */
+static inline struct abd_ring_stream abd_ring_stream_open(struct abd_ring *ring, unsigned role)
+{
+	struct abd_ring_stream t, s;
+	int e = abd__ring_stream_open(ring, role, ABD_RING_STREAM_ABI, &t);
+	/* member by member, so that the caller's stream is not the one whose address escaped */
+	s.ring = e < 0 ? (struct abd_ring *)0 : t.ring;
+	s.slots = t.slots;
+	s.shared_pos = t.shared_pos;
+	s.peer_pos = t.peer_pos;
+	s.futex = t.futex;
+	s.pos = t.pos;
+	s.head = t.head;
+	s.cap = t.cap;
+	s.mask = t.mask;
+	s.stride = t.stride;
+	s.slot_size = t.slot_size;
+	s.role = t.role;
+	s.fast = e < 0 ? 0 : t.fast;
+	s.ret = e;
+	return s;
+}
+
+/* The slot layout the inline functions rely on (docs/ring.md section 4): the control word at
+ * 0 (position in the low 32 bits, state in bits 32-35: 2 = full), the length at 8, the message
+ * at 16. */
+#define ABD_RING__SLOT_CTL_FULL(pos) ((uint64_t)(uint32_t)(pos) | (uint64_t)2 << 32)
+#define ABD_RING__SLOT_DATA 16
+
+/* As abd_ring_try_push: 0, -EAGAIN (full), -EMSGSIZE, -EINVAL (closed stream, NULL data). */
+ABD_NODISCARD static inline int abd_ring_stream_push(struct abd_ring_stream *s, const void *data,
+                                                     size_t len) ABD_NONBLOCKING
+{
+	uint64_t t = s->pos;
+	if (__builtin_expect(s->fast && len <= s->slot_size && (data || len == 0), 1)) {
+		if (__builtin_expect(t - s->head >= s->cap, 0)) {
+			s->head = __atomic_load_n(s->peer_pos, __ATOMIC_ACQUIRE);
+			if (t - s->head >= s->cap)
+				return -EAGAIN;
+		}
+		unsigned char *slot = s->slots + (size_t)(t & s->mask) * s->stride;
+		abd__ring_copy(slot + ABD_RING__SLOT_DATA, data, len);
+		__atomic_store_n((uint32_t *)(void *)(slot + 8), (uint32_t)len, __ATOMIC_RELAXED);
+		__atomic_store_n((uint64_t *)(void *)slot, ABD_RING__SLOT_CTL_FULL(t), __ATOMIC_RELEASE);
+		s->pos = ++t;
+		__atomic_store_n(s->shared_pos, t, __ATOMIC_RELEASE);
+		/* the sleeper check; the statistics every 256 messages */
+		if (__builtin_expect(!(t & 255) | (__atomic_load_n(s->futex, __ATOMIC_SEQ_CST) & 1), 0)) {
+			uint64_t head = s->head;
+			abd__ring_stream_took(s, abd__ring_stream_moved(s->ring, s->role, t, head));
+			s->head = head;
+		}
+		return 0;
+	}
+	return abd__ring_stream_took(s, abd__ring_stream_push_slow(s->ring, t, s->head, data, len));
+}
+
+/* As abd_ring_try_pop: the message's length, -EAGAIN (empty), -EMSGSIZE (it stays), -EBADMSG,
+ * -EINVAL (closed stream, NULL buf). */
+ABD_NODISCARD static inline int abd_ring_stream_pop(struct abd_ring_stream *s, void *buf,
+                                                    size_t size) ABD_NONBLOCKING
+{
+	uint64_t h = s->pos;
+	if (__builtin_expect(s->fast && (buf || size == 0) && size <= 0x7fffffff, 1)) {
+		unsigned char *slot = s->slots + (size_t)(h & s->mask) * s->stride;
+		uint64_t c = __atomic_load_n((const uint64_t *)(void *)slot, __ATOMIC_ACQUIRE);
+		if (c == ABD_RING__SLOT_CTL_FULL(h)) {
+			uint32_t len = __atomic_load_n((const uint32_t *)(void *)(slot + 8), __ATOMIC_RELAXED);
+			if (__builtin_expect(len <= s->slot_size && len <= size, 1)) {
+				abd__ring_copy(buf, slot + ABD_RING__SLOT_DATA, len);
+				s->pos = ++h;
+				__atomic_store_n(s->shared_pos, h, __ATOMIC_RELEASE);
+				if (__builtin_expect(!(h & 255) | (__atomic_load_n(s->futex, __ATOMIC_SEQ_CST) & 1),
+				                     0))
+					abd__ring_stream_took(s, abd__ring_stream_moved(s->ring, s->role, h, 0));
+				return (int)len;
+			}
+		} else {
+			/* empty: the slot holds an earlier lap, or is still free for this one */
+			int32_t d = (int32_t)((uint32_t)c - (uint32_t)h);
+			if (d < 0 || (d == 0 && ((c >> 32) & 15) == 0))
+				return -EAGAIN;
+		}
+	}
+	return abd__ring_stream_took(s, abd__ring_stream_pop_slow(s->ring, h, buf, size));
+}
+
+/* Close the stream: the handle takes the position back and flushes the statistics. Returns 0,
+ * or -EINVAL (not open). The stream is unusable afterwards. */
+static inline int abd_ring_stream_close(struct abd_ring_stream *s)
+{
+	int e = abd__ring_stream_close(s->ring, s->role, s->pos, s->head);
+	s->fast = 0;
+	s->ring = (struct abd_ring *)0;
+	return e;
+}
+
 /* ---- Typed wrappers ------------------------------------------------------------------- */
 
 #define ABD_RING__UNUSED __attribute__((unused)) /* a program may use only some of them */
