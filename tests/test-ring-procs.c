@@ -820,6 +820,262 @@ ABD_TEST(ring_procs, no_lost_wakeup_2p2c_one_cpu)
 	lost_wakeup((unsigned)abd_test_scaled(40000, 4000), cpu);
 }
 
+/* ---- streams (abd_ring_stream_*) across processes ---- */
+
+struct sw {
+	int memfd, evfd;
+	unsigned n;
+	uint64_t *out; /* [0]: sum, [1]: sleeps of the blocking side, [2]: wakes made (ring) */
+};
+
+/* Streams 1..n in bursts of 1-8, pausing now and then so that the consumer falls asleep. */
+static int sw_stream_producer(void *arg)
+{
+	struct sw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	struct abd_ring_stream s = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	if (s.ret < 0)
+		return 2;
+	for (unsigned i = 0; i < w->n;) {
+		unsigned b = 1 + (i * 2654435761u >> 28) % 8;
+		for (unsigned j = 0; j < b && i < w->n;) {
+			uint64_t v = (uint64_t)i + 1;
+			int e = abd_ring_stream_push(&s, &v, sizeof(v));
+			if (e == -EAGAIN) {
+				sched_yield();
+				continue;
+			}
+			if (e < 0)
+				return 3;
+			i++;
+			j++;
+		}
+		if (i % 64 < 8)
+			usleep(50); /* the consumer runs dry and sleeps */
+	}
+	if (abd_ring_stream_close(&s) < 0)
+		return 4;
+	abd_ring_free(r);
+	return 0;
+}
+
+static int sw_blocking_consumer(void *arg)
+{
+	struct sw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	uint64_t sum = 0;
+	for (unsigned i = 0; i < w->n; i++) {
+		uint64_t v;
+		/* a wake the stream failed to make shows as this timeout */
+		int e = abd_ring_pop(r, &v, sizeof(v), 5000000000);
+		if (e == -ETIMEDOUT)
+			return 5;
+		if (e != 8 || v != (uint64_t)i + 1)
+			return 6;
+		sum += v;
+	}
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	w->out[0] = sum;
+	w->out[1] = st.own_waits;
+	w->out[2] = st.wakes;
+	abd_ring_free(r);
+	return 0;
+}
+
+/* The mirror: a stream of pops that owes wakes to a producer blocked on a full ring. */
+static int sw_blocking_producer(void *arg)
+{
+	struct sw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	for (unsigned i = 0; i < w->n; i++) {
+		uint64_t v = (uint64_t)i + 1;
+		int e = abd_ring_push(r, &v, sizeof(v), 5000000000);
+		if (e == -ETIMEDOUT)
+			return 5;
+		if (e < 0)
+			return 6;
+	}
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	w->out[1] = st.own_waits;
+	w->out[2] = st.wakes;
+	abd_ring_free(r);
+	return 0;
+}
+
+static int sw_stream_consumer(void *arg)
+{
+	struct sw *w = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(w->memfd, w->evfd, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	struct abd_ring_stream s = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	if (s.ret < 0)
+		return 2;
+	uint64_t sum = 0;
+	for (unsigned i = 0; i < w->n;) {
+		uint64_t v;
+		int e = abd_ring_stream_pop(&s, &v, sizeof(v));
+		if (e == -EAGAIN) {
+			sched_yield();
+			continue;
+		}
+		if (e != 8 || v != (uint64_t)i + 1)
+			return 3;
+		sum += v;
+		i++;
+		if (i % 64 < 8)
+			usleep(50); /* the producer fills the ring and sleeps */
+	}
+	if (abd_ring_stream_close(&s) < 0)
+		return 4;
+	w->out[0] = sum;
+	abd_ring_free(r);
+	return 0;
+}
+
+static void stream_wakes(bool stream_pushes)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER, NULL, &r), 0);
+	uint64_t *out = shared_alloc(3 * sizeof(uint64_t));
+	/* the creator steps aside: it would hold both single roles */
+	int mfd = dup(abd_ring_fd(r)), efd = abd_ring_wait_fd(r) >= 0 ? dup(abd_ring_wait_fd(r)) : -1;
+	abd_ring_free(r);
+	cr_assert_geq(mfd, 0);
+	struct sw w = { mfd, efd, (unsigned)abd_test_scaled(20000, 2000), out };
+	pid_t a = abd_test_fork(stream_pushes ? sw_stream_producer : sw_blocking_producer, &w);
+	pid_t b = abd_test_fork(stream_pushes ? sw_blocking_consumer : sw_stream_consumer, &w);
+	cr_assert_eq(abd_test_wait(a), 0, "producer");
+	cr_assert_eq(abd_test_wait(b), 0, "consumer");
+	uint64_t n = w.n;
+	cr_assert_eq(out[0], n * (n + 1) / 2, "every message once, in order");
+	cr_assert_gt(out[1], 0, "the blocking side slept, so the stream owed it wakes");
+	/* a stream that skipped its sleeper check would leave the sleeper to its grace timer
+	 * (docs/ring.md section 5): no wake at all */
+	cr_assert_gt(out[2], 0, "the stream made the wakes it owed");
+	cr_log_info("stream wakes (%s): %u messages, %llu sleeps, %llu wakes", stream_pushes ? "push" : "pop",
+	            w.n, (unsigned long long)out[1], (unsigned long long)out[2]);
+	munmap(out, 3 * sizeof(uint64_t));
+	close(mfd);
+	if (efd >= 0)
+		close(efd);
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, a_stream_of_pushes_wakes_a_sleeping_consumer)
+{
+	stream_wakes(true);
+}
+
+ABD_TEST(ring_procs, a_stream_of_pops_wakes_a_producer_sleeping_on_a_full_ring)
+{
+	stream_wakes(false);
+}
+
+struct sk {
+	int memfd, evfd;
+	uint64_t start;
+};
+
+/* Streams start, start + 1, ... until killed. */
+static int sk_stream_forever(void *arg)
+{
+	struct sk *k = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(k->memfd, k->evfd, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	struct abd_ring_stream s = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	if (s.ret < 0)
+		return 2;
+	for (uint64_t v = k->start;;) {
+		int e = abd_ring_stream_push(&s, &v, sizeof(v));
+		if (e == 0)
+			v++;
+		else if (e != -EAGAIN)
+			return 3;
+	}
+}
+
+/* A producer SIGKILLed at a random instruction of its stream leaves what it published and
+ * nothing else: the consumer sees one unbroken sequence across every producer's death, and
+ * each replacement pushes right after it (a death between a slot's publication and the tail's
+ * store included, which the replacement steps over). */
+ABD_TEST(ring_procs, a_producer_killed_mid_stream_leaves_exactly_what_it_published)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(64, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER |
+	                                     ABD_RING_CONSUMER, NULL, &r), 0);
+	struct abd_ring_stream c = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	cr_assert_eq(c.ret, 0);
+	uint64_t seed = 0x9e3779b97f4a7c15u ^ (uint64_t)getpid(), next = 0;
+	unsigned cycles = (unsigned)abd_test_scaled(30, 8);
+	for (unsigned cyc = 0; cyc < cycles; cyc++) {
+		struct sk k = { abd_ring_fd(r), abd_ring_wait_fd(r), next };
+		pid_t pid = abd_test_fork(sk_stream_forever, &k);
+		/* take some while it streams, then kill it wherever it is */
+		uint64_t until = rnd(&seed) % 3000;
+		for (uint64_t got = 0; got < until;) {
+			uint64_t v;
+			int e = abd_ring_stream_pop(&c, &v, sizeof(v));
+			if (e == -EAGAIN) {
+				sched_yield();
+				continue;
+			}
+			cr_assert_eq(e, 8);
+			cr_assert_eq(v, next, "cycle %u: got %llu, expected %llu", cyc, (unsigned long long)v,
+			             (unsigned long long)next);
+			next++;
+			got++;
+		}
+		usleep((useconds_t)(rnd(&seed) % 500));
+		kill(pid, SIGKILL);
+		cr_assert_eq(abd_test_wait(pid), 128 + SIGKILL, "killed, not exited");
+		/* what it published before dying, in order */
+		for (;;) {
+			uint64_t v;
+			int e = abd_ring_stream_pop(&c, &v, sizeof(v));
+			if (e == -EAGAIN)
+				break;
+			cr_assert_eq(e, 8);
+			cr_assert_eq(v, next, "after the kill: got %llu, expected %llu", (unsigned long long)v,
+			             (unsigned long long)next);
+			next++;
+		}
+		/* its replacement (a single producer may attach once the dead one's lease is gone) */
+		struct abd_ring *p;
+		cr_assert_eq(abd_ring_attach(abd_ring_fd(r), -1, NULL, ABD_RING_PRODUCER, &p), 0);
+		struct abd_ring_stream ps = abd_ring_stream_open(p, ABD_RING_PRODUCER);
+		cr_assert_eq(ps.ret, 0);
+		cr_assert_eq(abd_ring_stream_push(&ps, &next, sizeof(next)), 0);
+		cr_assert_eq(abd_ring_stream_close(&ps), 0);
+		abd_ring_free(p);
+		uint64_t v = 0;
+		cr_assert_eq(abd_ring_stream_pop(&c, &v, sizeof(v)), 8, "the replacement's message");
+		cr_assert_eq(v, next);
+		next++;
+	}
+	cr_assert_eq(abd_ring_stream_close(&c), 0);
+	cr_log_info("stream kills: %u producers killed, %llu messages in one sequence", cycles,
+	            (unsigned long long)next);
+	abd_ring_free(r);
+	alarm(0);
+}
+
 /* The yield hint is taken only from a waker that ran on the sleeper's CPU: woken from another
  * CPU, the next wait_prepare arms at once (and, finding data, leaves the word armed). Woken from
  * its own CPU it looks first (test-ring.c, reactor_wait_on_eventfd). */

@@ -302,6 +302,67 @@ ABD_TEST(ring, streams_keep_every_rule_of_the_try_forms)
 	abd_ring_free(cons);
 }
 
+/* A stream running unfenced (no sleeper for a while: its inline path) checks for a sleeper after
+ * every message and wakes it: with a consumer (producer) announced asleep, the very next push
+ * (pop) makes the wake, not the grace timer nor the 256-message flush. */
+ABD_TEST(ring, a_stream_wakes_an_announced_sleeper_at_the_next_message)
+{
+	struct abd_ring *r, *p, *c;
+	cr_assert_eq(abd_ring_new(128, 8, ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER |
+	                                      ABD_RING_PRODUCER, NULL, &p), 0);
+	cr_assert_eq(abd_ring_attach(abd_ring_fd(p), abd_ring_wait_fd(p), NULL, ABD_RING_CONSUMER, &c), 0);
+	r = p;
+	struct abd_ring_stream ps = abd_ring_stream_open(p, ABD_RING_PRODUCER);
+	struct abd_ring_stream cs = abd_ring_stream_open(c, ABD_RING_CONSUMER);
+	cr_assert_eq(ps.ret, 0);
+	cr_assert_eq(cs.ret, 0);
+	uint64_t v = 0, w;
+	/* calm: both sides go unfenced, onto the inline paths */
+	for (int i = 0; i < 100; i++, v++) {
+		cr_assert_eq(abd_ring_stream_push(&ps, &v, 8), 0);
+		cr_assert_eq(abd_ring_stream_pop(&cs, &w, 8), 8);
+	}
+	cr_assert(ps.fast && cs.fast, "unfenced after a calm run");
+	struct abd_ring_stats st;
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	uint64_t wakes = st.wakes;
+	/* the consumer side announces a sleep (through its own handle: close its stream first) */
+	cr_assert_eq(abd_ring_stream_close(&cs), 0);
+	uint32_t fv;
+	int64_t tmo;
+	cr_assert_eq(abd_ring_wait_prepare(c, ABD_RING_WAIT_DATA, &fv, &tmo), 0, "must sleep");
+	cr_assert_eq(abd_ring_stream_push(&ps, &v, 8), 0); /* position 101: no flush due */
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	cr_assert_eq(st.wakes, wakes + 1, "the push woke the sleeper (wakes %llu -> %llu)",
+	             (unsigned long long)wakes, (unsigned long long)st.wakes);
+	cr_assert_eq(abd_ring_wait_finish(c, ABD_RING_WAIT_DATA), 0);
+	cr_assert_eq(abd_ring_try_pop(c, &w, 8), 8);
+	cr_assert_eq(w, v);
+	v++;
+	/* the mirror: a producer asleep on a full ring, woken by the next stream pop */
+	cs = abd_ring_stream_open(c, ABD_RING_CONSUMER);
+	cr_assert_eq(cs.ret, 0);
+	for (int i = 0; i < 100; i++, v++) { /* calm again for the producer after its wake */
+		cr_assert_eq(abd_ring_stream_push(&ps, &v, 8), 0);
+		cr_assert_eq(abd_ring_stream_pop(&cs, &w, 8), 8);
+	}
+	for (int i = 0; i < 128; i++, v++)
+		cr_assert_eq(abd_ring_stream_push(&ps, &v, 8), 0);
+	cr_assert_eq(abd_ring_stream_push(&ps, &v, 8), -EAGAIN, "full");
+	cr_assert_eq(abd_ring_stream_close(&ps), 0);
+	cr_assert(cs.fast, "the consumer stream is on its inline path");
+	cr_assert_eq(abd_ring_wait_prepare(p, ABD_RING_WAIT_SPACE, &fv, &tmo), 0, "must sleep");
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	wakes = st.wakes;
+	cr_assert_eq(abd_ring_stream_pop(&cs, &w, 8), 8);
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	cr_assert_eq(st.wakes, wakes + 1, "the pop woke the producer");
+	cr_assert_eq(abd_ring_wait_finish(p, ABD_RING_WAIT_SPACE), 0);
+	cr_assert_eq(abd_ring_stream_close(&cs), 0);
+	abd_ring_free(c);
+	abd_ring_free(p);
+}
+
 static void zero_copy(unsigned mode)
 {
 	struct abd_ring *r;
