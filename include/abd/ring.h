@@ -202,7 +202,7 @@ ABD_EXPORT int abd_ring_stats(struct abd_ring *ring, struct abd_ring_stats *out)
  * streamed: open a stream on a handle for one role, then push (or pop) through it with the
  * inline functions below, which compile into the caller's loop and keep the position in a
  * local variable (a register) instead of in the handle. Same messages, same rules, same
- * shared-memory protocol as abd_ring_try_push / abd_ring_try_pop (docs/ring.md section 8):
+ * shared-memory protocol as abd_ring_try_push / abd_ring_try_pop (docs/ring.md section 9):
  * FIFO, exactly once, the sleeper check after every publication (a wake only when a peer
  * sleeps), crash-proof as the try forms (a producer killed mid-stream leaves what it
  * published), statistics flushed every 256 messages. Anything but the common case (a sleeper
