@@ -131,7 +131,9 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
  * answer rather than having more to publish, and a yield would only give up the woken
  * sleeper's scheduling preference (docs/ring.md, section 5): the data hint is not used then.
  * (A producer waiting for space pushes by definition: its hint is unaffected.) */
-static _Thread_local unsigned long thread_pushes;
+/* initial-exec: a plain %fs-relative access, not a __tls_get_addr call per blocking push (the
+ * library is linked, not dlopen()ed late; a few bytes of static TLS) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned long thread_pushes;
 
 static void note_waker(struct abd_ring *r, enum abd_ring_wait_for what)
 {
@@ -391,13 +393,13 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	return nanosleep(&nap, NULL) < 0 && errno == EINTR ? -EINTR : 0;
 }
 
-/* The shared loop of the blocking forms: op() until it stops saying -EAGAIN. */
+/* The shared loop of the blocking forms: op() until it stops saying -EAGAIN. The caller made
+ * the first attempt (the try form itself, inline): e is its -EAGAIN. */
 static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t timeout_ns,
-                    int (*op)(struct abd_ring *, void *), void *arg)
+                    int (*op)(struct abd_ring *, void *), void *arg, int e)
 {
 	/* Adaptive spin: keep spinning while spins pay off (a peer on another CPU answers within
 	 * microseconds), stop when they do not (a peer sharing our CPU cannot run while we spin). */
-	int e = op(r, arg);
 	/* no spin when we are about to yield to a waker on our CPU: it cannot answer while we spin */
 	unsigned spin = yield_due(r, what) ? 0 : r->spin;
 	for (unsigned i = 0; e == -EAGAIN && i < spin; i++) {
@@ -406,7 +408,7 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 	}
 	if (e != -EAGAIN) {
 		if (spin && r->spin < ABD__SPIN)
-			r->spin = r->spin * 2 + 1;
+			r->spin = r->spin * 2 + 1; /* a spin paid off */
 		return e;
 	}
 	if (spin && r->spin > ABD__SPIN_MIN)
@@ -470,11 +472,17 @@ static int pop_op(struct abd_ring *r, void *a)
 	return abd_ring_try_pop(r, p->buf, p->size);
 }
 
+/* The blocking forms try first, as the try forms do (their short paths included), and enter
+ * the waiting loop only when that says -EAGAIN: a message that goes through at once costs what
+ * a try form costs (measured before: 13-14 ns per push + pop against 5.8 ns). */
 int abd_ring_push(struct abd_ring *r, const void *data, size_t len, int64_t timeout_ns)
 {
 	abd__check(r && (data || len == 0) && timeout_ns >= -1, -EINVAL);
-	struct push_arg a = { data, len };
-	int e = blocking(r, ABD_RING_WAIT_SPACE, timeout_ns, push_op, &a);
+	int e = abd_ring_try_push(r, data, len);
+	if (abd__unlikely(e == -EAGAIN)) {
+		struct push_arg a = { data, len };
+		e = blocking(r, ABD_RING_WAIT_SPACE, timeout_ns, push_op, &a, e);
+	}
 	if (e == 0)
 		thread_pushes++;
 	return e;
@@ -483,6 +491,10 @@ int abd_ring_push(struct abd_ring *r, const void *data, size_t len, int64_t time
 int abd_ring_pop(struct abd_ring *r, void *buf, size_t size, int64_t timeout_ns)
 {
 	abd__check(r && (buf || size == 0) && size <= INT32_MAX && timeout_ns >= -1, -EINVAL);
-	struct pop_arg a = { buf, size };
-	return blocking(r, ABD_RING_WAIT_DATA, timeout_ns, pop_op, &a);
+	int e = abd_ring_try_pop(r, buf, size);
+	if (abd__unlikely(e == -EAGAIN)) {
+		struct pop_arg a = { buf, size };
+		e = blocking(r, ABD_RING_WAIT_DATA, timeout_ns, pop_op, &a, e);
+	}
+	return e;
 }
