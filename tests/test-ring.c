@@ -519,6 +519,22 @@ ABD_TEST(ring, typed_wrappers)
 	cr_assert_eq(abd_ring_try_push(r, "abc", 3), 0);
 	cr_assert_eq(points_try_pop(r, &b), -EBADMSG, "a message of the wrong size");
 	abd_ring_free(r);
+	cr_assert_eq(abd_ring_new(4, sizeof(struct point), ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
+	                          NULL, &r), 0);
+	struct abd_ring_stream ps = abd_ring_stream_open(r, ABD_RING_PRODUCER);
+	struct abd_ring_stream cs = abd_ring_stream_open(r, ABD_RING_CONSUMER);
+	cr_assert_eq(ps.ret, 0);
+	cr_assert_eq(cs.ret, 0);
+	cr_assert_eq(points_stream_pop(&cs, &b), -EAGAIN);
+	a.y = 7;
+	cr_assert_eq(points_stream_push(&ps, &a), 0);
+	cr_assert_eq(points_stream_pop(&cs, &b), 0);
+	cr_assert(b.y == 7 && b.w == 3.5);
+	cr_assert_eq(abd_ring_stream_push(&ps, "abc", 3), 0);
+	cr_assert_eq(points_stream_pop(&cs, &b), -EBADMSG, "a message of the wrong size");
+	cr_assert_eq(abd_ring_stream_close(&ps), 0);
+	cr_assert_eq(abd_ring_stream_close(&cs), 0);
+	abd_ring_free(r);
 	cr_assert_eq(abd_ring_new(4, 4, 0, NULL, &r), 0);
 	cr_assert_eq(points_check_slot(r), -EMSGSIZE);
 	abd_ring_free(r);

@@ -423,8 +423,9 @@ static inline int abd_ring_stream_close(struct abd_ring_stream *s)
 
 /* ABD_RING_TYPED(name, type) defines static inline name_try_push(ring, const type *),
  * name_try_pop(ring, type *), name_push(ring, const type *, timeout_ns) and
- * name_pop(ring, type *, timeout_ns), returning 0 or the ring's -errno; a popped message of
- * the wrong size gives -EBADMSG. The type must be trivially copyable and at most
+ * name_pop(ring, type *, timeout_ns), and for streams name_stream_push(stream, const type *) and
+ * name_stream_pop(stream, type *), returning 0 or the ring's -errno; a popped message of the
+ * wrong size gives -EBADMSG. The type must be trivially copyable and at most
  * ABD_RING_MAX_SLOT_SIZE bytes (checked at compile time). */
 #ifdef __cplusplus
 #define ABD_RING__STATIC_ASSERT(e, m) static_assert(e, m)
@@ -450,6 +451,15 @@ static inline int abd_ring_stream_close(struct abd_ring_stream *s)
 	ABD_RING__UNUSED static inline int name##_pop(struct abd_ring *r, type *v, int64_t t)               \
 	{                                                                                  \
 		int n_ = abd_ring_pop(r, v, sizeof(type), t);                                  \
+		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_stream_push(struct abd_ring_stream *s, const type *v)     \
+	{                                                                                  \
+		return abd_ring_stream_push(s, v, sizeof(type));                               \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_stream_pop(struct abd_ring_stream *s, type *v)            \
+	{                                                                                  \
+		int n_ = abd_ring_stream_pop(s, v, sizeof(type));                              \
 		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
 	}                                                                                  \
 	ABD_RING__UNUSED static inline int name##_check_slot(struct abd_ring *r)                            \
