@@ -1234,7 +1234,8 @@ ABD_TEST(acquire, unshare_mount_proc_container)
 
 struct fake_server {
 	char dir[64];
-	int mode; /* 0: die after reading the request; 1: never answer; 2: send too many fds */
+	int mode; /* 0: die after reading the request; 1: never answer; 2: send too many fds;
+	           * 3: a server older than request type 3 (refuses it EBADMSG, serves type 1) */
 	int ready_w;
 };
 
@@ -1259,8 +1260,43 @@ static int fake_server_main(void *arg)
 	    abd_record_set_socket(rec, ".fake.sock") < 0 || abd_publish(reg, rec, &pub) < 0)
 		return 12;
 	char one = 1;
+	if (f->mode == 3) {
+		/* a real sealed memfd with the nonce header, as a version-1-only server would serve */
+		close(memfd);
+		memfd = memfd_create("x", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (memfd < 0 || ftruncate(memfd, TPUB_SHM_SIZE) < 0)
+			return 16;
+		abd_withdraw(pub);
+		abd_record_free(rec);
+		if (abd_record_new("fake.svc", &rec) < 0 ||
+		    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
+		    abd_record_set_socket(rec, ".fake.sock") < 0 || abd_publish(reg, rec, &pub) < 0)
+			return 16;
+		tpub_header(memfd, abd_record_instance(abd_publication_record(pub)));
+		fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+	}
 	if (write(f->ready_w, &one, 1) != 1)
 		return 13;
+	while (f->mode == 3) {
+		int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		uint8_t req[512];
+		ssize_t n = read(c, req, sizeof(req));
+		struct abd__hs_request rq;
+		struct abd__hs_reply rep = { .status = EBADMSG };
+		memcpy(rep.instance, abd_record_instance(abd_publication_record(pub)), 16);
+		/* the version-1 parser knew type 1 only */
+		if (n > 5 && req[5] == ABD__HS_REQUEST && abd__hs_request_parse(req, (size_t)n, &rq) == 0) {
+			rep.status = 0;
+			rep.nfds = 1;
+			strcpy(rep.slots[0].name, "ring");
+			rep.slots[0].kind = ABD_FD_MEMFD;
+		}
+		uint8_t msg[256];
+		long m = abd__hs_reply_encode(&rep, msg, sizeof(msg));
+		if (m < 0 || abd__hs_send(c, msg, (size_t)m, &memfd, rep.nfds) < 0)
+			return 17;
+		close(c);
+	}
 	int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	char buf[512];
 	if (read(c, buf, sizeof(buf)) <= 0)
@@ -1308,6 +1344,23 @@ static pid_t fake_server_start(struct fake_server *f)
 	cr_assert_eq(read(p[0], &c, 1), 1, "fake server failed");
 	close(p[0]);
 	return pid;
+}
+
+ABD_TEST(acquire, a_server_older_than_keep_alive_is_asked_the_version_1_way)
+{
+	struct fake_server f = { .mode = 3 };
+	abd_test_mkdtemp(f.dir, sizeof(f.dir));
+	pid_t pid = fake_server_start(&f);
+	for (int i = 0; i < 2; i++) {
+		struct abd_acquired *a = NULL;
+		int r = tpub_acquire(f.dir, "fake.svc", ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+		cr_assert_eq(r, 0, "refused type 3 (EBADMSG), then served type 1: %d", r);
+		cr_assert_geq(abd_acquired_fd(a, "ring"), 0);
+		abd_acquired_free(a);
+	}
+	kill(pid, SIGKILL);
+	abd_test_wait(pid);
+	abd_test_rmtree(f.dir);
 }
 
 ABD_TEST(acquire, publisher_dies_mid_handshake)
@@ -2341,4 +2394,74 @@ ABD_TEST(acquire, a_kept_connection_to_a_stopped_publisher_times_out)
 	stepper_stop(&c, NULL);
 	tpub_stop(&t);
 	abd_test_rmtree(t.dir);
+}
+
+/* A consumer that acquires (keeping the connection), forks a child that acquires through
+ * the same registry handle, then acquires again itself. */
+struct forking_consumer {
+	const char *dir;
+	int out_w;
+};
+
+static int forking_consumer_main(void *arg)
+{
+	struct forking_consumer *c = arg;
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	if (abd_registry_open(c->dir, 0, &reg, NULL, 0) < 0 ||
+	    abd_registry_lookup(reg, "local.svc", &rec) < 0)
+		return 2;
+	int res[3];
+	struct abd_acquired *a = NULL;
+	res[0] = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		a = NULL;
+		int r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+		abd_acquired_free(a);
+		_exit(r == 0 ? 0 : 1);
+	}
+	int st = -1;
+	waitpid(pid, &st, 0);
+	res[1] = WIFEXITED(st) ? WEXITSTATUS(st) : 100;
+	a = NULL;
+	res[2] = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, TIMEOUT_NS, &a);
+	abd_acquired_free(a);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	return write(c->out_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 3;
+}
+
+ABD_TEST(acquire, a_forked_child_connects_its_own_kept_connection)
+{
+	struct local l;
+	local_start(&l);
+	int out[2];
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	struct forking_consumer c = { .dir = l.dir, .out_w = out[1] };
+	pid_t pid = abd_test_fork(forking_consumer_main, &c);
+	close(out[1]);
+	int res[3];
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = out[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
+		cr_assert_geq(poll(pf, 2, 5000), 0);
+		abd_acquire_server_process(l.srv);
+		if (pf[0].revents) {
+			cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
+			break;
+		}
+	}
+	close(out[0]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(res[0], 0, "%d", res[0]);
+	cr_assert_eq(res[1], 0, "the child's acquisition");
+	cr_assert_eq(res[2], 0, "the parent's repeat after the child: %d", res[2]);
+	struct abd_acquire_server_stats st = stats_of(&l);
+	cr_assert_eq(st.served, 3);
+	cr_assert_eq(st.accepted, 2, "the child connected its own, the parent kept its: %llu",
+	             (unsigned long long)st.accepted);
+	local_stop(&l);
 }
