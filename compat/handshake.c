@@ -943,6 +943,23 @@ int abd_acquire_server_process(struct abd_acquire_server *s)
 		if (!s->npending)
 			return served;
 	}
+	/* One kept connection and nothing else waiting: the usual reason for this call is its
+	 * client's next request. Answer it without asking epoll which descriptor is ready (one
+	 * epoll_wait less per repeat); when it has not spoken, ask epoll as below. A newcomer
+	 * waiting meanwhile keeps the (level-triggered) epoll descriptor readable, so the
+	 * caller's next poll returns at once for it. */
+	else if (s->npending == 1 && s->pending[0].kept) {
+		struct pending *p = &s->pending[0];
+		int r = answer(s, p->fd, p->uid, p->gid, &served);
+		if (r == KEEP) {
+			keep_conn(s, p);
+			return served;
+		}
+		if (r == DONE) {
+			drop_pending(s, 0);
+			return served;
+		}
+	}
 	struct epoll_event evs[64];
 	for (int round = 0; round < 16; round++) {
 		int n = epoll_wait(s->epfd, evs, 64, 0);
