@@ -1941,7 +1941,13 @@ ABD_TEST(acquire, handshake_repeats_reuse_one_connection)
 	cr_assert_eq(st.pending, 1);
 	cr_assert_eq(st.kept, 1);
 	cr_assert_eq(abd_test_count_fds(), before + 1, "the server holds the one connection");
-	/* the client frees its handle: the server drops the connection at once */
+	/* a newcomer while the kept connection waits is accepted and served */
+	struct tresult other = serve_one_consumer(&l);
+	cr_assert_eq(other.r, 0, "%d", other.r);
+	st = stats_of(&l);
+	cr_assert_eq(st.accepted, 2);
+	cr_assert_eq(st.served, (uint64_t)n + 1);
+	/* the clients free their handles: the server drops their connections at once */
 	stepper_stop(&c, &l);
 	before -= 2; /* the stepper's pipes */
 	st = stats_of(&l);
