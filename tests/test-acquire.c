@@ -2471,3 +2471,85 @@ ABD_TEST(acquire, a_forked_child_connects_its_own_kept_connection)
 	             (unsigned long long)st.accepted);
 	local_stop(&l);
 }
+
+/* ---------------------------------------------------------------- closing with close_range -- */
+
+enum close_mode {
+	CLOSE_DENIED,          /* close(2) refused (EPERM): only a close_range can close them */
+	CLOSE_DENIED_MASKED,   /* the same, with close_range switched off in the probe */
+	CLOSE_RANGE_ENOSYS,    /* close_range refused (ENOSYS) although the probe has it */
+};
+
+struct close_child {
+	const char *dir;
+	enum close_mode mode;
+	int out_w;
+};
+
+/* Acquire (automatic path) with every descriptor number below the highest in use taken, so
+ * the slots get consecutive numbers; then free the acquisition under a seccomp filter and
+ * report how many of its descriptors are still open. */
+static int close_child_main(void *arg)
+{
+	struct close_child *c = arg;
+	int res[3] = { -1, -1, -1 }; /* acquire result, consecutive, still open */
+	if (c->mode == CLOSE_DENIED_MASKED)
+		abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_CLOSE_RANGE));
+	int top = -1;
+	for (int fd = 0; fd < 256; fd++)
+		if (fcntl(fd, F_GETFD) >= 0)
+			top = fd;
+	for (int fd; (fd = fcntl(0, F_DUPFD_CLOEXEC, 0)) >= 0 && fd < top;)
+		; /* holes filled (these stay open until exit) */
+	struct abd_acquired *a = NULL;
+	res[0] = tpub_acquire(c->dir, "close.svc", 0, TIMEOUT_NS, &a);
+	int fds[2] = { abd_acquired_fd(a, "ring"), abd_acquired_fd(a, "wake") };
+	res[1] = res[0] == 0 && fds[1] == fds[0] + 1;
+	int r = c->mode == CLOSE_RANGE_ENOSYS ? deny_by_arg(SYS_close_range, -1, 0, 0, NULL, 0, ENOSYS)
+	                                      : deny_by_arg(SYS_close, -1, 0, 0, NULL, 0, EPERM);
+	if (r < 0)
+		return 6;
+	abd_acquired_free(a);
+	res[2] = (fcntl(fds[0], F_GETFD) >= 0) + (fcntl(fds[1], F_GETFD) >= 0);
+	return write(c->out_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 5;
+}
+
+static void close_case(const char *dir, enum close_mode mode, int *res)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	struct close_child c = { .dir = dir, .mode = mode, .out_w = p[1] };
+	pid_t pid = abd_test_fork(close_child_main, &c);
+	close(p[1]);
+	ssize_t n = read(p[0], res, 3 * sizeof(int));
+	close(p[0]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(n, (ssize_t)(3 * sizeof(int)));
+	cr_assert_eq(res[0], 0, "acquire: %d", res[0]);
+	cr_assert_eq(res[1], 1, "the slots got consecutive numbers");
+}
+
+ABD_TEST(acquire, acquired_free_closes_a_run_with_one_close_range)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "close.svc");
+	start(&t);
+	int res[3];
+	/* close(2) refused: the descriptors are closed only if one close_range closed them */
+	close_case(dir, CLOSE_DENIED, res);
+	if (abd_probe_has(ABD_FEAT_CLOSE_RANGE) == 1)
+		cr_assert_eq(res[2], 0, "%d still open: not closed by close_range", res[2]);
+	else
+		cr_assert_eq(res[2], 2, "%s has no close_range, yet something closed them",
+		             abd_test_profile());
+	/* switched off by the feature mask: close(2) only, which is refused here */
+	close_case(dir, CLOSE_DENIED_MASKED, res);
+	cr_assert_eq(res[2], 2, "close_range used although masked");
+	/* close_range refused by a filter the probe did not see: closed one by one */
+	close_case(dir, CLOSE_RANGE_ENOSYS, res);
+	cr_assert_eq(res[2], 0, "%d still open after the fallback", res[2]);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
