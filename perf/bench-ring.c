@@ -156,6 +156,26 @@ static int push_one(struct state *st, struct abd_ring *r, const void *msg)
 	return e;
 }
 
+/* One step of a 1P1C spin consumer (bare-spsc's loop): a message of the row's size is checked
+ * against the next value (FIFO) and counted, -EAGAIN relaxes; anything else is the error. */
+static inline __attribute__((always_inline)) int spin_took(int e, int bytes, const unsigned char *msg,
+                                                           uint64_t *expect, uint64_t *bad,
+                                                           uint64_t *i)
+{
+	if (e == bytes) {
+		uint64_t v;
+		memcpy(&v, msg, sizeof(v));
+		*bad |= v ^ (*expect)++;
+		(*i)++;
+		return 0;
+	}
+	if (e == -EAGAIN) {
+		bench_relax();
+		return 0;
+	}
+	return e < 0 ? e : -EBADMSG;
+}
+
 /* The 1P1C spin loops of bare-spsc around a stream (the inline forms), each in a function of
  * its own, so that the stream's fields get the registers. */
 static __attribute__((noinline)) int stream_produce(struct abd_ring *r, size_t bytes, uint64_t from,
@@ -192,20 +212,8 @@ static __attribute__((noinline)) int stream_consume(struct abd_ring *r, size_t b
 		return s.ret;
 	int err = 0;
 	uint64_t bad = 0;
-	for (uint64_t i = 0; i < n;) {
-		int e = abd_ring_stream_pop(&s, msg, sizeof(msg));
-		if (e == (int)bytes) {
-			uint64_t v;
-			memcpy(&v, msg, sizeof(v));
-			bad |= v ^ expect++;
-			i++;
-		} else if (e == -EAGAIN) {
-			bench_relax();
-		} else {
-			err = e < 0 ? e : -EBADMSG;
-			break;
-		}
-	}
+	for (uint64_t i = 0; i < n && !err;)
+		err = spin_took(abd_ring_stream_pop(&s, msg, sizeof(msg)), (int)bytes, msg, &expect, &bad, &i);
 	int e = abd_ring_stream_close(&s);
 	return err ? err : bad ? -EBADMSG : e;
 }
@@ -307,24 +315,11 @@ static void *consumer(void *arg)
 	if (!c->two && !c->block) {
 		/* 1P1C spin: the loop bare-spsc's consumer runs, around abd_ring_try_pop */
 		struct abd_ring *r = j->r;
-		int bytes = (int)c->bytes;
+		int bytes = (int)c->bytes, err = 0;
 		uint64_t bad = 0;
-		for (uint64_t i = 0, n = j->n; i < n;) {
-			int e = abd_ring_try_pop(r, msg, sizeof(msg));
-			if (e == bytes) {
-				uint64_t v;
-				memcpy(&v, msg, sizeof(v));
-				bad |= v ^ expect++;
-				i++;
-			} else if (e == -EAGAIN) {
-				bench_relax();
-			} else {
-				j->err = e < 0 ? e : -EBADMSG;
-				return NULL;
-			}
-		}
-		if (bad)
-			j->err = -EBADMSG;
+		for (uint64_t i = 0, n = j->n; i < n && !err;)
+			err = spin_took(abd_ring_try_pop(r, msg, sizeof(msg)), bytes, msg, &expect, &bad, &i);
+		j->err = err ? err : bad ? -EBADMSG : 0;
 		return NULL;
 	}
 	uint64_t mine = 0; /* 2p2c: counted in private, added to the shared total every 64 */
