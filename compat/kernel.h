@@ -5,6 +5,7 @@
 #ifndef ABD_COMPAT_KERNEL_H
 #define ABD_COMPAT_KERNEL_H
 
+#include <fcntl.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
@@ -100,16 +101,45 @@ struct abd__pidfd_info {
 #define ABD_PIDFD_GET_INFO _IOWR(0xFF, 11, struct abd__pidfd_info)
 #define ABD_PIDFD_INFO_CREDS 2ull
 
-static inline int abd__pidfd_creds(int pidfd, uid_t *euid, gid_t *egid)
+#define ABD_PIDFD_INFO_PID 1ull
+
+/* The pidfd's process: its pid in our PID namespace (tgid: the process, not a thread; 0 when
+ * not visible from here), effective uid and gid. */
+static inline int abd__pidfd_ids(int pidfd, pid_t *tgid, uid_t *euid, gid_t *egid)
 {
-	struct abd__pidfd_info info = { .mask = ABD_PIDFD_INFO_CREDS };
+	struct abd__pidfd_info info = { .mask = ABD_PIDFD_INFO_PID | ABD_PIDFD_INFO_CREDS };
 	if (ioctl(pidfd, ABD_PIDFD_GET_INFO, &info) < 0)
 		return -errno;
-	if (!(info.mask & ABD_PIDFD_INFO_CREDS))
+	if (!(info.mask & ABD_PIDFD_INFO_CREDS) || !(info.mask & ABD_PIDFD_INFO_PID))
 		return -ENOTTY;
+	*tgid = (pid_t)info.tgid;
 	*euid = (uid_t)info.euid;
 	*egid = (gid_t)info.egid;
 	return 0;
+}
+
+static inline int abd__pidfd_creds(int pidfd, uid_t *euid, gid_t *egid)
+{
+	pid_t tgid;
+	return abd__pidfd_ids(pidfd, &tgid, euid, egid);
+}
+
+/* open_by_handle_at(2) on pidfs: the pidfd of the process whose pidfs inode number is ino
+ * (the handle pidfs itself encodes on 64-bit: FILEID_KERNFS, the u64 inode), with no mount
+ * descriptor (FD_PIDFS_ROOT, Linux 6.17; pidfs handles are 6.14). pidfs's own permission
+ * hook replaces the CAP_DAC_READ_SEARCH check of other filesystems: anyone may open a handle
+ * of a process in its PID namespace hierarchy. ESTALE: no such process (never was, reaped,
+ * or outside our namespaces); EBADF before 6.17 (FD_PIDFS_ROOT unknown). */
+#define ABD__FD_PIDFS_ROOT (-10002)
+#define ABD__FILEID_KERNFS 0xfe
+static inline int abd__pidfd_by_ino(uint64_t ino)
+{
+	struct {
+		unsigned int bytes;
+		int type;
+		uint64_t ino;
+	} h = { sizeof(uint64_t), ABD__FILEID_KERNFS, ino };
+	return abd__sys_ret(syscall(SYS_open_by_handle_at, (long)ABD__FD_PIDFS_ROOT, &h, (long)O_CLOEXEC));
 }
 
 /* kcmp(2) type: do two descriptors name the same open file? 0 same, 1/2 ordered, 3 unordered. */

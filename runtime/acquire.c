@@ -467,6 +467,51 @@ static int proc_creds(int pidfd, pid_t pid, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
+/* open_by_handle_at failed in a way that says nothing about the publisher (a seccomp filter
+ * since the probe, say): pidfd_open from then on. */
+static atomic_bool handle_broken;
+
+static int check_alive(struct abd_registry *reg, const struct abd_record *rec);
+
+/* The publisher's pidfd opened by the record's pidfs inode (probe features pidfs_handle,
+ * pidfs_ino and pidfd_get_info): one syscall instead of pidfd_open + fstat, and no window
+ * between opening and checking: the kernel resolves exactly the process that has the inode,
+ * or none. The record's pid must be that process's (PIDFD_GET_INFO, which also gives the
+ * uid and gid): a record naming the inode of another process is refused like a reused pid.
+ * 0 and *pidfd; -EOPNOTSUPP: use pidfd_open; -ESRCH (gone), -ESTALE (not the record's
+ * process), -errno. */
+static int pidfd_by_ino(struct abd_registry *reg, const struct abd_record *rec, uint64_t ino,
+                        int *pidfd, uid_t *uid, gid_t *gid)
+{
+	if (atomic_load_explicit(&handle_broken, memory_order_relaxed) ||
+	    atomic_load_explicit(&getinfo_missing, memory_order_relaxed) ||
+	    abd_probe_has(ABD_FEAT_PIDFS_HANDLE) != 1 || abd_probe_has(ABD_FEAT_PIDFS_INO) != 1 ||
+	    abd_probe_has(ABD_FEAT_PIDFD_GET_INFO) != 1)
+		return -EOPNOTSUPP;
+	int fd = abd__pidfd_by_ino(ino);
+	if (fd == -ESTALE || fd == -ESRCH) /* no process has it: the publisher is gone, or never had it */
+		return check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
+	if (fd < 0) {
+		atomic_store(&handle_broken, true);
+		return -EOPNOTSUPP;
+	}
+	pid_t tgid = 0;
+	int r = abd__pidfd_ids(fd, &tgid, uid, gid);
+	if (r == -ENOTTY || r == -EINVAL || r == -ENOSYS) {
+		abd__close(fd);
+		atomic_store(&getinfo_missing, true);
+		return -EOPNOTSUPP;
+	}
+	if (r == 0 && tgid != abd_record_pid(rec))
+		r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
+	if (r < 0) {
+		abd__close(fd);
+		return r;
+	}
+	*pidfd = fd;
+	return 0;
+}
+
 /* "<service>.<hex instance>": the record's file name, for the lock check. */
 static void record_name(const struct abd_record *rec, char *out, size_t size)
 {
@@ -665,14 +710,26 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	bool verified = e.pidfd >= 0;
 	uid_t uid = e.uid;
 	gid_t gid = e.gid;
+	bool ids_known = false; /* uid and gid read from the new pidfd already */
 	int r;
 	if (!verified) {
+		e.ino = 0;
+		r = want ? pidfd_by_ino(reg, rec, want, &e.pidfd, &uid, &gid) : -EOPNOTSUPP;
+		if (r == 0) {
+			e.ino = want;
+			ids_known = true;
+		} else if (r != -EOPNOTSUPP) {
+			goto out;
+		}
+	}
+	if (!verified && !ids_known) {
 		e.pidfd = abd__pidfd_open(pid, 0);
 		if (e.pidfd < 0) {
 			r = e.pidfd;
 			goto out;
 		}
-		/* The pidfd pins one process. Where the record carries the publisher's pidfs inode
+		/* (pidfd_by_ino could not be used.) The pidfd pins one process. Where the record
+		 * carries the publisher's pidfs inode
 		 * and pidfds are pidfs files (probe), the pidfd's own inode must be it: inode
 		 * numbers are never reused during a boot, so only the publisher's pidfd has it (one
 		 * fstat). Else /proc/PID/stat, read after pidfd_open, shows the start time of
@@ -680,7 +737,6 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		 * the pid before pidfd_open and still has it, so it is the pidfd's process. A reused
 		 * pid fails either way. */
 		uint64_t ino = 0;
-		e.ino = 0;
 		if (want && abd_probe_has(ABD_FEAT_PIDFS_INO) == 1) {
 			r = pidfd_ino(e.pidfd, &ino);
 			if (r < 0)
@@ -701,7 +757,7 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	 * process, so the uid it showed then still answers for the record when the record claims
 	 * the same uid; a record claiming another uid (the publisher changed its euid since)
 	 * asks again. */
-	if (!verified || uid != abd_record_uid(rec)) {
+	if (!ids_known && (!verified || uid != abd_record_uid(rec))) {
 		r = proc_creds(e.pidfd, pid, &uid, &gid);
 		if (r < 0)
 			goto out;

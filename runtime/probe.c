@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <linux/futex.h>
 
@@ -82,6 +83,7 @@ static const struct {
 	[ABD_FEAT_PIDFD_GET_INFO] = { "pidfd_get_info", -1 },
 	[ABD_FEAT_PIDFS_INO] = { "pidfs_ino", -1 },
 	[ABD_FEAT_KCMP] = { "kcmp", -1 },
+	[ABD_FEAT_PIDFS_HANDLE] = { "pidfs_handle", -1 },
 };
 
 static struct {
@@ -170,6 +172,7 @@ static void probe_pidfd(void)
 		set(ABD_FEAT_PIDFD_GETFD, pidfd == -ENOSYS ? -ENOSYS : pidfd);
 		set(ABD_FEAT_PIDFD_GET_INFO, pidfd);
 		set(ABD_FEAT_PIDFS_INO, pidfd);
+		set(ABD_FEAT_PIDFS_HANDLE, pidfd);
 		return;
 	}
 	/* From 6.9 a pidfd is a file of pidfs, whose inode number is the process's own, never
@@ -178,6 +181,20 @@ static void probe_pidfd(void)
 	set(ABD_FEAT_PIDFS_INO, fstatfs(pidfd, &sfs) < 0             ? -errno
 	                        : sfs.f_type == ABD__PIDFS_MAGIC ? 0
 	                                                             : -EOPNOTSUPP);
+	/* Our own pidfd again, opened by its pidfs inode with no mount descriptor: a new pidfd of
+	 * the very same process (one inode, one process for the boot). As root or not: pidfs
+	 * checks no capability, only that the process is in our PID namespace hierarchy. */
+	int h = -EOPNOTSUPP;
+	struct stat st, hst;
+	if (probe.kernel & ABD_FEATURE_BIT(ABD_FEAT_PIDFS_INO)) {
+		h = fstat(pidfd, &st) < 0 ? -errno : abd__pidfd_by_ino((uint64_t)st.st_ino);
+		if (h >= 0) {
+			bool same = fstat(h, &hst) == 0 && hst.st_ino == st.st_ino;
+			abd__close(h);
+			h = same ? 0 : -EOPNOTSUPP;
+		}
+	}
+	set(ABD_FEAT_PIDFS_HANDLE, h);
 	/* Before 6.13 a pidfd has no ioctl: ENOTTY (EINVAL on some); acquisition then reads the
 	 * uids from /proc/PID/status */
 	uid_t u;

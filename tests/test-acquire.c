@@ -2553,3 +2553,156 @@ ABD_TEST(acquire, acquired_free_closes_a_run_with_one_close_range)
 	cr_assert_eq(tpub_stop(&t), 0);
 	abd_test_rmtree(dir);
 }
+
+/* ---------------------------------------------------------------- pidfs handles -- */
+
+ABD_TEST(acquire, pidfs_handle_follows_the_profile_and_the_mask)
+{
+	int has = abd_probe_has(ABD_FEAT_PIDFS_HANDLE);
+	if (profile_is("linux-5.4")) {
+		cr_assert_eq(has, 0, "5.4 has no pidfs, so no pidfs handles");
+	} else {
+		/* our own pidfd opened again by its inode, with no mount descriptor */
+		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+		cr_assert_geq(pidfd, 0);
+		struct stat st, hst;
+		cr_assert_eq(fstat(pidfd, &st), 0);
+		struct {
+			unsigned int bytes;
+			int type;
+			uint64_t ino;
+		} h = { 8, 0xfe /* FILEID_KERNFS */, (uint64_t)st.st_ino };
+		int fd = (int)syscall(SYS_open_by_handle_at, -10002L /* FD_PIDFS_ROOT */, &h,
+		                      (long)O_CLOEXEC);
+		bool works = fd >= 0 && fstat(fd, &hst) == 0 && hst.st_ino == st.st_ino;
+		if (fd >= 0)
+			close(fd);
+		close(pidfd);
+		cr_assert_eq(has, works && abd_probe_has(ABD_FEAT_PIDFS_INO) == 1);
+	}
+	abd_features_disable(ABD_FEATURE_BIT(ABD_FEAT_PIDFS_HANDLE));
+	cr_assert_eq(abd_probe_has(ABD_FEAT_PIDFS_HANDLE), 0);
+	cr_assert_eq(abd_probe_error(ABD_FEAT_PIDFS_HANDLE), -ECANCELED);
+}
+
+/* A consumer that may not call pidfd_open (seccomp: EPERM): what it acquires, it acquired by
+ * opening the publisher's pidfd from the record's pidfs inode. */
+struct handle_consumer {
+	const char *dir;
+	const struct abd_record *rec, *forged;
+	uid_t uid;
+	int ask_w, done_r, out_w;
+};
+
+static int handle_first_acquire(const char *dir, const struct abd_record *rec)
+{
+	struct abd_registry *reg;
+	int r = abd_registry_open(dir, 0, &reg, NULL, 0);
+	if (r < 0)
+		return 1000 + r;
+	struct abd_acquired *a = NULL;
+	r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);
+	if (r == 0 && tpub_check_fds(a) != 1)
+		r = 2000;
+	abd_acquired_free(a);
+	abd_registry_free(reg);
+	return r;
+}
+
+static int handle_consumer_main(void *arg)
+{
+	struct handle_consumer *c = arg;
+	int res[3];
+	if (c->uid && tpub_drop_to(c->uid, c->uid) < 0)
+		return 2;
+	(void)abd_probe_features(); /* the probe runs before the filter */
+	if (deny_by_arg(SYS_pidfd_open, -1, 0, 0, NULL, 0, EPERM) < 0)
+		return 6;
+	res[0] = handle_first_acquire(c->dir, c->rec);
+	res[1] = handle_first_acquire(c->dir, c->forged ? c->forged : c->rec);
+	char b = 'k';
+	if (write(c->ask_w, &b, 1) != 1 || read(c->done_r, &b, 1) != 1)
+		return 3;
+	res[2] = handle_first_acquire(c->dir, c->rec); /* the publisher was killed meanwhile */
+	return write(c->out_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 5;
+}
+
+static void handle_case(uid_t uid)
+{
+	char dir[64];
+	shared_dir(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "handle.svc");
+	t.uid = uid;
+	t.gid = uid;
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "handle.svc", &rec), 0);
+	abd_registry_free(reg);
+	/* another live process (root's: pidfs lets anyone open a handle of a process it can
+	 * see), whose inode a forged record carries with the publisher's pid */
+	pid_t other = abd_test_fork(linger, NULL);
+	int opfd = (int)syscall(SYS_pidfd_open, other, 0);
+	cr_assert_geq(opfd, 0);
+	struct stat ost;
+	cr_assert_eq(fstat(opfd, &ost), 0);
+	close(opfd);
+	struct abd_record *forged = NULL; /* a 1.0 record (no pidfs here) has no inode to forge */
+	if (abd_record_pidfs_ino(rec)) {
+		forged = forge(rec, 0, 0, abd_record_pidfs_ino(rec) ^ (uint64_t)ost.st_ino, false);
+		cr_assert_eq(abd_record_pidfs_ino(forged), (uint64_t)ost.st_ino);
+	}
+
+	int ask[2], done[2], out[2];
+	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	struct handle_consumer c = { .dir = dir, .rec = rec, .forged = forged, .uid = uid,
+	                             .ask_w = ask[1], .done_r = done[0], .out_w = out[1] };
+	pid_t pid = abd_test_fork(handle_consumer_main, &c);
+	close(ask[1]);
+	close(done[0]);
+	close(out[1]);
+	char b;
+	cr_assert_eq(read(ask[0], &b, 1), 1, "consumer: first two acquisitions");
+	tpub_kill(&t);
+	cr_assert_eq(write(done[1], "d", 1), 1);
+	int res[3];
+	cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
+	close(ask[0]);
+	close(done[1]);
+	close(out[0]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	kill(other, SIGKILL);
+	abd_test_wait(other);
+
+	bool has = abd_probe_has(ABD_FEAT_PIDFS_HANDLE) == 1 &&
+	           abd_probe_has(ABD_FEAT_PIDFS_INO) == 1 &&
+	           abd_probe_has(ABD_FEAT_PIDFD_GET_INFO) == 1;
+	if (!has) {
+		/* pidfd_open is the only way, and it is refused */
+		for (int i = 0; i < 3; i++)
+			cr_assert_eq(res[i], -EPERM, "%s, acquisition %d: %d", abd_test_profile(), i, res[i]);
+	} else {
+		if (abd_probe_has(ABD_FEAT_PIDFD_GETFD) == 1 && abd_probe_ptrace_scope() <= 0)
+			cr_assert_eq(res[0], 0, "uid %u: by the handle: %d", (unsigned)uid, res[0]);
+		cr_assert_eq(res[1], -ESTALE, "another process's inode: %d", res[1]);
+		cr_assert_eq(res[2], -ESRCH, "dead publisher: %d", res[2]);
+	}
+	abd_record_free(forged);
+	abd_record_free(rec);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, first_acquisition_opens_the_pidfd_by_its_pidfs_inode)
+{
+	handle_case(0);
+}
+
+ABD_TEST(acquire, first_acquisition_by_pidfs_inode_as_an_ordinary_user)
+{
+	require_root();
+	handle_case(USER_A);
+}

@@ -81,12 +81,13 @@ static const struct rule no_io_uring[] = {
 };
 
 /* What seccomp cannot see: io_uring opcodes (inside SQEs) and setup flags (inside
- * io_uring_params); and that 5.4's pidfds share one anonymous inode (pidfs is 6.9). On 5.4 the missing REGISTER_PROBE already disables io_uring; the mask
+ * io_uring_params); and that 5.4's pidfds share one anonymous inode (pidfs is 6.9), so no
+ * pidfd can be opened by a handle (open_by_handle_at on pidfs: 6.14, FD_PIDFS_ROOT 6.17). On 5.4 the missing REGISTER_PROBE already disables io_uring; the mask
  * says the same so that no code path can reach for these through another door. */
 #define LINUX54_MASK                                                                   \
 	"io_uring_read,io_uring_accept,io_uring_async_cancel,io_uring_link_timeout,"       \
 	"io_uring_futex_wait,io_uring_futex_wake,io_uring_coop_taskrun,"                   \
-	"io_uring_single_issuer,io_uring_defer_taskrun,pidfs_ino"
+	"io_uring_single_issuer,io_uring_defer_taskrun,pidfs_ino,pidfs_handle"
 
 static const struct profile {
 	const char *name;

@@ -38,6 +38,7 @@ enum abd_feature {
 	ABD_FEAT_PIDFD_GET_INFO,        /* ioctl(pidfd, PIDFD_GET_INFO): a process's uids (6.13) */
 	ABD_FEAT_PIDFS_INO,             /* pidfds on pidfs: st_ino names one process per boot (6.9) */
 	ABD_FEAT_KCMP,                  /* kcmp(2) KCMP_FILE on our own descriptors (3.5, CONFIG_KCMP) */
+	ABD_FEAT_PIDFS_HANDLE,          /* open_by_handle_at(FD_PIDFS_ROOT): a pidfd from its inode (6.17) */
 	ABD_FEAT__COUNT
 };
 
