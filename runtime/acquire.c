@@ -837,6 +837,10 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 	pid_t me = abd__self_pid();
 	if (e.conn.fd >= 0 && e.sock_owner != me)
 		e.conn.fd = abd__close(e.conn.fd); /* our parent's connection: only our copy */
+	/* A repeat through this handle (a connection was kept): it keeps each eventfd it proves
+	 * by readlink, for kcmp next time. Not on a first acquisition, though the lookup may
+	 * have left the record descriptor here: a one-off would pay the dup for nothing. */
+	bool repeat = e.conn.fd >= 0;
 	struct abd__hs_reply rep;
 	int fds[ABD__HS_FDS_MAX];
 	struct abd__hs_peer peer;
@@ -870,7 +874,6 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 		/* the record's lock (and link), through the record descriptor kept by an earlier
 		 * acquisition from this publisher, else opened now and kept: the server keeps
 		 * serving after abd_withdraw, so this is what catches a withdrawn record */
-		bool repeat = e.recfd >= 0;
 		r = check_alive_fd(reg, rec, &e.recfd);
 		/* the kinds, seals, size and nonce; a repeat's eventfds by kcmp (as by_pidfd) */
 		if (r == 0)
