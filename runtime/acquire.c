@@ -316,6 +316,20 @@ void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *
 /* close_range said ENOSYS/EPERM although the probe had it (a seccomp filter since): close. */
 static atomic_bool close_range_broken;
 
+/* ThreadSanitizer follows descriptors through its close() interceptor and has none for
+ * close_range: numbers closed by it would look still open, and their reuse by another thread a
+ * race. Under TSan the slots are closed one by one. */
+#if defined(__SANITIZE_THREAD__)
+#define CLOSE_RANGE_SEEN 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CLOSE_RANGE_SEEN 0
+#endif
+#endif
+#ifndef CLOSE_RANGE_SEEN
+#define CLOSE_RANGE_SEEN 1
+#endif
+
 /* Close the slots' descriptors. pidfd_getfd and SCM_RIGHTS hand out the lowest free numbers
  * in order, so the slots usually hold a run of consecutive numbers, all ours (each slot its own
  * new descriptor): one close_range then instead of a close each (probe feature close_range,
@@ -338,7 +352,7 @@ static void acquired_close(struct abd_acquired *a)
 		for (size_t i = 0; i < a->n; i++)
 			if (a->slots[i].fd >= 0)
 				seen |= UINT64_C(1) << (a->slots[i].fd - lo);
-	if (k >= 2 && seen && (size_t)__builtin_popcountll(seen) == k &&
+	if (CLOSE_RANGE_SEEN && k >= 2 && seen && (size_t)__builtin_popcountll(seen) == k &&
 	    !atomic_load_explicit(&close_range_broken, memory_order_relaxed) &&
 	    abd_probe_has(ABD_FEAT_CLOSE_RANGE) == 1) {
 		int r = abd__close_range((unsigned)lo, (unsigned)hi, 0);
