@@ -1723,6 +1723,68 @@ ABD_TEST(acquire, wire_format_round_trip_and_bounds)
 
 /* ---------------------------------------------------------------- repeats -- */
 
+/* A consumer child that talks to the test over three pipes: it writes `ask` when the test is
+ * to act, waits on `done` to go on, and writes its results to `out`. */
+struct talk {
+	int ask[2], done[2], out[2];
+};
+
+static void talk_open(struct talk *t)
+{
+	cr_assert_eq(pipe2(t->ask, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(t->done, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(t->out, O_CLOEXEC), 0);
+}
+
+/* After the fork: the child's ends are the child's. */
+static void talk_forked(struct talk *t)
+{
+	close(t->ask[1]);
+	close(t->done[0]);
+	close(t->out[1]);
+}
+
+static void talk_close(struct talk *t)
+{
+	close(t->ask[0]);
+	close(t->done[1]);
+	close(t->out[0]);
+}
+
+/* Serve srv's handshakes while the child runs; at its ask, act(arg) once and let it go on;
+ * return with its results in res. */
+static void talk_serve(struct talk *t, struct abd_acquire_server *srv, void (*act)(void *),
+                       void *arg, void *res, size_t size)
+{
+	bool acted = false;
+	for (;;) {
+		struct pollfd pf[3] = { { .fd = t->ask[0], .events = POLLIN },
+		                        { .fd = t->out[0], .events = POLLIN },
+		                        { .fd = abd_acquire_server_fd(srv), .events = POLLIN } };
+		cr_assert_geq(poll(pf, 3, 5000), 0);
+		abd_acquire_server_process(srv);
+		if (pf[0].revents && !acted) {
+			char b;
+			cr_assert_eq(read(t->ask[0], &b, 1), 1);
+			act(arg);
+			acted = true;
+			cr_assert_eq(write(t->done[1], "d", 1), 1);
+		}
+		if (pf[1].revents) {
+			cr_assert_eq(read(t->out[0], res, size), (ssize_t)size);
+			return;
+		}
+	}
+}
+
+/* withdrawn, but alive: the descriptors stay open and the server serves on */
+static void act_withdraw(void *arg)
+{
+	struct local *l = arg;
+	cr_assert_eq(abd_withdraw(l->pub), 0);
+	l->pub = NULL;
+}
+
 /* A consumer child acquiring through one registry handle: twice (the second time through
  * what the handle kept: the verified pidfd, the record descriptor), then, once the parent
  * has withdrawn the record (still alive, its descriptors still open, still serving), again. */
@@ -1769,42 +1831,15 @@ static void repeat_after_withdrawal(unsigned flags)
 {
 	struct local l;
 	local_start(&l); /* published "local.svc", serving */
-
-	int ask[2], done[2], out[2];
-	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-	struct repeat_consumer c = { .dir = l.dir, .flags = flags, .ask_w = ask[1],
-	                             .done_r = done[0], .out_w = out[1] };
+	struct talk t;
+	talk_open(&t);
+	struct repeat_consumer c = { .dir = l.dir, .flags = flags, .ask_w = t.ask[1],
+	                             .done_r = t.done[0], .out_w = t.out[1] };
 	pid_t pid = abd_test_fork(repeat_consumer_main, &c);
-	close(ask[1]);
-	close(done[0]);
-	close(out[1]);
+	talk_forked(&t);
 	int res[4];
-	bool withdrawn = false;
-	for (;;) {
-		struct pollfd pf[3] = { { .fd = ask[0], .events = POLLIN },
-		                        { .fd = out[0], .events = POLLIN },
-		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
-		cr_assert_geq(poll(pf, 3, 5000), 0);
-		abd_acquire_server_process(l.srv);
-		if (pf[0].revents && !withdrawn) {
-			char b;
-			cr_assert_eq(read(ask[0], &b, 1), 1);
-			/* withdrawn, but alive: the descriptors stay open and the server serves on */
-			cr_assert_eq(abd_withdraw(l.pub), 0);
-			l.pub = NULL;
-			withdrawn = true;
-			cr_assert_eq(write(done[1], "d", 1), 1);
-		}
-		if (pf[1].revents) {
-			cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
-			break;
-		}
-	}
-	close(ask[0]);
-	close(done[1]);
-	close(out[0]);
+	talk_serve(&t, l.srv, act_withdraw, &l, res, sizeof(res));
+	talk_close(&t);
 	cr_assert_eq(abd_test_wait(pid), 0);
 	cr_assert_eq(res[0], 0, "first acquisition: %d", res[0]);
 	cr_assert_eq(res[1], 0, "repeat: %d", res[1]);
@@ -2313,6 +2348,28 @@ static int hold_until_eof(void *arg)
 	return 0;
 }
 
+struct kept_lock {
+	struct local *l;
+	int hold[2];
+	int probe;
+	pid_t holder;
+};
+
+/* A child inherits the record's descriptor (and lock), then the publisher withdraws. */
+static void act_withdraw_under_a_kept_lock(void *arg)
+{
+	struct kept_lock *k = arg;
+	k->probe = openat(abd_registry_fd(k->l->reg), abd_publication_name(k->l->pub),
+	                  O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(k->probe, 0);
+	k->holder = abd_test_fork(hold_until_eof, k->hold);
+	close(k->hold[0]);
+	act_withdraw(k->l);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	cr_assert_eq(fcntl(k->probe, F_OFD_GETLK, &fl), 0);
+	cr_assert_neq(fl.l_type, F_UNLCK, "the holder keeps the lock");
+}
+
 ABD_TEST(acquire, lookup_descriptor_still_sees_a_withdrawal_under_a_kept_lock)
 {
 	/* The lookup's record descriptor was opened before the descriptors are taken: the lock
@@ -2321,54 +2378,20 @@ ABD_TEST(acquire, lookup_descriptor_still_sees_a_withdrawal_under_a_kept_lock)
 	 * lock), so the first acquisition also asks that it is still linked. */
 	struct local l;
 	local_start(&l);
-	int ask[2], done[2], out[2], hold[2];
-	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
-	struct late_consumer c = { .dir = l.dir, .ask_w = ask[1], .done_r = done[0],
-	                           .out_w = out[1] };
+	struct talk t;
+	talk_open(&t);
+	struct kept_lock k = { .l = &l, .probe = -1, .holder = -1 };
+	cr_assert_eq(pipe2(k.hold, O_CLOEXEC), 0);
+	struct late_consumer c = { .dir = l.dir, .ask_w = t.ask[1], .done_r = t.done[0],
+	                           .out_w = t.out[1] };
 	pid_t pid = abd_test_fork(late_consumer_main, &c);
-	close(ask[1]);
-	close(done[0]);
-	close(out[1]);
-	pid_t holder = -1;
-	int probe = -1;
+	talk_forked(&t);
 	int res[2];
-	bool withdrawn = false;
-	for (;;) {
-		struct pollfd pf[3] = { { .fd = ask[0], .events = POLLIN },
-		                        { .fd = out[0], .events = POLLIN },
-		                        { .fd = abd_acquire_server_fd(l.srv), .events = POLLIN } };
-		cr_assert_geq(poll(pf, 3, 5000), 0);
-		abd_acquire_server_process(l.srv);
-		if (pf[0].revents && !withdrawn) {
-			char b;
-			cr_assert_eq(read(ask[0], &b, 1), 1);
-			probe = openat(abd_registry_fd(l.reg), abd_publication_name(l.pub),
-			               O_RDONLY | O_CLOEXEC);
-			cr_assert_geq(probe, 0);
-			/* the holder inherits the record's descriptor (and lock) */
-			holder = abd_test_fork(hold_until_eof, hold);
-			close(hold[0]);
-			cr_assert_eq(abd_withdraw(l.pub), 0);
-			l.pub = NULL;
-			withdrawn = true;
-			struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-			cr_assert_eq(fcntl(probe, F_OFD_GETLK, &fl), 0);
-			cr_assert_neq(fl.l_type, F_UNLCK, "the holder keeps the lock");
-			cr_assert_eq(write(done[1], "d", 1), 1);
-		}
-		if (pf[1].revents) {
-			cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
-			break;
-		}
-	}
-	close(ask[0]);
-	close(done[1]);
-	close(out[0]);
-	close(hold[1]);
-	close(probe);
+	talk_serve(&t, l.srv, act_withdraw_under_a_kept_lock, &k, res, sizeof(res));
+	talk_close(&t);
+	close(k.hold[1]);
+	close(k.probe);
+	pid_t holder = k.holder;
 	cr_assert_eq(abd_test_wait(pid), 0);
 	cr_assert_eq(abd_test_wait(holder), 0);
 	cr_assert_eq(res[0], -ESRCH, "pidfd path after the withdrawal: %d", res[0]);
@@ -2655,25 +2678,19 @@ static void handle_case(uid_t uid)
 		cr_assert_eq(abd_record_pidfs_ino(forged), (uint64_t)ost.st_ino);
 	}
 
-	int ask[2], done[2], out[2];
-	cr_assert_eq(pipe2(ask, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(done, O_CLOEXEC), 0);
-	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	struct talk tk;
+	talk_open(&tk);
 	struct handle_consumer c = { .dir = dir, .rec = rec, .forged = forged, .uid = uid,
-	                             .ask_w = ask[1], .done_r = done[0], .out_w = out[1] };
+	                             .ask_w = tk.ask[1], .done_r = tk.done[0], .out_w = tk.out[1] };
 	pid_t pid = abd_test_fork(handle_consumer_main, &c);
-	close(ask[1]);
-	close(done[0]);
-	close(out[1]);
+	talk_forked(&tk);
 	char b;
-	cr_assert_eq(read(ask[0], &b, 1), 1, "consumer: first two acquisitions");
+	cr_assert_eq(read(tk.ask[0], &b, 1), 1, "consumer: first two acquisitions");
 	tpub_kill(&t);
-	cr_assert_eq(write(done[1], "d", 1), 1);
+	cr_assert_eq(write(tk.done[1], "d", 1), 1);
 	int res[3];
-	cr_assert_eq(read(out[0], res, sizeof(res)), (ssize_t)sizeof(res));
-	close(ask[0]);
-	close(done[1]);
-	close(out[0]);
+	cr_assert_eq(read(tk.out[0], res, sizeof(res)), (ssize_t)sizeof(res));
+	talk_close(&tk);
 	cr_assert_eq(abd_test_wait(pid), 0);
 	kill(other, SIGKILL);
 	abd_test_wait(other);
