@@ -1407,7 +1407,6 @@ int abd__ring_stream_open(struct abd_ring *r, unsigned role, unsigned abi,
 	s->ring = r;
 	s->role = role;
 	s->slots = r->slots;
-	s->cap = r->cap;
 	s->mask = r->mask;
 	s->stride = r->stride;
 	s->slot_size = r->slot_size;

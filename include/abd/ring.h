@@ -230,7 +230,7 @@ struct abd_ring_stream {
 	const uint32_t *futex;      /* the futex word of the peers' sleepers */
 	uint64_t pos;               /* our next position */
 	uint64_t head;              /* producer: the head as last read */
-	uint32_t cap, mask, stride, slot_size;
+	uint32_t mask, stride, slot_size; /* mask: capacity - 1 */
 	unsigned role, fast;
 	int ret;                    /* the result of the last out-of-line call */
 };
@@ -260,7 +260,7 @@ static inline int abd__ring_stream_took(struct abd_ring_stream *s, struct abd__r
 	ABD_NONBLOCKING
 {
 	s->pos = st.pos;
-	s->head = st.pos - s->cap; /* read the head again before the next claim */
+	s->head = st.pos - s->mask - 1; /* read the head again before the next claim */
 	s->fast = (unsigned)(st.word >> 32) & 1;
 	return (int)(uint32_t)st.word;
 }
@@ -333,7 +333,6 @@ static inline struct abd_ring_stream abd_ring_stream_open(struct abd_ring *ring,
 	s.futex = t.futex;
 	s.pos = t.pos;
 	s.head = t.head;
-	s.cap = t.cap;
 	s.mask = t.mask;
 	s.stride = t.stride;
 	s.slot_size = t.slot_size;
@@ -355,9 +354,9 @@ ABD_NODISCARD static inline int abd_ring_stream_push(struct abd_ring_stream *s, 
 {
 	uint64_t t = s->pos;
 	if (__builtin_expect(s->fast && len <= s->slot_size && (data || len == 0), 1)) {
-		if (__builtin_expect(t - s->head >= s->cap, 0)) {
+		if (__builtin_expect(t - s->head > s->mask, 0)) { /* full as last seen */
 			s->head = __atomic_load_n(s->peer_pos, __ATOMIC_ACQUIRE);
-			if (t - s->head >= s->cap)
+			if (t - s->head > s->mask)
 				return -EAGAIN;
 		}
 		unsigned char *slot = s->slots + (size_t)(t & s->mask) * s->stride;
