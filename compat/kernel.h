@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +74,25 @@
 static inline int abd__sys_ret(long r)
 {
 	return r < 0 ? -errno : (int)r;
+}
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+/* Read (drain) an eventfd without ever sleeping, whatever O_NONBLOCK says: the status flags
+ * belong to the open file description, and a peer sharing it may clear them at any moment, so
+ * a plain read(2) of a shared eventfd can block for ever. preadv2(RWF_NOWAIT) makes the read
+ * itself non-blocking (eventfd honours it since Linux 5.12). Returns 8 (*v: the count it took),
+ * -EAGAIN (nothing to take), -EOPNOTSUPP (this kernel's eventfd cannot read without the flag:
+ * the caller must not read it synchronously), or another -errno. */
+static inline int abd__eventfd_drain(int fd, uint64_t *v)
+{
+	struct iovec io = { v, sizeof(*v) };
+	ssize_t n = preadv2(fd, &io, 1, -1, RWF_NOWAIT);
+	if (n < 0)
+		return errno == EINVAL || errno == ENOSYS ? -EOPNOTSUPP : -errno;
+	return n == (ssize_t)sizeof(*v) ? (int)n : -EIO;
 }
 
 static inline int abd__pidfd_open(pid_t pid, unsigned int flags)

@@ -149,11 +149,11 @@ static void dispatch(struct abd_reactor *r, struct abd__cookie *ck, uint32_t rev
 		if (s->dead)
 			return;
 		uint64_t v;
-		ssize_t n = read(s->fd, &v, sizeof(v));
-		if (n == (ssize_t)sizeof(v))
+		int n = abd__reactor_eventfd_read(s->fd, &v);
+		if (n == (int)sizeof(v))
 			abd__source_fire(r, s, 0, v);
-		else if (n < 0 && errno != EAGAIN && errno != EINTR)
-			fail(r, s, -errno);
+		else if (n < 0 && n != -EAGAIN && n != -EINTR)
+			fail(r, s, n);
 		return;
 	}
 	case ABD__TAG_READ_POLL: {

@@ -178,6 +178,27 @@ extern const struct abd__backend abd__backend_epoll;
 extern const struct abd__backend abd__backend_uring;
 #endif
 
+/* The synchronous read of an eventfd source after the kernel said it is readable: a peer
+ * sharing the descriptor's open file description may clear O_NONBLOCK on it and drain it
+ * between the readiness and the read, so the read must never sleep on its own: preadv2 with
+ * RWF_NOWAIT (abd__eventfd_drain). On a kernel whose eventfd ignores RWF_NOWAIT (before 5.12)
+ * a plain read, only while the description says O_NONBLOCK (a peer flipping the flag between
+ * the check and the read can still make that one read sleep there: use io_uring). Returns 8,
+ * or -errno (-EAGAIN: nothing to read). */
+static inline int abd__reactor_eventfd_read(int fd, uint64_t *v)
+{
+	int n = abd__eventfd_drain(fd, v);
+	if (n != -EOPNOTSUPP)
+		return n;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK))
+		return -EAGAIN;
+	ssize_t r = read(fd, v, sizeof(*v));
+	return r < 0 ? -errno : r == (ssize_t)sizeof(*v) ? (int)r : -EIO;
+}
+
 /* Deliver an event: runs the callback unless the source is dead. Returns true when the
  * source is still alive and armed afterwards (the backend then re-arms persistent sources). */
 bool abd__source_fire(struct abd_reactor *r, struct abd_source *s, int status, uint64_t value);

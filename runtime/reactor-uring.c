@@ -337,12 +337,12 @@ static void complete(struct abd_reactor *r, void *cookie, int res)
 			{ fail(r, s, res); return; }
 		s->armed = false;
 		uint64_t v;
-		ssize_t n = read(s->fd, &v, sizeof(v));
-		if (n == (ssize_t)sizeof(v)) {
+		int n = abd__reactor_eventfd_read(s->fd, &v);
+		if (n == (int)sizeof(v)) {
 			if (!abd__source_fire(r, s, 0, v))
 				return;
-		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			{ fail(r, s, -errno); return; }
+		} else if (n < 0 && n != -EAGAIN && n != -EINTR) {
+			{ fail(r, s, n); return; }
 		}
 		{ rearm(r, s); return; }
 	}

@@ -268,6 +268,13 @@ unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
 
 /* ring-wait.c */
 uint64_t abd__ring_now_ns(void);
+void abd__ring_signal(struct abd_ring *r);
+struct abd__ring_backoff {
+	unsigned rounds;
+	int64_t nap_ns;
+};
+int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns);
+bool abd__ring_evfd_ok(void);
 uint64_t abd__ring_pidns(void);
 
 #endif

@@ -11,9 +11,11 @@
  * word changed and does not sleep. A sleeper that dies leaves the word armed: it costs the
  * next waker one spare wake, nothing more. */
 #include <abd/probe.h>
+#include <linux/aio_abi.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -29,11 +31,120 @@
 #define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
 #define ABD__YIELD_BACKOFF_MAX 63 /* most yield hints ignored after fruitless yields */
 
+/* A blocked call that keeps being woken for nothing (a sleep ended, or the re-check said go,
+ * and the operation still finds nothing to do) is either unlucky among many sleepers or facing
+ * a peer that scribbles over the futex words or floods the eventfd. After this many such rounds
+ * in a row it naps between rounds, ABD__FRUITLESS_NAP_NS doubling up to ..._MAX_NS (never past
+ * its deadline), so that what a peer writes cannot make it burn a CPU. */
+#define ABD__FRUITLESS_ROUNDS 32
+#define ABD__FRUITLESS_NAP_NS 20000
+#define ABD__FRUITLESS_NAP_MAX_NS 2000000
+/* The longest sleep on the eventfd alone: its wakers may be unable to signal it (below). */
+#define ABD__EVFD_SLICE_NS 20000000
+
 uint64_t abd__ring_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- The eventfd, a description every participant shares (docs/ring.md, section 5) ----
+ * Its status flags belong to that description: any participant may clear O_NONBLOCK on it at
+ * any moment, and may saturate its count. A read(2) of an empty eventfd then sleeps, and so
+ * does a write(2) while the count is saturated. So no participant reads or writes it with
+ * read(2)/write(2):
+ * - reads (drains) are preadv2(RWF_NOWAIT) (abd__eventfd_drain), which never sleeps whatever
+ *   the flags say; on a kernel whose eventfd ignores RWF_NOWAIT (before 5.12) nobody reads it
+ *   and nobody sleeps on it (abd__ring_evfd_ok says no): waiters use the futex word;
+ * - wakes are made by the kernel's own eventfd_signal(), which never sleeps (a saturated count
+ *   stays saturated): a zero-byte AIO read of our private lease descriptor submitted with
+ *   IOCB_FLAG_RESFD completes inside io_submit and signals the eventfd. One AIO context per
+ *   process, made on first use; its completions are reaped only when its ring fills. Without
+ *   AIO (no io_setup, aio-max-nr reached) no wake goes through the eventfd, and every sleep on
+ *   it is bounded by ABD__EVFD_SLICE_NS. */
+#define ABD__AIO_EVENTS 256
+static aio_context_t aio_ctx;   /* 0: not made yet; ABD__AIO_NONE: unavailable */
+#define ABD__AIO_NONE ((aio_context_t)-1)
+
+static aio_context_t aio_get(void)
+{
+	aio_context_t c = __atomic_load_n(&aio_ctx, __ATOMIC_ACQUIRE);
+	if (c)
+		return c;
+	aio_context_t n = 0;
+	if (syscall(SYS_io_setup, ABD__AIO_EVENTS, &n) < 0)
+		n = ABD__AIO_NONE;
+	if (!__atomic_compare_exchange_n(&aio_ctx, &c, n, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (n != ABD__AIO_NONE)
+			syscall(SYS_io_destroy, n); /* another thread made one first */
+		return c;
+	}
+	return n;
+}
+
+static int aio_signal(aio_context_t c, int fd, int evfd)
+{
+	static unsigned char byte;
+	struct iocb cb = { 0 };
+	cb.aio_lio_opcode = IOCB_CMD_PREAD;
+	cb.aio_fildes = (uint32_t)fd;
+	cb.aio_buf = (uint64_t)(uintptr_t)&byte;
+	cb.aio_nbytes = 0;
+	cb.aio_flags = IOCB_FLAG_RESFD;
+	cb.aio_resfd = (uint32_t)evfd;
+	struct iocb *cbs[1] = { &cb };
+	return syscall(SYS_io_submit, c, 1, cbs) == 1 ? 0 : -errno;
+}
+
+void abd__ring_signal(struct abd_ring *r)
+{
+	if (r->evfd < 0 || r->lockfd < 0)
+		return;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		aio_context_t c = aio_get();
+		if (c == ABD__AIO_NONE)
+			return;
+		int e = aio_signal(c, r->lockfd, r->evfd);
+		if (e == 0)
+			return;
+		if (e == -EAGAIN) {
+			/* the completion ring is full: reap it (any thread may) and submit again */
+			struct io_event ev[32];
+			struct timespec zero = { 0, 0 };
+			while (syscall(SYS_io_getevents, c, 0, 32, ev, &zero) == 32)
+				;
+		} else if (e == -EINVAL) {
+			/* a context of the process we were forked from: make our own */
+			__atomic_compare_exchange_n(&aio_ctx, &c, 0, false, __ATOMIC_ACQ_REL,
+			                            __ATOMIC_RELAXED);
+		} else {
+			return;
+		}
+	}
+}
+
+/* Can this kernel drain an eventfd without ever sleeping (abd__eventfd_drain)? Asked once, of
+ * a private eventfd in blocking mode. */
+bool abd__ring_evfd_ok(void)
+{
+	static int ok; /* 0 unknown, 1 yes, -1 no; racing first calls store the same */
+	int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
+	if (!v) {
+		int fd = eventfd(0, EFD_CLOEXEC);
+		uint64_t x;
+		v = fd >= 0 && abd__eventfd_drain(fd, &x) == -EAGAIN ? 1 : -1;
+		abd__close(fd);
+		__atomic_store_n(&ok, v, __ATOMIC_RELAXED);
+	}
+	return v > 0;
+}
+
+static void evfd_drain(struct abd_ring *r)
+{
+	uint64_t v;
+	if (r->evfd >= 0 && abd__ring_evfd_ok())
+		(void)abd__eventfd_drain(r->evfd, &v);
 }
 
 static bool role_ok(const struct abd_ring *r, enum abd_ring_wait_for what)
@@ -108,16 +219,19 @@ static int recheck(struct abd_ring *r, enum abd_ring_wait_for what, int64_t *tmo
 	uint64_t t = r->modes & ABD_RING_SINGLE_PRODUCER ? r->sp_tail : abd__load(&r->h->tail, SEQ_CST);
 	if (abd__ring_spsc(r)) /* a single consumer moves the head only; slots are not marked free */
 		return t - abd__load(&r->h->head, SEQ_CST) < r->cap;
+	/* The slot word classified exactly as the claims do (mp_claim, sp_claim_slow): whatever a
+	 * peer wrote there, "go" here means the claim can make progress, so a word the claims call
+	 * full cannot keep a waiter spinning between this check and the claim. */
 	struct abd__ring_slot *s = abd__slot(r, t);
 	uint64_t c = abd__load(&s->ctl, SEQ_CST);
 	int32_t d = (int32_t)(abd__ctl_seq(c) - (uint32_t)t);
 	unsigned st = abd__ctl_state(c);
-	if (d == -(int32_t)r->cap && st != ABD__SLOT_FREE) {
-		if (st == ABD__SLOT_READING || st == ABD__SLOT_WRITING)
-			return blocked_by(r, what, t, s, c, true, tmo);
-		return 0; /* full of messages: consumers will wake us */
-	}
-	return 1;
+	if (d >= 0)
+		return 1; /* free for t (claim it), or taken or done (step the tail past it) */
+	/* an earlier lap still holds the slot: full */
+	if (d == -(int32_t)r->cap && (st == ABD__SLOT_READING || st == ABD__SLOT_WRITING))
+		return blocked_by(r, what, t, s, c, true, tmo);
+	return 0; /* consumers will wake us */
 }
 
 /* Was the wake that ended this announcement made from our own CPU? Then the waker was running
@@ -268,11 +382,7 @@ int abd_ring_wait_finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	abd__check(r, -EINVAL);
 	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
 	finish(r, what);
-	if (r->evfd >= 0) {
-		uint64_t v;
-		ssize_t n = read(r->evfd, &v, sizeof(v));
-		(void)n; /* EAGAIN: nothing to drain */
-	}
+	evfd_drain(r); /* never sleeps, whatever a peer did to the description's flags */
 	return 0;
 }
 
@@ -347,17 +457,15 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	}
 	r->own_waits++;
 	abd__add(&r->h->waits, 1, RELAXED);
-	if (r->stalled && r->evfd >= 0) {
+	if (r->stalled && r->evfd >= 0 && abd__ring_evfd_ok()) {
 		int pfd = stall_pidfd(r);
 		if (pfd == -ESRCH)
 			return 0;
 		if (pfd >= 0) {
-			/* Drain what earlier wakes left in the eventfd (a futex sleeper's wakers write it
+			/* Drain what earlier wakes left in the eventfd (a futex sleeper's wakers signal it
 			 * too, and nobody reads it then), then look at the word: a wake made before the
 			 * drain has changed it; one made after it makes the eventfd readable. */
-			uint64_t v;
-			ssize_t n = read(r->evfd, &v, sizeof(v));
-			(void)n;
+			evfd_drain(r);
 			const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
 			if (abd__load(word, SEQ_CST) != value)
 				return 0;
@@ -376,14 +484,18 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, tsp, NULL, 0);
 		return e < 0 && errno == EINTR ? -EINTR : 0;
 	}
-	if (r->evfd >= 0) {
+	if (r->evfd >= 0 && abd__ring_evfd_ok()) {
+		/* bounded: a waker may have no way to signal the eventfd (abd__ring_signal) */
+		if (!tsp || ts.tv_sec > 0 || ts.tv_nsec > ABD__EVFD_SLICE_NS) {
+			ts.tv_sec = 0;
+			ts.tv_nsec = ABD__EVFD_SLICE_NS;
+			tsp = &ts;
+		}
 		struct pollfd p = { .fd = r->evfd, .events = POLLIN };
 		int e = ppoll(&p, 1, tsp, NULL);
 		if (e < 0 && errno == EINTR)
 			return -EINTR;
-		uint64_t v;
-		ssize_t n = read(r->evfd, &v, sizeof(v));
-		(void)n;
+		evfd_drain(r);
 		return 0;
 	}
 	/* neither futex nor eventfd: nap */
@@ -393,8 +505,24 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	return nanosleep(&nap, NULL) < 0 && errno == EINTR ? -EINTR : 0;
 }
 
+/* After a round of a blocking loop that ended with nothing done (fruitless: see
+ * ABD__FRUITLESS_ROUNDS): count it, and past the limit nap for the next step of the backoff,
+ * at most left_ns (< 0: no deadline). 0, or -EINTR. */
+int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns)
+{
+	if (++b->rounds < ABD__FRUITLESS_ROUNDS)
+		return 0;
+	int64_t ns = b->nap_ns ? b->nap_ns : ABD__FRUITLESS_NAP_NS;
+	b->nap_ns = ns * 2 > ABD__FRUITLESS_NAP_MAX_NS ? ABD__FRUITLESS_NAP_MAX_NS : ns * 2;
+	if (left_ns >= 0 && left_ns < ns)
+		ns = left_ns;
+	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+	return nanosleep(&ts, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+}
+
 /* The shared loop of the blocking forms: op() until it stops saying -EAGAIN. The caller made
- * the first attempt (the try form itself, inline): e is its -EAGAIN. */
+ * the first attempt (the try form itself, inline): e is its -EAGAIN. The deadline is checked at
+ * every round, whatever the round found. */
 static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t timeout_ns,
                     int (*op)(struct abd_ring *, void *), void *arg, int e)
 {
@@ -414,14 +542,26 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 	if (spin && r->spin > ABD__SPIN_MIN)
 		r->spin /= 2;
 	uint64_t deadline = timeout_ns > 0 ? abd__ring_now_ns() + (uint64_t)timeout_ns : 0;
-	for (;;) {
+	struct abd__ring_backoff backoff = { 0, 0 };
+	for (bool first = true;; first = false) {
+		int64_t left = -1;
+		if (timeout_ns > 0) {
+			uint64_t now = abd__ring_now_ns();
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			left = (int64_t)(deadline - now);
+		}
+		if (!first) {
+			int b = abd__ring_backoff(&backoff, left);
+			if (b < 0)
+				return b;
+		}
 		uint32_t value;
 		int64_t tmo;
 		int p = prepare(r, what, &value, &tmo);
 		if (p < 0)
 			return p;
 		if (p == 0) {
-			int64_t left = -1;
 			if (timeout_ns == 0) {
 				finish(r, what);
 				return -EAGAIN;

@@ -428,19 +428,16 @@ void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOC
 	if (!(w & 1) || !abd__cas(word, &w, (w + 2) & ~1u, SEQ_CST))
 		return; /* not armed, or another waker disarmed it and wakes */
 	/* The fast paths' one syscall. Neither call can sleep (FUTEX_WAKE never waits; the eventfd
-	 * is O_NONBLOCK), so the realtime sanitizer is told to let them through. Before it, the CPU
-	 * we run on, for the sleepers we wake (a hint, see ring-wait.c: yield_hint); sched_getcpu
-	 * reads it from the rseq area (glibc 2.35+) or the vDSO, no syscall. */
+	 * is signalled by the kernel, never written: abd__ring_signal), so the realtime sanitizer
+	 * is told to let them through. Before it, the CPU we run on, for the sleepers we wake (a
+	 * hint, see ring-wait.c: yield_hint); sched_getcpu reads it from the rseq area (glibc
+	 * 2.35+) or the vDSO, no syscall. */
 	uint32_t *waker_cpu = what == ABD_RING_WAIT_SPACE ? &r->h->space_waker_cpu : &r->h->data_waker_cpu;
 	ABD__RTSAN_EXEMPT_BEGIN;
 	int cpu = sched_getcpu();
 	abd__store(waker_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, RELAXED);
 	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-	if (r->evfd >= 0) {
-		uint64_t one = 1;
-		ssize_t n = write(r->evfd, &one, sizeof(one));
-		(void)n; /* EAGAIN: the counter is saturated, readers are awake anyway */
-	}
+	abd__ring_signal(r); /* the eventfd: never a write(2), see ring-wait.c */
 	ABD__RTSAN_EXEMPT_END;
 	abd__add(&r->h->wakes, 1, RELAXED);
 	r->own_wakes++;

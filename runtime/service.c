@@ -168,11 +168,7 @@ static void wake_all(struct abd_ring *r)
 		__atomic_fetch_add(words[i], 2, __ATOMIC_SEQ_CST);
 		syscall(SYS_futex, words[i], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 	}
-	if (r->evfd >= 0) {
-		uint64_t one = 1;
-		ssize_t n = write(r->evfd, &one, sizeof(one));
-		(void)n;
-	}
+	abd__ring_signal(r); /* never write(2) to the shared eventfd: ring-wait.c */
 }
 
 static inline bool shared_closed(const struct abd_service *svc) ABD_NONBLOCKING
@@ -767,8 +763,9 @@ static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uin
 		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, &ts, NULL, 0);
 		return e < 0 && errno == EINTR ? -EINTR : 0;
 	}
+	/* the eventfd only where it can be drained without sleeping (abd_ring_wait_finish) */
 	struct pollfd p = { .fd = r->evfd, .events = POLLIN };
-	int e = ppoll(&p, r->evfd >= 0 ? 1 : 0, &ts, NULL);
+	int e = ppoll(&p, r->evfd >= 0 && abd__ring_evfd_ok() ? 1 : 0, &ts, NULL);
 	return e < 0 && errno == EINTR ? -EINTR : 0;
 }
 
@@ -879,6 +876,10 @@ static int blocking(struct abd_service *svc, bool push, void *buf, const void *d
 {
 	int64_t deadline = -1;
 	int r;
+	/* rounds that found nothing to do after a wait: a peer scribbling over the ring's words can
+	 * end every wait at once; past a few dozen in a row the loop naps (ring-wait.c) */
+	struct abd__ring_backoff backoff = { 0, 0 };
+	bool waited = false;
 	svc->depth++;
 	for (;;) {
 		r = push ? abd_service_try_push(svc, data, len) : abd_service_try_pop(svc, buf, len);
@@ -886,6 +887,13 @@ static int blocking(struct abd_service *svc, bool push, void *buf, const void *d
 			break;
 		if (deadline < 0 && timeout_ns > 0)
 			deadline = now_ns() + timeout_ns;
+		if (waited) {
+			int64_t left = deadline < 0 ? -1 : deadline - now_ns();
+			r = abd__ring_backoff(&backoff, deadline >= 0 && left < 0 ? 0 : left);
+			if (r < 0)
+				break;
+		}
+		waited = true;
 		r = wait_once(svc, push ? ABD_RING_WAIT_SPACE : ABD_RING_WAIT_DATA, deadline);
 		if (r == 0 && svc->close_pending)
 			r = -ECANCELED;
@@ -963,10 +971,10 @@ static void rd_io_cb(abd__unused struct abd_source *src, abd__unused int status,
 	struct abd_service *svc = ud;
 	if (!svc->rd_waiting) {
 		/* a wake meant for another sleeper of the eventfd, or one we no longer wait for:
-		 * drain it, so a level-triggered source does not spin */
+		 * drain it, so a level-triggered source does not spin (never a read(2), which a peer
+		 * clearing O_NONBLOCK on the shared description would make sleep) */
 		uint64_t v;
-		ssize_t n = read(svc->ring->evfd, &v, sizeof(v));
-		(void)n;
+		(void)abd__eventfd_drain(svc->ring->evfd, &v);
 		return;
 	}
 	readable_fire(svc);
@@ -1007,7 +1015,7 @@ static void readable_arm(struct abd_service *svc)
 			futex_ok = abd_reactor_add_futex(svc->reactor, word, value, rd_futex_cb, svc,
 			                                 &svc->rd_futex) == 0;
 	}
-	if (!futex_ok && !svc->rd_io && svc->ring->evfd >= 0)
+	if (!futex_ok && !svc->rd_io && svc->ring->evfd >= 0 && abd__ring_evfd_ok())
 		(void)abd_reactor_add_io(svc->reactor, svc->ring->evfd, POLLIN, rd_io_cb, svc,
 		                         &svc->rd_io);
 	int64_t t = futex_ok ? tmo : (tmo >= 0 && tmo < SLICE_NS ? tmo : SLICE_NS);

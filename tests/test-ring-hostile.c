@@ -6,12 +6,17 @@
 #include <abd/ring.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -253,4 +258,198 @@ ABD_TEST(ring_hostile, scribbling_peer_cannot_crash_us)
 		munmap(m, (size_t)st.st_size);
 		abd_ring_free(r);
 	}
+}
+
+/* ---- A peer that shares the descriptors and the memory (docs/ring.md, section 10) ---- */
+
+/* Run fn(arg) in a child and wait at most limit_ms for it: its exit status (128 + signal when
+ * killed), or -ETIMEDOUT after killing a child that overran (a hang). *cpu_ns: the child's
+ * user + system time. */
+static int run_bounded(int (*fn)(void *), void *arg, unsigned limit_ms, uint64_t *cpu_ns)
+{
+	pid_t pid = abd_test_fork(fn, arg);
+	cr_assert_gt(pid, 0);
+	uint64_t end = abd_test_now_ns() + (uint64_t)limit_ms * 1000000u;
+	for (;;) {
+		int status;
+		struct rusage ru;
+		pid_t w = wait4(pid, &status, WNOHANG, &ru);
+		cr_assert_geq(w, 0);
+		if (w == pid) {
+			if (cpu_ns)
+				*cpu_ns = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000u +
+				          (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000u;
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		}
+		if (abd_test_now_ns() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return -ETIMEDOUT;
+		}
+		usleep(2000);
+	}
+}
+
+static void set_nonblock(int fd, bool on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	cr_assert_geq(fl, 0);
+	cr_assert_eq(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK), 0);
+}
+
+/* What the peer below does to the shared eventfd: clear O_NONBLOCK on its open file description
+ * (the flags are the description's: every participant sees them), then, unless empty,
+ * saturate its count (a write(2) of 1 then sleeps until someone reads it). */
+static int eventfd_victim(void *arg)
+{
+	bool saturate = *(bool *)arg;
+	struct abd_ring *p, *c;
+	if (abd_ring_new(8, 16, 0, NULL, &p) < 0)
+		return 10;
+	int efd = abd_ring_wait_fd(p);
+	if (efd < 0)
+		return 0; /* no eventfd on this profile: nothing to block on */
+	if (abd_ring_attach(abd_ring_fd(p), efd, NULL, ABD_RING_CONSUMER, &c) < 0)
+		return 11;
+	int fl = fcntl(efd, F_GETFL);
+	if (fl < 0 || fcntl(efd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return 12;
+	if (saturate) {
+		uint64_t big = UINT64_C(0xfffffffffffffffe);
+		if (write(efd, &big, sizeof(big)) != (ssize_t)sizeof(big))
+			return 13;
+	}
+	/* a consumer announces itself, the producer owes it a wake: push signals the eventfd */
+	uint32_t v;
+	int64_t t;
+	if (abd_ring_wait_prepare(c, ABD_RING_WAIT_DATA, &v, &t) != 0)
+		return 14;
+	if (abd_ring_try_push(p, "m", 1) != 0)
+		return 15;
+	if (abd_ring_wait_finish(c, ABD_RING_WAIT_DATA) != 0)
+		return 16;
+	/* and an empty eventfd: the drain of wait_finish, a blocking pop that times out */
+	char b[16];
+	if (abd_ring_pop(c, b, sizeof(b), 50000000) != 1)
+		return 17;
+	if (abd_ring_wait_prepare(c, ABD_RING_WAIT_DATA, &v, &t) != 0)
+		return 18;
+	if (abd_ring_wait_finish(c, ABD_RING_WAIT_DATA) != 0)
+		return 19;
+	if (abd_ring_pop(c, b, sizeof(b), 50000000) != -ETIMEDOUT)
+		return 20;
+	abd_ring_free(c);
+	abd_ring_free(p);
+	return 0;
+}
+
+/* A peer clears O_NONBLOCK on the shared eventfd: no call may then sleep in a read of it (the
+ * waiter's drain in abd_ring_wait_finish, which before blocked for ever). */
+ABD_TEST(ring_hostile, eventfd_made_blocking_blocks_no_read)
+{
+	bool saturate = false;
+	int e = run_bounded(eventfd_victim, &saturate, 5000, NULL);
+	cr_assert_eq(e, 0, "the victim %s (%d)", e == -ETIMEDOUT ? "hung" : "failed", e);
+}
+
+/* ... and saturates its count: no wake may then sleep in a write of it (the push that owes a
+ * sleeper a wake). */
+ABD_TEST(ring_hostile, eventfd_saturated_and_blocking_blocks_no_wake)
+{
+	bool saturate = true;
+	int e = run_bounded(eventfd_victim, &saturate, 5000, NULL);
+	cr_assert_eq(e, 0, "the victim %s (%d)", e == -ETIMEDOUT ? "hung" : "failed", e);
+}
+
+/* A wake still reaches a sleeper on the eventfd, and an eventfd left blocking by a peer still
+ * drains: the signal made by the kernel is a real one. */
+ABD_TEST(ring_hostile, eventfd_wake_still_reaches_fd_sleepers)
+{
+	struct abd_ring *p, *c;
+	cr_assert_eq(abd_ring_new(8, 16, 0, NULL, &p), 0);
+	int efd = abd_ring_wait_fd(p);
+	if (efd < 0) {
+		abd_ring_free(p);
+		cr_skip_test("no eventfd under profile %s", abd_test_profile());
+	}
+	cr_assert_eq(abd_ring_attach(abd_ring_fd(p), efd, NULL, ABD_RING_CONSUMER, &c), 0);
+	set_nonblock(efd, false);
+	uint32_t v;
+	int64_t t;
+	cr_assert_eq(abd_ring_wait_prepare(c, ABD_RING_WAIT_DATA, &v, &t), 0);
+	cr_assert_eq(abd_ring_try_push(p, "m", 1), 0);
+	struct pollfd pf = { .fd = efd, .events = POLLIN };
+	cr_assert_eq(poll(&pf, 1, 1000), 1, "the wake made the eventfd readable");
+	cr_assert_eq(abd_ring_wait_finish(c, ABD_RING_WAIT_DATA), 0);
+	cr_assert_eq(poll(&pf, 1, 0), 0, "and wait_finish drained it");
+	set_nonblock(efd, true);
+	abd_ring_free(c);
+	abd_ring_free(p);
+}
+
+/* A peer writes a value into the slot word at the tail (head) that no protocol state has: the
+ * claims call the ring full (empty). The blocking forms must agree, sleep, and return at their
+ * deadline (before, the push's re-check said "go", the claim said "full", and the loop spun at
+ * full speed for as long as it was left running, never reaching its deadline check). */
+struct garbage_case {
+	unsigned modes;
+	bool push;
+	uint64_t word;
+};
+
+static int garbage_victim(void *arg)
+{
+	const struct garbage_case *g = arg;
+	struct abd_ring *r;
+	if (abd_ring_new(4, 16, g->modes, NULL, &r) < 0)
+		return 10;
+	struct stat st;
+	if (fstat(abd_ring_fd(r), &st) < 0)
+		return 11;
+	unsigned char *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+	                        abd_ring_fd(r), 0);
+	if (m == MAP_FAILED)
+		return 12;
+	/* slot 0 holds position 0, the tail and the head of a fresh ring; a push needs a ring
+	 * with the lap before still in use, so fill it first (cap 4: positions 0..3, then the
+	 * producer's next claim is position 4 in slot 0) */
+	char b[16];
+	if (g->push)
+		for (int i = 0; i < 4; i++)
+			if (abd_ring_try_push(r, "f", 1) != 0)
+				return 13;
+	__atomic_store_n((uint64_t *)(void *)(m + 8704), g->word, __ATOMIC_SEQ_CST);
+	uint64_t t0 = abd_test_now_ns();
+	int e = g->push ? abd_ring_push(r, "x", 1, 50000000) : abd_ring_pop(r, b, sizeof(b), 50000000);
+	uint64_t dt = abd_test_now_ns() - t0;
+	if (e >= 0)
+		return 14; /* a garbage word is neither a free slot nor a message */
+	if (dt > 250000000)
+		return 15; /* past the deadline + 200 ms */
+	munmap(m, (size_t)st.st_size);
+	abd_ring_free(r);
+	return 0;
+}
+
+ABD_TEST(ring_hostile, garbage_slot_word_cannot_make_a_blocking_call_spin)
+{
+	const unsigned modes[] = { 0, ABD_RING_SINGLE_PRODUCER, ABD_RING_SINGLE_CONSUMER,
+	                           ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER };
+	const uint64_t words[] = { 0xffffffffu, UINT64_MAX, (uint64_t)0x7fffffff | (uint64_t)9 << 32,
+	                           (uint64_t)2 << 32 | 1000 };
+	for (size_t mi = 0; mi < sizeof(modes) / sizeof(modes[0]); mi++)
+		for (size_t wi = 0; wi < sizeof(words) / sizeof(words[0]); wi++)
+			for (int push = 0; push < 2; push++) {
+				struct garbage_case g = { modes[mi], push, words[wi] };
+				uint64_t cpu = 0;
+				int e = run_bounded(garbage_victim, &g, 3000, &cpu);
+				cr_assert_eq(e, 0, "modes %#x word %#llx %s: %s (%d)", modes[mi],
+				             (unsigned long long)words[wi], push ? "push" : "pop",
+				             e == -ETIMEDOUT ? "spun past its deadline" : "failed", e);
+				/* a 50 ms wait asleep costs a few ms of CPU with the ring's setup; spinning
+				 * through it costs all 50 */
+				cr_assert_lt(cpu, 30000000, "modes %#x word %#llx %s: %llu ns of CPU",
+				             modes[mi], (unsigned long long)words[wi], push ? "push" : "pop",
+				             (unsigned long long)cpu);
+			}
 }

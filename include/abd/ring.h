@@ -11,7 +11,7 @@
  *
  * Fast paths (try forms, reserve/commit, peek/release) make no syscall and take no lock; the
  * one exception is the wake-up owed to a sleeping peer: a push makes one futex wake (+ one
- * eventfd write) only when a consumer announced that it sleeps, and a pop does the same for a
+ * eventfd signal) only when a consumer announced that it sleeps, and a pop does the same for a
  * producer waiting for space. Blocking forms wait on the ring's futex word.
  *
  * A handle is for one thread at a time; several threads or processes use several handles
