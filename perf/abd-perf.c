@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* abd-perf [--json] [--quick] [--iters N] [BENCH|SUBJECT...]
+/* abd-perf [--json] [--quick] [--iters N] [--rounds N] [BENCH|SUBJECT...]
  * abd-perf list | subjects
  * Runs the named benchmark families (all of them when none is named), or single subjects
  * such as bare-futex or zmq-ipc. See bench.h and docs/perf.md. */
@@ -32,13 +32,16 @@ static const struct {
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: abd-perf [--json] [--quick] [--iters N] [BENCH|SUBJECT...]\n"
+	        "usage: abd-perf [--json] [--quick] [--iters N] [--rounds N] [BENCH|SUBJECT...]\n"
 	        "       abd-perf list       the families, one a line: name, description\n"
 	        "       abd-perf subjects   the subjects that also run alone\n"
 	        "  --json     one JSON object per line\n"
 	        "  --quick    smoke-run sizes (a few seconds per family)\n"
 	        "  --iters N  timed iterations (messages for throughput rows) for every subject\n"
-	        "With no BENCH, runs every family; a SUBJECT (e.g. bare-futex) runs alone.\n");
+	        "  --rounds N each abd row and its baseline are measured alternately, N rounds\n"
+	        "             (1..%d, default %d): ratio = median of the rounds' ratios\n"
+	        "With no BENCH, runs every family; a SUBJECT (e.g. bare-futex) runs alone.\n",
+	        BENCH_ROUNDS_MAX, BENCH_ROUNDS_DEFAULT);
 }
 
 static int find(const char *name)
@@ -55,11 +58,12 @@ int main(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"quick", no_argument, NULL, 'q'},
 		{"iters", required_argument, NULL, 'n'},
+		{"rounds", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "+jqn:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+jqn:r:h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j': bench_opt.json = true; break;
 		case 'q': bench_opt.quick = true; break;
@@ -72,6 +76,17 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			bench_opt.iters = n;
+			break;
+		}
+		case 'r': {
+			char *end;
+			errno = 0;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (errno || *end || !n || n > BENCH_ROUNDS_MAX) {
+				fprintf(stderr, "abd-perf: --rounds wants 1..%d\n", BENCH_ROUNDS_MAX);
+				return 2;
+			}
+			bench_opt.rounds = (unsigned)n;
 			break;
 		}
 		case 'h': usage(stdout); return 0;

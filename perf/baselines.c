@@ -4,7 +4,9 @@
  *   bare-spsc            a minimal spin-only single-producer/single-consumer ring (8-byte items;
  *                        and messages of 8 B, 64 B, 1 KiB copied in and out: throughput-8B/...)
  *   bare-mpmc            a bounded Vyukov-style MPMC queue (per-cell sequence, CAS on head and
- *                        tail), 2 producer and 2 consumer threads, 8 B / 64 B / 1 KiB
+ *                        tail), one thread per process (one per vCPU when split), relaxing
+ *                        on full/empty as abd-ring's loops do, 8 B / 64 B / 1 KiB (case names
+ *                        throughput-2p2c-*: the rows abd-ring's 2P2C rows compare with)
  *   bare-futex           futex(2) wait/wake ping-pong on two shared words
  *   bare-eventfd         eventfd write/read ping-pong
  *   bare-pipe            64 B over two pipes
@@ -17,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -392,11 +393,22 @@ static void run_spsc(void)
 }
 
 /* ---- bare-mpmc ----
- * A bounded MPMC queue in Vyukov's manner: one sequence word per cell, producers claim a
- * position by a CAS on the tail, consumers by a CAS on the head; the cell's sequence says
- * whose turn it is. No lease, no length, no recovery: the floor of a CAS-claimed MPMC ring.
- * 2 producer threads in A, 2 consumer threads in B (abd-ring throughput-2p2c's shape), as
- * many cells as abd-ring's ring, messages of 8 / 64 / 1024 bytes copied in and out. */
+ * The floor of a bounded multi-producer/multi-consumer ring: a Vyukov-style queue of 4096
+ * cells (as many as abd-ring's 2P2C ring), one sequence word per cell, a position claimed
+ * by a CAS on the tail (producers) or the head (consumers), the cell's sequence saying whose
+ * turn it is. A lost CAS retries at once; a full queue (push) or an empty one (pop) returns
+ * to the caller, which relaxes and tries again: a pause with a vCPU of its own, sched_yield()
+ * sharing one (bench_relax) - what abd-ring's 2P2C loops do around abd_ring_try_push /
+ * abd_ring_try_pop when those return -EAGAIN (docs/ring.md). Messages of 8 / 64 / 1024
+ * bytes copied in and out with memcpy; the consumer checks that each producer's values
+ * arrive in order.
+ *
+ * One thread per process, each process pinned (split: one thread per vCPU; shared: both on
+ * one vCPU, yielding to each other): every claim pays the CAS and the cell handshake of an
+ * MPMC queue, but no thread is ever preempted by a sibling between its claim and its
+ * publication (on two vCPUs, two threads per vCPU turn that into stalls of a timeslice that
+ * measure the scheduler, not the queue). Left out: a length per message, leases, recovery
+ * of a dead claimant, wake-ups, statistics - what abd adds over this is its own cost. */
 
 #define MPMC_CELLS 4096u
 
@@ -414,6 +426,11 @@ static size_t mpmc_stride(size_t bytes)
 	return s > 32 ? (s + CACHELINE - 1) & ~(size_t)(CACHELINE - 1) : s;
 }
 
+static size_t mpmc_size(size_t bytes)
+{
+	return sizeof(struct mpmc) + MPMC_CELLS * mpmc_stride(bytes);
+}
+
 struct mpmc_arg {
 	size_t bytes;
 };
@@ -421,50 +438,52 @@ struct mpmc_arg {
 struct mpmc_state {
 	struct mpmc *q;
 	size_t bytes, stride;
-	uint64_t next;      /* A: the next value to produce */
-	uint64_t requested; /* B: messages asked for so far (warm-up + timed) */
-	_Atomic uint64_t consumed;
+	uint64_t next;   /* A: the next value to produce; B: the next value expected */
 };
 
-static _Atomic uint64_t *mpmc_seq(struct mpmc_state *s, uint64_t pos)
+static inline __attribute__((always_inline)) _Atomic uint64_t *mpmc_seq(struct mpmc *q,
+                                                                       size_t stride,
+                                                                       uint64_t pos)
 {
-	return (_Atomic uint64_t *)(s->q->cells + (pos & (MPMC_CELLS - 1)) * s->stride);
+	return (_Atomic uint64_t *)(void *)(q->cells + (pos & (MPMC_CELLS - 1)) * stride);
 }
 
-static inline __attribute__((always_inline)) void mpmc_push(struct mpmc_state *s, const void *msg,
-                                                            size_t bytes)
+/* Enqueues one message, or returns false when the queue is full. */
+static inline __attribute__((always_inline)) bool mpmc_try_push(struct mpmc *q, size_t stride,
+                                                                const void *msg, size_t bytes)
 {
-	uint64_t pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+	uint64_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
 	for (;;) {
-		_Atomic uint64_t *seq = mpmc_seq(s, pos);
+		_Atomic uint64_t *seq = mpmc_seq(q, stride, pos);
 		int64_t d = (int64_t)(atomic_load_explicit(seq, memory_order_acquire) - pos);
 		if (d == 0) {
-			if (atomic_compare_exchange_weak_explicit(&s->q->tail, &pos, pos + 1,
+			/* the cell is free for this lap: claim the position */
+			if (atomic_compare_exchange_weak_explicit(&q->tail, &pos, pos + 1,
 			                                          memory_order_relaxed,
 			                                          memory_order_relaxed)) {
 				memcpy((unsigned char *)seq + 8, msg, bytes);
 				atomic_store_explicit(seq, pos + 1, memory_order_release);
-				return;
+				return true;
 			}
+			/* lost the race: pos now holds the tail, look again */
 		} else if (d < 0) {
-			bench_relax(); /* full */
-			pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+			return false; /* the previous lap is still unread: full */
 		} else {
-			pos = atomic_load_explicit(&s->q->tail, memory_order_relaxed);
+			pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
 		}
 	}
 }
 
-/* One message, or false when the queue is empty. */
-static inline __attribute__((always_inline)) bool mpmc_pop(struct mpmc_state *s, void *msg,
-                                                           size_t bytes)
+/* Dequeues one message, or returns false when the queue is empty. */
+static inline __attribute__((always_inline)) bool mpmc_try_pop(struct mpmc *q, size_t stride,
+                                                               void *msg, size_t bytes)
 {
-	uint64_t pos = atomic_load_explicit(&s->q->head, memory_order_relaxed);
+	uint64_t pos = atomic_load_explicit(&q->head, memory_order_relaxed);
 	for (;;) {
-		_Atomic uint64_t *seq = mpmc_seq(s, pos);
+		_Atomic uint64_t *seq = mpmc_seq(q, stride, pos);
 		int64_t d = (int64_t)(atomic_load_explicit(seq, memory_order_acquire) - (pos + 1));
 		if (d == 0) {
-			if (atomic_compare_exchange_weak_explicit(&s->q->head, &pos, pos + 1,
+			if (atomic_compare_exchange_weak_explicit(&q->head, &pos, pos + 1,
 			                                          memory_order_relaxed,
 			                                          memory_order_relaxed)) {
 				memcpy(msg, (unsigned char *)seq + 8, bytes);
@@ -472,16 +491,11 @@ static inline __attribute__((always_inline)) bool mpmc_pop(struct mpmc_state *s,
 				return true;
 			}
 		} else if (d < 0) {
-			return false;
+			return false; /* not written yet: empty */
 		} else {
-			pos = atomic_load_explicit(&s->q->head, memory_order_relaxed);
+			pos = atomic_load_explicit(&q->head, memory_order_relaxed);
 		}
 	}
-}
-
-static size_t mpmc_size(size_t bytes)
-{
-	return sizeof(struct mpmc) + MPMC_CELLS * mpmc_stride(bytes);
 }
 
 static int mpmc_prepare(void *shm, void *arg)
@@ -489,10 +503,8 @@ static int mpmc_prepare(void *shm, void *arg)
 	const struct mpmc_arg *a = arg;
 	struct mpmc *q = shm;
 	size_t stride = mpmc_stride(a->bytes);
-	for (uint64_t i = 0; i < MPMC_CELLS; i++) {
-		_Atomic uint64_t *seq = (_Atomic uint64_t *)(void *)(q->cells + i * stride);
-		atomic_store_explicit(seq, i, memory_order_relaxed);
-	}
+	for (uint64_t i = 0; i < MPMC_CELLS; i++)
+		atomic_store_explicit(mpmc_seq(q, stride, i), i, memory_order_relaxed);
 	return 0;
 }
 
@@ -510,100 +522,65 @@ static int mpmc_init(enum bench_role role, void *shm, void *arg, void **state)
 	return 0;
 }
 
-struct mpmc_job {
-	struct mpmc_state *s;
-	uint64_t from, n; /* producer: values from .. from+n; consumer: until the total reaches n */
-};
-
-static inline __attribute__((always_inline)) void mpmc_produce_n(struct mpmc_job *j, size_t bytes)
+/* Always inlined with a constant size, so that memcpy becomes moves. */
+static inline __attribute__((always_inline)) void mpmc_produce_n(struct mpmc_state *s, uint64_t n,
+                                                                 size_t bytes)
 {
 	unsigned char msg[1024] = {0};
-	for (uint64_t i = 0; i < j->n; i++) {
-		uint64_t v = j->from + i;
+	struct mpmc *q = s->q;
+	size_t stride = s->stride;
+	for (uint64_t i = 0; i < n;) {
+		uint64_t v = s->next + i;
 		memcpy(msg, &v, sizeof(v));
 		bench_msg_fresh(msg);
-		mpmc_push(j->s, msg, bytes);
+		if (mpmc_try_push(q, stride, msg, bytes))
+			i++;
+		else
+			bench_relax();
 	}
+	s->next += n;
 }
 
-/* Consumers count in private and add to the shared total every 64 messages and whenever the
- * queue looks empty, as abd-ring's 2p2c consumers do. */
-static inline __attribute__((always_inline)) void mpmc_consume_n(struct mpmc_job *j, size_t bytes)
+static inline __attribute__((always_inline)) uint64_t mpmc_consume_n(struct mpmc_state *s,
+                                                                     uint64_t n, size_t bytes)
 {
 	unsigned char msg[1024];
-	uint64_t mine = 0;
-	while (atomic_load_explicit(&j->s->consumed, memory_order_relaxed) < j->n) {
-		if (mpmc_pop(j->s, msg, bytes)) {
-			bench_msg_used(msg);
-			if (++mine == 64) {
-				atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
-				mine = 0;
-			}
+	struct mpmc *q = s->q;
+	size_t stride = s->stride;
+	uint64_t bad = 0;
+	for (uint64_t i = 0; i < n;) {
+		if (!mpmc_try_pop(q, stride, msg, bytes)) {
+			bench_relax();
 			continue;
 		}
-		if (mine) {
-			atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
-			mine = 0;
-		}
-		bench_relax();
+		bench_msg_used(msg);
+		uint64_t v;
+		memcpy(&v, msg, sizeof(v));
+		bad |= v ^ (s->next + i);
+		i++;
 	}
-	if (mine)
-		atomic_fetch_add_explicit(&j->s->consumed, mine, memory_order_relaxed);
-}
-
-static void *mpmc_producer(void *arg)
-{
-	struct mpmc_job *j = arg;
-	switch (j->s->bytes) {
-	case 8: mpmc_produce_n(j, 8); break;
-	case 64: mpmc_produce_n(j, 64); break;
-	default: mpmc_produce_n(j, 1024); break;
-	}
-	return NULL;
-}
-
-static void *mpmc_consumer(void *arg)
-{
-	struct mpmc_job *j = arg;
-	switch (j->s->bytes) {
-	case 8: mpmc_consume_n(j, 8); break;
-	case 64: mpmc_consume_n(j, 64); break;
-	default: mpmc_consume_n(j, 1024); break;
-	}
-	return NULL;
-}
-
-static int mpmc_run2(struct mpmc_state *s, void *(*fn)(void *), uint64_t n, uint64_t from)
-{
-	struct mpmc_job jobs[2];
-	pthread_t th[2];
-	int started = 0;
-	for (int i = 0; i < 2; i++) {
-		uint64_t share = n / 2 + (i == 0 ? n % 2 : 0);
-		jobs[i] = (struct mpmc_job){s, from, fn == mpmc_producer ? share : n};
-		from += share;
-		if (pthread_create(&th[i], NULL, fn, &jobs[i]) != 0)
-			break;
-		started++;
-	}
-	for (int i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
-	return started == 2 ? 0 : bench_fail("pthread_create failed");
+	s->next += n;
+	return bad;
 }
 
 static int mpmc_produce(void *state, uint64_t n)
 {
 	struct mpmc_state *s = state;
-	int e = mpmc_run2(s, mpmc_producer, n, s->next);
-	s->next += n;
-	return e;
+	switch (s->bytes) {
+	case 8: mpmc_produce_n(s, n, 8); break;
+	case 64: mpmc_produce_n(s, n, 64); break;
+	default: mpmc_produce_n(s, n, 1024); break;
+	}
+	return 0;
 }
 
 static int mpmc_consume(void *state, uint64_t n)
 {
 	struct mpmc_state *s = state;
-	s->requested += n;
-	return mpmc_run2(s, mpmc_consumer, s->requested, 0);
+	uint64_t bad = s->bytes == 8    ? mpmc_consume_n(s, n, 8)
+	               : s->bytes == 64 ? mpmc_consume_n(s, n, 64)
+	                                : mpmc_consume_n(s, n, 1024);
+	return bad ? bench_fail("mpmc: items out of order") : 0;
 }
 
 static void run_mpmc(void)

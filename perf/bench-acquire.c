@@ -1,19 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /* abd-perf acquire: a full acquisition (lookup done once; abd_acquire with every verification,
- * then free) by each path, beside its bare kernel floor measured in the same run:
+ * then free) by each path, beside its bare kernel floor measured in the same rounds:
  *
- *   bare-pidfd-getfd    pidfd_open + pidfd_getfd x 2 + close x 3
+ *   bare-pidfd-getfd    case acquire: pidfd_open + pidfd_getfd x 2 + close x 3 (the floor of a
+ *                       first acquisition, which has no pidfd of the publisher yet); case
+ *                       acquire-kept: pidfd_getfd x 2 + close x 2 on a pidfd opened once
+ *                       before the round (the floor of a repeat acquisition through a handle
+ *                       that keeps the publisher's pidfd). Neither reads the record, takes
+ *                       its lock, or checks what it got: no fstat, no seals, no kind, no
+ *                       instance.
  *   abd-acquire-pidfd   abd_acquire(ABD_ACQUIRE_PIDFD_GETFD) + abd_acquired_free, again and
- *                       again through one registry handle (case acquire), and as the first
- *                       acquisition through a fresh handle (case acquire-first: no cached
- *                       pidfd of the publisher). acquire-first does what a consumer does:
- *                       open a handle, abd_registry_lookup, then abd_acquire on that handle;
- *                       opening the handle and the lookup are not timed, and the lookup
- *                       leaves the record's descriptor in the handle, so the acquisition asks
- *                       the record's lock through it (no openat; its close comes when the
- *                       handle is freed, not timed either)
+ *                       again through one registry handle (case acquire, vs acquire-kept),
+ *                       and as the first acquisition through a fresh handle (case
+ *                       acquire-first, vs acquire: no cached pidfd of the publisher).
+ *                       acquire-first does what a consumer does: open a handle,
+ *                       abd_registry_lookup, then abd_acquire on that handle; opening the
+ *                       handle and the lookup are not timed, and the lookup leaves the
+ *                       record's descriptor in the handle, so the acquisition asks the
+ *                       record's lock through it (no openat; its close comes when the handle
+ *                       is freed, not timed either)
  *   bare-scm-rights     over a connected socketpair: send a request byte, the publisher
- *                       answers with 2 fds by SCM_RIGHTS, receive them, close them
+ *                       wakes in poll, answers with 2 fds by SCM_RIGHTS, receive them, close
+ *                       them. No connect, no credentials, no policy, no checks of the fds.
  *   abd-acquire-scm     abd_acquire(ABD_ACQUIRE_SCM_RIGHTS) + abd_acquired_free, again and
  *                       again through one registry handle (case acquire: a request and reply on
  *                       the connection the handle kept, SCM_RIGHTS, checks), and as the first
@@ -21,11 +29,14 @@
  *                       SO_PEERCRED both ways, the publisher's policy at accept, SCM_RIGHTS,
  *                       checks; opening the handle and the lookup before, as for the pidfd
  *                       row, and freeing the handle, which closes the connection, are not
- *                       timed)
+ *                       timed); both vs bare-scm-rights acquire
  *
  * One publisher process (a ring, its eventfd, the handshake server, and the socketpair
- * responder) serves a consumer child that measures; case "acquire", no CPU pinning (the
- * handshake's cost is mostly syscalls on the consumer side and one wake-up of the publisher). */
+ * responder) serves a consumer child that measures; the consumer is pinned to the first CPU
+ * and the publisher to the second (split) or the first (shared), so a handshake's wake-up of
+ * the publisher crosses vCPUs or shares one, like the other two-process rows. Each round
+ * measures every subject once (iters acquisitions), in the order below in even rounds and
+ * backwards in odd ones: each abd row sits next to its floor. */
 #include <abd/abd.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,9 +62,11 @@ struct pubinfo {
 };
 
 /* The publisher: serves the handshake and the bare socketpair until stop_r reaches EOF. */
-static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info)
+static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info, int cpu)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (bench_pin(cpu) < 0)
+		return 1;
 	struct abd_registry *reg;
 	struct abd_ring *ring;
 	struct abd_acquire_server *srv;
@@ -113,18 +126,27 @@ static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info)
 	return 0;
 }
 
-enum subject { BARE_PIDFD, ABD_PIDFD, ABD_PIDFD_FIRST, BARE_SCM, ABD_SCM, ABD_SCM_FIRST,
-	       NSUBJECTS };
+/* The measuring order of a round (backwards in odd rounds): each abd row next to its floor. */
+enum subject { BARE_PIDFD_KEPT, ABD_PIDFD, ABD_PIDFD_FIRST, BARE_PIDFD, BARE_SCM, ABD_SCM,
+	       ABD_SCM_FIRST, NSUBJECTS };
 
-static const char *const names[NSUBJECTS] = { "bare-pidfd-getfd", "abd-acquire-pidfd",
-	                                          "abd-acquire-pidfd", "bare-scm-rights",
-	                                          "abd-acquire-scm",  "abd-acquire-scm" };
-static const char *const cases[NSUBJECTS] = { "acquire", "acquire", "acquire-first", "acquire",
-	                                          "acquire", "acquire-first" };
+static const struct {
+	const char *subject, *case_name;
+	int baseline; /* the subject's floor, -1 for a floor */
+} subjects[NSUBJECTS] = {
+	[BARE_PIDFD_KEPT] = { "bare-pidfd-getfd", "acquire-kept", -1 },
+	[ABD_PIDFD] = { "abd-acquire-pidfd", "acquire", BARE_PIDFD_KEPT },
+	[ABD_PIDFD_FIRST] = { "abd-acquire-pidfd", "acquire-first", BARE_PIDFD },
+	[BARE_PIDFD] = { "bare-pidfd-getfd", "acquire", -1 },
+	[BARE_SCM] = { "bare-scm-rights", "acquire", -1 },
+	[ABD_SCM] = { "abd-acquire-scm", "acquire", BARE_SCM },
+	[ABD_SCM_FIRST] = { "abd-acquire-scm", "acquire-first", BARE_SCM },
+};
 
-static int one_bare_pidfd(const struct pubinfo *info)
+/* pidfd_getfd x 2 and their closes through pfd; pidfd_open and its close too when pfd < 0. */
+static int one_bare_pidfd(const struct pubinfo *info, int kept)
 {
-	int pfd = abd__pidfd_open(info->pid, 0);
+	int pfd = kept >= 0 ? kept : abd__pidfd_open(info->pid, 0);
 	if (pfd < 0)
 		return pfd;
 	int a = abd__pidfd_getfd(pfd, info->memfd, 0), b = abd__pidfd_getfd(pfd, info->evfd, 0);
@@ -133,7 +155,8 @@ static int one_bare_pidfd(const struct pubinfo *info)
 		close(a);
 	if (b >= 0)
 		close(b);
-	close(pfd);
+	if (kept < 0)
+		close(pfd);
 	return r;
 }
 
@@ -161,62 +184,79 @@ static int one_bare_scm(int sp)
 	return 0;
 }
 
-/* The consumer child: measures every subject in turn, samples into shm. */
+/* The consumer child: `rounds` rounds, each measuring every subject in turn; samples into
+ * shm at [round][subject][i]. */
 static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_t iters,
-                    uint64_t *samples, int *errs)
+                    unsigned rounds, int cpu, uint64_t *samples, int *errs)
 {
 	struct abd_registry *reg;
 	struct abd_record *rec;
-	if (abd_registry_open(dir, 0, &reg, NULL, 0) < 0 ||
+	if (bench_pin(cpu) < 0 || abd_registry_open(dir, 0, &reg, NULL, 0) < 0 ||
 	    abd_registry_lookup(reg, "bench.acquire", &rec) < 0)
 		return 1;
 	uint64_t warm = bench_warmup(iters);
-	for (int s = 0; s < NSUBJECTS; s++) {
+	for (int s = 0; s < NSUBJECTS; s++)
 		errs[s] = 0;
-		for (uint64_t i = 0; i < warm + iters; i++) {
-			/* first acquisition from this publisher through this handle: a fresh handle
-			 * (opened and freed outside the timed part) has no pidfd of it yet */
-			struct abd_registry *fresh = NULL;
-			struct abd_record *frec = NULL;
-			if ((s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST) &&
-			    (abd_registry_open(dir, 0, &fresh, NULL, 0) < 0 ||
-			     abd_registry_lookup(fresh, "bench.acquire", &frec) < 0)) {
+	for (unsigned k = 0; k < rounds; k++) {
+		for (int j = 0; j < NSUBJECTS; j++) {
+			int s = k % 2 ? NSUBJECTS - 1 - j : j;
+			if (errs[s])
+				continue;
+			/* the kept pidfd of the acquire-kept floor: opened before the round's samples */
+			int kept = s == BARE_PIDFD_KEPT ? abd__pidfd_open(info->pid, 0) : -1;
+			if (s == BARE_PIDFD_KEPT && kept < 0) {
+				errs[s] = kept;
+				continue;
+			}
+			uint64_t *out = samples + ((uint64_t)k * NSUBJECTS + (uint64_t)s) * iters;
+			for (uint64_t i = 0; i < warm + iters; i++) {
+				/* first acquisition from this publisher through this handle: a fresh handle
+				 * (opened and freed outside the timed part) has no pidfd of it yet */
+				struct abd_registry *fresh = NULL;
+				struct abd_record *frec = NULL;
+				if ((s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST) &&
+				    (abd_registry_open(dir, 0, &fresh, NULL, 0) < 0 ||
+				     abd_registry_lookup(fresh, "bench.acquire", &frec) < 0)) {
+					abd_registry_free(fresh);
+					errs[s] = -EIO;
+					break;
+				}
+				uint64_t t0 = bench_now_ns();
+				int r;
+				struct abd_acquired *a = NULL;
+				switch (s) {
+				case BARE_PIDFD: r = one_bare_pidfd(info, -1); break;
+				case BARE_PIDFD_KEPT: r = one_bare_pidfd(info, kept); break;
+				case BARE_SCM: r = one_bare_scm(sp); break;
+				case ABD_PIDFD:
+					r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
+					abd_acquired_free(a);
+					break;
+				case ABD_PIDFD_FIRST:
+					r = abd_acquire(fresh, frec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
+					abd_acquired_free(a);
+					break;
+				case ABD_SCM_FIRST:
+					r = abd_acquire(fresh, frec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
+					abd_acquired_free(a);
+					break;
+				default:
+					r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
+					abd_acquired_free(a);
+					break;
+				}
+				uint64_t t1 = bench_now_ns();
+				abd_record_free(frec);
 				abd_registry_free(fresh);
-				errs[s] = -EIO;
-				break;
+				if (r < 0) {
+					errs[s] = r;
+					break;
+				}
+				if (i >= warm)
+					out[i - warm] = t1 - t0;
 			}
-			uint64_t t0 = bench_now_ns();
-			int r;
-			struct abd_acquired *a = NULL;
-			switch (s) {
-			case BARE_PIDFD: r = one_bare_pidfd(info); break;
-			case BARE_SCM: r = one_bare_scm(sp); break;
-			case ABD_PIDFD:
-				r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
-				abd_acquired_free(a);
-				break;
-			case ABD_PIDFD_FIRST:
-				r = abd_acquire(fresh, frec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
-				abd_acquired_free(a);
-				break;
-			case ABD_SCM_FIRST:
-				r = abd_acquire(fresh, frec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
-				abd_acquired_free(a);
-				break;
-			default:
-				r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
-				abd_acquired_free(a);
-				break;
-			}
-			uint64_t t1 = bench_now_ns();
-			abd_record_free(frec);
-			abd_registry_free(fresh);
-			if (r < 0) {
-				errs[s] = r;
-				break;
-			}
-			if (i >= warm)
-				samples[(uint64_t)s * iters + (i - warm)] = t1 - t0;
+			if (kept >= 0)
+				close(kept);
 		}
 	}
 	abd_record_free(rec);
@@ -224,20 +264,23 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 	return 0;
 }
 
-void bench_acquire(void)
+static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 {
-	uint64_t iters = bench_iters(5000, 300);
-	struct bench_row tmpl = { .subject = NULL, .case_name = "acquire", .iters = iters };
+	struct bench_row tmpl = { .subject = NULL, .case_name = "acquire", .cpus = cpus };
+	int cpu[2];
+	const char *why = NULL;
+	int e = bench_cpus(cpus, &cpu[0], &cpu[1], &why);
 	char dir[] = "/dev/shm/abd-perf-acquire-XXXXXX";
-	if (!mkdtemp(dir)) {
+	if (e < 0 || !mkdtemp(dir)) {
 		for (int s = 0; s < NSUBJECTS; s++) {
-			tmpl.subject = names[s];
-			bench_skip(&tmpl, "mkdtemp: %s", strerror(errno));
+			tmpl.subject = subjects[s].subject;
+			tmpl.case_name = subjects[s].case_name;
+			bench_skip(&tmpl, "%s", e < 0 ? (why ? why : strerror(-e)) : strerror(errno));
 		}
 		return;
 	}
-	size_t shm_size = sizeof(struct pubinfo) + sizeof(int) * NSUBJECTS +
-	                  sizeof(uint64_t) * NSUBJECTS * iters;
+	size_t nsamples = (size_t)rounds * NSUBJECTS * iters;
+	size_t shm_size = sizeof(struct pubinfo) + sizeof(int) * NSUBJECTS + sizeof(uint64_t) * nsamples;
 	void *shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	int sp[2], stop[2];
 	if (shm == MAP_FAILED || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
@@ -254,7 +297,7 @@ void bench_acquire(void)
 	if (pub == 0) {
 		close(stop[1]);
 		close(sp[1]);
-		_exit(publisher(dir, sp[0], stop[0], info));
+		_exit(publisher(dir, sp[0], stop[0], info, cpu[1]));
 	}
 	close(stop[0]);
 	close(sp[0]);
@@ -266,38 +309,52 @@ void bench_acquire(void)
 		pid_t c = fork();
 		if (c == 0) {
 			close(stop[1]);
-			_exit(consumer(dir, sp[1], info, iters, samples, errs));
+			_exit(consumer(dir, sp[1], info, iters, rounds, cpu[0], samples, errs));
 		}
 		waitpid(c, &status, 0);
 	}
 	close(stop[1]);
 	close(sp[1]);
 	waitpid(pub, NULL, 0);
+
+	/* per round and subject: one row of figures (or the reason it has none) */
+	static struct bench_row per[NSUBJECTS][BENCH_ROUNDS_MAX];
 	for (int s = 0; s < NSUBJECTS; s++) {
-		struct bench_row row = tmpl;
-		row.subject = names[s];
-		row.case_name = cases[s];
-		if (s == ABD_PIDFD || s == ABD_PIDFD_FIRST) {
-			row.baseline = names[BARE_PIDFD];
-			row.baseline_case = cases[BARE_PIDFD];
+		for (unsigned k = 0; k < rounds; k++) {
+			struct bench_row *r = &per[s][k];
+			*r = tmpl;
+			r->subject = subjects[s].subject;
+			r->case_name = subjects[s].case_name;
+			if (status != 0) {
+				r->skipped = bench_reason("publisher or consumer failed (status %d)", status);
+			} else if (errs[s] < 0) {
+				r->skipped = bench_reason("%s", strerror(-errs[s]));
+			} else {
+				struct bench_stats st;
+				bench_stats(samples + ((uint64_t)k * NSUBJECTS + (uint64_t)s) * iters, iters, &st);
+				bench_row_latency(r, &st);
+			}
 		}
-		if (s == ABD_SCM || s == ABD_SCM_FIRST) {
-			row.baseline = names[BARE_SCM];
-			row.baseline_case = cases[BARE_SCM];
-		}
-		if (status != 0) {
-			bench_skip(&row, "publisher or consumer failed (status %d)", status);
+	}
+	for (int s = 0; s < NSUBJECTS; s++) {
+		int b = subjects[s].baseline;
+		if (b < 0)
 			continue;
-		}
-		if (errs[s] < 0) {
-			bench_skip(&row, "%s", strerror(-errs[s]));
-			continue;
-		}
-		struct bench_stats st;
-		bench_stats(samples + (uint64_t)s * iters, iters, &st);
-		bench_row_latency(&row, &st);
-		bench_emit(&row);
+		struct bench_row row = per[s][0];
+		row.skipped = NULL;
+		row.baseline = subjects[b].subject;
+		row.baseline_case = subjects[b].case_name;
+		bench_emit_versus(&row, per[s], per[b], rounds);
 	}
 	munmap(shm, shm_size);
 	rmdir(dir); /* the publisher withdrew its record and unlinked its socket */
+}
+
+void bench_acquire(void)
+{
+	uint64_t iters = bench_iters(5000, 300);
+	unsigned rounds = bench_rounds();
+	static const char *const modes[] = { BENCH_SPLIT, BENCH_SHARED };
+	for (int m = 0; m < 2; m++)
+		acquire_rows(modes[m], iters, rounds);
 }

@@ -3,7 +3,7 @@
  *   abd-discovery  publish-to-added   abd_publish() starts -> another process's watch reports
  *                                     `added` (abd_watch_wait, asleep in read(inotify))
  *                                     vs bare-inotify-linkat (linkat -> read(inotify) returns)
- *                publish-to-added-vs-bare-publish  the same samples vs bare-inotify-publish
+ *                publish-to-added-vs-bare-publish  the same measurement vs bare-inotify-publish
  *                                     (O_TMPFILE, write, linkat -> read(inotify), open, read,
  *                                     close: the same work in bare syscalls)
  *                publish-staged-to-added  abd_publish_prepare() untimed, then
@@ -187,27 +187,21 @@ static void run_publish(void)
 {
 	uint64_t n = bench_iters(10000, 1000); /* as many as the bare row: each sample is two wake-ups now */
 	for (int m = 0; m < 2; m++) {
-		struct bench_stats st;
 		struct bench_pair p = {.shm_size = sizeof(struct pub_shared), .prepare = pub_prepare,
 		                       .cleanup = pub_cleanup, .init = pub_init, .fini = pub_fini,
-		                       .ping = pub_ping, .pong = pub_pong, .result = &st};
-		int r = bench_pingpong(&p, (struct bench_row){.subject = "abd-discovery",
-		                                              .case_name = "publish-to-added",
-		                                              .cpus = modes[m],
-		                                              .baseline = "bare-inotify-linkat",
-		                                              .baseline_case = "linkat-to-wake"}, n);
-		/* The same samples against the like-for-like floor (docs/perf.md). */
-		struct bench_row same = {.subject = "abd-discovery",
-		                         .case_name = "publish-to-added-vs-bare-publish",
-		                         .cpus = modes[m], .iters = n,
-		                         .baseline = "bare-inotify-publish",
-		                         .baseline_case = "tmpfile-to-read"};
-		if (r < 0) {
-			bench_skip(&same, "publish-to-added did not run: %s", strerror(-r));
-			continue;
-		}
-		bench_row_latency(&same, &st);
-		bench_emit(&same);
+		                       .ping = pub_ping, .pong = pub_pong};
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-discovery",
+		                                      .case_name = "publish-to-added",
+		                                      .cpus = modes[m],
+		                                      .baseline = "bare-inotify-linkat",
+		                                      .baseline_case = "linkat-to-wake"}, n);
+		/* The same measurement against the like-for-like floor (docs/perf.md), in rounds
+		 * of its own. */
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-discovery",
+		                                      .case_name = "publish-to-added-vs-bare-publish",
+		                                      .cpus = modes[m],
+		                                      .baseline = "bare-inotify-publish",
+		                                      .baseline_case = "tmpfile-to-read"}, n);
 	}
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct pub_shared), .prepare = pub_prepare,
@@ -333,6 +327,47 @@ static int bare_enumerate(const char *dir, size_t *count)
 	return 0;
 }
 
+/* One sample of an enumeration row: two untimed passes, then `reps` timed ones; p50 etc.
+ * per pass, and records per second at the median. */
+struct enumeration {
+	const char *dir;
+	struct abd_registry *reg;
+	size_t n;
+	uint64_t reps, *samples;
+	bool abd;
+};
+
+static int enum_sample(void *ctx, struct bench_row *row)
+{
+	struct enumeration *e = ctx;
+	for (uint64_t i = 0; i < e->reps + 2; i++) {
+		size_t count = 0;
+		int err;
+		uint64_t t = bench_now_ns();
+		if (e->abd) {
+			struct abd_snapshot *snap;
+			err = abd_registry_snapshot(e->reg, &snap);
+			count = err == 0 ? abd_snapshot_count(snap) : 0;
+			abd_snapshot_free(snap);
+		} else {
+			err = bare_enumerate(e->dir, &count);
+		}
+		uint64_t d = bench_now_ns() - t;
+		if (err < 0 || count != e->n) {
+			row->skipped = bench_reason("saw %zu of %zu records (%s)", count, e->n,
+			                            strerror(err < 0 ? -err : 0));
+			return 0;
+		}
+		if (i >= 2)
+			e->samples[i - 2] = d;
+	}
+	struct bench_stats st;
+	bench_stats(e->samples, e->reps, &st);
+	bench_row_latency(row, &st);
+	row->ops_per_s = (double)e->n * 1e9 / st.p50; /* records per second at the median */
+	return 0;
+}
+
 static void run_enumerate_n(size_t n, uint64_t reps)
 {
 	char dir[96], case_name[32];
@@ -356,6 +391,7 @@ static void run_enumerate_n(size_t n, uint64_t reps)
 	struct abd_publication **pubs = calloc(n, sizeof(*pubs));
 	struct abd_record *rec = NULL;
 	uint64_t *samples = calloc(reps, sizeof(*samples));
+	struct bench_versus *v = calloc(1, sizeof(*v));
 	if (r == 0)
 		r = abd_registry_open(dir, 0, &reg, NULL, 0);
 	if (r == 0)
@@ -365,56 +401,29 @@ static void run_enumerate_n(size_t n, uint64_t reps)
 		abd_record_add_meta(rec, "owner", "abd-perf");
 	}
 	size_t published = 0;
-	for (; r == 0 && published < n; published++)
+	for (; r == 0 && pubs && published < n; published++)
 		r = abd_publish(reg, rec, &pubs[published]);
-	if (r < 0 || !pubs || !samples) {
+	if (r < 0 || !pubs || !samples || !v) {
 		bench_skip(&bare, "setup: %s", strerror(r < 0 ? -r : ENOMEM));
 		bench_skip(&mine, "setup: %s", strerror(r < 0 ? -r : ENOMEM));
 		goto out;
 	}
-	/* Interleaved, one bare pass then one abd pass, two untimed rounds first: on a shared
-	 * machine the load drifts, and both subjects should see the same drift. */
-	uint64_t *bare_s = calloc(reps, sizeof(*bare_s));
-	size_t count[2] = {n, n};
-	int err[2] = {0, 0};
-	for (uint64_t i = 0; i < reps + 2 && bare_s; i++) {
-		for (int which = 0; which < 2; which++) {
-			if (err[which] || count[which] != n)
-				continue;
-			uint64_t t = bench_now_ns();
-			if (which) {
-				struct abd_snapshot *snap;
-				err[1] = abd_registry_snapshot(reg, &snap);
-				count[1] = err[1] == 0 ? abd_snapshot_count(snap) : 0;
-				abd_snapshot_free(snap);
-			} else {
-				err[0] = bare_enumerate(dir, &count[0]);
-			}
-			uint64_t d = bench_now_ns() - t;
-			if (i >= 2)
-				(which ? samples : bare_s)[i - 2] = d;
-		}
-	}
-	for (int which = 0; which < 2 && bare_s; which++) {
-		struct bench_row *row = which ? &mine : &bare;
-		if (err[which] < 0 || count[which] != n) {
-			bench_skip(row, "saw %zu of %zu records (%s)", count[which], n,
-			           strerror(err[which] < 0 ? -err[which] : 0));
-			continue;
-		}
-		struct bench_stats st;
-		bench_stats(which ? samples : bare_s, reps, &st);
-		row->iters = reps;
-		bench_row_latency(row, &st);
-		row->ops_per_s = (double)n * 1e9 / st.p50; /* records per second at the median */
-		bench_emit(row);
-	}
-	free(bare_s);
+	/* Interleaved rounds: on a shared machine the load drifts, and both subjects should see
+	 * the same drift. */
+	struct enumeration e_abd = {dir, reg, n, reps, samples, true};
+	struct enumeration e_bare = {dir, reg, n, reps, samples, false};
+	mine.iters = reps;
+	v->fn = enum_sample;
+	v->ctx = &e_abd;
+	v->base_fn = enum_sample;
+	v->base_ctx = &e_bare;
+	bench_versus(v, mine);
 out:
 	for (size_t i = 0; i < published; i++)
 		abd_withdraw(pubs[i]);
 	free(pubs);
 	free(samples);
+	free(v);
 	abd_record_free(rec);
 	abd_registry_free(reg);
 	bench_rmdir(dir);

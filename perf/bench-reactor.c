@@ -13,8 +13,11 @@
  *     (idle-cpu-1k-watched: the inotify read plus one pidfd source per record):
  *     abd-reactor-{uring,epoll} vs bare-nanosleep (on a VM even a plain sleep is charged
  *     some CPU); bare-poll (poll() on the same 1,000 fds) for reference. Every subject is
- *     measured in 5 windows of 200 ms, interleaved (so load changes touch all alike), and
- *     reported as its least window scaled to one second. */
+ *     measured in one window of 200 ms per round (40 ms under --quick), the subjects in turn
+ *     in each round (so load changes touch all alike), and reported as the median window
+ *     scaled to one second; each abd row's ratio is the median of the rounds' ratios.
+ * The latency and dispatch rows run in interleaved rounds against their baselines too
+ * (bench_versus). */
 #include <abd/abd.h>
 #include <errno.h>
 #include <poll.h>
@@ -255,17 +258,19 @@ static uint64_t idle_window_ns(void)
 	return bench_opt.quick ? 200000000u : 1000000000u;
 }
 
-static void bare_dispatch(uint64_t n)
+/* One sample of bare-epoll dispatch-1k-idle: an epoll set of the 1,000 idle eventfds and an
+ * active one; write the active one, epoll_wait, read it; warm-up, then n timed. */
+static int bare_dispatch(void *ctx, struct bench_row *row)
 {
-	struct bench_row row = {.subject = "bare-epoll", .case_name = "dispatch-1k-idle", .iters = n};
+	uint64_t n = *(const uint64_t *)ctx;
 	int ep = epoll_create1(EPOLL_CLOEXEC), act = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ep < 0 || act < 0) {
-		bench_skip(&row, "epoll/eventfd: %s", strerror(errno));
+		row->skipped = bench_reason("epoll/eventfd: %s", strerror(errno));
 		if (ep >= 0)
 			close(ep);
 		if (act >= 0)
 			close(act);
-		return;
+		return 0;
 	}
 	struct epoll_event ev = {.events = EPOLLIN};
 	for (int i = 0; i < IDLE_SOURCES; i++) {
@@ -274,64 +279,89 @@ static void bare_dispatch(uint64_t n)
 	}
 	ev.data.fd = act;
 	epoll_ctl(ep, EPOLL_CTL_ADD, act, &ev);
-	uint64_t one = 1, v, t0 = bench_now_ns();
+	uint64_t one = 1, v, warm = bench_warmup(n), t0 = 0;
 	struct epoll_event out[64];
-	for (uint64_t i = 0; i < n; i++) {
+	for (uint64_t i = 0; i < warm + n; i++) {
+		if (i == warm)
+			t0 = bench_now_ns();
 		(void)!write(act, &one, sizeof(one));
 		if (epoll_wait(ep, out, 64, -1) > 0)
 			(void)!read(act, &v, sizeof(v));
 	}
-	row.ops_per_s = (double)n * 1e9 / (double)(bench_now_ns() - t0);
-	bench_emit(&row);
+	row->iters = n;
+	row->ops_per_s = (double)n * 1e9 / (double)(bench_now_ns() - t0);
 	close(ep);
 	close(act);
+	return 0;
 }
 
-/* A reactor with 1,000 idle eventfd sources (and the dispatch row measured on it). */
-static struct abd_reactor *reactor_dispatch(unsigned flags, const char *subject, uint64_t n,
-                                            uint64_t *idle_calls)
+/* A reactor with 1,000 idle eventfd sources and an active one (the dispatch rows). */
+struct dispatch {
+	struct abd_reactor *r;
+	int act;
+	struct abd_source *src;
+	uint64_t calls, n;
+};
+
+static int reactor_dispatch(void *ctx, struct bench_row *row)
+{
+	struct dispatch *d = ctx;
+	uint64_t one = 1, warm = bench_warmup(d->n), base = d->calls, t0 = 0;
+	for (uint64_t i = 0; i < warm + d->n; i++) {
+		if (i == warm)
+			t0 = bench_now_ns();
+		(void)!write(d->act, &one, sizeof(one));
+		while (d->calls <= base + i) {
+			int e = abd_reactor_run_once(d->r, -1);
+			if (e < 0) {
+				row->skipped = bench_reason("abd_reactor_run_once: %s", strerror(-e));
+				return e;
+			}
+		}
+	}
+	row->iters = d->n;
+	row->ops_per_s = (double)d->n * 1e9 / (double)(bench_now_ns() - t0);
+	return 0;
+}
+
+/* Builds the reactor (kept for the idle rows) and measures its dispatch row against
+ * bare-epoll in interleaved rounds. */
+static struct abd_reactor *dispatch_rows(unsigned flags, const char *subject, uint64_t n,
+                                         uint64_t *idle_calls)
 {
 	struct bench_row row = {.subject = subject, .case_name = "dispatch-1k-idle", .iters = n,
 	                        .baseline = "bare-epoll"};
-	struct abd_reactor *r;
-	int e = abd_reactor_new(flags, &r);
+	struct dispatch d = {.act = -1, .n = n};
+	int e = abd_reactor_new(flags, &d.r);
 	if (e < 0) {
 		bench_skip(&row, "abd_reactor_new: %s", strerror(-e));
 		return NULL;
 	}
-	uint64_t calls = 0;
-	struct abd_source *act_src = NULL;
 	for (int i = 0; i < IDLE_SOURCES && e == 0; i++)
-		e = abd_reactor_add_eventfd(r, idle_fds[i], count_cb, idle_calls, NULL);
-	int act = eventfd(0, EFD_CLOEXEC);
+		e = abd_reactor_add_eventfd(d.r, idle_fds[i], count_cb, idle_calls, NULL);
+	d.act = eventfd(0, EFD_CLOEXEC);
 	if (e == 0)
-		e = act < 0 ? -errno : abd_reactor_add_eventfd(r, act, count_cb, &calls, &act_src);
-	if (e < 0) {
-		bench_skip(&row, "add source: %s", strerror(-e));
-		abd_reactor_free(r);
-		if (act >= 0)
-			close(act);
+		e = d.act < 0 ? -errno : abd_reactor_add_eventfd(d.r, d.act, count_cb, &d.calls, &d.src);
+	struct bench_versus *v = e == 0 ? calloc(1, sizeof(*v)) : NULL;
+	if (e < 0 || !v) {
+		bench_skip(&row, "add source: %s", strerror(e < 0 ? -e : ENOMEM));
+		abd_reactor_free(d.r);
+		if (d.act >= 0)
+			close(d.act);
 		return NULL;
 	}
-	uint64_t one = 1, warm = bench_warmup(n);
-	for (uint64_t i = 0; i < warm; i++) {
-		(void)!write(act, &one, sizeof(one));
-		while (calls <= i)
-			abd_reactor_run_once(r, -1);
-	}
-	uint64_t t0 = bench_now_ns();
-	for (uint64_t i = warm; i < warm + n; i++) {
-		(void)!write(act, &one, sizeof(one));
-		while (calls <= i)
-			if (abd_reactor_run_once(r, -1) < 0)
-				break;
-	}
-	row.ops_per_s = (double)n * 1e9 / (double)(bench_now_ns() - t0);
-	bench_emit(&row);
-	abd_source_free(act_src);
-	close(act);
-	abd_reactor_run_once(r, 0); /* the cancel of the active source's read comes back */
-	return r;
+	static uint64_t bare_n;
+	bare_n = n;
+	v->fn = reactor_dispatch;
+	v->ctx = &d;
+	v->base_fn = bare_dispatch;
+	v->base_ctx = &bare_n;
+	bench_versus(v, row);
+	free(v);
+	abd_source_free(d.src);
+	close(d.act);
+	abd_reactor_run_once(d.r, 0); /* the cancel of the active source's read comes back */
+	return d.r;
 }
 
 /* ---- 1,000 watched services: a child publishes 1,000 records and sleeps ---- */
@@ -466,7 +496,7 @@ static void watched_free(struct watched *wt)
 
 /* ---- idle CPU: every subject measured in interleaved windows ---- */
 
-#define IDLE_ROUNDS 5
+#define IDLE_WINDOWS 5 /* a full idle window is measured in 5 parts, one per round */
 
 enum idle_kind { IDLE_SLEEP, IDLE_POLL, IDLE_REACTOR };
 
@@ -475,7 +505,6 @@ struct idle_subject {
 	enum idle_kind kind;
 	struct abd_reactor *r;
 	const uint64_t *fired; /* must stay 0 over the windows: an idle source never fires */
-	uint64_t samples[IDLE_ROUNDS];
 };
 
 static uint64_t idle_window(struct idle_subject *s, uint64_t window)
@@ -504,39 +533,50 @@ static uint64_t idle_window(struct idle_subject *s, uint64_t window)
 	return cpu_ns() - c0;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Each round measures every subject once, in turn, so a change in the machine's load
- * touches all of them alike. A subject's figure is its least window, per second: what the
- * other tenants of a shared machine add (preemption, cold caches after the previous
- * subject) only ever adds, and moved single windows by 10x in development runs while the
- * least stayed within a few µs of the sleep's. */
+/* Each round measures every subject once, in turn (forward in even rounds, backward in odd
+ * ones), so a change in the machine's load touches all of them alike; an abd row's ratio in a
+ * round is its window's CPU time over bare-nanosleep's in the same round, and every figure is
+ * the median over the rounds (a window scaled to one second). subj[0] is bare-nanosleep, the
+ * baseline of every abd row. */
 static void idle_rows(struct idle_subject *subj, size_t n)
 {
-	uint64_t window = idle_window_ns() / IDLE_ROUNDS;
-	for (int k = 0; k < IDLE_ROUNDS; k++)
+	uint64_t window = idle_window_ns() / IDLE_WINDOWS;
+	unsigned rounds = bench_rounds();
+	struct bench_row (*rows)[BENCH_ROUNDS_MAX] = calloc(n, sizeof(*rows));
+	if (!rows) {
 		for (size_t i = 0; i < n; i++)
-			if (!subj[i].row.skipped)
-				subj[i].samples[k] = idle_window(&subj[i], window);
+			bench_skip(&subj[i].row, "out of memory");
+		return;
+	}
+	for (unsigned k = 0; k < rounds; k++)
+		for (size_t j = 0; j < n; j++) {
+			size_t i = k % 2 ? n - 1 - j : j;
+			struct bench_row *r = &rows[i][k];
+			*r = subj[i].row;
+			if (r->skipped)
+				continue;
+			r->cpu_ns = (double)idle_window(&subj[i], window) * 1e9 / (double)window;
+			r->cpu_measured = true;
+		}
 	for (size_t i = 0; i < n; i++) {
 		struct idle_subject *s = &subj[i];
-		if (s->row.skipped) {
-			bench_skip(&s->row, "%s", s->row.skipped);
+		if (!s->row.skipped && s->fired && *s->fired)
+			for (unsigned k = 0; k < rounds; k++)
+				rows[i][k].skipped = "an idle source fired";
+		if (s->row.baseline) {
+			bench_emit_versus(&s->row, rows[i], rows[0], rounds);
 			continue;
 		}
-		if (s->fired && *s->fired) {
-			bench_skip(&s->row, "an idle source fired");
+		if (rows[i][0].skipped) {
+			bench_skip(&s->row, "%s", rows[i][0].skipped);
 			continue;
 		}
-		qsort(s->samples, IDLE_ROUNDS, sizeof(s->samples[0]), cmp_u64);
-		s->row.cpu_ns = (double)s->samples[0] * 1e9 / (double)window;
-		s->row.cpu_measured = true;
-		bench_emit(&s->row);
+		struct bench_row r = s->row;
+		bench_row_median(&r, rows[i], rounds);
+		r.rounds = rounds;
+		bench_emit(&r);
 	}
+	free(rows);
 }
 
 void bench_reactor(void)
@@ -549,17 +589,16 @@ void bench_reactor(void)
 		bench_skip(&row, "1,000 eventfds: %s", strerror(-e));
 		return;
 	}
-	bare_dispatch(n);
 	bool uring = abd_probe_has(ABD_FEAT_IO_URING) == 1;
 	uint64_t uring_fired = 0, epoll_fired = 0;
 	struct abd_reactor *ru = NULL, *re;
 	if (uring)
-		ru = reactor_dispatch(ABD_REACTOR_FORCE_IO_URING, "abd-reactor-uring", n, &uring_fired);
+		ru = dispatch_rows(ABD_REACTOR_FORCE_IO_URING, "abd-reactor-uring", n, &uring_fired);
 	else
 		bench_skip(&(struct bench_row){.subject = "abd-reactor-uring", .case_name = "dispatch-1k-idle",
 		                               .baseline = "bare-epoll"},
 		           "io_uring unavailable (probe)");
-	re = reactor_dispatch(ABD_REACTOR_FORCE_EPOLL, "abd-reactor-epoll", n, &epoll_fired);
+	re = dispatch_rows(ABD_REACTOR_FORCE_EPOLL, "abd-reactor-epoll", n, &epoll_fired);
 
 	/* 1,000 live services published by another process, watched through each backend */
 	struct publisher pub;

@@ -63,15 +63,20 @@ static int private_fd(int fd)
 	return open(path, O_RDWR | O_CLOEXEC);
 }
 
-static void run_bare(uint64_t n, uint64_t warm)
+struct counts {
+	uint64_t n, warm;
+};
+
+/* One sample of bare-ofd-exit kill-to-lock: n kills (after warm untimed ones). */
+static int bare_sample(void *ctx, struct bench_row *row)
 {
-	struct bench_row row = { .subject = "bare-ofd-exit", .case_name = "kill-to-lock" };
+	uint64_t n = ((const struct counts *)ctx)->n, warm = ((const struct counts *)ctx)->warm;
 	struct rshared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 	                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	uint64_t *samples = calloc(n + warm, sizeof(*samples));
 	int mfd = memfd_create("abd-perf-lock", MFD_CLOEXEC);
 	if (sh == MAP_FAILED || !samples || mfd < 0) {
-		bench_skip(&row, "setup: %s", strerror(errno));
+		row->skipped = bench_reason("setup: %s", strerror(errno));
 		goto out;
 	}
 	memset(sh, 0, sizeof(*sh));
@@ -120,20 +125,19 @@ static void run_bare(uint64_t n, uint64_t warm)
 		waitpid(waiter, NULL, 0);
 	}
 	if (got < n || sh->err) {
-		bench_skip(&row, "the lock waiter failed: %s", strerror(-sh->err));
+		row->skipped = bench_reason("the lock waiter failed: %s", strerror(-sh->err));
 		goto out;
 	}
 	struct bench_stats st;
 	bench_stats(samples, got, &st);
-	row.iters = got;
-	bench_row_latency(&row, &st);
-	bench_emit(&row);
+	bench_row_latency(row, &st);
 out:
 	if (mfd >= 0)
 		close(mfd);
 	free(samples);
 	if (sh != MAP_FAILED)
 		munmap(sh, sizeof(*sh));
+	return 0;
 }
 
 /* ---- abd: kill -> the consumer's pop returns what waited behind the dead claim ---- */
@@ -162,11 +166,10 @@ static int consumer_main(struct abd_ring *parent, struct rshared *sh, uint64_t t
 	return 0;
 }
 
-static void run_abd(uint64_t n, uint64_t warm)
+/* One sample of abd-ring kill-to-recovered: n kills (after warm untimed ones). */
+static int abd_sample(void *ctx, struct bench_row *row)
 {
-	struct bench_row row = { .subject = "abd-ring", .case_name = "kill-to-recovered",
-		                     .msg_bytes = 4, .baseline = "bare-ofd-exit",
-		                     .baseline_case = "kill-to-lock" };
+	uint64_t n = ((const struct counts *)ctx)->n, warm = ((const struct counts *)ctx)->warm;
 	struct rshared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 	                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	uint64_t *samples = calloc(n + warm, sizeof(*samples));
@@ -174,7 +177,7 @@ static void run_abd(uint64_t n, uint64_t warm)
 	int r = sh == MAP_FAILED || !samples ? -ENOMEM
 	        : abd_ring_new(64, 64, ABD_RING_PRODUCER, NULL, &ring);
 	if (r < 0) {
-		bench_skip(&row, "setup: %s", strerror(-r));
+		row->skipped = bench_reason("setup: %s", strerror(-r));
 		goto out;
 	}
 	memset(sh, 0, sizeof(*sh));
@@ -219,27 +222,38 @@ static void run_abd(uint64_t n, uint64_t warm)
 		waitpid(consumer, NULL, 0);
 	}
 	if (got < n) {
-		bench_skip(&row, "the consumer did not get the message behind the dead claim: %s",
-		           strerror(sh->err ? -sh->err : EIO));
+		row->skipped = bench_reason("the consumer did not get the message behind the dead claim: %s",
+		                            strerror(sh->err ? -sh->err : EIO));
 		bench_failures++;
 		goto out;
 	}
 	struct bench_stats st;
 	bench_stats(samples, got, &st);
-	row.iters = got;
-	bench_row_latency(&row, &st);
-	bench_emit(&row);
+	bench_row_latency(row, &st);
 out:
 	abd_ring_free(ring);
 	free(samples);
 	if (sh != MAP_FAILED)
 		munmap(sh, sizeof(*sh));
+	return 0;
 }
 
 void bench_recover(void)
 {
 	uint64_t n = bench_iters(300, 30);
-	uint64_t warm = n / 10 ? n / 10 : 1;
-	run_bare(n, warm);
-	run_abd(n, warm);
+	struct counts c = {n, n / 10 ? n / 10 : 1};
+	struct bench_row row = { .subject = "abd-ring", .case_name = "kill-to-recovered",
+		                     .msg_bytes = 4, .baseline = "bare-ofd-exit",
+		                     .baseline_case = "kill-to-lock" };
+	struct bench_versus *v = calloc(1, sizeof(*v));
+	if (!v) {
+		bench_skip(&row, "out of memory");
+		return;
+	}
+	v->fn = abd_sample;
+	v->ctx = &c;
+	v->base_fn = bare_sample;
+	v->base_ctx = &c;
+	bench_versus(v, row);
+	free(v);
 }

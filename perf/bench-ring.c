@@ -447,12 +447,40 @@ static void sys_cleanup(void *shm, void *arg)
 	r_cleanup(shm, arg);
 }
 
+/* throughput-busy's sample, and beside it the syscalls-busy row of the same run (the ring's
+ * counters, read by sys_cleanup), round by round. */
+struct busy {
+	struct bench_pair_sample ps;
+	struct bench_row stmpl;
+	struct bench_row srow[BENCH_ROUNDS_MAX];
+	unsigned k;
+};
+
+static int busy_sample(void *ctx, struct bench_row *row)
+{
+	struct busy *b = ctx;
+	memset(&sys_count, 0, sizeof(sys_count));
+	int r = bench_pair_sample(&b->ps, row);
+	struct bench_row *s = &b->srow[b->k++ % BENCH_ROUNDS_MAX];
+	*s = b->stmpl;
+	if (row->skipped) {
+		s->skipped = row->skipped;
+	} else if (!sys_count.pushed || !sys_count.ns) {
+		s->skipped = "no counters (the throughput run failed)";
+	} else {
+		s->iters = sys_count.pushed;
+		s->syscalls_per_msg = (double)(sys_count.wakes + sys_count.waits) / (double)sys_count.pushed;
+		s->has_syscalls = true;
+		s->ops_per_s = (double)sys_count.n * 1e9 / (double)sys_count.ns; /* the timed part */
+	}
+	return r;
+}
+
 static void syscalls_busy(const char *cpus, uint64_t iters)
 {
 	static struct cfg c = {.bytes = 8,
 	                             .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER,
 	                             .block = true};
-	memset(&sys_count, 0, sizeof(sys_count));
 	struct bench_pair p = {.shm_size = sizeof(struct shared), .arg = &c,
 	                       .prepare = r_prepare, .cleanup = sys_cleanup, .init = r_init,
 	                       .fini = r_fini, .produce = r_produce, .consume = r_consume,
@@ -460,18 +488,25 @@ static void syscalls_busy(const char *cpus, uint64_t iters)
 	struct bench_row row = {.subject = "abd-ring", .case_name = "throughput-busy", .cpus = cpus,
 	                        .msg_bytes = 8, .baseline = "bare-spsc",
 	                        .baseline_case = "throughput"};
-	bench_throughput(&p, row, iters);
-	struct bench_row srow = {.subject = "abd-ring", .case_name = "syscalls-busy", .cpus = cpus,
-	                         .msg_bytes = 8, .iters = sys_count.pushed, .baseline = "bare-spsc",
-	                         .baseline_case = "throughput"};
-	if (!sys_count.pushed || !sys_count.ns) {
-		bench_skip(&srow, "no counters (the throughput run failed)");
+	struct busy *b = calloc(1, sizeof(*b));
+	struct bench_versus *v = calloc(1, sizeof(*v));
+	if (!b || !v) {
+		bench_skip(&row, "out of memory");
+		free(b);
+		free(v);
 		return;
 	}
-	srow.syscalls_per_msg = (double)(sys_count.wakes + sys_count.waits) / (double)sys_count.pushed;
-	srow.has_syscalls = true;
-	srow.ops_per_s = (double)sys_count.n * 1e9 / (double)sys_count.ns; /* the timed part */
-	bench_emit(&srow);
+	b->ps = (struct bench_pair_sample){&p, iters, true};
+	b->stmpl = (struct bench_row){.subject = "abd-ring", .case_name = "syscalls-busy",
+	                              .cpus = cpus, .msg_bytes = 8, .baseline = "bare-spsc",
+	                              .baseline_case = "throughput"};
+	v->fn = busy_sample;
+	v->ctx = b;
+	bench_versus(v, row);
+	/* the ring's own count over the same rounds, against the same baseline samples */
+	bench_emit_versus(&b->stmpl, b->srow, v->theirs, v->n);
+	free(b);
+	free(v);
 }
 
 void bench_ring(void)

@@ -7,12 +7,13 @@
  * abd_service_try_push/try_pop (or the blocking forms) and once through abd_ring_* on
  * abd_service_ring(), so the ratio is exactly the service layer (role and size checks, the
  * closed flag, the blocking loop):
- *   abd-ring    throughput-svc / throughput-svc-block   baseline bare-spsc "throughput"
+ *   abd-ring    throughput-svc / throughput-svc-block   baseline bare-spsc "throughput-64B"
  *   abd-service throughput     / throughput-block       baseline abd-ring, the same case + -svc
  * Spin rows also count syscalls per message (the fast paths make none). */
 #include <abd/abd.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -121,27 +122,38 @@ static int s_consume(void *state, uint64_t n)
 	return 0;
 }
 
-static void row(const char *cpus, bool block, bool direct, uint64_t iters)
+/* abd-ring throughput-svc[-block] against bare-spsc throughput, then abd-service
+ * throughput[-block] against that ring row on the very same setup, each in interleaved
+ * rounds. */
+static void rows(const char *cpus, bool block, uint64_t iters)
 {
-	struct cfg c = { .direct = direct, .block = block };
-	struct bench_pair p = { .shm_size = sizeof(struct shared), .arg = &c, .prepare = s_prepare,
+	struct cfg svc = { .direct = false, .block = block }, ring = { .direct = true, .block = block };
+	struct bench_pair p = { .shm_size = sizeof(struct shared), .arg = &svc, .prepare = s_prepare,
 	                        .cleanup = s_cleanup, .init = s_init, .fini = s_fini,
 	                        .produce = s_produce, .consume = s_consume,
 	                        .count_syscalls = !block };
+	struct bench_pair q = p;
+	q.arg = &ring;
 	const char *ring_case = block ? "throughput-svc-block" : "throughput-svc";
-	struct bench_row r = { .cpus = cpus, .msg_bytes = BYTES };
-	if (direct) {
-		r.subject = "abd-ring";
-		r.case_name = ring_case;
-		r.baseline = "bare-spsc";
-		r.baseline_case = "throughput";
-	} else {
-		r.subject = "abd-service";
-		r.case_name = block ? "throughput-block" : "throughput";
-		r.baseline = "abd-ring";
-		r.baseline_case = ring_case;
+	bench_throughput(&q, (struct bench_row){ .subject = "abd-ring", .case_name = ring_case,
+	                                         .cpus = cpus, .msg_bytes = BYTES,
+	                                         .baseline = "bare-spsc",
+	                                         .baseline_case = "throughput-64B" }, iters);
+	struct bench_row r = { .subject = "abd-service", .case_name = block ? "throughput-block" : "throughput",
+	                       .cpus = cpus, .msg_bytes = BYTES, .baseline = "abd-ring",
+	                       .baseline_case = ring_case };
+	struct bench_pair_sample mine = { &p, iters, true }, theirs = { &q, iters, true };
+	struct bench_versus *v = calloc(1, sizeof(*v));
+	if (!v) {
+		bench_skip(&r, "out of memory");
+		return;
 	}
-	bench_throughput(&p, r, iters);
+	v->fn = bench_pair_sample;
+	v->ctx = &mine;
+	v->base_fn = bench_pair_sample;
+	v->base_ctx = &theirs;
+	bench_versus(v, r);
+	free(v);
 }
 
 void bench_service(void)
@@ -149,9 +161,7 @@ void bench_service(void)
 	uint64_t spin = bench_iters(2000000, 100000), block = bench_iters(500000, 20000);
 	const char *modes[] = { BENCH_SPLIT, BENCH_SHARED };
 	for (int m = 0; m < 2; m++) {
-		row(modes[m], false, true, spin);
-		row(modes[m], false, false, spin);
-		row(modes[m], true, true, block);
-		row(modes[m], true, false, block);
+		rows(modes[m], false, spin);
+		rows(modes[m], true, block);
 	}
 }

@@ -38,6 +38,11 @@ uint64_t bench_iters(uint64_t full, uint64_t quick)
 	return bench_opt.quick ? quick : full;
 }
 
+unsigned bench_rounds(void)
+{
+	return bench_opt.rounds ? bench_opt.rounds : BENCH_ROUNDS_DEFAULT;
+}
+
 uint64_t bench_warmup(uint64_t iters)
 {
 	uint64_t w = iters / 10;
@@ -145,10 +150,39 @@ void bench_row_latency(struct bench_row *row, const struct bench_stats *st)
 	row->iters = st->n;
 }
 
+const char *bench_reason(const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	char *s = strdup(buf);
+	return s ? s : "(out of memory formatting the reason)";
+}
+
 /* ---- rows ---- */
+
+/* Capture: while a baseline's single row is measured for bench_versus, the subject's run
+ * function runs with every other row left out (the runners return at once), and the row it
+ * emits is kept here instead of printed. */
+static struct {
+	bool active, got;
+	const char *subject, *case_name, *cpus;
+	struct bench_row row;
+} capture;
+
+static bool same_str(const char *a, const char *b);
+
+static bool capture_wants(const struct bench_row *r)
+{
+	return !capture.got && same_str(r->subject, capture.subject) &&
+	       same_str(r->case_name, capture.case_name) && same_str(r->cpus, capture.cpus);
+}
 
 struct kept {
 	char *subject, *case_name, *cpus;
+	unsigned msg_bytes;
 	double p50, ops, cpu;
 	bool skipped;
 };
@@ -165,6 +199,11 @@ static bool same(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
+static bool same_str(const char *a, const char *b)
+{
+	return same(a, b);
+}
+
 static const struct kept *find_kept(const char *subject, const char *case_name, const char *cpus)
 {
 	for (size_t i = nkept; i-- > 0;)
@@ -172,6 +211,16 @@ static const struct kept *find_kept(const char *subject, const char *case_name, 
 		    (!cpus || same(kept[i].cpus, cpus)))
 			return &kept[i];
 	return NULL;
+}
+
+/* A row of this subject, case, cpus and size emitted already in this invocation. */
+static bool emitted(const struct bench_row *r)
+{
+	for (size_t i = 0; i < nkept; i++)
+		if (same(kept[i].subject, r->subject) && same(kept[i].case_name, r->case_name) &&
+		    same(kept[i].cpus, r->cpus) && kept[i].msg_bytes == r->msg_bytes)
+			return true;
+	return false;
 }
 
 static void keep(const struct bench_row *r)
@@ -184,6 +233,7 @@ static void keep(const struct bench_row *r)
 		.subject = dup_or_null(r->subject),
 		.case_name = dup_or_null(r->case_name),
 		.cpus = dup_or_null(r->cpus),
+		.msg_bytes = r->msg_bytes,
 		.p50 = r->p50_ns,
 		.ops = r->ops_per_s,
 		.cpu = r->cpu_ns,
@@ -257,25 +307,53 @@ static void print_header(void)
 	       "cpus", "bytes", "p50", "p99", "p99.9", "ops/s", "ratio", "vs baseline");
 }
 
+/* The figure a row's ratio is of: CPU time for idle rows, ops/s for throughput rows, else
+ * the p50. */
+static const char *ratio_key(const struct bench_row *r)
+{
+	return r->cpu_measured ? "cpu_ns" : r->ops_per_s > 0 && r->p50_ns <= 0 ? "ops_per_s" : "p50_ns";
+}
+
+static double figure_of(const struct bench_row *r, const char *key)
+{
+	return !strcmp(key, "p50_ns") ? r->p50_ns : !strcmp(key, "cpu_ns") ? r->cpu_ns : r->ops_per_s;
+}
+
+static const char *fmt_figure(char *buf, size_t len, const char *key, double v)
+{
+	return !strcmp(key, "ops_per_s") ? fmt_ops(buf, len, v) : fmt_ns(buf, len, v);
+}
+
 void bench_emit(const struct bench_row *in)
 {
 	struct bench_row r = *in;
 	if (!r.bench)
 		r.bench = bench_family ? bench_family : "?";
 
-	/* The ratio against the baseline's row in this invocation (measured now if needed). */
+	if (capture.active) {
+		/* measuring one baseline row for bench_versus: keep it, print nothing */
+		if (capture_wants(&r)) {
+			capture.row = r;
+			capture.row.skipped = r.skipped ? bench_reason("%s", r.skipped) : NULL;
+			capture.got = true;
+		}
+		return;
+	}
+
 	bool have_ratio = false;
 	double ratio = 0;
-	const char *ratio_of = r.cpu_measured ? "cpu_ns"
-	                       : r.ops_per_s > 0 && r.p50_ns <= 0 ? "ops_per_s" : "p50_ns";
+	const char *ratio_of = ratio_key(&r);
 	const char *bcase = r.baseline_case ? r.baseline_case : r.case_name;
-	if (r.baseline && !r.skipped) {
+	if (r.rounds) {
+		have_ratio = r.has_ratio;
+		ratio = r.ratio;
+	} else if (r.baseline && !r.skipped) {
+		/* one sample each: the baseline's row emitted last (measured now if needed) */
 		const struct kept *b = find_kept(r.baseline, bcase, r.cpus);
 		if (!b && bench_subject_run(r.baseline) == 0)
 			b = find_kept(r.baseline, bcase, r.cpus);
 		if (b && !b->skipped) {
-			double mine = !strcmp(ratio_of, "p50_ns") ? r.p50_ns
-			              : !strcmp(ratio_of, "cpu_ns") ? r.cpu_ns : r.ops_per_s;
+			double mine = figure_of(&r, ratio_of);
 			double theirs = !strcmp(ratio_of, "p50_ns") ? b->p50
 			                : !strcmp(ratio_of, "cpu_ns") ? b->cpu : b->ops;
 			if (mine > 0 && theirs > 0) {
@@ -310,6 +388,8 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"syscalls_per_msg\":%.6f", r.syscalls_per_msg);
 			if (r.cpu_measured)
 				printf(",\"cpu_ns\":%.0f", r.cpu_ns);
+			if (r.rounds)
+				printf(",\"rounds\":%u", r.rounds);
 		}
 		if (r.baseline) {
 			json_key_str("baseline", r.baseline);
@@ -320,6 +400,10 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"ratio\":%.3f", ratio);
 			else
 				printf(",\"ratio\":null");
+			if (have_ratio && r.rounds)
+				printf(",\"ratio_min\":%.3f,\"ratio_max\":%.3f", r.ratio_min, r.ratio_max);
+			if (r.rounds && r.baseline_figure > 0)
+				printf(",\"baseline_figure\":%.1f", r.baseline_figure);
 		}
 		printf("}\n");
 	} else {
@@ -335,14 +419,24 @@ void bench_emit(const struct bench_row *in)
 			printf("%-10s %-24s %-18s %-6s %5s skipped: %s\n", r.bench, r.subject,
 			       r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes, r.skipped);
 		} else {
+			char how[96] = "";
+			if (r.baseline && have_ratio && r.rounds) {
+				char bf[16];
+				snprintf(how, sizeof(how), " (%s; %u rounds %.2f-%.2fx; baseline %s)",
+				         !strcmp(ratio_of, "p50_ns") ? "p50" : !strcmp(ratio_of, "cpu_ns") ? "cpu" : "ops/s",
+				         r.rounds, r.ratio_min, r.ratio_max,
+				         fmt_figure(bf, sizeof(bf), ratio_of, r.baseline_figure));
+			} else if (r.baseline && have_ratio) {
+				snprintf(how, sizeof(how), " (%s)",
+				         !strcmp(ratio_of, "p50_ns") ? "p50" : !strcmp(ratio_of, "cpu_ns") ? "cpu" : "ops/s");
+			} else if (r.rounds) {
+				snprintf(how, sizeof(how), "%s(median of %u rounds)", r.baseline ? " " : "", r.rounds);
+			}
 			printf("%-10s %-24s %-18s %-6s %5s %9s %9s %9s %10s %8s  %s%s\n", r.bench,
 			       r.subject, r.case_name ? r.case_name : "", r.cpus ? r.cpus : "", bytes,
 			       fmt_ns(p50, sizeof(p50), r.p50_ns), fmt_ns(p99, sizeof(p99), r.p99_ns),
 			       fmt_ns(p999, sizeof(p999), r.p999_ns), fmt_ops(ops, sizeof(ops), r.ops_per_s),
-			       rat, r.baseline ? r.baseline : "",
-			       r.baseline && have_ratio ? (!strcmp(ratio_of, "p50_ns") ? " (p50)"
-			                                   : !strcmp(ratio_of, "cpu_ns") ? " (cpu)" : " (ops/s)")
-			                                : "");
+			       rat, r.baseline ? r.baseline : "", how);
 			if (r.has_syscalls)
 				printf("%*s syscalls/msg %.6f\n", 10, "", r.syscalls_per_msg);
 			if (r.cpu_measured)
@@ -621,14 +715,26 @@ static void set_syscalls(struct bench_row *row, const struct ctl *c, uint64_t it
 	}
 }
 
-static int run(const struct bench_pair *p, enum kind kind, struct bench_row row, uint64_t iters)
+static void skip_row(struct bench_row *row, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void skip_row(struct bench_row *row, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	row->skipped = bench_reason("%s", why);
+}
+
+/* One sample of a pair: fills *row's figures, or row->skipped; never emits. */
+static int measure(const struct bench_pair *p, enum kind kind, struct bench_row *row, uint64_t iters)
 {
 	int cpu[2], r;
 	const char *why = NULL;
 	uint64_t warm = bench_warmup(iters);
 
-	if ((r = bench_cpus(row.cpus, &cpu[0], &cpu[1], &why)) < 0) {
-		bench_skip(&row, "%s", why ? why : strerror(-r));
+	if ((r = bench_cpus(row->cpus, &cpu[0], &cpu[1], &why)) < 0) {
+		skip_row(row, "%s", why ? why : strerror(-r));
 		return 0;
 	}
 	struct ctl *c = map_shared(sizeof(*c));
@@ -636,7 +742,7 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 	uint64_t *samples = kind == PINGPONG ? map_shared(iters * sizeof(uint64_t)) : NULL;
 	if (!c || !shm || (kind == PINGPONG && !samples)) {
 		r = -ENOMEM;
-		bench_skip(&row, "mmap: %s", strerror(ENOMEM));
+		skip_row(row, "mmap: %s", strerror(ENOMEM));
 		bench_failures++;
 		goto unmap;
 	}
@@ -646,9 +752,9 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 	main_reason[0] = 0;
 	if (p->prepare && (r = p->prepare(shm, p->arg)) < 0) {
 		if (main_reason[0])
-			bench_skip(&row, "%s", main_reason);
+			skip_row(row, "%s", main_reason);
 		else
-			bench_skip(&row, "prepare: %s", strerror(-r));
+			skip_row(row, "prepare: %s", strerror(-r));
 		goto unmap;
 	}
 
@@ -660,7 +766,7 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 		pid[role] = fork();
 		if (pid[role] == 0)
 			_exit(child(p, kind, (enum bench_role)role, cpu[role], cpu[1 - role],
-			            !strcmp(row.cpus ? row.cpus : "", BENCH_SHARED), c, shm, samples, warm,
+			            !strcmp(row->cpus ? row->cpus : "", BENCH_SHARED), c, shm, samples, warm,
 			            iters));
 		if (pid[role] < 0) {
 			note_error(c, (enum bench_role)role, "fork", -errno);
@@ -719,30 +825,28 @@ static int run(const struct bench_pair *p, enum kind kind, struct bench_row row,
 	for (int k = 0; k < 2; k++)
 		if (!killed[k] && WIFSIGNALED(status[k])) {
 			bench_failures++;
-			bench_skip(&row, "%s died of signal %d", k == BENCH_A ? "A" : "B", WTERMSIG(status[k]));
+			skip_row(row, "%s died of signal %d", k == BENCH_A ? "A" : "B", WTERMSIG(status[k]));
 			r = -ECHILD;
 			goto unmap;
 		}
 	if (timeout) {
-		bench_skip(&row, "timeout (%s)", c->reason[0] ? c->reason : "no progress");
+		skip_row(row, "timeout (%s)", c->reason[0] ? c->reason : "no progress");
 		r = -ETIMEDOUT;
 	} else if (atomic_load(&c->stage) == STAGE_ABORT || c->err[0] || c->err[1]) {
-		bench_skip(&row, "%s", c->reason[0] ? c->reason : "failed");
+		skip_row(row, "%s", c->reason[0] ? c->reason : "failed");
 		r = c->err[0] ? c->err[0] : c->err[1] ? c->err[1] : -ECANCELED;
 	} else if (kind == PINGPONG) {
-		set_syscalls(&row, c, iters);
+		set_syscalls(row, c, iters);
 		struct bench_stats st;
 		bench_stats(samples, iters, &st);
-		bench_row_latency(&row, &st);
+		bench_row_latency(row, &st);
 		if (p->result)
 			*p->result = st;
-		bench_emit(&row);
 		r = 0;
 	} else {
-		set_syscalls(&row, c, iters);
-		row.iters = iters;
-		row.ops_per_s = (double)iters * 1e9 / (double)(c->t1 - c->t0 ? c->t1 - c->t0 : 1);
-		bench_emit(&row);
+		set_syscalls(row, c, iters);
+		row->iters = iters;
+		row->ops_per_s = (double)iters * 1e9 / (double)(c->t1 - c->t0 ? c->t1 - c->t0 : 1);
 		r = 0;
 	}
 unmap:
@@ -755,6 +859,66 @@ unmap:
 	return r;
 }
 
+struct pair_sample {
+	const struct bench_pair *p;
+	enum kind kind;
+	uint64_t iters;
+};
+
+static int pair_sample(void *ctx, struct bench_row *row)
+{
+	const struct pair_sample *ps = ctx;
+	return measure(ps->p, ps->kind, row, ps->iters);
+}
+
+static int run(const struct bench_pair *p, enum kind kind, struct bench_row row, uint64_t iters)
+{
+	int r;
+	if (capture.active) {
+		/* a baseline's subject run for bench_versus: only the row it wants */
+		if (!capture_wants(&row))
+			return -EALREADY;
+		r = measure(p, kind, &row, iters);
+		bench_emit(&row);
+		return r;
+	}
+	if (row.baseline) {
+		struct pair_sample ps = {p, kind, iters};
+		struct bench_versus *v = calloc(1, sizeof(*v));
+		if (!v) {
+			bench_skip(&row, "out of memory");
+			bench_failures++;
+			return -ENOMEM;
+		}
+		v->fn = pair_sample;
+		v->ctx = &ps;
+		r = bench_versus(v, row);
+		free(v);
+		return r;
+	}
+	if (emitted(&row))
+		return -EALREADY; /* measured already in this invocation (e.g. beside an abd row) */
+	r = measure(p, kind, &row, iters);
+	bench_emit(&row);
+	return r;
+}
+
+int bench_pair_sample(void *ctx, struct bench_row *row)
+{
+	const struct bench_pair_sample *ps = ctx;
+	return measure(ps->p, ps->throughput ? THROUGHPUT : PINGPONG, row, ps->iters ? ps->iters : 1);
+}
+
+int bench_pingpong_once(const struct bench_pair *p, struct bench_row *row, uint64_t iters)
+{
+	return measure(p, PINGPONG, row, iters ? iters : 1);
+}
+
+int bench_throughput_once(const struct bench_pair *p, struct bench_row *row, uint64_t iters)
+{
+	return measure(p, THROUGHPUT, row, iters ? iters : 1);
+}
+
 int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t iters)
 {
 	return run(p, PINGPONG, row, iters ? iters : 1);
@@ -763,4 +927,221 @@ int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t it
 int bench_throughput(const struct bench_pair *p, struct bench_row row, uint64_t iters)
 {
 	return run(p, THROUGHPUT, row, iters ? iters : 1);
+}
+
+/* ---- interleaved rounds ---- */
+
+static int cmp_double(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+	return (a > b) - (a < b);
+}
+
+static double median(double *v, unsigned n)
+{
+	if (!n)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsigned n)
+{
+	enum { P50, P99, P999, OPS, CPU, SYS, NFIG };
+	double v[NFIG][BENCH_ROUNDS_MAX];
+	unsigned k[NFIG] = {0};
+	bool cpu = false, sys = false;
+	uint64_t iters = 0;
+	if (n > BENCH_ROUNDS_MAX)
+		n = BENCH_ROUNDS_MAX;
+	for (unsigned i = 0; i < n; i++) {
+		const struct bench_row *r = &rows[i];
+		if (r->skipped)
+			continue;
+		if (!iters)
+			iters = r->iters;
+		if (r->p50_ns > 0)
+			v[P50][k[P50]++] = r->p50_ns;
+		if (r->p99_ns > 0)
+			v[P99][k[P99]++] = r->p99_ns;
+		if (r->p999_ns > 0)
+			v[P999][k[P999]++] = r->p999_ns;
+		if (r->ops_per_s > 0)
+			v[OPS][k[OPS]++] = r->ops_per_s;
+		if (r->cpu_measured) {
+			cpu = true;
+			v[CPU][k[CPU]++] = r->cpu_ns;
+		}
+		if (r->has_syscalls) {
+			sys = true;
+			v[SYS][k[SYS]++] = r->syscalls_per_msg;
+		}
+	}
+	out->p50_ns = median(v[P50], k[P50]);
+	out->p99_ns = median(v[P99], k[P99]);
+	out->p999_ns = median(v[P999], k[P999]);
+	out->ops_per_s = median(v[OPS], k[OPS]);
+	out->cpu_measured = cpu;
+	out->cpu_ns = median(v[CPU], k[CPU]);
+	out->has_syscalls = sys;
+	out->syscalls_per_msg = median(v[SYS], k[SYS]);
+	if (iters)
+		out->iters = iters;
+}
+
+/* A row emitted already with exactly this subject, case and cpus. */
+static bool emitted_as(const char *subject, const char *case_name, const char *cpus)
+{
+	for (size_t i = 0; i < nkept; i++)
+		if (same(kept[i].subject, subject) && same(kept[i].case_name, case_name) &&
+		    same(kept[i].cpus, cpus))
+			return true;
+	return false;
+}
+
+void bench_emit_versus(const struct bench_row *row, const struct bench_row *mine,
+                       const struct bench_row *theirs, unsigned n)
+{
+	struct bench_row r = *row;
+	const char *bcase = r.baseline_case ? r.baseline_case : r.case_name;
+	if (n > BENCH_ROUNDS_MAX)
+		n = BENCH_ROUNDS_MAX;
+
+	/* the baseline's row, from the samples taken beside this one */
+	if (r.baseline && !emitted_as(r.baseline, bcase, r.cpus)) {
+		struct bench_row b = {.bench = r.bench, .subject = r.baseline, .case_name = bcase,
+		                      .cpus = r.cpus};
+		unsigned nb = 0;
+		const char *why = NULL;
+		for (unsigned k = 0; k < n; k++) {
+			if (theirs[k].skipped) {
+				why = why ? why : theirs[k].skipped;
+				continue;
+			}
+			if (!nb++)
+				b.msg_bytes = theirs[k].msg_bytes;
+		}
+		if (nb) {
+			bench_row_median(&b, theirs, n);
+			b.rounds = nb;
+			bench_emit(&b);
+		} else {
+			bench_skip(&b, "%s", why ? why : "not measured");
+		}
+	}
+
+	for (unsigned k = 0; k < n; k++)
+		if (mine[k].skipped) {
+			bench_skip(&r, "%s", mine[k].skipped);
+			return;
+		}
+	if (!n) {
+		bench_skip(&r, "not measured");
+		return;
+	}
+	bench_row_median(&r, mine, n);
+	const char *key = ratio_key(&r);
+	double ratios[BENCH_ROUNDS_MAX], base[BENCH_ROUNDS_MAX];
+	unsigned nr = 0, nbase = 0;
+	for (unsigned k = 0; k < n; k++) {
+		if (theirs[k].skipped)
+			continue;
+		double a = figure_of(&mine[k], key), t = figure_of(&theirs[k], key);
+		if (t > 0)
+			base[nbase++] = t;
+		if (a > 0 && t > 0)
+			ratios[nr++] = a / t;
+	}
+	r.rounds = n;
+	r.baseline_figure = median(base, nbase);
+	r.has_ratio = nr > 0;
+	if (nr) {
+		r.ratio = median(ratios, nr); /* sorts: the extremes are the ends */
+		r.ratio_min = ratios[0];
+		r.ratio_max = ratios[nr - 1];
+	}
+	bench_emit(&r);
+}
+
+/* One sample of the baseline row t names (subject, case, cpus): its subject's run function,
+ * every other row left out, the row caught by bench_emit instead of printed. */
+static void subject_sample(struct bench_row *t)
+{
+	const struct bench_subject *s = bench_subject_find(t->subject);
+	if (!s) {
+		t->skipped = bench_reason("no baseline subject %s", t->subject);
+		return;
+	}
+	if (capture.active) {
+		t->skipped = "a baseline inside a baseline's measurement";
+		return;
+	}
+	capture.active = true;
+	capture.got = false;
+	capture.subject = t->subject;
+	capture.case_name = t->case_name;
+	capture.cpus = t->cpus;
+	s->run();
+	capture.active = false;
+	if (!capture.got) {
+		t->skipped = bench_reason("%s has no row %s (%s)", t->subject,
+		                          t->case_name ? t->case_name : "-", t->cpus ? t->cpus : "-");
+		bench_failures++; /* a baseline named but not measurable: a harness bug */
+		return;
+	}
+	struct bench_row c = capture.row;
+	c.bench = t->bench;
+	c.subject = t->subject;
+	c.case_name = t->case_name;
+	c.cpus = t->cpus;
+	c.baseline = c.baseline_case = NULL;
+	*t = c;
+}
+
+int bench_versus(struct bench_versus *v, struct bench_row row)
+{
+	unsigned rounds = bench_rounds();
+	if (rounds > BENCH_ROUNDS_MAX)
+		rounds = BENCH_ROUNDS_MAX;
+	if (!row.bench)
+		row.bench = bench_family ? bench_family : "?";
+	struct bench_row btmpl = {.bench = row.bench, .subject = row.baseline,
+	                          .case_name = row.baseline_case ? row.baseline_case : row.case_name,
+	                          .cpus = row.cpus};
+	const char *bskip = NULL;
+	int err = 0;
+	v->n = 0;
+	for (unsigned k = 0; k < rounds && !err; k++) {
+		/* even rounds: the abd row first; odd rounds: the baseline first */
+		for (int half = 0; half < 2; half++) {
+			bool base = (half == 0) == (k % 2 == 1);
+			if (base) {
+				struct bench_row *t = &v->theirs[k];
+				*t = btmpl;
+				if (bskip) {
+					t->skipped = bskip; /* it failed once: not again in every round */
+				} else if (v->base_fn) {
+					int e = v->base_fn(v->base_ctx, t);
+					if (e < 0 && !t->skipped)
+						t->skipped = bench_reason("%s", strerror(-e));
+				} else {
+					subject_sample(t);
+				}
+				if (t->skipped)
+					bskip = t->skipped;
+			} else {
+				struct bench_row *m = &v->mine[k];
+				*m = row;
+				m->skipped = NULL;
+				int e = v->fn(v->ctx, m);
+				if (e < 0 && !m->skipped)
+					m->skipped = bench_reason("%s", strerror(-e));
+				if (m->skipped)
+					err = e < 0 ? e : -ECANCELED;
+			}
+		}
+		v->n = k + 1;
+	}
+	bench_emit_versus(&row, v->mine, v->theirs, v->n);
+	return err;
 }

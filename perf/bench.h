@@ -28,6 +28,8 @@ struct bench_opts {
 	bool json;     /* --json: one JSON object per line instead of the table */
 	bool quick;    /* --quick: smoke-run sizes, a few seconds per family */
 	uint64_t iters; /* --iters N: overrides every family's default (0 = not given) */
+	unsigned rounds; /* --rounds N: interleaved rounds of each abd row and its baseline
+	                  * (0 = not given: BENCH_ROUNDS_DEFAULT) */
 };
 extern struct bench_opts bench_opt;
 extern const char *bench_family; /* the family being run (set by abd-perf.c) */
@@ -37,6 +39,12 @@ extern int bench_failures;       /* crashes and harness errors so far: abd-perf 
  * else `full`. Warm-up counts are derived by bench_warmup(). */
 uint64_t bench_iters(uint64_t full, uint64_t quick);
 uint64_t bench_warmup(uint64_t iters); /* iters/10, at least 10, at most 10000 */
+
+/* Rounds: every abd row is measured alternately with its baseline, one sample of each per
+ * round (see bench_versus below). */
+#define BENCH_ROUNDS_DEFAULT 5
+#define BENCH_ROUNDS_MAX 32
+unsigned bench_rounds(void); /* --rounds, else BENCH_ROUNDS_DEFAULT */
 
 /* ---- time, CPUs ---- */
 
@@ -127,11 +135,12 @@ struct bench_row {
 	double cpu_ns;
 	bool cpu_measured;
 	/* abd-... rows: the subject compared against, and its case when it differs from this
-	 * row's (e.g. "rtt" vs "rtt-2lines"). The emitter finds the baseline's row among those
-	 * already emitted in this invocation with the same cpus and case, runs the baseline
-	 * subject first if it has not run yet (bench_subject_run), and writes `ratio` = this
-	 * row's figure / the baseline's: p50 for latency rows, ops_per_s for throughput rows,
-	 * named in `ratio_of`. No baseline row (it was skipped) gives "ratio": null. */
+	 * row's (e.g. "rtt" vs "rtt-2lines"), with the same cpus. The runners and bench_versus
+	 * measure such a row in interleaved rounds against that baseline row and emit `ratio` =
+	 * this row's figure / the baseline's, round by round: p50 for latency rows, ops_per_s for
+	 * throughput rows, cpu_ns for idle rows, named in `ratio_of`. A skipped baseline gives
+	 * "ratio": null. (bench_emit of an abd row without rounds falls back to the baseline row
+	 * emitted last in this invocation: one sample each, at different moments.) */
 	const char *baseline;
 	const char *baseline_case;
 	const char *skipped;   /* non-NULL: the subject could not run, and this is why */
@@ -140,6 +149,13 @@ struct bench_row {
 	 * when has_syscalls). */
 	bool has_syscalls;
 	double syscalls_per_msg;
+	/* Set by bench_emit_versus (never by a family): the rounds this row's ratio was taken
+	 * over, the median of the rounds' ratios and their extremes, and the baseline's median
+	 * figure over the same rounds (JSON rounds, ratio, ratio_min, ratio_max,
+	 * baseline_figure). rounds == 0: a row measured once. */
+	unsigned rounds;
+	bool has_ratio;
+	double ratio, ratio_min, ratio_max, baseline_figure;
 };
 
 /* Prints one row (table line or JSON object) and remembers it for later ratios. */
@@ -149,6 +165,50 @@ void bench_skip(const struct bench_row *tmpl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Fills the latency figures of a row from stats. */
 void bench_row_latency(struct bench_row *row, const struct bench_stats *st);
+/* A skip reason that outlives the buffer it was formatted in (rows are copied by value). */
+const char *bench_reason(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- interleaved rounds: an abd row against its baseline ----
+ *
+ * Cross-vCPU speed on a shared VM drifts several times over within minutes, so a ratio of two
+ * figures taken at different moments measures the drift. bench_versus() measures the abd row
+ * and its baseline alternately, bench_rounds() times: round r takes one sample of each, the
+ * abd row first in even rounds and the baseline first in odd ones (a drift inside a round
+ * then favours neither side over the run). The ratio of a round is computed within the round;
+ * the row's ratio is the median of the rounds' ratios, with their min and max beside it, and
+ * each figure of either row is its median over the rounds.
+ *
+ * A measure callback takes one sample: it fills the figures of *row (whose subject, case,
+ * cpus and size are set) or sets row->skipped; it returns 0 or -errno. */
+typedef int (*bench_measure_fn)(void *ctx, struct bench_row *row);
+
+struct bench_versus {
+	bench_measure_fn fn;      /* the abd row's sample */
+	void *ctx;
+	/* The baseline's sample: base_fn, or (base_fn NULL) the row named by the abd row's
+	 * baseline / baseline_case and cpus in a subject table (bench_subject_find), whose run
+	 * function is called with every other row of the subject left out. */
+	bench_measure_fn base_fn;
+	void *base_ctx;
+	/* Filled by bench_versus: the samples of each round (n of them; theirs[] skipped from the
+	 * round the baseline failed). */
+	unsigned n;
+	struct bench_row mine[BENCH_ROUNDS_MAX], theirs[BENCH_ROUNDS_MAX];
+};
+
+/* Measures row (an abd row: .baseline set) against its baseline in bench_rounds() rounds and
+ * emits both (bench_emit_versus). Returns 0, or the -errno of the abd row's failing sample
+ * (the row is then emitted skipped). */
+int bench_versus(struct bench_versus *v, struct bench_row row);
+/* Emits from samples already taken in n interleaved rounds (a family that interleaves inside
+ * one process of its own): the baseline's row first, with its medians, unless a row of the
+ * same subject, case and cpus was emitted already in this invocation; then row with its
+ * medians, rounds and the ratio's median, min and max. mine[k] / theirs[k] skipped: that
+ * round has no ratio (a skipped mine[0] emits row skipped). */
+void bench_emit_versus(const struct bench_row *row, const struct bench_row *mine,
+                       const struct bench_row *theirs, unsigned n);
+/* The median of each figure of rows[0..n) (skipped ones left out) into *out's figures. */
+void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsigned n);
 
 /* ---- named subjects, so one family can run another family's rows beside its own ---- */
 
@@ -207,10 +267,24 @@ struct bench_pair {
 };
 
 /* Ping-pong: `bench_warmup(iters)` untimed round trips, then `iters` timed ones; fills the
- * row's p50/p99/p999 and emits it. Returns 0 or -errno (the row is emitted either way). */
+ * row's p50/p99/p999 and emits it. Returns 0 or -errno (the row is emitted either way).
+ * A row with .baseline is measured in interleaved rounds against it (bench_versus: each
+ * round runs the pair once with `iters`). A row without one that this invocation emitted
+ * already (same subject, case, cpus, size) is not measured again. */
 int bench_pingpong(const struct bench_pair *p, struct bench_row row, uint64_t iters);
 /* Throughput: `bench_warmup(iters)` messages, then `iters` timed; fills ops_per_s. */
 int bench_throughput(const struct bench_pair *p, struct bench_row row, uint64_t iters);
+/* One sample of a runner, not emitted: fills *row's figures (or row->skipped); 0 or -errno.
+ * For a family's own measure callbacks (bench_versus). */
+int bench_pingpong_once(const struct bench_pair *p, struct bench_row *row, uint64_t iters);
+int bench_throughput_once(const struct bench_pair *p, struct bench_row *row, uint64_t iters);
+/* The same as a bench_measure_fn: ctx is a struct bench_pair_sample. */
+struct bench_pair_sample {
+	const struct bench_pair *p;
+	uint64_t iters;
+	bool throughput; /* else ping-pong */
+};
+int bench_pair_sample(void *ctx, struct bench_row *row);
 
 /* In a callback (prepare in the main process, or any callback in a child): sets the skip
  * reason the row will carry. Returns -ECANCELED so a callback can `return bench_fail(...)`. */

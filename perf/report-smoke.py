@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""CI check of perf/report: runs it in quick mode on two short families (reactor, acquire)
-into a scratch folder and checks what it wrote: report.md with the machine table, abd rows
-beside their baselines, every image it links present as a PNG (or, without gnuplot, the note
-that plots were skipped), results.jsonl parseable. Never judges a figure or a duration."""
+"""CI check of perf/report: runs it in quick mode with 2 interleaved rounds on two short
+families (reactor, acquire) into a scratch folder and checks what it wrote: report.md with the
+machine table, abd rows beside their baselines with the ratio's spread over the rounds, every
+image it links present as a PNG (or, without gnuplot, the note that plots were skipped),
+results.jsonl parseable with the rounds keys. Never judges a figure or a duration."""
 import json
 import re
 import shutil
@@ -20,7 +21,7 @@ def main(report, perf):
 
     with tempfile.TemporaryDirectory(prefix="abd-report-") as tmp:
         out = Path(tmp) / "r"
-        run = subprocess.run([sys.executable, report, "--quick", "--no-install", "--perf", perf,
+        run = subprocess.run([sys.executable, report, "--quick", "--rounds", "2", "--no-install", "--perf", perf,
                               "--out", str(out), "reactor", "acquire"],
                              capture_output=True, text=True)
         check(run.returncode == 0, "perf/report --quick exits 0", run.stderr[-1500:])
@@ -33,6 +34,10 @@ def main(report, perf):
         check(re.search(r"^\| reactor \| abd-reactor-\S+ \|.*\| bare-", md, re.M),
               "report.md has abd rows beside their baselines")
         check("(smoke) sizes" in md, "report.md says the sizes were quick")
+        check(re.search(r"^\| family \| subject \|.*\| ratio \| spread \| rounds \| cost \|$", md, re.M),
+              "the summary has the ratio's spread and rounds columns")
+        check(re.search(r"^\| acquire \| abd-acquire-\S+ \|.*\| [0-9.]+ \| [0-9.e+-]+–[0-9.e+-]+(?: \*\*wide\*\*)? \| 2 \|", md, re.M),
+              "an acquire row shows its ratio, its min–max over 2 rounds")
         rows = []
         try:
             rows = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
@@ -40,6 +45,10 @@ def main(report, perf):
             check(False, "results.jsonl parses", str(e))
         check(rows and all("family" in r and "subject" in r for r in rows),
               "results.jsonl holds the rows with their family")
+        abd = [r for r in rows if str(r.get("subject", "")).startswith("abd-") and not r.get("skipped")]
+        check(abd and all(r.get("rounds") == 2 and "ratio_min" in r and "ratio_max" in r
+                          for r in abd if r.get("ratio") is not None),
+              "results.jsonl's abd rows carry rounds, ratio_min, ratio_max")
         images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
         if shutil.which("gnuplot"):
             check(len(images) >= 2, "report.md links the plots", f"{images}")

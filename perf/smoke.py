@@ -1,22 +1,49 @@
 #!/usr/bin/env python3
-"""Smoke-runs every abd-perf family with --quick --json and checks the output contract:
-exit 0, one JSON object per line with bench/subject, a figure or skipped+reason on each,
-baseline/ratio_of/ratio on every abd-... row. No figure is judged: speed is not a test."""
+"""Smoke-runs every abd-perf family with --quick --json --rounds 2 and checks the output
+contract: exit 0, one JSON object per line with bench/subject, a figure or skipped+reason on
+each; on every abd-... row baseline/ratio_of/ratio, and on a measured one the interleaved
+rounds: rounds = 2, ratio_min <= ratio <= ratio_max and the baseline's figure beside them.
+Also that --rounds refuses a bad count. No figure is judged: speed is not a test."""
 import json
 import subprocess
 import sys
 
 FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns")
+ROUNDS = 2
+
+
+def row_problems(row):
+    problems = [k for k in ("bench", "subject") if k not in row]
+    has_fig = any(k in row for k in FIGURES)
+    if row.get("skipped"):
+        if not row.get("reason") or has_fig:
+            problems.append("skipped row needs a reason and no figures")
+        return problems
+    if not has_fig:
+        problems.append("no figure")
+    if not str(row.get("subject", "")).startswith("abd-"):
+        return problems
+    problems += [k for k in ("baseline", "ratio_of", "ratio") if k not in row]
+    if row.get("rounds") != ROUNDS:
+        problems.append(f"rounds {row.get('rounds')!r}, not {ROUNDS}")
+    if row.get("ratio") is not None:
+        lo, mid, hi = row.get("ratio_min"), row.get("ratio"), row.get("ratio_max")
+        if lo is None or hi is None or not lo <= mid <= hi:
+            problems.append(f"ratio {mid} not within ratio_min {lo} .. ratio_max {hi}")
+        if not row.get("baseline_figure", 0) > 0:
+            problems.append("no baseline_figure beside the ratio")
+    return problems
 
 
 def main(exe):
     families = [l.split()[0] for l in subprocess.run(
         [exe, "list"], check=True, capture_output=True, text=True).stdout.splitlines() if l.strip()]
-    print(f"1..{len(families)}")
+    print(f"1..{len(families) + 1}")
     failed = 0
     for n, fam in enumerate(families, 1):
         bad = 0
-        run = subprocess.run([exe, "--quick", "--json", fam], capture_output=True, text=True)
+        run = subprocess.run([exe, "--quick", "--json", "--rounds", str(ROUNDS), fam],
+                             capture_output=True, text=True)
         rows = 0
         for line in run.stdout.splitlines():
             rows += 1
@@ -26,15 +53,7 @@ def main(exe):
                 print(f"# {fam}: not JSON ({e}): {line!r}")
                 bad += 1
                 continue
-            problems = [k for k in ("bench", "subject") if k not in row]
-            has_fig = any(k in row for k in FIGURES)
-            if row.get("skipped"):
-                if not row.get("reason") or has_fig:
-                    problems.append("skipped row needs a reason and no figures")
-            elif not has_fig:
-                problems.append("no figure")
-            if str(row.get("subject", "")).startswith("abd-"):
-                problems += [k for k in ("baseline", "ratio_of", "ratio") if k not in row]
+            problems = row_problems(row)
             if problems:
                 print(f"# {fam}: {problems}: {line}")
                 bad += 1
@@ -44,6 +63,15 @@ def main(exe):
             bad += 1
         print(f"{'not ok' if bad else 'ok'} {n} - {fam}: exit {run.returncode}, {rows} rows")
         failed += bad > 0
+    bad_counts = []
+    for arg in ("0", "33", "x"):
+        run = subprocess.run([exe, "--rounds", arg, "list"], capture_output=True, text=True)
+        if run.returncode != 2 or "--rounds" not in run.stderr:
+            bad_counts.append(f"--rounds {arg}: exit {run.returncode}, {run.stderr.strip()!r}")
+    for b in bad_counts:
+        print(f"# {b}")
+    print(f"{'not ok' if bad_counts else 'ok'} {len(families) + 1} - --rounds refuses 0, 33 and x with exit 2")
+    failed += bool(bad_counts)
     return 1 if failed else 0
 
 
