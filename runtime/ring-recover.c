@@ -6,7 +6,9 @@
  * closes, i.e. when the process dies, at any instruction; F_OFD_GETLK then reports the byte
  * unlocked. No heartbeat, no PID (PIDs mean nothing across PID namespaces). Recovery of a dead
  * lease is done under that lease's lock, so two recoverers never undo a lease twice. */
+#include <errno.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include "ring-internal.h"
 
@@ -59,10 +61,38 @@ static void unsleep(struct abd_ring *r, struct abd__ring_lease *l)
 /* Give up every slot claimed under `lease`: a producer's claim becomes a tombstone that
  * consumers skip, a consumer's claim is freed (its message is lost with it). Each step is a
  * CAS from the exact claimed word, so a claim that completes meanwhile is left alone. */
+/* The first slot at or after i whose control word may be nonzero: holes of the memfd (never
+ * written: zero words, FREE with no lease, which no sweep touches) are skipped, so that a
+ * sweep reads only pages that exist: reading a hole through the mapping would allocate it, and
+ * a peer may hand over a sparse file as large as the attacher allows. *end: where the data
+ * extent ends (slot index). Without SEEK_DATA (an error): every slot. */
+static uint32_t data_slot(struct abd_ring *r, uint32_t i, uint32_t *end)
+{
+	*end = r->cap;
+	uint64_t base = (uint64_t)(r->slots - r->base);
+	off_t off = (off_t)(base + (uint64_t)i * r->stride);
+	off_t d = lseek(r->lockfd, off, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? r->cap : i; /* ENXIO: nothing but holes from here */
+	if (d > off) /* a slot whose word starts before d lies in the hole */
+		i = (uint32_t)(((uint64_t)d - base + r->stride - 1) / r->stride);
+	off_t h = lseek(r->lockfd, d, SEEK_HOLE);
+	if (h > d) {
+		uint64_t e = ((uint64_t)h - base + r->stride - 1) / r->stride;
+		*end = e < r->cap ? (uint32_t)e : r->cap;
+	}
+	return i < r->cap ? i : r->cap;
+}
+
 unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease)
 {
 	unsigned n = 0;
-	for (uint32_t i = 0; i < r->cap; i++) {
+	for (uint32_t i = 0, end = 0; i < r->cap; i++) {
+		if (i >= end) {
+			i = data_slot(r, i, &end);
+			if (i >= r->cap)
+				break;
+		}
 		struct abd__ring_slot *s = abd__slot(r, i);
 		uint64_t c = abd__load(&s->ctl, ACQUIRE);
 		if (abd__ctl_lease(c) != lease)

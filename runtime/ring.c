@@ -254,16 +254,24 @@ static int validate(const struct abd__ring_hdr *hp, uint64_t file_size, struct a
 int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce, unsigned flags,
                     struct abd_ring **out)
 {
+	return abd_ring_attach_opts(memfd, wait_fd, expected_nonce, flags, NULL, out);
+}
+
+int abd_ring_attach_opts(int memfd, int wait_fd, const uint8_t *expected_nonce, unsigned flags,
+                         const struct abd_ring_attach_opts *opts, struct abd_ring **out)
+{
+	static const struct abd_ring_attach_opts defaults;
 	abd__check(out, -EINVAL);
 	*out = NULL;
 	abd__check(memfd >= 0, -EINVAL);
 	abd__check(wait_fd >= -1, -EINVAL);
 	abd__check((flags & ~ABD__RING_ROLES) == 0, -EINVAL);
+	if (!opts)
+		opts = &defaults;
+	for (size_t i = 0; i < sizeof(opts->reserved) / sizeof(opts->reserved[0]); i++)
+		abd__check(opts->reserved[i] == 0, -EINVAL);
+	uint64_t max_size = opts->max_size ? opts->max_size : ABD_RING_ATTACH_DEFAULT_MAX;
 
-	struct stat st;
-	if (fstat(memfd, &st) < 0)
-		return -errno;
-	abd__check(S_ISREG(st.st_mode), -EINVAL);
 	if (wait_fd >= 0) {
 		/* An eventfd is an anonymous inode; its /proc link names it. */
 		char path[64], target[64];
@@ -274,25 +282,44 @@ int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce, unsig
 		target[n] = 0;
 		abd__check(strcmp(target, "anon_inode:[eventfd]") == 0, -EINVAL);
 	}
+	/* The seals first, then the size: only a file that can no longer shrink or grow has a
+	 * size worth reading (read before, it could shrink under the mapping: SIGBUS). */
 	int seals = fcntl(memfd, F_GET_SEALS);
-	if (seals < 0)
-		return errno == EINVAL ? -EPROTO : -errno; /* not a memfd: no seals at all */
+	if (seals < 0) {
+		if (errno != EINVAL)
+			return -errno;
+		struct stat st;
+		if (fstat(memfd, &st) < 0)
+			return -errno;
+		return S_ISREG(st.st_mode) ? -EPROTO : -EINVAL; /* not a memfd: no seals at all */
+	}
 	if ((seals & ABD__REQUIRED_SEALS) != ABD__REQUIRED_SEALS)
 		return -EPROTO;
-	if (st.st_size < (off_t)ABD__RING_HEADER_SIZE || (uint64_t)st.st_size > (uint64_t)SIZE_MAX / 2)
+	struct stat st;
+	if (fstat(memfd, &st) < 0)
+		return -errno;
+	abd__check(S_ISREG(st.st_mode), -EINVAL);
+	if (st.st_size < (off_t)ABD__RING_HEADER_SIZE)
 		return -EPROTO;
+	/* the peer chose the size: the opener's limit bounds what is mapped */
+	if ((uint64_t)st.st_size > max_size || (uint64_t)st.st_size > (uint64_t)SIZE_MAX / 2)
+		return -EFBIG;
 
 	struct abd_ring *r = ring_alloc();
 	if (!r)
 		return -ENOMEM;
 	int e;
 	r->map_size = (size_t)st.st_size;
-	void *m = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, memfd, 0);
+	/* not pre-faulted: the size is the peer's choice */
+	void *m = mmap(NULL, r->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (m == MAP_FAILED)
 		goto fail_errno;
 	r->base = m;
 	r->h = m;
 	e = validate(r->h, (uint64_t)st.st_size, r);
+	if (e == 0 && ((opts->capacity && opts->capacity != r->cap) ||
+	               (opts->slot_size && opts->slot_size != r->slot_size)))
+		e = -EPROTO; /* not the geometry the opener was told of */
 	if (e < 0)
 		goto fail;
 	if (expected_nonce && memcmp(expected_nonce, r->nonce, sizeof(r->nonce)) != 0) {

@@ -487,6 +487,20 @@ static int check_record(struct abd_service *svc, const struct abd_record *rec,
 	return 0;
 }
 
+/* What attach may map: the geometry the record declares (checked by check_record), within the
+ * ring's default mapping limit. */
+static struct abd_ring_attach_opts declared_geometry(const struct abd_record *rec)
+{
+	struct abd_ring_attach_opts o = { 0 };
+	uint64_t cap = 0, slot = 0;
+	if (meta_u64(rec, "abd.capacity", 10, &cap) && meta_u64(rec, "abd.slot_size", 10, &slot) &&
+	    cap >= 1 && cap <= ABD_RING_MAX_CAPACITY && slot >= 1 && slot <= ABD_RING_MAX_SLOT_SIZE) {
+		o.capacity = (uint32_t)cap;
+		o.slot_size = (uint32_t)slot;
+	}
+	return o;
+}
+
 /* One attempt: 0 opened, -EAGAIN not there (yet: *soon when a record was there), or a final
  * error. */
 static int try_open(struct abd_service *svc, const struct abd_service_config *cfg,
@@ -520,9 +534,10 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 		if (r == 0) {
 			int memfd = abd_acquired_fd(a, "ring");
 			int wfd = abd_acquired_fd(a, "wake");
+			struct abd_ring_attach_opts lim = declared_geometry(rec);
 			r = memfd < 0 ? -EPROTONOSUPPORT
-			              : abd_ring_attach(memfd, wfd < 0 ? -1 : wfd,
-			                                abd_record_instance(rec), rflags, &svc->ring);
+			              : abd_ring_attach_opts(memfd, wfd < 0 ? -1 : wfd, abd_record_instance(rec),
+			                                     rflags, &lim, &svc->ring);
 		}
 	}
 	if (r == 0) {

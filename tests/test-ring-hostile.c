@@ -453,3 +453,92 @@ ABD_TEST(ring_hostile, garbage_slot_word_cannot_make_a_blocking_call_spin)
 				             (unsigned long long)cpu);
 			}
 }
+
+/* A sealed, sparse memfd whose valid header declares capacity x slot_size (a peer chose both):
+ * nothing of it but the header is written. */
+static int sparse_ring(uint32_t cap, uint32_t slot, uint64_t *total)
+{
+	size_t size;
+	unsigned char *img = image(4, 8, 0, &size);
+	uint64_t stride = (16 + (uint64_t)slot + 15) & ~UINT64_C(15);
+	if (stride > 32)
+		stride = (stride + 63) & ~UINT64_C(63);
+	*total = 8704 + (uint64_t)cap * stride;
+	uint32_t st32 = (uint32_t)stride;
+	memcpy(img + 32, &cap, 4);
+	memcpy(img + 36, &slot, 4);
+	memcpy(img + 40, &st32, 4);
+	memcpy(img + 64, total, 8);
+	uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a 64 of bytes 0..71 (docs/ring.md) */
+	for (size_t i = 0; i < 72; i++)
+		h = (h ^ img[i]) * UINT64_C(0x100000001b3);
+	memcpy(img + 72, &h, 8);
+	int fd = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, (off_t)*total), 0, "a sparse file of %llu bytes",
+	             (unsigned long long)*total);
+	cr_assert_eq(pwrite(fd, img, 8704, 0), 8704);
+	cr_assert_eq(fcntl(fd, F_ADD_SEALS, SEALS), 0);
+	free(img);
+	return fd;
+}
+
+static uint64_t file_bytes(int fd)
+{
+	struct stat st;
+	cr_assert_eq(fstat(fd, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+/* A peer hands over a sealed sparse memfd of 4 TiB with a valid header: the default attach
+ * refuses it (-EFBIG) before mapping anything (before, it was mapped with MAP_POPULATE: the
+ * kernel set out to fault in 4 TiB of tmpfs), and a geometry other than the one the opener
+ * was told of is refused. */
+ABD_TEST(ring_hostile, huge_sparse_memfd_is_refused_not_faulted_in)
+{
+	uint64_t total;
+	int fd = sparse_ring(1u << 18, 1u << 24, &total);
+	cr_assert_gt(total, UINT64_C(4) << 40);
+	struct abd_ring *r = NULL;
+	uint64_t t0 = abd_test_now_ns();
+	cr_assert_eq(abd_ring_attach(fd, -1, NULL, 0, &r), -EFBIG);
+	cr_assert_lt(abd_test_now_ns() - t0, 100000000u, "refused at once");
+	struct abd_ring_attach_opts o = { 0 };
+	o.max_size = total - 1;
+	cr_assert_eq(abd_ring_attach_opts(fd, -1, NULL, 0, &o, &r), -EFBIG);
+	cr_assert_lt(file_bytes(fd), 1u << 20, "nothing was faulted in");
+	/* an opener that allows it maps it lazily: only the pages it touches */
+	o.max_size = total;
+	o.capacity = 1u << 17;
+	cr_assert_eq(abd_ring_attach_opts(fd, -1, NULL, 0, &o, &r), -EPROTO, "not the declared geometry");
+	o.capacity = 1u << 18;
+	o.slot_size = 1u << 23;
+	cr_assert_eq(abd_ring_attach_opts(fd, -1, NULL, 0, &o, &r), -EPROTO, "not the declared geometry");
+	o.slot_size = 1u << 24;
+	o.reserved[0] = 1;
+	cr_assert_eq(abd_ring_attach_opts(fd, -1, NULL, 0, &o, &r), -EINVAL);
+	o.reserved[0] = 0;
+	cr_assert_eq(abd_ring_attach_opts(fd, -1, NULL, 0, &o, &r), 0);
+	cr_assert_eq(abd_ring_try_push(r, "four TiB", 8), 0);
+	char b[16];
+	cr_assert_eq(abd_ring_try_pop(r, b, sizeof(b)), 8);
+	cr_assert_lt(file_bytes(fd), 1u << 20, "only the header and one slot's page were touched");
+	abd_ring_free(r);
+	close(fd);
+}
+
+/* Within the default limit, the peer's size is still its choice: attach does not pre-fault it
+ * (before, a 256 MiB sparse ring cost 256 MiB of memory on attach). */
+ABD_TEST(ring_hostile, attach_does_not_prefault_a_size_the_peer_chose)
+{
+	uint64_t total;
+	int fd = sparse_ring(1u << 12, 1u << 16, &total);
+	cr_assert_gt(total, UINT64_C(256) << 20);
+	cr_assert_lt(total, ABD_RING_ATTACH_DEFAULT_MAX);
+	struct abd_ring *r = NULL;
+	cr_assert_eq(abd_ring_attach(fd, -1, NULL, 0, &r), 0);
+	cr_assert_lt(file_bytes(fd), 4u << 20, "%llu bytes faulted in on attach",
+	             (unsigned long long)file_bytes(fd));
+	abd_ring_free(r);
+	close(fd);
+}

@@ -63,7 +63,8 @@ ABD_EXPORT ABD_NODISCARD int abd_ring_new(uint32_t capacity, uint32_t slot_size,
  * keeps, so the caller may close them afterwards. `wait_fd` may be -1 (no eventfd: waiters
  * then use only the futex word). `expected_nonce` (16 bytes, or NULL to skip the check) must
  * match the header's nonce. `flags`: ABD_RING_PRODUCER and/or ABD_RING_CONSUMER (0: both).
- * Every header field is validated before any other use of the memory.
+ * Every header field is validated before any other use of the memory. A memfd larger than
+ * ABD_RING_ATTACH_DEFAULT_MAX is refused (-EFBIG): abd_ring_attach_opts sets other limits.
  * Errors: -EINVAL (bad arguments; memfd not a regular file; wait_fd not an eventfd),
  * -EPROTO (wrong magic or version, hostile or inconsistent geometry, size mismatch with the
  * file, seals missing), -ESTALE (nonce mismatch), -EBUSY (a single-producer/consumer role is
@@ -71,6 +72,27 @@ ABD_EXPORT ABD_NODISCARD int abd_ring_new(uint32_t capacity, uint32_t slot_size,
  * -ENOENT (/proc is not mounted: the memfd cannot be reopened), or another -errno. */
 ABD_EXPORT ABD_NODISCARD int abd_ring_attach(int memfd, int wait_fd, const uint8_t *expected_nonce,
                                              unsigned flags, struct abd_ring **out);
+
+/* The most abd_ring_attach maps: the memfd's size is chosen by the peer that made it. */
+#define ABD_RING_ATTACH_DEFAULT_MAX ((uint64_t)1 << 30)
+
+/* What an attacher accepts (abd_ring_attach_opts). Zero-initialise; zero fields mean "any" or
+ * the default. */
+struct abd_ring_attach_opts {
+	uint64_t max_size;  /* the largest memfd mapped, bytes (0: ABD_RING_ATTACH_DEFAULT_MAX) */
+	uint32_t capacity;  /* the geometry the attacher was told to expect (0: any): a header */
+	uint32_t slot_size; /* that says otherwise is refused with -EPROTO */
+	uint64_t reserved[6]; /* zero */
+};
+
+/* abd_ring_attach with limits. The seals are checked before the size is read, the size against
+ * opts->max_size before anything is mapped (a larger file: -EFBIG), and the mapping is never
+ * pre-faulted (a sparse file costs only the pages the ring touches). opts NULL: the defaults.
+ * Errors: as abd_ring_attach, plus -EFBIG, and -EINVAL for nonzero reserved fields. */
+ABD_EXPORT ABD_NODISCARD int abd_ring_attach_opts(int memfd, int wait_fd,
+                                                  const uint8_t *expected_nonce, unsigned flags,
+                                                  const struct abd_ring_attach_opts *opts,
+                                                  struct abd_ring **out);
 
 /* Leave the ring: any slot this handle still holds is given up (a reserved slot becomes a
  * tombstone consumers skip, a peeked one is freed), the lease is released, everything unmapped
