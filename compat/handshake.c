@@ -339,17 +339,17 @@ static int wait_fd(int fd, short events, int64_t deadline_ns)
 	}
 }
 
-/* Build sockaddr_un for name inside dirfd. Relative names go through /proc/self/fd/N so that
- * a long registry path never overflows sun_path; absolute paths are used as they are. */
+/* Build sockaddr_un for name inside dirfd, through /proc/self/fd/N so that a long registry
+ * path never overflows sun_path. name is a bare name (no slash). */
 static int make_addr(int dirfd, const char *path, struct sockaddr_un *sa, socklen_t *len)
 {
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
 	int n;
-	if (path[0] == '/')
-		n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", path);
-	else if (dirfd >= 0 && !strchr(path, '/'))
+	if (dirfd >= 0 && path && *path && !strchr(path, '/'))
 		n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d/%s", dirfd, path);
+	else if (dirfd >= 0 && !path)
+		n = snprintf(sa->sun_path, sizeof(sa->sun_path), "/proc/self/fd/%d", dirfd);
 	else
 		return -EINVAL;
 	if (n < 0 || (size_t)n >= sizeof(sa->sun_path))
@@ -358,24 +358,76 @@ static int make_addr(int dirfd, const char *path, struct sockaddr_un *sa, sockle
 	return 0;
 }
 
-int abd__hs_listening(int dirfd, const char *name)
+int abd__hs_sock_name(const char *name)
+{
+	static const char pre[] = ".abd-";
+	if (!name || strncmp(name, pre, sizeof(pre) - 1) != 0)
+		return 0;
+	const char *p = name + sizeof(pre) - 1;
+	for (int i = 0; i < 32; i++, p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return 0;
+	if (strcmp(p, ABD__HS_SUFFIX) == 0)
+		return 1;
+	if (strcmp(p, ABD__HS_TMP_SUFFIX) == 0)
+		return 2;
+	return 0;
+}
+
+int abd__hs_open_sock(int dirfd, const char *name, uid_t owner)
+{
+	if (abd__hs_sock_name(name) == 0)
+		return -EBADMSG;
+	/* O_PATH|O_NOFOLLOW: a symlink is opened as itself (and is not a socket), nothing in
+	 * the name is followed, and the descriptor pins the inode fstat shows */
+	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		int e = -errno;
+		abd__close(fd);
+		return e;
+	}
+	if (!S_ISSOCK(st.st_mode) || (owner != (uid_t)-1 && st.st_uid != owner)) {
+		abd__close(fd);
+		return -ESTALE;
+	}
+	return fd;
+}
+
+/* connect sock to the socket file pinned by the O_PATH descriptor pathfd: the kernel finds
+ * the socket by that inode, whatever happens to its name meanwhile. */
+static int connect_fd(int sock, int pathfd)
 {
 	struct sockaddr_un sa;
 	socklen_t salen;
-	int r = make_addr(dirfd, name, &sa, &salen);
+	int r = make_addr(pathfd, NULL, &sa, &salen);
 	if (r < 0)
 		return r;
+	return connect(sock, (struct sockaddr *)&sa, salen) < 0 ? -errno : 0;
+}
+
+int abd__hs_listening_fd(int pathfd)
+{
 	abd__autoclose int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (sock < 0)
 		return -errno;
-	while (connect(sock, (struct sockaddr *)&sa, salen) < 0) {
-		if (errno == EINTR)
+	int r;
+	while ((r = connect_fd(sock, pathfd)) < 0) {
+		if (r == -EINTR)
 			continue;
-		if (errno == ECONNREFUSED)
+		if (r == -ECONNREFUSED)
 			return 0;
-		return errno == EAGAIN ? 1 : -errno; /* EAGAIN: a full backlog, so a listener */
+		return r == -EAGAIN ? 1 : r; /* EAGAIN: a full backlog, so a listener */
 	}
 	return 1; /* the server sees a connection that ends without a request */
+}
+
+int abd__hs_listening(int dirfd, const char *name)
+{
+	abd__autoclose int pathfd = abd__hs_open_sock(dirfd, name, (uid_t)-1);
+	return pathfd < 0 ? pathfd : abd__hs_listening_fd(pathfd);
 }
 
 static int send_request(int sock, const void *msg, size_t len, int64_t deadline_ns)
@@ -429,7 +481,8 @@ static int receive_reply(int sock, int64_t deadline_ns, struct abd__hs_reply *re
 	}
 }
 
-int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
+int abd__hs_client(int dirfd, const char *path, const struct abd__hs_peer *want,
+                   const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
                    struct abd__hs_peer *peer, struct abd__hs_conn *conn)
 {
@@ -466,42 +519,46 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *re
 			return r;
 	}
 
-	struct sockaddr_un sa;
-	socklen_t salen;
-	r = make_addr(dirfd, path, &sa, &salen);
-	if (r < 0)
-		return r;
+	/* The socket is found by its name in the registry directory, but connected to through a
+	 * descriptor of the file whose kind and owner were checked (the record's owner), and
+	 * nothing is sent before the listener's credentials, fixed at its listen(), are the
+	 * record's: a name swapped meanwhile reaches nothing else, and no other process ever
+	 * sees the request. */
+	abd__autoclose int pathfd = abd__hs_open_sock(dirfd, path, want->uid);
+	if (pathfd < 0)
+		return pathfd;
 	abd__autoclose int sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (sock < 0)
 		return -errno;
 	/* A full backlog answers EAGAIN on a non-blocking Unix connect: retry until the deadline. */
 	for (;;) {
-		if (connect(sock, (struct sockaddr *)&sa, salen) == 0)
+		r = connect_fd(sock, pathfd);
+		if (r == 0)
 			break;
-		if (errno == EINTR)
+		if (r == -EINTR)
 			continue;
-		if (errno != EAGAIN)
-			return -errno;
+		if (r != -EAGAIN)
+			return r;
 		if (abd__now_ns() >= deadline_ns)
 			return -ETIMEDOUT;
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
-	/* The request first, so that it is there when the server accepts (it answers at once
-	 * then, rather than parking the connection); the request holds nothing secret (the
-	 * record's service and instance), and the server's credentials, fixed at connect, are
-	 * checked before anything in its reply is trusted. */
-	r = send_request(sock, msg, (size_t)mlen, deadline_ns);
+	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
 	if (r < 0)
 		return r;
-	r = abd__hs_peercred(sock, &peer->pid, &peer->uid, &peer->gid);
+	if (peer->uid != want->uid || (want->pid > 0 && peer->pid != want->pid))
+		return -ESTALE;
+	/* The request now, before waiting: the server answers at once when it finds it there
+	 * at accept (rather than parking the connection). */
+	r = send_request(sock, msg, (size_t)mlen, deadline_ns);
 	if (r < 0)
 		return r;
 	r = receive_reply(sock, deadline_ns, rep, fds, false);
 	if (r == -EBADMSG && rep->status == EBADMSG && kreq.keep) {
 		/* a server older than the keep-alive request (type 3) refuses it: ask it the
 		 * version-1 way, on a new connection (it closes this one) */
-		return abd__hs_client(dirfd, path, req, deadline_ns, rep, fds, peer, NULL);
+		return abd__hs_client(dirfd, path, want, req, deadline_ns, rep, fds, peer, NULL);
 	}
 	if (r == 0 && conn && rep->kept) {
 		*conn = (struct abd__hs_conn){ .fd = sock, .peer = *peer };
@@ -529,6 +586,7 @@ struct pending {
 
 struct abd_acquire_server {
 	int epfd, lfd, dirfd;
+	int pathfd; /* O_PATH, the listening socket's file: its mode is changed through it */
 	char name[48];
 	bool serving;
 	uid_t owner;
@@ -549,10 +607,85 @@ struct abd_acquire_server {
 	struct abd_reactor *reactor;
 	struct abd_source *src_owner, *lsrc, *timer;
 	int64_t timer_at; /* the timer's armed deadline, -1 when it is not armed */
+	ino_t ino;        /* the socket file's identity, for unlink_own */
+	dev_t dev;
 };
 
 static void arm_timer(struct abd_acquire_server *s);
 static void drop_pending(struct abd_acquire_server *s, unsigned i);
+
+/* chmod the file an O_PATH descriptor pins (fchmod refuses O_PATH descriptors; the magic link
+ * /proc/self/fd/N resolves to that very inode, whatever its name is now). */
+static int chmod_fd(int pathfd, mode_t mode)
+{
+	char p[40];
+	snprintf(p, sizeof(p), "/proc/self/fd/%d", pathfd);
+	return fchmodat(AT_FDCWD, p, mode, 0) < 0 ? -errno : 0;
+}
+
+/* Create the listening socket file with mode 0600 without ever chmod'ing a name another user
+ * could swap, and without touching the process-wide umask (a race with every other thread's
+ * file creation): bind in a private directory (tmp: mode 0700, ours, checked on its
+ * descriptor), where nobody else can reach the socket or replace its name; pin the socket's
+ * file with an O_PATH descriptor and set its mode through that; listen; then rename it into
+ * the registry directory under its final name (connect finds a socket by its inode, so the
+ * renamed file reaches the same socket) and remove the empty directory. A name ending in
+ * ".sock" that refuses connections is therefore a dead publisher's, which GC may remove; a
+ * private directory left by a publisher killed mid-way is removed by GC after a grace period
+ * (abd_registry_gc, docs/acquire.md). */
+static int bind_private(struct abd_acquire_server *s, const char *tmp)
+{
+	if (mkdirat(s->dirfd, tmp, 0700) < 0)
+		return -errno;
+	int r = 0;
+	abd__autoclose int priv = openat(s->dirfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (priv < 0 || fstat(priv, &st) < 0) {
+		r = -errno;
+	} else if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+		r = -EPERM; /* not the directory we made */
+	} else if (fchmod(priv, 0700) < 0) { /* a umask may have taken our own bits */
+		r = -errno;
+	}
+	struct sockaddr_un sa;
+	socklen_t salen;
+	if (r == 0)
+		r = make_addr(priv, "s", &sa, &salen);
+	if (r == 0 && bind(s->lfd, (struct sockaddr *)&sa, salen) < 0)
+		r = -errno;
+	if (r == 0) {
+		s->pathfd = openat(priv, "s", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (s->pathfd < 0 || fstat(s->pathfd, &st) < 0)
+			r = -errno;
+		else if (!S_ISSOCK(st.st_mode))
+			r = -EPROTO;
+		else
+			s->ino = st.st_ino, s->dev = st.st_dev;
+	}
+	if (r == 0)
+		r = chmod_fd(s->pathfd, 0600);
+	if (r == 0 && (listen(s->lfd, SOMAXCONN) < 0 || renameat(priv, "s", s->dirfd, s->name) < 0))
+		r = -errno;
+	if (priv >= 0)
+		unlinkat(priv, "s", 0); /* on failure; after the rename there is none */
+	unlinkat(s->dirfd, tmp, AT_REMOVEDIR);
+	if (r < 0)
+		s->pathfd = abd__close(s->pathfd);
+	return r;
+}
+
+/* Unlink the socket's final name if it still names our socket file. The name is checked on a
+ * descriptor first; in a directory abd_registry_open accepts (owned by us or root, and
+ * sticky when others may write it) only we, the directory's owner or root can move the name
+ * between that check and unlinkat, and unlinking a name removes no file's content. */
+static void unlink_own(struct abd_acquire_server *s)
+{
+	int fd = openat(s->dirfd, s->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == s->ino && st.st_dev == s->dev)
+		unlinkat(s->dirfd, s->name, 0);
+	abd__close(fd);
+}
 
 int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
                            struct abd_acquire_server **out)
@@ -562,7 +695,7 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 	struct abd_acquire_server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->epfd = s->lfd = s->dirfd = -1;
+	s->epfd = s->lfd = s->dirfd = s->pathfd = -1;
 	s->owner = geteuid();
 	s->max_pending = PENDING_DEFAULT;
 	s->timeout_ns = 1000000000;
@@ -583,46 +716,28 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 	char *q = s->name + sprintf(s->name, ".abd-");
 	for (int i = 0; i < 16; i++)
 		q += sprintf(q, "%02x", rnd[i]);
-	/* Bound under a temporary name, renamed to the final one once it listens: a name ending
-	 * in ".sock" that refuses connections is therefore a dead publisher's, which GC may
-	 * remove (abd_registry_gc, docs/acquire.md). */
 	char tmp[sizeof(s->name)];
 	snprintf(tmp, sizeof(tmp), "%s" ABD__HS_TMP_SUFFIX, s->name);
 	strcpy(q, ABD__HS_SUFFIX);
-
 	s->lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (s->lfd < 0) {
 		r = -errno;
 		goto fail;
 	}
-	struct sockaddr_un sa;
-	socklen_t salen;
-	r = make_addr(s->dirfd, tmp, &sa, &salen);
+	r = bind_private(s, tmp);
 	if (r < 0)
 		goto fail;
-	/* bind creates the file with 0777 & ~umask; tighten it before anyone can connect (the
-	 * socket does not accept before listen) */
-	if (bind(s->lfd, (struct sockaddr *)&sa, salen) < 0) {
-		r = -errno;
-		goto fail;
-	}
-	/* connect finds a socket by its inode, so the renamed file reaches the same socket */
-	if (fchmodat(s->dirfd, tmp, 0600, 0) < 0 || listen(s->lfd, SOMAXCONN) < 0 ||
-	    renameat(s->dirfd, tmp, s->dirfd, s->name) < 0) {
-		r = -errno;
-		unlinkat(s->dirfd, tmp, 0);
-		goto fail;
-	}
 	s->epfd = epoll_create1(EPOLL_CLOEXEC);
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
 	if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->lfd, &ev) < 0) {
 		r = -errno;
-		unlinkat(s->dirfd, s->name, 0);
+		unlink_own(s);
 		goto fail;
 	}
 	*out = s;
 	return 0;
 fail:
+	abd__close(s->pathfd);
 	abd__close(s->epfd);
 	abd__close(s->lfd);
 	abd__close(s->dirfd);
@@ -639,7 +754,8 @@ void abd_acquire_server_free(struct abd_acquire_server *s)
 		abd_source_free(s->src_owner); /* detaches: frees our sources, drops pending clients */
 	for (unsigned i = 0; i < s->npending; i++)
 		abd__close(s->pending[i].fd);
-	unlinkat(s->dirfd, s->name, 0);
+	unlink_own(s);
+	abd__close(s->pathfd);
 	abd__close(s->epfd);
 	abd__close(s->lfd);
 	abd__close(s->dirfd);
@@ -678,7 +794,7 @@ int abd_acquire_server_serve(struct abd_acquire_server *s, const struct abd_reco
 
 static int open_up(struct abd_acquire_server *s)
 {
-	return fchmodat(s->dirfd, s->name, 0666, 0) < 0 ? -errno : 0;
+	return chmod_fd(s->pathfd, 0666);
 }
 
 int abd_acquire_server_allow_uid(struct abd_acquire_server *s, uid_t uid)

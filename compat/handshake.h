@@ -76,14 +76,17 @@ struct abd__hs_peer {
 	gid_t gid;
 };
 
-/* The client: connect to path (relative names resolve in dirfd; dirfd may be -1 for absolute
- * paths), send the request, read the server's SO_PEERCRED, wait for the reply until
- * deadline_ns (CLOCK_MONOTONIC), receive it with its descriptors. On success returns 0,
+/* The client: open the socket file path (a bare handshake socket name, abd__hs_sock_name,
+ * in dirfd) without following anything, check that it is a socket owned by want->uid,
+ * connect through that descriptor, check the listener's SO_PEERCRED (uid want->uid, and pid
+ * want->pid unless that is 0) before sending a byte, send the request, wait for the reply
+ * until deadline_ns (CLOCK_MONOTONIC), receive it with its descriptors. On success returns 0,
  * *rep holds the parsed reply and fds[0..rep->nfds) the received descriptors (the caller's);
- * on any failure no descriptor is left open. Errors: -ETIMEDOUT, -ECONNREFUSED (nobody
- * listens), -ENOENT (no socket), -EACCES (the socket's permissions, or the server refused:
- * status), -ECONNRESET (the server closed mid-handshake), -EBADMSG/-EPROTONOSUPPORT/-EMSGSIZE
- * (bad reply), -ENAMETOOLONG, or the status the server answered.
+ * on any failure no descriptor is left open. Errors: -EBADMSG (path is not a handshake
+ * socket's name), -ESTALE (not a socket, another owner, or another listener than want),
+ * -ETIMEDOUT, -ECONNREFUSED (nobody listens), -ENOENT (no socket), -EACCES (the socket's
+ * permissions, or the server refused: status), -ECONNRESET (the server closed mid-handshake),
+ * -EBADMSG/-EPROTONOSUPPORT/-EMSGSIZE (bad reply), or the status the server answered.
  * conn (may be NULL: one request, the version-1 exchange) asks the server to keep the
  * connection (request type 3). In: a connection kept by an earlier call to the same server,
  * or fd -1. Out: the connection to keep (fd the caller's), or fd -1. A kept connection the
@@ -100,19 +103,33 @@ struct abd__hs_conn {
 	int mode;
 };
 #define ABD__HS_KEPT_RCVTIMEO_NS (50ll * 1000 * 1000)
-int abd__hs_client(int dirfd, const char *path, const struct abd__hs_request *req,
+int abd__hs_client(int dirfd, const char *path, const struct abd__hs_peer *want,
+                   const struct abd__hs_request *req,
                    int64_t deadline_ns, struct abd__hs_reply *rep, int *fds,
                    struct abd__hs_peer *peer, struct abd__hs_conn *conn);
 
 /* A server's socket is ".abd-<32 hex>" ABD__HS_SUFFIX in the registry directory; while it is
- * being set up (bind, chmod, listen) it is named with ABD__HS_TMP_SUFFIX instead. */
+ * being set up (bind, chmod, listen) it lives in a private directory (mode 0700) named with
+ * ABD__HS_TMP_SUFFIX instead. */
 #define ABD__HS_SUFFIX ".sock"
 #define ABD__HS_TMP_SUFFIX ".tmp"
 
-/* Does anything listen on the SOCK_SEQPACKET socket name (relative to dirfd, or absolute)?
- * 1 yes (a connection was made and closed at once, or the backlog is full), 0 nobody
- * (ECONNREFUSED: its socket was closed), -errno cannot tell (EACCES, ENOENT, EPROTOTYPE...). */
+/* 1: name is ".abd-<32 lowercase hex>.sock"; 2: the same with ".tmp"; 0: anything else. */
+int abd__hs_sock_name(const char *name);
+
+/* An O_PATH descriptor of the handshake socket file name (abd__hs_sock_name 1 or 2) in dirfd,
+ * opened without following anything and checked on the descriptor: a socket, owned by owner
+ * ((uid_t)-1: any). Returns it, or -EBADMSG (another name), -ESTALE (not a socket, another
+ * owner), -errno (-ENOENT...). */
+int abd__hs_open_sock(int dirfd, const char *name, uid_t owner);
+
+/* Does anything listen on the socket file name in dirfd (opened by abd__hs_open_sock,
+ * connected to through that descriptor)? 1 yes (a connection was made and closed at once, or
+ * the backlog is full), 0 nobody (ECONNREFUSED: its socket was closed), -errno cannot tell
+ * (EACCES, ENOENT, ESTALE: not a socket...). */
 int abd__hs_listening(int dirfd, const char *name);
+/* The same for the socket file an O_PATH descriptor pins (no name involved). */
+int abd__hs_listening_fd(int pathfd);
 
 int64_t abd__now_ns(void);
 

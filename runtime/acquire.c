@@ -858,7 +858,9 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 	struct abd__hs_reply rep;
 	int fds[ABD__HS_FDS_MAX];
 	struct abd__hs_peer peer;
-	int r = abd__hs_client(abd_registry_fd(reg), path, &req, deadline, &rep, fds, &peer,
+	/* the listener must be the record's owner, and its publisher where pids mean the same */
+	struct abd__hs_peer want = { .uid = abd_record_uid(rec), .pid = ourns ? abd_record_pid(rec) : 0 };
+	int r = abd__hs_client(abd_registry_fd(reg), path, &want, &req, deadline, &rep, fds, &peer,
 	                       &e.conn);
 	if (r < 0) {
 		cached_close(&e);

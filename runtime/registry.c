@@ -48,6 +48,13 @@ static int check_dir(int fd, const char *path, char *reason, size_t reason_size)
 		       path, (unsigned)(st.st_mode & 07777));
 		return -EPERM;
 	}
+	if ((st.st_mode & S_IWGRP) && !(st.st_mode & S_ISVTX)) {
+		REASON("%s: group-writable without the sticky bit (mode %04o): any member of group %u "
+		       "could delete, rename or replace records and sockets; use mode 3775 (chmod +t) "
+		       "or 0755",
+		       path, (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid);
+		return -EPERM;
+	}
 	if (st.st_uid != 0 && st.st_uid != geteuid()) {
 		REASON("%s: owned by uid %u, which is neither root nor you (uid %u): its owner could "
 		       "delete or replace every record",
@@ -79,6 +86,70 @@ static int open_dir(const char *path, bool create, mode_t mode, char *reason, si
 		REASON("%s: %s", path, strerror(-e));
 		return e;
 	}
+	int r = check_dir(fd, path, reason, reason_size);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* A private fallback directory base/name (path: the two joined, for messages): created with
+ * mode 0700 when missing, opened without following a symlink (mkdirat, then openat with
+ * O_NOFOLLOW|O_DIRECTORY: whatever another user put at that name is never followed), and
+ * accepted only when the descriptor shows a directory owned by us that no group or other
+ * may enter (mode & 077 == 0): anything else there (another user's directory, a shared
+ * mode, a symlink) is -EPERM with the reason, never used and never repaired. A missing
+ * base is its -errno (the caller tries the next). */
+static int open_private(const char *base, const char *name, const char *path, char *reason,
+                        size_t reason_size)
+{
+	abd__autoclose int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (bfd < 0) {
+		int e = -errno;
+		REASON("%s: %s", base, strerror(-e));
+		return e;
+	}
+	bool made = mkdirat(bfd, name, 0700) == 0;
+	if (!made && errno != EEXIST) {
+		int e = -errno;
+		REASON("%s: mkdir: %s", path, strerror(-e));
+		return e;
+	}
+	/* O_PATH: what is there is looked at even when we may not read it (another user's) */
+	abd__autoclose int pfd = openat(bfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0) {
+		int e = -errno;
+		if (e == -ELOOP || e == -ENOTDIR) {
+			REASON("%s: not a directory (a symbolic link or another file): the private "
+			       "registry must be a directory of yours; remove it",
+			       path);
+			return -EPERM;
+		}
+		REASON("%s: %s", path, strerror(-e));
+		return e;
+	}
+	struct stat st;
+	if (fstat(pfd, &st) < 0) {
+		int e = -errno;
+		REASON("%s: fstat: %s", path, strerror(-e));
+		return e;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+		REASON("%s: owned by uid %u with mode %04o: the private registry must be yours (uid "
+		       "%u) with no group or other access (0700); remove it or fix its owner and mode",
+		       path, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+		return -EPERM;
+	}
+	int fd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* that very directory */
+	if (fd < 0) {
+		int e = -errno;
+		REASON("%s: %s", path, strerror(-e));
+		return e;
+	}
+	/* mkdir honours the umask, which may have taken our own bits too */
+	if (made && (st.st_mode & 0700) != 0700)
+		fchmod(fd, 0700);
 	int r = check_dir(fd, path, reason, reason_size);
 	if (r < 0) {
 		close(fd);
@@ -147,19 +218,26 @@ ABD_EXPORT int abd_registry_open(const char *dir, unsigned flags, struct abd_reg
 		if (fd >= 0)
 			return registry_make("/run/abd", fd, out);
 	}
+	/* The private fallbacks: ours alone, never followed through a symlink (open_private) */
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	if (xdg && *xdg && (size_t)snprintf(buf, sizeof(buf), "%s/abd", xdg) < sizeof(buf)) {
-		fd = open_dir(buf, true, 0700, reason, reason_size);
+		fd = open_private(xdg, "abd", buf, reason, reason_size);
 		if (fd >= 0)
 			return registry_make(buf, fd, out);
+		if (fd == -EPERM)
+			return fd;
 	}
 	static const char *const bases[] = { "/dev/shm", "/tmp" };
 	int r = -ENOENT;
 	for (size_t i = 0; i < ABD__ARRAY_SIZE(bases); i++) {
-		snprintf(buf, sizeof(buf), "%s/abd-%u", bases[i], (unsigned)geteuid());
-		fd = open_dir(buf, true, 0700, reason, reason_size);
+		char name[32];
+		snprintf(name, sizeof(name), "abd-%u", (unsigned)geteuid());
+		snprintf(buf, sizeof(buf), "%s/%s", bases[i], name);
+		fd = open_private(bases[i], name, buf, reason, reason_size);
 		if (fd >= 0)
 			return registry_make(buf, fd, out);
+		if (fd == -EPERM)
+			return fd;
 		r = fd;
 	}
 	return r;
@@ -1291,31 +1369,32 @@ ABD_EXPORT int abd_registry_liveness(struct abd_registry *reg, const char *name)
 
 /* The handshake sockets of publishers (".abd-<32 hex>.sock", compat/handshake.c). One whose
  * socket is closed refuses connections (ECONNREFUSED): its publisher died, or freed its
- * server without unlinking. A live server's name always listens: it is bound under
- * ".abd-<32 hex>.tmp" and renamed once listening. So a ".sock" is removed only when no alive
- * record names it and connect() is refused. A ".tmp" refuses connections while it is being
- * set up, for a few syscalls: it is removed only when it was also bound more than
- * SOCK_TMP_GRACE seconds ago (a publisher killed between bind and rename). Its mtime says
- * when: bind sets it, chmod and rename keep it (they move ctime, which no test could age);
- * only the socket's owner can set it back, to lose its own socket, and GC still asks for
- * ECONNREFUSED. */
+ * server without unlinking. A live server's name always listens: it is bound in a private
+ * directory ".abd-<32 hex>.tmp" (mode 0700) and renamed into the registry once listening. So
+ * a ".sock" is removed only when no alive record names it and connect() is refused. A ".tmp"
+ * directory exists while a server is being set up, for a few syscalls: it is removed (with
+ * the socket file in it, unless that listens) only when it was also changed more than
+ * SOCK_TMP_GRACE seconds ago (a publisher killed between mkdir and rename); so is a ".tmp"
+ * socket file (left by versions that bound in the registry directory itself). Its mtime says
+ * when: mkdir and bind set it; only its owner can set it back, to lose its own server.
+ *
+ * Nothing is done through a name another user could swap: each entry is opened with
+ * O_PATH|O_NOFOLLOW (a symlink is never followed), its kind and age are read on that
+ * descriptor, and connect() goes through it (/proc/self/fd/N), so the socket asked is the
+ * file checked. unlinkat then removes the name, relative to the directory's descriptor: the
+ * one race left is a name moved between the check and unlinkat, which in a directory
+ * abd_registry_open accepts (sticky when others may write it) only the entry's owner, the
+ * directory's owner or root can do, and unlinking removes a name, never a file's content. */
 #define SOCK_TMP_GRACE 60
 
 enum sock_name { SOCK_NOT_OURS, SOCK_FINAL, SOCK_TMP };
 
 static enum sock_name sock_name_kind(const char *name)
 {
-	if (!abd__reserved_name(name))
-		return SOCK_NOT_OURS;
-	const char *p = name + 5;
-	for (int i = 0; i < 2 * ABD_INSTANCE_SIZE; i++)
-		if (hexval(p[i]) < 0)
-			return SOCK_NOT_OURS;
-	p += 2 * ABD_INSTANCE_SIZE;
-	if (strcmp(p, ABD__HS_SUFFIX) == 0)
-		return SOCK_FINAL;
-	if (strcmp(p, ABD__HS_TMP_SUFFIX) == 0)
-		return SOCK_TMP;
+	switch (abd__hs_sock_name(name)) {
+	case 1: return SOCK_FINAL;
+	case 2: return SOCK_TMP;
+	}
 	return SOCK_NOT_OURS;
 }
 
@@ -1325,6 +1404,35 @@ static bool named_by(char *const *names, size_t n, const char *name)
 		if (strcmp(names[i], name) == 0)
 			return true;
 	return false;
+}
+
+static bool sock_old(const struct stat *st)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	return now.tv_sec - st->st_mtim.tv_sec > SOCK_TMP_GRACE;
+}
+
+/* A publisher's private set-up directory left behind: its socket file (unless it listens: a
+ * publisher stopped mid-way, still alive) and then the directory. 1 removed, 0 kept, -errno. */
+static int gc_tmp_dir(int dirfd, const char *name)
+{
+	abd__autoclose int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!sock_old(&st))
+		return 0;
+	abd__autoclose int s = openat(fd, "s", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (s >= 0) {
+		if (fstat(s, &st) < 0 || !S_ISSOCK(st.st_mode) || abd__hs_listening_fd(s) != 0)
+			return 0;
+		if (unlinkat(fd, "s", 0) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return 1;
 }
 
 /* Remove dead handshake sockets; keep those named by alive (names[0..n)). Returns how many. */
@@ -1344,21 +1452,28 @@ static int gc_sockets(struct abd_registry *reg, char *const *alive, size_t naliv
 	struct dirent *e;
 	while ((e = readdir(d))) {
 		enum sock_name kind = sock_name_kind(e->d_name);
-		if (kind == SOCK_NOT_OURS || (e->d_type != DT_SOCK && e->d_type != DT_UNKNOWN))
+		if (kind == SOCK_NOT_OURS ||
+		    (e->d_type != DT_SOCK && e->d_type != DT_UNKNOWN &&
+		     !(kind == SOCK_TMP && e->d_type == DT_DIR)))
 			continue;
 		if (kind == SOCK_FINAL && named_by(alive, nalive, e->d_name))
 			continue;
+		abd__autoclose int s = openat(reg->dirfd, e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		struct stat st;
-		if (fstatat(reg->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(st.st_mode))
+		if (s < 0 || fstat(s, &st) < 0)
 			continue;
-		if (kind == SOCK_TMP) {
-			struct timespec now;
-			clock_gettime(CLOCK_REALTIME, &now);
-			if (now.tv_sec - st.st_mtim.tv_sec <= SOCK_TMP_GRACE)
-				continue;
+		if (kind == SOCK_TMP && S_ISDIR(st.st_mode)) {
+			int r = gc_tmp_dir(reg->dirfd, e->d_name);
+			if (r > 0)
+				removed++;
+			else if (r < 0 && failed)
+				(*failed)++;
+			continue;
 		}
+		if (!S_ISSOCK(st.st_mode) || (kind == SOCK_TMP && !sock_old(&st)))
+			continue;
 		/* 1: somebody listens; < 0: cannot tell (e.g. EACCES: another user's socket) */
-		if (abd__hs_listening(reg->dirfd, e->d_name) != 0)
+		if (abd__hs_listening_fd(s) != 0)
 			continue;
 		if (unlinkat(reg->dirfd, e->d_name, 0) == 0)
 			removed++;

@@ -2,6 +2,7 @@
 /* Descriptor acquisition: both paths and the automatic choice, verification (PID reuse,
  * kinds, nonce), the access policy with real uids, containers (another PID namespace), and a
  * hostile or dying peer on either side of the handshake. Real processes, real kernel. */
+#include <dirent.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -9,6 +10,7 @@
 #include <sched.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
@@ -1232,6 +1234,9 @@ ABD_TEST(acquire, unshare_mount_proc_container)
 
 /* ---------------------------------------------------------------- a dying or silent peer -- */
 
+/* a handshake socket's name (compat/handshake.h grammar) */
+#define FAKE_SOCK ".abd-fa4e0000000000000000000000000000.sock"
+
 struct fake_server {
 	char dir[64];
 	int mode; /* 0: die after reading the request; 1: never answer; 2: send too many fds;
@@ -1249,7 +1254,7 @@ static int fake_server_main(void *arg)
 		return 10;
 	int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/.fake.sock", f->dir);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/" FAKE_SOCK, f->dir);
 	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 8) < 0)
 		return 11;
 	int memfd = memfd_create("x", MFD_CLOEXEC);
@@ -1257,7 +1262,7 @@ static int fake_server_main(void *arg)
 	struct abd_publication *pub;
 	if (abd_record_new("fake.svc", &rec) < 0 ||
 	    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
-	    abd_record_set_socket(rec, ".fake.sock") < 0 || abd_publish(reg, rec, &pub) < 0)
+	    abd_record_set_socket(rec, FAKE_SOCK) < 0 || abd_publish(reg, rec, &pub) < 0)
 		return 12;
 	char one = 1;
 	if (f->mode == 3) {
@@ -1270,7 +1275,7 @@ static int fake_server_main(void *arg)
 		abd_record_free(rec);
 		if (abd_record_new("fake.svc", &rec) < 0 ||
 		    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
-		    abd_record_set_socket(rec, ".fake.sock") < 0 || abd_publish(reg, rec, &pub) < 0)
+		    abd_record_set_socket(rec, FAKE_SOCK) < 0 || abd_publish(reg, rec, &pub) < 0)
 			return 16;
 		tpub_header(memfd, abd_record_instance(abd_publication_record(pub)));
 		fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
@@ -2722,4 +2727,352 @@ ABD_TEST(acquire, first_acquisition_by_pidfs_inode_as_an_ordinary_user)
 {
 	require_root();
 	handle_case(USER_A);
+}
+
+/* ---------------------------------------------------------------- paths others can write -- */
+
+/* A user's records naming sockets it does not own: what each must cost the consumer. */
+struct liar {
+	const char *dir;
+	const char *sockets[4]; /* one record "liar.N" per socket name */
+	int ready_w, stop_r, stop_w;
+};
+
+static int liar_main(void *arg)
+{
+	struct liar *l = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	close(l->stop_w);
+	if (tpub_drop_to(USER_A, USER_A) < 0)
+		return 10;
+	struct abd_registry *reg;
+	if (abd_registry_open(l->dir, 0, &reg, NULL, 0) < 0)
+		return 11;
+	int memfd = memfd_create("x", MFD_CLOEXEC);
+	struct abd_publication *pubs[4] = { 0 };
+	for (int i = 0; i < 4 && l->sockets[i]; i++) {
+		char svc[16];
+		snprintf(svc, sizeof(svc), "liar.%d", i);
+		struct abd_record *rec;
+		if (abd_record_new(svc, &rec) < 0 || abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
+		    abd_record_set_socket(rec, l->sockets[i]) < 0 || abd_publish(reg, rec, &pubs[i]) < 0)
+			return 12;
+		abd_record_free(rec);
+	}
+	char one = 1;
+	if (write(l->ready_w, &one, 1) != 1)
+		return 13;
+	char c;
+	while (read(l->stop_r, &c, 1) < 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+/* A listening socket bound at dir/name by a process of uid (0: this one); the listening
+ * descriptor is ours either way (a child of uid binds and listens on our descriptor, so the
+ * socket's file and its SO_PEERCRED are that child's). */
+static int listener_at(const char *dir, const char *name, uid_t uid)
+{
+	int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	cr_assert_geq(l, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", dir, name);
+	if (!uid) {
+		cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+		cr_assert_eq(listen(l, 8), 0);
+		return l;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(tpub_drop_to(uid, uid) < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		      listen(l, 8) < 0 ? 1 : 0);
+	cr_assert_eq(abd_test_wait(pid), 0, "the uid %u listener", (unsigned)uid);
+	return l;
+}
+
+/* Did anyone connect to l (bytes: and send anything)? */
+static bool was_reached(int l, bool bytes)
+{
+	int c = accept4(l, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (c < 0)
+		return false;
+	char buf[256];
+	ssize_t n = recv(c, buf, sizeof(buf), MSG_DONTWAIT);
+	close(c);
+	return !bytes || n > 0;
+}
+
+ABD_TEST(paths, handshake_checks_the_socket_and_its_listener_before_a_byte)
+{
+	require_root();
+	char dir[64], other[64];
+	shared_dir(dir, sizeof(dir));
+	abd_test_mkdtemp(other, sizeof(other));
+	/* root's sockets a user's record may name: one elsewhere (absolute path), one in the
+	 * registry (a root service's handshake socket, say), one reached by a symlink the user
+	 * made; and a user-owned socket whose listener is another process of that user */
+	const char *root_name = ".abd-00000000000000000000000000000001.sock";
+	const char *link_name = ".abd-00000000000000000000000000000002.sock";
+	const char *pid_name = ".abd-00000000000000000000000000000003.sock";
+	int l_abs = listener_at(other, "svc.sock", 0);
+	int l_root = listener_at(dir, root_name, 0);
+	int l_pid = listener_at(dir, pid_name, USER_A);
+	char abs[128], target[128], linkp[128];
+	snprintf(abs, sizeof(abs), "%s/svc.sock", other);
+	snprintf(target, sizeof(target), "%s/%s", dir, root_name);
+	snprintf(linkp, sizeof(linkp), "%s/%s", dir, link_name);
+	cr_assert_eq(symlink(target, linkp), 0);
+	cr_assert_eq(lchown(linkp, USER_A, USER_A), 0);
+
+	struct liar l = { .dir = dir, .sockets = { abs, root_name, link_name, pid_name } };
+	int rp[2], sp[2];
+	cr_assert_eq(pipe2(rp, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(sp, O_CLOEXEC), 0);
+	l.ready_w = rp[1];
+	l.stop_r = sp[0];
+	l.stop_w = sp[1];
+	pid_t pid = abd_test_fork(liar_main, &l);
+	close(rp[1]);
+	close(sp[0]);
+	char c;
+	cr_assert_eq(read(rp[0], &c, 1), 1, "the liar failed to publish");
+	close(rp[0]);
+
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	static const int want[4] = { -EBADMSG, -ESTALE, -ESTALE, -ESTALE };
+	static const char *const what[4] = { "an absolute path", "root's socket",
+		                                 "a symlink to root's socket",
+		                                 "a socket of the user another process listens on" };
+	int ls[4] = { l_abs, l_root, l_root, l_pid };
+	for (int i = 0; i < 4; i++) {
+		char svc[16];
+		snprintf(svc, sizeof(svc), "liar.%d", i);
+		struct abd_record *rec;
+		cr_assert_eq(abd_registry_lookup(reg, svc, &rec), 0, "%s", svc);
+		cr_assert_eq(abd_record_uid(rec), USER_A);
+		struct abd_acquired *a = NULL;
+		int r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, 300 * 1000000, &a);
+		cr_assert_eq(r, want[i], "%s: %d, want %d", what[i], r, want[i]);
+		cr_assert_null(a);
+		/* the socket file's kind and owner are checked before connecting; the listener's
+		 * credentials (connected: SO_PEERCRED) before sending */
+		bool connected = i == 3;
+		cr_assert_not(was_reached(ls[i], connected), "%s: %s before it was checked", what[i],
+		              connected ? "sent a request" : "connected to");
+		abd_record_free(rec);
+	}
+	close(sp[1]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	close(l_abs);
+	close(l_root);
+	close(l_pid);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+	abd_test_rmtree(other);
+}
+
+static mode_t mode_at(const char *dir, const char *name)
+{
+	char path[256];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	cr_assert_eq(lstat(path, &st), 0, "%s: %s", path, strerror(errno));
+	return st.st_mode;
+}
+
+ABD_TEST(paths, the_server_socket_mode_is_set_through_its_descriptor_never_its_name)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	/* whatever the umask says, the socket is the owner's alone until a uid is allowed */
+	mode_t old = umask(0);
+	struct abd_acquire_server *srv;
+	int r = abd_acquire_server_new(reg, 0, &srv);
+	umask(old);
+	cr_assert_eq(r, 0);
+	char name[64];
+	snprintf(name, sizeof(name), "%s", abd_acquire_server_socket(srv));
+	cr_assert(S_ISSOCK(mode_at(dir, name)));
+	cr_assert_eq(mode_at(dir, name) & 0777, 0600, "%o", mode_at(dir, name) & 0777);
+	/* nothing of the set-up is left: no private directory, no temporary name */
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d);
+	int entries = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		entries += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+	closedir(d);
+	cr_assert_eq(entries, 1, "the socket alone");
+
+	/* Someone who can rename in the directory moves the socket away and puts a symlink to
+	 * a file of the publisher at its name: allowing a uid must not chmod that file. */
+	char sock[128], moved[128], secret[128];
+	snprintf(sock, sizeof(sock), "%s/%s", dir, name);
+	snprintf(moved, sizeof(moved), "%s/moved.sock", dir);
+	snprintf(secret, sizeof(secret), "%s/secret", dir);
+	int fd = open(secret, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(chmod(secret, 0600), 0);
+	cr_assert_eq(rename(sock, moved), 0);
+	cr_assert_eq(symlink(secret, sock), 0);
+	cr_assert_eq(abd_acquire_server_allow_uid(srv, USER_A), 0);
+	cr_assert_eq(mode_at(dir, "secret") & 0777, 0600, "the symlink's target was chmod'ed: %o",
+	             mode_at(dir, "secret") & 0777);
+	cr_assert_eq(mode_at(dir, "moved.sock") & 0777, 0666, "the socket itself is opened up");
+	/* and freeing the server leaves the name that is no longer its socket alone */
+	abd_acquire_server_free(srv);
+	cr_assert(S_ISLNK(mode_at(dir, name)));
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(paths, a_registry_writable_by_its_group_needs_the_sticky_bit)
+{
+	char dir[64], reason[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg = NULL;
+	cr_assert_eq(chmod(dir, 0770), 0);
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, reason, sizeof(reason)), -EPERM);
+	cr_assert_null(reg);
+	cr_assert_not_null(strstr(reason, "group-writable without the sticky bit"), "%s", reason);
+	cr_assert_eq(chmod(dir, 03770), 0);
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, reason, sizeof(reason)), 0, "%s", reason);
+	abd_registry_free(reg);
+	cr_assert_eq(chmod(dir, 0750), 0);
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, reason, sizeof(reason)), 0, "%s", reason);
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
+}
+
+/* In a private mount namespace with empty /run, /dev/shm and /tmp: what another user (B) put
+ * at user A's private fallbacks, and what abd_registry_open(NULL) as A must make of it.
+ * Returns a bit per failed case. */
+enum { FB_SYMLINK = 1, FB_SHARED_MODE = 2, FB_OTHER_OWNER = 4, FB_FRESH = 8, FB_SETUP = 64 };
+
+static int fallback_case(const char *xdg, int want, const char *want_reason, const char *want_path)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (tpub_drop_to(USER_A, USER_A) < 0)
+			_exit(2);
+		unsetenv("ABD_REGISTRY");
+		if (xdg)
+			setenv("XDG_RUNTIME_DIR", xdg, 1);
+		else
+			unsetenv("XDG_RUNTIME_DIR");
+		umask(077);
+		struct abd_registry *reg = NULL;
+		char reason[256] = "";
+		int r = abd_registry_open(NULL, 0, &reg, reason, sizeof(reason));
+		if (r != want) {
+			fprintf(stderr, "open: %d, want %d (%s)\n", r, want, reason);
+			_exit(1);
+		}
+		if (r < 0 && !strstr(reason, want_reason)) {
+			fprintf(stderr, "reason: %s\n", reason);
+			_exit(1);
+		}
+		if (r == 0) {
+			struct stat st;
+			if (strcmp(abd_registry_path(reg), want_path) != 0 ||
+			    fstat(abd_registry_fd(reg), &st) < 0 || (st.st_mode & 07777) != 0700 ||
+			    st.st_uid != USER_A) {
+				fprintf(stderr, "opened %s\n", abd_registry_path(reg));
+				_exit(1);
+			}
+		}
+		abd_registry_free(reg);
+		_exit(0);
+	}
+	return abd_test_wait(pid);
+}
+
+static int fallbacks_main(void *arg)
+{
+	(void)arg;
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return FB_SETUP;
+	static const char *const mnts[] = { "/run", "/dev/shm", "/tmp" };
+	for (int i = 0; i < 3; i++)
+		if (mount("tmpfs", mnts[i], "tmpfs", 0, "mode=1777") < 0)
+			return FB_SETUP;
+	int bad = 0;
+	char shm[64], tmp[64];
+	snprintf(shm, sizeof(shm), "/dev/shm/abd-%u", USER_A);
+	snprintf(tmp, sizeof(tmp), "/tmp/abd-%u", USER_A);
+	/* B's symlink at A's name, to a directory of A's (B knows one): never followed */
+	if (mkdir("/tmp/a-dir", 0700) < 0 || chown("/tmp/a-dir", USER_A, USER_A) < 0 ||
+	    symlink("/tmp/a-dir", shm) < 0 || lchown(shm, USER_B, USER_B) < 0)
+		return FB_SETUP;
+	if (fallback_case(NULL, -EPERM, "not a directory", NULL) != 0)
+		bad |= FB_SYMLINK;
+	unlink(shm);
+	/* A's own $XDG_RUNTIME_DIR/abd, but open to its group and others: refused */
+	if (mkdir("/tmp/xdg", 0700) < 0 || chown("/tmp/xdg", USER_A, USER_A) < 0 ||
+	    mkdir("/tmp/xdg/abd", 0755) < 0 || chown("/tmp/xdg/abd", USER_A, USER_A) < 0 ||
+	    chmod("/tmp/xdg/abd", 0755) < 0)
+		return FB_SETUP;
+	if (fallback_case("/tmp/xdg", -EPERM, "no group or other access", NULL) != 0)
+		bad |= FB_SHARED_MODE;
+	/* B made A's directory first: refused, not skipped for the next fallback */
+	if (mkdir(shm, 0700) < 0 || chown(shm, USER_B, USER_B) < 0)
+		return FB_SETUP;
+	if (fallback_case(NULL, -EPERM, "must be yours", NULL) != 0)
+		bad |= FB_OTHER_OWNER;
+	rmdir(shm);
+	/* nothing there: made 0700 whatever the umask, and used */
+	if (fallback_case(NULL, 0, NULL, shm) != 0)
+		bad |= FB_FRESH;
+	(void)tmp;
+	return bad;
+}
+
+ABD_TEST(paths, private_fallbacks_are_never_followed_nor_shared)
+{
+	require_root();
+	pid_t pid = abd_test_fork(fallbacks_main, NULL);
+	int st = abd_test_wait(pid);
+	cr_assert_neq(st, FB_SETUP, "setting up the mount namespace failed");
+	cr_assert_not(st & FB_SYMLINK, "a symlink at /dev/shm/abd-UID was followed");
+	cr_assert_not(st & FB_SHARED_MODE, "$XDG_RUNTIME_DIR/abd with mode 0755 was used");
+	cr_assert_not(st & FB_OTHER_OWNER, "another user's /dev/shm/abd-UID was not refused");
+	cr_assert_not(st & FB_FRESH, "a fresh private fallback: not made 0700 or not used");
+	cr_assert_eq(st, 0);
+}
+
+ABD_TEST(paths, gc_removes_a_killed_publishers_private_directory_after_60_s)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	/* publishers killed between mkdir and rename: a private directory with the bound but
+	 * closed socket, one long ago and one just now */
+	const char *old = ".abd-44444444444444444444444444444444.tmp";
+	const char *young = ".abd-55555555555555555555555555555555.tmp";
+	char sub[128];
+	for (int i = 0; i < 2; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, i ? young : old);
+		cr_assert_eq(mkdir(sub, 0700), 0);
+		dead_socket_at(sub, "s");
+	}
+	age_at(dir, old, 61 + 5);
+	unsigned failed = 1;
+	cr_assert_eq(abd_registry_gc_sockets(reg, &failed), 1, "only the old directory");
+	cr_assert_eq(failed, 0);
+	cr_assert_not(exists_at(dir, old));
+	cr_assert(exists_at(dir, young), "a publisher may be setting up in it right now");
+	age_at(dir, young, 61 + 5);
+	cr_assert_eq(abd_registry_gc_sockets(reg, &failed), 1);
+	cr_assert_not(exists_at(dir, young));
+	abd_registry_free(reg);
+	abd_test_rmtree(dir);
 }

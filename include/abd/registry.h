@@ -48,12 +48,15 @@ enum abd_registry_flags {
 
 /* Open the registry directory. dir NULL chooses one: $ABD_REGISTRY, else /run/abd when it
  * exists and is usable (root creates it 1777), else $XDG_RUNTIME_DIR/abd, else /dev/shm/abd-<uid>
- * (then /tmp/abd-<uid>), the last three created 0700 when missing. An explicit dir is created
- * only with ABD_REGISTRY_CREATE.
+ * (then /tmp/abd-<uid> when /dev/shm is missing), the last three created 0700 when missing. An
+ * explicit dir is created only with ABD_REGISTRY_CREATE.
  *
- * A directory that is world-writable without the sticky bit, or owned by a user that is
- * neither root nor the caller, is refused. When reason is not NULL it receives a one-line
- * explanation of any failure (truncated to reason_size, always NUL-terminated).
+ * A directory that is writable by its group or by others without the sticky bit, or owned by
+ * a user that is neither root nor the caller, is refused. The last three (private fallbacks)
+ * are opened without following a symlink and must be a directory owned by the caller with no
+ * group or other access (mode & 077 == 0): anything else found at that name is -EPERM, never
+ * used, repaired or skipped for the next fallback. When reason is not NULL it receives a
+ * one-line explanation of any failure (truncated to reason_size, always NUL-terminated).
  *
  * Returns 0 and *out (free with abd_registry_free), or -EINVAL (bad argument or flags),
  * -ENOENT (missing, not created), -ENOTDIR, -EPERM (unsafe modes or owner), -EACCES, -ENOMEM,
