@@ -76,7 +76,7 @@ static struct abd_ring *ring_alloc(void)
 	if (!r)
 		return NULL;
 	r->shfd = r->lockfd = r->evfd = r->stall_pidfd = -1;
-	r->stuck_ns = 1000000000;
+	r->stuck_ns = 0; /* a live peer's slot is never taken unless the program asks */
 	r->stuck_pos = UINT64_MAX;
 	r->spin = 128;
 	return r;

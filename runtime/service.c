@@ -49,6 +49,7 @@ struct abd_service {
 	unsigned roles; /* ABD_RING_PRODUCER / ABD_RING_CONSUMER bits; 0 for an observer */
 	pid_t pub_pid;
 	int closed; /* 0, -ESHUTDOWN or -ECONNRESET: what this handle learnt */
+	int64_t hint_checked_ns; /* opener: when the registry last denied the header's closed word */
 
 	struct abd_registry *reg;
 	struct abd_reactor *reactor;
@@ -176,17 +177,35 @@ static inline bool shared_closed(const struct abd_service *svc) ABD_NONBLOCKING
 	return abd__load(&svc->ring->h->closed, RELAXED) != CLOSED_OPEN;
 }
 
-static inline bool is_closed(const struct abd_service *svc) ABD_NONBLOCKING
+/* What the header's closed word says (a hint: any participant can write it). */
+static int hint_status(const struct abd_service *svc)
 {
-	return abd__unlikely(svc->closed != 0) || abd__unlikely(shared_closed(svc));
-}
-
-static int closed_status(const struct abd_service *svc)
-{
-	if (svc->closed)
-		return svc->closed;
 	uint32_t w = abd__load(&svc->ring->h->closed, ACQUIRE);
 	return w == CLOSED_OPEN ? 0 : w == CLOSED_DIED ? -ECONNRESET : -ESHUTDOWN;
+}
+
+static bool hint_confirmed(struct abd_service *svc);
+
+/* The closed word in the ring header is shared memory: any participant, a hostile one too, can
+ * store "closed" there. The publisher's own state is its own (svc->closed, set only by its
+ * close), so a peer cannot stop its pushes; an opener takes the word as a hint and believes it
+ * once the registry agrees (hint_confirmed). */
+static inline bool is_closed(struct abd_service *svc) ABD_NONBLOCKING
+{
+	if (abd__unlikely(svc->closed != 0))
+		return true;
+	if (abd__likely(svc->publisher || !shared_closed(svc)))
+		return false;
+	/* the registry's word on it: openat + F_OFD_GETLK, which never sleep */
+	ABD__RTSAN_EXEMPT_BEGIN;
+	bool c = hint_confirmed(svc);
+	ABD__RTSAN_EXEMPT_END;
+	return c;
+}
+
+static int closed_status(struct abd_service *svc)
+{
+	return is_closed(svc) ? svc->closed : 0;
 }
 
 static void closed_cb(struct abd_source *src, int status, uint64_t value, void *ud);
@@ -212,6 +231,24 @@ static void mark_closed(struct abd_service *svc, int status)
 	svc->closed = status;
 	wake_all(svc->ring);
 	deliver_closed_later(svc);
+}
+
+/* An opener found the closed word set (is_closed): is the publisher gone for the registry, the
+ * authority? Its record removed: withdrawn; its lock free: died (the handle is closed from now
+ * on). Still there and alive: a peer's word, not the publisher's; asked again at most every
+ * HINT_RECHECK_NS. */
+#define HINT_RECHECK_NS (1000ll * 1000)
+static bool hint_confirmed(struct abd_service *svc)
+{
+	int64_t now = now_ns();
+	if (svc->hint_checked_ns && now - svc->hint_checked_ns < HINT_RECHECK_NS)
+		return false;
+	svc->hint_checked_ns = now;
+	int r = abd_registry_liveness(svc->reg, svc->record_name);
+	if (r == ABD_STATE_ALIVE)
+		return false;
+	mark_closed(svc, r == ABD_STATE_STALE ? -ECONNRESET : -ESHUTDOWN);
+	return true;
 }
 
 static void real_close(struct abd_service *svc);
@@ -250,7 +287,7 @@ static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry 
 		if (type == ABD_EVENT_DIED)
 			mark_closed(svc, -ECONNRESET);
 		else if (type == ABD_EVENT_REMOVED)
-			mark_closed(svc, shared_closed(svc) ? closed_status(svc) : -ESHUTDOWN);
+			mark_closed(svc, shared_closed(svc) ? hint_status(svc) : -ESHUTDOWN);
 		return;
 	}
 	if (e->service && strcmp(e->service, svc->name) == 0)
@@ -721,12 +758,22 @@ static unsigned live_producers(const struct abd_service *svc)
 }
 
 /* The end of a closed ring: empty, and no producer left that might still commit a message it
- * began before it saw the flag (its next push fails, so it has no reason to stay). */
+ * began before it saw the flag (its next push fails, so it has no reason to stay). "Empty" is
+ * decided after recovery: a producer that died between its claim and its commit left a slot
+ * that stops every pop, with committed messages perhaps behind it (docs/protocol.md: nothing
+ * committed is lost); recovery turns it into a tombstone pops skip. Bounded: a peer forging
+ * dead leases cannot keep it going. */
+#define CLOSED_RECOVER_ROUNDS 4
 static int pop_closed(struct abd_service *svc, void *buf, size_t size)
 {
 	if (live_producers(svc))
 		return -EAGAIN;
 	int r = abd_ring_try_pop(svc->ring, buf, size); /* what the last producer committed */
+	for (int i = 0; r == -EAGAIN && i < CLOSED_RECOVER_ROUNDS; i++) {
+		if (abd_ring_recover(svc->ring) <= 0)
+			break;
+		r = abd_ring_try_pop(svc->ring, buf, size);
+	}
 	return r == -EAGAIN ? -EPIPE : r;
 }
 
@@ -1075,7 +1122,8 @@ struct abd_ring *abd_service_ring(const struct abd_service *svc)
 int abd_service_closed(const struct abd_service *svc)
 {
 	abd__check(svc, -EINVAL);
-	return closed_status(svc);
+	/* may ask the registry and cache its answer: state of the handle, not of the caller's */
+	return closed_status((struct abd_service *)(uintptr_t)svc);
 }
 
 const char *abd_service_name(const struct abd_service *svc)

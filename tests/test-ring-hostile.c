@@ -4,6 +4,7 @@
  * Every case must give -EPROTO / -EINVAL (or garbled messages), never a crash; ASan checks
  * that no access leaves the mapping. */
 #include <abd/ring.h>
+#include <abd/service.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -541,4 +542,100 @@ ABD_TEST(ring_hostile, attach_does_not_prefault_a_size_the_peer_chose)
 	             (unsigned long long)file_bytes(fd));
 	abd_ring_free(r);
 	close(fd);
+}
+
+/* ---- The service's closed state is not the peer's to set ---- */
+
+struct closed_pub {
+	const char *dir;
+	int ready_w, go_r; /* pipes: "published" to the test, "scribbled" from it */
+};
+
+/* Serve svc's reactor until fd is readable (the handshakes of openers run there). */
+static int serve_until(struct abd_service *svc, int fd)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 0) == 1)
+			return 0;
+		int e = abd_reactor_run_once(abd_service_reactor(svc), 10000000);
+		if (e < 0 && e != -EINTR)
+			return e;
+	}
+}
+
+static int closed_publisher(void *arg)
+{
+	struct closed_pub *c = arg;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = c->dir;
+	struct abd_service *svc;
+	if (abd_service_publish("hostile.closed", &cfg, 0, &svc) < 0)
+		return 10;
+	if (write(c->ready_w, "p", 1) != 1)
+		return 11;
+	char x;
+	if (serve_until(svc, c->go_r) < 0 || read(c->go_r, &x, 1) != 1)
+		return 12;
+	/* a peer stored "withdrawn" into the header: the publisher's pushes go on */
+	int e = abd_service_try_push(svc, "from the publisher", 18);
+	if (e != 0)
+		return 20 + (e == -EPIPE);
+	if (abd_service_closed(svc) != 0)
+		return 13;
+	if (write(c->ready_w, "q", 1) != 1)
+		return 14;
+	if (serve_until(svc, c->go_r) < 0)
+		return 15;
+	abd_service_close(svc); /* the real withdrawal */
+	return 0;
+}
+
+/* A peer stores "closed" into the ring header's closed word. The publisher's own state lives in
+ * its process: its pushes go on (before, they failed with -EPIPE); an opener takes the word
+ * for a hint the registry must confirm: it goes on too, and sees -EPIPE once the publisher
+ * really withdraws. */
+ABD_TEST(ring_hostile, closed_word_in_shared_memory_stops_nobody)
+{
+	char dir[128];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	int ready[2], go[2];
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(go, O_CLOEXEC), 0);
+	struct closed_pub c = { dir, ready[1], go[0] };
+	pid_t pid = abd_test_fork(closed_publisher, &c);
+	close(ready[1]); /* the child's ends: a child that exits early is seen as EOF */
+	close(go[0]);
+	char x;
+	cr_assert_eq(read(ready[0], &x, 1), 1);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *op;
+	cr_assert_eq(abd_service_open("hostile.closed", &cfg, 0, 5000000000ll, &op), 0);
+	int mfd = abd_ring_fd(abd_service_ring(op));
+	struct stat st;
+	cr_assert_eq(fstat(mfd, &st), 0);
+	unsigned char *m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	__atomic_store_n((uint32_t *)(void *)(m + 448), 1u, __ATOMIC_SEQ_CST); /* "withdrawn" */
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	if (read(ready[0], &x, 1) != 1)
+		cr_assert_fail("the publisher's push failed: exit %d (21: -EPIPE)", abd_test_wait(pid));
+	/* the opener: the registry says the publisher is alive, so the word is a peer's */
+	cr_assert_eq(abd_service_try_push(op, "from the opener", 15), 0);
+	char b[64];
+	cr_assert_eq(abd_service_pop(op, b, sizeof(b), 2000000000ll), 18);
+	cr_assert_eq(memcmp(b, "from the publisher", 18), 0);
+	cr_assert_eq(abd_service_pop(op, b, sizeof(b), 2000000000ll), 15);
+	cr_assert_eq(abd_service_closed(op), 0);
+	/* the publisher withdraws for real: the opener learns it */
+	cr_assert_eq(write(go[1], "d", 1), 1);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	cr_assert_eq(abd_service_pop(op, b, sizeof(b), 2000000000ll), -EPIPE);
+	cr_assert_eq(abd_service_try_push(op, "late", 4), -EPIPE);
+	munmap(m, (size_t)st.st_size);
+	abd_service_close(op);
+	close(ready[0]);
+	close(go[1]);
+	abd_test_rmtree(dir);
 }

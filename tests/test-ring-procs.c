@@ -4,9 +4,13 @@
  * stress. Children die with the test (PR_SET_PDEATHSIG); a watchdog alarm turns a hang into a
  * failure. */
 #include <abd/ring.h>
+#include <abd/service.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -434,6 +438,232 @@ ABD_TEST(ring_procs, stuck_live_producer_loses_its_slot_and_learns_it)
 	close(sv[0]);
 	close(sv[1]);
 	abd_ring_free(r);
+	alarm(0);
+}
+
+/* A live participant that is merely slow keeps what it holds: by default nobody takes a live
+ * peer's slot (before, a waiter took it after 1 s and both messages were garbled or lost). */
+static int slow_holder(void *arg)
+{
+	struct die *d = arg;
+	child_setup();
+	struct abd_ring *r;
+	bool producer = d->mode == ABD_RING_PRODUCER;
+	if (abd_ring_attach(d->memfd, -1, NULL, d->mode, &r) < 0)
+		return 1;
+	void *w = NULL;
+	const void *p = NULL;
+	size_t len;
+	if (producer ? abd_ring_try_reserve(r, &w) < 0 : abd_ring_try_peek(r, &p, &len) < 0)
+		return 2;
+	if (write(d->pipefd, "h", 1) != 1)
+		return 3;
+	struct timespec two = { 2, 0 };
+	nanosleep(&two, NULL);
+	int e;
+	if (producer) {
+		memcpy(w, "A", 1);
+		e = abd_ring_commit(r, w, 1);
+	} else {
+		e = len == 1 && ((const char *)p)[0] == '0' ? abd_ring_release(r, p) : 5;
+	}
+	abd_ring_free(r);
+	return e == 0 ? 0 : e == -EOWNERDEAD ? 6 : 7;
+}
+
+ABD_TEST(ring_procs, slow_live_producer_keeps_its_slot)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, 0, NULL, &r), 0);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct die d = { abd_ring_fd(r), sv[1], ABD_RING_PRODUCER };
+	pid_t c = abd_test_fork(slow_holder, &d);
+	char x;
+	cr_assert_eq(read(sv[0], &x, 1), 1);
+	cr_assert_eq(abd_ring_try_push(r, "b", 1), 0, "a committed message behind the live claim");
+	char b[8];
+	uint64_t t0 = abd_test_now_ns();
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), 5000000000ll), 1);
+	cr_assert_eq(b[0], 'A', "the slow producer's message first, not taken from it");
+	cr_assert_geq(abd_test_now_ns() - t0, 1500000000u, "delivered when it committed");
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), 0), 1);
+	cr_assert_eq(b[0], 'b');
+	cr_assert_eq(abd_test_wait(c), 0, "its commit succeeded (6: -EOWNERDEAD)");
+	struct abd_ring_stats st;
+	cr_assert_eq(abd_ring_stats(r, &st), 0);
+	cr_assert_eq(st.recovered, 0, "nothing was taken");
+	close(sv[0]);
+	close(sv[1]);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+ABD_TEST(ring_procs, slow_live_consumer_keeps_its_slot)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(2, 8, 0, NULL, &r), 0);
+	cr_assert_eq(abd_ring_try_push(r, "0", 1), 0);
+	cr_assert_eq(abd_ring_try_push(r, "1", 1), 0);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct die d = { abd_ring_fd(r), sv[1], ABD_RING_CONSUMER };
+	pid_t c = abd_test_fork(slow_holder, &d);
+	char x;
+	cr_assert_eq(read(sv[0], &x, 1), 1);
+	/* full, and the slot the next push needs is the live consumer's peeked one */
+	uint64_t t0 = abd_test_now_ns();
+	cr_assert_eq(abd_ring_push(r, "2", 1, 5000000000ll), 0);
+	cr_assert_geq(abd_test_now_ns() - t0, 1500000000u, "room came when the consumer released");
+	cr_assert_eq(abd_test_wait(c), 0, "its release succeeded (6: -EOWNERDEAD)");
+	char b[8];
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), 0), 1);
+	cr_assert_eq(b[0], '1');
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), 0), 1);
+	cr_assert_eq(b[0], '2');
+	close(sv[0]);
+	close(sv[1]);
+	abd_ring_free(r);
+	alarm(0);
+}
+
+/* ---- Nothing committed is lost when the service ends (docs/protocol.md) ---- */
+
+#define DRAIN_N 10
+
+struct drain {
+	const char *dir;
+	int ready_w; /* each child writes one byte when it got where the test waits for it */
+	int go_r;    /* the consumer's go */
+	unsigned flags;
+};
+
+static int drain_open(const struct drain *d, unsigned flags, struct abd_service **svc)
+{
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = d->dir;
+	return abd_service_open("procs.drain", &cfg, flags, 5000000000ll, svc);
+}
+
+/* Opens, then holds a reservation until it is killed: a half-written slot ahead of others. */
+static int drain_dying_producer(void *arg)
+{
+	const struct drain *d = arg;
+	child_setup();
+	struct abd_service *svc;
+	if (drain_open(d, ABD_SERVICE_PRODUCER, &svc) < 0)
+		return 10;
+	void *w;
+	if (abd_ring_try_reserve(abd_service_ring(svc), &w) < 0)
+		return 11;
+	if (write(d->ready_w, "a", 1) != 1)
+		return 12;
+	for (;;)
+		pause();
+}
+
+static int drain_producer(void *arg)
+{
+	const struct drain *d = arg;
+	child_setup();
+	struct abd_service *svc;
+	if (drain_open(d, ABD_SERVICE_PRODUCER, &svc) < 0)
+		return 10;
+	for (uint32_t i = 0; i < DRAIN_N; i++)
+		if (abd_service_push(svc, &i, sizeof(i), 2000000000ll) != 0)
+			return 11;
+	abd_service_close(svc);
+	return 0;
+}
+
+/* Exit 0: every message 0..DRAIN_N-1 in order, then -EPIPE; 100 + n: -EPIPE after n. */
+static int drain_consumer(void *arg)
+{
+	const struct drain *d = arg;
+	child_setup();
+	struct abd_service *svc;
+	if (drain_open(d, ABD_SERVICE_CONSUMER, &svc) < 0)
+		return 10;
+	if (write(d->ready_w, "c", 1) != 1)
+		return 11;
+	char go;
+	if (read(d->go_r, &go, 1) != 1)
+		return 12;
+	uint32_t n = 0, v;
+	int e;
+	while ((e = abd_service_pop(svc, &v, sizeof(v), 3000000000ll)) == (int)sizeof(v)) {
+		if (v != n)
+			return 13;
+		n++;
+	}
+	abd_service_close(svc);
+	if (e != -EPIPE)
+		return 14;
+	return n == DRAIN_N ? 0 : 100 + (int)n;
+}
+
+/* Run the publisher's reactor (handshakes of the openers) until fd is readable. */
+static void serve_until(struct abd_service *svc, int fd)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 0) == 1)
+			return;
+		int e = abd_reactor_run_once(abd_service_reactor(svc), 10000000);
+		cr_assert(e >= 0 || e == -EINTR, "%d", e);
+	}
+}
+
+/* A producer killed while it holds a reservation, with another producer's committed messages
+ * behind its slot, then the publisher withdraws: the consumer gets every committed message,
+ * then -EPIPE (before, -EPIPE at once: the dead claim stopped the pop and "closed and empty"
+ * was decided without recovering it). */
+ABD_TEST(ring_procs, closed_service_drains_past_a_dead_producers_slot)
+{
+	watchdog();
+	char dir[128];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *pub;
+	cr_assert_eq(abd_service_publish("procs.drain", &cfg, 0, &pub), 0);
+	int ready[2], go[2];
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(go, O_CLOEXEC), 0);
+	struct drain d = { dir, ready[1], go[0], 0 };
+	char x;
+	pid_t cons = abd_test_fork(drain_consumer, &d);
+	serve_until(pub, ready[0]);
+	cr_assert_eq(read(ready[0], &x, 1), 1);
+	cr_assert_eq(x, 'c');
+	pid_t dying = abd_test_fork(drain_dying_producer, &d);
+	serve_until(pub, ready[0]);
+	cr_assert_eq(read(ready[0], &x, 1), 1);
+	cr_assert_eq(x, 'a', "the dying producer holds its reservation");
+	pid_t prod = abd_test_fork(drain_producer, &d);
+	for (;;) { /* serve it until it has pushed everything and left */
+		int st;
+		pid_t w = waitpid(prod, &st, WNOHANG);
+		cr_assert_geq(w, 0);
+		if (w == prod) {
+			cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "producer: %d", st);
+			break;
+		}
+		abd_reactor_run_once(abd_service_reactor(pub), 10000000);
+	}
+	kill(dying, SIGKILL);
+	cr_assert_eq(abd_test_wait(dying), 128 + SIGKILL);
+	abd_service_close(pub); /* the publisher withdraws */
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	int e = abd_test_wait(cons);
+	cr_assert_eq(e, 0, "the consumer: %d (100 + n: -EPIPE after n of %d messages)", e, DRAIN_N);
+	for (int i = 0; i < 2; i++) {
+		close(ready[i]);
+		close(go[i]);
+	}
+	abd_test_rmtree(dir);
 	alarm(0);
 }
 

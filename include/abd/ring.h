@@ -200,8 +200,10 @@ ABD_EXPORT const uint32_t *abd_ring_futex(const struct abd_ring *ring, enum abd_
 ABD_EXPORT int abd_ring_recover(struct abd_ring *ring);
 
 /* How long a *live* peer may hold the slot a blocking waiter depends on before the waiter
- * takes it (the peer's commit/release then fails with -EOWNERDEAD). 0 disables; default 1 s.
- * Per handle. Returns 0 or -EINVAL. */
+ * takes it (the peer's commit/release then fails with -EOWNERDEAD; a single producer's commit
+ * cannot tell, and a late zero-copy write can garble a later message in that slot). 0 (the
+ * default): never; only a dead peer's slots are recovered. Per handle, for programs that
+ * prefer progress to a slow peer's message. Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_ring_set_stuck_timeout(struct abd_ring *ring, int64_t timeout_ns);
 
 struct abd_ring_stats {
