@@ -425,8 +425,9 @@ static int garbage_victim(void *arg)
 	uint64_t dt = abd_test_now_ns() - t0;
 	if (e >= 0)
 		return 14; /* a garbage word is neither a free slot nor a message */
-	if (dt > 250000000)
-		return 15; /* past the deadline + 200 ms */
+	if (dt > 1050000000)
+		return 15; /* past the deadline + 1 s (the wall bound allows for a loaded machine; the
+		            * CPU bound below is the exact one) */
 	munmap(m, (size_t)st.st_size);
 	abd_ring_free(r);
 	return 0;
