@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -481,6 +484,86 @@ static int proc_creds(int pidfd, pid_t pid, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
+/* Does this process hold CAP_SYS_PTRACE (effective)? Then the kernel's own ptrace checks do
+ * not protect a process from it. */
+static bool has_cap_ptrace(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) < 0)
+		return true; /* cannot tell: check */
+	return d[CAP_SYS_PTRACE / 32].effective & (1u << (CAP_SYS_PTRACE % 32));
+}
+
+/* The real, effective and saved uids of the pidfd's process: PIDFD_GET_INFO, else
+ * /proc/PID/status (the caller makes sure afterwards that /proc/PID was the pidfd's
+ * process). 0 or -errno. */
+static int proc_uids(int pidfd, pid_t pid, uid_t ids[3])
+{
+	if (abd_probe_has(ABD_FEAT_PIDFD_GET_INFO) == 1 &&
+	    !atomic_load_explicit(&getinfo_missing, memory_order_relaxed)) {
+		struct abd__pidfd_info info = { .mask = ABD_PIDFD_INFO_CREDS };
+		if (ioctl(pidfd, ABD_PIDFD_GET_INFO, &info) == 0 && (info.mask & ABD_PIDFD_INFO_CREDS)) {
+			ids[0] = info.ruid;
+			ids[1] = info.euid;
+			ids[2] = info.suid;
+			return 0;
+		}
+		if (errno == ESRCH)
+			return -ESRCH;
+	}
+	char path[64], buf[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	long n = read_small(path, buf, sizeof(buf));
+	if (n < 0)
+		return n == -ENOENT ? -ESRCH : (int)n;
+	unsigned long r, e, sv;
+	char *u = strstr(buf, "\nUid:");
+	if (!u || sscanf(u, "\nUid: %lu %lu %lu", &r, &e, &sv) != 3)
+		return -EPROTO;
+	ids[0] = (uid_t)r;
+	ids[1] = (uid_t)e;
+	ids[2] = (uid_t)sv;
+	return 0;
+}
+
+/* No confused deputy: a consumer stronger than the record's owner (root, CAP_SYS_PTRACE) takes
+ * descriptors with pidfd_getfd only from a process the owner could ptrace itself, which the
+ * kernel grants (ptrace_may_access, PTRACE_MODE_ATTACH_REALCREDS) when the target's real,
+ * effective and saved uids are all the owner's and the target is dumpable. Without this a
+ * user could write a record naming the pid of a process of theirs that the kernel protects
+ * from them (a set-uid program, a process that kept a saved root uid, ssh-agent, which makes
+ * itself non-dumpable) and have root take its descriptors. A non-dumpable process's
+ * /proc/PID/ files belong to root (the kernel's task_dump_owner; the directory itself keeps
+ * the euid), so stat of /proc/PID/status shows dumpability. Both are
+ * read after the pidfd was opened and its identity checked, and the pidfd's process is seen
+ * alive afterwards, so /proc/PID was that process. Nothing to check when the owner is root
+ * (it could ptrace anything) or when we run as the owner without CAP_SYS_PTRACE (the kernel
+ * then asks the same of us). 0, -EPERM (the owner could not: the caller falls back to the
+ * handshake, where the publisher decides), -ESRCH, -errno. */
+static int deputy_check(int pidfd, pid_t pid, uid_t owner)
+{
+	if (owner == 0 || (geteuid() == owner && !has_cap_ptrace()))
+		return 0;
+	uid_t ids[3];
+	int r = proc_uids(pidfd, pid, ids);
+	if (r < 0)
+		return r;
+	if (ids[0] != owner || ids[1] != owner || ids[2] != owner)
+		return -EPERM;
+	char path[40];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return errno == ENOENT ? -ESRCH : -EPERM; /* cannot tell: refuse */
+	if (st.st_uid != owner)
+		return -EPERM; /* not dumpable */
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	if (poll(&p, 1, 0) != 0)
+		return -ESRCH; /* exited meanwhile: /proc/PID may have been another's */
+	return 0;
+}
+
 /* open_by_handle_at failed in a way that says nothing about the publisher (a seccomp filter
  * since the probe, say): pidfd_open from then on. */
 static atomic_bool handle_broken;
@@ -695,6 +778,10 @@ static int fill_slots(struct abd_acquired *a, const struct abd_record *rec)
 		int fd;
 		if (abd_record_fd_at(rec, i, &name, &fd, &kind) < 0 || strlen(name) > ABD__HS_NAME_MAX)
 			return -EPROTO;
+		/* a kind this version does not know (a later minor's) cannot be verified: refused,
+		 * not taken unchecked */
+		if (rec->slots[i].kind > ABD_FD_SOCKET)
+			return -EPROTONOSUPPORT;
 		strcpy(a->slots[i].name, name);
 		a->slots[i].kind = kind;
 		a->slots[i].fd = -1;
@@ -712,6 +799,8 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	if (pid <= 0)
 		return -ESRCH;
 	uint64_t start = abd_record_start_time(rec);
+	if (!start)
+		return -EBADMSG; /* no identity to check the process against: refused */
 	struct cached e = pidfd_take(reg, pid, start);
 	/* the record descriptor and eventfds kept are of one record (instance) */
 	cached_for(&e, rec);
@@ -776,11 +865,13 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 		if (r < 0)
 			goto out;
 	}
-	if (uid != abd_record_uid(rec) ||
-	    (abd_record_start_time(rec) && start != abd_record_start_time(rec))) {
+	if (uid != abd_record_uid(rec) || start != abd_record_start_time(rec)) {
 		r = check_alive(reg, rec) == -ESRCH ? -ESRCH : -ESTALE;
 		goto out;
 	}
+	r = deputy_check(e.pidfd, pid, abd_record_uid(rec));
+	if (r < 0)
+		goto out;
 	if (abd__now_ns() > deadline) {
 		r = -ETIMEDOUT;
 		goto out;
@@ -951,6 +1042,8 @@ int abd_acquire(struct abd_registry *reg, const struct abd_record *rec, unsigned
 			why = abd_probe_error(ABD_FEAT_PIDFD_GETFD);
 		} else if (atomic_load(&getfd_enosys)) {
 			why = -ENOSYS;
+		} else if (!abd_record_start_time(rec)) {
+			why = -EBADMSG; /* the pidfd path cannot tell the publisher from a reused pid */
 		} else if (was_refused(abd_record_pid(rec), abd_record_start_time(rec))) {
 			/* keyed by the start time /proc showed when it refused, which was the
 			 * record's (by_pidfd checks it before asking) */

@@ -404,7 +404,8 @@ ABD_EXPORT int abd_record_fd_at(const struct abd_record *rec, size_t i, const ch
 	if (fd)
 		*fd = rec->slots[i].fd;
 	if (kind)
-		*kind = (enum abd_fd_kind)rec->slots[i].kind;
+		*kind = rec->slots[i].kind > ABD_FD_SOCKET ? ABD_FD_OTHER
+		                                           : (enum abd_fd_kind)rec->slots[i].kind;
 	return 0;
 }
 
@@ -730,11 +731,10 @@ int abd__record_decode_in(const void *buf, size_t len, struct abd_record **out, 
 		const char *name = (const char *)q + ABD__SLOT_FIXED;
 		if (fd < 0)
 			BAD("slot fd out of range");
-		if (kind > ABD_FD_SOCKET) {
-			if (known)
-				BAD("unknown slot kind");
-			kind = ABD_FD_OTHER; /* a later minor's kind: still a descriptor */
-		}
+		/* a later minor's kind is kept as it is: abd_record_fd_at shows it as
+		 * ABD_FD_OTHER, and abd_acquire refuses it (it cannot verify what it does not know) */
+		if (kind > ABD_FD_SOCKET && known)
+			BAD("unknown slot kind");
 		if (!abd__name_valid(name, nl, ABD_SLOT_NAME_MAX))
 			BAD("slot name outside the grammar");
 		if (slot_find(rec, name, nl) >= 0)

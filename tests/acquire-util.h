@@ -26,6 +26,8 @@
 
 #define TPUB_SHM_SIZE 4096
 
+enum { TPUB_SAVED_ROOT = 1, TPUB_NOT_DUMPABLE = 2 };
+
 enum tpub_variant {
 	TPUB_OK = 0,
 	TPUB_WRONG_NONCE,   /* the memfd's header carries another nonce */
@@ -44,6 +46,9 @@ struct tpub {
 	gid_t allow_gid;    /* (gid_t)-1: none */
 	enum tpub_variant variant;
 	pid_t ptracer;      /* 0: none; else abd_acquire_set_ptracer(it) once published */
+	/* a process its owner (uid) could not ptrace: TPUB_SAVED_ROOT keeps a saved uid of 0
+	 * (setresuid(uid, uid, 0)), TPUB_NOT_DUMPABLE makes itself non-dumpable */
+	int protect;
 	int ready_w;        /* the child writes one byte here once published */
 	int stop_r;         /* the child stops when this reaches EOF */
 	/* set by tpub_start */
@@ -78,7 +83,14 @@ static inline int tpub_main(void *arg)
 	/* the parent's ends: holding stop_w here would keep the stop pipe from ever reaching EOF */
 	close(t->stop_w);
 	close(t->ready_r);
-	if (t->uid && tpub_drop_to(t->uid, t->gid) < 0)
+	if (t->protect == TPUB_SAVED_ROOT) {
+		if (setgroups(0, NULL) < 0 || setresgid(t->gid, t->gid, t->gid) < 0 ||
+		    setresuid(t->uid, t->uid, 0) < 0 || prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+			return 91;
+	} else if (t->uid && tpub_drop_to(t->uid, t->gid) < 0) {
+		return 91;
+	}
+	if (t->protect == TPUB_NOT_DUMPABLE && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		return 91;
 	struct abd_registry *reg;
 	if (abd_registry_open(t->dir, 0, &reg, NULL, 0) < 0)

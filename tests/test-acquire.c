@@ -3076,3 +3076,110 @@ ABD_TEST(paths, gc_removes_a_killed_publishers_private_directory_after_60_s)
 	abd_registry_free(reg);
 	abd_test_rmtree(dir);
 }
+
+/* ---------------------------------------------------------------- no confused deputy -- */
+
+ABD_TEST(acquire, root_takes_nothing_from_a_process_its_owner_could_not_ptrace)
+{
+	require_root();
+	static const char *const what[] = { "an ordinary process of the user",
+		                                 "a process of the user with a saved uid of root",
+		                                 "a non-dumpable process of the user" };
+	for (int protect = 0; protect <= TPUB_NOT_DUMPABLE; protect++) {
+		char dir[64];
+		shared_dir(dir, sizeof(dir));
+		struct tpub t;
+		tpub_init(&t, dir, "deputy.svc");
+		t.uid = USER_A;
+		t.gid = USER_A;
+		t.protect = protect;
+		start(&t);
+		struct abd_acquired *a = NULL;
+		int r = tpub_acquire(dir, "deputy.svc", 0, TIMEOUT_NS, &a);
+		cr_assert_eq(r, 0, "%s: %d", what[protect], r);
+		cr_assert(tpub_check_fds(a));
+		if (!protect) {
+			/* root may take from the user's ordinary process, as its owner may */
+			cr_assert_eq(abd_acquired_path(a), expected_auto_path(), "%s", what[protect]);
+		} else {
+			/* never by pidfd_getfd: the handshake, where the publisher decides */
+			cr_assert_eq(abd_acquired_path(a), ABD_FD_TRANSFER_SCM_RIGHTS,
+			             "%s: taken by pidfd_getfd", what[protect]);
+			if (expected_auto_path() == ABD_FD_TRANSFER_PIDFD_GETFD)
+				cr_assert_eq(abd_acquired_fallback(a), -EPERM, "%s: %d", what[protect],
+				             abd_acquired_fallback(a));
+		}
+		abd_acquired_free(a);
+		a = NULL;
+		r = tpub_acquire(dir, "deputy.svc", ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);
+		if (protect)
+			cr_assert_eq(r, -EPERM, "%s: forced pidfd_getfd: %d", what[protect], r);
+		else if (expected_auto_path() == ABD_FD_TRANSFER_PIDFD_GETFD)
+			cr_assert_eq(r, 0, "%s: %d", what[protect], r);
+		abd_acquired_free(a);
+		cr_assert_eq(tpub_stop(&t), 0);
+		abd_test_rmtree(dir);
+	}
+}
+
+/* rec's bytes with the start time (offset 40) zeroed, or the "ring" slot's kind set to kind
+ * in a record of a later minor (where an unknown kind is not malformed); checksum fixed. */
+static struct abd_record *forge_bare(const struct abd_record *rec, bool no_start, uint8_t kind)
+{
+	static uint8_t buf[ABD_RECORD_MAX];
+	long len = abd_record_encode(rec, buf, sizeof(buf));
+	cr_assert_gt(len, 104);
+	if (no_start)
+		memset(buf + 40, 0, 8);
+	if (kind) {
+		uint8_t *p = memmem(buf, (size_t)len, "\x04ring", 5);
+		cr_assert_not_null(p);
+		p[-1] = kind;
+		buf[6] = 0xff; /* a later minor */
+	}
+	uint32_t crc = abd__crc32c(buf, (size_t)len - 4);
+	memcpy(buf + len - 4, &crc, 4);
+	struct abd_record *out = NULL;
+	const char *why = NULL;
+	cr_assert_eq(abd_record_decode(buf, (size_t)len, &out, &why), 0, "%s", why);
+	return out;
+}
+
+ABD_TEST(acquire, an_unknown_slot_kind_or_no_start_time_is_refused_not_skipped)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "bare.svc");
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "bare.svc", &rec), 0);
+	struct abd_record *nostart = forge_bare(rec, true, 0);
+	struct abd_record *unknown = forge_bare(rec, false, 9);
+	enum abd_fd_kind k;
+	cr_assert_eq(abd_record_fd_at(unknown, 0, NULL, NULL, &k), 0);
+	cr_assert_eq(k, ABD_FD_OTHER, "shown as other");
+	struct abd_acquired *a = NULL;
+	static const unsigned flags[] = { 0, ABD_ACQUIRE_PIDFD_GETFD, ABD_ACQUIRE_SCM_RIGHTS };
+	for (int i = 0; i < 3; i++) {
+		int r = abd_acquire(reg, unknown, flags[i], TIMEOUT_NS, &a);
+		cr_assert_eq(r, -EPROTONOSUPPORT, "unknown kind, flags %u: %d", flags[i], r);
+		cr_assert_null(a);
+	}
+	/* the pidfd path cannot tell the publisher from a reused pid without the start time: it
+	 * refuses (forced), or leaves it to the handshake, which asks the process itself */
+	int r = abd_acquire(reg, nostart, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);
+	cr_assert_eq(r, -EBADMSG, "no start time, pidfd_getfd: %d", r);
+	r = abd_acquire(reg, nostart, 0, TIMEOUT_NS, &a);
+	cr_assert_eq(r, 0, "%d", r);
+	cr_assert_eq(abd_acquired_path(a), ABD_FD_TRANSFER_SCM_RIGHTS);
+	abd_acquired_free(a);
+	abd_record_free(nostart);
+	abd_record_free(unknown);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}

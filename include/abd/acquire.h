@@ -52,6 +52,13 @@ struct abd_acquired;
  * refused it (EPERM); pidfd_getfd otherwise, falling back to the handshake when it fails with
  * EPERM, EACCES, EBADF, ESRCH or ENOSYS. A verification failure never falls back.
  * Every step is bounded by timeout_ns (< 0: ABD_ACQUIRE_TIMEOUT_NS).
+ * No confused deputy: a caller stronger than the record's owner (root, CAP_SYS_PTRACE) uses
+ * pidfd_getfd only on a process the owner could ptrace itself (its real, effective and saved
+ * uids all the owner's, and dumpable); otherwise pidfd_getfd is not tried (-EPERM: the
+ * handshake follows, where the publisher decides). The handshake reaches the socket the record
+ * names (a bare ".abd-<32 hex>.sock" in reg's directory) through a descriptor checked to be a
+ * socket owned by the record's owner, and sends nothing before the listener's SO_PEERCRED is
+ * the record's owner (and pid, in our PID namespace).
  *
  * Returns 0 and *out (free with abd_acquired_free), or:
  *   -EINVAL      bad arguments, or both forcing flags
@@ -61,12 +68,20 @@ struct abd_acquired;
  *   -EPROTO      a descriptor is not of its slot's kind, a memfd lacks its seals or its header
  *                does not match its size, or the reply does not match the record's slots
  *   -EACCES      the handshake was refused: socket permissions or the publisher's policy
- *   -EPERM/-ENOSYS  (forced pidfd_getfd only) the kernel refused or lacks it
+ *   -EPERM/-ENOSYS  (forced pidfd_getfd only) the kernel refused or lacks it, or the
+ *                record's owner could not ptrace the process (above)
  *   -EXDEV       (forced pidfd_getfd only) the record comes from another PID namespace
  *   -ENOTCONN    (forced or chosen handshake) the record names no handshake socket
  *   -ECONNREFUSED, -ECONNRESET  the publisher's socket has no listener / closed mid-way
  *   -ETIMEDOUT   the deadline passed
- *   -EBADMSG, -EPROTONOSUPPORT, -EMSGSIZE  a malformed, foreign-version or oversized reply
+ *   -EBADMSG, -EPROTONOSUPPORT, -EMSGSIZE  a malformed, foreign-version or oversized reply;
+ *                -EBADMSG also: the record names a socket that is not a bare handshake
+ *                socket name, or (forced pidfd_getfd) has no start time to tell its
+ *                publisher from a reused pid by (the automatic choice takes the handshake);
+ *                -EPROTONOSUPPORT also: a slot of a kind this version does not know (a later
+ *                minor's), which cannot be verified and is refused on either path
+ *   -ESTALE      also: the socket file is not a socket or not the record's owner's, or its
+ *                listener is not the record's owner (or pid)
  *   -ENOMEM, -EMFILE, or another -errno of the syscalls involved.
  * On failure no descriptor is left open.
  * Kept by reg across calls (closed by abd_registry_free), per publisher (8, round robin):
