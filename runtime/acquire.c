@@ -124,6 +124,12 @@ struct cached {
 	pid_t pid;
 	uint64_t start;
 	int pidfd;                           /* -1: none (kept by the handshake path) */
+	/* sp >= 0: pidfd is borrowed from the process-wide table's slot sp (generation sp_gen),
+	 * whose reference this entry holds; -1: pidfd (if any) is this entry's own (the table
+	 * was full). proc: the process the pidfd was verified in (a forked child opens its own). */
+	int sp;
+	uint64_t sp_gen;
+	pid_t proc;
 	uid_t uid;                           /* the pidfd's euid/egid when it was verified */
 	gid_t gid;
 	uint64_t ino;                        /* its pidfs inode, when it was verified by it */
@@ -144,15 +150,160 @@ struct cached {
 
 static struct cached cached_none(void)
 {
-	struct cached e = { .pidfd = -1, .recfd = -1, .conn.fd = -1 };
+	struct cached e = { .pidfd = -1, .recfd = -1, .conn.fd = -1, .sp = -1 };
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
 		e.evfd[i] = -1;
 	return e;
 }
 
+/* ------------------------------------------------------------------ shared pidfds -- */
+
+/* One pidfd per publisher process for the whole consumer process, whatever number of registry
+ * handles (services) acquire from it: handles' entries hold references to a slot here, and the
+ * pidfd is closed with the last one. Keyed by (pid, start time); a slot is entered only once
+ * its pidfd was verified (identity, uid, the record's lock: by_pidfd), so another handle may
+ * use it as verified (it still checks its own record's lock and link, the ptrace rule and
+ * every descriptor). Fork: a child inherits the table and copies of its descriptors; the
+ * first use in the child closes those copies and starts afresh (generations change, so the
+ * references its inherited handles hold go stale and are dropped, never closing a number
+ * twice): a child never uses its parent's pidfds. A full table: the handle keeps its own. */
+#define SHARED_MAX 64
+
+static struct {
+	pid_t pid;
+	uint64_t start, ino;
+	uid_t uid;
+	gid_t gid;
+	int fd;
+	unsigned refs;
+	uint64_t gen;
+} shared[SHARED_MAX];
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t shared_proc;
+static uint64_t shared_gen;
+
+static void shared_forked_locked(void)
+{
+	pid_t me = abd__self_pid();
+	if (shared_proc == me)
+		return;
+	for (unsigned i = 0; i < SHARED_MAX; i++) {
+		if (shared[i].refs)
+			abd__close(shared[i].fd); /* our copy of the parent's */
+		shared[i].refs = 0;
+		shared[i].fd = -1;
+		shared[i].gen = 0;
+	}
+	shared_proc = me;
+}
+
+/* Drop a reference (stale ones: nothing). */
+static void shared_release(int sp, uint64_t gen)
+{
+	if (sp < 0)
+		return;
+	int close_fd = -1;
+	pthread_mutex_lock(&shared_lock);
+	shared_forked_locked();
+	if (shared[sp].refs && shared[sp].gen == gen && --shared[sp].refs == 0) {
+		close_fd = shared[sp].fd;
+		shared[sp].fd = -1;
+		shared[sp].gen = 0;
+	}
+	pthread_mutex_unlock(&shared_lock);
+	abd__close(close_fd);
+}
+
+/* Is the reference still good here (not inherited across fork)? */
+static bool shared_valid(int sp, uint64_t gen)
+{
+	pthread_mutex_lock(&shared_lock);
+	shared_forked_locked();
+	bool ok = shared[sp].refs && shared[sp].gen == gen;
+	pthread_mutex_unlock(&shared_lock);
+	return ok;
+}
+
+/* A new reference to the verified pidfd of (pid, start), into e; false: none. */
+static bool shared_find(pid_t pid, uint64_t start, struct cached *e)
+{
+	bool found = false;
+	pthread_mutex_lock(&shared_lock);
+	shared_forked_locked();
+	for (unsigned i = 0; i < SHARED_MAX && !found; i++) {
+		if (!shared[i].refs || shared[i].pid != pid || shared[i].start != start)
+			continue;
+		shared[i].refs++;
+		e->pidfd = shared[i].fd;
+		e->sp = (int)i;
+		e->sp_gen = shared[i].gen;
+		e->uid = shared[i].uid;
+		e->gid = shared[i].gid;
+		e->ino = shared[i].ino;
+		found = true;
+	}
+	pthread_mutex_unlock(&shared_lock);
+	return found;
+}
+
+/* e's own verified pidfd into the table (or, when another handle entered one for that
+ * process meanwhile, ours closed and a reference to that one taken). Table full: e keeps its
+ * own. */
+static void shared_enter(struct cached *e)
+{
+	if (e->pidfd < 0 || e->sp >= 0)
+		return;
+	int close_fd = -1;
+	pthread_mutex_lock(&shared_lock);
+	shared_forked_locked();
+	int free_slot = -1;
+	for (unsigned i = 0; i < SHARED_MAX; i++) {
+		if (!shared[i].refs) {
+			if (free_slot < 0)
+				free_slot = (int)i;
+			continue;
+		}
+		if (shared[i].pid == e->pid && shared[i].start == e->start &&
+		    (!e->ino || !shared[i].ino || shared[i].ino == e->ino)) {
+			close_fd = e->pidfd;
+			shared[i].refs++;
+			e->pidfd = shared[i].fd;
+			e->sp = (int)i;
+			e->sp_gen = shared[i].gen;
+			free_slot = -2;
+			break;
+		}
+	}
+	if (free_slot >= 0) {
+		shared[free_slot].pid = e->pid;
+		shared[free_slot].start = e->start;
+		shared[free_slot].ino = e->ino;
+		shared[free_slot].uid = e->uid;
+		shared[free_slot].gid = e->gid;
+		shared[free_slot].fd = e->pidfd;
+		shared[free_slot].refs = 1;
+		shared[free_slot].gen = ++shared_gen;
+		e->sp = free_slot;
+		e->sp_gen = shared[free_slot].gen;
+	}
+	pthread_mutex_unlock(&shared_lock);
+	abd__close(close_fd);
+}
+
+/* Let go of e's pidfd: a reference dropped, or its own closed. */
+static void cached_drop_pidfd(struct cached *e)
+{
+	if (e->sp >= 0)
+		shared_release(e->sp, e->sp_gen);
+	else
+		abd__close(e->pidfd);
+	e->pidfd = -1;
+	e->sp = -1;
+}
+
 static void cached_close(struct cached *e)
 {
-	e->pidfd = abd__close(e->pidfd);
+	cached_drop_pidfd(e);
 	e->recfd = abd__close(e->recfd);
 	e->conn.fd = abd__close(e->conn.fd);
 	for (unsigned i = 0; i < ABD__HS_FDS_MAX; i++)
@@ -288,6 +439,9 @@ void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *
 		n.pid = pid;
 		n.start = start;
 		n.pidfd = e->pidfd;
+		n.sp = e->sp;
+		n.sp_gen = e->sp_gen;
+		n.proc = e->proc;
 		n.uid = e->uid;
 		n.gid = e->gid;
 		n.ino = e->ino;
@@ -295,6 +449,7 @@ void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *
 		memcpy(n.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
 		old = *e;
 		old.pidfd = -1;
+		old.sp = -1;
 		*e = n;
 	} else {
 		for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
@@ -808,8 +963,19 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	 * names that process for ever: a pidfd is never reused. A record with the same pid and
 	 * start time but another pidfs inode than the one that verified it is checked afresh. */
 	uint64_t want = abd_record_pidfs_ino(rec);
+	pid_t me = abd__self_pid();
+	/* a pidfd verified in our parent (this handle crossed a fork), or a reference the fork
+	 * made stale: not used */
+	if (e.pidfd >= 0 && (e.proc != me || (e.sp >= 0 && !shared_valid(e.sp, e.sp_gen))))
+		cached_drop_pidfd(&e);
 	if (e.pidfd >= 0 && want && e.ino && e.ino != want)
-		e.pidfd = abd__close(e.pidfd);
+		cached_drop_pidfd(&e);
+	/* another handle of this process verified this publisher's pidfd: share it */
+	if (e.pidfd < 0 && shared_find(pid, start, &e)) {
+		e.proc = me;
+		if (want && e.ino && e.ino != want)
+			cached_drop_pidfd(&e);
+	}
 	bool verified = e.pidfd >= 0;
 	uid_t uid = e.uid;
 	gid_t gid = e.gid;
@@ -912,7 +1078,9 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	e.start = start;
 	e.uid = uid;
 	e.gid = gid;
+	e.proc = me;
 	memcpy(e.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
+	shared_enter(&e);
 	pidfd_keep(reg, e);
 	e = cached_none();
 	a->path = ABD_FD_TRANSFER_PIDFD_GETFD;

@@ -3131,6 +3131,14 @@ static struct abd_record *forge_bare(const struct abd_record *rec, bool no_start
 	cr_assert_gt(len, 104);
 	if (no_start)
 		memset(buf + 40, 0, 8);
+	if (kind && buf[6] == 0) {
+		/* a 1.0 record (no pidfs inode: linux-5.4): made 1.1-sized first (inode 0) */
+		memmove(buf + 104, buf + 96, (size_t)len - 96);
+		memset(buf + 96, 0, 8);
+		len += 8;
+		memcpy(buf + 8, &(uint32_t){ (uint32_t)len }, 4);
+		memcpy(buf + 12, &(uint16_t){ 104 }, 2);
+	}
 	if (kind) {
 		uint8_t *p = memmem(buf, (size_t)len, "\x04ring", 5);
 		cr_assert_not_null(p);
@@ -3180,6 +3188,102 @@ ABD_TEST(acquire, an_unknown_slot_kind_or_no_start_time_is_refused_not_skipped)
 	abd_record_free(unknown);
 	abd_record_free(rec);
 	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- bounded resources -- */
+
+/* The pidfds this process holds: "anon_inode:[pidfd]", or a pidfs file "pidfd:[...]". */
+static int count_pidfds(int *last)
+{
+	DIR *d = opendir("/proc/self/fd");
+	cr_assert_not_null(d);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		char path[64], target[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, target, sizeof(target) - 1);
+		if (k <= 0)
+			continue;
+		target[k] = 0;
+		if (strstr(target, "pidfd")) {
+			n++;
+			if (last)
+				*last = atoi(e->d_name);
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static int acquire_through(struct abd_registry *reg, const char *service)
+{
+	struct abd_record *rec;
+	int r = abd_registry_lookup(reg, service, &rec);
+	if (r < 0)
+		return r;
+	struct abd_acquired *a = NULL;
+	r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, TIMEOUT_NS, &a);
+	if (r == 0 && !tpub_check_fds(a))
+		r = -EPROTO;
+	abd_acquired_free(a);
+	abd_record_free(rec);
+	return r;
+}
+
+struct child_share {
+	struct abd_registry *reg;
+	const char *service;
+};
+
+/* A forked child acquiring through a handle it inherited: its own pidfd, never the parent's
+ * copy (marked here by clearing its close-on-exec flag, which no pidfd the library opens
+ * lacks). */
+static int child_share_main(void *arg)
+{
+	struct child_share *c = arg;
+	int inherited = -1;
+	if (count_pidfds(&inherited) != 1 || fcntl(inherited, F_SETFD, 0) < 0)
+		return 1;
+	if (acquire_through(c->reg, c->service) < 0)
+		return 2;
+	int now = -1;
+	if (count_pidfds(&now) != 1)
+		return 3;
+	return fcntl(now, F_GETFD) == FD_CLOEXEC ? 0 : 4;
+}
+
+ABD_TEST(acquire, handles_of_one_process_share_one_pidfd_per_publisher)
+{
+	abd_test_require(ABD_FEAT_PIDFD_GETFD);
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "share.svc");
+	start(&t);
+	int before = count_pidfds(NULL);
+	struct abd_registry *regs[5];
+	for (int i = 0; i < 5; i++) {
+		cr_assert_eq(abd_registry_open(dir, 0, &regs[i], NULL, 0), 0);
+		int r = acquire_through(regs[i], "share.svc");
+		cr_assert_eq(r, 0, "handle %d: %d", i, r);
+	}
+	cr_assert_eq(count_pidfds(NULL) - before, 1, "five handles, one publisher: %d pidfds",
+	             count_pidfds(NULL) - before);
+	/* repeats through each handle use it too */
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(acquire_through(regs[i], "share.svc"), 0);
+	cr_assert_eq(count_pidfds(NULL) - before, 1);
+	for (int i = 0; i < 4; i++)
+		abd_registry_free(regs[i]);
+	cr_assert_eq(count_pidfds(NULL) - before, 1, "kept while a handle holds it");
+	struct child_share c = { .reg = regs[4], .service = "share.svc" };
+	int st = abd_test_wait(abd_test_fork(child_share_main, &c));
+	cr_assert_eq(st, 0, "forked child: %d (4: it used its parent's pidfd)", st);
+	cr_assert_eq(acquire_through(regs[4], "share.svc"), 0, "the parent's is still good");
+	abd_registry_free(regs[4]);
+	cr_assert_eq(count_pidfds(NULL), before, "closed with the last handle");
 	cr_assert_eq(tpub_stop(&t), 0);
 	abd_test_rmtree(dir);
 }

@@ -85,11 +85,12 @@ struct abd_acquired;
  *   -ENOMEM, -EMFILE, or another -errno of the syscalls involved.
  * On failure no descriptor is left open.
  * Kept by reg across calls (closed by abd_registry_free), per publisher (8, round robin):
- * the pidfd path's verified pidfd, the record's descriptor, and the handshake's connection
- * to the publisher's server, whose SO_PEERCRED was read and checked at connect (a
- * connection's peer credentials are fixed then); each acquisition still checks the record's
- * lock and link and every descriptor it receives. A forked child does not use its parent's
- * kept connection: it connects its own. */
+ * a reference to the pidfd path's verified pidfd, the record's descriptor, and the
+ * handshake's connection to the publisher's server, whose SO_PEERCRED was read and checked at
+ * connect (a connection's peer credentials are fixed then); each acquisition still checks the
+ * record's lock and link and every descriptor it receives. The pidfd is shared by every
+ * handle of the process (one per publisher process, closed with the last reference). A
+ * forked child uses neither its parent's pidfds nor its kept connections: it opens its own. */
 ABD_EXPORT ABD_NODISCARD int abd_acquire(struct abd_registry *reg, const struct abd_record *rec,
                                          unsigned flags, int64_t timeout_ns,
                                          struct abd_acquired **out);
