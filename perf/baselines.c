@@ -376,8 +376,10 @@ static void run_spsc(void)
 			struct bench_pair tp = {.shm_size = spsc_size(bytes, SPSC_SIZED_SLOTS),
 			                        .arg = &sized[z], .init = spsc_init, .fini = seq_fini,
 			                        .produce = spsc_produce, .consume = spsc_consume};
+			/* about as long a sample as abd-ring's rows (2,000,000 messages) take at up to
+			 * twice their rate: the two samples of a round see the same machine */
 			uint64_t n = bytes >= 1024 ? bench_iters(2000000, 200000)
-			                           : bench_iters(10000000, 1000000);
+			                           : bench_iters(4000000, 400000);
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-spsc",
 				.case_name = sized_case("throughput", bytes, name, sizeof(name)),
@@ -400,8 +402,7 @@ static void run_spsc(void)
  * to the caller, which relaxes and tries again: a pause with a vCPU of its own, sched_yield()
  * sharing one (bench_relax) - what abd-ring's 2P2C loops do around abd_ring_try_push /
  * abd_ring_try_pop when those return -EAGAIN (docs/ring.md). Messages of 8 / 64 / 1024
- * bytes copied in and out with memcpy; the consumer checks that each producer's values
- * arrive in order.
+ * bytes copied in and out with memcpy; the consumer checks that the values arrive in order.
  *
  * One thread per process, each process pinned (split: one thread per vCPU; shared: both on
  * one vCPU, yielding to each other): every claim pays the CAS and the cell handshake of an
