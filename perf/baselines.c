@@ -59,7 +59,10 @@ static void seq_fini(enum bench_role role, void *state)
 	free(state);
 }
 
-/* ---- bare-cacheline ---- */
+/* ---- bare-cacheline ----
+ * Does: A stores a counter, B spins until it sees it and stores it back (same line: `rtt`, or
+ * a line of its own: `rtt-2lines`), A spins until it sees the answer. Leaves out: any message,
+ * slot, index or queue; any sleeping: the floor of a spin round trip through memory. */
 
 struct lines {
 	alignas(CACHELINE) _Atomic uint64_t ping;
@@ -120,7 +123,13 @@ static void run_cacheline(void)
 		}
 }
 
-/* ---- bare-spsc ---- */
+/* ---- bare-spsc ----
+ * Does: a single-producer/single-consumer ring in shared memory, each side keeping its index
+ * and a cached copy of the other's, spinning (bench_relax) on full/empty; `throughput`: 8-byte
+ * items packed 8 to a line, the index published per item; `throughput-batch`: published once
+ * per run; `throughput-8B/-64B/-1KiB`: slots of exactly one message, copied in and out,
+ * positions checked; `rtt`: 64 B over two rings. Leaves out: a length and a control word per
+ * slot, recovery from a dead peer, sleeping and waking, statistics. */
 
 #define SPSC_SLOTS 4096u /* power of two */
 /* The sized rows (throughput-8B/-64B/-1KiB): as many slots as abd-ring's throughput rings
@@ -604,7 +613,10 @@ static void run_mpmc(void)
 		}
 }
 
-/* ---- bare-futex ---- */
+/* ---- bare-futex ----
+ * Does: A posts a word and futex-wakes B, then sleeps in FUTEX_WAIT on B's word until B
+ * answers the same way. Leaves out: any message or queue, the check before sleeping that a
+ * ring makes (only the words' values). */
 
 struct futex_pair {
 	uint32_t ping; /* separate lines: the floor of the syscalls, not of false sharing */
@@ -632,7 +644,9 @@ static int futex_pong(void *state)
 	return r;
 }
 
-/* ---- bare-eventfd, bare-pipe, bare-unix: one transport over four fds ---- */
+/* ---- bare-eventfd, bare-pipe, bare-unix: one transport over four fds ----
+ * Does: a blocking write and read each way (8 B through two eventfds, 64 B through two pipes
+ * or a socketpair). Leaves out: everything but the syscalls and the wake-ups. */
 
 struct fds {
 	int a_out, a_in, b_out, b_in; /* A writes a_out, reads a_in; B the same with b_* */
@@ -758,7 +772,9 @@ static void run_unix(void)
 /* ---- bare-inotify-linkat ----
  * A publishes the way the registry does (O_TMPFILE in a tmpfs directory, write, linkat via
  * /proc/self/fd) and takes the time just before linkat(); B sleeps in read(inotify) and takes
- * the time when it wakes, then acks through a futex. Sample = wake - linkat. */
+ * the time when it wakes, then acks through a futex. Sample = wake - linkat. Leaves out: the
+ * O_TMPFILE and write (before the clock), any lock, and the whole of the watcher's side after
+ * its wake-up (it opens and reads nothing): the strict floor. */
 
 struct inot {
 	char dir[96];
@@ -951,7 +967,8 @@ static void run_inotify_publish(void)
 
 /* ---- bare-pidfd-exit ----
  * A forks a child pinned to the other CPU (split) or its own (shared); the child waits for
- * the go, records the time and exits; A sleeps in poll(pidfd). Sample = wake - exit. B idles. */
+ * the go, records the time and exits; A sleeps in poll(pidfd). Sample = wake - exit. B idles.
+ * Leaves out: any record, lock or registry: the kernel's own notice of an exit. */
 
 struct exits {
 	uint64_t t_exit;

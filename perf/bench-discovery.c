@@ -303,6 +303,8 @@ static void run_exit(void)
 
 /* ---- enumerate N ---- */
 
+/* bare-readdir-open-read: readdir, then open, read and close each record. Leaves out: the
+ * lock check, fstat, decoding and validation of each record. */
 static int bare_enumerate(const char *dir, size_t *count)
 {
 	DIR *d = opendir(dir);

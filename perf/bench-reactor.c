@@ -259,7 +259,8 @@ static uint64_t idle_window_ns(void)
 }
 
 /* One sample of bare-epoll dispatch-1k-idle: an epoll set of the 1,000 idle eventfds and an
- * active one; write the active one, epoll_wait, read it; warm-up, then n timed. */
+ * active one; write the active one, epoll_wait, read it; warm-up, then n timed. Leaves out:
+ * a callback per source, the source table, cancellation, io_uring. */
 static int bare_dispatch(void *ctx, struct bench_row *row)
 {
 	uint64_t n = *(const uint64_t *)ctx;
@@ -498,6 +499,9 @@ static void watched_free(struct watched *wt)
 
 #define IDLE_WINDOWS 5 /* a full idle window is measured in 5 parts, one per round */
 
+/* bare-nanosleep: one nanosleep over the window (leaves out any descriptor: what an idle
+ * process is charged on this machine at all); bare-poll: poll() on the 1,000 idle eventfds
+ * over the window (leaves out the reactor's source table and callbacks). */
 enum idle_kind { IDLE_SLEEP, IDLE_POLL, IDLE_REACTOR };
 
 struct idle_subject {

@@ -67,7 +67,10 @@ struct counts {
 	uint64_t n, warm;
 };
 
-/* One sample of bare-ofd-exit kill-to-lock: n kills (after warm untimed ones). */
+/* One sample of bare-ofd-exit kill-to-lock: n kills (after warm untimed ones). Each: a victim
+ * holds an OFD lock on a byte, a waiter blocks in F_OFD_SETLKW on it, SIGKILL -> the waiter
+ * has the lock. Leaves out: any ring, claim, lease or message: the kernel's own notice of the
+ * death through the lock abd's leases rest on. */
 static int bare_sample(void *ctx, struct bench_row *row)
 {
 	uint64_t n = ((const struct counts *)ctx)->n, warm = ((const struct counts *)ctx)->warm;
