@@ -1021,7 +1021,7 @@ static int idle_pong(void *state)
 
 static void run_pidfd(void)
 {
-	uint64_t n = bench_iters(1000, 100);
+	uint64_t n = bench_iters(1000, 30); /* a fork per sample */
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct exits), .init = seq_init,
 		                       .fini = seq_fini, .ping = exit_ping, .pong = idle_pong};

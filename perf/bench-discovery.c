@@ -286,9 +286,10 @@ static int idle_pong(void *state)
 
 static void run_exit(void)
 {
-	/* Each sample forks a publisher: fewer than the bare row's 2000, so that a loaded machine
-	 * still finishes inside the runner's deadline. */
-	uint64_t n = bench_iters(500, 100);
+	/* Each sample forks a publisher: fewer than the bare row's 1000, so that a loaded machine
+	 * still finishes inside the runner's deadline; 30 under --quick (the CI smoke runs every
+	 * round of it). */
+	uint64_t n = bench_iters(500, 30);
 	for (int m = 0; m < 2; m++) {
 		struct bench_pair p = {.shm_size = sizeof(struct exit_shared),
 		                       .prepare = pub_prepare, .cleanup = pub_cleanup,
