@@ -573,6 +573,8 @@ int abd__hs_client(int dirfd, const char *path, const struct abd__hs_peer *want,
 #define PENDING_DEFAULT 64
 #define PENDING_MAX 4096
 #define ACCEPT_BUDGET 256 /* connections taken per process call: bounded work per call */
+#define PAUSE_MIN_NS (10ll * 1000 * 1000)
+#define PAUSE_MAX_NS (500ll * 1000 * 1000)
 
 struct pending {
 	int fd;
@@ -609,6 +611,12 @@ struct abd_acquire_server {
 	int64_t timer_at; /* the timer's armed deadline, -1 when it is not armed */
 	ino_t ino;        /* the socket file's identity, for unlink_own */
 	dev_t dev;
+	/* accept4 ran out of descriptors (EMFILE, ENFILE) or memory: the listener is disarmed
+	 * until paused_until (CLOCK_MONOTONIC ns; -1: armed), so that a backlog it cannot take
+	 * never keeps the caller's poll (or the reactor) spinning; backoff doubles up to
+	 * PAUSE_MAX_NS while it keeps failing */
+	int64_t paused_until;
+	int64_t backoff;
 };
 
 static void arm_timer(struct abd_acquire_server *s);
@@ -696,6 +704,7 @@ int abd_acquire_server_new(struct abd_registry *reg, unsigned flags,
 	if (!s)
 		return -ENOMEM;
 	s->epfd = s->lfd = s->dirfd = s->pathfd = -1;
+	s->paused_until = -1;
 	s->owner = geteuid();
 	s->max_pending = PENDING_DEFAULT;
 	s->timeout_ns = 1000000000;
@@ -840,11 +849,11 @@ int abd_acquire_server_fd(const struct abd_acquire_server *s)
 
 int64_t abd_acquire_server_deadline(const struct abd_acquire_server *s)
 {
-	if (!s || !s->npending)
+	if (!s)
 		return -1;
-	int64_t d = s->pending[0].deadline;
-	for (unsigned i = 1; i < s->npending; i++)
-		if (s->pending[i].deadline < d)
+	int64_t d = s->paused_until;
+	for (unsigned i = 0; i < s->npending; i++)
+		if (d < 0 || s->pending[i].deadline < d)
 			d = s->pending[i].deadline;
 	return d;
 }
@@ -969,6 +978,8 @@ static void drop_pending(struct abd_acquire_server *s, unsigned i)
 		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);
 	abd__close(s->pending[i].fd);
 	s->pending[i] = s->pending[--s->npending];
+	if (s->paused_until >= 0)
+		s->paused_until = abd__now_ns(); /* a descriptor is free: due now */
 }
 
 static int find_pending(const struct abd_acquire_server *s, int fd)
@@ -990,12 +1001,55 @@ static int watch_conn(struct abd_acquire_server *s, int fd, struct abd_source **
 	return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* Out of descriptors (or memory): the connections waiting in the backlog cannot be taken
+ * now, and the listening socket stays readable, so a level-triggered poll would return at
+ * once, again and again. Disarm it (the server's epoll: events 0; a reactor: its source
+ * freed) until a deadline the caller's poll or the server's timer honours
+ * (abd_acquire_server_deadline), then try again; a descriptor freed by a pending connection
+ * meanwhile re-arms it sooner (drop_pending). The clients wait in the backlog, within their
+ * own deadlines. */
+static void pause_listener(struct abd_acquire_server *s)
+{
+	s->backoff = s->backoff ? s->backoff * 2 : PAUSE_MIN_NS;
+	if (s->backoff > PAUSE_MAX_NS)
+		s->backoff = PAUSE_MAX_NS;
+	s->paused_until = abd__now_ns() + s->backoff;
+	s->st.accept_paused++;
+	if (s->reactor) {
+		abd_source_free(s->lsrc);
+		s->lsrc = NULL;
+		return;
+	}
+	struct epoll_event ev = { .events = 0, .data.u64 = UINT64_MAX };
+	epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev);
+}
+
+static void on_listen(struct abd_source *src, int status, uint64_t revents, void *ud);
+
+/* Re-arm a paused listener (now, or once its pause is over: due). 0 or -errno. */
+static int resume_listener(struct abd_acquire_server *s, bool due)
+{
+	if (s->paused_until < 0 || (due && abd__now_ns() < s->paused_until))
+		return 0;
+	s->paused_until = -1;
+	if (s->reactor)
+		return s->lsrc ? 0 : abd_reactor_add_io(s->reactor, s->lfd, POLLIN, on_listen, s, &s->lsrc);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
+	return epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev) < 0 ? -errno : 0;
+}
+
 static void accept_some(struct abd_acquire_server *s, int *served)
 {
 	for (int k = 0; k < ACCEPT_BUDGET; k++) {
+		if (s->paused_until >= 0)
+			return;
 		int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0)
-			return; /* EAGAIN, or ECONNABORTED/EMFILE/ENOBUFS: try on the next call */
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				pause_listener(s);
+			return; /* EAGAIN, ECONNABORTED: try on the next call */
+		}
+		s->backoff = 0;
 		pid_t pid;
 		uid_t uid;
 		gid_t gid;
@@ -1051,6 +1105,7 @@ int abd_acquire_server_process(struct abd_acquire_server *s)
 	if (s->reactor)
 		return -EBUSY;
 	int served = 0;
+	resume_listener(s, true);
 	/* Nothing pending: the listening socket is all the epoll set holds, so accept straight
 	 * away (a client that connected has usually sent its request too: one pass answers it)
 	 * and ask epoll only when silent connections wait. */
@@ -1137,6 +1192,10 @@ static void on_timer(struct abd_source *src, int status, uint64_t value, void *u
 	struct abd_acquire_server *s = ud;
 	s->timer_at = -1; /* one-shot: fired */
 	expire(s);
+	if (s->paused_until >= 0 && resume_listener(s, true) == 0 && s->paused_until < 0) {
+		int served = 0;
+		accept_some(s, &served);
+	}
 	arm_timer(s);
 }
 
@@ -1179,6 +1238,8 @@ static void on_conn(struct abd_source *src, int status, uint64_t revents, void *
 		keep_conn(s, p);
 	else if (r != -EAGAIN || status != 0 || (revents & (POLLHUP | POLLRDHUP | POLLERR)))
 		drop_pending(s, k);
+	if (s->paused_until >= 0)
+		arm_timer(s); /* a dropped connection made the paused listener due now */
 }
 
 /* The owner is going: free our sources and drop the silent clients (they would otherwise
@@ -1211,7 +1272,8 @@ int abd_reactor_add_acquire_server(struct abd_reactor *r, struct abd_acquire_ser
 		return e;
 	s->reactor = r;
 	s->timer_at = -1;
-	e = abd_reactor_add_io(r, s->lfd, POLLIN, on_listen, s, &s->lsrc);
+	/* a paused listener is added when its pause ends (the timer: arm_timer below) */
+	e = s->paused_until >= 0 ? 0 : abd_reactor_add_io(r, s->lfd, POLLIN, on_listen, s, &s->lsrc);
 	/* connections taken by abd_acquire_server_process move to the reactor */
 	for (unsigned i = 0; i < s->npending && e == 0;) {
 		epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->pending[i].fd, NULL);

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -49,6 +50,9 @@ struct tpub {
 	/* a process its owner (uid) could not ptrace: TPUB_SAVED_ROOT keeps a saved uid of 0
 	 * (setresuid(uid, uid, 0)), TPUB_NOT_DUMPABLE makes itself non-dumpable */
 	int protect;
+	/* > 0: once published, RLIMIT_NOFILE is set to this many descriptors above those open */
+	int nofile_slack;
+	bool reactor;       /* serve on an abd_reactor rather than poll + process */
 	int ready_w;        /* the child writes one byte here once published */
 	int stop_r;         /* the child stops when this reaches EOF */
 	/* set by tpub_start */
@@ -145,10 +149,29 @@ static inline int tpub_main(void *arg)
 	if (t->ptracer && abd_acquire_set_ptracer(t->ptracer) < 0 &&
 	    abd_probe_ptrace_scope() != -ENOENT)
 		return 98;
+	struct abd_reactor *rx = NULL;
+	if (t->reactor && (abd_reactor_new(0, &rx) < 0 || abd_reactor_add_acquire_server(rx, srv, NULL) < 0))
+		return 87;
+	if (t->nofile_slack > 0) {
+		int top = 0;
+		for (int fd = 0; fd < 1024; fd++)
+			if (fcntl(fd, F_GETFD) >= 0)
+				top = fd;
+		struct rlimit rl = { (rlim_t)(top + 1 + t->nofile_slack), (rlim_t)(top + 1 + t->nofile_slack) };
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return 86;
+	}
 	char one = 1;
 	if (write(t->ready_w, &one, 1) != 1)
 		return 89;
-	for (;;) {
+	while (rx) {
+		struct pollfd p = { .fd = t->stop_r, .events = POLLIN };
+		if (poll(&p, 1, 0) > 0)
+			break;
+		if (abd_reactor_run_once(rx, 50ll * 1000 * 1000) < 0)
+			return 88;
+	}
+	for (; !rx;) {
 		struct pollfd p[2] = { { .fd = t->stop_r, .events = POLLIN },
 		                       { .fd = abd_acquire_server_fd(srv), .events = POLLIN } };
 		int64_t d = abd_acquire_server_deadline(srv);
@@ -168,6 +191,7 @@ static inline int tpub_main(void *arg)
 			abd_acquire_server_process(srv);
 	}
 	abd_acquire_server_free(srv);
+	abd_reactor_free(rx);
 	abd_withdraw(pub);
 	abd_record_free(rec);
 	abd_registry_free(reg);

@@ -3287,3 +3287,88 @@ ABD_TEST(acquire, handles_of_one_process_share_one_pidfd_per_publisher)
 	cr_assert_eq(tpub_stop(&t), 0);
 	abd_test_rmtree(dir);
 }
+
+/* utime + stime of pid, in clock ticks */
+static long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_assert_gt(n, 0);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	cr_assert_not_null(p);
+	/* fields 14 and 15 (utime, stime): the space before field k is the (k - 2)th after ')' */
+	for (int f = 3; f < 15; f++)
+		cr_assert_not_null(p = strchr(p + 1, ' '));
+	long ut = 0, st = 0;
+	cr_assert_eq(sscanf(p + 1, "%ld %ld", &ut, &st), 2);
+	return ut + st;
+}
+
+/* A publisher whose accept4 runs out of descriptors (RLIMIT_NOFILE a few above what it holds;
+ * silent clients hold what is left and more wait in its backlog) must not spin: its CPU over
+ * ~1 s stays small, and once the clients go it serves again. */
+static void emfile_case(bool reactor)
+{
+	char dir[64];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct tpub t;
+	tpub_init(&t, dir, "emfile.svc");
+	t.nofile_slack = 4;
+	t.reactor = reactor;
+	start(&t);
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(reg, "emfile.svc", &rec), 0);
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", dir, abd_record_socket(rec));
+	enum { SILENT = 24 };
+	int socks[SILENT];
+	for (int i = 0; i < SILENT; i++) {
+		socks[i] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		cr_assert_geq(socks[i], 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+		cr_assert_eq(connect(socks[i], (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+	}
+	struct timespec settle = { 0, 100 * 1000000 };
+	nanosleep(&settle, NULL);
+	long t0 = cpu_ticks(t.pid);
+	uint64_t w0 = abd_test_now_ns();
+	struct timespec span = { 0, 800 * 1000000 };
+	nanosleep(&span, NULL);
+	long used = cpu_ticks(t.pid) - t0;
+	uint64_t wall = abd_test_now_ns() - w0;
+	long hz = sysconf(_SC_CLK_TCK);
+	/* a spinning publisher burns the whole span (80 ticks at 100 Hz); a paused one a few */
+	cr_assert_lt(used * 1000000000ll / hz, (long long)wall / 4,
+	             "%s: the publisher used %ld ticks of CPU in %llu ms with accept out of descriptors",
+	             reactor ? "reactor" : "poll + process", used, (unsigned long long)(wall / 1000000));
+	for (int i = 0; i < SILENT; i++)
+		close(socks[i]);
+	/* it takes connections again: an acquisition through the handshake succeeds */
+	struct abd_acquired *a = NULL;
+	int r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, 3ll * 1000000000, &a);
+	cr_assert_eq(r, 0, "after the clients left: %d", r);
+	cr_assert(tpub_check_fds(a));
+	abd_acquired_free(a);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+	cr_assert_eq(tpub_stop(&t), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(acquire, accept_out_of_descriptors_does_not_spin_the_publisher)
+{
+	emfile_case(false);
+}
+
+ABD_TEST(acquire, accept_out_of_descriptors_does_not_spin_the_publishers_reactor)
+{
+	emfile_case(true);
+}

@@ -187,7 +187,9 @@ ABD_EXPORT int abd_acquire_server_fd(const struct abd_acquire_server *srv);
  * of epoll_wait. A misbehaving client never makes it fail. */
 ABD_EXPORT int abd_acquire_server_process(struct abd_acquire_server *srv);
 /* The CLOCK_MONOTONIC time (ns) by which abd_acquire_server_process must run again to drop an
- * expired connection (silent or kept), or -1 when nothing is pending. */
+ * expired connection (silent or kept), or to take the backlog again after accept ran out of
+ * descriptors (the listener is then paused, its fd not readable for it: no busy loop), or -1
+ * when nothing is pending. */
 ABD_EXPORT int64_t abd_acquire_server_deadline(const struct abd_acquire_server *srv);
 
 struct abd_acquire_server_stats {
@@ -201,7 +203,11 @@ struct abd_acquire_server_stats {
 	uint64_t accepted;  /* connections accepted */
 	uint64_t kept;      /* connections held now after an answer, for the client's next
 	                     * request (it asked to keep them: abd_acquire does) */
-	uint64_t reserved[2];
+	uint64_t accept_paused; /* times accept4 ran out of descriptors (EMFILE, ENFILE) or
+	                         * memory and the listener was paused (10 ms, doubling up to
+	                         * 500 ms, or until a held connection is dropped) instead of
+	                         * spinning on a backlog it cannot take */
+	uint64_t reserved[1];
 };
 /* Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_acquire_server_stats(const struct abd_acquire_server *srv,
