@@ -94,6 +94,8 @@ struct abd__item {
 	struct abd_record *rec;
 	ino_t ino;  /* of the file read (0 when not opened) */
 	dev_t dev;  /* with lock_pending */
+	gid_t gid;  /* the file's group (st_gid), for the publisher policy */
+	int64_t ctime_ns; /* the file's inode change time: the order of candidates */
 	bool lock_pending; /* read and valid; its lock not asked yet (abd__item_locked) */
 	char reason[96];
 };
@@ -136,6 +138,13 @@ int abd__item_decoded(struct abd__item *it, const uint8_t *buf, ssize_t n,
  * checked), stale, or invalid when r < 0. */
 void abd__item_locked(struct abd_registry *reg, struct abd__item *it, int r,
                       struct abd__proc_cache **cache);
+/* The publisher policy (registry.h, abd_lookup_opts): is it's record's publisher trusted?
+ * opts NULL: the default. */
+bool abd__publisher_trusted(struct abd_registry *reg, const struct abd__item *it,
+                            const struct abd_lookup_opts *opts);
+/* Does candidate a come before b (trusted alive records of one name)? Kernel facts first. */
+bool abd__candidate_before(const struct abd__item *a, const struct abd__item *b);
+
 /* Mark it invalid with a reason. */
 void abd__item_invalid(struct abd__item *it, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

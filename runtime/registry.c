@@ -950,6 +950,8 @@ int abd__item_opened(struct abd__item *it, const struct stat *st, struct abd__st
 	it->e.uid = st->st_uid;
 	it->ino = st->st_ino;
 	it->dev = st->st_dev;
+	it->gid = st->st_gid;
+	it->ctime_ns = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
 	p->uid = st->st_uid;
 	if (!S_ISREG(st->st_mode)) {
 		set_invalid(it, "%s", type_reason(st->st_mode));
@@ -1251,16 +1253,135 @@ ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap)
 	free(snap);
 }
 
-/* The alive record of the latest publication among snap's entries (NULL: none). */
-static const struct abd_record *latest_alive(const struct abd_snapshot *snap)
+/* ------------------------------------------------------------------ publishers -- */
+
+/* Does the live process pid have gid among its groups (/proc/PID/status: Gid's four, then
+ * Groups)? 1 yes, 0 no, -errno (cannot tell). */
+static int proc_in_group(pid_t pid, gid_t gid)
 {
-	const struct abd_record *best = NULL;
-	for (size_t i = 0; i < snap->n; i++) {
-		const struct abd_entry *e = &snap->items[i].e;
-		if (e->state == ABD_STATE_ALIVE && (!best || e->record->published_ns > best->published_ns))
-			best = e->record;
+	char path[64], st[4096];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	int n = read_small(path, st, sizeof(st), NULL);
+	if (n < 0)
+		return n;
+	const char *g = strstr(st, "\nGid:");
+	unsigned v[4];
+	if (!g || sscanf(g + 5, "%u %u %u %u", &v[0], &v[1], &v[2], &v[3]) != 4)
+		return -EIO;
+	for (int i = 0; i < 4; i++)
+		if ((gid_t)v[i] == gid)
+			return 1;
+	const char *p = strstr(st, "\nGroups:");
+	if (!p)
+		return -EIO;
+	p += 8;
+	while (*p && *p != '\n') {
+		char *end;
+		unsigned long x = strtoul(p, &end, 10);
+		if (end == p)
+			break;
+		if ((gid_t)x == gid)
+			return 1;
+		p = end;
 	}
-	return best;
+	return 0;
+}
+
+static bool has_uid(const struct abd_lookup_opts *o, uid_t uid)
+{
+	for (size_t i = 0; o && i < o->n_publisher_uids; i++)
+		if (o->publisher_uids[i] == uid || o->publisher_uids[i] == ABD_PUBLISHER_ANY)
+			return true;
+	return false;
+}
+
+bool abd__publisher_trusted(struct abd_registry *reg, const struct abd__item *it,
+                            const struct abd_lookup_opts *opts)
+{
+	if (it->e.state == ABD_STATE_INVALID || !it->rec)
+		return false;
+	uid_t owner = it->e.uid; /* the file's owner: abd__item_decoded made the field agree */
+	if (owner == 0 || owner == geteuid() || has_uid(opts, owner))
+		return true;
+	if (!opts || !opts->n_publisher_gids)
+		return false;
+	bool listed = false;
+	for (size_t i = 0; i < opts->n_publisher_gids && !listed; i++)
+		listed = opts->publisher_gids[i] == it->gid;
+	if (!listed)
+		return false;
+	/* A setgid directory gives every file its group, whoever creates it. */
+	struct stat d;
+	if (fstat(reg->dirfd, &d) < 0 || ((d.st_mode & S_ISGID) && d.st_gid == it->gid))
+		return false;
+	/* The live publisher, where we can see it, must have that group now. */
+	const struct abd_record *rec = it->rec;
+	if (rec->pidns_dev == (uint64_t)reg->pidns_dev && rec->pidns_ino == (uint64_t)reg->pidns_ino &&
+	    it->e.state == ABD_STATE_ALIVE)
+		return proc_in_group(rec->pid, it->gid) == 1;
+	return true;
+}
+
+bool abd__candidate_before(const struct abd__item *a, const struct abd__item *b)
+{
+	if (a->ctime_ns != b->ctime_ns)
+		return a->ctime_ns > b->ctime_ns;
+	if (a->rec->published_ns != b->rec->published_ns)
+		return a->rec->published_ns > b->rec->published_ns;
+	return strcmp(a->name, b->name) < 0;
+}
+
+static int check_opts(const struct abd_lookup_opts *o)
+{
+	if (!o)
+		return 0;
+	static const void *const zeros[6];
+	abd__check(memcmp(o->reserved, zeros, sizeof(zeros)) == 0, -EINVAL);
+	abd__check(!o->n_publisher_uids || o->publisher_uids, -EINVAL);
+	abd__check(!o->n_publisher_gids || o->publisher_gids, -EINVAL);
+	abd__check(!o->n_skip || o->skip, -EINVAL);
+	abd__check(o->n_publisher_uids <= ABD_PUBLISHER_MAX, -E2BIG);
+	abd__check(o->n_publisher_gids <= ABD_PUBLISHER_MAX, -E2BIG);
+	return 0;
+}
+
+static bool skipped(const struct abd_lookup_opts *o, const uint8_t *instance)
+{
+	for (size_t i = 0; o && i < o->n_skip; i++)
+		if (memcmp(o->skip + i * ABD_INSTANCE_SIZE, instance, ABD_INSTANCE_SIZE) == 0)
+			return true;
+	return false;
+}
+
+/* A candidate: alive, trusted, not skipped. */
+static bool candidate(struct abd_registry *reg, const struct abd__item *it,
+                      const struct abd_lookup_opts *opts)
+{
+	return it->e.state == ABD_STATE_ALIVE && !skipped(opts, it->rec->instance) &&
+	       abd__publisher_trusted(reg, it, opts);
+}
+
+ABD_EXPORT int abd_entry_trusted(struct abd_registry *reg, const struct abd_entry *entry,
+                                 const struct abd_lookup_opts *opts)
+{
+	abd__check(reg && entry && check_opts(opts) == 0, -EINVAL);
+	/* every entry handed out is the first member of an item (snapshot, watch) */
+	const struct abd__item *it = (const struct abd__item *)(const void *)entry;
+	return abd__publisher_trusted(reg, it, opts) ? 1 : 0;
+}
+
+/* The first candidate among snap's entries (NULL: none). */
+static const struct abd_record *best_candidate(struct abd_registry *reg,
+                                               const struct abd_snapshot *snap,
+                                               const struct abd_lookup_opts *opts)
+{
+	const struct abd__item *best = NULL;
+	for (size_t i = 0; i < snap->n; i++) {
+		const struct abd__item *it = &snap->items[i];
+		if (candidate(reg, it, opts) && (!best || abd__candidate_before(it, best)))
+			best = it;
+	}
+	return best ? best->rec : NULL;
 }
 
 /* A lookup reads only the service's own records ("<service>.<32 hex>": the name must match
@@ -1269,15 +1390,19 @@ static const struct abd_record *latest_alive(const struct abd_snapshot *snap)
  * acquisition that usually follows asks the record's lock through it instead of opening the
  * record again. Bounded there (8 publishers, evicting closes); many records of one service
  * (URING_BATCH_MIN) are read as a snapshot is, batched and keeping nothing. */
-ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
-                                   struct abd_record **out)
+ABD_EXPORT int abd_registry_lookup_opts(struct abd_registry *reg, const char *service,
+                                        const struct abd_lookup_opts *opts,
+                                        struct abd_record **out)
 {
 	abd__check(out, -EINVAL);
 	*out = NULL;
 	abd__check(reg && abd_service_name_valid(service), -EINVAL);
+	int r = check_opts(opts);
+	if (r < 0)
+		return r;
 	struct abd__dirent *list;
 	size_t n, m = 0, svclen = strlen(service);
-	int r = abd__list_dir(reg->dirfd, &list, &n);
+	r = abd__list_dir(reg->dirfd, &list, &n);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
@@ -1292,7 +1417,7 @@ ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service
 		struct abd_snapshot *snap = calloc(1, sizeof(*snap));
 		r = snap ? snapshot_read(reg, list, m, snap) : -ENOMEM;
 		if (r == 0) {
-			const struct abd_record *best = latest_alive(snap);
+			const struct abd_record *best = best_candidate(reg, snap, opts);
 			r = best ? abd__record_copy(best, out) : -ENOENT;
 		}
 		abd_snapshot_free(snap);
@@ -1308,8 +1433,8 @@ ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service
 		int fd = -1;
 		r = item_read(reg, list[i].name, list[i].type, &it, buf, &cache, false, &list[i].name,
 		              NULL, &fd);
-		if (r == 0 && it.e.state == ABD_STATE_ALIVE &&
-		    (!best.rec || it.rec->published_ns > best.rec->published_ns)) {
+		if (r == 0 && candidate(reg, &it, opts) &&
+		    (!best.rec || abd__candidate_before(&it, &best))) {
 			abd__item_clear(&best);
 			abd__close(best_fd);
 			best = it;
@@ -1335,6 +1460,12 @@ ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service
 	free(buf);
 	abd__list_free(list, m);
 	return r;
+}
+
+ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
+                                   struct abd_record **out)
+{
+	return abd_registry_lookup_opts(reg, service, NULL, out);
 }
 
 int abd__record_locked(struct abd_registry *reg, const char *name)

@@ -35,6 +35,11 @@
 #define SLICE_NS (20ll * 1000 * 1000)
 /* A blocking wait sleeps this long on the plain futex before it moves into the reactor. */
 #define FIRST_NS (1000ll * 1000)
+/* An opener remembers this many failed candidates (the oldest retry is forgotten first). */
+#define FAILED_MAX 16
+/* Back-off of a candidate that failed for a passing reason: first retry, and the cap. */
+#define RETRY_FIRST_NS (1000ll * 1000)
+#define RETRY_MAX_NS (1000ll * 1000 * 1000)
 /* Closed word values in the ring header (docs/ring.md line 7). */
 enum { CLOSED_OPEN = 0, CLOSED_WITHDRAWN = 1, CLOSED_DIED = 2 };
 
@@ -65,6 +70,15 @@ struct abd_service {
 	struct abd_watch *watch;
 	struct abd_source *watch_src;
 	bool changed; /* open: an event named our service */
+	/* open: candidates that failed, passed over (lookup's skip list) until retry_ns (final:
+	 * for the rest of the open) or until the registry says they left */
+	struct failed_candidate {
+		uint8_t instance[ABD_INSTANCE_SIZE];
+		int64_t retry_ns;  /* INT64_MAX: failed for good */
+		int64_t backoff_ns;
+	} failed[FAILED_MAX];
+	unsigned nfailed;
+	int final_err; /* the first error of a candidate that failed for good */
 
 	/* events */
 	abd_service_event_fn *fn;
@@ -290,8 +304,16 @@ static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry 
 			mark_closed(svc, shared_closed(svc) ? hint_status(svc) : -ESHUTDOWN);
 		return;
 	}
-	if (e->service && strcmp(e->service, svc->name) == 0)
+	if (e->service && strcmp(e->service, svc->name) == 0) {
 		svc->changed = true;
+		/* a failed candidate that left or died: nothing to retry */
+		if (type != ABD_EVENT_ADDED && e->instance)
+			for (unsigned i = 0; i < svc->nfailed; i++)
+				if (memcmp(svc->failed[i].instance, e->instance, ABD_INSTANCE_SIZE) == 0) {
+					svc->failed[i] = svc->failed[--svc->nfailed];
+					break;
+				}
+	}
 }
 
 /* The watch runs on the reactor (abd_reactor_add_watch). */
@@ -332,6 +354,10 @@ static int check_config(const struct abd_service_config *cfg)
 	abd__check(cfg->n_allow_gids <= ABD_SERVICE_ALLOW_MAX, -E2BIG);
 	abd__check(!(cfg->reactor_flags & ~(ABD_REACTOR_FORCE_EPOLL | ABD_REACTOR_FORCE_IO_URING)),
 	           -EINVAL);
+	abd__check(!cfg->n_publisher_uids || cfg->publisher_uids, -EINVAL);
+	abd__check(!cfg->n_publisher_gids || cfg->publisher_gids, -EINVAL);
+	abd__check(cfg->n_publisher_uids <= ABD_SERVICE_ALLOW_MAX, -E2BIG);
+	abd__check(cfg->n_publisher_gids <= ABD_SERVICE_ALLOW_MAX, -E2BIG);
 	return 0;
 }
 
@@ -538,23 +564,10 @@ static struct abd_ring_attach_opts declared_geometry(const struct abd_record *re
 	return o;
 }
 
-/* One attempt: 0 opened, -EAGAIN not there (yet: *soon when a record was there), or a final
- * error. */
-static int try_open(struct abd_service *svc, const struct abd_service_config *cfg,
-                    unsigned flags, bool *soon)
+/* Attach to the candidate rec: 0, or the error of the acquisition or the attach. */
+static int attach_candidate(struct abd_service *svc, const struct abd_record *rec,
+                            unsigned flags)
 {
-	struct abd_record *rec = NULL;
-	*soon = false;
-	int r = abd_registry_lookup(svc->reg, svc->name, &rec);
-	if (r == -ENOENT)
-		return -EAGAIN;
-	if (r < 0)
-		return r;
-	r = check_record(svc, rec, cfg);
-	if (r < 0) {
-		abd_record_free(rec);
-		return r;
-	}
 	unsigned aflags = (flags & ABD_SERVICE_PIDFD_GETFD ? ABD_ACQUIRE_PIDFD_GETFD : 0) |
 	                  (flags & ABD_SERVICE_SCM_RIGHTS ? ABD_ACQUIRE_SCM_RIGHTS : 0);
 	/* A publisher that is there gets the acquisition's own bound, whatever is left of the
@@ -563,7 +576,7 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 	struct abd_acquired *a = NULL;
 	/* the observer attaches with both roles but does not count itself (stats) */
 	unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
-	r = -ENOENT;
+	int r = -ENOENT;
 	if (abd_record_pid(rec) == getpid())
 		r = local_attach(abd_record_instance(rec), rflags, &svc->ring);
 	if (r == -ENOENT) {
@@ -578,33 +591,129 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 		}
 	}
 	if (r == 0) {
-		if (r == 0 && !svc->roles) /* an observer: counted by nobody, awaited by nobody */
+		if (!svc->roles) /* an observer: counted by nobody, awaited by nobody */
 			abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
-		if (r == 0 && svc->msg_size > svc->ring->slot_size)
+		if (svc->msg_size > svc->ring->slot_size)
 			r = -EMSGSIZE;
-		if (r == 0 && shared_closed(svc)) {
-			/* closing as we came: wait for its removal or a successor */
-			abd_ring_free(svc->ring);
-			svc->ring = NULL;
-			r = -EAGAIN;
-		}
+		else if (shared_closed(svc))
+			r = -EAGAIN; /* closing as we came: wait for its removal or a successor */
 	}
 	abd_acquired_free(a);
-	if (r == 0) {
-		svc->pub_pid = abd_record_pid(rec);
-		set_record_name(svc, abd_record_instance(rec));
-	}
-	abd_record_free(rec);
-	/* the publisher died, withdrew or is still starting up as we asked: keep waiting */
-	if (r == -ESRCH || r == -ECONNREFUSED || r == -ECONNRESET || r == -ENOENT || r == -EAGAIN) {
-		*soon = true;
-		return -EAGAIN;
-	}
 	if (r < 0 && svc->ring) {
 		abd_ring_free(svc->ring);
 		svc->ring = NULL;
 	}
 	return r;
+}
+
+/* The candidate failed: pass it over, for good or until its back-off ends. */
+static void candidate_failed(struct abd_service *svc, const uint8_t *instance, bool final)
+{
+	struct failed_candidate *f = NULL;
+	for (unsigned i = 0; i < svc->nfailed && !f; i++)
+		if (memcmp(svc->failed[i].instance, instance, ABD_INSTANCE_SIZE) == 0)
+			f = &svc->failed[i];
+	if (!f && svc->nfailed < FAILED_MAX) {
+		f = &svc->failed[svc->nfailed++];
+		memset(f, 0, sizeof(*f));
+	}
+	if (!f) {
+		/* full: forget the retry that comes first (a final one is never forgotten before) */
+		f = &svc->failed[0];
+		for (unsigned i = 1; i < FAILED_MAX; i++)
+			if (svc->failed[i].retry_ns < f->retry_ns)
+				f = &svc->failed[i];
+		memset(f, 0, sizeof(*f));
+	}
+	memcpy(f->instance, instance, ABD_INSTANCE_SIZE);
+	if (final) {
+		f->retry_ns = INT64_MAX;
+		return;
+	}
+	f->backoff_ns = f->backoff_ns ? f->backoff_ns * 2 : RETRY_FIRST_NS;
+	if (f->backoff_ns > RETRY_MAX_NS)
+		f->backoff_ns = RETRY_MAX_NS;
+	f->retry_ns = now_ns() + f->backoff_ns;
+}
+
+/* Errors after which the candidate may yet answer: it died or withdrew (the registry will
+ * say), refused or dropped the connection, or was not serving yet. */
+static bool passing_error(int r)
+{
+	return r == -ESRCH || r == -ECONNREFUSED || r == -ECONNRESET || r == -ENOENT ||
+	       r == -EAGAIN || r == -ETIMEDOUT || r == -EPIPE;
+}
+
+/* Errors that end this candidate (not the open): verification, access, a held role. */
+static bool candidate_error(int r)
+{
+	return r == -EPROTO || r == -ESTALE || r == -EBADMSG || r == -EACCES || r == -EPERM ||
+	       r == -EBUSY || r == -EUSERS || r == -EPROTONOSUPPORT || r == -EMSGSIZE ||
+	       r == -ENXIO || r == -ENOTSOCK || r == -ELOOP;
+}
+
+/* One look: try the trusted candidates in order, passing over those that fail. 0 opened,
+ * -EAGAIN none (left) to take now, or a final error. */
+static int try_open(struct abd_service *svc, const struct abd_service_config *cfg,
+                    unsigned flags)
+{
+	uint8_t skip[FAILED_MAX][ABD_INSTANCE_SIZE];
+	struct abd_lookup_opts opts = {
+		.publisher_uids = cfg->publisher_uids,
+		.n_publisher_uids = cfg->n_publisher_uids,
+		.publisher_gids = cfg->publisher_gids,
+		.n_publisher_gids = cfg->n_publisher_gids,
+		.skip = &skip[0][0],
+	};
+	for (;;) {
+		int64_t now = now_ns();
+		opts.n_skip = 0;
+		for (unsigned i = 0; i < svc->nfailed; i++)
+			if (svc->failed[i].retry_ns > now)
+				memcpy(skip[opts.n_skip++], svc->failed[i].instance, ABD_INSTANCE_SIZE);
+		struct abd_record *rec = NULL;
+		int r = abd_registry_lookup_opts(svc->reg, svc->name, &opts, &rec);
+		if (r == -ENOENT) {
+			/* nothing left to try now: a final error when nothing may yet answer */
+			bool waiting = false;
+			for (unsigned i = 0; i < svc->nfailed; i++)
+				waiting |= svc->failed[i].retry_ns != INT64_MAX;
+			return svc->final_err && !waiting ? svc->final_err : -EAGAIN;
+		}
+		if (r < 0)
+			return r;
+		/* the type is the service's, not the candidate's: another type ends the open */
+		r = check_record(svc, rec, cfg);
+		if (r == 0)
+			r = attach_candidate(svc, rec, flags);
+		if (r == 0) {
+			svc->pub_pid = abd_record_pid(rec);
+			set_record_name(svc, abd_record_instance(rec));
+		} else if (r != -EPROTOTYPE && (passing_error(r) || candidate_error(r))) {
+			bool final = !passing_error(r);
+			candidate_failed(svc, abd_record_instance(rec), final);
+			if (final && !svc->final_err)
+				svc->final_err = r;
+			r = 1; /* the next candidate */
+		}
+		abd_record_free(rec);
+		if (r <= 0)
+			return r;
+	}
+}
+
+/* How long the open may sleep before looking again with nothing new from the registry: until
+ * the first back-off ends, at most a second (a quiet second: look anyway, cheap; it covers a
+ * lost event). */
+static int64_t next_look_ns(const struct abd_service *svc)
+{
+	int64_t step = RETRY_MAX_NS, now = now_ns();
+	for (unsigned i = 0; i < svc->nfailed; i++)
+		if (svc->failed[i].retry_ns != INT64_MAX) {
+			int64_t d = svc->failed[i].retry_ns - now;
+			step = d < 0 ? 0 : d < step ? d : step;
+		}
+	return step;
 }
 
 int abd_service_open(const char *name, const struct abd_service_config *cfg, unsigned flags,
@@ -642,29 +751,26 @@ int abd_service_open(const char *name, const struct abd_service_config *cfg, uns
 	if (r == 0)
 		r = abd_reactor_add_watch(svc->reactor, svc->watch, watch_cb, svc, &svc->watch_src);
 	while (r == 0) {
-		bool soon;
 		svc->changed = false;
-		r = try_open(svc, cfg, flags, &soon);
+		r = try_open(svc, cfg, flags);
 		if (r != -EAGAIN)
 			break;
 		int64_t left = deadline < 0 ? -1 : deadline - now_ns();
 		if (deadline >= 0 && left <= 0) {
-			r = -ETIMEDOUT;
+			r = svc->final_err ? svc->final_err : -ETIMEDOUT;
 			break;
 		}
-		/* wait for the watch to name the service; a publisher caught between publication and
-		 * serving answers EAGAIN: look again after a millisecond whatever happens */
-		int64_t step = soon ? 1000000 : 1000000000;
-		if (left >= 0 && left < step)
-			step = left;
+		/* wait for the watch to name the service, or a failed candidate's back-off to end
+		 * (a publisher caught between publication and serving answers EAGAIN) */
+		int64_t until = now_ns() + next_look_ns(svc);
+		if (deadline >= 0 && deadline < until)
+			until = deadline;
 		r = 0;
 		while (r >= 0 && !svc->changed) {
-			int64_t l = deadline < 0 ? step : deadline - now_ns();
-			if (deadline >= 0 && l <= 0)
+			int64_t l = until - now_ns();
+			if (l <= 0)
 				break;
-			r = abd_reactor_run_once(svc->reactor, l < step ? l : step);
-			if (r == 0 && !svc->changed)
-				break; /* a quiet second: look again anyway (cheap; covers a lost event) */
+			r = abd_reactor_run_once(svc->reactor, l);
 		}
 		if (r > 0)
 			r = 0;

@@ -265,6 +265,12 @@ static inline void tpub_init(struct tpub *t, const char *dir, const char *servic
 	t->pid = -1;
 }
 
+/* These tests are about acquisition, not about whom an opener trusts to publish a name
+ * (tests/test-registry.c): their lookups trust every publisher. */
+static const uid_t tpub_any_publisher[1] = { ABD_PUBLISHER_ANY };
+static const struct abd_lookup_opts tpub_trust_any = { .publisher_uids = tpub_any_publisher,
+                                                       .n_publisher_uids = 1 };
+
 /* Look the service up and acquire it: 0 and *out, or -errno. */
 static inline int tpub_acquire(const char *dir, const char *service, unsigned flags,
                                int64_t timeout_ns, struct abd_acquired **out)
@@ -274,7 +280,7 @@ static inline int tpub_acquire(const char *dir, const char *service, unsigned fl
 	if (r < 0)
 		return r;
 	struct abd_record *rec;
-	r = abd_registry_lookup(reg, service, &rec);
+	r = abd_registry_lookup_opts(reg, service, &tpub_trust_any, &rec);
 	if (r == 0) {
 		r = abd_acquire(reg, rec, flags, timeout_ns, out);
 		abd_record_free(rec);

@@ -2667,7 +2667,7 @@ static void handle_case(uid_t uid)
 	struct abd_registry *reg;
 	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
 	struct abd_record *rec;
-	cr_assert_eq(abd_registry_lookup(reg, "handle.svc", &rec), 0);
+	cr_assert_eq(abd_registry_lookup_opts(reg, "handle.svc", &tpub_trust_any, &rec), 0);
 	abd_registry_free(reg);
 	/* another live process (root's: pidfs lets anyone open a handle of a process it can
 	 * see), whose inode a forged record carries with the publisher's pid */
@@ -2851,7 +2851,7 @@ ABD_TEST(paths, handshake_checks_the_socket_and_its_listener_before_a_byte)
 		char svc[16];
 		snprintf(svc, sizeof(svc), "liar.%d", i);
 		struct abd_record *rec;
-		cr_assert_eq(abd_registry_lookup(reg, svc, &rec), 0, "%s", svc);
+		cr_assert_eq(abd_registry_lookup_opts(reg, svc, &tpub_trust_any, &rec), 0, "%s", svc);
 		cr_assert_eq(abd_record_uid(rec), USER_A);
 		struct abd_acquired *a = NULL;
 		int r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, 300 * 1000000, &a);

@@ -5,6 +5,8 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <sys/prctl.h>
 
 #include "registry-util.h"
 
@@ -264,4 +266,75 @@ ABD_TEST(registry_cli, publish_names_the_filesystem_without_tmpfile)
 	cr_assert_eq(st, 1, "%s", out);
 	cr_assert_not_null(strstr(out, "bpf"), "%s", out);
 	cr_assert_not_null(strstr(out, "tmpfs"), "%s", out);
+}
+
+/* ------------------------------------------------------------------ who may publish -- */
+
+#define PUB_USER 1000
+
+static int user_pub_main(void *arg)
+{
+	if (setgroups(0, NULL) < 0 || setresgid(PUB_USER, PUB_USER, PUB_USER) < 0 ||
+	    setresuid(PUB_USER, PUB_USER, PUB_USER) < 0)
+		return 90;
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* cleared by the change of credentials */
+	return child_pub_main(arg);
+}
+
+/* A record of uid PUB_USER in a shared directory: root's `abdctl list` shows it as
+ * unauthorized (and warns that others can write the registry), alive once that uid is
+ * trusted with --publisher-uid. */
+ABD_TEST(registry_cli, list_shows_unauthorized_publishers)
+{
+	char *ctl = abdctl();
+	if (geteuid() != 0)
+		cr_skip_test("needs root to publish as uid %d (setresuid)", PUB_USER);
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	cr_assert_eq(chmod(dir, 01777), 0);
+	int out[2], hold[2];
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
+	struct child_pub c = { dir, "cli.who", out[1], hold[0], 1, { out[0], hold[1] } };
+	pid_t pid = abd_test_fork(user_pub_main, &c);
+	close(out[1]);
+	close(hold[0]);
+	char name[ABD_RECORD_NAME_MAX + 1];
+	ssize_t n = read(out[0], name, sizeof(name));
+	close(out[0]);
+	cr_assert_gt(n, 0, "the uid %d publisher failed (status %d)", PUB_USER,
+	             n == 0 ? abd_test_wait(pid) : -1);
+
+	static char buf[16384];
+	char *a1[] = { ctl, "list", "--dir", dir, NULL };
+	cr_assert_eq(run(a1, buf, sizeof(buf), true), 0, "%s", buf);
+	cr_assert_not_null(strstr(buf, "unauthorized"), "%s", buf);
+	cr_assert_not_null(strstr(buf, "cli.who"), "%s", buf);
+	cr_assert_not_null(strstr(buf, "warning"), "no warning about a world-writable registry: %s",
+	                   buf);
+	char *a2[] = { ctl, "list", "--dir", dir, "--publisher-uid", "1000", NULL };
+	cr_assert_eq(run(a2, buf, sizeof(buf), false), 0);
+	cr_assert_null(strstr(buf, "unauthorized"), "%s", buf);
+	cr_assert_not_null(strstr(buf, "alive"), "%s", buf);
+	char *a3[] = { ctl, "list", "--dir", dir, "--json", NULL };
+	cr_assert_eq(run(a3, buf, sizeof(buf), false), 0);
+	assert_json(buf, false);
+	cr_assert_not_null(strstr(buf, "\"authorized\":false"), "%s", buf);
+	char *a4[] = { ctl, "list", "--dir", dir, "--json", "--publisher-gid", "1000", NULL };
+	cr_assert_eq(run(a4, buf, sizeof(buf), false), 0);
+	cr_assert_not_null(strstr(buf, "\"authorized\":true"), "%s", buf);
+	char *a5[] = { ctl, "list", "--dir", dir, "--publisher-uid", "alice", NULL };
+	cr_assert_eq(run(a5, buf, sizeof(buf), true), 2, "%s", buf);
+	/* a private registry: no warning */
+	char priv[256];
+	abd_test_mkdtemp(priv, sizeof(priv));
+	cr_assert_eq(chmod(priv, 0700), 0);
+	char *a6[] = { ctl, "list", "--dir", priv, NULL };
+	run(a6, buf, sizeof(buf), true);
+	cr_assert_null(strstr(buf, "warning"), "%s", buf);
+	abd_test_rmtree(priv);
+
+	close(hold[1]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	abd_test_rmtree(dir);
 }

@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <poll.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <sys/prctl.h>
 
 #include "config.h"
 #include "registry-util.h"
@@ -1389,4 +1391,201 @@ ABD_TEST(registry, watch_wait_with_pidfds)
 {
 	abd_test_require(ABD_FEAT_PIDFD_OPEN);
 	watch_wait_lifecycle(ABD_WATCH_PIDFD);
+}
+
+/* ------------------------------------------------------------------ who may publish -- */
+
+#define PUB_USER 1000 /* an ordinary uid (and gid) */
+
+/* Publish service in reg with the record's publication time replaced by published_ns (0:
+ * as abd_publish wrote it): the record is prepared, rewritten in place (time and checksum),
+ * then committed, as any publisher could do with its own record. */
+static struct abd_publication *publish_forged(struct abd_registry *reg, const char *service,
+                                              uint64_t published_ns)
+{
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	if (abd_record_new(service, &rec) < 0 || abd_publish_prepare(reg, rec, &pub) < 0)
+		return NULL;
+	abd_record_free(rec);
+	if (published_ns) {
+		int fd = abd_publication_fd(pub);
+		uint8_t buf[ABD_RECORD_MAX];
+		ssize_t n = pread(fd, buf, sizeof(buf), 0);
+		if (n < 80)
+			return NULL;
+		for (int i = 0; i < 8; i++)
+			buf[72 + i] = (uint8_t)(published_ns >> (8 * i));
+		uint32_t crc = abd__crc32c(buf, (size_t)n - 4);
+		for (int i = 0; i < 4; i++)
+			buf[n - 4 + i] = (uint8_t)(crc >> (8 * i));
+		if (pwrite(fd, buf, (size_t)n, 0) != n)
+			return NULL;
+	}
+	if (abd_publish_commit(pub) < 0)
+		return NULL;
+	return pub;
+}
+
+struct forger {
+	const char *dir;
+	uint64_t published_ns;
+	int out_w, hold_r;
+	int close_in_child[2]; /* the parent's ends, which fork copied */
+};
+
+/* As uid/gid PUB_USER: publish "who" with a forged publication time, report the record's
+ * name, hold it until the parent closes the pipe. */
+static int forger_main(void *arg)
+{
+	struct forger *f = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(f->close_in_child[0]);
+	close(f->close_in_child[1]);
+	if (setgroups(0, NULL) < 0 || setresgid(PUB_USER, PUB_USER, PUB_USER) < 0 ||
+	    setresuid(PUB_USER, PUB_USER, PUB_USER) < 0)
+		return 90;
+	prctl(PR_SET_PDEATHSIG, SIGKILL); /* cleared by the change of credentials */
+	struct abd_registry *reg;
+	if (abd_registry_open(f->dir, 0, &reg, NULL, 0) < 0)
+		return 91;
+	struct abd_publication *pub = publish_forged(reg, "who", f->published_ns);
+	if (!pub)
+		return 92;
+	const char *name = abd_publication_name(pub);
+	if (write(f->out_w, name, strlen(name) + 1) < 0)
+		return 93;
+	char b;
+	while (read(f->hold_r, &b, 1) > 0)
+		;
+	abd_withdraw(pub);
+	abd_registry_free(reg);
+	return 0;
+}
+
+static bool same_instance(const struct abd_record *rec, const struct abd_publication *pub)
+{
+	return memcmp(abd_record_instance(rec), abd_record_instance(abd_publication_record(pub)),
+	              ABD_INSTANCE_SIZE) == 0;
+}
+
+/* A local user publishes the name later than root, with a publication time of 2^62: root's
+ * lookup still takes root's own record, sees the user's as untrusted, and takes it only when
+ * it trusts uid (or gid) PUB_USER. Without any trusted record: -ENOENT, never the user's. */
+ABD_TEST(registry, lookup_trusts_the_file_owner_not_the_timestamp)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to publish as uid %d (setresuid)", PUB_USER);
+	struct scratch s;
+	scratch_open(&s);
+	cr_assert_eq(chmod(s.dir, 01777), 0);
+	struct abd_publication *mine = publish_forged(s.reg, "who", 0);
+	cr_assert_not_null(mine);
+	int out[2], hold[2];
+	cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
+	struct forger f = { s.dir, 1ull << 62, out[1], hold[0], { out[0], hold[1] } };
+	pid_t u = abd_test_fork(forger_main, &f);
+	close(out[1]);
+	close(hold[0]);
+	char uname[ABD_RECORD_NAME_MAX + 1] = "";
+	ssize_t n = read(out[0], uname, sizeof(uname));
+	close(out[0]);
+	cr_assert_gt(n, 0, "the uid %d publisher failed (status %d)", PUB_USER,
+	             n == 0 ? abd_test_wait(u) : -1);
+
+	struct abd_record *rec = NULL;
+	cr_assert_eq(abd_registry_lookup(s.reg, "who", &rec), 0);
+	cr_assert_eq(abd_record_uid(rec), 0, "took uid %u's record (published_ns %llu)",
+	             (unsigned)abd_record_uid(rec), (unsigned long long)abd_record_published_ns(rec));
+	cr_assert(same_instance(rec, mine));
+	abd_record_free(rec);
+
+	/* the user's record is alive, and untrusted by the default policy only */
+	uid_t uids[1] = { PUB_USER };
+	gid_t gids[1] = { PUB_USER }, other_gids[1] = { PUB_USER + 4242 };
+	struct abd_lookup_opts by_uid = { .publisher_uids = uids, .n_publisher_uids = 1 };
+	struct abd_lookup_opts by_gid = { .publisher_gids = gids, .n_publisher_gids = 1 };
+	struct abd_lookup_opts by_other = { .publisher_gids = other_gids, .n_publisher_gids = 1 };
+	struct abd_snapshot *snap;
+	cr_assert_eq(abd_registry_snapshot(s.reg, &snap), 0);
+	unsigned untrusted = 0;
+	for (size_t i = 0; i < abd_snapshot_count(snap); i++) {
+		const struct abd_entry *e = abd_snapshot_entry(snap, i);
+		cr_assert_eq(e->state, ABD_STATE_ALIVE, "%s: %s", e->name, e->reason);
+		int t = abd_entry_trusted(s.reg, e, NULL);
+		cr_assert_eq(t, e->uid == 0, "%s (uid %u): trusted %d", e->name, (unsigned)e->uid, t);
+		untrusted += !t;
+		cr_assert_eq(abd_entry_trusted(s.reg, e, &by_uid), 1);
+		cr_assert_eq(abd_entry_trusted(s.reg, e, &by_gid), 1);
+		cr_assert_eq(abd_entry_trusted(s.reg, e, &by_other), e->uid == 0);
+	}
+	cr_assert_eq(untrusted, 1);
+	abd_snapshot_free(snap);
+
+	/* trusted by uid or by group: the user's record is the newer (by its inode change time) */
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &by_uid, &rec), 0);
+	cr_assert_eq(abd_record_uid(rec), PUB_USER);
+	abd_record_free(rec);
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &by_gid, &rec), 0);
+	cr_assert_eq(abd_record_uid(rec), PUB_USER);
+	abd_record_free(rec);
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &by_other, &rec), 0);
+	cr_assert_eq(abd_record_uid(rec), 0);
+	abd_record_free(rec);
+
+	/* skipping root's record leaves nothing trusted */
+	struct abd_lookup_opts skip = { .skip = abd_record_instance(abd_publication_record(mine)),
+	                                .n_skip = 1 };
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &skip, &rec), -ENOENT);
+	cr_assert_null(rec);
+
+	/* with root's record withdrawn, only the user's is alive: not ours to take */
+	cr_assert_eq(abd_withdraw(mine), 0);
+	cr_assert_eq(abd_registry_lookup(s.reg, "who", &rec), -ENOENT);
+	cr_assert_null(rec);
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &by_other, &rec), -ENOENT);
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &by_uid, &rec), 0);
+	cr_assert_eq(abd_record_uid(rec), PUB_USER);
+	abd_record_free(rec);
+
+	/* bad options */
+	struct abd_lookup_opts bad = { .n_publisher_uids = 1 };
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &bad, &rec), -EINVAL);
+	bad = (struct abd_lookup_opts){ .publisher_uids = uids, .n_publisher_uids = ABD_PUBLISHER_MAX + 1 };
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &bad, &rec), -E2BIG);
+	bad = (struct abd_lookup_opts){ .reserved[0] = &bad };
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "who", &bad, &rec), -EINVAL);
+
+	close(hold[1]);
+	cr_assert_eq(abd_test_wait(u), 0);
+	scratch_close(&s);
+}
+
+/* Among trusted records the newer by the kernel's inode change time comes first, whatever
+ * publication time a record states. */
+ABD_TEST(registry, lookup_orders_by_kernel_time)
+{
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *old = publish_forged(s.reg, "order", 1ull << 62);
+	cr_assert_not_null(old);
+	struct timespec nap = { 0, 20 * 1000 * 1000 }; /* past the clock's tick */
+	nanosleep(&nap, NULL);
+	struct abd_publication *new = publish_forged(s.reg, "order", 0);
+	cr_assert_not_null(new);
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_lookup(s.reg, "order", &rec), 0);
+	cr_assert(same_instance(rec, new), "took the record stating published_ns %llu",
+	          (unsigned long long)abd_record_published_ns(rec));
+	abd_record_free(rec);
+	/* a skipped candidate gives the next */
+	struct abd_lookup_opts skip = { .skip = abd_record_instance(abd_publication_record(new)),
+	                                .n_skip = 1 };
+	cr_assert_eq(abd_registry_lookup_opts(s.reg, "order", &skip, &rec), 0);
+	cr_assert(same_instance(rec, old));
+	abd_record_free(rec);
+	abd_withdraw(old);
+	abd_withdraw(new);
+	scratch_close(&s);
 }

@@ -12,6 +12,10 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "harness.h"
 
@@ -52,6 +56,7 @@ struct child_pub {
 	unsigned flags;
 	int ready_w; /* written once published */
 	int msgs;    /* push this many 8-byte messages after publishing (producer role) */
+	uid_t as_uid; /* 0: stay root; else run as this uid (and gid) */
 };
 
 /* Publish, say so, push what was asked, then serve until killed (SIGTERM: close cleanly). */
@@ -67,6 +72,14 @@ static int child_pub_main(void *arg)
 	struct child_pub *p = arg;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(SIGTERM, on_term);
+	if (p->as_uid && (setgroups(0, NULL) < 0 || setresgid(p->as_uid, p->as_uid, p->as_uid) < 0 ||
+	                  setresuid(p->as_uid, p->as_uid, p->as_uid) < 0))
+		return 12;
+	if (p->as_uid) {
+		/* a change of credentials clears the parent-death signal: ask again */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	}
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = p->dir;
 	cfg.type_name = p->type;
@@ -495,6 +508,193 @@ ABD_TEST(service, access_denied_for_another_uid)
 	kill(p2, SIGTERM);
 	cr_assert_eq(abd_test_wait(p1), 0);
 	cr_assert_eq(abd_test_wait(p2), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- who may publish -- */
+
+#define PUB_USER 1000 /* an ordinary uid (and gid) */
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
+	nanosleep(&ts, NULL);
+}
+
+/* root publishes svc.who, then uid PUB_USER publishes it too (later by every clock). root's
+ * open takes root's service; the user's only when the configuration trusts that uid or
+ * group; with root's gone, never the user's by default (the wait times out). */
+ABD_TEST(service, open_takes_only_trusted_publishers)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to publish as uid %d (setresuid)", PUB_USER);
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	cr_assert_eq(chmod(dir, 01777), 0);
+	struct child_pub root_pub = { .dir = dir, .name = "svc.who" };
+	struct child_pub user_pub = { .dir = dir, .name = "svc.who", .as_uid = PUB_USER };
+	pid_t pr = start_child_pub(&root_pub);
+	nap_ms(20);
+	pid_t pu = start_child_pub(&user_pub);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *svc;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc), 0);
+	cr_assert_eq(abd_service_publisher_pid(svc), pr, "opened uid %d's service (pid %d)",
+	             PUB_USER, (int)abd_service_publisher_pid(svc));
+	abd_service_close(svc);
+
+	uid_t uids[1] = { PUB_USER };
+	gid_t gids[1] = { PUB_USER }, other[1] = { PUB_USER + 4242 };
+	cfg.publisher_uids = uids;
+	cfg.n_publisher_uids = 1;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc), 0);
+	cr_assert_eq(abd_service_publisher_pid(svc), pu, "trusting uid %d: its newer service", PUB_USER);
+	cr_assert_eq(abd_service_push(svc, "hello", 5, SEC), 0);
+	abd_service_close(svc);
+
+	kill(pr, SIGTERM);
+	cr_assert_eq(abd_test_wait(pr), 0);
+	cfg.publisher_uids = NULL;
+	cfg.n_publisher_uids = 0;
+	svc = NULL;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, SEC / 4, &svc),
+	             -ETIMEDOUT, "only uid %d's service is alive: not ours to open", PUB_USER);
+	cr_assert_null(svc);
+	cfg.publisher_gids = other;
+	cfg.n_publisher_gids = 1;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, SEC / 4, &svc),
+	             -ETIMEDOUT);
+	cfg.publisher_gids = gids;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc), 0,
+	             "trusting gid %d", PUB_USER);
+	cr_assert_eq(abd_service_publisher_pid(svc), pu);
+	abd_service_close(svc);
+
+	cfg.n_publisher_gids = ABD_SERVICE_ALLOW_MAX + 1;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, 0, &svc), -E2BIG);
+	cfg.publisher_gids = NULL;
+	cfg.n_publisher_gids = 1;
+	cr_assert_eq(abd_service_open("svc.who", &cfg, ABD_SERVICE_PRODUCER, 0, &svc), -EINVAL);
+
+	kill(pu, SIGTERM);
+	cr_assert_eq(abd_test_wait(pu), 0);
+	abd_test_rmtree(dir);
+}
+
+/* A publisher of svc.flaky that looks like a ring service but whose handshake socket accepts
+ * each connection and hangs up at once. It counts the connections and reports the count on
+ * SIGTERM. */
+struct flaky {
+	const char *dir;
+	int ready_w, count_w;
+};
+
+static int flaky_main(void *arg)
+{
+	struct flaky *f = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	signal(SIGTERM, on_term);
+	struct abd_registry *reg;
+	if (abd_registry_open(f->dir, 0, &reg, NULL, 0) < 0)
+		return 20;
+	uint8_t rnd[16];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return 21;
+	char name[64] = ".abd-";
+	for (int i = 0; i < 16; i++)
+		snprintf(name + 5 + 2 * i, 3, "%02x", rnd[i]);
+	strcat(name, ".sock");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", f->dir, name);
+	int l = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(l, 64) < 0)
+		return 22;
+	int memfd = memfd_create("flaky", MFD_CLOEXEC);
+	struct abd_record *rec;
+	struct abd_publication *pub;
+	if (memfd < 0 || ftruncate(memfd, 4096) < 0 || abd_record_new("svc.flaky", &rec) < 0 ||
+	    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
+	    abd_record_set_socket(rec, name) < 0 ||
+	    abd_record_add_meta(rec, "abd.service", "ring/1") < 0 ||
+	    abd_record_add_meta(rec, "abd.capacity", "2") < 0 ||
+	    abd_record_add_meta(rec, "abd.slot_size", "8") < 0 ||
+	    abd_record_add_meta(rec, "abd.type", "") < 0 ||
+	    abd_record_add_meta(rec, "abd.type_size", "0") < 0 ||
+	    abd_record_add_meta(rec, "abd.type_hash", "0000000000000000") < 0 ||
+	    abd_publish(reg, rec, &pub) < 0)
+		return 23;
+	abd_record_free(rec);
+	char ok = 1;
+	if (write(f->ready_w, &ok, 1) != 1)
+		return 24;
+	unsigned count = 0;
+	while (!child_stop) {
+		struct pollfd p = { .fd = l, .events = POLLIN };
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		if (c >= 0) {
+			count++;
+			close(c);
+		}
+	}
+	abd_withdraw(pub);
+	unlink(sa.sun_path);
+	close(l);
+	close(memfd);
+	abd_registry_free(reg);
+	return write(f->count_w, &count, sizeof(count)) == (ssize_t)sizeof(count) ? 0 : 25;
+}
+
+/* A newer candidate that fails (its handshake hangs up) is passed over for the older one that
+ * works; alone, it is tried again only after a growing back-off, not every millisecond. */
+ABD_TEST(service, open_passes_over_a_failing_candidate_without_spinning)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct child_pub good = { .dir = dir, .name = "svc.flaky" };
+	pid_t pg = start_child_pub(&good);
+	nap_ms(20);
+	int ready[2], count[2];
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(count, O_CLOEXEC), 0);
+	struct flaky fl = { dir, ready[1], count[1] };
+	pid_t pf = abd_test_fork(flaky_main, &fl);
+	close(ready[1]);
+	close(count[1]);
+	char ok = 0;
+	cr_assert_eq(read(ready[0], &ok, 1), 1, "the flaky publisher failed (status %d)",
+	             abd_test_wait(pf));
+	close(ready[0]);
+
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	struct abd_service *svc;
+	/* the handshake: the flaky one's socket is the one that fails */
+	unsigned flags = ABD_SERVICE_CONSUMER | ABD_SERVICE_SCM_RIGHTS;
+	uint64_t t0 = abd_test_now_ns();
+	cr_assert_eq(abd_service_open("svc.flaky", &cfg, flags, 2 * SEC, &svc), 0);
+	cr_assert_eq(abd_service_publisher_pid(svc), pg, "opened the failing candidate?");
+	cr_assert_lt(abd_test_now_ns() - t0, SEC, "the fail-over took %llu ms",
+	             (unsigned long long)(abd_test_now_ns() - t0) / 1000000);
+	abd_service_close(svc);
+
+	kill(pg, SIGTERM);
+	cr_assert_eq(abd_test_wait(pg), 0);
+	t0 = abd_test_now_ns();
+	cr_assert_eq(abd_service_open("svc.flaky", &cfg, flags, 3 * SEC / 2, &svc), -ETIMEDOUT);
+	uint64_t took = abd_test_now_ns() - t0;
+	kill(pf, SIGTERM);
+	unsigned n = 0;
+	cr_assert_eq(read(count[0], &n, sizeof(n)), (ssize_t)sizeof(n));
+	close(count[0]);
+	cr_assert_eq(abd_test_wait(pf), 0);
+	/* back-off 1, 2, 4 ... 512 ms, then 1 s: about 12 tries in 1.5 s (+1 by the first open);
+	 * a retry every millisecond would be hundreds */
+	cr_assert_leq(n, 20, "%u connections to the failing candidate in %llu ms", n,
+	              (unsigned long long)took / 1000000);
+	cr_assert_geq(n, 2, "the failing candidate was never retried (%u)", n);
 	abd_test_rmtree(dir);
 }
 

@@ -13,12 +13,15 @@ void abdctl_info_help(FILE *out)
 {
 	fprintf(out,
 	        "usage: abdctl info [--dir DIR] [--json] [--pidfd-getfd | --scm-rights]\n"
-	        "                   [--timeout MS] [--interval MS] NAME\n\n"
+	        "                   [--timeout MS] [--interval MS] [--publisher-uid UID]...\n"
+	        "                   [--publisher-gid GID]... NAME\n\n"
 	        "Shows the record of service NAME (its newest alive record, else any record of it),\n"
 	        "its liveness, and tries to acquire its descriptors: the path used (pidfd_getfd or\n"
 	        "scm_rights) and why the fast path was not, the publisher's credentials as the\n"
 	        "kernel vouched for them, each descriptor's kind and size, or the exact error.\n"
-	        "--pidfd-getfd / --scm-rights force a path.\n"
+	        "--pidfd-getfd / --scm-rights force a path. A record whose publisher you do not trust\n"
+	        "is shown as 'unauthorized' and not acquired from.\n"
+	        ABDCTL_PUBLISHERS_HELP
 	        "For a ring service (abdctl serve, abd_service_publish) it also shows the ring's live\n"
 	        "statistics, sampled twice --interval MS apart (default 500): capacity, occupancy,\n"
 	        "producers and consumers attached, sleepers, messages pushed and popped per second.\n"
@@ -36,11 +39,15 @@ struct ring_live {
 
 /* Attach as an observer (no role, not counted) and sample the statistics twice. */
 static void ring_live(const char *dir, const char *name, unsigned flags, int64_t interval_ns,
-                      struct ring_live *out)
+                      const struct abd_lookup_opts *pubs, struct ring_live *out)
 {
 	memset(out, 0, sizeof(*out));
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = dir;
+	cfg.publisher_uids = pubs->publisher_uids;
+	cfg.n_publisher_uids = pubs->n_publisher_uids;
+	cfg.publisher_gids = pubs->publisher_gids;
+	cfg.n_publisher_gids = pubs->n_publisher_gids;
 	struct abd_service *svc;
 	unsigned sflags = ABD_SERVICE_OBSERVER |
 	                  (flags & ABD_ACQUIRE_PIDFD_GETFD ? ABD_SERVICE_PIDFD_GETFD : 0) |
@@ -75,11 +82,14 @@ static void hex(FILE *out, const uint8_t *p, size_t n)
 		fprintf(out, "%02x", p[i]);
 }
 
-/* The newest alive record of the service, else the first entry naming it. */
-static int find(struct abd_registry *reg, const char *name, struct abd_record **rec,
-                enum abd_state *state, char *file, size_t file_size)
+/* The first trusted alive record of the service (lookup's order), else the first entry
+ * naming it (*untrusted: an alive record of a publisher not trusted). */
+static int find(struct abd_registry *reg, const char *name, const struct abd_lookup_opts *pubs,
+                struct abd_record **rec, enum abd_state *state, bool *untrusted, char *file,
+                size_t file_size)
 {
-	if (abd_registry_lookup(reg, name, rec) == 0) {
+	*untrusted = false;
+	if (abd_registry_lookup_opts(reg, name, pubs, rec) == 0) {
 		*state = ABD_STATE_ALIVE;
 		const uint8_t *id = abd_record_instance(*rec);
 		int n = snprintf(file, file_size, "%s.", name);
@@ -97,6 +107,7 @@ static int find(struct abd_registry *reg, const char *name, struct abd_record **
 		if (!((e->service && !strcmp(e->service, name)) || !strcmp(e->name, name)))
 			continue;
 		*state = e->state;
+		*untrusted = e->state == ABD_STATE_ALIVE && abd_entry_trusted(reg, e, pubs) == 0;
 		snprintf(file, file_size, "%s", e->name);
 		*rec = NULL;
 		r = 0;
@@ -115,6 +126,9 @@ static int find(struct abd_registry *reg, const char *name, struct abd_record **
 
 int abdctl_info(int argc, char **argv)
 {
+	struct abdctl_publishers pubs;
+	if (abdctl_take_publishers("info", &argc, argv, &pubs))
+		return ABDCTL_USAGE;
 	const char *dir = NULL, *name = NULL;
 	bool json = false;
 	unsigned flags = 0;
@@ -155,8 +169,9 @@ int abdctl_info(int argc, char **argv)
 	}
 	struct abd_record *rec = NULL;
 	enum abd_state state = ABD_STATE_INVALID;
+	bool untrusted = false;
 	char file[ABD_RECORD_NAME_MAX + 256];
-	r = find(reg, name, &rec, &state, file, sizeof(file));
+	r = find(reg, name, &pubs.opts, &rec, &state, &untrusted, file, sizeof(file));
 	if (r < 0) {
 		if (json) {
 			printf("{\"name\":");
@@ -169,15 +184,17 @@ int abdctl_info(int argc, char **argv)
 		return r == -ENOENT ? ABDCTL_NOTFOUND : ABDCTL_FAIL;
 	}
 	struct abd_acquired *a = NULL;
-	int ar = rec ? abd_acquire(reg, rec, flags, timeout_ns, &a) : -EBADMSG;
+	/* never acquire from a publisher the caller does not trust */
+	int ar = untrusted ? -EPERM : rec ? abd_acquire(reg, rec, flags, timeout_ns, &a) : -EBADMSG;
 	struct ring_live live = { .err = -ENOENT };
 	if (ar == 0 && state == ABD_STATE_ALIVE && abd_record_meta(rec, "abd.service"))
-		ring_live(dir, name, flags, interval_ns < 0 ? 0 : interval_ns, &live);
+		ring_live(dir, name, flags, interval_ns < 0 ? 0 : interval_ns, &pubs.opts, &live);
+	const char *state_name = untrusted ? "unauthorized" : abd_state_name(state);
 
 	if (json) {
 		printf("{\"name\":");
 		json_string(stdout, file);
-		printf(",\"state\":\"%s\"", abd_state_name(state));
+		printf(",\"state\":\"%s\"", state_name);
 		if (rec) {
 			uint64_t dev, ino;
 			abd_record_pidns(rec, &dev, &ino);
@@ -256,7 +273,7 @@ int abdctl_info(int argc, char **argv)
 		}
 		printf("}\n");
 	} else {
-		printf("record   %s\nstate    %s\n", file, abd_state_name(state));
+		printf("record   %s\nstate    %s\n", file, state_name);
 		if (rec) {
 			printf("pid      %d\nuid      %u\nsocket   %s\n", (int)abd_record_pid(rec),
 			       (unsigned)abd_record_uid(rec),

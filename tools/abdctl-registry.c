@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,59 @@ static int parse(const char *cmd, int argc, char **argv, struct opts *o, const c
 	return 0;
 }
 
+int abdctl_take_publishers(const char *cmd, int *argc, char **argv, struct abdctl_publishers *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->opts.publisher_uids = p->uids;
+	p->opts.publisher_gids = p->gids;
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		bool u = !strcmp(argv[i], "--publisher-uid"), g = !strcmp(argv[i], "--publisher-gid");
+		if (!u && !g) {
+			argv[out++] = argv[i];
+			continue;
+		}
+		size_t *n = u ? &p->opts.n_publisher_uids : &p->opts.n_publisher_gids;
+		char *end = NULL;
+		long v = -1;
+		if (i + 1 < *argc) {
+			if (u && !strcmp(argv[i + 1], "any"))
+				v = -2;
+			else
+				v = strtol(argv[i + 1], &end, 10);
+		}
+		if (v == -1 || (v != -2 && (*end || v < 0 || v >= (long)UINT32_MAX)) ||
+		    *n >= ABD_PUBLISHER_MAX) {
+			fprintf(stderr, "abdctl %s: %s wants a number%s (at most %d of them)\n", cmd,
+			        argv[i], u ? " or 'any'" : "", ABD_PUBLISHER_MAX);
+			return ABDCTL_USAGE;
+		}
+		i++;
+		if (u)
+			p->uids[(*n)++] = v == -2 ? ABD_PUBLISHER_ANY : (uid_t)v;
+		else
+			p->gids[(*n)++] = (gid_t)v;
+	}
+	*argc = out;
+	argv[out] = NULL;
+	return 0;
+}
+
+void abdctl_warn_shared(const char *cmd, struct abd_registry *reg)
+{
+	struct stat st;
+	if (fstat(abd_registry_fd(reg), &st) < 0 || !(st.st_mode & 022))
+		return;
+	fprintf(stderr,
+	        "abdctl %s: warning: %s (mode %04o, owner uid %u) is writable by %s: they can "
+	        "publish any name (only records of publishers you trust are taken)%s; see "
+	        "docs/operations.md\n",
+	        cmd, abd_registry_path(reg), (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+	        st.st_mode & 002 ? "every user" : "its group",
+	        st.st_mode & S_ISVTX ? ", and the directory's owner can remove anyone's record"
+	                             : ", and remove or replace anyone's record");
+}
+
 static struct abd_registry *open_registry(const char *cmd, const struct opts *o)
 {
 	struct abd_registry *reg;
@@ -75,8 +129,8 @@ static void print_instance(FILE *out, const uint8_t *id)
 		fprintf(out, "%02x", id[i]);
 }
 
-/* One entry as a JSON object (no newline). */
-static void entry_json(FILE *out, const struct abd_entry *e, const char *event)
+/* One entry as a JSON object (no newline). trusted: -1 unknown (not shown), 0, 1. */
+static void entry_json(FILE *out, const struct abd_entry *e, const char *event, int trusted)
 {
 	fputc('{', out);
 	if (event)
@@ -100,6 +154,8 @@ static void entry_json(FILE *out, const struct abd_entry *e, const char *event)
 		fprintf(out, "%u", (unsigned)e->uid);
 	fprintf(out, ",\"state\":\"%s\",\"reason\":", abd_state_name(e->state));
 	json_string(out, e->reason);
+	if (e->record && trusted >= 0)
+		fprintf(out, ",\"authorized\":%s", trusted ? "true" : "false");
 	if (e->record) {
 		fputs(",\"socket\":", out);
 		json_string(out, abd_record_socket(e->record));
@@ -130,11 +186,13 @@ static void print_safe(FILE *out, const char *s)
 	}
 }
 
-static void entry_text(FILE *out, const struct abd_entry *e, const char *event)
+/* An alive record of a publisher the caller does not trust shows as "unauthorized". */
+static void entry_text(FILE *out, const struct abd_entry *e, const char *event, int trusted)
 {
 	if (event)
 		fprintf(out, "%-8s ", event);
-	fprintf(out, "%-8s ", abd_state_name(e->state));
+	fprintf(out, "%-8s ",
+	        e->state == ABD_STATE_ALIVE && trusted == 0 ? "unauthorized" : abd_state_name(e->state));
 	if (e->state == ABD_STATE_INVALID) {
 		print_safe(out, e->name);
 		fputs("  (", out);
@@ -172,18 +230,25 @@ static int signals_fd(sigset_t *old)
 void abdctl_list_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl list [--dir DIR] [--json] [--all]\n\n"
+	        "usage: abdctl list [--dir DIR] [--json] [--all] [--publisher-uid UID]...\n"
+	        "                   [--publisher-gid GID]...\n\n"
 	        "Lists the services alive in the registry; --all adds stale records (dead publishers,\n"
 	        "removed by 'abdctl gc') and invalid entries with the reason they were refused.\n"
+	        "An alive record whose publisher you do not trust shows as 'unauthorized': lookups,\n"
+	        "send, recv and info pass it over.\n"
+	        ABDCTL_PUBLISHERS_HELP
 	        "--json prints one array of objects: name, service, instance, pid, uid, state\n"
-	        "(alive, stale, invalid), reason, socket, meta.\n"
+	        "(alive, stale, invalid), reason, authorized (records only), socket, meta.\n"
 	        "The registry: --dir, else $ABD_REGISTRY, /run/abd, $XDG_RUNTIME_DIR/abd,\n"
-	        "/dev/shm/abd-UID.\n");
+	        "/dev/shm/abd-UID. A registry other users may write is warned about on stderr.\n");
 }
 
 int abdctl_list(int argc, char **argv)
 {
 	struct opts o;
+	struct abdctl_publishers pubs;
+	if (abdctl_take_publishers("list", &argc, argv, &pubs))
+		return ABDCTL_USAGE;
 	int r = parse("list", argc, argv, &o, "json all", false);
 	if (r) {
 		free(o.meta);
@@ -193,6 +258,7 @@ int abdctl_list(int argc, char **argv)
 	struct abd_registry *reg = open_registry("list", &o);
 	if (!reg)
 		return ABDCTL_FAIL;
+	abdctl_warn_shared("list", reg);
 	struct abd_snapshot *snap;
 	r = abd_registry_snapshot(reg, &snap);
 	if (r < 0) {
@@ -207,11 +273,12 @@ int abdctl_list(int argc, char **argv)
 		const struct abd_entry *e = abd_snapshot_entry(snap, i);
 		if (!o.all && e->state != ABD_STATE_ALIVE)
 			continue;
+		int trusted = e->record ? abd_entry_trusted(reg, e, &pubs.opts) : -1;
 		if (o.json) {
 			fputs(first ? "\n" : ",\n", stdout);
-			entry_json(stdout, e, NULL);
+			entry_json(stdout, e, NULL, trusted);
 		} else {
-			entry_text(stdout, e, NULL);
+			entry_text(stdout, e, NULL, trusted);
 		}
 		first = false;
 	}
@@ -230,18 +297,23 @@ int abdctl_list(int argc, char **argv)
 void abdctl_watch_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl watch [--dir DIR] [--json] [--pidfd]\n\n"
+	        "usage: abdctl watch [--dir DIR] [--json] [--pidfd] [--publisher-uid UID]...\n"
+	        "                    [--publisher-gid GID]...\n\n"
 	        "Prints the registry's entries as 'added' events, then every change as it happens:\n"
 	        "added, removed, died (a publisher exited without withdrawing). Deaths are pushed by\n"
 	        "the kernel (IN_CLOSE_WRITE of the record; --pidfd adds a pidfd per publisher), never\n"
-	        "polled. --json prints one object per line: event, name, service, instance, pid, uid,\n"
-	        "state, reason. Stops cleanly on SIGINT or SIGTERM.\n");
+	        "polled. An alive record whose publisher you do not trust shows as 'unauthorized'.\n"
+	        ABDCTL_PUBLISHERS_HELP
+	        "--json prints one object per line: event, name, service, instance, pid, uid,\n"
+	        "state, reason, authorized. Stops cleanly on SIGINT or SIGTERM.\n");
 }
 
 struct watch_ctx {
 	bool json;
 	int err;
 	struct abd_reactor *rx;
+	struct abd_registry *reg;
+	const struct abd_lookup_opts *pubs;
 };
 
 /* A signal (SIGINT, SIGTERM, SIGHUP) on the signalfd: stop the loop. */
@@ -261,11 +333,12 @@ static void on_event(struct abd_source *src, int status, enum abd_event_type typ
 		abd_reactor_stop(c->rx);
 		return;
 	}
+	int trusted = e->record ? abd_entry_trusted(c->reg, e, c->pubs) : -1;
 	if (c->json) {
-		entry_json(stdout, e, abd_event_name(type));
+		entry_json(stdout, e, abd_event_name(type), trusted);
 		fputc('\n', stdout);
 	} else {
-		entry_text(stdout, e, abd_event_name(type));
+		entry_text(stdout, e, abd_event_name(type), trusted);
 	}
 	fflush(stdout);
 }
@@ -273,6 +346,9 @@ static void on_event(struct abd_source *src, int status, enum abd_event_type typ
 int abdctl_watch(int argc, char **argv)
 {
 	struct opts o;
+	struct abdctl_publishers pubs;
+	if (abdctl_take_publishers("watch", &argc, argv, &pubs))
+		return ABDCTL_USAGE;
 	int r = parse("watch", argc, argv, &o, "json pidfd", false);
 	free(o.meta);
 	if (r)
@@ -280,6 +356,7 @@ int abdctl_watch(int argc, char **argv)
 	struct abd_registry *reg = open_registry("watch", &o);
 	if (!reg)
 		return ABDCTL_FAIL;
+	abdctl_warn_shared("watch", reg);
 	struct abd_watch *w;
 	r = abd_watch_new(reg, o.pidfd ? ABD_WATCH_PIDFD : 0, &w);
 	if (r < 0) {
@@ -289,7 +366,7 @@ int abdctl_watch(int argc, char **argv)
 	}
 	sigset_t old;
 	int sfd = signals_fd(&old);
-	struct watch_ctx ctx = { .json = o.json };
+	struct watch_ctx ctx = { .json = o.json, .reg = reg, .pubs = &pubs.opts };
 	int rc = ABDCTL_OK;
 	/* everything runs on the reactor: the watch (inotify, deaths) and the signals */
 	r = abd_reactor_new(0, &ctx.rx);

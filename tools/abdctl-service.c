@@ -336,6 +336,11 @@ int abdctl_serve(int argc, char **argv)
 		close(sfd);
 		return r == -EINVAL && o.type_name ? ABDCTL_USAGE : ABDCTL_FAIL;
 	}
+	struct abd_registry *wreg;
+	if (abd_registry_open(o.dir, 0, &wreg, NULL, 0) == 0) {
+		abdctl_warn_shared("serve", wreg);
+		abd_registry_free(wreg);
+	}
 	st.size = (size_t)abd_ring_slot_size(abd_service_ring(st.svc));
 	st.buf = malloc(st.size);
 	struct abd_reactor *re = abd_service_reactor(st.svc);
@@ -365,14 +370,15 @@ int abdctl_serve(int argc, char **argv)
 void abdctl_send_help(FILE *out)
 {
 	fprintf(out,
-	        "usage: abdctl send [--dir DIR] [--timeout MS] [--type T] [--escaped] [--epoll] NAME\n"
-	        "                   [MSG...]\n\n"
+	        "usage: abdctl send [--dir DIR] [--timeout MS] [--type T] [--escaped] [--epoll]\n"
+	        "                   [--publisher-uid UID]... [--publisher-gid GID]... NAME [MSG...]\n\n"
 	        "Opens the ring service NAME as a producer, waiting up to --timeout MS (default 5000;\n"
 	        "-1: forever) for it to appear, and sends each MSG as one message, or with no MSG each\n"
 	        "line of standard input (without its newline). A full ring makes it wait. --escaped\n"
 	        "decodes \\\\ and \\xNN in each message (what recv prints), for binary messages.\n"
 	        "--type NAME[:SIZE[:HASH]] opens only a service of that type (see serve); with a SIZE,\n"
-	        "every message must be exactly SIZE bytes.\n\n"
+	        "every message must be exactly SIZE bytes.\n"
+	        ABDCTL_PUBLISHERS_HELP "\n"
 	        "Exit: 0 all sent, 1 failure (e.g. a message longer than the slot size), 2 usage,\n"
 	        "3 no such service appeared in time, 4 the publisher left before everything was sent,\n"
 	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
@@ -381,6 +387,9 @@ void abdctl_send_help(FILE *out)
 int abdctl_send(int argc, char **argv)
 {
 	struct sopts o;
+	struct abdctl_publishers pubs;
+	if (abdctl_take_publishers("send", &argc, argv, &pubs))
+		return ABDCTL_USAGE;
 	int r = sparse("send", argc, argv, &o, "timeout msgs");
 	if (r) {
 		free(o.msgs);
@@ -460,13 +469,14 @@ void abdctl_recv_help(FILE *out)
 {
 	fprintf(out,
 	        "usage: abdctl recv [--dir DIR] [--timeout MS] [--count N] [--type T] [--json] [--epoll]\n"
-	        "                   NAME\n\n"
+	        "                   [--publisher-uid UID]... [--publisher-gid GID]... NAME\n\n"
 	        "Opens the ring service NAME as a consumer, waiting up to --timeout MS (default 5000;\n"
 	        "-1: forever) for it to appear, and prints every message it pops, one per line (control\n"
 	        "bytes escaped as \\xNN), or one JSON object per line with --json: {\"seq\":N,\"len\":N,\n"
 	        "\"data\":\"...\"}. Stops after --count N messages, on SIGINT/SIGTERM, or when the\n"
 	        "publisher has left and the ring is drained. --type NAME[:SIZE[:HASH]] opens only a\n"
-	        "service of that type (see serve).\n\n"
+	        "service of that type (see serve).\n"
+	        ABDCTL_PUBLISHERS_HELP "\n"
 	        "Exit: 0 --count reached or interrupted, 1 failure, 2 usage, 3 no such service\n"
 	        "appeared in time, 4 the publisher left (after printing what was left in the ring),\n"
 	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
@@ -475,6 +485,9 @@ void abdctl_recv_help(FILE *out)
 int abdctl_recv(int argc, char **argv)
 {
 	struct sopts o;
+	struct abdctl_publishers pubs;
+	if (abdctl_take_publishers("recv", &argc, argv, &pubs))
+		return ABDCTL_USAGE;
 	int r = sparse("recv", argc, argv, &o, "timeout count json");
 	free(o.msgs);
 	if (r)
@@ -482,6 +495,10 @@ int abdctl_recv(int argc, char **argv)
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
 	set_type(&cfg, &o);
+	cfg.publisher_uids = pubs.uids;
+	cfg.n_publisher_uids = pubs.opts.n_publisher_uids;
+	cfg.publisher_gids = pubs.gids;
+	cfg.n_publisher_gids = pubs.opts.n_publisher_gids;
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	int sfd = block_signals();
 	struct abd_service *svc;

@@ -56,4 +56,23 @@ const char *errno_name(int err);
 
 bool is_help_flag(const char *arg);
 
+/* --publisher-uid UID / --publisher-gid GID (repeatable; UID "any": every owner): the
+ * publishers the caller trusts besides itself and root (registry.h, abd_lookup_opts), taken
+ * out of argv before the command's own parser sees it. 0, or ABDCTL_USAGE (said why). */
+#include <abd/registry.h>
+struct abdctl_publishers {
+	uid_t uids[ABD_PUBLISHER_MAX];
+	gid_t gids[ABD_PUBLISHER_MAX];
+	struct abd_lookup_opts opts; /* pointing into uids/gids */
+};
+int abdctl_take_publishers(const char *cmd, int *argc, char **argv, struct abdctl_publishers *p);
+#define ABDCTL_PUBLISHERS_HELP                                                              \
+	"--publisher-uid UID / --publisher-gid GID (repeatable; UID 'any' trusts everyone): also\n" \
+	"trust records published by that uid or group; by default only your own and root's are\n"  \
+	"taken (the record file's owner, as the kernel set it, is the publisher).\n"
+/* Warn on stderr when the registry directory lets other users write it (group or others:
+ * they can publish any name, and in a group-writable sticky directory a group member can
+ * delete another member's record); docs/operations.md. */
+void abdctl_warn_shared(const char *cmd, struct abd_registry *reg);
+
 #endif

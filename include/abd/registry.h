@@ -240,13 +240,57 @@ ABD_EXPORT const struct abd_entry *abd_snapshot_entry(const struct abd_snapshot 
 ABD_EXPORT void abd_snapshot_free(struct abd_snapshot *snap);
 ABD_DEFINE_POINTER_CLEANUP(struct abd_snapshot, abd_snapshot_free)
 
-/* The alive record of service name with the latest publication time: returns 0 and *out (a
- * copy, free with abd_record_free), -ENOENT (none alive), -EINVAL, -ENOMEM. Only that
- * service's records are read. reg keeps the descriptor of the record returned (read-only, no
- * lock taken), for abd_acquire on the same handle to ask the record's lock through: at most
- * one per publisher process and 8 per handle, closed when evicted or by abd_registry_free. */
+/* ---- who may publish a name (the opener's policy) ----
+ *
+ * Anyone who can write the directory can publish any name: an opener takes only records whose
+ * publisher it trusts. The publisher is the record FILE's owner (st_uid, set by the kernel
+ * from the creator's fsuid; a record whose uid field disagrees is invalid anyway), never a
+ * field the publisher wrote. The default policy trusts the caller's effective uid and root;
+ * publisher_uids adds uids, publisher_gids adds groups: a record is then trusted when its
+ * file's group (st_gid, which the kernel sets from the creator's fsgid, or lets an owner
+ * change only to a group it belongs to) is one of them, the registry directory is not setgid
+ * with that group (there every file gets the directory's group, whoever made it), and, when
+ * the publisher runs in the caller's PID namespace, the live publisher process has that group
+ * (/proc/PID/status: Gid or Groups). ABD_PUBLISHER_ANY among the uids trusts every owner.
+ *
+ * Among the trusted alive records of a name, the newest by the record file's inode change
+ * time (st_ctime: set by the kernel when the record was linked; its owner can only move its
+ * own record forward, e.g. by chmod) is taken first; the publication time the record states
+ * (published_ns) only breaks a tie between equal change times. */
+#define ABD_PUBLISHER_MAX 64              /* uids and gids each */
+#define ABD_PUBLISHER_ANY ((uid_t)-1)     /* in publisher_uids: every owner is trusted */
+
+struct abd_lookup_opts {
+	/* Trusted publishers on top of the default (the caller's effective uid, and root). */
+	const uid_t *publisher_uids;
+	size_t n_publisher_uids;
+	const gid_t *publisher_gids;
+	size_t n_publisher_gids;
+	/* Records to pass over (their 16-byte instance ids, n_skip of them back to back): e.g.
+	 * candidates that failed verification, so that the next one is returned. */
+	const uint8_t *skip;
+	size_t n_skip;
+	void *reserved[6]; /* zero */
+};
+
+/* The trusted alive record of service name that comes first in the order above: returns 0
+ * and *out (a copy, free with abd_record_free), -ENOENT (none alive and trusted, or all
+ * skipped), -EINVAL (bad argument, reserved not zero), -E2BIG (more than ABD_PUBLISHER_MAX
+ * uids or gids), -ENOMEM. opts NULL: the default policy. Only that service's records are
+ * read. reg keeps the descriptor of the record returned (read-only, no lock taken), for
+ * abd_acquire on the same handle to ask the record's lock through: at most one per publisher
+ * process and 8 per handle, closed when evicted or by abd_registry_free. */
+ABD_EXPORT int abd_registry_lookup_opts(struct abd_registry *reg, const char *service,
+                                        const struct abd_lookup_opts *opts,
+                                        struct abd_record **out);
+/* abd_registry_lookup_opts with the default policy. */
 ABD_EXPORT int abd_registry_lookup(struct abd_registry *reg, const char *service,
                                    struct abd_record **out);
+/* Would a lookup with opts (NULL: the default policy) trust the publisher of entry (one of a
+ * snapshot's or a watch's, a valid record: alive or stale)? 1 yes, 0 no (also for an invalid
+ * entry), -EINVAL (bad argument). */
+ABD_EXPORT int abd_entry_trusted(struct abd_registry *reg, const struct abd_entry *entry,
+                                 const struct abd_lookup_opts *opts);
 
 /* Remove stale records (valid records whose lock nobody holds). Records being published
  * cannot be removed: a name is linked only once its record is complete and locked, and names

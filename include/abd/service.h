@@ -98,7 +98,15 @@ struct abd_service_config {
 	 * the service creates (0, ABD_REACTOR_FORCE_EPOLL, ABD_REACTOR_FORCE_IO_URING). */
 	struct abd_reactor *reactor;
 	unsigned reactor_flags;
-	void *reserved[8]; /* zero */
+	/* open: who may publish the name (registry.h, abd_lookup_opts). Trusted: the opener's
+	 * effective uid, root, and these uids (ABD_PUBLISHER_ANY: every owner) and groups (at
+	 * most ABD_SERVICE_ALLOW_MAX each). The publisher is the record file's owner as the
+	 * kernel set it; records of other owners are passed over as if absent. */
+	const uid_t *publisher_uids;
+	size_t n_publisher_uids;
+	const gid_t *publisher_gids;
+	size_t n_publisher_gids;
+	void *reserved[4]; /* zero */
 };
 
 /* Create a ring service and publish it as `name` (1..ABD_SERVICE_MAX bytes of [A-Za-z0-9._-],
@@ -123,13 +131,22 @@ ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
 /* Open the service `name`, waiting up to timeout_ns (< 0: forever; 0: only what is there now)
  * for an alive publisher to appear; acquiring a publisher that is there takes at most
  * ABD_ACQUIRE_TIMEOUT_NS more (acquire.h). The wait runs the service's reactor (own, or the given
- * one through abd_reactor_run_once: so not from inside one of its callbacks: -EBUSY). When
- * several publishers of the name are alive, the newest is taken. A publisher that dies while
- * it is being opened is skipped and the wait goes on.
+ * one through abd_reactor_run_once: so not from inside one of its callbacks: -EBUSY). Only
+ * publishers the configuration trusts are considered (publisher_uids, publisher_gids: by
+ * default the opener's own effective uid and root); among several alive ones the newest
+ * record by the kernel's inode change time is tried first (registry.h). A candidate that
+ * fails (dies, refuses the connection, fails verification, refuses access) is passed over
+ * and the next one is tried; with none left the wait goes on, and a candidate that failed
+ * for a passing reason (it died, refused the connection, was not serving yet) is tried again
+ * only after a back-off (1 ms, doubling up to 1 s) or a registry event naming the service,
+ * never in a busy loop. When every candidate failed for good (verification, access, a held
+ * single role) and none is left to wait for, the first such error is returned.
  *
  * Returns 0 and *out (close with abd_service_close), or:
- *   -EINVAL       bad name or flags, both forcing flags, a role with ABD_SERVICE_OBSERVER
- *   -ETIMEDOUT    no alive publisher of that name appeared in time
+ *   -EINVAL       bad name or flags, both forcing flags, a role with ABD_SERVICE_OBSERVER,
+ *                 reserved not zero
+ *   -E2BIG        more than ABD_SERVICE_ALLOW_MAX publisher uids or gids
+ *   -ETIMEDOUT    no alive trusted publisher of that name appeared (or answered) in time
  *   -EPROTOTYPE   cfg names a type and the service's type name, size or hash differ
  *   -EPROTONOSUPPORT  the record is not a ring service (no abd.service = ring/1 metadata), or
  *                 a future version of one
