@@ -218,5 +218,7 @@ void abd__list_free(struct abd__dirent *list, size_t n);
 
 /* How many times a watch has rescanned after an overflow (tests). */
 unsigned abd__watch_rescans(const struct abd_watch *w);
+/* How many liveness checks writable closes of alive records cost a watch (tests). */
+unsigned abd__watch_checks(const struct abd_watch *w);
 
 #endif

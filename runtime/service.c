@@ -745,9 +745,13 @@ int abd_service_open(const char *name, const struct abd_service_config *cfg, uns
 	r = abd_registry_open(cfg->dir, ABD_REGISTRY_CREATE, &svc->reg, why, sizeof(why));
 	if (r == 0)
 		r = setup_reactor(svc, cfg);
-	/* the watch first, so that a publication between our lookup and the wait is an event */
+	/* the watch first, so that a publication between our lookup and the wait is an event;
+	 * it watches this service's records only (its cost does not grow with the directory) */
 	if (r == 0)
-		r = abd_watch_new(svc->reg, ABD_WATCH_PIDFD, &svc->watch);
+		r = abd_watch_new_opts(svc->reg,
+		                       &(struct abd_watch_opts){ .flags = ABD_WATCH_PIDFD,
+		                                                 .service = svc->name },
+		                       &svc->watch);
 	if (r == 0)
 		r = abd_reactor_add_watch(svc->reactor, svc->watch, watch_cb, svc, &svc->watch_src);
 	while (r == 0) {

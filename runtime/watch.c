@@ -13,9 +13,11 @@
  * carries the name the kernel gave the unnamed file, "#<inode number>", not the record's name
  * (and IN_EXCL_UNLINK would suppress it): the watch maps it back by inode. The kernel announces the close (fsnotify_close) just
  * before it drops the file's locks (locks_remove_file) in __fput, so a watcher can wake up
- * inside that window and still see the lock: it then retries briefly, and if the lock is still
- * held it arms a pidfd for the publisher, which becomes readable only after the process's
- * files are gone. No timer, no polling loop. */
+ * inside that window and still see the lock: it then arms a pidfd for the publisher, which
+ * becomes readable only after the process's files are gone (without one: a few more looks,
+ * and the next event looks again; a record's owner can raise such events at will, so each
+ * costs a bounded amount). No timer, no polling loop. A watch of one service (opts.service)
+ * drops every other name before reading anything. */
 #include <abd/probe.h>
 #include <abd/registry.h>
 
@@ -50,6 +52,9 @@ struct wentry {
 struct abd_watch {
 	struct abd_registry *reg;
 	unsigned flags;
+	char *service;     /* only this service's records (NULL: every entry) */
+	size_t service_len;
+	unsigned checks;   /* liveness checks made after a writable close (tests) */
 	int inofd, epfd;
 	bool initial_pending, gone;
 	struct wentry **v;
@@ -80,6 +85,15 @@ struct abd_watch {
 };
 
 static void watch_destroy(struct abd_watch *w);
+
+/* Does the watch look at name at all? A watch of one service ignores every other entry. */
+static bool wanted(const struct abd_watch *w, const char *name)
+{
+	if (!w->service)
+		return true;
+	return strncmp(name, w->service, w->service_len) == 0 && name[w->service_len] == '.' &&
+	       strlen(name + w->service_len + 1) == 2 * ABD_INSTANCE_SIZE;
+}
 
 /* ------------------------------------------------------------------ the table -- */
 
@@ -267,6 +281,8 @@ static void mark_died(struct abd_watch *w, struct wentry *e)
 /* Read name now, compare with the view, report the difference. */
 static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type)
 {
+	if (!wanted(w, name))
+		return 0;
 	struct wentry *e = find(w, name);
 	struct abd__item it;
 	/* The record's descriptor is closed after the event is out: one syscall less between a
@@ -306,28 +322,46 @@ static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type
 	return 0;
 }
 
-/* The publisher closed its writable descriptor: dead, unless the lock says otherwise. */
+/* Liveness of an entry after a writable close, counted. */
+static int close_check(struct abd_watch *w, const char *name)
+{
+	w->checks++;
+	return abd_registry_liveness(w->reg, name);
+}
+
+/* Without a pidfd to tell, this many more looks (yielding between them) follow a writable
+ * close that still found the record locked. */
+#define CLOSE_RETRIES 4
+
+/* Someone closed a writable descriptor of the record: dead, unless the lock says otherwise.
+ * The kernel announces the publisher's last close a moment before it drops the lock, so a
+ * record still locked here may belong to a dying publisher: its pidfd (armed now if it was
+ * not, which also re-checks the lock) tells when the process is gone. The record's owner can
+ * raise this event at will (open for writing, close, again), so each costs a bounded amount:
+ * one look with a pidfd armed; without one (another PID namespace, no pidfd_open) at most
+ * CLOSE_RETRIES more, and the next event looks again. */
 static int closed_for_write(struct abd_watch *w, const char *name)
 {
 	struct wentry *e = find(w, name);
 	if (!e || e->it.e.state != ABD_STATE_ALIVE)
 		return reconcile(w, name, DT_UNKNOWN);
-	for (int i = 0; i < 200; i++) {
-		int s = abd_registry_liveness(w->reg, name);
+	for (int i = 0;; i++) {
+		int s = close_check(w, name);
 		if (s == ABD_STATE_STALE) {
 			mark_died(w, e);
 			return 0;
 		}
 		if (s != ABD_STATE_ALIVE)
 			return reconcile(w, name, DT_UNKNOWN);
-		/* The close is announced a moment before the lock is dropped. */
+		if (i == 0 && e->pidfd < 0 && arm(w, e) == -ESRCH) {
+			if (close_check(w, name) == ABD_STATE_STALE)
+				mark_died(w, e);
+			return 0;
+		}
+		if (e->pidfd >= 0 || i == CLOSE_RETRIES)
+			return 0; /* the pidfd will tell; or the next event looks again */
 		sched_yield();
 	}
-	/* Still locked: someone else closed a writable descriptor, or the dying publisher was
-	 * preempted inside __fput. Its pidfd will tell. */
-	if (arm(w, e) == -ESRCH && abd_registry_liveness(w->reg, name) == ABD_STATE_STALE)
-		mark_died(w, e);
-	return 0;
 }
 
 static int pidfd_ready_entry(struct abd_watch *w, struct wentry *e)
@@ -376,7 +410,8 @@ static int rescan(struct abd_watch *w)
 	for (size_t i = 0; i < nmissing && r >= 0; i++)
 		r = reconcile(w, missing[i], DT_UNKNOWN);
 	for (size_t i = 0; i < n && r >= 0; i++)
-		r = reconcile(w, list[i].name, list[i].type);
+		if (wanted(w, list[i].name))
+			r = reconcile(w, list[i].name, list[i].type);
 	for (size_t i = 0; i < nmissing; i++)
 		free(missing[i]);
 	free(missing);
@@ -398,17 +433,34 @@ ABD_EXPORT const char *abd_event_name(enum abd_event_type type)
 
 ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct abd_watch **out)
 {
+	struct abd_watch_opts o = { .flags = flags };
+	return abd_watch_new_opts(reg, &o, out);
+}
+
+ABD_EXPORT int abd_watch_new_opts(struct abd_registry *reg, const struct abd_watch_opts *opts,
+                                  struct abd_watch **out)
+{
+	static const struct abd_watch_opts none;
 	abd__check(out, -EINVAL);
 	*out = NULL;
-	abd__check(reg && !(flags & ~(unsigned)ABD_WATCH_PIDFD), -EINVAL);
+	if (!opts)
+		opts = &none;
+	abd__check(reg && !(opts->flags & ~(unsigned)ABD_WATCH_PIDFD), -EINVAL);
+	abd__check(!opts->service || abd_service_name_valid(opts->service), -EINVAL);
+	abd__check(memcmp(opts->reserved, none.reserved, sizeof(none.reserved)) == 0, -EINVAL);
 	struct abd_watch *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	w->reg = reg;
-	w->flags = flags;
+	w->flags = opts->flags;
 	w->inofd = w->epfd = w->pending_fd = -1;
 	w->nbuckets = 64;
 	int r = -ENOMEM;
+	if (opts->service) {
+		if (!(w->service = strdup(opts->service)))
+			goto fail;
+		w->service_len = strlen(w->service);
+	}
 	if (!(w->buckets = calloc(w->nbuckets, sizeof(*w->buckets))) ||
 	    !(w->buf = malloc(ABD_RECORD_MAX)))
 		goto fail;
@@ -467,6 +519,7 @@ static void watch_destroy(struct abd_watch *w)
 	free(w->v);
 	free(w->buckets);
 	free(w->buf);
+	free(w->service);
 	free(w);
 }
 
@@ -487,6 +540,8 @@ static int handle(struct abd_watch *w, const struct inotify_event *ev, bool *ove
 	}
 	if (!ev->len || !ev->name[0] || abd__reserved_name(ev->name))
 		return 0;
+	if (ev->name[0] != '#' && !wanted(w, ev->name))
+		return 0; /* another service's: not ours to read */
 	if (*overflow)
 		return 0; /* the rescan will look at everything */
 	if (ev->mask & IN_CLOSE_WRITE) {
@@ -711,6 +766,11 @@ ABD_EXPORT const struct abd_entry *abd_watch_entry(const struct abd_watch *w, si
 unsigned abd__watch_rescans(const struct abd_watch *w)
 {
 	return w->rescans;
+}
+
+unsigned abd__watch_checks(const struct abd_watch *w)
+{
+	return w->checks;
 }
 
 /* ------------------------------------------------------------------ on a reactor -- */

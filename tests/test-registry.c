@@ -1589,3 +1589,100 @@ ABD_TEST(registry, lookup_orders_by_kernel_time)
 	abd_withdraw(new);
 	scratch_close(&s);
 }
+
+/* ------------------------------------------------------------------ bounded watches -- */
+
+static void count_event(void *ud, enum abd_event_type type, const struct abd_entry *e)
+{
+	(void)type, (void)e;
+	(*(int *)ud)++;
+}
+
+/* A watch of one service keeps nothing for other entries: with many alive records of other
+ * names (and ABD_WATCH_PIDFD), it holds the same descriptors as in an empty directory, and
+ * reports only its service's records. */
+ABD_TEST(registry, watch_of_one_service_ignores_the_rest)
+{
+	struct scratch s;
+	scratch_open(&s);
+	unsigned n = (unsigned)abd_test_scaled(300, 30);
+	struct abd_publication **pubs = calloc(n, sizeof(*pubs));
+	cr_assert_not_null(pubs);
+	int fds0 = abd_test_count_fds();
+	struct abd_watch_opts o = { .flags = ABD_WATCH_PIDFD, .service = "mine" };
+	struct abd_watch *w;
+	cr_assert_eq(abd_watch_new_opts(s.reg, &o, &w), 0);
+	int cost_empty = abd_test_count_fds() - fds0;
+	abd_watch_free(w);
+	char name[32];
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "other.%u", i);
+		pubs[i] = publish_simple(s.reg, name);
+	}
+	struct abd_publication *mine = publish_simple(s.reg, "mine");
+	struct abd_publication *near = publish_simple(s.reg, "mine.x"); /* not "mine" */
+	fds0 = abd_test_count_fds();
+	cr_assert_eq(abd_watch_new_opts(s.reg, &o, &w), 0);
+	int events = 0;
+	cr_assert_eq(abd_watch_process(w, count_event, &events), 1);
+	cr_assert_eq(abd_watch_count(w), 1);
+	cr_assert_str_eq(abd_watch_entry(w, 0)->name, abd_publication_name(mine));
+	int cost = abd_test_count_fds() - fds0;
+	/* + one pidfd for the one record of the service, where pidfds exist */
+	cr_assert_leq(cost, cost_empty + 1, "a watch of one service holds %d descriptors with %u "
+	              "other records, %d without", cost, n, cost_empty);
+	/* other services' changes are not events */
+	abd_withdraw(pubs[0]);
+	pubs[0] = NULL;
+	abd_withdraw(near);
+	cr_assert_eq(abd_watch_wait(w, 50, count_event, &events), 0);
+	abd_withdraw(mine);
+	cr_assert_eq(abd_watch_wait(w, 2000, count_event, &events), 1);
+	abd_watch_free(w);
+	struct abd_watch_opts bad = { .service = "../x" };
+	cr_assert_eq(abd_watch_new_opts(s.reg, &bad, &w), -EINVAL);
+	bad = (struct abd_watch_opts){ .reserved[0] = &bad };
+	cr_assert_eq(abd_watch_new_opts(s.reg, &bad, &w), -EINVAL);
+	cr_assert_eq(abd_watch_new_opts(s.reg, NULL, &w), 0);
+	abd_watch_free(w);
+	for (unsigned i = 0; i < n; i++)
+		abd_withdraw(pubs[i]);
+	free(pubs);
+	scratch_close(&s);
+}
+
+/* A record's owner opening its alive record for writing and closing it, again and again:
+ * every close is an IN_CLOSE_WRITE to every watcher, and each must cost a bounded number of
+ * looks at the record (it cost up to 200 lock tests and yields each). */
+ABD_TEST(registry, writable_closes_of_an_alive_record_cost_bounded_work)
+{
+	struct scratch s;
+	scratch_open(&s);
+	char name[ABD_RECORD_NAME_MAX + 1];
+	int hold;
+	pid_t pid = spawn_publisher(s.dir, "busy", 1, name, sizeof(name), &hold);
+	for (int flags = 0; flags <= ABD_WATCH_PIDFD; flags += ABD_WATCH_PIDFD) {
+		struct abd_watch *w;
+		cr_assert_eq(abd_watch_new(s.reg, (unsigned)flags, &w), 0);
+		int events = 0;
+		cr_assert_eq(abd_watch_process(w, count_event, &events), 1);
+		unsigned rounds = (unsigned)abd_test_scaled(100, 20);
+		for (unsigned i = 0; i < rounds; i++) {
+			/* the owner (this test runs as the publisher's uid) */
+			int fd = openat(abd_registry_fd(s.reg), name, O_WRONLY | O_CLOEXEC);
+			cr_assert_geq(fd, 0, "%s", strerror(errno));
+			close(fd);
+			cr_assert_eq(abd_watch_process(w, count_event, &events), 0,
+			             "an alive record reported as changed");
+		}
+		cr_assert_eq(abd_watch_entry(w, 0)->state, ABD_STATE_ALIVE);
+		unsigned checks = abd__watch_checks(w);
+		cr_assert_leq(checks, 2 * rounds + 2 * (4 + 2),
+		              "%u writable closes cost %u looks at the record (flags %d)", rounds, checks,
+		              flags);
+		abd_watch_free(w);
+	}
+	close(hold);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	scratch_close(&s);
+}

@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -695,6 +696,126 @@ ABD_TEST(service, open_passes_over_a_failing_candidate_without_spinning)
 	cr_assert_leq(n, 20, "%u connections to the failing candidate in %llu ms", n,
 	              (unsigned long long)took / 1000000);
 	cr_assert_geq(n, 2, "the failing candidate was never retried (%u)", n);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- bounded cost -- */
+
+/* One process publishing n records of other names (one descriptor each), held until the
+ * parent closes the pipe. */
+struct many {
+	const char *dir;
+	unsigned n;
+	int ready_w, hold_r;
+	int close_in_child[2];
+};
+
+static int many_main(void *arg)
+{
+	struct many *m = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(m->close_in_child[0]);
+	close(m->close_in_child[1]);
+	struct rlimit rl = { m->n + 256, m->n + 256 };
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 30;
+	struct abd_registry *reg;
+	if (abd_registry_open(m->dir, 0, &reg, NULL, 0) < 0)
+		return 31;
+	for (unsigned i = 0; i < m->n; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "busy.%u", i);
+		struct abd_record *rec;
+		struct abd_publication *pub;
+		if (abd_record_new(name, &rec) < 0 || abd_publish(reg, rec, &pub) < 0)
+			return 32;
+		abd_record_free(rec);
+	}
+	char ok = 1;
+	if (write(m->ready_w, &ok, 1) != 1)
+		return 33;
+	char b;
+	while (read(m->hold_r, &b, 1) > 0)
+		;
+	return 0; /* the records go stale with the process */
+}
+
+struct fd_cost {
+	const char *dir;
+	int result_w;
+};
+
+/* Under RLIMIT_NOFILE 1024: open svc.target, report the result and the descriptors the open
+ * handle holds. */
+static int fd_cost_main(void *arg)
+{
+	struct fd_cost *c = arg;
+	struct rlimit rl = { 1024, 1024 };
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 40;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = c->dir;
+	int res[3];
+	res[1] = abd_test_count_fds();
+	struct abd_service *svc = NULL;
+	res[0] = abd_service_open("svc.target", &cfg, ABD_SERVICE_PRODUCER, 2 * SEC, &svc);
+	res[2] = abd_test_count_fds();
+	abd_service_close(svc);
+	return write(c->result_w, res, sizeof(res)) == (ssize_t)sizeof(res) ? 0 : 41;
+}
+
+static void open_cost(const char *dir, int *r, int *cost)
+{
+	int p[2];
+	cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+	struct fd_cost c = { dir, p[1] };
+	pid_t pid = abd_test_fork(fd_cost_main, &c);
+	close(p[1]);
+	int res[3] = { 1, 0, 0 };
+	cr_assert_eq(read(p[0], res, sizeof(res)), (ssize_t)sizeof(res), "opener child: status %d",
+	             abd_test_wait(pid));
+	close(p[0]);
+	cr_assert_eq(abd_test_wait(pid), 0);
+	*r = res[0];
+	*cost = res[2] - res[1];
+}
+
+/* An opened service costs the same descriptors whatever else the registry holds: with 1,100
+ * alive records of another process and RLIMIT_NOFILE 1024, the open succeeds and holds as
+ * many descriptors as in a registry with nothing else. */
+ABD_TEST(service, open_costs_a_fixed_number_of_descriptors)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to raise RLIMIT_NOFILE for a publisher of 1,100 records");
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct child_pub target = { .dir = dir, .name = "svc.target" };
+	pid_t pt = start_child_pub(&target);
+	int r0, cost0, r1, cost1;
+	open_cost(dir, &r0, &cost0);
+	cr_assert_eq(r0, 0, "%s", strerror(-r0));
+
+	int ready[2], hold[2];
+	cr_assert_eq(pipe2(ready, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(hold, O_CLOEXEC), 0);
+	struct many m = { dir, 1100, ready[1], hold[0], { ready[0], hold[1] } };
+	pid_t pm = abd_test_fork(many_main, &m);
+	close(ready[1]);
+	close(hold[0]);
+	char ok = 0;
+	cr_assert_eq(read(ready[0], &ok, 1), 1, "the publisher of 1,100 records failed (status %d)",
+	             abd_test_wait(pm));
+	close(ready[0]);
+
+	open_cost(dir, &r1, &cost1);
+	cr_assert_eq(r1, 0, "with 1,100 other alive records under RLIMIT_NOFILE 1024: %s",
+	             strerror(-r1));
+	cr_assert_leq(cost1, cost0, "one open handle holds %d descriptors with 1,100 other records, "
+	              "%d without", cost1, cost0);
+	close(hold[1]);
+	cr_assert_eq(abd_test_wait(pm), 0);
+	kill(pt, SIGTERM);
+	cr_assert_eq(abd_test_wait(pt), 0);
 	abd_test_rmtree(dir);
 }
 

@@ -325,6 +325,21 @@ struct abd_watch;
  * reg must outlive the watch. Returns 0 and *out, -EINVAL, -ENOMEM, -EMFILE, or another -errno
  * of inotify/epoll. */
 ABD_EXPORT int abd_watch_new(struct abd_registry *reg, unsigned flags, struct abd_watch **out);
+
+struct abd_watch_opts {
+	unsigned flags;      /* enum abd_watch_flags */
+	/* NULL: every entry. Else a service name: the watch sees only that service's records
+	 * (names "<service>.<32 hex digits>") and keeps nothing for any other entry: no state,
+	 * no descriptor, no read. What it costs is then bounded by that service's records,
+	 * whatever else the directory holds. */
+	const char *service;
+	void *reserved[6];   /* zero */
+};
+/* abd_watch_new with options (NULL: as abd_watch_new(reg, 0, out)). Returns 0 and *out,
+ * -EINVAL (bad flags, a service name outside the grammar, reserved not zero), or the errors of
+ * abd_watch_new. */
+ABD_EXPORT int abd_watch_new_opts(struct abd_registry *reg, const struct abd_watch_opts *opts,
+                                  struct abd_watch **out);
 ABD_EXPORT void abd_watch_free(struct abd_watch *w);
 ABD_DEFINE_POINTER_CLEANUP(struct abd_watch, abd_watch_free)
 
