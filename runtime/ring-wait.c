@@ -63,7 +63,9 @@ uint64_t abd__ring_now_ns(void)
  *   process, made on first use; its completions are reaped only when its ring fills. Without
  *   AIO (no io_setup, aio-max-nr reached) no wake goes through the eventfd, and every sleep on
  *   it is bounded by ABD__EVFD_SLICE_NS. */
-#define ABD__AIO_EVENTS 256
+/* Small: io_setup counts it against the system-wide fs.aio-max-nr (65536 by default), one
+ * context per process; a full ring of completions costs one io_getevents per this many wakes */
+#define ABD__AIO_EVENTS 16
 static aio_context_t aio_ctx;   /* 0: not made yet; ABD__AIO_NONE: unavailable */
 #define ABD__AIO_NONE ((aio_context_t)-1)
 
