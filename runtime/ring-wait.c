@@ -67,6 +67,7 @@ uint64_t abd__ring_now_ns(void)
  * context per process; a full ring of completions costs one io_getevents per this many wakes */
 #define ABD__AIO_EVENTS 16
 static aio_context_t aio_ctx;   /* 0: not made yet; ABD__AIO_NONE: unavailable */
+static pid_t aio_owner;         /* the process that made it (a forked child must make its own) */
 #define ABD__AIO_NONE ((aio_context_t)-1)
 
 static aio_context_t aio_get(void)
@@ -77,6 +78,7 @@ static aio_context_t aio_get(void)
 	aio_context_t n = 0;
 	if (syscall(SYS_io_setup, ABD__AIO_EVENTS, &n) < 0)
 		n = ABD__AIO_NONE;
+	__atomic_store_n(&aio_owner, getpid(), __ATOMIC_RELAXED);
 	if (!__atomic_compare_exchange_n(&aio_ctx, &c, n, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		if (n != ABD__AIO_NONE)
 			syscall(SYS_io_destroy, n); /* another thread made one first */
@@ -116,7 +118,7 @@ void abd__ring_signal(struct abd_ring *r)
 			struct timespec zero = { 0, 0 };
 			while (syscall(SYS_io_getevents, c, 0, 32, ev, &zero) == 32)
 				;
-		} else if (e == -EINVAL) {
+		} else if (e == -EINVAL && __atomic_load_n(&aio_owner, __ATOMIC_RELAXED) != getpid()) {
 			/* a context of the process we were forked from: make our own */
 			__atomic_compare_exchange_n(&aio_ctx, &c, 0, false, __ATOMIC_ACQ_REL,
 			                            __ATOMIC_RELAXED);
