@@ -280,7 +280,9 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 		return;
 	}
 	size_t nsamples = (size_t)rounds * NSUBJECTS * iters;
-	size_t shm_size = sizeof(struct pubinfo) + sizeof(int) * NSUBJECTS + sizeof(uint64_t) * nsamples;
+	/* the publisher's info, the consumer's errors, then the samples at an 8-byte boundary */
+	size_t head = (sizeof(struct pubinfo) + sizeof(int) * NSUBJECTS + 7) & ~(size_t)7;
+	size_t shm_size = head + sizeof(uint64_t) * nsamples;
 	void *shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	int sp[2], stop[2];
 	if (shm == MAP_FAILED || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
@@ -291,7 +293,7 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 	}
 	struct pubinfo *info = shm;
 	int *errs = (int *)(info + 1);
-	uint64_t *samples = (uint64_t *)(errs + NSUBJECTS);
+	uint64_t *samples = (uint64_t *)(void *)((char *)shm + head);
 	fflush(NULL);
 	pid_t pub = fork();
 	if (pub == 0) {

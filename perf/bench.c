@@ -150,6 +150,11 @@ void bench_row_latency(struct bench_row *row, const struct bench_stats *st)
 	row->iters = st->n;
 }
 
+/* Every reason stays allocated until exit, reachable from here (rows that carried one may
+ * have been dropped; LeakSanitizer builds run the CI smoke). */
+static char **reasons;
+static size_t nreasons;
+
 const char *bench_reason(const char *fmt, ...)
 {
 	char buf[256];
@@ -157,8 +162,14 @@ const char *bench_reason(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	char *s = strdup(buf);
-	return s ? s : "(out of memory formatting the reason)";
+	char **more = realloc(reasons, (nreasons + 1) * sizeof(*reasons));
+	char *s = more ? strdup(buf) : NULL;
+	if (more)
+		reasons = more;
+	if (!s)
+		return "(out of memory formatting the reason)";
+	reasons[nreasons++] = s;
+	return s;
 }
 
 /* ---- rows ---- */
