@@ -377,7 +377,7 @@ static void run_spsc(void)
 			                        .produce = spsc_produce, .consume = spsc_consume};
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-spsc", .case_name = b ? "throughput-batch" : "throughput",
-				.cpus = modes[m], .msg_bytes = 8}, bench_iters(20000000, 2000000));
+				.cpus = modes[m], .msg_bytes = 8}, bench_iters(20000000, 400000));
 		}
 		for (size_t z = 0; z < 3; z++) {
 			char name[32];
@@ -387,8 +387,8 @@ static void run_spsc(void)
 			                        .produce = spsc_produce, .consume = spsc_consume};
 			/* about as long a sample as abd-ring's rows (2,000,000 messages) take at up to
 			 * twice their rate: the two samples of a round see the same machine */
-			uint64_t n = bytes >= 1024 ? bench_iters(2000000, 200000)
-			                           : bench_iters(4000000, 400000);
+			uint64_t n = bytes >= 1024 ? bench_iters(2000000, 100000)
+			                           : bench_iters(4000000, 200000);
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-spsc",
 				.case_name = sized_case("throughput", bytes, name, sizeof(name)),
@@ -604,8 +604,8 @@ static void run_mpmc(void)
 			                        .prepare = mpmc_prepare, .init = mpmc_init,
 			                        .fini = seq_fini, .produce = mpmc_produce,
 			                        .consume = mpmc_consume};
-			uint64_t n = sized_bytes[z] >= 1024 ? bench_iters(1000000, 100000)
-			                                    : bench_iters(2000000, 200000);
+			uint64_t n = sized_bytes[z] >= 1024 ? bench_iters(1000000, 50000)
+			                                    : bench_iters(2000000, 100000);
 			bench_throughput(&tp, (struct bench_row){
 				.subject = "bare-mpmc",
 				.case_name = sized_case("throughput-2p2c", sized_bytes[z], name, sizeof(name)),

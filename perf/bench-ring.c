@@ -511,7 +511,7 @@ static void syscalls_busy(const char *cpus, uint64_t iters)
 
 void bench_ring(void)
 {
-	uint64_t spin = bench_iters(2000000, 200000), block = bench_iters(500000, 50000);
+	uint64_t spin = bench_iters(2000000, 100000), block = bench_iters(500000, 20000);
 	for (int m = 0; m < 2; m++) {
 		const char *cpus = cpu_modes[m];
 		for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
