@@ -388,6 +388,20 @@ static int dirent_name_cmp(const void *a, const void *b)
 	return strcmp(((const struct abd__dirent *)a)->name, ((const struct abd__dirent *)b)->name);
 }
 
+static int rescan(struct abd_watch *w);
+
+/* An inotify overflow: rescan (the view is right again, the differences reported), then say
+ * that it happened. */
+static int overflowed(struct abd_watch *w)
+{
+	static const struct abd_entry placeholder = { .name = "" };
+	w->rescans++;
+	int r = rescan(w);
+	if (r >= 0)
+		emit(w, ABD_EVENT_OVERFLOW, &placeholder);
+	return r;
+}
+
 static int rescan(struct abd_watch *w)
 {
 	struct abd__dirent *list;
@@ -427,6 +441,7 @@ ABD_EXPORT const char *abd_event_name(enum abd_event_type type)
 	case ABD_EVENT_ADDED: return "added";
 	case ABD_EVENT_REMOVED: return "removed";
 	case ABD_EVENT_DIED: return "died";
+	case ABD_EVENT_OVERFLOW: return "overflow";
 	}
 	return NULL;
 }
@@ -639,11 +654,8 @@ static int read_batch(struct abd_watch *w, bool *overflow)
 static int process_rest(struct abd_watch *w, bool overflow)
 {
 	int r = 0;
-	if (overflow) {
-		w->rescans++;
-		if ((r = rescan(w)) < 0)
-			return r;
-	}
+	if (overflow && (r = overflowed(w)) < 0)
+		return r;
 	struct epoll_event evs[64];
 	int n;
 	while (w->armed && (n = epoll_wait(w->epfd, evs, 64, 0)) > 0) {
@@ -847,10 +859,8 @@ static void on_inotify(struct abd_source *src, int status, uint64_t n, void *ud)
 	bool overflow = false;
 	if (r == 0)
 		r = handle_batch(w, abd__source_buf(src), (size_t)n, &overflow);
-	if (r >= 0 && overflow) {
-		w->rescans++;
-		r = rescan(w);
-	}
+	if (r >= 0 && overflow)
+		r = overflowed(w);
 	if (r >= 0 && w->gone)
 		r = -EIDRM;
 	if (r < 0 && w->ino_src == src)

@@ -338,3 +338,70 @@ ABD_TEST(registry_cli, list_shows_unauthorized_publishers)
 	cr_assert_eq(abd_test_wait(pid), 0);
 	abd_test_rmtree(dir);
 }
+
+/* ------------------------------------------------------------------ overflow -- */
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* The watcher is stopped while more events happen than the kernel's inotify queue holds: when
+ * it runs again it reads the registry again, prints what changed (a record withdrawn, one
+ * published meanwhile), then says that the queue overflowed. */
+ABD_TEST(registry_cli, watch_prints_an_overflow)
+{
+	char *ctl = abdctl();
+	long max = read_long("/proc/sys/fs/inotify/max_queued_events");
+	if (max < 0 || max > 65536)
+		cr_skip_test("fs.inotify.max_queued_events is %ld: too many events to overflow it "
+		             "quickly", max);
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_publication *leaving = publish_simple(s.reg, "cli.leaving");
+	char left[ABD_RECORD_NAME_MAX + 1];
+	snprintf(left, sizeof(left), "%s", abd_publication_name(leaving));
+	int wfd;
+	char *wargv[] = { ctl, "watch", "--dir", s.dir, "--json", NULL };
+	pid_t watcher = start(wargv, &wfd, false);
+	expect_event(wfd, "added", left);
+
+	cr_assert_eq(kill(watcher, SIGSTOP), 0);
+	/* three events per cycle: create, delete, close of the unnamed file */
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("cli.flood", &rec), 0);
+	for (long i = 0; i < max / 3 + 64; i++) {
+		struct abd_publication *p;
+		cr_assert_eq(abd_publish(s.reg, rec, &p), 0);
+		abd_withdraw(p);
+	}
+	abd_record_free(rec);
+	abd_withdraw(leaving);
+	struct abd_publication *arriving = publish_simple(s.reg, "cli.arriving");
+	cr_assert_eq(kill(watcher, SIGCONT), 0);
+
+	char line[4096];
+	bool removed = false, added = false, overflow = false;
+	while (!overflow) {
+		cr_assert(read_line(wfd, line, sizeof(line)), "watch printed no overflow (removed %d, "
+		          "added %d)", removed, added);
+		assert_json(line, true);
+		removed |= strstr(line, "\"event\":\"removed\"") && strstr(line, left);
+		added |= strstr(line, "\"event\":\"added\"") &&
+		         strstr(line, abd_publication_name(arriving));
+		overflow = strstr(line, "{\"event\":\"overflow\"}") != NULL;
+	}
+	cr_assert(removed && added, "the changes come before the overflow line");
+	kill(watcher, SIGINT);
+	cr_assert_eq(abd_test_wait(watcher), 0);
+	close(wfd);
+	abd_withdraw(arriving);
+	scratch_close(&s);
+}

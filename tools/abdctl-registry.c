@@ -303,6 +303,8 @@ void abdctl_watch_help(FILE *out)
 	        "added, removed, died (a publisher exited without withdrawing). Deaths are pushed by\n"
 	        "the kernel (IN_CLOSE_WRITE of the record; --pidfd adds a pidfd per publisher), never\n"
 	        "polled. An alive record whose publisher you do not trust shows as 'unauthorized'.\n"
+	        "When the kernel's event queue overflows, the registry is read again, the changes\n"
+	        "printed, then a line 'overflow' (JSON: {\"event\":\"overflow\"}).\n"
 	        ABDCTL_PUBLISHERS_HELP
 	        "--json prints one object per line: event, name, service, instance, pid, uid,\n"
 	        "state, reason, authorized. Stops cleanly on SIGINT or SIGTERM.\n");
@@ -331,6 +333,16 @@ static void on_event(struct abd_source *src, int status, enum abd_event_type typ
 	if (status < 0) {
 		c->err = status;
 		abd_reactor_stop(c->rx);
+		return;
+	}
+	if (type == ABD_EVENT_OVERFLOW) {
+		/* the view was rescanned and the differences printed already */
+		if (c->json)
+			fputs("{\"event\":\"overflow\"}\n", stdout);
+		else
+			fputs("overflow (the kernel's event queue overflowed: the registry was read "
+			      "again and the changes above are what it found)\n", stdout);
+		fflush(stdout);
 		return;
 	}
 	int trusted = e->record ? abd_entry_trusted(c->reg, e, c->pubs) : -1;

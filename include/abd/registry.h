@@ -310,8 +310,13 @@ enum abd_event_type {
 	ABD_EVENT_ADDED = 1,   /* a name appeared (entry->state: alive, stale or invalid) */
 	ABD_EVENT_REMOVED = 2, /* a name left the directory (entry: as last seen) */
 	ABD_EVENT_DIED = 3,    /* an alive record's publisher died: now stale */
+	/* The kernel's inotify queue overflowed (events were lost). The watch has already
+	 * rescanned the directory and reported the difference as the events above, so its view
+	 * is right again; this says that it happened (entry: a placeholder, name "", every other
+	 * field empty). */
+	ABD_EVENT_OVERFLOW = 4,
 };
-ABD_EXPORT const char *abd_event_name(enum abd_event_type type); /* "added", ... */
+ABD_EXPORT const char *abd_event_name(enum abd_event_type type); /* "added", ..., "overflow" */
 
 enum abd_watch_flags {
 	/* Also learn of deaths from a pidfd per alive record of this PID namespace (where the
@@ -352,7 +357,7 @@ typedef void (*abd_watch_fn)(void *userdata, enum abd_event_type type,
 
 /* Handle every pending notification without blocking and call fn for each event (entry valid
  * only during the call). An inotify queue overflow is repaired by rescanning the directory and
- * reporting the difference. Returns the number of events, or -EIDRM (the directory was
+ * reporting the difference, then reported itself (ABD_EVENT_OVERFLOW). Returns the number of events, or -EIDRM (the directory was
  * removed or moved), -ENOMEM, or another -errno of read(2). */
 ABD_EXPORT int abd_watch_process(struct abd_watch *w, abd_watch_fn fn, void *userdata);
 
