@@ -1255,6 +1255,10 @@ static void on_owner_kill(void *ud)
 	s->src_owner = NULL;
 	s->reactor = NULL;
 	s->timer_at = -1;
+	if (s->paused_until >= 0) { /* paused on the reactor: keep it paused in the epoll set */
+		struct epoll_event ev = { .events = 0, .data.u64 = UINT64_MAX };
+		epoll_ctl(s->epfd, EPOLL_CTL_MOD, s->lfd, &ev);
+	}
 }
 
 int abd_reactor_add_acquire_server(struct abd_reactor *r, struct abd_acquire_server *s,
