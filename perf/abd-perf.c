@@ -25,6 +25,7 @@ static const struct {
 	{"acquire", bench_acquire, "acquisition with verification by pidfd_getfd and by the SCM_RIGHTS handshake vs bare pidfd_getfd / socketpair SCM_RIGHTS"},
 	{"service", bench_service, "service front door vs the ring it wraps: try/blocking push-pop through abd_service_* and abd_ring_* on one setup"},
 	{"recover", bench_recover, "a SIGKILL inside a ring claim: kill -> the consumer sleeping behind it gets the next message, vs kill -> F_OFD_SETLKW returns"},
+	{"idle", bench_idle, "wake-ups per second of a process asleep in pop, push, open, a 1k-service watch; native, linux-5.4, no-io_uring; vs bare futex/eventfd"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))
@@ -62,6 +63,8 @@ int main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
+	if (argc == 5 && !strcmp(argv[1], "--idle-worker"))
+		return bench_idle_worker(argv[2], argv[3], argv[4]); /* perf/bench-idle.c */
 	int c;
 	while ((c = getopt_long(argc, argv, "+jqn:r:h", longopts, NULL)) != -1) {
 		switch (c) {

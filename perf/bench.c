@@ -194,7 +194,7 @@ static bool capture_wants(const struct bench_row *r)
 struct kept {
 	char *subject, *case_name, *cpus;
 	unsigned msg_bytes;
-	double p50, ops, cpu;
+	double p50, ops, cpu, wake;
 	bool skipped;
 };
 static struct kept *kept;
@@ -248,6 +248,7 @@ static void keep(const struct bench_row *r)
 		.p50 = r->p50_ns,
 		.ops = r->ops_per_s,
 		.cpu = r->cpu_ns,
+		.wake = r->wakeups_per_s,
 		.skipped = r->skipped != NULL,
 	};
 }
@@ -322,17 +323,32 @@ static void print_header(void)
  * the p50. */
 static const char *ratio_key(const struct bench_row *r)
 {
+	if (r->wakeups_measured)
+		return "wakeups_per_s";
 	return r->cpu_measured ? "cpu_ns" : r->ops_per_s > 0 && r->p50_ns <= 0 ? "ops_per_s" : "p50_ns";
 }
 
 static double figure_of(const struct bench_row *r, const char *key)
 {
-	return !strcmp(key, "p50_ns") ? r->p50_ns : !strcmp(key, "cpu_ns") ? r->cpu_ns : r->ops_per_s;
+	return !strcmp(key, "p50_ns")          ? r->p50_ns
+	       : !strcmp(key, "cpu_ns")        ? r->cpu_ns
+	       : !strcmp(key, "wakeups_per_s") ? r->wakeups_per_s
+	                                       : r->ops_per_s;
 }
 
 static const char *fmt_figure(char *buf, size_t len, const char *key, double v)
 {
+	if (!strcmp(key, "wakeups_per_s")) {
+		snprintf(buf, len, "%.1f/s", v);
+		return buf;
+	}
 	return !strcmp(key, "ops_per_s") ? fmt_ops(buf, len, v) : fmt_ns(buf, len, v);
+}
+
+static const char *ratio_label(const char *key)
+{
+	return !strcmp(key, "p50_ns") ? "p50" : !strcmp(key, "cpu_ns") ? "cpu"
+	       : !strcmp(key, "wakeups_per_s") ? "wake-ups" : "ops/s";
 }
 
 void bench_emit(const struct bench_row *in)
@@ -365,8 +381,10 @@ void bench_emit(const struct bench_row *in)
 			b = find_kept(r.baseline, bcase, r.cpus);
 		if (b && !b->skipped) {
 			double mine = figure_of(&r, ratio_of);
-			double theirs = !strcmp(ratio_of, "p50_ns") ? b->p50
-			                : !strcmp(ratio_of, "cpu_ns") ? b->cpu : b->ops;
+			double theirs = !strcmp(ratio_of, "p50_ns")          ? b->p50
+			                : !strcmp(ratio_of, "cpu_ns")        ? b->cpu
+			                : !strcmp(ratio_of, "wakeups_per_s") ? b->wake
+			                                                     : b->ops;
 			if (mine > 0 && theirs > 0) {
 				ratio = mine / theirs;
 				have_ratio = true;
@@ -399,6 +417,8 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"syscalls_per_msg\":%.6f", r.syscalls_per_msg);
 			if (r.cpu_measured)
 				printf(",\"cpu_ns\":%.0f", r.cpu_ns);
+			if (r.wakeups_measured)
+				printf(",\"wakeups_per_s\":%.2f", r.wakeups_per_s);
 			if (r.rounds)
 				printf(",\"rounds\":%u", r.rounds);
 		}
@@ -413,8 +433,8 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"ratio\":null");
 			if (have_ratio && r.rounds)
 				printf(",\"ratio_min\":%.3f,\"ratio_max\":%.3f", r.ratio_min, r.ratio_max);
-			if (r.rounds && r.baseline_figure > 0)
-				printf(",\"baseline_figure\":%.1f", r.baseline_figure);
+			if (r.rounds && (r.baseline_figure > 0 || r.wakeups_measured))
+				printf(",\"baseline_figure\":%.2f", r.baseline_figure);
 		}
 		printf("}\n");
 	} else {
@@ -434,12 +454,12 @@ void bench_emit(const struct bench_row *in)
 			if (r.baseline && have_ratio && r.rounds) {
 				char bf[16];
 				snprintf(how, sizeof(how), " (%s; %u rounds %.2f-%.2fx; baseline %s)",
-				         !strcmp(ratio_of, "p50_ns") ? "p50" : !strcmp(ratio_of, "cpu_ns") ? "cpu" : "ops/s",
+				         ratio_label(ratio_of),
 				         r.rounds, r.ratio_min, r.ratio_max,
 				         fmt_figure(bf, sizeof(bf), ratio_of, r.baseline_figure));
 			} else if (r.baseline && have_ratio) {
 				snprintf(how, sizeof(how), " (%s)",
-				         !strcmp(ratio_of, "p50_ns") ? "p50" : !strcmp(ratio_of, "cpu_ns") ? "cpu" : "ops/s");
+				         ratio_label(ratio_of));
 			} else if (r.rounds) {
 				snprintf(how, sizeof(how), "%s(median of %u rounds)", r.baseline ? " " : "", r.rounds);
 			}
@@ -452,6 +472,11 @@ void bench_emit(const struct bench_row *in)
 				printf("%*s syscalls/msg %.6f\n", 10, "", r.syscalls_per_msg);
 			if (r.cpu_measured)
 				printf("%-10s %-24s %-18s cpu %.0f ns\n", "", "", "", r.cpu_ns);
+			if (r.wakeups_measured && r.baseline && r.rounds)
+				printf("%-10s %-24s %-18s wake-ups %.2f/s (baseline %s: %.2f/s)\n", "", "", "",
+				       r.wakeups_per_s, r.baseline, r.baseline_figure);
+			else if (r.wakeups_measured)
+				printf("%-10s %-24s %-18s wake-ups %.2f/s\n", "", "", "", r.wakeups_per_s);
 		}
 	}
 	fflush(stdout);
@@ -958,10 +983,10 @@ static double median(double *v, unsigned n)
 
 void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsigned n)
 {
-	enum { P50, P99, P999, OPS, CPU, SYS, NFIG };
+	enum { P50, P99, P999, OPS, CPU, SYS, WAKE, NFIG };
 	double v[NFIG][BENCH_ROUNDS_MAX];
 	unsigned k[NFIG] = {0};
-	bool cpu = false, sys = false;
+	bool cpu = false, sys = false, wake = false;
 	uint64_t iters = 0;
 	if (n > BENCH_ROUNDS_MAX)
 		n = BENCH_ROUNDS_MAX;
@@ -983,6 +1008,10 @@ void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsig
 			cpu = true;
 			v[CPU][k[CPU]++] = r->cpu_ns;
 		}
+		if (r->wakeups_measured) {
+			wake = true;
+			v[WAKE][k[WAKE]++] = r->wakeups_per_s;
+		}
 		if (r->has_syscalls) {
 			sys = true;
 			v[SYS][k[SYS]++] = r->syscalls_per_msg;
@@ -994,6 +1023,8 @@ void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsig
 	out->ops_per_s = median(v[OPS], k[OPS]);
 	out->cpu_measured = cpu;
 	out->cpu_ns = median(v[CPU], k[CPU]);
+	out->wakeups_measured = wake;
+	out->wakeups_per_s = median(v[WAKE], k[WAKE]);
 	out->has_syscalls = sys;
 	out->syscalls_per_msg = median(v[SYS], k[SYS]);
 	if (iters)
@@ -1058,7 +1089,7 @@ void bench_emit_versus(const struct bench_row *row, const struct bench_row *mine
 		if (theirs[k].skipped)
 			continue;
 		double a = figure_of(&mine[k], key), t = figure_of(&theirs[k], key);
-		if (t > 0)
+		if (t > 0 || theirs[k].wakeups_measured) /* 0 wake-ups is a figure */
 			base[nbase++] = t;
 		if (a > 0 && t > 0)
 			ratios[nr++] = a / t;

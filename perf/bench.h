@@ -134,6 +134,12 @@ struct bench_row {
 	 * cpu_measured is set, 0 included; the ratio of such a row is of cpu_ns. */
 	double cpu_ns;
 	bool cpu_measured;
+	/* Wake-ups per second of a sleeping process (voluntary context switches over the window),
+	 * for the idle family: emitted as wakeups_per_s whenever wakeups_measured is set, 0
+	 * included; the ratio of such a row is of wakeups_per_s (null while the baseline's is 0),
+	 * and its baseline_figure is emitted even when 0. */
+	double wakeups_per_s;
+	bool wakeups_measured;
 	/* abd-... rows: the subject compared against, and its case when it differs from this
 	 * row's (e.g. "rtt" vs "rtt-2lines"), with the same cpus. The runners and bench_versus
 	 * measure such a row in interleaved rounds against that baseline row and emit `ratio` =
@@ -331,6 +337,9 @@ void bench_pingpong_family(void);
 void bench_acquire(void);
 void bench_service(void);
 void bench_recover(void);
+void bench_idle(void);
+/* abd-perf --idle-worker KIND DIR FD: one process of the idle family (perf/bench-idle.c). */
+int bench_idle_worker(const char *kind, const char *dir, const char *fd);
 
 /* One peer row beside a family's own: subject "zmq-ipc" / "nng-ipc" / "iceoryx", case
  * "rtt" (blocking round trip), "rtt-busy" (iceoryx only: busy-polling round trip, followed

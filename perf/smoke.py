@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns")
+FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns", "wakeups_per_s")
 ROUNDS = 2
 
 
