@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Count every TAP subtest that meson recorded (test x profile) and print the closing line.
 
-usage: tap-summary.py BUILD_DIR [LABEL]
-Reads BUILD_DIR/meson-logs/testlog.json. A test executable that produced no TAP at all (it
+usage: tap-summary.py BUILD_DIR|TESTLOG_JSON [LABEL]
+Reads BUILD_DIR/meson-logs/testlog.json, or a file in its format (ci/vm writes one per kernel:
+its last line is "LABEL: N passed, ..."). A test executable that produced no TAP at all (it
 crashed before printing, or timed out) counts as one failure, so nothing disappears."""
 import json
+import os
 import re
 import sys
 
@@ -12,11 +14,15 @@ build = sys.argv[1]
 label = sys.argv[2] if len(sys.argv) > 2 else ""
 passed = failed = skipped = 0
 failures = []
+retried = []
 skip_reasons = {}
-with open(f"{build}/meson-logs/testlog.json") as f:
+path = build if os.path.isfile(build) else f"{build}/meson-logs/testlog.json"
+with open(path) as f:
     for line in f:
         t = json.loads(line)
         out = t.get("stdout") or ""
+        for first in t.get("first_failures") or []:  # ci/vm: failed, then ran again
+            retried.append(f"{t['name']}: {first.strip()}")
         seen = 0
         for l in out.splitlines():
             m = re.match(r"^(not ok|ok)\b\s*\d*\s*-?\s*(.*)$", l)
@@ -51,6 +57,9 @@ for reason, n in sorted(skip_reasons.items()):
     print(f"skipped {n}x: {reason}")
 for f in failures:
     print(f"FAILED: {f}")
+for r in retried:
+    print(f"FAILED FIRST, counted from a second run: {r}")
 prefix = f"{label}: " if label else ""
-print(f"{prefix}{passed} passed, {failed} failed, {skipped} skipped")
+suffix = f" ({len(retried)} failed first, counted from a second run)" if retried else ""
+print(f"{prefix}{passed} passed, {failed} failed, {skipped} skipped{suffix}")
 sys.exit(1 if failed else 0)
