@@ -67,12 +67,18 @@ latency)
 	run_fg "$bin/latency" ping "$name" 1
 	report "ping: a second of round trips through two services" 0 $?
 	wait $echo; report "echo ends when the pinger leaves" 0 $?
-	# A crash: the echo process is killed mid-run; the pinger notices (EPIPE), exit 4.
+	# A crash: the echo process is killed mid-run; the pinger notices (EPIPE), exit 4. Killed
+	# once the pinger reports round trips (a fixed delay could kill it before they connect).
 	"$bin/latency" echo "$name.kill" > >(sed -u 's/^/# /') 2>&1 & echo=$! # no timeout wrapper: kill it
-	run_bg "$bin/latency" ping "$name.kill" 0; ping=$!
-	sleep 1
+	pingout=$(mktemp)
+	timeout 60 "$bin/latency" ping "$name.kill" 0 > >(tee "$pingout" | sed -u 's/^/# /') 2>&1 & ping=$!
+	for _ in $(seq 300); do
+		grep -q 'round trips/s' "$pingout" && break
+		sleep 0.1
+	done
 	kill -9 $echo
 	wait $ping; report "ping notices the killed echo process (EPIPE)" 4 $?
+	rm -f "$pingout"
 	;;
 *)
 	echo "Bail out! unknown scenario $scenario"
