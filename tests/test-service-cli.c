@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -259,5 +261,217 @@ ABD_TEST(service_cli, typed_services_from_the_shell)
 		const char *a[] = { NULL, "serve", "--dir", dir, "--type", bad[i][0], "cli.bad", NULL };
 		cr_assert_eq(run(a, NULL, buf, sizeof(buf)), 2, "--type '%s'", bad[i][0]);
 	}
+	abd_test_rmtree(dir);
+}
+
+/* ---- signals: recv and send end as their help says; a spurious EINTR is not an end ---- */
+
+/* abdctl with stdin from /dev/null, stdout and stderr into pipes (*out_fd, *err_fd). */
+static pid_t start_piped(const char **argv, int *out_fd, int *err_fd)
+{
+	int o[2], e[2];
+	cr_assert_eq(pipe2(o, O_CLOEXEC), 0);
+	cr_assert_eq(pipe2(e, O_CLOEXEC), 0);
+	argv[0] = abdctl();
+	fflush(NULL);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		dup2(null, 0);
+		dup2(o[1], 1);
+		dup2(e[1], 2);
+		char *args[16];
+		size_t n = 0;
+		for (; argv[n] && n < 15; n++)
+			args[n] = (char *)(uintptr_t)argv[n];
+		args[n] = NULL;
+		execv(args[0], args);
+		_exit(127);
+	}
+	close(o[1]);
+	close(e[1]);
+	*out_fd = o[0];
+	*err_fd = e[0];
+	return pid;
+}
+
+/* Reads fd until its text so far ends with `want` (10 s at most). */
+static void read_until(int fd, const char *want, char *buf, size_t size)
+{
+	size_t n = 0;
+	uint64_t end = abd_test_now_ns() + 10 * SEC;
+	buf[0] = 0;
+	while (strlen(buf) < strlen(want) || strcmp(buf + strlen(buf) - strlen(want), want)) {
+		uint64_t now = abd_test_now_ns();
+		cr_assert_lt(now, end, "waited 10 s for \"%s\"; got \"%s\"", want, buf);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, (int)((end - now) / 1000000) + 1) <= 0)
+			continue;
+		ssize_t r = read(fd, buf + n, size - 1 - n);
+		cr_assert_gt(r, 0, "the output ended before \"%s\"; got \"%s\"", want, buf);
+		n += (size_t)r;
+		buf[n] = 0;
+	}
+}
+
+/* The exit status of pid within `ns` (128 + signal when killed); fails the test after that. */
+static int wait_within(pid_t pid, uint64_t ns)
+{
+	uint64_t end = abd_test_now_ns() + ns;
+	int status;
+	pid_t r;
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0) {
+		if (abd_test_now_ns() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			cr_assert_fail("pid %d did not exit within %llu ms", (int)pid,
+			         (unsigned long long)(ns / 1000000));
+		}
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	cr_assert_eq(r, pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* recv gets two messages, then sig: it exits 0 (recv --help: "interrupted") and says
+ * nothing on stderr. */
+static void recv_then(int sig)
+{
+	char dir[256], out[4096], err[4096], buf[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.sig", NULL };
+	pid_t s = start(serve, NULL, NULL);
+	wait_alive(dir, "cli.sig");
+	const char *recv[] = { NULL, "recv", "--dir", dir, "cli.sig", NULL };
+	int ofd, efd;
+	pid_t r = start_piped(recv, &ofd, &efd);
+	wait_consumers(dir, "cli.sig", 1);
+	const char *send[] = { NULL, "send", "--dir", dir, "cli.sig", "one", "two", NULL };
+	cr_assert_eq(run(send, NULL, buf, sizeof(buf)), 0);
+	read_until(ofd, "one\ntwo\n", out, sizeof(out));
+	nap_ms(150); /* recv asleep in pop again */
+	cr_assert_eq(kill(r, sig), 0);
+	int st = wait_within(r, 5 * SEC);
+	slurp(efd, err, sizeof(err));
+	close(ofd);
+	cr_expect_eq(st, 0, "recv stopped by %s after two messages exits 0, not %d (stderr: %s)",
+	             strsignal(sig), st, err);
+	cr_expect_str_empty(err, "recv stopped by a signal is no error");
+	kill(s, SIGTERM);
+	cr_assert_eq(abd_test_wait(s), 0);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service_cli, recv_after_messages_sigint_exits_0)
+{
+	recv_then(SIGINT);
+}
+
+ABD_TEST(service_cli, recv_after_messages_sigterm_exits_0)
+{
+	recv_then(SIGTERM);
+}
+
+/* A SIGINT while recv waits for a name nobody publishes ends it at once (exit 0), not when
+ * --timeout runs out. */
+ABD_TEST(service_cli, recv_waiting_for_a_publisher_stops_on_sigint)
+{
+	char dir[256], out[256], err[4096];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *recv[] = { NULL, "recv", "--dir", dir, "--timeout", "30000", "cli.never", NULL };
+	int ofd, efd;
+	pid_t r = start_piped(recv, &ofd, &efd);
+	nap_ms(300);
+	cr_assert_eq(kill(r, SIGINT), 0);
+	int st = wait_within(r, 3 * SEC);
+	slurp(efd, err, sizeof(err));
+	slurp(ofd, out, sizeof(out));
+	cr_expect_eq(st, 0, "exit %d (stderr: %s)", st, err);
+	cr_expect_str_empty(err);
+	abd_test_rmtree(dir);
+}
+
+/* What `strace -p` does to a recv asleep in pop: PTRACE_SEIZE, PTRACE_INTERRUPT (the sleep
+ * ends with EINTR, no handler runs), detach. recv keeps running and prints the next message. */
+ABD_TEST(service_cli, recv_survives_a_ptrace_interrupt)
+{
+	char dir[256], out[4096], err[4096], buf[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.ptrace", NULL };
+	pid_t s = start(serve, NULL, NULL);
+	wait_alive(dir, "cli.ptrace");
+	const char *recv[] = { NULL, "recv", "--dir", dir, "cli.ptrace", NULL };
+	int ofd, efd;
+	pid_t r = start_piped(recv, &ofd, &efd);
+	wait_consumers(dir, "cli.ptrace", 1);
+	const char *send1[] = { NULL, "send", "--dir", dir, "cli.ptrace", "before", NULL };
+	cr_assert_eq(run(send1, NULL, buf, sizeof(buf)), 0);
+	read_until(ofd, "before\n", out, sizeof(out));
+	for (int i = 0; i < 3; i++) {
+		nap_ms(150); /* asleep in pop */
+		cr_assert_eq(ptrace(PTRACE_SEIZE, r, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
+		cr_assert_eq(ptrace(PTRACE_INTERRUPT, r, 0, 0), 0);
+		int status;
+		cr_assert_eq(waitpid(r, &status, __WALL), r);
+		cr_assert(WIFSTOPPED(status), "recv stopped under ptrace (status %#x)", status);
+		cr_assert_eq(ptrace(PTRACE_DETACH, r, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
+	}
+	nap_ms(200);
+	cr_assert_eq(waitpid(r, NULL, WNOHANG), 0, "recv exited after a ptrace attach and detach");
+	const char *send2[] = { NULL, "send", "--dir", dir, "cli.ptrace", "after", NULL };
+	cr_assert_eq(run(send2, NULL, buf, sizeof(buf)), 0);
+	read_until(ofd, "after\n", out, sizeof(out));
+	cr_assert_eq(kill(r, SIGTERM), 0);
+	int st = wait_within(r, 5 * SEC);
+	slurp(efd, err, sizeof(err));
+	close(ofd);
+	cr_expect_eq(st, 0, "exit %d (stderr: %s)", st, err);
+	kill(s, SIGTERM);
+	cr_assert_eq(abd_test_wait(s), 0);
+	abd_test_rmtree(dir);
+}
+
+/* send blocked on a full ring: a ptrace interrupt does not end it; SIGINT does, with exit 130
+ * and the count of messages sent on stderr (send --help). */
+ABD_TEST(service_cli, send_blocked_survives_ptrace_and_sigint_exits_130)
+{
+	char dir[256], out[256], err[4096];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "--capacity", "2", "cli.full",
+		                NULL };
+	pid_t s = start(serve, NULL, NULL);
+	wait_alive(dir, "cli.full");
+	const char *send[] = { NULL, "send", "--dir", dir, "cli.full", "1", "2", "3", "4", NULL };
+	int ofd, efd;
+	pid_t p = start_piped(send, &ofd, &efd);
+	nap_ms(300); /* two sent, asleep in push for room */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(ptrace(PTRACE_SEIZE, p, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
+		cr_assert_eq(ptrace(PTRACE_INTERRUPT, p, 0, 0), 0);
+		int status;
+		cr_assert_eq(waitpid(p, &status, __WALL), p);
+		cr_assert(WIFSTOPPED(status), "send stopped under ptrace (status %#x)", status);
+		cr_assert_eq(ptrace(PTRACE_DETACH, p, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
+		nap_ms(150);
+	}
+	cr_assert_eq(waitpid(p, NULL, WNOHANG), 0, "send exited after a ptrace attach and detach");
+	cr_assert_eq(kill(p, SIGINT), 0);
+	int st = wait_within(p, 5 * SEC);
+	slurp(efd, err, sizeof(err));
+	slurp(ofd, out, sizeof(out));
+	cr_expect_eq(st, 130, "exit %d (stderr: %s)", st, err);
+	cr_expect(strstr(err, "interrupted by") && strstr(err, "after 2 messages"),
+	          "stderr says it was interrupted after 2 messages: %s", err);
+	kill(s, SIGTERM);
+	cr_assert_eq(abd_test_wait(s), 0);
 	abd_test_rmtree(dir);
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "abdctl.h"
@@ -239,6 +240,71 @@ static int block_signals(void)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+/* send and recv: SIGINT, SIGTERM and SIGHUP run a handler that records the signal, so that a
+ * blocking call they interrupt returns -EINTR and the command ends cleanly. Any other -EINTR
+ * (a ptrace attach or detach, SIGSTOP/SIGCONT: no handler of ours ran) is retried. No
+ * SA_RESTART: a sleep must end when the signal comes. A signal that lands between the check
+ * of stop_signal and the sleep of the next call would be missed: the handler arms alarm(1),
+ * whose SIGALRM (caught, ignored) ends that sleep a second later at the latest. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	if (!stop_signal)
+		stop_signal = sig;
+	alarm(1);
+}
+
+static void on_alarm(UNUSED int sig)
+{
+}
+
+static void catch_stop_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* abd_service_open keeps waiting through signals; it is called in slices of at most
+ * OPEN_SLICE_NS so that SIGINT/SIGTERM end the wait within one slice. A call that ends before
+ * its slice did answered for good; one that ends with its slice (-ETIMEDOUT, or the last
+ * candidate's error) is called again until the whole timeout has passed. -EINTR: stopped by a
+ * signal. */
+#define OPEN_SLICE_NS (200 * 1000000ll)
+
+static int open_until_signal(const char *name, const struct abd_service_config *cfg,
+                             unsigned flags, long long timeout_ms, struct abd_service **svc)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : mono_ns() + timeout_ms * 1000000;
+	for (;;) {
+		if (stop_signal)
+			return -EINTR;
+		int64_t left = deadline < 0 ? -1 : deadline - mono_ns();
+		if (deadline >= 0 && left < 0)
+			left = 0;
+		bool last = left >= 0 && left <= OPEN_SLICE_NS;
+		int64_t slice = last ? left : OPEN_SLICE_NS;
+		int64_t end = mono_ns() + slice;
+		int r = abd_service_open(name, cfg, flags, slice, svc);
+		if (r == 0 || last || (r != -ETIMEDOUT && mono_ns() < end))
+			return r;
+	}
+}
+
 /* ------------------------------------------------------------------ serve -- */
 
 void abdctl_serve_help(FILE *out)
@@ -417,37 +483,64 @@ int abdctl_send(int argc, char **argv)
 	set_type(&cfg, &o);
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	struct abd_service *svc;
-	r = abd_service_open(o.name, &cfg, ABD_SERVICE_PRODUCER,
-	                     o.timeout_ms < 0 ? -1 : o.timeout_ms * 1000000, &svc);
+	catch_stop_signals();
+	r = open_until_signal(o.name, &cfg, ABD_SERVICE_PRODUCER, o.timeout_ms, &svc);
 	if (r < 0) {
-		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
 		free(lens);
 		free(o.msgs);
+		if (r == -EINTR) {
+			fprintf(stderr, "abdctl send: %s: interrupted by %s before the service was "
+			                "opened\n", o.name, strsignal(stop_signal));
+			return 128 + stop_signal;
+		}
+		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
 		return exit_for(r);
 	}
 	unsigned long sent = 0;
+	bool complete = false; /* every message sent (or end of input reached) */
 	if (o.nmsgs) {
-		for (int i = 0; r >= 0 && i < o.nmsgs; i++) {
-			r = abd_service_push(svc, o.msgs[i], lens[i], -1);
+		for (int i = 0; r >= 0 && i < o.nmsgs && !stop_signal; i++) {
+			while ((r = abd_service_push(svc, o.msgs[i], lens[i], -1)) == -EINTR &&
+			       !stop_signal)
+				; /* not our signal (ptrace, SIGSTOP/SIGCONT): push again */
 			sent += r >= 0;
 		}
+		complete = sent == (unsigned long)o.nmsgs;
 	} else {
 		char *line = NULL;
 		size_t cap = 0;
 		ssize_t n;
-		while (r >= 0 && (n = getline(&line, &cap, stdin)) >= 0) {
+		while (r >= 0 && !stop_signal) {
+			errno = 0;
+			if ((n = getline(&line, &cap, stdin)) < 0) {
+				if (errno != EINTR) {
+					complete = !ferror(stdin);
+					break;
+				}
+				clearerr(stdin); /* stop_signal, or a spurious EINTR: read again */
+				continue;
+			}
 			if (n > 0 && line[n - 1] == '\n')
 				line[--n] = 0;
 			if (o.escaped && (n = unescape(line, (size_t)n)) < 0)
 				r = -EILSEQ;
 			else
-				r = abd_service_push(svc, line, (size_t)n, -1);
+				while ((r = abd_service_push(svc, line, (size_t)n, -1)) == -EINTR &&
+				       !stop_signal)
+					;
 			sent += r >= 0;
 		}
 		free(line);
 	}
 	free(lens);
 	free(o.msgs);
+	if (stop_signal && !complete && (r >= 0 || r == -EINTR)) {
+		/* stopped before everything was sent (the message being pushed, if any, was not) */
+		fprintf(stderr, "abdctl send: %s: interrupted by %s after %lu message%s\n", o.name,
+		        strsignal(stop_signal), sent, sent == 1 ? "" : "s");
+		abd_service_close(svc);
+		return 128 + stop_signal;
+	}
 	if (r == -EMSGSIZE && o.type_size)
 		fprintf(stderr, "abdctl send: %s: message %lu: not %u bytes (type %s)\n", o.name,
 		        sent + 1, o.type_size, o.type_name);
@@ -500,26 +593,24 @@ int abdctl_recv(int argc, char **argv)
 	cfg.publisher_gids = pubs.gids;
 	cfg.n_publisher_gids = pubs.opts.n_publisher_gids;
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
-	int sfd = block_signals();
+	catch_stop_signals();
 	struct abd_service *svc;
-	r = abd_service_open(o.name, &cfg, ABD_SERVICE_CONSUMER,
-	                     o.timeout_ms < 0 ? -1 : o.timeout_ms * 1000000, &svc);
+	r = open_until_signal(o.name, &cfg, ABD_SERVICE_CONSUMER, o.timeout_ms, &svc);
+	if (r == -EINTR)
+		return ABDCTL_OK; /* stopped by SIGINT/SIGTERM/SIGHUP while waiting: a clean end */
 	if (r < 0) {
 		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
-		close(sfd);
 		return exit_for(r);
 	}
 	size_t size = (size_t)abd_ring_slot_size(abd_service_ring(svc));
 	char *buf = malloc(size ? size : 1);
 	unsigned long seen = 0;
 	r = buf ? 0 : -ENOMEM;
-	while (r >= 0 && (!o.count_set || seen < o.count)) {
-		/* slices of 100 ms, so a signal (blocked: read from its fd) ends the loop */
-		r = abd_service_pop(svc, buf, size, 100 * 1000000);
-		if (r == -ETIMEDOUT || r == -EBADMSG || r == -EOWNERDEAD) {
-			struct signalfd_siginfo si;
-			if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-				break;
+	while (r >= 0 && (!o.count_set || seen < o.count) && !stop_signal) {
+		r = abd_service_pop(svc, buf, size, -1);
+		/* -EINTR: our signal (the loop ends) or a spurious one (ptrace, SIGSTOP/SIGCONT:
+		 * pop again) */
+		if (r == -EINTR || r == -EBADMSG || r == -EOWNERDEAD) {
 			r = 0;
 			continue;
 		}
@@ -532,6 +623,5 @@ int abdctl_recv(int argc, char **argv)
 		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
 	free(buf);
 	abd_service_close(svc);
-	close(sfd);
 	return r < 0 ? exit_for(r) : ABDCTL_OK;
 }
