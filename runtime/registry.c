@@ -1365,7 +1365,9 @@ ABD_EXPORT int abd_entry_trusted(struct abd_registry *reg, const struct abd_entr
                                  const struct abd_lookup_opts *opts)
 {
 	abd__check(reg && entry && check_opts(opts) == 0, -EINVAL);
-	/* every entry handed out is the first member of an item (snapshot, watch) */
+	if (!entry->record || entry->state == ABD_STATE_INVALID)
+		return 0; /* not a record (an invalid entry, the overflow placeholder) */
+	/* every record entry handed out is the first member of an item (snapshot, watch) */
 	const struct abd__item *it = (const struct abd__item *)(const void *)entry;
 	return abd__publisher_trusted(reg, it, opts) ? 1 : 0;
 }

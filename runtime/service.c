@@ -665,7 +665,9 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 		.n_publisher_gids = cfg->n_publisher_gids,
 		.skip = &skip[0][0],
 	};
-	for (;;) {
+	/* at most FAILED_MAX candidates per look: more failing ones than the opener remembers
+	 * wait for the next look, they never keep it busy */
+	for (unsigned tries = 0; tries < FAILED_MAX; tries++) {
 		int64_t now = now_ns();
 		opts.n_skip = 0;
 		for (unsigned i = 0; i < svc->nfailed; i++)
@@ -700,6 +702,7 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 		if (r <= 0)
 			return r;
 	}
+	return -EAGAIN;
 }
 
 /* How long the open may sleep before looking again with nothing new from the registry: until
@@ -711,9 +714,9 @@ static int64_t next_look_ns(const struct abd_service *svc)
 	for (unsigned i = 0; i < svc->nfailed; i++)
 		if (svc->failed[i].retry_ns != INT64_MAX) {
 			int64_t d = svc->failed[i].retry_ns - now;
-			step = d < 0 ? 0 : d < step ? d : step;
+			step = d < step ? d : step;
 		}
-	return step;
+	return step < RETRY_FIRST_NS ? RETRY_FIRST_NS : step;
 }
 
 int abd_service_open(const char *name, const struct abd_service_config *cfg, unsigned flags,

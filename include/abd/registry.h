@@ -124,7 +124,8 @@ ABD_EXPORT uint64_t abd_record_pidfs_ino(const struct abd_record *rec);
 /* The publisher's PID namespace: st_dev and st_ino of /proc/PID/ns/pid. */
 ABD_EXPORT void abd_record_pidns(const struct abd_record *rec, uint64_t *dev, uint64_t *ino);
 ABD_EXPORT uint64_t abd_record_caps(const struct abd_record *rec);
-/* CLOCK_REALTIME nanoseconds at publication. */
+/* CLOCK_REALTIME nanoseconds at publication, as the publisher states it (lookups do not
+ * choose by it: see "who may publish a name" below). */
 ABD_EXPORT uint64_t abd_record_published_ns(const struct abd_record *rec);
 ABD_EXPORT const char *abd_record_socket(const struct abd_record *rec);
 ABD_EXPORT size_t abd_record_fd_count(const struct abd_record *rec);
