@@ -6,8 +6,10 @@
 #include <signal.h>
 #include <string.h>
 #include <stdio.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -473,5 +475,63 @@ ABD_TEST(service_cli, send_blocked_survives_ptrace_and_sigint_exits_130)
 	          "stderr says it was interrupted after 2 messages: %s", err);
 	kill(s, SIGTERM);
 	cr_assert_eq(abd_test_wait(s), 0);
+	abd_test_rmtree(dir);
+}
+
+/* ---------------------------------------------------------------- who may publish -- */
+
+#define PUB_USER 1000
+
+/* uid PUB_USER serves cli.cam in a shared registry: root's `abdctl send cli.cam` does not
+ * deliver to it (no trusted publisher appears: exit 3), and does with --publisher-uid. */
+ABD_TEST(service_cli, send_passes_over_another_users_service_unless_trusted)
+{
+	const char *ctl = abdctl();
+	if (geteuid() != 0)
+		cr_skip_test("needs root to serve as uid %d (setresuid)", PUB_USER);
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	cr_assert_eq(chmod(dir, 01777), 0);
+	int o[2];
+	cr_assert_eq(pipe2(o, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t srv = fork();
+	cr_assert_geq(srv, 0);
+	if (srv == 0) {
+		if (setgroups(0, NULL) < 0 || setresgid(PUB_USER, PUB_USER, PUB_USER) < 0 ||
+		    setresuid(PUB_USER, PUB_USER, PUB_USER) < 0)
+			_exit(126);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(o[1], 1);
+		execl(ctl, ctl, "serve", "--dir", dir, "--count", "1", "cli.cam", (char *)NULL);
+		_exit(127);
+	}
+	close(o[1]);
+	/* appeared (looked up trusting everyone) */
+	struct abd_registry *reg;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	uid_t any[1] = { ABD_PUBLISHER_ANY };
+	struct abd_lookup_opts opts = { .publisher_uids = any, .n_publisher_uids = 1 };
+	struct abd_record *rec = NULL;
+	uint64_t end = abd_test_now_ns() + 10 * SEC;
+	while (abd_registry_lookup_opts(reg, "cli.cam", &opts, &rec) != 0) {
+		cr_assert_lt(abd_test_now_ns(), end, "uid %d's serve did not publish", PUB_USER);
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	cr_assert_eq(abd_record_uid(rec), PUB_USER);
+	abd_record_free(rec);
+	abd_registry_free(reg);
+
+	char out[4096];
+	const char *a1[] = { NULL, "send", "--dir", dir, "--timeout", "300", "cli.cam", "to-1000", NULL };
+	cr_assert_eq(run(a1, NULL, out, sizeof(out)), 3, "root's send reached uid %d's service",
+	             PUB_USER);
+	const char *a2[] = { NULL, "send", "--dir", dir, "--timeout", "5000", "--publisher-uid",
+		             "1000", "cli.cam", "trusted", NULL };
+	cr_assert_eq(run(a2, NULL, out, sizeof(out)), 0);
+	slurp(o[0], out, sizeof(out));
+	cr_assert_eq(abd_test_wait(srv), 0);
+	cr_assert_str_eq(out, "trusted\n", "uid %d's serve received: %s", PUB_USER, out);
 	abd_test_rmtree(dir);
 }

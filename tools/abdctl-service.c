@@ -481,6 +481,10 @@ int abdctl_send(int argc, char **argv)
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
 	set_type(&cfg, &o);
+	cfg.publisher_uids = pubs.uids;
+	cfg.n_publisher_uids = pubs.opts.n_publisher_uids;
+	cfg.publisher_gids = pubs.gids;
+	cfg.n_publisher_gids = pubs.opts.n_publisher_gids;
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	struct abd_service *svc;
 	catch_stop_signals();
