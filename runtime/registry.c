@@ -1301,7 +1301,7 @@ bool abd__publisher_trusted(struct abd_registry *reg, const struct abd__item *it
 	if (it->e.state == ABD_STATE_INVALID || !it->rec)
 		return false;
 	uid_t owner = it->e.uid; /* the file's owner: abd__item_decoded made the field agree */
-	if (owner == 0 || owner == geteuid() || has_uid(opts, owner))
+	if (owner == 0 || has_uid(opts, owner) || owner == geteuid())
 		return true;
 	if (!opts || !opts->n_publisher_gids)
 		return false;
