@@ -272,6 +272,7 @@ void abd__ring_signal(struct abd_ring *r);
 struct abd__ring_backoff {
 	unsigned rounds;
 	int64_t nap_ns;
+	uint64_t since; /* when the round being counted began (abd__ring_now_ns), 0 before any */
 };
 int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns);
 bool abd__ring_evfd_ok(void);

@@ -511,9 +511,19 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 
 /* After a round of a blocking loop that ended with nothing done (fruitless: see
  * ABD__FRUITLESS_ROUNDS): count it, and past the limit nap for the next step of the backoff,
- * at most left_ns (< 0: no deadline). 0, or -EINTR. */
+ * at most left_ns (< 0: no deadline). A round that lasted at least the longest nap (it slept in
+ * the kernel: a wait slice ran out) is no spin: it starts the count afresh and naps nothing, so
+ * that an idle sleeper's slices do not each cost a nap and a second wake-up. 0, or -EINTR. */
 int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns)
 {
+	uint64_t now = abd__ring_now_ns();
+	bool slept = b->since && now - b->since >= ABD__FRUITLESS_NAP_MAX_NS;
+	b->since = now;
+	if (slept) {
+		b->rounds = 0;
+		b->nap_ns = 0;
+		return 0;
+	}
 	if (++b->rounds < ABD__FRUITLESS_ROUNDS)
 		return 0;
 	int64_t ns = b->nap_ns ? b->nap_ns : ABD__FRUITLESS_NAP_NS;
@@ -521,7 +531,9 @@ int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns)
 	if (left_ns >= 0 && left_ns < ns)
 		ns = left_ns;
 	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-	return nanosleep(&ts, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+	int r = nanosleep(&ts, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+	b->since = abd__ring_now_ns(); /* the nap is not part of the next round */
+	return r;
 }
 
 /* The shared loop of the blocking forms: op() until it stops saying -EAGAIN. The caller made
@@ -546,7 +558,7 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 	if (spin && r->spin > ABD__SPIN_MIN)
 		r->spin /= 2;
 	uint64_t deadline = timeout_ns > 0 ? abd__ring_now_ns() + (uint64_t)timeout_ns : 0;
-	struct abd__ring_backoff backoff = { 0, 0 };
+	struct abd__ring_backoff backoff = { 0 };
 	for (bool first = true;; first = false) {
 		int64_t left = -1;
 		if (timeout_ns > 0) {

@@ -1053,7 +1053,7 @@ static int blocking(struct abd_service *svc, bool push, void *buf, const void *d
 	int r;
 	/* rounds that found nothing to do after a wait: a peer scribbling over the ring's words can
 	 * end every wait at once; past a few dozen in a row the loop naps (ring-wait.c) */
-	struct abd__ring_backoff backoff = { 0, 0 };
+	struct abd__ring_backoff backoff = { 0 };
 	bool waited = false;
 	svc->depth++;
 	for (;;) {

@@ -14,7 +14,7 @@
  * opened anything; and while blocked in calls that ended at their deadline, a victim used at
  * most a quarter of a CPU. Garbled messages and failed calls are the peer's right.
  *
- * ABD_CHAOS_SECONDS sets the duration (default 15 s, divided by ABD_TEST_SCALE in the sanitizer
+ * ABD_CHAOS_SECONDS sets the duration (default 30 s, divided by ABD_TEST_SCALE in the sanitizer
  * builds, at least 3; the CI runs it once per kernel profile). */
 #include <abd/abd.h>
 #include <dirent.h>
@@ -418,10 +418,10 @@ static int run_chaos(int unused)
 
 int main(void)
 {
-	/* the sanitizer builds divide stress by ABD_TEST_SCALE: 15 s becomes 3 s there */
+	/* the sanitizer builds divide stress by ABD_TEST_SCALE: 30 s becomes 3 s there */
 	const char *s = getenv("ABD_CHAOS_SECONDS"), *sc = getenv("ABD_TEST_SCALE");
 	long scale = sc && *sc ? strtol(sc, NULL, 10) : 1;
-	long secs = s && *s ? strtol(s, NULL, 10) : 15 / (scale > 1 ? scale : 1);
+	long secs = s && *s ? strtol(s, NULL, 10) : 30 / (scale > 1 ? scale : 1);
 	if (secs < 3)
 		secs = 3;
 	const char *sl = getenv("ABD_CHAOS_SLACK_MS");
