@@ -564,6 +564,15 @@ static struct abd_ring_attach_opts declared_geometry(const struct abd_record *re
 	return o;
 }
 
+/* The ring's closed word is set as we attach: is the publisher really leaving? The word is a
+ * hint any participant can write (is_closed); a peer that keeps it set must not turn every new
+ * opener away until its timeout. The registry decides: the record gone or its lock free. */
+static bool closing_as_we_came(struct abd_service *svc, const struct abd_record *rec)
+{
+	set_record_name(svc, abd_record_instance(rec));
+	return abd_registry_liveness(svc->reg, svc->record_name) != ABD_STATE_ALIVE;
+}
+
 /* Attach to the candidate rec: 0, or the error of the acquisition or the attach. */
 static int attach_candidate(struct abd_service *svc, const struct abd_record *rec,
                             unsigned flags)
@@ -595,8 +604,8 @@ static int attach_candidate(struct abd_service *svc, const struct abd_record *re
 			abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
 		if (svc->msg_size > svc->ring->slot_size)
 			r = -EMSGSIZE;
-		else if (shared_closed(svc))
-			r = -EAGAIN; /* closing as we came: wait for its removal or a successor */
+		else if (shared_closed(svc) && closing_as_we_came(svc, rec))
+			r = -EAGAIN; /* wait for its removal or a successor */
 	}
 	abd_acquired_free(a);
 	if (r < 0 && svc->ring) {

@@ -629,6 +629,13 @@ ABD_TEST(ring_hostile, closed_word_in_shared_memory_stops_nobody)
 	cr_assert_eq(memcmp(b, "from the publisher", 18), 0);
 	cr_assert_eq(abd_service_pop(op, b, sizeof(b), 2000000000ll), 15);
 	cr_assert_eq(abd_service_closed(op), 0);
+	/* a new opener, the word still set: it opens (the registry says alive), not waits for ever */
+	struct abd_service *op2;
+	cr_assert_eq(abd_service_open("hostile.closed", &cfg, 0, 1000000000ll, &op2), 0,
+	             "a peer's closed word turned a new opener away");
+	cr_assert_eq(abd_service_try_push(op2, "second opener", 13), 0);
+	cr_assert_eq(abd_service_pop(op, b, sizeof(b), 2000000000ll), 13);
+	abd_service_close(op2);
 	/* the publisher withdraws for real: the opener learns it */
 	cr_assert_eq(write(go[1], "d", 1), 1);
 	cr_assert_eq(abd_test_wait(pid), 0);
