@@ -8,7 +8,8 @@ MANIFEST is ci/kernels/KERNEL.toml: for each kernel profile, the probe features 
 present (yes) and absent (no), every feature of the probe listed in one of the two, and
 optionally how an absent one fails (errors: feature = "ENOSYS") and the paths abd must pick
 (backend, fd_transfer, wake); [[skip]] entries name the
-skip reasons that are expected on that kernel and why. PROBES_JSON maps a profile to
+skip reasons that are expected on that kernel and why; [[tcg]] entries the failures that
+ci/vm lists but does not count in a guest without KVM (ci/vm-tests.py collect). PROBES_JSON maps a profile to
 `abdctl probe --json` as run in the guest (ci/vm-tests.py probes); TESTLOG_JSON is meson's
 testlog format (ci/vm-tests.py collect).
 
@@ -86,7 +87,15 @@ def check(manifest_path, probes_path, testlog_path, uname=""):
         for key in PATHS:
             if key in want and got.get(key) != want[key]:
                 errors.append(f"probe {prof}: {key} is {got.get(key)}, the manifest says {want[key]}")
-    rules = [(re.compile(s["match"]), s.get("tests")) for s in man.get("skip", [])]
+    rules = []
+    for i, s in enumerate(man.get("skip", []), 1):
+        if not isinstance(s.get("match"), str) or not isinstance(s.get("why"), str):
+            errors.append(f"manifest: [[skip]] entry {i} needs match and why (strings)")
+            continue
+        rules.append((re.compile(s["match"]), s.get("tests")))
+    for i, s in enumerate(man.get("tcg", []), 1):
+        if not isinstance(s.get("match"), str) or not isinstance(s.get("why"), str):
+            errors.append(f"manifest: [[tcg]] entry {i} needs match and why (strings)")
     for name, reason in skips(testlog_path):
         m = REQUIRE.match(reason)
         if m and m.group(1) in profiles and m.group(2) in profiles[m.group(1)].get("no", []):
