@@ -540,7 +540,9 @@ ABD_EXPORT long abd_record_encode(const struct abd_record *rec, void *buf, size_
 	for (size_t i = 0; i < rec->nslots; i++) {
 		const struct abd__slot *s = &rec->slots[i];
 		put32(q, (uint32_t)s->fd);
-		q[4] = s->kind;
+		/* a later minor's kind (kept raw from decoding) is written as what this version can
+		 * say: ABD_FD_OTHER, so that what we encode always decodes */
+		q[4] = s->kind > ABD_FD_SOCKET ? (uint8_t)ABD_FD_OTHER : s->kind;
 		q[5] = s->name_len;
 		memcpy(q + ABD__SLOT_FIXED, s->name, s->name_len);
 		q += ABD__SLOT_FIXED + s->name_len;
