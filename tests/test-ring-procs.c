@@ -993,10 +993,7 @@ static int lw_consumer(void *arg)
 	abd_ring_stats(r, &st);
 	abd_ring_free(r);
 	__atomic_fetch_add(&w->sum[1], st.own_waits, __ATOMIC_RELAXED);
-	/* each consumer slept, except on one CPU, where mostly the producers sleep (the ring is
-	 * full whenever a consumer runs) and a consumer woken by a producer yields back to it
-	 * (ring-wait.c, yield_hint): the whole ring's sleeps are checked instead */
-	return st.own_waits > 0 || w->cpu >= 0 ? 0 : 3;
+	return 0;
 }
 
 /* cpu >= 0: every process on that CPU, so that wakers preempt the sleepers they wake and the
@@ -1020,13 +1017,21 @@ static void lost_wakeup(unsigned total, int cpu)
 	uint64_t stop = UINT64_MAX;
 	for (unsigned i = 0; i < 2; i++)
 		cr_assert_eq(abd_ring_push(r, &stop, 8, -1), 0);
-	for (unsigned i = 2; i < 4; i++)
-		cr_assert_eq(abd_test_wait(pids[i]), 0, "consumer %u", i);
+	for (unsigned i = 2; i < 4; i++) {
+		int status = abd_test_wait(pids[i]);
+		cr_assert_eq(status, 0, "consumer %u: status %d", i, status);
+	}
 	uint64_t half = total / 2;
 	cr_assert_eq(*sum, 2 * (half * (half + 1) / 2), "every message arrived exactly once");
 	struct abd_ring_stats st;
 	abd_ring_stats(r, &st);
 	cr_assert_gt(st.waits, 0, "participants slept");
+	/* the consumers slept too (the sleeps and wakes this test is about), except on one CPU,
+	 * where mostly the producers sleep (the ring is full whenever a consumer runs) and a
+	 * consumer woken by a producer yields back to it (ring-wait.c, yield_hint). Counted over
+	 * both consumers: one alone may never run dry when it is the slower side (a sanitizer
+	 * build, its share of the messages scaled down). */
+	cr_assert(cpu >= 0 || sum[1] > 0, "no consumer slept");
 	cr_log_info("lost-wakeup: %u messages, %llu wakes, %llu consumer sleeps", total,
 	            (unsigned long long)st.wakes, (unsigned long long)sum[1]);
 	munmap(sum, 2 * sizeof(uint64_t));
