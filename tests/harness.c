@@ -124,6 +124,18 @@ uint64_t abd_test_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+long abd_test_read_long(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
 unsigned long abd_test_scaled(unsigned long n, unsigned long min)
 {
 	const char *env = getenv("ABD_TEST_SCALE");

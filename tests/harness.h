@@ -47,4 +47,7 @@ unsigned long abd_test_scaled(unsigned long n, unsigned long min);
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t abd_test_now_ns(void);
 
+/* The first number in a file (a sysctl under /proc/sys), or -1. */
+long abd_test_read_long(const char *path);
+
 #endif

@@ -636,21 +636,29 @@ static int first_acquire(const char *dir, const struct abd_record *rec, unsigned
 	return r;
 }
 
-static uint64_t proc_start(pid_t pid)
+/* /proc/PID/stat from field k on (k >= 3: the fields after the command's last ')'), in buf */
+static const char *proc_stat_from(pid_t pid, int k, char *buf, size_t size)
 {
-	char path[64], buf[1024];
+	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(fd, 0);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	ssize_t n = read(fd, buf, size - 1);
 	close(fd);
 	cr_assert_gt(n, 0);
 	buf[n] = 0;
 	char *p = strrchr(buf, ')');
 	cr_assert_not_null(p);
-	for (int f = 3; f < 22; f++)
+	p++; /* the space before field 3; the next space is the one before field 4, ... */
+	for (int f = 3; f < k; f++)
 		cr_assert_not_null(p = strchr(p + 1, ' '));
-	return strtoull(p + 1, NULL, 10);
+	return p + 1;
+}
+
+static uint64_t proc_start(pid_t pid)
+{
+	char buf[1024];
+	return strtoull(proc_stat_from(pid, 22, buf, sizeof(buf)), NULL, 10);
 }
 
 ABD_TEST(acquire, pidfs_ino_follows_the_profile_and_the_mask)
@@ -3294,21 +3302,9 @@ ABD_TEST(acquire, handles_of_one_process_share_one_pidfd_per_publisher)
 /* utime + stime of pid, in clock ticks */
 static long cpu_ticks(pid_t pid)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	cr_assert_geq(fd, 0);
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	cr_assert_gt(n, 0);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	cr_assert_not_null(p);
-	/* fields 14 and 15 (utime, stime): the space before field k is the (k - 2)th after ')' */
-	for (int f = 3; f < 15; f++)
-		cr_assert_not_null(p = strchr(p + 1, ' '));
+	char buf[1024];
 	long ut = 0, st = 0;
-	cr_assert_eq(sscanf(p + 1, "%ld %ld", &ut, &st), 2);
+	cr_assert_eq(sscanf(proc_stat_from(pid, 14, buf, sizeof(buf)), "%ld %ld", &ut, &st), 2);
 	return ut + st;
 }
 

@@ -265,18 +265,6 @@ REACTOR_TEST(pidfd_sources_follow_alive_records)
 	scratch_close(&sc);
 }
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	long v = -1;
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 static bool rescanned(void *arg)
 {
 	return abd__watch_rescans(arg) >= 1;
@@ -284,7 +272,7 @@ static bool rescanned(void *arg)
 
 REACTOR_TEST(watch_overflow_rescans_and_reports_the_difference)
 {
-	long max = read_long("/proc/sys/fs/inotify/max_queued_events");
+	long max = abd_test_read_long("/proc/sys/fs/inotify/max_queued_events");
 	if (max < 0 || max > 65536)
 		cr_skip_test("fs.inotify.max_queued_events is %ld: too many events to overflow", max);
 	struct scratch sc;

@@ -348,25 +348,13 @@ ABD_TEST(registry_cli, list_shows_unauthorized_publishers)
 
 /* ------------------------------------------------------------------ overflow -- */
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	long v = -1;
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 /* The watcher is stopped while more events happen than the kernel's inotify queue holds: when
  * it runs again it reads the registry again, prints what changed (a record withdrawn, one
  * published meanwhile), then says that the queue overflowed. */
 ABD_TEST(registry_cli, watch_prints_an_overflow)
 {
 	char *ctl = abdctl();
-	long max = read_long("/proc/sys/fs/inotify/max_queued_events");
+	long max = abd_test_read_long("/proc/sys/fs/inotify/max_queued_events");
 	if (max < 0 || max > 65536)
 		cr_skip_test("fs.inotify.max_queued_events is %ld: too many events to overflow it "
 		             "quickly", max);

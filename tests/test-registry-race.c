@@ -301,18 +301,6 @@ static bool listed(char (*list)[128], int n, const char *name)
 	return false;
 }
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	long v = -1;
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 /* The changes made while the queue overflowed: a death, a withdrawal, an addition. */
 static void overflow_scenario(bool real_overflow)
 {
@@ -330,7 +318,7 @@ static void overflow_scenario(bool real_overflow)
 
 	if (real_overflow) {
 		/* Three events per cycle (create, delete, close of the unnamed file). */
-		long max = read_long("/proc/sys/fs/inotify/max_queued_events");
+		long max = abd_test_read_long("/proc/sys/fs/inotify/max_queued_events");
 		long cycles = max / 3 + 64;
 		struct abd_record *rec;
 		cr_assert_eq(abd_record_new("ovf.flood", &rec), 0);
@@ -381,7 +369,7 @@ ABD_TEST(registry_race, rescan_reports_the_difference)
 
 ABD_TEST(registry_race, inotify_overflow_resyncs)
 {
-	long max = read_long("/proc/sys/fs/inotify/max_queued_events");
+	long max = abd_test_read_long("/proc/sys/fs/inotify/max_queued_events");
 	if (max < 0 || max > 65536)
 		cr_skip_test("fs.inotify.max_queued_events is %ld: too many events to overflow it "
 		             "quickly", max);
@@ -491,7 +479,7 @@ ABD_TEST(registry_race, root_and_user_share_a_sticky_registry)
 	int lk = open("/dev/shm/abd-test-protected-regular.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
 	cr_assert_geq(lk, 0);
 	flock(lk, LOCK_EX);
-	long saved = read_long("/proc/sys/fs/protected_regular");
+	long saved = abd_test_read_long("/proc/sys/fs/protected_regular");
 	bool changed = saved >= 0 && saved < 2 && set_protected_regular(2) == 0;
 
 	char base[256], dir[300];
