@@ -18,7 +18,10 @@
  *                       handle and the lookup are not timed, and the lookup leaves the
  *                       record's descriptor in the handle, so the acquisition asks the
  *                       record's lock through it (no openat; its close comes when the handle
- *                       is freed, not timed either)
+ *                       is freed, not timed either). The library shares one verified pidfd
+ *                       per publisher among all handles of a process, so no handle outlives
+ *                       its subject's samples (see consumer()): a first sample finds no pidfd
+ *                       of the publisher anywhere in the process
  *   bare-scm-rights     over a connected socketpair: send a request byte, the publisher
  *                       wakes in poll, answers with 2 fds by SCM_RIGHTS, receive them, close
  *                       them. No connect, no credentials, no policy, no checks of the fds.
@@ -36,7 +39,9 @@
  * and the publisher to the second (split) or the first (shared), so a handshake's wake-up of
  * the publisher crosses vCPUs or shares one, like the other two-process rows. Each round
  * measures every subject once (iters acquisitions), in the order below in even rounds and
- * backwards in odd ones: each abd row sits next to its floor. */
+ * backwards in odd ones: each abd row sits next to its floor. After its timed samples each
+ * subject makes one more acquisition, untimed, whose syscalls are counted (perf tracepoint;
+ * root or CAP_PERFMON, left out otherwise): the rows' syscalls_per_msg. */
 #include <abd/abd.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -184,15 +189,48 @@ static int one_bare_scm(int sp)
 	return 0;
 }
 
-/* The consumer child: `rounds` rounds, each measuring every subject in turn; samples into
- * shm at [round][subject][i]. */
-static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_t iters,
-                    unsigned rounds, int cpu, uint64_t *samples, int *errs)
+/* One acquisition of subject s, timed from just before to just after the call: pidfd_getfd
+ * or the handshake with every check, and the free of what it acquired. reg/rec: the repeat
+ * rows' handle (kept across the subject's samples); fresh/frec: the first rows' handle, made
+ * for this one sample. kept: the acquire-kept floor's pidfd. */
+static int one_sample(int s, const struct pubinfo *info, int sp, int kept, struct abd_registry *reg,
+                      struct abd_record *rec, struct abd_registry *fresh, struct abd_record *frec,
+                      uint64_t *ns)
 {
-	struct abd_registry *reg;
-	struct abd_record *rec;
-	if (bench_pin(cpu) < 0 || abd_registry_open(dir, 0, &reg, NULL, 0) < 0 ||
-	    abd_registry_lookup(reg, "bench.acquire", &rec) < 0)
+	uint64_t t0 = bench_now_ns();
+	int r;
+	struct abd_acquired *a = NULL;
+	switch (s) {
+	case BARE_PIDFD: r = one_bare_pidfd(info, -1); break;
+	case BARE_PIDFD_KEPT: r = one_bare_pidfd(info, kept); break;
+	case BARE_SCM: r = one_bare_scm(sp); break;
+	case ABD_PIDFD: r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a); break;
+	case ABD_PIDFD_FIRST: r = abd_acquire(fresh, frec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a); break;
+	case ABD_SCM_FIRST: r = abd_acquire(fresh, frec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a); break;
+	default: r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a); break;
+	}
+	abd_acquired_free(a);
+	*ns = bench_now_ns() - t0;
+	return r;
+}
+
+/* The consumer child: `rounds` rounds, each measuring every subject in turn; samples into
+ * shm at [round][subject][i], and per round and subject the syscalls of one more acquisition
+ * (untimed, counted with the tracepoint tp when it is > 0; -1 when not counted).
+ *
+ * What "first" means here: the library keeps a verified pidfd per publisher process for the
+ * whole consumer process (a table the registry handles' entries hold references to, the
+ * pidfd closed with the last one: docs/acquire.md), and a handle keeps its handshake
+ * connection. So no handle outlives the samples of its subject: the repeat rows open theirs
+ * before their warm-up and free it after their last sample, and each first-row sample opens
+ * a fresh handle (and looks the record up) untimed, acquires, and frees it untimed. When a
+ * first-row sample runs, nothing in this process refers to the publisher: its acquisition
+ * opens the pidfd, checks identity, uid and lock, exactly as a consumer's first one does
+ * (the counted syscalls show it: docs/perf.md, the acquire table). */
+static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_t iters,
+                    unsigned rounds, int cpu, uint64_t *samples, int64_t *calls, int *errs, int tp)
+{
+	if (bench_pin(cpu) < 0)
 		return 1;
 	uint64_t warm = bench_warmup(iters);
 	for (int s = 0; s < NSUBJECTS; s++)
@@ -200,67 +238,63 @@ static int consumer(const char *dir, int sp, const struct pubinfo *info, uint64_
 	for (unsigned k = 0; k < rounds; k++) {
 		for (int j = 0; j < NSUBJECTS; j++) {
 			int s = k % 2 ? NSUBJECTS - 1 - j : j;
+			calls[k * NSUBJECTS + (unsigned)s] = -1;
 			if (errs[s])
 				continue;
-			/* the kept pidfd of the acquire-kept floor: opened before the round's samples */
+			bool first = s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST;
+			bool repeat = s == ABD_PIDFD || s == ABD_SCM;
+			/* the kept pidfd of the acquire-kept floor, the repeat rows' handle: made before
+			 * the subject's samples, untimed */
 			int kept = s == BARE_PIDFD_KEPT ? abd__pidfd_open(info->pid, 0) : -1;
 			if (s == BARE_PIDFD_KEPT && kept < 0) {
 				errs[s] = kept;
 				continue;
 			}
+			struct abd_registry *reg = NULL;
+			struct abd_record *rec = NULL;
+			int e;
+			if (repeat && ((e = abd_registry_open(dir, 0, &reg, NULL, 0)) < 0 ||
+			               (e = abd_registry_lookup(reg, "bench.acquire", &rec)) < 0)) {
+				abd_registry_free(reg);
+				errs[s] = e;
+				continue;
+			}
 			uint64_t *out = samples + ((uint64_t)k * NSUBJECTS + (uint64_t)s) * iters;
-			for (uint64_t i = 0; i < warm + iters; i++) {
-				/* first acquisition from this publisher through this handle: a fresh handle
-				 * (opened and freed outside the timed part) has no pidfd of it yet */
+			/* warm-up, timed samples, then one counted sample */
+			for (uint64_t i = 0; i < warm + iters + 1; i++) {
+				bool count = i == warm + iters;
+				if (count && tp <= 0)
+					break;
 				struct abd_registry *fresh = NULL;
 				struct abd_record *frec = NULL;
-				if ((s == ABD_PIDFD_FIRST || s == ABD_SCM_FIRST) &&
-				    (abd_registry_open(dir, 0, &fresh, NULL, 0) < 0 ||
-				     abd_registry_lookup(fresh, "bench.acquire", &frec) < 0)) {
+				if (first && ((e = abd_registry_open(dir, 0, &fresh, NULL, 0)) < 0 ||
+				              (e = abd_registry_lookup(fresh, "bench.acquire", &frec)) < 0)) {
 					abd_registry_free(fresh);
-					errs[s] = -EIO;
+					errs[s] = e;
 					break;
 				}
-				uint64_t t0 = bench_now_ns();
-				int r;
-				struct abd_acquired *a = NULL;
-				switch (s) {
-				case BARE_PIDFD: r = one_bare_pidfd(info, -1); break;
-				case BARE_PIDFD_KEPT: r = one_bare_pidfd(info, kept); break;
-				case BARE_SCM: r = one_bare_scm(sp); break;
-				case ABD_PIDFD:
-					r = abd_acquire(reg, rec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
-					abd_acquired_free(a);
-					break;
-				case ABD_PIDFD_FIRST:
-					r = abd_acquire(fresh, frec, ABD_ACQUIRE_PIDFD_GETFD, -1, &a);
-					abd_acquired_free(a);
-					break;
-				case ABD_SCM_FIRST:
-					r = abd_acquire(fresh, frec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
-					abd_acquired_free(a);
-					break;
-				default:
-					r = abd_acquire(reg, rec, ABD_ACQUIRE_SCM_RIGHTS, -1, &a);
-					abd_acquired_free(a);
-					break;
-				}
-				uint64_t t1 = bench_now_ns();
+				int cfd = count ? bench_syscalls_open(tp) : -1;
+				uint64_t ns;
+				int r = one_sample(s, info, sp, kept, reg, rec, fresh, frec, &ns);
+				if (count)
+					calls[k * NSUBJECTS + (unsigned)s] = bench_syscalls_read(cfd);
+				if (cfd >= 0)
+					close(cfd);
 				abd_record_free(frec);
 				abd_registry_free(fresh);
 				if (r < 0) {
 					errs[s] = r;
 					break;
 				}
-				if (i >= warm)
-					out[i - warm] = t1 - t0;
+				if (i >= warm && !count)
+					out[i - warm] = ns;
 			}
 			if (kept >= 0)
 				close(kept);
+			abd_record_free(rec);
+			abd_registry_free(reg);
 		}
 	}
-	abd_record_free(rec);
-	abd_registry_free(reg);
 	return 0;
 }
 
@@ -280,9 +314,12 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 		return;
 	}
 	size_t nsamples = (size_t)rounds * NSUBJECTS * iters;
-	/* the publisher's info, the consumer's errors, then the samples at an 8-byte boundary */
+	/* the publisher's info, the consumer's errors, then its syscall counts and the samples at
+	 * an 8-byte boundary */
 	size_t head = (sizeof(struct pubinfo) + sizeof(int) * NSUBJECTS + 7) & ~(size_t)7;
-	size_t shm_size = head + sizeof(uint64_t) * nsamples;
+	size_t ncalls = (size_t)rounds * NSUBJECTS;
+	size_t shm_size = head + sizeof(int64_t) * ncalls + sizeof(uint64_t) * nsamples;
+	int tp = bench_syscall_tracepoint(); /* looked up here: it forks a helper */
 	void *shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	int sp[2], stop[2];
 	if (shm == MAP_FAILED || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0 ||
@@ -293,7 +330,8 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 	}
 	struct pubinfo *info = shm;
 	int *errs = (int *)(info + 1);
-	uint64_t *samples = (uint64_t *)(void *)((char *)shm + head);
+	int64_t *calls = (int64_t *)(void *)((char *)shm + head);
+	uint64_t *samples = (uint64_t *)(calls + ncalls);
 	fflush(NULL);
 	pid_t pub = fork();
 	if (pub == 0) {
@@ -311,7 +349,7 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 		pid_t c = fork();
 		if (c == 0) {
 			close(stop[1]);
-			_exit(consumer(dir, sp[1], info, iters, rounds, cpu[0], samples, errs));
+			_exit(consumer(dir, sp[1], info, iters, rounds, cpu[0], samples, calls, errs, tp));
 		}
 		waitpid(c, &status, 0);
 	}
@@ -335,6 +373,11 @@ static void acquire_rows(const char *cpus, uint64_t iters, unsigned rounds)
 				struct bench_stats st;
 				bench_stats(samples + ((uint64_t)k * NSUBJECTS + (uint64_t)s) * iters, iters, &st);
 				bench_row_latency(r, &st);
+				int64_t n = calls[k * NSUBJECTS + (unsigned)s];
+				if (n >= 0) {
+					r->has_syscalls = true;
+					r->syscalls_per_msg = (double)n;
+				}
 			}
 		}
 	}
