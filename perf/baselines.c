@@ -7,7 +7,8 @@
  *                        tail), one thread per process (one per vCPU when split), relaxing
  *                        on full/empty as abd-ring's loops do, 8 B / 64 B / 1 KiB (case names
  *                        throughput-2p2c-*: the rows abd-ring's 2P2C rows compare with)
- *   bare-futex           futex(2) wait/wake ping-pong on two shared words
+ *   bare-futex           futex(2) wait/wake ping-pong on two shared words (rtt), and the same
+ *                        carrying a 64-byte message each way (rtt-64B)
  *   bare-eventfd         eventfd write/read ping-pong
  *   bare-pipe            64 B over two pipes
  *   bare-unix            64 B over a socketpair, SOCK_STREAM and SOCK_SEQPACKET
@@ -644,6 +645,87 @@ static int futex_pong(void *state)
 	return r;
 }
 
+/* bare-futex rtt-64B: the same ping-pong carrying a 64-byte message each way, the floor of a
+ * blocking round trip through a ring (abd-ring rtt-block, abd-service rtt-block-*).
+ * Does: A copies its message into the slot beside B's word, stores the word (release) and
+ * FUTEX_WAKEs it, then FUTEX_WAITs on its own word until B's reply is there and copies the
+ * reply out; B the same the other way round, replying with the message it received. The
+ * receiver checks the message's sequence number. rtt-64B-asleep: before each ping, untimed,
+ * A waits until B is asleep (bench_until_asleep), as the abd rows of that name do. Leaves out: any queue (one slot each way,
+ * the word says it is full), lengths, per-slot state, recovery, and the sleeper flag a ring
+ * uses to skip the wake when nobody sleeps: it wakes every time (in a blocking ping-pong
+ * the peer is asleep nearly every time, so a ring wakes as often). */
+
+struct futex_slot {
+	alignas(CACHELINE) uint32_t word; /* the sequence of the message in msg */
+	unsigned char msg[64];            /* the rest of this line and the next */
+};
+
+struct futex_msg_pair {
+	struct futex_slot ab, ba; /* A -> B, B -> A */
+	bool asleep;              /* rtt-64B-asleep: A waits for B to sleep before each ping */
+	pid_t pong_pid;           /* B's, for A (set at B's init, which runs first) */
+};
+
+static int futex_msg_prepare(void *shm, void *arg)
+{
+	struct futex_msg_pair *f = shm;
+	f->asleep = arg != NULL;
+	return 0;
+}
+
+static int futex_msg_init(enum bench_role role, void *shm, void *arg, void **state)
+{
+	struct futex_msg_pair *f = shm;
+	if (role == BENCH_B)
+		f->pong_pid = getpid();
+	return seq_init(role, shm, arg, state);
+}
+
+static int futex_msg_ping(void *state, uint64_t *ns)
+{
+	struct seqstate *s = state;
+	struct futex_msg_pair *f = s->shm;
+	unsigned char msg[BENCH_MSG_MAX];
+	uint64_t v = ++s->seq;
+	int r;
+	if (f->asleep && (r = bench_until_asleep(f->pong_pid)) < 0)
+		return r;
+	uint64_t t0 = bench_now_ns();
+	memcpy(msg, &v, sizeof(v));
+	bench_msg_fresh(msg);
+	memcpy(f->ab.msg, msg, 64);
+	bench_post(&f->ab.word, (uint32_t)v);
+	if ((r = bench_until(&f->ba.word, (uint32_t)v)) < 0)
+		return r;
+	memcpy(msg, f->ba.msg, 64);
+	bench_msg_used(msg);
+	uint64_t got;
+	memcpy(&got, msg, sizeof(got));
+	*ns = bench_now_ns() - t0;
+	return got == v ? 0 : -EBADMSG;
+}
+
+static int futex_msg_pong(void *state)
+{
+	struct seqstate *s = state;
+	struct futex_msg_pair *f = s->shm;
+	unsigned char msg[BENCH_MSG_MAX];
+	uint64_t v = ++s->seq, got;
+	int r = bench_until(&f->ab.word, (uint32_t)v);
+	if (r < 0)
+		return r;
+	memcpy(msg, f->ab.msg, 64);
+	bench_msg_used(msg);
+	memcpy(&got, msg, sizeof(got));
+	if (got != v)
+		return -EBADMSG;
+	bench_msg_fresh(msg);
+	memcpy(f->ba.msg, msg, 64);
+	bench_post(&f->ba.word, (uint32_t)v);
+	return 0;
+}
+
 /* ---- bare-eventfd, bare-pipe, bare-unix: one transport over four fds ----
  * Does: a blocking write and read each way (8 B through two eventfds, 64 B through two pipes
  * or a socketpair). Leaves out: everything but the syscalls and the wake-ups. */
@@ -758,6 +840,15 @@ static void run_futex(void)
 		                       .fini = seq_fini, .ping = futex_ping, .pong = futex_pong};
 		bench_pingpong(&p, (struct bench_row){.subject = "bare-futex", .case_name = "rtt",
 		                                      .cpus = modes[m], .msg_bytes = 4}, n);
+		struct bench_pair q = {.shm_size = sizeof(struct futex_msg_pair),
+		                       .prepare = futex_msg_prepare, .init = futex_msg_init,
+		                       .fini = seq_fini, .ping = futex_msg_ping, .pong = futex_msg_pong};
+		bench_pingpong(&q, (struct bench_row){.subject = "bare-futex", .case_name = "rtt-64B",
+		                                      .cpus = modes[m], .msg_bytes = 64}, n);
+		q.arg = &q; /* any non-NULL: asleep */
+		bench_pingpong(&q, (struct bench_row){.subject = "bare-futex",
+		                                      .case_name = "rtt-64B-asleep", .cpus = modes[m],
+		                                      .msg_bytes = 64}, n);
 	}
 }
 

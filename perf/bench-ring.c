@@ -25,7 +25,15 @@
  *
  * pingpong (round trip, 64 B; p50/p99/p99.9):
  *   abd-ring rtt        two SPSC rings, try forms + spin; vs bare-cacheline "rtt"
- *   abd-ring rtt-block  two SPSC rings, blocking forms (futex); vs bare-futex "rtt"
+ *   abd-ring rtt-block  two SPSC rings, blocking forms (futex); vs bare-futex "rtt-64B" (the
+ *                       same handoff of a 64-byte message through two futex words, no ring)
+ *   abd-ring rtt-block-asleep  the same, each sample started (untimed) only once B sleeps
+ *                       (bench_until_asleep): every round trip wakes a sleeper, where
+ *                       rtt-block's blocking calls may catch the reply while they spin
+ *                       before sleeping; vs bare-futex "rtt-64B-asleep"
+ *   abd-service rtt-block[-asleep]-io_uring / -epoll  the same through two services
+ *                       (abd_service_push/pop, blocking; each service's own reactor on the
+ *                       backend named); vs bare-futex "rtt-64B" (perf/bench-service.c)
  *   beside them: bare-spsc, bare-eventfd, bare-pipe, bare-unix, zmq-ipc, nng-ipc, iceoryx
  *   (blocking "rtt" and busy-polling "rtt-busy").
  * Every row runs with both processes on their own vCPUs (split) and on one (shared). */
@@ -48,6 +56,7 @@ struct shared {
 	int memfd[2], evfd[2];
 	_Atomic uint64_t consumed; /* 2p2c: messages taken by B's threads */
 	uint64_t last_n, last_ns;  /* B's last consume() call: messages and time */
+	pid_t pong_pid;            /* ping-pong: B's, for A's bench_until_asleep */
 };
 
 struct cfg {
@@ -58,6 +67,7 @@ struct cfg {
 	bool batch;      /* batch forms */
 	bool stream;     /* 1P1C spin through abd_ring_stream_push / _pop (inline) */
 	bool rings2;     /* ping-pong: two rings */
+	bool asleep;     /* ping-pong: A waits (untimed) for B to sleep before each ping */
 };
 
 static int make_ring(struct shared *s, int i, const struct cfg *c, uint32_t cap)
@@ -112,6 +122,8 @@ static int r_init(enum bench_role role, void *shm, void *arg, void **out)
 	st->s = s;
 	int e = 0;
 	if (c->rings2) {
+		if (role == BENCH_B)
+			s->pong_pid = getpid();
 		/* A pushes into ring 0 and pops from ring 1; B the other way round */
 		int o = role == BENCH_A ? 0 : 1, i = 1 - o;
 		e = abd_ring_attach(s->memfd[o], s->evfd[o], NULL, ABD_RING_PRODUCER, &st->h[0]);
@@ -549,10 +561,19 @@ void bench_ring(void)
 
 static int pp_ping(void *state, uint64_t *ns)
 {
-	(void)ns;
 	struct state *st = state;
 	unsigned char msg[64] = {1};
 	int e;
+	if (st->c->asleep) {
+		if ((e = bench_until_asleep(st->s->pong_pid)) < 0)
+			return e;
+		uint64_t t0 = bench_now_ns();
+		if ((e = abd_ring_push(st->h[0], msg, 64, -1)) < 0)
+			return e;
+		e = abd_ring_pop(st->h[1], msg, 64, -1);
+		*ns = bench_now_ns() - t0;
+		return e == 64 ? 0 : e < 0 ? e : -EBADMSG;
+	}
 	if (st->c->block) {
 		if ((e = abd_ring_push(st->h[0], msg, 64, -1)) < 0)
 			return e;
@@ -592,6 +613,8 @@ void bench_pingpong_family(void)
 	                                .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
 	static struct cfg block = {.bytes = 64, .rings2 = true, .block = true,
 	                                 .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
+	static struct cfg asleep = {.bytes = 64, .rings2 = true, .block = true, .asleep = true,
+	                            .mode = ABD_RING_SINGLE_PRODUCER | ABD_RING_SINGLE_CONSUMER};
 	uint64_t nspin = bench_iters(100000, 10000), nblock = bench_iters(10000, 1000);
 	for (int m = 0; m < 2; m++) {
 		const char *cpus = cpu_modes[m];
@@ -605,8 +628,16 @@ void bench_pingpong_family(void)
 		p.arg = &block;
 		bench_pingpong(&p, (struct bench_row){.subject = "abd-ring", .case_name = "rtt-block",
 		                                      .cpus = cpus, .msg_bytes = 64,
-		                                      .baseline = "bare-futex", .baseline_case = "rtt"},
+		                                      .baseline = "bare-futex",
+		                                      .baseline_case = "rtt-64B"},
 		               nblock);
+		p.arg = &asleep;
+		bench_pingpong(&p, (struct bench_row){.subject = "abd-ring",
+		                                      .case_name = "rtt-block-asleep", .cpus = cpus,
+		                                      .msg_bytes = 64, .baseline = "bare-futex",
+		                                      .baseline_case = "rtt-64B-asleep"},
+		               nblock);
+		bench_service_rtt(cpus, nblock);
 	}
 	/* the rest of the floors and the peers, in the same run */
 	bench_subject_run("bare-spsc");

@@ -24,6 +24,7 @@
 
 struct shared {
 	char dir[128];
+	pid_t pong_pid; /* rtt rows: B's, for A's bench_until_asleep */
 };
 
 struct cfg {
@@ -154,6 +155,145 @@ static void rows(const char *cpus, bool block, uint64_t iters)
 	v->base_ctx = &theirs;
 	bench_versus(v, r);
 	free(v);
+}
+
+/* ---- round trip through two services (the pingpong family) ----
+ * B publishes "perf.rtt.ab" (B pops: A -> B) and "perf.rtt.ba" (B pushes: B -> A), each an
+ * SPSC ring of 64 slots of 64 bytes; A opens both. Each process runs its two services on one
+ * reactor of its own, on the backend the row forces (checked). A pushes a 64-byte message
+ * with abd_service_push(-1) and waits for the reply in abd_service_pop(-1); B pops it and
+ * pushes it back, blocking the same way. The -asleep rows start each sample (untimed) only
+ * once B sleeps, as abd-ring rtt-block-asleep does.
+ *
+ * A opens the services in its first ping (a warm-up round trip), not at init: where the
+ * acquisition takes the handshake (no pidfd_getfd, e.g. under linux-5.4), B's reactor must
+ * answer it, and B runs it only inside its blocking calls, which start after both inits. One
+ * reactor per process for both services, so that B asleep in the pop of one answers the
+ * opening of the other. */
+
+struct rtt_cfg {
+	unsigned reactor_flags; /* ABD_REACTOR_FORCE_IO_URING or ABD_REACTOR_FORCE_EPOLL */
+	int backend;            /* what abd_reactor_backend must say */
+	bool asleep;            /* A waits (untimed) for B to sleep before each ping */
+};
+
+static struct shared *rtt_shm; /* in each child, from init */
+
+static struct {
+	struct abd_reactor *reactor;
+	struct abd_service *out, *in;
+} rtt_child; /* one per child process */
+
+static struct abd_service_config rtt_config(const struct shared *s)
+{
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = s->dir;
+	cfg.capacity = 64;
+	cfg.slot_size = BYTES;
+	cfg.reactor = rtt_child.reactor;
+	return cfg;
+}
+
+static int rtt_init(enum bench_role role, void *shm, void *arg, void **out)
+{
+	struct rtt_cfg *c = arg;
+	struct shared *s = shm;
+	rtt_shm = s;
+	*out = c;
+	int r = abd_reactor_new(c->reactor_flags, &rtt_child.reactor);
+	if (r == -EOPNOTSUPP && c->backend == ABD_BACKEND_IO_URING)
+		return bench_fail("io_uring: not available here (the probe or the profile lacks it)");
+	if (r < 0)
+		return bench_fail("abd_reactor_new: %s", strerror(-r));
+	if ((r = abd_reactor_backend(rtt_child.reactor)) != c->backend)
+		return bench_fail("the reactor runs on %s, not %s", abd_backend_name((enum abd_backend)r),
+		                  abd_backend_name((enum abd_backend)c->backend));
+	if (role == BENCH_A)
+		return 0; /* opens in its first ping */
+	s->pong_pid = getpid();
+	struct abd_service_config cfg = rtt_config(s);
+	const unsigned spsc = ABD_SERVICE_SINGLE_PRODUCER | ABD_SERVICE_SINGLE_CONSUMER;
+	r = abd_service_publish("perf.rtt.ab", &cfg, ABD_SERVICE_CONSUMER | spsc, &rtt_child.in);
+	if (r == 0)
+		r = abd_service_publish("perf.rtt.ba", &cfg, ABD_SERVICE_PRODUCER | spsc, &rtt_child.out);
+	return r < 0 ? bench_fail("publish: %s", strerror(-r)) : 0;
+}
+
+static int rtt_open(void)
+{
+	struct abd_service_config cfg = rtt_config(rtt_shm);
+	const int64_t tmo = 10ll * 1000 * 1000 * 1000;
+	int r = abd_service_open("perf.rtt.ab", &cfg, ABD_SERVICE_PRODUCER, tmo, &rtt_child.out);
+	if (r == 0)
+		r = abd_service_open("perf.rtt.ba", &cfg, ABD_SERVICE_CONSUMER, tmo, &rtt_child.in);
+	return r < 0 ? bench_fail("open: %s", strerror(-r)) : 0;
+}
+
+static void rtt_fini(enum bench_role role, void *state)
+{
+	(void)role, (void)state;
+	abd_service_close(rtt_child.out);
+	abd_service_close(rtt_child.in);
+	abd_reactor_free(rtt_child.reactor);
+	rtt_child.out = rtt_child.in = NULL;
+	rtt_child.reactor = NULL;
+}
+
+static int rtt_ping(void *state, uint64_t *ns)
+{
+	const struct rtt_cfg *c = state;
+	unsigned char msg[BYTES] = { 1 };
+	static uint64_t seq;
+	uint64_t v = ++seq, got;
+	int r;
+	if (!rtt_child.out && (r = rtt_open()) < 0)
+		return r;
+	if (c->asleep && (r = bench_until_asleep(rtt_shm->pong_pid)) < 0)
+		return r;
+	uint64_t t0 = bench_now_ns();
+	memcpy(msg, &v, sizeof(v));
+	if ((r = abd_service_push(rtt_child.out, msg, sizeof(msg), -1)) < 0)
+		return r;
+	if ((r = abd_service_pop(rtt_child.in, msg, sizeof(msg), -1)) != BYTES)
+		return r < 0 ? r : -EBADMSG;
+	*ns = bench_now_ns() - t0;
+	memcpy(&got, msg, sizeof(got));
+	return got == v ? 0 : -EBADMSG;
+}
+
+static int rtt_pong(void *state)
+{
+	(void)state;
+	unsigned char msg[BYTES];
+	int r = abd_service_pop(rtt_child.in, msg, sizeof(msg), -1);
+	if (r != BYTES)
+		return r < 0 ? r : -EBADMSG;
+	return abd_service_push(rtt_child.out, msg, sizeof(msg), -1);
+}
+
+void bench_service_rtt(const char *cpus, uint64_t iters)
+{
+	static struct rtt_cfg cfgs[] = {
+		{ ABD_REACTOR_FORCE_IO_URING, ABD_BACKEND_IO_URING, false },
+		{ ABD_REACTOR_FORCE_EPOLL, ABD_BACKEND_EPOLL, false },
+		{ ABD_REACTOR_FORCE_IO_URING, ABD_BACKEND_IO_URING, true },
+		{ ABD_REACTOR_FORCE_EPOLL, ABD_BACKEND_EPOLL, true },
+	};
+	static const struct {
+		const char *case_name, *baseline_case;
+	} rows[] = { { "rtt-block-io_uring", "rtt-64B" }, { "rtt-block-epoll", "rtt-64B" },
+		     { "rtt-block-asleep-io_uring", "rtt-64B-asleep" },
+		     { "rtt-block-asleep-epoll", "rtt-64B-asleep" } };
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct bench_pair p = { .shm_size = sizeof(struct shared), .arg = &cfgs[i],
+		                        .prepare = s_prepare, .cleanup = s_cleanup, .init = rtt_init,
+		                        .fini = rtt_fini, .ping = rtt_ping, .pong = rtt_pong };
+		bench_pingpong(&p, (struct bench_row){ .subject = "abd-service",
+		                                       .case_name = rows[i].case_name, .cpus = cpus,
+		                                       .msg_bytes = BYTES, .baseline = "bare-futex",
+		                                       .baseline_case = rows[i].baseline_case },
+		               iters);
+	}
 }
 
 void bench_service(void)

@@ -547,6 +547,39 @@ int bench_futex_wake(uint32_t *word)
 	return syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0) < 0 ? -errno : 0;
 }
 
+/* ---- the peer asleep ---- */
+
+int bench_until_asleep(pid_t pid)
+{
+	static int fd = -1;
+	static pid_t fd_pid;
+	if (fd < 0 || fd_pid != pid) {
+		char path[40];
+		if (fd >= 0)
+			close(fd);
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			return -errno;
+		fd_pid = pid;
+	}
+	uint64_t deadline = bench_now_ns() + 100000000u;
+	for (;;) {
+		char buf[512];
+		ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			return n < 0 ? -errno : -ESRCH;
+		buf[n] = 0;
+		const char *paren = strrchr(buf, ')');
+		if (!paren || !paren[1] || !paren[2])
+			return -EPROTO;
+		if (paren[2] == 'S' || paren[2] == 'D')
+			return 0;
+		if (bench_now_ns() > deadline)
+			return 0; /* never asleep: the sample is taken anyway */
+		bench_relax();
+	}
+}
+
 /* ---- syscall counting ---- */
 
 int bench_syscall_tracepoint(void)

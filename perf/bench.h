@@ -19,6 +19,7 @@
 #define ABD_PERF_BENCH_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -320,6 +321,13 @@ static inline int bench_until(uint32_t *word, uint32_t want)
 	return 0;
 }
 
+/* In a ping() before its clock starts: wait until process pid (the pong side, which stored
+ * its pid in the shared memory at init) is asleep, state S or D in /proc/PID/stat, relaxing
+ * between looks; gives up after 100 ms (and returns 0: the sample is taken anyway). For the
+ * "-asleep" round trips, whose every sample must include the wake-up of a sleeping peer.
+ * 0, or -errno when the peer's stat cannot be read. */
+int bench_until_asleep(pid_t pid);
+
 /* Syscall counting for your own loops: the tracepoint id (looked up once, > 0, or -errno),
  * a counter on the calling thread (fd, or -errno), its count so far (-1 for fd < 0). */
 int bench_syscall_tracepoint(void);
@@ -336,6 +344,9 @@ void bench_ring(void);
 void bench_pingpong_family(void);
 void bench_acquire(void);
 void bench_service(void);
+/* The pingpong family's service rows: abd-service rtt-block-io_uring / rtt-block-epoll, a
+ * 64-byte round trip through two services with blocking push/pop (perf/bench-service.c). */
+void bench_service_rtt(const char *cpus, uint64_t iters);
 void bench_recover(void);
 void bench_idle(void);
 /* abd-perf --idle-worker KIND DIR FD: one process of the idle family (perf/bench-idle.c). */
