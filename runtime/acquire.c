@@ -112,9 +112,10 @@ static void remember_refusal(pid_t pid, uint64_t start)
  * acquisition from the same (pid, start time) needs no pidfd_open, no /proc/PID/stat, no
  * PIDFD_GET_INFO and no lock query again: see by_pidfd for why each is redundant then. The
  * descriptors' kinds, seals, size and nonce, and that the record is still linked, are checked
- * every time. The handshake path keeps only the record descriptor here (pidfd -1), and so
- * does abd_registry_lookup (abd__pidfd_cache_record: the record it read, for the acquisition
- * that follows, which still verifies everything a first acquisition does). An entry is
+ * every time. The handshake path keeps only the record descriptor here (pidfd -1). The
+ * record descriptor may also come from the handle's lookup (abd__registry_take_fd: the record
+ * it read, taken by the acquisition that follows, which still verifies everything a first
+ * acquisition does). The cache lives in the registry handle (abd__registry_ext). An entry is
  * taken out while in use (no other thread can close it under us) and put back after a
  * success; a failure closes it. Few entries, round robin: a consumer acquires from few
  * publishers. */
@@ -327,40 +328,37 @@ static bool cached_used(const struct cached *e)
 	return e->pidfd >= 0 || e->recfd >= 0 || e->conn.fd >= 0;
 }
 
-struct abd__pidfd_cache {
+struct pidfd_cache {
 	pthread_mutex_t lock;
 	unsigned next;
 	struct cached e[PIDFD_CACHE];
 };
 
-static pthread_mutex_t cache_new_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void abd__pidfd_cache_free(struct abd__pidfd_cache *c)
+static void pidfd_cache_free(void *p)
 {
-	if (!c)
-		return;
+	struct pidfd_cache *c = p;
 	for (unsigned i = 0; i < PIDFD_CACHE; i++)
 		cached_close(&c->e[i]);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 
-/* The handle's cache, made on first use. Threads sharing the handle read the pointer without
- * the lock (pidfd_take): it is published with release and read with acquire. */
-static struct abd__pidfd_cache *pidfd_cache(struct abd_registry *reg)
+/* The handle's cache, made on first use (two threads may make one at once: one is kept).
+ * Threads sharing the handle read the pointer without a lock (abd__registry_ext). */
+static struct pidfd_cache *pidfd_cache(struct abd_registry *reg)
 {
-	struct abd__pidfd_cache *c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
+	struct pidfd_cache *c = abd__registry_ext(reg);
 	if (c)
 		return c;
-	pthread_mutex_lock(&cache_new_lock);
-	c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
-	if (!c && (c = calloc(1, sizeof(*c)))) {
-		pthread_mutex_init(&c->lock, NULL);
-		for (unsigned i = 0; i < PIDFD_CACHE; i++)
-			c->e[i] = cached_none();
-		__atomic_store_n(&reg->pidfds, c, __ATOMIC_RELEASE);
-	}
-	pthread_mutex_unlock(&cache_new_lock);
+	struct pidfd_cache *n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	pthread_mutex_init(&n->lock, NULL);
+	for (unsigned i = 0; i < PIDFD_CACHE; i++)
+		n->e[i] = cached_none();
+	c = abd__registry_ext_set(reg, n, pidfd_cache_free);
+	if (c != n)
+		pidfd_cache_free(n);
 	return c;
 }
 
@@ -368,7 +366,7 @@ static struct abd__pidfd_cache *pidfd_cache(struct abd_registry *reg)
 static struct cached pidfd_take(struct abd_registry *reg, pid_t pid, uint64_t start)
 {
 	struct cached out = cached_none();
-	struct abd__pidfd_cache *c = __atomic_load_n(&reg->pidfds, __ATOMIC_ACQUIRE);
+	struct pidfd_cache *c = abd__registry_ext(reg);
 	if (!c || !start)
 		return out;
 	pthread_mutex_lock(&c->lock);
@@ -387,7 +385,7 @@ static void pidfd_keep(struct abd_registry *reg, struct cached e)
 {
 	if (!cached_used(&e))
 		return;
-	struct abd__pidfd_cache *c = pidfd_cache(reg);
+	struct pidfd_cache *c = pidfd_cache(reg);
 	if (!c || !e.start) {
 		cached_close(&e);
 		return;
@@ -414,59 +412,16 @@ static void pidfd_keep(struct abd_registry *reg, struct cached e)
 	cached_close(&old);
 }
 
-void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *rec, int fd)
+/* e (taken for rec, cached_for) gets the descriptor the handle's lookup kept of rec's record
+ * when it has none of its own. */
+static void take_lookup_fd(struct abd_registry *reg, const struct abd_record *rec,
+                           struct cached *e)
 {
-	pid_t pid = abd_record_pid(rec);
-	uint64_t start = abd_record_start_time(rec);
-	struct abd__pidfd_cache *c = start ? pidfd_cache(reg) : NULL;
-	if (!c) {
-		abd__close(fd);
-		return;
-	}
-	struct cached old = cached_none();
-	pthread_mutex_lock(&c->lock);
-	struct cached *e = NULL;
-	for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
-		if (cached_used(&c->e[i]) && c->e[i].pid == pid && c->e[i].start == start)
-			e = &c->e[i];
-	if (e && e->recfd >= 0 &&
-	    memcmp(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
-		old.recfd = fd; /* it has one of that record already */
-	} else if (e) {
-		/* the publisher's entry, now for this record: what is of the process stays (its
-		 * verified pidfd, uid, gid, inode), whatever was of the old record goes */
-		struct cached n = cached_none();
-		n.pid = pid;
-		n.start = start;
-		n.pidfd = e->pidfd;
-		n.sp = e->sp;
-		n.sp_gen = e->sp_gen;
-		n.proc = e->proc;
-		n.uid = e->uid;
-		n.gid = e->gid;
-		n.ino = e->ino;
-		n.recfd = fd;
-		memcpy(n.instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
-		old = *e;
-		old.pidfd = -1;
-		old.sp = -1;
-		*e = n;
-	} else {
-		for (unsigned i = 0; i < PIDFD_CACHE && !e; i++)
-			if (!cached_used(&c->e[i]))
-				e = &c->e[i];
-		if (!e) { /* full: the round robin's next entry goes, its descriptors closed */
-			e = &c->e[c->next++ % PIDFD_CACHE];
-			old = *e;
-		}
-		*e = cached_none();
-		e->pid = pid;
-		e->start = start;
+	int fd = abd__registry_take_fd(reg, rec);
+	if (e->recfd < 0)
 		e->recfd = fd;
-		memcpy(e->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE);
-	}
-	pthread_mutex_unlock(&c->lock);
-	cached_close(&old);
+	else
+		abd__close(fd); /* it has one of that record already */
 }
 
 /* ------------------------------------------------------------------ helpers -- */
@@ -595,17 +550,6 @@ static int pidfd_ino(int pidfd, uint64_t *ino)
 		return -errno;
 	*ino = (uint64_t)st.st_ino;
 	return 0;
-}
-
-uint64_t abd__pidfs_ino(pid_t pid)
-{
-	if (abd_probe_has(ABD_FEAT_PIDFS_INO) != 1)
-		return 0;
-	abd__autoclose int pidfd = abd__pidfd_open(pid, 0);
-	uint64_t ino = 0;
-	if (pidfd < 0 || pidfd_ino(pidfd, &ino) < 0)
-		return 0;
-	return ino;
 }
 
 /* PIDFD_GET_INFO said ENOTTY/EINVAL once although the probe had it: /proc/PID/status from
@@ -764,21 +708,6 @@ static int pidfd_by_ino(struct abd_registry *reg, const struct abd_record *rec, 
 	return 0;
 }
 
-/* "<service>.<hex instance>": the record's file name, for the lock check. */
-static void record_name(const struct abd_record *rec, char *out, size_t size)
-{
-	static const char hex[] = "0123456789abcdef";
-	const uint8_t *id = abd_record_instance(rec);
-	int n = snprintf(out, size, "%s.", abd_record_service(rec));
-	if (n < 0 || (size_t)n + 2 * ABD_INSTANCE_SIZE >= size)
-		return;
-	for (int i = 0; i < ABD_INSTANCE_SIZE; i++) {
-		out[n++] = hex[id[i] >> 4];
-		out[n++] = hex[id[i] & 15];
-	}
-	out[n] = 0;
-}
-
 /* A record descriptor kept from an earlier acquisition still names a linked record: not
  * withdrawn (a name is never reused). 0 or -ESRCH. */
 static int check_linked(int recfd)
@@ -800,7 +729,7 @@ static int check_alive_fd(struct abd_registry *reg, const struct abd_record *rec
 			return r;
 	} else {
 		char name[ABD_RECORD_NAME_MAX + 1];
-		record_name(rec, name, sizeof(name));
+		abd__record_name(rec, name, sizeof(name));
 		*recfd = openat(abd_registry_fd(reg), name,
 		                O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (*recfd < 0)
@@ -815,7 +744,7 @@ static int check_alive_fd(struct abd_registry *reg, const struct abd_record *rec
 static int check_alive(struct abd_registry *reg, const struct abd_record *rec)
 {
 	char name[ABD_RECORD_NAME_MAX + 1];
-	record_name(rec, name, sizeof(name));
+	abd__record_name(rec, name, sizeof(name));
 	int r = abd__record_locked(reg, name);
 	if (r == 1)
 		return 0;
@@ -959,6 +888,7 @@ static int by_pidfd(struct abd_registry *reg, const struct abd_record *rec,
 	struct cached e = pidfd_take(reg, pid, start);
 	/* the record descriptor and eventfds kept are of one record (instance) */
 	cached_for(&e, rec);
+	take_lookup_fd(reg, rec, &e);
 	/* A kept pidfd was verified (identity, uid, the record's lock after pidfd_open) and
 	 * names that process for ever: a pidfd is never reused. A record with the same pid and
 	 * start time but another pidfs inode than the one that verified it is checked afresh. */
@@ -1107,6 +1037,7 @@ static int by_handshake(struct abd_registry *reg, const struct abd_record *rec,
 	 * record then, and a kept connection cannot change peer), the record descriptor. */
 	struct cached e = pidfd_take(reg, abd_record_pid(rec), abd_record_start_time(rec));
 	cached_for(&e, rec);
+	take_lookup_fd(reg, rec, &e);
 	pid_t me = abd__self_pid();
 	if (e.conn.fd >= 0 && e.sock_owner != me)
 		e.conn.fd = abd__close(e.conn.fd); /* our parent's connection: only our copy */

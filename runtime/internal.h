@@ -4,6 +4,7 @@
 #define ABD_RUNTIME_INTERNAL_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <unistd.h>
 
 #include "compat/kernel.h"
@@ -30,6 +31,10 @@ static inline int abd__close(int fd)
 	}
 	return -1;
 }
+
+/* The pidfs inode number of process pid (st_ino of a pidfd of it): unique for the boot where
+ * the probe has ABD_FEAT_PIDFS_INO; else, or on any error, 0. runtime/probe.c. */
+uint64_t abd__pidfs_ino(pid_t pid);
 
 static inline void abd__closep(int *fd)
 {

@@ -208,6 +208,17 @@ static void probe_pidfd(void)
 	abd__close(pidfd);
 }
 
+uint64_t abd__pidfs_ino(pid_t pid)
+{
+	if (abd_probe_has(ABD_FEAT_PIDFS_INO) != 1)
+		return 0;
+	abd__autoclose int pidfd = abd__pidfd_open(pid, 0);
+	struct stat st;
+	if (pidfd < 0 || fstat(pidfd, &st) < 0)
+		return 0;
+	return (uint64_t)st.st_ino;
+}
+
 static void probe_misc(void)
 {
 	int sv[2];

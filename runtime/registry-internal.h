@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* What record.c, registry.c and watch.c share. Internal. */
+/* The registry's internal interface: what record.c, registry.c and registry-uring.c share, and
+ * what the layers above it (watch.c, acquire.c, gc.c) use of it. It knows nothing of them:
+ * what they need from a handle goes through the calls below (a lookup's record descriptor,
+ * their own per-handle state). Internal. */
 #ifndef ABD_RUNTIME_REGISTRY_INTERNAL_H
 #define ABD_RUNTIME_REGISTRY_INTERNAL_H
 
@@ -7,6 +10,7 @@
 #include <errno.h>
 #include "config.h"
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -68,7 +72,15 @@ bool abd__name_valid(const char *s, size_t len, size_t max);
 int abd__record_copy(const struct abd_record *src, struct abd_record **out);
 size_t abd__record_size(const struct abd_record *r);
 
-struct abd__pidfd_cache; /* runtime/acquire.c */
+/* The descriptors of the records lookups returned (abd_registry_lookup keeps the one it read
+ * and checked): whoever goes on to use such a record takes it (abd__registry_take_fd) instead
+ * of opening the record again. At most ABD__LOOKUP_KEPT per handle, one per record, the
+ * oldest closed first. */
+#define ABD__LOOKUP_KEPT 8
+struct abd__kept_fd {
+	char name[ABD_RECORD_NAME_MAX + 1]; /* the record's file name; "" and fd -1: free */
+	int fd;
+};
 
 struct abd_registry {
 	int dirfd;
@@ -78,14 +90,36 @@ struct abd_registry {
 	uid_t dir_uid;    /* nobody else can reach needs no fchmod against its umask */
 	dev_t pidns_dev;  /* our own PID namespace, to know when a record's pid means a pid here */
 	ino_t pidns_ino;
-	struct abd__pidfd_cache *pidfds; /* publishers' verified pidfds, for abd_acquire */
+	pthread_mutex_t kept_lock; /* threads may share a handle */
+	struct abd__kept_fd kept[ABD__LOOKUP_KEPT];
+	unsigned kept_next;
+	void *ext; /* abd__registry_ext */
+	void (*ext_free)(void *);
 };
 
-void abd__pidfd_cache_free(struct abd__pidfd_cache *c);
-/* Keep fd, a descriptor of rec's record file that abd_registry_lookup opened and checked, in
- * reg's publisher cache for the acquisition that follows (runtime/acquire.c); takes fd
- * (closed when it cannot be kept). */
-void abd__pidfd_cache_record(struct abd_registry *reg, const struct abd_record *rec, int fd);
+/* "<service>.<32 hex instance>": the file name of rec's record (truncated to size). */
+void abd__record_name(const struct abd_record *rec, char *out, size_t size);
+
+/* Take the descriptor a lookup kept of rec's record file (opened O_RDONLY | O_NOFOLLOW |
+ * O_NONBLOCK | O_CLOEXEC, its type, owner and content checked then): the caller's, or -1 when
+ * the handle keeps none. */
+int abd__registry_take_fd(struct abd_registry *reg, const struct abd_record *rec);
+
+/* State a layer above keeps per handle (acquisition keeps its publisher cache there), made
+ * when that layer first needs it; the registry never looks inside, and frees it with the
+ * handle through free_fn. abd__registry_ext: that state, or NULL. abd__registry_ext_set:
+ * installs p (and free_fn) unless another thread installed one first; returns the one in
+ * place, which the caller compares with p. */
+void *abd__registry_ext(const struct abd_registry *reg);
+void *abd__registry_ext_set(struct abd_registry *reg, void *p, void (*free_fn)(void *));
+
+/* The garbage collector of records (abd_registry_gc, runtime/gc.c, adds the files the layers
+ * above keep beside them). Reads every entry; remove_stale: unlinks the stale ones (counted
+ * in the return value; failures in *failed when not NULL). *held (the caller frees each and
+ * the array): the socket names (abd_record_socket) of the alive records, *nheld of them.
+ * Returns how many it removed, or -errno (-ENOMEM: nothing held). */
+int abd__registry_gc_records(struct abd_registry *reg, bool remove_stale, unsigned *failed,
+                             char ***held, size_t *nheld);
 
 /* Reading one entry: what a snapshot and a watch both keep per name. */
 struct abd__item {
@@ -186,10 +220,6 @@ int abd__self_pidns(uint64_t *dev, uint64_t *ino);
 /* getpid(), without a syscall after the first call in a process (a page wiped on fork). */
 pid_t abd__self_pid(void);
 
-/* The pidfs inode number of process pid (st_ino of a pidfd of it): unique for the boot where
- * the probe has ABD_FEAT_PIDFS_INO; else, or on any error, 0. runtime/acquire.c. */
-uint64_t abd__pidfs_ino(pid_t pid);
-
 /* Is the record called name in reg locked (its publisher alive)? 1 yes, 0 no, -ENOENT (gone),
  * -errno. One open, F_OFD_GETLK, close: for callers that already read and checked the record. */
 int abd__record_locked(struct abd_registry *reg, const char *name);
@@ -201,8 +231,9 @@ int abd__lock_held(int fd);
  * process now); uid out. */
 int abd__proc_lookup(pid_t pid, uint64_t *start_time, uid_t *uid);
 
-/* Names starting ".abd-" belong to abd itself (the publishers' handshake sockets,
- * docs/acquire.md): never records (a service cannot start with '.'), so readers skip them. */
+/* Names starting ".abd-" are kept for the files the layers above put beside the records
+ * (acquisition's sockets): never records (a service cannot start with '.'), so readers skip
+ * them, and the registry's own GC leaves them alone. */
 static inline bool abd__reserved_name(const char *name)
 {
 	return name[0] == '.' && name[1] == 'a' && name[2] == 'b' && name[3] == 'd' && name[4] == '-';

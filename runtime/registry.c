@@ -17,7 +17,6 @@
 #include <sys/statfs.h>
 #include <time.h>
 
-#include "compat/handshake.h"
 #include "runtime/internal.h"
 #include "runtime/registry-internal.h"
 
@@ -167,6 +166,9 @@ static int registry_make(const char *path, int fd, struct abd_registry **out)
 		return -ENOMEM;
 	}
 	reg->dirfd = fd;
+	pthread_mutex_init(&reg->kept_lock, NULL);
+	for (unsigned i = 0; i < ABD__LOOKUP_KEPT; i++)
+		reg->kept[i].fd = -1;
 	struct stat st;
 	reg->dir_mode = 07777; /* unknown: as if shared */
 	if (fstat(fd, &st) == 0) {
@@ -248,9 +250,33 @@ ABD_EXPORT void abd_registry_free(struct abd_registry *reg)
 	if (!reg)
 		return;
 	abd__close(reg->dirfd);
-	abd__pidfd_cache_free(reg->pidfds);
+	if (reg->ext && reg->ext_free)
+		reg->ext_free(reg->ext);
+	for (unsigned i = 0; i < ABD__LOOKUP_KEPT; i++)
+		abd__close(reg->kept[i].fd);
+	pthread_mutex_destroy(&reg->kept_lock);
 	free(reg->path);
 	free(reg);
+}
+
+static pthread_mutex_t ext_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void *abd__registry_ext(const struct abd_registry *reg)
+{
+	return __atomic_load_n(&reg->ext, __ATOMIC_ACQUIRE);
+}
+
+void *abd__registry_ext_set(struct abd_registry *reg, void *p, void (*free_fn)(void *))
+{
+	pthread_mutex_lock(&ext_lock);
+	void *cur = reg->ext;
+	if (!cur) {
+		reg->ext_free = free_fn;
+		__atomic_store_n(&reg->ext, p, __ATOMIC_RELEASE);
+		cur = p;
+	}
+	pthread_mutex_unlock(&ext_lock);
+	return cur;
 }
 
 ABD_EXPORT const char *abd_registry_path(const struct abd_registry *reg)
@@ -502,6 +528,13 @@ static void instance_hex(const uint8_t *id, char *out)
 	out[2 * ABD_INSTANCE_SIZE] = 0;
 }
 
+void abd__record_name(const struct abd_record *rec, char *out, size_t size)
+{
+	char hex[2 * ABD_INSTANCE_SIZE + 1];
+	instance_hex(rec->instance, hex);
+	snprintf(out, size, "%s.%s", rec->service, hex);
+}
+
 /* Random instance ids, drawn from the kernel 16 at a time (one getrandom per 16 publications).
  * Per thread, keyed by pid and emptied in a forked child (self_forget): parent and child
  * must never hand out the same bytes. */
@@ -589,7 +622,8 @@ static int fill_identity(struct abd_registry *reg, struct abd_record *r)
 		return e;
 	r->pidns_dev = reg->pidns_dev;
 	r->pidns_ino = reg->pidns_ino;
-	if (self.pidfs_pid != me) { /* the first acquisition checks it instead of /proc (acquire.c) */
+	/* our pidfs inode: with the start time, it tells us from a later process with our pid */
+	if (self.pidfs_pid != me) {
 		self.pidfs_ino = abd__pidfs_ino(me);
 		self.pidfs_pid = me;
 	}
@@ -1386,11 +1420,54 @@ static const struct abd_record *best_candidate(struct abd_registry *reg,
 	return best ? best->rec : NULL;
 }
 
+/* Keep fd, the descriptor of the record called name that a lookup returns, in the handle
+ * (one per record: a second one of the same record is closed; the oldest goes when full). */
+static void lookup_keep(struct abd_registry *reg, const char *name, int fd)
+{
+	int close_fd = -1;
+	pthread_mutex_lock(&reg->kept_lock);
+	struct abd__kept_fd *k = NULL;
+	for (unsigned i = 0; i < ABD__LOOKUP_KEPT && !k; i++)
+		if (reg->kept[i].fd >= 0 && strcmp(reg->kept[i].name, name) == 0)
+			k = &reg->kept[i];
+	if (k) {
+		close_fd = fd; /* kept already */
+	} else {
+		for (unsigned i = 0; i < ABD__LOOKUP_KEPT && !k; i++)
+			if (reg->kept[i].fd < 0)
+				k = &reg->kept[i];
+		if (!k) { /* full: the round robin's next one goes */
+			k = &reg->kept[reg->kept_next++ % ABD__LOOKUP_KEPT];
+			close_fd = k->fd;
+		}
+		snprintf(k->name, sizeof(k->name), "%s", name);
+		k->fd = fd;
+	}
+	pthread_mutex_unlock(&reg->kept_lock);
+	abd__close(close_fd);
+}
+
+int abd__registry_take_fd(struct abd_registry *reg, const struct abd_record *rec)
+{
+	char name[ABD_RECORD_NAME_MAX + 1];
+	abd__record_name(rec, name, sizeof(name));
+	int fd = -1;
+	pthread_mutex_lock(&reg->kept_lock);
+	for (unsigned i = 0; i < ABD__LOOKUP_KEPT && fd < 0; i++)
+		if (reg->kept[i].fd >= 0 && strcmp(reg->kept[i].name, name) == 0) {
+			fd = reg->kept[i].fd;
+			reg->kept[i].fd = -1;
+			reg->kept[i].name[0] = 0;
+		}
+	pthread_mutex_unlock(&reg->kept_lock);
+	return fd;
+}
+
 /* A lookup reads only the service's own records ("<service>.<32 hex>": the name must match
  * the record's service, item_read checks it), one by one, and keeps the descriptor of the
- * record it returns in the handle's publisher cache (runtime/acquire.c), where the
- * acquisition that usually follows asks the record's lock through it instead of opening the
- * record again. Bounded there (8 publishers, evicting closes); many records of one service
+ * record it returns in the handle (lookup_keep), for the caller that goes on to use that
+ * record (acquisition asks its lock through it instead of opening the record again).
+ * Bounded (ABD__LOOKUP_KEPT, evicting closes); many records of one service
  * (URING_BATCH_MIN) are read as a snapshot is, batched and keeping nothing. */
 ABD_EXPORT int abd_registry_lookup_opts(struct abd_registry *reg, const char *service,
                                         const struct abd_lookup_opts *opts,
@@ -1451,7 +1528,7 @@ ABD_EXPORT int abd_registry_lookup_opts(struct abd_registry *reg, const char *se
 	if (r == 0 && best.rec) {
 		*out = best.rec; /* decoded on its own (no arena): the caller's */
 		best.rec = NULL;
-		abd__pidfd_cache_record(reg, *out, best_fd);
+		lookup_keep(reg, best.name, best_fd);
 		best_fd = -1;
 	} else if (r == 0) {
 		r = -ENOENT;
@@ -1500,126 +1577,13 @@ ABD_EXPORT int abd_registry_liveness(struct abd_registry *reg, const char *name)
 
 /* ------------------------------------------------------------------ GC -- */
 
-/* The handshake sockets of publishers (".abd-<32 hex>.sock", compat/handshake.c). One whose
- * socket is closed refuses connections (ECONNREFUSED): its publisher died, or freed its
- * server without unlinking. A live server's name always listens: it is bound in a private
- * directory ".abd-<32 hex>.tmp" (mode 0700) and renamed into the registry once listening. So
- * a ".sock" is removed only when no alive record names it and connect() is refused. A ".tmp"
- * directory exists while a server is being set up, for a few syscalls: it is removed (with
- * the socket file in it, unless that listens) only when it was also changed more than
- * SOCK_TMP_GRACE seconds ago (a publisher killed between mkdir and rename); so is a ".tmp"
- * socket file (left by versions that bound in the registry directory itself). Its mtime says
- * when: mkdir and bind set it; only its owner can set it back, to lose its own server.
- *
- * Nothing is done through a name another user could swap: each entry is opened with
- * O_PATH|O_NOFOLLOW (a symlink is never followed), its kind and age are read on that
- * descriptor, and connect() goes through it (/proc/self/fd/N), so the socket asked is the
- * file checked. unlinkat then removes the name, relative to the directory's descriptor: the
- * one race left is a name moved between the check and unlinkat, which in a directory
- * abd_registry_open accepts (sticky when others may write it) only the entry's owner, the
- * directory's owner or root can do, and unlinking removes a name, never a file's content. */
-#define SOCK_TMP_GRACE 60
-
-enum sock_name { SOCK_NOT_OURS, SOCK_FINAL, SOCK_TMP };
-
-static enum sock_name sock_name_kind(const char *name)
+/* Records only: the files the layers above keep beside them (".abd-" names, skipped by
+ * abd__list_dir) are theirs to collect (runtime/gc.c). */
+int abd__registry_gc_records(struct abd_registry *reg, bool remove_stale, unsigned *failed,
+                             char ***held, size_t *nheld)
 {
-	switch (abd__hs_sock_name(name)) {
-	case 1: return SOCK_FINAL;
-	case 2: return SOCK_TMP;
-	}
-	return SOCK_NOT_OURS;
-}
-
-static bool named_by(char *const *names, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(names[i], name) == 0)
-			return true;
-	return false;
-}
-
-static bool sock_old(const struct stat *st)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	return now.tv_sec - st->st_mtim.tv_sec > SOCK_TMP_GRACE;
-}
-
-/* A publisher's private set-up directory left behind: its socket file (unless it listens: a
- * publisher stopped mid-way, still alive) and then the directory. 1 removed, 0 kept, -errno. */
-static int gc_tmp_dir(int dirfd, const char *name)
-{
-	abd__autoclose int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!sock_old(&st))
-		return 0;
-	abd__autoclose int s = openat(fd, "s", O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (s >= 0) {
-		if (fstat(s, &st) < 0 || !S_ISSOCK(st.st_mode) || abd__hs_listening_fd(s) != 0)
-			return 0;
-		if (unlinkat(fd, "s", 0) < 0 && errno != ENOENT)
-			return -errno;
-	}
-	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	return 1;
-}
-
-/* Remove dead handshake sockets; keep those named by alive (names[0..n)). Returns how many. */
-static int gc_sockets(struct abd_registry *reg, char *const *alive, size_t nalive,
-                      unsigned *failed)
-{
-	int fd = openat(reg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	int removed = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		enum sock_name kind = sock_name_kind(e->d_name);
-		if (kind == SOCK_NOT_OURS ||
-		    (e->d_type != DT_SOCK && e->d_type != DT_UNKNOWN &&
-		     !(kind == SOCK_TMP && e->d_type == DT_DIR)))
-			continue;
-		if (kind == SOCK_FINAL && named_by(alive, nalive, e->d_name))
-			continue;
-		abd__autoclose int s = openat(reg->dirfd, e->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-		struct stat st;
-		if (s < 0 || fstat(s, &st) < 0)
-			continue;
-		if (kind == SOCK_TMP && S_ISDIR(st.st_mode)) {
-			int r = gc_tmp_dir(reg->dirfd, e->d_name);
-			if (r > 0)
-				removed++;
-			else if (r < 0 && failed)
-				(*failed)++;
-			continue;
-		}
-		if (!S_ISSOCK(st.st_mode) || (kind == SOCK_TMP && !sock_old(&st)))
-			continue;
-		/* 1: somebody listens; < 0: cannot tell (e.g. EACCES: another user's socket) */
-		if (abd__hs_listening_fd(s) != 0)
-			continue;
-		if (unlinkat(reg->dirfd, e->d_name, 0) == 0)
-			removed++;
-		else if (errno != ENOENT && failed)
-			(*failed)++;
-	}
-	closedir(d);
-	return removed;
-}
-
-/* Records first (stale ones removed), then sockets (names that alive records hold kept). */
-static int gc_run(struct abd_registry *reg, bool records, unsigned *failed, int *sockets)
-{
+	*held = NULL;
+	*nheld = 0;
 	struct abd__dirent *list;
 	size_t n;
 	int r = abd__list_dir(reg->dirfd, &list, &n);
@@ -1639,7 +1603,7 @@ static int gc_run(struct abd_registry *reg, bool records, unsigned *failed, int 
 		struct abd__item it;
 		/* No process cache: a stale record is decided by its lock alone. */
 		r = abd__item_read(reg, list[i].name, list[i].type, &it, buf, NULL, NULL);
-		if (r == 0 && it.e.state == ABD_STATE_STALE && records) {
+		if (r == 0 && it.e.state == ABD_STATE_STALE && remove_stale) {
 			if (unlinkat(reg->dirfd, it.name, 0) == 0)
 				removed++;
 			else if (errno != ENOENT && failed)
@@ -1656,33 +1620,15 @@ static int gc_run(struct abd_registry *reg, bool records, unsigned *failed, int 
 			break;
 		}
 	}
-	if (removed >= 0) {
-		int k = gc_sockets(reg, alive, nalive, failed);
-		if (sockets)
-			*sockets = k;
+	if (removed < 0) {
+		for (size_t i = 0; i < nalive; i++)
+			free(alive[i]);
+		free(alive);
+	} else {
+		*held = alive;
+		*nheld = nalive;
 	}
-	for (size_t i = 0; i < nalive; i++)
-		free(alive[i]);
-	free(alive);
 	free(buf);
 	abd__list_free(list, n);
 	return removed;
-}
-
-ABD_EXPORT int abd_registry_gc(struct abd_registry *reg, unsigned *failed)
-{
-	if (failed)
-		*failed = 0;
-	abd__check(reg, -EINVAL);
-	return gc_run(reg, true, failed, NULL);
-}
-
-ABD_EXPORT int abd_registry_gc_sockets(struct abd_registry *reg, unsigned *failed)
-{
-	if (failed)
-		*failed = 0;
-	abd__check(reg, -EINVAL);
-	int sockets = 0;
-	int r = gc_run(reg, false, failed, &sockets);
-	return r < 0 ? r : sockets;
 }
