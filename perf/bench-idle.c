@@ -255,35 +255,6 @@ int bench_idle_worker(const char *kind, const char *dir, const char *fdstr)
 
 /* ---- the measuring side ---- */
 
-/* Voluntary context switches of every thread of pid (io_uring workers included), or -1. */
-static int64_t vcsw(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	DIR *d = opendir(path);
-	if (!d)
-		return -1;
-	int64_t sum = 0;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		char p[96], line[128];
-		snprintf(p, sizeof(p), "/proc/%d/task/%s/status", (int)pid, de->d_name);
-		FILE *f = fopen(p, "re");
-		if (!f)
-			continue; /* the thread exited meanwhile */
-		while (fgets(line, sizeof(line), f))
-			if (!strncmp(line, "voluntary_ctxt_switches:", 24)) {
-				sum += strtoll(line + 24, NULL, 10);
-				break;
-			}
-		fclose(f);
-	}
-	closedir(d);
-	return sum;
-}
-
 struct worker {
 	enum kind k;
 	unsigned prof;
@@ -469,7 +440,7 @@ void bench_idle(void)
 		await_ready(ws, n);
 		sleep_ns(SETTLE_NS);
 		for (size_t i = 0; i < n; i++)
-			if (ws[i].ready && (ws[i].c0 = vcsw(ws[i].pid)) < 0)
+			if (ws[i].ready && (ws[i].c0 = bench_vcsw(ws[i].pid)) < 0)
 				ws[i].why = "its /proc/PID/task is unreadable";
 		uint64_t t0 = bench_now_ns();
 		sleep_ns(window);
@@ -478,7 +449,7 @@ void bench_idle(void)
 			struct worker *w = &ws[i];
 			struct bench_row *row = &rows[i][r];
 			*row = row_of(w->k, w->prof);
-			int64_t c1 = w->ready && !w->why ? vcsw(w->pid) : -1;
+			int64_t c1 = w->ready && !w->why ? bench_vcsw(w->pid) : -1;
 			if (w->ready && !w->why && waitpid(w->pid, NULL, WNOHANG) != 0)
 				w->why = "the worker exited during the window";
 			if (!w->why && (!w->ready || c1 < w->c0))

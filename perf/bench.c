@@ -194,7 +194,7 @@ static bool capture_wants(const struct bench_row *r)
 struct kept {
 	char *subject, *case_name, *cpus;
 	unsigned msg_bytes;
-	double p50, ops, cpu, wake;
+	double p50, ops, cpu, wake, wake_msg;
 	bool skipped;
 };
 static struct kept *kept;
@@ -249,6 +249,7 @@ static void keep(const struct bench_row *r)
 		.ops = r->ops_per_s,
 		.cpu = r->cpu_ns,
 		.wake = r->wakeups_per_s,
+		.wake_msg = r->wakeups_per_msg,
 		.skipped = r->skipped != NULL,
 	};
 }
@@ -325,6 +326,8 @@ static const char *ratio_key(const struct bench_row *r)
 {
 	if (r->wakeups_measured)
 		return "wakeups_per_s";
+	if (r->wakeups_per_msg_measured && r->ops_per_s <= 0)
+		return "wakeups_per_msg";
 	return r->cpu_measured ? "cpu_ns" : r->ops_per_s > 0 && r->p50_ns <= 0 ? "ops_per_s" : "p50_ns";
 }
 
@@ -333,6 +336,7 @@ static double figure_of(const struct bench_row *r, const char *key)
 	return !strcmp(key, "p50_ns")          ? r->p50_ns
 	       : !strcmp(key, "cpu_ns")        ? r->cpu_ns
 	       : !strcmp(key, "wakeups_per_s") ? r->wakeups_per_s
+	       : !strcmp(key, "wakeups_per_msg") ? r->wakeups_per_msg
 	                                       : r->ops_per_s;
 }
 
@@ -342,13 +346,18 @@ static const char *fmt_figure(char *buf, size_t len, const char *key, double v)
 		snprintf(buf, len, "%.1f/s", v);
 		return buf;
 	}
+	if (!strcmp(key, "wakeups_per_msg")) {
+		snprintf(buf, len, "%.2f/msg", v);
+		return buf;
+	}
 	return !strcmp(key, "ops_per_s") ? fmt_ops(buf, len, v) : fmt_ns(buf, len, v);
 }
 
 static const char *ratio_label(const char *key)
 {
 	return !strcmp(key, "p50_ns") ? "p50" : !strcmp(key, "cpu_ns") ? "cpu"
-	       : !strcmp(key, "wakeups_per_s") ? "wake-ups" : "ops/s";
+	       : !strcmp(key, "wakeups_per_s") ? "wake-ups"
+	       : !strcmp(key, "wakeups_per_msg") ? "wake-ups/msg" : "ops/s";
 }
 
 void bench_emit(const struct bench_row *in)
@@ -384,6 +393,7 @@ void bench_emit(const struct bench_row *in)
 			double theirs = !strcmp(ratio_of, "p50_ns")          ? b->p50
 			                : !strcmp(ratio_of, "cpu_ns")        ? b->cpu
 			                : !strcmp(ratio_of, "wakeups_per_s") ? b->wake
+			                : !strcmp(ratio_of, "wakeups_per_msg") ? b->wake_msg
 			                                                     : b->ops;
 			if (mine > 0 && theirs > 0) {
 				ratio = mine / theirs;
@@ -419,6 +429,8 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"cpu_ns\":%.0f", r.cpu_ns);
 			if (r.wakeups_measured)
 				printf(",\"wakeups_per_s\":%.2f", r.wakeups_per_s);
+			if (r.wakeups_per_msg_measured)
+				printf(",\"wakeups_per_msg\":%.3f", r.wakeups_per_msg);
 			if (r.rounds)
 				printf(",\"rounds\":%u", r.rounds);
 		}
@@ -433,7 +445,8 @@ void bench_emit(const struct bench_row *in)
 				printf(",\"ratio\":null");
 			if (have_ratio && r.rounds)
 				printf(",\"ratio_min\":%.3f,\"ratio_max\":%.3f", r.ratio_min, r.ratio_max);
-			if (r.rounds && (r.baseline_figure > 0 || r.wakeups_measured))
+			if (r.rounds && (r.baseline_figure > 0 || r.wakeups_measured ||
+			                 r.wakeups_per_msg_measured))
 				printf(",\"baseline_figure\":%.2f", r.baseline_figure);
 		}
 		printf("}\n");
@@ -477,6 +490,9 @@ void bench_emit(const struct bench_row *in)
 				       r.wakeups_per_s, r.baseline, r.baseline_figure);
 			else if (r.wakeups_measured)
 				printf("%-10s %-24s %-18s wake-ups %.2f/s\n", "", "", "", r.wakeups_per_s);
+			if (r.wakeups_per_msg_measured)
+				printf("%-10s %-24s %-18s wake-ups %.3f per message\n", "", "", "",
+				       r.wakeups_per_msg);
 		}
 	}
 	fflush(stdout);
@@ -578,6 +594,34 @@ int bench_until_asleep(pid_t pid)
 			return 0; /* never asleep: the sample is taken anyway */
 		bench_relax();
 	}
+}
+
+int64_t bench_vcsw(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	int64_t sum = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[96], line[128];
+		snprintf(p, sizeof(p), "/proc/%d/task/%s/status", (int)pid, de->d_name);
+		FILE *f = fopen(p, "re");
+		if (!f)
+			continue; /* the thread exited meanwhile */
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "voluntary_ctxt_switches:", 24)) {
+				sum += strtoll(line + 24, NULL, 10);
+				break;
+			}
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
 }
 
 /* ---- syscall counting ---- */
@@ -1016,10 +1060,10 @@ static double median(double *v, unsigned n)
 
 void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsigned n)
 {
-	enum { P50, P99, P999, OPS, CPU, SYS, WAKE, NFIG };
+	enum { P50, P99, P999, OPS, CPU, SYS, WAKE, WMSG, NFIG };
 	double v[NFIG][BENCH_ROUNDS_MAX];
 	unsigned k[NFIG] = {0};
-	bool cpu = false, sys = false, wake = false;
+	bool cpu = false, sys = false, wake = false, wmsg = false;
 	uint64_t iters = 0;
 	if (n > BENCH_ROUNDS_MAX)
 		n = BENCH_ROUNDS_MAX;
@@ -1045,6 +1089,10 @@ void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsig
 			wake = true;
 			v[WAKE][k[WAKE]++] = r->wakeups_per_s;
 		}
+		if (r->wakeups_per_msg_measured) {
+			wmsg = true;
+			v[WMSG][k[WMSG]++] = r->wakeups_per_msg;
+		}
 		if (r->has_syscalls) {
 			sys = true;
 			v[SYS][k[SYS]++] = r->syscalls_per_msg;
@@ -1058,6 +1106,8 @@ void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsig
 	out->cpu_ns = median(v[CPU], k[CPU]);
 	out->wakeups_measured = wake;
 	out->wakeups_per_s = median(v[WAKE], k[WAKE]);
+	out->wakeups_per_msg_measured = wmsg;
+	out->wakeups_per_msg = median(v[WMSG], k[WMSG]);
 	out->has_syscalls = sys;
 	out->syscalls_per_msg = median(v[SYS], k[SYS]);
 	if (iters)
@@ -1122,7 +1172,8 @@ void bench_emit_versus(const struct bench_row *row, const struct bench_row *mine
 		if (theirs[k].skipped)
 			continue;
 		double a = figure_of(&mine[k], key), t = figure_of(&theirs[k], key);
-		if (t > 0 || theirs[k].wakeups_measured) /* 0 wake-ups is a figure */
+		if (t > 0 || theirs[k].wakeups_measured ||
+		    theirs[k].wakeups_per_msg_measured) /* 0 wake-ups is a figure */
 			base[nbase++] = t;
 		if (a > 0 && t > 0)
 			ratios[nr++] = a / t;

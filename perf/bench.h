@@ -141,6 +141,12 @@ struct bench_row {
 	 * and its baseline_figure is emitted even when 0. */
 	double wakeups_per_s;
 	bool wakeups_measured;
+	/* Wake-ups per message (voluntary context switches of the receiving processes over the
+	 * window / messages), for the herd family: emitted as wakeups_per_msg whenever
+	 * wakeups_per_msg_measured is set, 0 included; on a row without ops_per_s the ratio is
+	 * of wakeups_per_msg. */
+	double wakeups_per_msg;
+	bool wakeups_per_msg_measured;
 	/* abd-... rows: the subject compared against, and its case when it differs from this
 	 * row's (e.g. "rtt" vs "rtt-2lines"), with the same cpus. The runners and bench_versus
 	 * measure such a row in interleaved rounds against that baseline row and emit `ratio` =
@@ -327,6 +333,9 @@ static inline int bench_until(uint32_t *word, uint32_t want)
  * "-asleep" round trips, whose every sample must include the wake-up of a sleeping peer.
  * 0, or -errno when the peer's stat cannot be read. */
 int bench_until_asleep(pid_t pid);
+/* The voluntary context switches of every thread of pid (/proc/PID/task/N/status, io_uring
+ * workers included), or -1 when it cannot be read. */
+int64_t bench_vcsw(pid_t pid);
 
 /* Syscall counting for your own loops: the tracepoint id (looked up once, > 0, or -errno),
  * a counter on the calling thread (fd, or -errno), its count so far (-1 for fd < 0). */
@@ -349,6 +358,7 @@ void bench_service(void);
 void bench_service_rtt(const char *cpus, uint64_t iters);
 void bench_recover(void);
 void bench_idle(void);
+void bench_herd(void);
 /* abd-perf --idle-worker KIND DIR FD: one process of the idle family (perf/bench-idle.c). */
 int bench_idle_worker(const char *kind, const char *dir, const char *fd);
 

@@ -8,11 +8,14 @@ import json
 import subprocess
 import sys
 
-FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns", "wakeups_per_s")
+FIGURES = ("p50_ns", "p99_ns", "p999_ns", "ops_per_s", "cpu_ns", "wakeups_per_s", "wakeups_per_msg")
 ROUNDS = 2
 
 
-def row_problems(row):
+def row_problems(row, baselines=frozenset()):
+    """baselines: the (subject, case, cpus) that abd rows of the same run name as their
+    baseline; an abd-... row that is one of them (e.g. herd-1c beside herd-4c) was measured in
+    the rounds of that row and needs no baseline of its own."""
     problems = [k for k in ("bench", "subject") if k not in row]
     has_fig = any(k in row for k in FIGURES)
     if row.get("skipped"):
@@ -23,6 +26,8 @@ def row_problems(row):
         problems.append("no figure")
     if not str(row.get("subject", "")).startswith("abd-"):
         return problems
+    if "baseline" not in row and (row.get("subject"), row.get("case"), row.get("cpus")) in baselines:
+        return problems if row.get("rounds") == ROUNDS else problems + [f"rounds {row.get('rounds')!r}"]
     problems += [k for k in ("baseline", "ratio_of", "ratio") if k not in row]
     if row.get("rounds") != ROUNDS:
         problems.append(f"rounds {row.get('rounds')!r}, not {ROUNDS}")
@@ -45,15 +50,18 @@ def main(exe):
         run = subprocess.run([exe, "--quick", "--json", "--rounds", str(ROUNDS), fam],
                              capture_output=True, text=True)
         rows = 0
+        parsed = []
         for line in run.stdout.splitlines():
             rows += 1
             try:
-                row = json.loads(line)
+                parsed.append((json.loads(line), line))
             except ValueError as e:
                 print(f"# {fam}: not JSON ({e}): {line!r}")
                 bad += 1
-                continue
-            problems = row_problems(row)
+        baselines = frozenset((r["baseline"], r.get("baseline_case", r.get("case")), r.get("cpus"))
+                              for r, _ in parsed if r.get("baseline"))
+        for row, line in parsed:
+            problems = row_problems(row, baselines)
             if problems:
                 print(f"# {fam}: {problems}: {line}")
                 bad += 1
