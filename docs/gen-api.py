@@ -56,6 +56,7 @@ several calls, the attribution was checked against the code); errors that a call
 through from the layer below ("or another -errno of ...") are those of the calls named there.
 Every call that returns an `int`-like value also returns `-EINVAL` for a NULL handle or an
 argument out of range, whether or not its entry repeats it.
+C++: `<abd/abd.hpp>` wraps these calls in owners and `std::expected` results ([cpp.md](cpp.md)).
 The [errno index](#errno-index) at the end maps each errno back to the calls that return it.
 
 """
@@ -245,13 +246,13 @@ def prose(lines):
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def clean_code(code):
+def clean_code(code, header):
     text = "\n".join(code)
     text = re.sub(r"ABD_EXPORT\s+", "", text)
-    # A multi-line inline macro body (ABD_RING_TYPED): show the signature only.
+    # A multi-line inline macro body (ABD_RING_TYPED, ABD_SERVICE_TYPED): the signature only.
     if re.search(r"^\s*#\s*define\s+\w+\(.*\\$", text, re.M) and text.count("\n") > 3:
         first = text.split("\n")[0].rstrip(" \\")
-        text = first + " /* ... see include/abd/ring.h */"
+        text = first + f" /* ... see include/abd/{header} */"
     return text
 
 
@@ -290,7 +291,7 @@ def render():
                     body.append("#### " + ", ".join(f"`{f}`" for f in names) + "\n")
                 elif what in ("type", "opaque"):
                     body.append("#### " + ", ".join(f"`{t}`" for t in names) + "\n")
-                body.append("```c\n" + clean_code(code) + "\n```\n")
+                body.append("```c\n" + clean_code(code, name) + "\n```\n")
                 if comment:
                     body.append(prose(comment) + "\n")
                 if what == "func":

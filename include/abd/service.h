@@ -277,6 +277,58 @@ struct abd_service_stats {
  * or -EINVAL. */
 ABD_EXPORT int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out);
 
+/* ---- Typed services ------------------------------------------------------------------ */
+
+/* The message type's identity, the same from every language (abd.hpp's abd::service<T>, the
+ * Python package): a name (ABD_SERVICE_TYPE_MAX bytes of [A-Za-z0-9._:<>-]), the size of the
+ * type, and as type_hash the FNV-1a 64 hash (offset basis 0xcbf29ce484222325, prime
+ * 0x100000001b3) of the bytes of a layout description, a string both sides write down with the
+ * struct (e.g. "u64 seq; f64 value; u32 sensor; u32 check"). A peer whose struct changed
+ * changes its layout string, and the other side's open then fails with -EPROTOTYPE. */
+static inline uint64_t abd_service_type_hash(const char *layout)
+{
+	uint64_t h = 0xcbf29ce484222325u;
+	for (const unsigned char *p = (const unsigned char *)layout; p && *p; p++)
+		h = (h ^ *p) * 0x100000001b3u;
+	return h;
+}
+
+/* ABD_SERVICE_TYPED(name, type, type_name, layout) defines static inline
+ * name_set_type(struct abd_service_config *) (type_name, sizeof(type) and
+ * abd_service_type_hash(layout) into the configuration, for publish and open alike), and
+ * name_try_push(svc, const type *), name_push(svc, const type *, timeout_ns),
+ * name_try_pop(svc, type *) and name_pop(svc, type *, timeout_ns), returning 0 or the
+ * service's -errno; a popped message of another size gives -EBADMSG. The type must be
+ * trivially copyable and at most ABD_RING_MAX_SLOT_SIZE bytes (checked at compile time). */
+#define ABD_SERVICE_TYPED(name, type, type_name_, layout_)                             \
+	ABD_RING__STATIC_ASSERT(sizeof(type) > 0 && sizeof(type) <= ABD_RING_MAX_SLOT_SIZE, \
+	                        "ABD_SERVICE_TYPED: " #type " does not fit a ring slot");   \
+	ABD_RING__UNUSED static inline void name##_set_type(struct abd_service_config *c)  \
+	{                                                                                  \
+		c->type_name = (type_name_);                                                   \
+		c->type_size = (uint32_t)sizeof(type);                                         \
+		c->type_hash = abd_service_type_hash(layout_);                                 \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_try_push(struct abd_service *s, const type *v) \
+	{                                                                                  \
+		return abd_service_try_push(s, v, sizeof(type));                               \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_push(struct abd_service *s, const type *v,    \
+	                                               int64_t t)                          \
+	{                                                                                  \
+		return abd_service_push(s, v, sizeof(type), t);                                \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_try_pop(struct abd_service *s, type *v)  \
+	{                                                                                  \
+		int n_ = abd_service_try_pop(s, v, sizeof(type));                              \
+		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_pop(struct abd_service *s, type *v, int64_t t) \
+	{                                                                                  \
+		int n_ = abd_service_pop(s, v, sizeof(type), t);                               \
+		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}
+
 ABD_END_DECLS
 
 #endif

@@ -46,6 +46,15 @@ pubsub-cxx)
 	run_bg "$bin/pubsub-cxx" sub "$name.mixed" 5; sub=$!
 	wait $sub; report "C++ subscriber of a C publisher" 0 $?
 	wait $pub; report "C publisher to a C++ subscriber" 0 $?
+	# A typed service (abd::service<sample>) against the C typed-ring, both ways.
+	run_bg "$bin/typed-ring" sub "$name.typed1" 500; sub=$!
+	run_bg "$bin/pubsub-cxx" typed-pub "$name.typed1" 500; pub=$!
+	wait $sub; report "C typed consumer of a C++ abd::service<sample> publisher" 0 $?
+	wait $pub; report "C++ typed publisher" 0 $?
+	run_bg "$bin/typed-ring" pub "$name.typed2" 500; pub=$!
+	run_bg "$bin/pubsub-cxx" typed-sub "$name.typed2" 500; sub=$!
+	wait $sub; report "C++ abd::service<sample> consumer of a C typed publisher" 0 $?
+	wait $pub; report "C typed publisher" 0 $?
 	;;
 epoll-embed)
 	run_bg "$bin/epoll-embed" "$name" 50; sub=$!

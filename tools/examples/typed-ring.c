@@ -26,16 +26,10 @@ struct sample {
 /* sample_ring_push/pop/try_push/try_pop(struct abd_ring *, struct sample *, ...) */
 ABD_RING_TYPED(sample_ring, struct sample)
 
-/* The type's identity: a name, its size, and a hash of its layout (any 64-bit value both sides
- * derive from the same definition; here FNV-1a of a description of the fields). */
+/* The type's identity: a name, its size, and a hash of a description of its layout
+ * (abd_service_type_hash: FNV-1a 64 of the string), the convention every binding follows:
+ * the C++ layer's abd::service<T> and pubsub.cpp's `typed-*` modes give the same strings. */
 #define SAMPLE_TYPE "example.sample"
-static uint64_t layout_hash(const char *layout)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (const char *p = layout; *p; p++)
-		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-	return h;
-}
 #define SAMPLE_LAYOUT "u64 seq; f64 value; u32 sensor; u32 check"
 #define SAMPLE_LAYOUT_V2 "u64 seq; f64 value; u64 sensor" /* what a newer consumer expects */
 
@@ -45,7 +39,7 @@ static struct abd_service_config sample_config(const char *layout)
 	cfg.capacity = 256;
 	cfg.type_name = SAMPLE_TYPE;
 	cfg.type_size = sizeof(struct sample); /* slot_size 0: the type's size */
-	cfg.type_hash = layout_hash(layout);
+	cfg.type_hash = abd_service_type_hash(layout);
 	return cfg;
 }
 
