@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -53,10 +52,22 @@ namespace {
 char dir[64];
 int n_name = 0;
 
-std::string fresh_name(const char *what)
+// A service name of its own for each test. No std::string in this file: MSan runs it, and
+// libstdc++ (not instrumented) builds std::string's bytes out of its sight.
+struct name_buf {
+	char s[ABD_SERVICE_MAX + 1];
+	operator std::string_view() const noexcept { return s; }
+	const char *c_str() const noexcept { return s; }
+};
+name_buf fresh_name(const char *what)
 {
-	return std::string("cpp.") + what + "." + std::to_string(getpid()) + "." + std::to_string(n_name++);
+	name_buf n;
+	std::snprintf(n.s, sizeof n.s, "cpp.%s.%d.%d", what, int(getpid()), n_name++);
+	return n;
 }
+
+// strerror, not error_code::message(): the latter is built in libstdc++ (see above).
+const char *why(std::error_code e) { return std::strerror(e.value()); }
 
 int count_fds()
 {
@@ -71,15 +82,15 @@ int count_fds()
 }
 
 // Runs the C peer: cpp-peer MODE DIR NAME COUNT [v2]. Returns its pid.
-pid_t spawn_peer(const char *mode, const std::string &name, long count, bool v2 = false)
+pid_t spawn_peer(const char *mode, const name_buf &name, long count, bool v2 = false)
 {
 	const char *root = getenv("ABD_BUILD_ROOT");
-	std::string peer = std::string(root ? root : ".") + "/tests/cpp-peer";
-	std::string n = std::to_string(count);
+	char peer[4096], n[32];
+	std::snprintf(peer, sizeof peer, "%s/tests/cpp-peer", root ? root : ".");
+	std::snprintf(n, sizeof n, "%ld", count);
 	pid_t pid = fork();
 	if (pid == 0) {
-		execl(peer.c_str(), peer.c_str(), mode, dir, name.c_str(), n.c_str(), v2 ? "v2" : nullptr,
-		      static_cast<char *>(nullptr));
+		execl(peer, peer, mode, dir, name.c_str(), n, v2 ? "v2" : nullptr, static_cast<char *>(nullptr));
 		_exit(127);
 	}
 	return pid;
@@ -132,12 +143,14 @@ void test_type_identity()
 void test_names_rejected()
 {
 	int before = count_fds();
-	std::string with_nul("cpp.bad\0name", 12);
+	std::string_view with_nul("cpp.bad\0name", 12);
 	auto a = abd::service<>::publish(with_nul, {.dir = dir});
 	TAP_CHECK(!a && a.error() == std::errc::invalid_argument,
 	          "a service name with an embedded NUL is refused (invalid_argument): %s",
-	          a ? "published" : a.error().message().c_str());
-	std::string longer(ABD_SERVICE_MAX + 1, 'x');
+	          a ? "published" : why(a.error()));
+	char longer_buf[ABD_SERVICE_MAX + 1];
+	std::memset(longer_buf, 'x', sizeof longer_buf);
+	std::string_view longer(longer_buf, sizeof longer_buf);
 	auto b = abd::service<>::open(longer, {.dir = dir}, abd::service_flags::consumer, 0s);
 	TAP_CHECK(!b && b.error() == std::errc::invalid_argument,
 	          "a service name longer than ABD_SERVICE_MAX is refused (invalid_argument)");
@@ -147,7 +160,7 @@ void test_names_rejected()
 	auto reg = abd::registry::open(dir);
 	auto snap = reg ? reg->take_snapshot() : abd::result<abd::snapshot>(std::unexpected(reg.error()));
 	TAP_CHECK(snap && snap->size() == 0, "nothing was published by the refused calls");
-	auto d = abd::service<>::publish(std::string(ABD_SERVICE_MAX, 'y'), {.dir = dir});
+	auto d = abd::service<>::publish(longer.substr(1), {.dir = dir});
 	TAP_CHECK(d.has_value(), "a name of exactly ABD_SERVICE_MAX bytes is accepted");
 	d = abd::result<abd::service<>>(std::unexpected(std::error_code()));
 	snap = abd::result<abd::snapshot>(std::unexpected(std::error_code()));
@@ -158,11 +171,11 @@ void test_names_rejected()
 void test_bytes_roundtrip()
 {
 	int before = count_fds();
-	std::string name = fresh_name("bytes");
+	name_buf name = fresh_name("bytes");
 	{
 		auto pub = abd::service<>::publish(name, {.dir = dir, .capacity = 8, .slot_size = 64},
 		                                   abd::service_flags::producer);
-		TAP_CHECK(pub.has_value(), "publish an untyped service: %s", pub ? "ok" : pub.error().message().c_str());
+		TAP_CHECK(pub.has_value(), "publish an untyped service: %s", pub ? "ok" : why(pub.error()));
 		if (!pub)
 			return;
 		auto sub = abd::service<>::open(name, {.dir = dir}, abd::service_flags::consumer, 5s);
@@ -176,7 +189,8 @@ void test_bytes_roundtrip()
 		auto empty = sub->try_pop(std::span(buf));
 		TAP_CHECK(!empty && empty.error() == std::errc::resource_unavailable_try_again,
 		          "try_pop on an empty service: resource_unavailable_try_again (EAGAIN)");
-		auto big = pub->try_push(std::string(65, 'z'));
+		char big_buf[65] = {};
+		auto big = pub->try_push(std::string_view(big_buf, sizeof big_buf));
 		TAP_CHECK(!big && big.error() == std::errc::message_size, "a message over the slot size: message_size");
 		auto timed = sub->pop(std::span(buf), 20ms);
 		TAP_CHECK(!timed && timed.error() == std::errc::timed_out, "pop with a deadline: timed_out");
@@ -207,7 +221,7 @@ void test_bytes_roundtrip()
 
 void test_typed_same_process()
 {
-	std::string name = fresh_name("typed");
+	name_buf name = fresh_name("typed");
 	auto pub = abd::service<cpp_sample>::publish(name, {.dir = dir, .capacity = 16});
 	TAP_CHECK(pub.has_value(), "publish abd::service<cpp_sample>");
 	if (!pub)
@@ -219,7 +233,7 @@ void test_typed_same_process()
 	auto wrong = abd::service<cpp_sample_v2>::open(name, {.dir = dir}, abd::service_flags::consumer, 0s);
 	TAP_CHECK(!wrong && wrong.error() == std::errc::wrong_protocol_type,
 	          "an opener with another layout is refused: wrong_protocol_type (EPROTOTYPE): %s",
-	          wrong ? "opened" : wrong.error().message().c_str());
+	          wrong ? "opened" : why(wrong.error()));
 	auto sub = abd::service<cpp_sample>::open(name, {.dir = dir}, abd::service_flags::consumer, 5s);
 	TAP_CHECK(sub.has_value(), "an opener of the same type gets it");
 	if (!sub)
@@ -237,7 +251,7 @@ void test_typed_same_process()
 		auto r = raw->try_push("short");
 		TAP_CHECK(!r && r.error() == std::errc::message_size,
 		          "but a message of another size is refused (message_size): %s",
-		          r ? "pushed" : r.error().message().c_str());
+		          r ? "pushed" : why(r.error()));
 		cpp_sample one = cpp_sample_make(7);
 		TAP_CHECK(raw->try_push(std::as_bytes(std::span(&one, 1))).has_value(), "the type's bytes are taken");
 		auto got = sub->try_pop();
@@ -247,18 +261,18 @@ void test_typed_same_process()
 
 void test_interop_c_publisher()
 {
-	std::string name = fresh_name("cpub");
+	name_buf name = fresh_name("cpub");
 	pid_t peer = spawn_peer("pub", name, 100);
 	auto sub = abd::service<cpp_sample>::open(name, {.dir = dir}, abd::service_flags::consumer, 10s);
 	TAP_CHECK(sub.has_value(), "C++ abd::service<T> opens a C publisher's ABD_SERVICE_TYPED service: %s",
-	          sub ? "ok" : sub.error().message().c_str());
+	          sub ? "ok" : why(sub.error()));
 	long got = 0, bad = 0;
 	if (sub) {
 		for (;;) {
 			auto s = sub->pop(10s);
 			if (!s) {
 				TAP_CHECK(s.error() == std::errc::broken_pipe, "the stream ends with broken_pipe: %s",
-				          s.error().message().c_str());
+				          why(s.error()));
 				break;
 			}
 			bad += !cpp_sample_ok(&*s, static_cast<uint64_t>(got++));
@@ -271,7 +285,7 @@ void test_interop_c_publisher()
 
 void test_interop_cpp_publisher(bool v2)
 {
-	std::string name = fresh_name(v2 ? "cppv2" : "cpp");
+	name_buf name = fresh_name(v2 ? "cppv2" : "cpp");
 	auto pub = abd::service<cpp_sample>::publish(name, {.dir = dir, .capacity = 16}, abd::service_flags::producer);
 	TAP_CHECK(pub.has_value(), "C++ publishes abd::service<cpp_sample>");
 	if (!pub)
@@ -307,7 +321,7 @@ void test_interop_cpp_publisher(bool v2)
 void test_reactor_embedded()
 {
 	int before = count_fds();
-	std::string name = fresh_name("embed");
+	name_buf name = fresh_name("embed");
 	pid_t peer = spawn_peer("pub", name, 30);
 	{
 		auto sub = abd::service<cpp_sample>::open(name, {.dir = dir}, abd::service_flags::consumer, 10s);
@@ -435,7 +449,7 @@ void test_ring()
 			}
 			TAP_CHECK(ok, "streams on a single-producer single-consumer ring");
 		} else
-			TAP_CHECK(false, "spsc ring: %s", spsc.error().message().c_str());
+			TAP_CHECK(false, "spsc ring: %s", why(spsc.error()));
 		auto bad = abd::ring::create(3, 64);
 		TAP_CHECK(!bad && bad.error() == std::errc::invalid_argument, "a capacity that is not a power of two");
 	}
@@ -448,7 +462,7 @@ void test_ring()
 void test_registry_and_acquire()
 {
 	int before = count_fds();
-	std::string name = fresh_name("rec");
+	name_buf name = fresh_name("rec");
 	int ready[2];
 	if (pipe2(ready, O_CLOEXEC) < 0) {
 		TAP_CHECK(false, "pipe");
@@ -492,7 +506,7 @@ void test_registry_and_acquire()
 		bool seen = false;
 		if (auto snap = reg->take_snapshot())
 			for (const abd_entry &e : *snap)
-				seen |= e.service && e.service == name && e.state == ABD_STATE_ALIVE;
+				seen |= e.service && std::strcmp(e.service, name.c_str()) == 0 && e.state == ABD_STATE_ALIVE;
 		TAP_CHECK(seen, "a snapshot iterates its entries");
 		auto w = reg->watch_changes(0, name);
 		int added = 0;
@@ -501,7 +515,7 @@ void test_registry_and_acquire()
 		TAP_CHECK(ev && added == 1, "a watch of one service reports it once (ADDED)");
 		if (rec) {
 			auto a = reg->acquire(*rec, 0, 5s);
-			TAP_CHECK(a.has_value(), "acquire the publisher's descriptors: %s", a ? "ok" : a.error().message().c_str());
+			TAP_CHECK(a.has_value(), "acquire the publisher's descriptors: %s", a ? "ok" : why(a.error()));
 			if (a) {
 				auto cred = a->peer();
 				TAP_CHECK(cred && cred->pid == child, "the peer's credentials");
