@@ -37,7 +37,8 @@
 #define FIRST_NS (1000ll * 1000)
 /* An opener remembers this many failed candidates (the oldest retry is forgotten first). */
 #define FAILED_MAX 16
-/* Back-off of a candidate that failed for a passing reason: first retry, and the cap. */
+/* Back-off of a candidate that failed for a passing reason (alive but not answering: no
+ * kernel event says when it starts to): first retry, and the cap. */
 #define RETRY_FIRST_NS (1000ll * 1000)
 #define RETRY_MAX_NS (1000ll * 1000 * 1000)
 /* Closed word values in the ring header (docs/ring.md line 7). */
@@ -293,6 +294,13 @@ static void closed_cb(struct abd_source *src, abd__unused int status, abd__unuse
 static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry *e)
 {
 	struct abd_service *svc = ud;
+	if (type == ABD_EVENT_OVERFLOW) {
+		/* events were lost (the rescan that follows an overflow reports what it finds):
+		 * an opener looks again rather than trust that the rescan saw everything */
+		if (!svc->ring)
+			svc->changed = true;
+		return;
+	}
 	if (!e->name)
 		return;
 	if (svc->ring) {
@@ -714,18 +722,96 @@ static int try_open(struct abd_service *svc, const struct abd_service_config *cf
 	return -EAGAIN;
 }
 
-/* How long the open may sleep before looking again with nothing new from the registry: until
- * the first back-off ends, at most a second (a quiet second: look anyway, cheap; it covers a
- * lost event). */
-static int64_t next_look_ns(const struct abd_service *svc)
+/* When the first candidate passed over for a passing reason may be tried again (-1: none
+ * waits for a retry). Nothing else is ever waited for by the clock: news of the service comes
+ * from the registry's watch. */
+static int64_t next_retry_ns(const struct abd_service *svc)
 {
-	int64_t step = RETRY_MAX_NS, now = now_ns();
+	int64_t at = -1;
 	for (unsigned i = 0; i < svc->nfailed; i++)
-		if (svc->failed[i].retry_ns != INT64_MAX) {
-			int64_t d = svc->failed[i].retry_ns - now;
-			step = d < step ? d : step;
+		if (svc->failed[i].retry_ns != INT64_MAX && (at < 0 || svc->failed[i].retry_ns < at))
+			at = svc->failed[i].retry_ns;
+	int64_t soonest = now_ns() + RETRY_FIRST_NS;
+	return at >= 0 && at < soonest ? soonest : at;
+}
+
+/* The open's watch of the registry, for this service's records only (its cost does not grow
+ * with the directory). It exists before the first lookup, so that a publication between a
+ * lookup and the wait is an event. During the open it is driven by hand (abd_watch_process on
+ * its descriptor); it joins the reactor once the service is opened. */
+static int open_watch(struct abd_service *svc)
+{
+	return abd_watch_new_opts(svc->reg,
+	                          &(struct abd_watch_opts){ .flags = ABD_WATCH_PIDFD,
+	                                                    .service = svc->name },
+	                          &svc->watch);
+}
+
+/* The registry directory went away under the watch (removed, renamed, replaced: inotify's
+ * IN_DELETE_SELF, IN_MOVE_SELF, IN_IGNORED): the watch and the lookups still see the old one.
+ * Open the directory the configuration names again (created, as the first time, if it is
+ * missing) and look there. */
+static int open_reopen(struct abd_service *svc, const struct abd_service_config *cfg)
+{
+	abd_watch_free(svc->watch);
+	svc->watch = NULL;
+	abd_registry_free(svc->reg);
+	svc->reg = NULL;
+	char why[256];
+	int r = abd_registry_open(cfg->dir, ABD_REGISTRY_CREATE, &svc->reg, why, sizeof(why));
+	if (r == 0)
+		r = open_watch(svc);
+	svc->changed = true;
+	return r;
+}
+
+/* Sleep until the watch has news of the service, a passed-over candidate's back-off ends or
+ * the deadline comes, running a given reactor meanwhile (embedded: its descriptor beside the
+ * watch's). The sleep is a ppoll: a stop (SIGSTOP/SIGCONT, a debugger's PTRACE_INTERRUPT)
+ * resumes it, a signal handler that runs ends it (-EINTR). 0: look again. */
+static int open_wait(struct abd_service *svc, const struct abd_service_config *cfg,
+                     int64_t deadline)
+{
+	struct pollfd p[2] = { { .fd = abd_watch_fd(svc->watch), .events = POLLIN },
+		               { .fd = -1, .events = POLLIN } };
+	if (!svc->own_reactor) {
+		/* what is ready now, first (and -EBUSY from inside one of its callbacks) */
+		int r = abd_reactor_run_once(svc->reactor, 0);
+		if (r < 0)
+			return r;
+		if ((p[1].fd = abd_reactor_fd(svc->reactor)) < 0)
+			return p[1].fd;
+	}
+	int64_t until = next_retry_ns(svc);
+	if (deadline >= 0 && (until < 0 || deadline < until))
+		until = deadline;
+	while (!svc->changed) {
+		struct timespec ts, *tsp = NULL;
+		if (until >= 0) {
+			int64_t left = until - now_ns();
+			left = left < 0 ? 0 : left;
+			ts = (struct timespec){ (time_t)(left / 1000000000), (long)(left % 1000000000) };
+			tsp = &ts;
 		}
-	return step < RETRY_FIRST_NS ? RETRY_FIRST_NS : step;
+		int n = ppoll(p, p[1].fd < 0 ? 1 : 2, tsp, NULL);
+		if (n < 0)
+			return errno == EINTR ? -EINTR : -errno;
+		if (n == 0)
+			return 0; /* a back-off ended, or the deadline came */
+		if (p[0].revents) {
+			int r = abd_watch_process(svc->watch, on_watch, svc);
+			if (r == -EIDRM)
+				return open_reopen(svc, cfg);
+			if (r < 0)
+				return r;
+		}
+		if (p[1].revents) {
+			int r = abd_reactor_run_once(svc->reactor, 0);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
 }
 
 int abd_service_open(const char *name, const struct abd_service_config *cfg, unsigned flags,
@@ -757,40 +843,22 @@ int abd_service_open(const char *name, const struct abd_service_config *cfg, uns
 	r = abd_registry_open(cfg->dir, ABD_REGISTRY_CREATE, &svc->reg, why, sizeof(why));
 	if (r == 0)
 		r = setup_reactor(svc, cfg);
-	/* the watch first, so that a publication between our lookup and the wait is an event;
-	 * it watches this service's records only (its cost does not grow with the directory) */
 	if (r == 0)
-		r = abd_watch_new_opts(svc->reg,
-		                       &(struct abd_watch_opts){ .flags = ABD_WATCH_PIDFD,
-		                                                 .service = svc->name },
-		                       &svc->watch);
-	if (r == 0)
-		r = abd_reactor_add_watch(svc->reactor, svc->watch, watch_cb, svc, &svc->watch_src);
+		r = open_watch(svc);
 	while (r == 0) {
 		svc->changed = false;
 		r = try_open(svc, cfg, flags);
 		if (r != -EAGAIN)
 			break;
-		int64_t left = deadline < 0 ? -1 : deadline - now_ns();
-		if (deadline >= 0 && left <= 0) {
+		if (deadline >= 0 && deadline <= now_ns()) {
 			r = svc->final_err ? svc->final_err : -ETIMEDOUT;
 			break;
 		}
-		/* wait for the watch to name the service, or a failed candidate's back-off to end
-		 * (a publisher caught between publication and serving answers EAGAIN) */
-		int64_t until = now_ns() + next_look_ns(svc);
-		if (deadline >= 0 && deadline < until)
-			until = deadline;
-		r = 0;
-		while (r >= 0 && !svc->changed) {
-			int64_t l = until - now_ns();
-			if (l <= 0)
-				break;
-			r = abd_reactor_run_once(svc->reactor, l);
-		}
-		if (r > 0)
-			r = 0;
+		r = open_wait(svc, cfg, deadline);
 	}
+	/* opened: from now on the watch reports the publisher's withdrawal or death */
+	if (r == 0)
+		r = abd_reactor_add_watch(svc->reactor, svc->watch, watch_cb, svc, &svc->watch_src);
 	if (r < 0) {
 		real_close(svc);
 		return r;

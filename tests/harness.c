@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -101,6 +102,16 @@ pid_t abd_test_fork(int (*fn)(void *arg), void *arg)
 	return pid;
 }
 
+/* A wait status as a number: the exit status, 128 + the signal that killed it, or -1. */
+static int exit_status(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
 int abd_test_wait(pid_t pid)
 {
 	int status;
@@ -108,13 +119,24 @@ int abd_test_wait(pid_t pid)
 	do
 		r = waitpid(pid, &status, 0);
 	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -1;
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return -1;
+	return r < 0 ? -1 : exit_status(status);
+}
+
+int abd_test_wait_within(pid_t pid, uint64_t ns)
+{
+	uint64_t end = abd_test_now_ns() + ns;
+	int status;
+	pid_t r;
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0 && abd_test_now_ns() < end) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		abd_test_wait(pid);
+		return -2;
+	}
+	return r < 0 ? -1 : exit_status(status);
 }
 
 uint64_t abd_test_now_ns(void)
@@ -136,6 +158,66 @@ long abd_test_read_long(const char *path)
 	return v;
 }
 
+long abd_test_ctxsw(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	long sum = 0;
+	int threads = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char status[320], line[256];
+		snprintf(status, sizeof(status), "%s/%s/status", path, de->d_name);
+		FILE *f = fopen(status, "re");
+		if (!f)
+			continue; /* the thread ended meanwhile */
+		long v = -1;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+				break;
+		fclose(f);
+		if (v >= 0) {
+			sum += v;
+			threads++;
+		}
+	}
+	closedir(d);
+	return threads ? sum : -1;
+}
+
+void abd_test_ptrace_interrupt(pid_t pid)
+{
+	cr_assert_eq(ptrace(PTRACE_SEIZE, pid, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
+	cr_assert_eq(ptrace(PTRACE_INTERRUPT, pid, 0, 0), 0, "PTRACE_INTERRUPT: %s",
+	             strerror(errno));
+	int status;
+	cr_assert_eq(waitpid(pid, &status, __WALL), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFSTOPPED(status), "the child stopped under ptrace (status %#x)", status);
+	cr_assert_eq(ptrace(PTRACE_DETACH, pid, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
+	nanosleep(&ts, NULL);
+}
+
+void abd_test_stop_cont(pid_t pid)
+{
+	int status;
+	cr_assert_eq(kill(pid, SIGSTOP), 0);
+	cr_assert_eq(waitpid(pid, &status, WUNTRACED), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFSTOPPED(status), "the child stopped (status %#x)", status);
+	cr_assert_eq(kill(pid, SIGCONT), 0);
+	cr_assert_eq(waitpid(pid, &status, WCONTINUED), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFCONTINUED(status), "the child continued (status %#x)", status);
+}
+
 unsigned long abd_test_scaled(unsigned long n, unsigned long min)
 {
 	const char *env = getenv("ABD_TEST_SCALE");
@@ -144,4 +226,16 @@ unsigned long abd_test_scaled(unsigned long n, unsigned long min)
 		div = 1;
 	unsigned long r = n / div;
 	return r < min ? min : r;
+}
+
+void abd_test_stops_leave_running(pid_t pid, int times)
+{
+	for (int i = 0; i < times; i++) {
+		abd_test_ptrace_interrupt(pid);
+		nap_ms(50);
+		abd_test_stop_cont(pid);
+		nap_ms(50);
+	}
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "pid %d ended after a ptrace or job stop",
+	             (int)pid);
 }

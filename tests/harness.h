@@ -39,6 +39,9 @@ void abd_test_rmtree(const char *path);
 pid_t abd_test_fork(int (*fn)(void *arg), void *arg);
 /* Wait for a child; returns its exit status, 128+signal if killed, -1 on error. */
 int abd_test_wait(pid_t pid);
+/* abd_test_wait for at most ns nanoseconds: past that the child is killed (SIGKILL) and
+ * reaped, and -2 returned. */
+int abd_test_wait_within(pid_t pid, uint64_t ns);
 
 /* Stress sizes: n divided by $ABD_TEST_SCALE (default 1; the sanitizer builds set 10 or
  * more), never below min. Properties stay the same, only the iteration counts shrink. */
@@ -49,5 +52,19 @@ uint64_t abd_test_now_ns(void);
 
 /* The first number in a file (a sysctl under /proc/sys), or -1. */
 long abd_test_read_long(const char *path);
+
+/* How many times pid slept: voluntary_ctxt_switches summed over its threads
+ * (/proc/PID/task/ * /status), or -1 when pid cannot be read. Two counts around an idle stretch
+ * say how often a waiting process woke up: a count, not a timing. */
+long abd_test_ctxsw(pid_t pid);
+
+/* What a debugger's attach does to a sleeping child (strace -p, gdb -p): PTRACE_SEIZE,
+ * PTRACE_INTERRUPT (its sleep ends, no handler runs), the stop seen, PTRACE_DETACH. */
+void abd_test_ptrace_interrupt(pid_t pid);
+/* Job control on a child: SIGSTOP, the stop seen, SIGCONT, the continuation seen. */
+void abd_test_stop_cont(pid_t pid);
+/* Both, `times` times, 50 ms apart; then the child must still be running: a stop with no
+ * handler run ends no wait. */
+void abd_test_stops_leave_running(pid_t pid, int times);
 
 #endif

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <grp.h>
 #include <sys/prctl.h>
-#include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -321,21 +320,11 @@ static void read_until(int fd, const char *want, char *buf, size_t size)
 /* The exit status of pid within `ns` (128 + signal when killed); fails the test after that. */
 static int wait_within(pid_t pid, uint64_t ns)
 {
-	uint64_t end = abd_test_now_ns() + ns;
-	int status;
-	pid_t r;
-	while ((r = waitpid(pid, &status, WNOHANG)) == 0) {
-		if (abd_test_now_ns() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &status, 0);
-			cr_assert_fail("pid %d did not exit within %llu ms", (int)pid,
-			         (unsigned long long)(ns / 1000000));
-		}
-		struct timespec ts = { 0, 5 * 1000 * 1000 };
-		nanosleep(&ts, NULL);
-	}
-	cr_assert_eq(r, pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	int st = abd_test_wait_within(pid, ns);
+	cr_assert_neq(st, -2, "pid %d did not exit within %llu ms", (int)pid,
+	              (unsigned long long)(ns / 1000000));
+	cr_assert_geq(st, 0);
+	return st;
 }
 
 static void nap_ms(long ms)
@@ -402,11 +391,79 @@ ABD_TEST(service_cli, recv_waiting_for_a_publisher_stops_on_sigint)
 	abd_test_rmtree(dir);
 }
 
+/* The end of a recv test: send msg to name, recv (pid r, stdout ofd, stderr efd) prints it,
+ * SIGTERM ends it with exit 0; then the publisher s is stopped and dir removed. */
+static void recv_gets_then_sigterm_exits_0(const char *dir, const char *name, const char *msg,
+                                           pid_t r, int ofd, int efd, pid_t s)
+{
+	char out[4096], err[4096], buf[256], want[256];
+	const char *send[] = { NULL, "send", "--dir", dir, name, msg, NULL };
+	cr_assert_eq(run(send, NULL, buf, sizeof(buf)), 0);
+	snprintf(want, sizeof(want), "%s\n", msg);
+	read_until(ofd, want, out, sizeof(out));
+	cr_assert_eq(kill(r, SIGTERM), 0);
+	int st = wait_within(r, 5 * SEC);
+	slurp(efd, err, sizeof(err));
+	close(ofd);
+	cr_expect_eq(st, 0, "exit %d (stderr: %s)", st, err);
+	kill(s, SIGTERM);
+	cr_assert_eq(abd_test_wait(s), 0);
+	abd_test_rmtree(dir);
+}
+
+/* recv waiting for a name nobody publishes yet: it sleeps (a count of its wake-ups over 2 s,
+ * not a timing), a debugger's attach or a job stop does not end the wait, it receives once the
+ * name is published, and SIGTERM then ends it with exit 0. */
+ABD_TEST(service_cli, recv_waiting_for_a_name_sleeps_and_survives_stops)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *recv[] = { NULL, "recv", "--dir", dir, "--timeout", "-1", "cli.later", NULL };
+	int ofd, efd;
+	pid_t r = start_piped(recv, &ofd, &efd);
+	nap_ms(300); /* asleep, waiting for the name */
+	long before = abd_test_ctxsw(r);
+	nap_ms(2000);
+	long woke = abd_test_ctxsw(r) - before;
+	cr_expect_geq(before, 0);
+	cr_expect_leq(woke, 1, "recv waiting for a missing name woke %ld times in 2 s", woke);
+	abd_test_stops_leave_running(r, 1);
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.later", NULL };
+	pid_t s = start(serve, NULL, NULL);
+	wait_consumers(dir, "cli.later", 1);
+	recv_gets_then_sigterm_exits_0(dir, "cli.later", "hello", r, ofd, efd, s);
+}
+
+/* send waiting for a name: a debugger's attach and a job stop do not end it; SIGINT does,
+ * at once, with exit 130 and a line saying so (docs/abdctl.1, SIGNALS). */
+ABD_TEST(service_cli, send_waiting_for_a_name_survives_stops_and_sigint_exits_130)
+{
+	char dir[256], out[256], err[4096];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *send[] = { NULL, "send", "--dir", dir, "--timeout", "30000", "cli.never", "m",
+		               NULL };
+	int ofd, efd;
+	pid_t p = start_piped(send, &ofd, &efd);
+	nap_ms(300);
+	abd_test_stops_leave_running(p, 1);
+	uint64_t t0 = abd_test_now_ns();
+	cr_assert_eq(kill(p, SIGINT), 0);
+	int st = wait_within(p, 5 * SEC);
+	uint64_t ms = (abd_test_now_ns() - t0) / 1000000;
+	slurp(efd, err, sizeof(err));
+	slurp(ofd, out, sizeof(out));
+	cr_expect_eq(st, 130, "exit %d (stderr: %s)", st, err);
+	cr_expect(strstr(err, "interrupted by") && strstr(err, "before the service was opened"),
+	          "stderr: %s", err);
+	cr_expect_lt(ms, 500, "send took %llu ms to stop on SIGINT", (unsigned long long)ms);
+	abd_test_rmtree(dir);
+}
+
 /* What `strace -p` does to a recv asleep in pop: PTRACE_SEIZE, PTRACE_INTERRUPT (the sleep
  * ends with EINTR, no handler runs), detach. recv keeps running and prints the next message. */
 ABD_TEST(service_cli, recv_survives_a_ptrace_interrupt)
 {
-	char dir[256], out[4096], err[4096], buf[256];
+	char dir[256], out[4096], buf[256];
 	abd_test_mkdtemp(dir, sizeof(dir));
 	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.ptrace", NULL };
 	pid_t s = start(serve, NULL, NULL);
@@ -420,26 +477,11 @@ ABD_TEST(service_cli, recv_survives_a_ptrace_interrupt)
 	read_until(ofd, "before\n", out, sizeof(out));
 	for (int i = 0; i < 3; i++) {
 		nap_ms(150); /* asleep in pop */
-		cr_assert_eq(ptrace(PTRACE_SEIZE, r, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
-		cr_assert_eq(ptrace(PTRACE_INTERRUPT, r, 0, 0), 0);
-		int status;
-		cr_assert_eq(waitpid(r, &status, __WALL), r);
-		cr_assert(WIFSTOPPED(status), "recv stopped under ptrace (status %#x)", status);
-		cr_assert_eq(ptrace(PTRACE_DETACH, r, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
+		abd_test_ptrace_interrupt(r);
 	}
 	nap_ms(200);
 	cr_assert_eq(waitpid(r, NULL, WNOHANG), 0, "recv exited after a ptrace attach and detach");
-	const char *send2[] = { NULL, "send", "--dir", dir, "cli.ptrace", "after", NULL };
-	cr_assert_eq(run(send2, NULL, buf, sizeof(buf)), 0);
-	read_until(ofd, "after\n", out, sizeof(out));
-	cr_assert_eq(kill(r, SIGTERM), 0);
-	int st = wait_within(r, 5 * SEC);
-	slurp(efd, err, sizeof(err));
-	close(ofd);
-	cr_expect_eq(st, 0, "exit %d (stderr: %s)", st, err);
-	kill(s, SIGTERM);
-	cr_assert_eq(abd_test_wait(s), 0);
-	abd_test_rmtree(dir);
+	recv_gets_then_sigterm_exits_0(dir, "cli.ptrace", "after", r, ofd, efd, s);
 }
 
 /* send blocked on a full ring: a ptrace interrupt does not end it; SIGINT does, with exit 130
@@ -457,12 +499,7 @@ ABD_TEST(service_cli, send_blocked_survives_ptrace_and_sigint_exits_130)
 	pid_t p = start_piped(send, &ofd, &efd);
 	nap_ms(300); /* two sent, asleep in push for room */
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(ptrace(PTRACE_SEIZE, p, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
-		cr_assert_eq(ptrace(PTRACE_INTERRUPT, p, 0, 0), 0);
-		int status;
-		cr_assert_eq(waitpid(p, &status, __WALL), p);
-		cr_assert(WIFSTOPPED(status), "send stopped under ptrace (status %#x)", status);
-		cr_assert_eq(ptrace(PTRACE_DETACH, p, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
+		abd_test_ptrace_interrupt(p);
 		nap_ms(150);
 	}
 	cr_assert_eq(waitpid(p, NULL, WNOHANG), 0, "send exited after a ptrace attach and detach");

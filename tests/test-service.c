@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #include "harness.h"
 
@@ -292,6 +293,232 @@ ABD_TEST(service, open_waits_for_a_publisher_to_appear)
 	ctx_fini(&c);
 }
 
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
+	nanosleep(&ts, NULL);
+}
+
+/* ---------------------------------------------------------------- waiting for a name -- */
+
+/* An opener in a process of its own: open `name` (20 s at most) as a consumer, with its own
+ * reactor or a given one, under a SIGUSR1 handler with sa_flags. The exit status is the open's
+ * errno (0: opened). */
+struct opener {
+	const char *dir, *name;
+	bool given;
+	int sa_flags;
+	int ready_w; /* written just before the open */
+};
+
+static void on_usr1_opener(int sig)
+{
+	(void)sig;
+}
+
+static int opener_main(void *arg)
+{
+	struct opener *o = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct sigaction sa = { 0 };
+	sa.sa_handler = on_usr1_opener;
+	sa.sa_flags = o->sa_flags;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o->dir;
+	if (o->given && abd_reactor_new(0, &cfg.reactor) < 0)
+		return 100;
+	if (write(o->ready_w, "R", 1) != 1)
+		return 101;
+	struct abd_service *svc;
+	int r = abd_service_open(o->name, &cfg, ABD_SERVICE_CONSUMER, 20 * SEC, &svc);
+	abd_service_close(svc);
+	abd_reactor_free(cfg.reactor);
+	return -r;
+}
+
+/* Start an opener; after settle_ms it has reached its sleep (its first lookup found nothing). */
+static pid_t start_opener(struct opener *o, long settle_ms)
+{
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	o->ready_w = fds[1];
+	pid_t pid = abd_test_fork(opener_main, o);
+	close(fds[1]);
+	char c;
+	cr_assert_eq(read(fds[0], &c, 1), 1, "the opener child died before opening");
+	close(fds[0]);
+	nap_ms(settle_ms);
+	return pid;
+}
+
+/* Publish o's name from another process: the opener must open it within 3 s (it ends with
+ * status 0). Returns the milliseconds from the publication to the opener's end. */
+static uint64_t publish_for(const struct opener *o, pid_t op)
+{
+	uint64_t t0 = abd_test_now_ns();
+	struct child_pub p = { .dir = o->dir, .name = o->name, .flags = ABD_SERVICE_PRODUCER };
+	pid_t pub = start_child_pub(&p);
+	int st = abd_test_wait_within(op, 3 * SEC);
+	uint64_t ms = (abd_test_now_ns() - t0) / 1000000;
+	kill(pub, SIGTERM);
+	cr_expect_eq(abd_test_wait(pub), 0);
+	cr_assert_eq(st, 0, "%s: the opener ended with %d (-2: still waiting 3 s after the "
+	             "publication)", o->name, st);
+	return ms;
+}
+
+/* An opener waiting for a name nobody publishes sleeps: no periodic look (a count of its
+ * wake-ups, not a timing). When another process publishes the name, inotify wakes it and it
+ * opens at once. */
+static void open_sleeps_until_published(bool given)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct opener o = { .dir = dir, .name = "svc.later", .given = given };
+	pid_t op = start_opener(&o, 300);
+	long before = abd_test_ctxsw(op);
+	nap_ms(2000);
+	long woke = abd_test_ctxsw(op) - before;
+	cr_expect_geq(before, 0);
+	/* a look once a second would be 2 here */
+	cr_expect_leq(woke, 1, "an opener waiting for a missing name woke %ld times in 2 s", woke);
+	uint64_t ms = publish_for(&o, op);
+	cr_expect_lt(ms, 500, "the opener took %llu ms to open a published name",
+	             (unsigned long long)ms);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service, open_sleeps_until_the_name_is_published)
+{
+	open_sleeps_until_published(false);
+}
+
+ABD_TEST(service, open_sleeps_until_the_name_is_published_given_reactor)
+{
+	open_sleeps_until_published(true);
+}
+
+/* A signal handler that runs while open waits ends it with -EINTR, with or without
+ * SA_RESTART, own reactor or a given one. A signal every 50 ms: one that lands between two
+ * syscalls interrupts nothing (the classic window), and that is not what this is about. */
+static void open_interrupted(int sa_flags, bool given)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct opener o = { .dir = dir, .name = "svc.never", .given = given, .sa_flags = sa_flags };
+	pid_t op = start_opener(&o, 300);
+	uint64_t t0 = abd_test_now_ns(), end = t0 + 5 * SEC;
+	int status;
+	pid_t w;
+	while ((w = waitpid(op, &status, WNOHANG)) == 0 && abd_test_now_ns() < end) {
+		kill(op, SIGUSR1);
+		nap_ms(50);
+	}
+	uint64_t ms = (abd_test_now_ns() - t0) / 1000000;
+	if (w == 0) {
+		kill(op, SIGKILL);
+		abd_test_wait(op);
+	}
+	cr_assert_eq(w, op, "the opener still waited after 5 s of SIGUSR1 every 50 ms");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == EINTR,
+	          "the interrupted open ended with status %#x, not -EINTR", status);
+	cr_expect_lt(ms, 1000, "-EINTR after %llu ms", (unsigned long long)ms);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service, a_signal_interrupts_a_waiting_open)
+{
+	open_interrupted(0, false);
+	open_interrupted(SA_RESTART, false);
+}
+
+ABD_TEST(service, a_signal_interrupts_a_waiting_open_given_reactor)
+{
+	open_interrupted(0, true);
+	open_interrupted(SA_RESTART, true);
+}
+
+/* A debugger's attach (PTRACE_SEIZE + PTRACE_INTERRUPT, then detach) and SIGSTOP/SIGCONT end
+ * the opener's sleep with no handler run: the open goes on waiting and opens the name when it
+ * is published. */
+static void open_survives_stops(bool given)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct opener o = { .dir = dir, .name = "svc.traced", .given = given };
+	pid_t op = start_opener(&o, 300);
+	abd_test_stops_leave_running(op, 3);
+	publish_for(&o, op);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service, open_waits_on_through_ptrace_and_job_stops)
+{
+	open_survives_stops(false);
+}
+
+ABD_TEST(service, open_waits_on_through_ptrace_and_job_stops_given_reactor)
+{
+	open_survives_stops(true);
+}
+
+/* A publication while the opener is inside a lookup (listing a directory made slow by
+ * thousands of other entries) is not missed: the watch exists before the first lookup and
+ * reports it. Rounds start the publisher at staggered delays across the opener's first look. */
+ABD_TEST(service, open_sees_a_publication_made_during_its_lookup)
+{
+	char dir[256], path[320];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	unsigned junk = (unsigned)abd_test_scaled(20000, 2000);
+	for (unsigned i = 0; i < junk; i++) {
+		snprintf(path, sizeof(path), "%s/other.%u", dir, i);
+		int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+		cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+		close(fd);
+	}
+	/* how long one look takes here: the delays spread over it */
+	struct abd_registry *reg;
+	struct abd_record *rec;
+	cr_assert_eq(abd_registry_open(dir, 0, &reg, NULL, 0), 0);
+	uint64_t t = abd_test_now_ns();
+	cr_assert_eq(abd_registry_lookup(reg, "svc.race", &rec), -ENOENT);
+	uint64_t look_us = (abd_test_now_ns() - t) / 1000;
+	abd_registry_free(reg);
+	unsigned rounds = 12;
+	for (unsigned i = 0; i < rounds; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "svc.race%u", i);
+		struct opener o = { .dir = dir, .name = name };
+		pid_t op = start_opener(&o, 0);
+		/* the opener's watch and its first look each list the directory once */
+		uint64_t delay_us = look_us * 3 * i / rounds;
+		struct timespec ts = { (time_t)(delay_us / 1000000), (long)(delay_us % 1000000) * 1000 };
+		nanosleep(&ts, NULL);
+		publish_for(&o, op);
+	}
+	abd_test_rmtree(dir);
+}
+
+/* The registry directory is replaced while an opener waits (renameat2 RENAME_EXCHANGE: the
+ * old one moves aside, a new one takes its path) and the service is published in the new one:
+ * the watch's IN_MOVE_SELF makes the opener open the path again, and it finds it. */
+ABD_TEST(service, open_follows_a_replaced_registry_directory)
+{
+	char dir[256], aside[300];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	snprintf(aside, sizeof(aside), "%s.aside", dir);
+	cr_assert_eq(mkdir(aside, 0700), 0, "mkdir: %s", strerror(errno));
+	struct opener o = { .dir = dir, .name = "svc.moved" };
+	pid_t op = start_opener(&o, 300);
+	cr_assert_eq(renameat2(AT_FDCWD, aside, AT_FDCWD, dir, RENAME_EXCHANGE), 0,
+	             "renameat2: %s", strerror(errno));
+	publish_for(&o, op);
+	abd_test_rmtree(dir);
+	abd_test_rmtree(aside);
+}
+
 /* ---------------------------------------------------------------- the publisher leaves -- */
 
 struct seen {
@@ -515,12 +742,6 @@ ABD_TEST(service, access_denied_for_another_uid)
 /* ---------------------------------------------------------------- who may publish -- */
 
 #define PUB_USER 1000 /* an ordinary uid (and gid) */
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
-	nanosleep(&ts, NULL);
-}
 
 /* root publishes svc.who, then uid PUB_USER publishes it too (later by every clock). root's
  * open takes root's service; the user's only when the configuration trusts that uid or

@@ -279,13 +279,10 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* abd_service_open keeps waiting through signals; it is called in slices of at most
- * OPEN_SLICE_NS so that SIGINT/SIGTERM end the wait within one slice. A call that ends before
- * its slice did answered for good; one that ends with its slice (-ETIMEDOUT, or the last
- * candidate's error) is called again until the whole timeout has passed. -EINTR: stopped by a
- * signal. */
-#define OPEN_SLICE_NS (200 * 1000000ll)
-
+/* abd_service_open sleeps until the registry has news of the name, and a signal handler that
+ * runs meanwhile ends it with -EINTR: ours (SIGINT/SIGTERM/SIGHUP: stop_signal set) stops the
+ * command; another one (SIGALRM) opens again for the time that is left. A stop without a
+ * handler (ptrace, SIGSTOP/SIGCONT) does not end the call. */
 static int open_until_signal(const char *name, const struct abd_service_config *cfg,
                              unsigned flags, long long timeout_ms, struct abd_service **svc)
 {
@@ -294,13 +291,8 @@ static int open_until_signal(const char *name, const struct abd_service_config *
 		if (stop_signal)
 			return -EINTR;
 		int64_t left = deadline < 0 ? -1 : deadline - mono_ns();
-		if (deadline >= 0 && left < 0)
-			left = 0;
-		bool last = left >= 0 && left <= OPEN_SLICE_NS;
-		int64_t slice = last ? left : OPEN_SLICE_NS;
-		int64_t end = mono_ns() + slice;
-		int r = abd_service_open(name, cfg, flags, slice, svc);
-		if (r == 0 || last || (r != -ETIMEDOUT && mono_ns() < end))
+		int r = abd_service_open(name, cfg, flags, deadline >= 0 && left < 0 ? 0 : left, svc);
+		if (r != -EINTR)
 			return r;
 	}
 }
@@ -447,7 +439,9 @@ void abdctl_send_help(FILE *out)
 	        ABDCTL_PUBLISHERS_HELP "\n"
 	        "Exit: 0 all sent, 1 failure (e.g. a message longer than the slot size), 2 usage,\n"
 	        "3 no such service appeared in time, 4 the publisher left before everything was sent,\n"
-	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
+	        "5 access denied by the publisher's policy, 6 not a ring service / another type,\n"
+	        "128 + N stopped by signal N (SIGINT, SIGTERM, SIGHUP) before everything was sent,\n"
+	        "also while it waits for the service.\n");
 }
 
 int abdctl_send(int argc, char **argv)

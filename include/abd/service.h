@@ -130,10 +130,16 @@ ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
 
 /* Open the service `name`, waiting up to timeout_ns (< 0: forever; 0: only what is there now)
  * for an alive publisher to appear; acquiring a publisher that is there takes at most
- * ABD_ACQUIRE_TIMEOUT_NS more (acquire.h). The wait runs the service's reactor (own, or the given
- * one through abd_reactor_run_once: so not from inside one of its callbacks: -EBUSY). Only
- * publishers the configuration trusts are considered (publisher_uids, publisher_gids: by
- * default the opener's own effective uid and root); among several alive ones the newest
+ * ABD_ACQUIRE_TIMEOUT_NS more (acquire.h). The wait sleeps until the registry's inotify watch
+ * reports a change to the service's records (or the registry directory itself went away: it is
+ * then opened again by its path), a back-off below ends, or the deadline: no periodic look.
+ * A given reactor keeps running meanwhile (its descriptor, abd_reactor_fd, is polled beside
+ * the watch's, and abd_reactor_run_once(reactor, 0) dispatches: so not from inside one of its
+ * callbacks: -EBUSY). A signal handler that runs during the wait ends it with -EINTR (whatever
+ * its SA_RESTART); a stop without a handler (SIGSTOP/SIGCONT, a debugger's PTRACE_INTERRUPT)
+ * does not: the wait resumes. Only publishers the configuration trusts are considered
+ * (publisher_uids, publisher_gids: by default the opener's own effective uid and root); among
+ * several alive ones the newest
  * record by the kernel's inode change time is tried first (registry.h). A candidate that
  * fails (dies, refuses the connection, fails verification, refuses access) is passed over
  * and the next one is tried; with none left the wait goes on, and a candidate that failed
@@ -154,6 +160,8 @@ ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
  *   -EACCES       the publisher's access policy refused us (acquire.h)
  *   -EBUSY        a single-producer/consumer role is held by a live peer; or called from a
  *                 callback of the given reactor
+ *   -EINTR        a signal handler ran while the call waited (nothing is left open: call
+ *                 again to go on waiting)
  *   -EUSERS       the ring's participant table is full (ABD_RING_MAX_PARTICIPANTS)
  *   -EPROTO, -ESTALE, -EBADMSG  the publisher's descriptors failed verification (acquire.h,
  *                 ring.h): a hostile or broken publisher
