@@ -87,7 +87,8 @@ static int run(char *const argv[], char *out, size_t size, bool err_out)
 	return abd_test_wait(pid);
 }
 
-/* Valid JSON (one document, or one per line with lines=true), checked by Python's parser. */
+/* Valid JSON (one document, or one per line with lines=true) in valid UTF-8, checked by
+ * Python's strict decoder and parser. */
 static void assert_json(const char *text, bool lines)
 {
 	if (access("/usr/bin/python3", X_OK) != 0)
@@ -99,7 +100,7 @@ static void assert_json(const char *text, bool lines)
 	close(fd);
 	char script[512];
 	snprintf(script, sizeof(script),
-	         "import json,sys\nt=open('%s','rb').read().decode('ascii')\n"
+	         "import json,sys\nt=open('%s','rb').read().decode('utf-8')\n"
 	         "[json.loads(l) for l in t.splitlines() if l] if %d else json.loads(t)\n",
 	         path, lines ? 1 : 0);
 	char *argv[] = { "/usr/bin/python3", "-c", script, NULL };
@@ -145,6 +146,98 @@ ABD_TEST(registry_cli, list_json_survives_hostile_bytes)
 	cr_assert_null(strchr(out, '\x01'), "raw control byte in text output");
 	abd_withdraw(pub);
 	scratch_close(&s);
+}
+
+/* Names and metadata are bytes: valid UTF-8 reaches JSON as the same characters (not one
+ * \u00XX per byte, which a reader decodes as Latin-1 garble); what is not UTF-8 is still
+ * escaped, so the document stays valid. */
+ABD_TEST(registry_cli, list_json_passes_utf8_through)
+{
+	char *ctl = abdctl();
+	struct scratch s;
+	scratch_open(&s);
+	struct abd_record *rec;
+	cr_assert_eq(abd_record_new("cli.utf8", &rec), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "label", "caméra ✓ 😀"), 0);
+	cr_assert_eq(abd_record_add_meta(rec, "mixed", "é\xff\xc0\xaf\xed\xa0\x80" "\xc2\x85"), 0);
+	struct abd_publication *pub;
+	cr_assert_eq(abd_publish(s.reg, rec, &pub), 0);
+	abd_record_free(rec);
+	int dfd = abd_registry_fd(s.reg);
+	close(openat(dfd, "café✓", O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+
+	static char out[65536];
+	char *argv[] = { ctl, "list", "--dir", s.dir, "--json", "--all", NULL };
+	cr_assert_eq(run(argv, out, sizeof(out), false), 0);
+	assert_json(out, false);
+	cr_assert_not_null(strstr(out, "\"label\":\"caméra ✓ 😀\""), "%s", out);
+	cr_assert_not_null(strstr(out, "\"name\":\"café✓\""), "%s", out);
+	/* é passes; a stray byte, an overlong form, a surrogate: one \u00XX per byte; U+0085
+	 * (a C1 control a terminal may act on): escaped as itself */
+	cr_assert_not_null(strstr(out, "\"mixed\":\"é\\u00ff\\u00c0\\u00af\\u00ed\\u00a0\\u0080"
+	                               "\\u0085\""), "%s", out);
+	abd_withdraw(pub);
+	scratch_close(&s);
+}
+
+/* A record that says it is a ring service (abd.service) but is not one (abdctl publish's ring
+ * carries none of a service's geometry): the ring's error by its name, EPROTONOSUPPORT, as
+ * every errno the library returns (tests/test-cli.c). abdctl publish serves the handshake, so
+ * the acquisition succeeds under every profile. */
+ABD_TEST(registry_cli, info_json_names_the_error_of_a_record_that_is_not_a_ring)
+{
+	char *ctl = abdctl();
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	int pfd;
+	char name[256];
+	char *pargv[] = { ctl, "publish", "--dir", dir, "cli.notring", "--meta", "abd.service=ring",
+	                  NULL };
+	pid_t pub = start(pargv, &pfd, false);
+	cr_assert(read_line(pfd, name, sizeof(name)), "publish printed no name");
+	static char out[65536];
+	/* options after the operand, and --name=value: getopt_long's forms */
+	char *argv[] = { ctl, "info", "cli.notring", "--json", "--interval=0", "--dir", dir, NULL };
+	int st = run(argv, out, sizeof(out), false);
+	kill(pub, SIGTERM);
+	cr_assert_eq(abd_test_wait(pub), 0);
+	close(pfd);
+	abd_test_rmtree(dir);
+	cr_assert_eq(st, 0, "%s", out);
+	assert_json(out, false);
+	cr_assert_not_null(strstr(out, "\"ring\":{\"error\":\"EPROTONOSUPPORT\"}"), "%s", out);
+	cr_assert_null(strstr(out, "E?"), "%s", out);
+}
+
+/* A number that does not fit is a usage error, said as such: never truncated, wrapped or
+ * multiplied past its type (--timeout in ms became ns by a multiplication that overflowed). */
+ABD_TEST(registry_cli, options_refuse_numbers_that_do_not_fit)
+{
+	char *ctl = abdctl();
+	char out[8192];
+	struct {
+		char *argv[8];
+		const char *says;
+	} cases[] = {
+		{ { ctl, "info", "--timeout", "99999999999999999", "x.y", NULL }, "--timeout" },
+		{ { ctl, "info", "--interval", "9223372036854775807", "x.y", NULL }, "--interval" },
+		{ { ctl, "info", "--timeout", "-5", "x.y", NULL }, "--timeout" },
+		{ { ctl, "info", "--timeout", "1e3", "x.y", NULL }, "--timeout" },
+		{ { ctl, "list", "--publisher-uid", "", NULL }, "--publisher-uid" },
+		{ { ctl, "list", "--publisher-uid", "4294967295", NULL }, "--publisher-uid" },
+		{ { ctl, "list", "--publisher-gid", " 7", NULL }, "--publisher-gid" },
+		{ { ctl, "publish", "--allow-uid", "4294967296", "x.y", NULL }, "--allow-uid" },
+		{ { ctl, "publish", "--allow-gid", "", "x.y", NULL }, "--allow-gid" },
+		{ { ctl, "send", "--timeout", "99999999999999999", "x.y", "m", NULL }, "--timeout" },
+		{ { ctl, "recv", "--count", "18446744073709551616", "x.y", NULL }, "--count" },
+		{ { ctl, "serve", "--capacity", "-1", "x.y", NULL }, "--capacity" },
+		{ { ctl, "info", "--timeout", NULL }, "wants a value" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(run(cases[i].argv, out, sizeof(out), true), 2, "%s %s %s: %s",
+		             cases[i].argv[1], cases[i].argv[2], cases[i].argv[3], out);
+		cr_assert_not_null(strstr(out, cases[i].says), "%s", out);
+	}
 }
 
 static void expect_event(int fd, const char *event, const char *name)

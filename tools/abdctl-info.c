@@ -126,35 +126,53 @@ static int find(struct abd_registry *reg, const char *name, const struct abd_loo
 
 int abdctl_info(int argc, char **argv)
 {
+	enum { OPT_PIDFD_GETFD = OPT_COMMAND, OPT_SCM_RIGHTS, OPT_TIMEOUT, OPT_INTERVAL };
+	static const struct option longopts[] = {
+		ABDCTL_OPT_DIR,
+		ABDCTL_OPT_JSON,
+		ABDCTL_OPT_PUBLISHERS,
+		{ "pidfd-getfd", no_argument, NULL, OPT_PIDFD_GETFD },
+		{ "scm-rights", no_argument, NULL, OPT_SCM_RIGHTS },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "interval", required_argument, NULL, OPT_INTERVAL },
+		{ 0 },
+	};
 	struct abdctl_publishers pubs;
-	if (abdctl_take_publishers("info", &argc, argv, &pubs))
-		return ABDCTL_USAGE;
+	abdctl_publishers_init(&pubs);
 	const char *dir = NULL, *name = NULL;
 	bool json = false;
 	unsigned flags = 0;
 	int64_t timeout_ns = -1, interval_ns = 500 * 1000000ll;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (!strcmp(a, "--dir") && i + 1 < argc)
-			dir = argv[++i];
-		else if (!strncmp(a, "--dir=", 6))
-			dir = a + 6;
-		else if (!strcmp(a, "--json"))
-			json = true;
-		else if (!strcmp(a, "--pidfd-getfd"))
-			flags = ABD_ACQUIRE_PIDFD_GETFD;
-		else if (!strcmp(a, "--scm-rights"))
-			flags = ABD_ACQUIRE_SCM_RIGHTS;
-		else if (!strcmp(a, "--timeout") && i + 1 < argc)
-			timeout_ns = strtoll(argv[++i], NULL, 10) * 1000000;
-		else if (!strcmp(a, "--interval") && i + 1 < argc)
-			interval_ns = strtoll(argv[++i], NULL, 10) * 1000000;
-		else if (a[0] != '-' && !name)
-			name = a;
-		else {
-			fprintf(stderr, "abdctl info: unexpected argument '%s' (see --help)\n", a);
-			return ABDCTL_USAGE;
+	abdctl_getopt_reset();
+	int c;
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_DIR: dir = optarg; break;
+		case OPT_JSON: json = true; break;
+		case OPT_PIDFD_GETFD: flags = ABD_ACQUIRE_PIDFD_GETFD; break;
+		case OPT_SCM_RIGHTS: flags = ABD_ACQUIRE_SCM_RIGHTS; break;
+		case OPT_PUBLISHER_UID:
+		case OPT_PUBLISHER_GID:
+			if (abdctl_publisher_option("info", c, optarg, &pubs))
+				return ABDCTL_USAGE;
+			break;
+		case OPT_TIMEOUT:
+		case OPT_INTERVAL:
+			if (!parse_ms(optarg, c == OPT_TIMEOUT ? &timeout_ns : &interval_ns)) {
+				fprintf(stderr, "abdctl info: --%s wants milliseconds (0..%lld, or -1), not "
+				        "'%s'\n", c == OPT_TIMEOUT ? "timeout" : "interval",
+				        (long long)(INT64_MAX / 1000000), optarg);
+				return ABDCTL_USAGE;
+			}
+			break;
+		default: return abdctl_bad_option("info", c, argv);
 		}
+	}
+	if (optind < argc)
+		name = argv[optind++];
+	if (optind < argc) {
+		fprintf(stderr, "abdctl info: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return ABDCTL_USAGE;
 	}
 	if (!name) {
 		fprintf(stderr, "abdctl info: a service name is required (see --help)\n");

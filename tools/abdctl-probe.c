@@ -16,14 +16,18 @@ void abdctl_probe_help(FILE *out)
 
 int abdctl_probe(int argc, char **argv)
 {
+	static const struct option longopts[] = { ABDCTL_OPT_JSON, { 0 } };
 	bool json = false;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = true;
-		} else {
-			fprintf(stderr, "abdctl probe: unknown option '%s'\n", argv[i]);
-			return ABDCTL_USAGE;
-		}
+	abdctl_getopt_reset();
+	int c;
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		if (c != OPT_JSON)
+			return abdctl_bad_option("probe", c, argv);
+		json = true;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "abdctl probe: unexpected argument '%s' (see --help)\n", argv[optind]);
+		return ABDCTL_USAGE;
 	}
 	const char *backend = abd_backend_name(abd_choose_backend());
 	const char *transfer = abd_fd_transfer_name(abd_choose_fd_transfer());

@@ -22,34 +22,81 @@ struct opts {
 	const char *name;
 	char **meta;
 	int nmeta;
+	struct abdctl_publishers pubs;
+	uid_t allow_uids[64];
+	gid_t allow_gids[64];
+	int nallow_uids, nallow_gids;
 };
 
-/* Parses the options every registry command shares plus its own; 0 or ABDCTL_USAGE. */
+enum { OPT_ALL = OPT_COMMAND, OPT_PIDFD, OPT_META, OPT_ALLOW_UID, OPT_ALLOW_GID };
+
+/* Parses the options of a registry command: the shared ones and those named in allowed
+ * ("json all pidfd meta pub allow"); 0 or ABDCTL_USAGE (said why). o->meta: free it. */
 static int parse(const char *cmd, int argc, char **argv, struct opts *o, const char *allowed,
                  bool want_name)
 {
+	static const struct option longopts[] = {
+		ABDCTL_OPT_DIR,
+		ABDCTL_OPT_JSON,
+		ABDCTL_OPT_PUBLISHERS,
+		{ "all", no_argument, NULL, OPT_ALL },
+		{ "pidfd", no_argument, NULL, OPT_PIDFD },
+		{ "meta", required_argument, NULL, OPT_META },
+		{ "allow-uid", required_argument, NULL, OPT_ALLOW_UID },
+		{ "allow-gid", required_argument, NULL, OPT_ALLOW_GID },
+		{ 0 },
+	};
 	memset(o, 0, sizeof(*o));
+	abdctl_publishers_init(&o->pubs);
 	o->meta = calloc((size_t)argc, sizeof(*o->meta));
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "--dir") == 0 && i + 1 < argc) {
-			o->dir = argv[++i];
-		} else if (strncmp(a, "--dir=", 6) == 0) {
-			o->dir = a + 6;
-		} else if (strcmp(a, "--json") == 0 && strstr(allowed, "json")) {
-			o->json = true;
-		} else if (strcmp(a, "--all") == 0 && strstr(allowed, "all")) {
-			o->all = true;
-		} else if (strcmp(a, "--pidfd") == 0 && strstr(allowed, "pidfd")) {
-			o->pidfd = true;
-		} else if (strcmp(a, "--meta") == 0 && i + 1 < argc && strstr(allowed, "meta")) {
-			o->meta[o->nmeta++] = argv[++i];
-		} else if (a[0] != '-' && want_name && !o->name) {
-			o->name = a;
-		} else {
-			fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, a);
+	if (!o->meta)
+		return ABDCTL_FAIL;
+	abdctl_getopt_reset();
+	int c;
+	int li = -1;
+	while ((c = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
+		const char *need = c == OPT_JSON ? "json" : c == OPT_ALL ? "all" : c == OPT_PIDFD ? "pidfd"
+		                 : c == OPT_META ? "meta"
+		                 : c == OPT_PUBLISHER_UID || c == OPT_PUBLISHER_GID ? "pub"
+		                 : c == OPT_ALLOW_UID || c == OPT_ALLOW_GID ? "allow" : NULL;
+		if (need && !strstr(allowed, need)) {
+			fprintf(stderr, "abdctl %s: unexpected argument '--%s' (see --help)\n", cmd,
+			        longopts[li].name);
 			return ABDCTL_USAGE;
 		}
+		long long v;
+		switch (c) {
+		case OPT_DIR: o->dir = optarg; break;
+		case OPT_JSON: o->json = true; break;
+		case OPT_ALL: o->all = true; break;
+		case OPT_PIDFD: o->pidfd = true; break;
+		case OPT_META: o->meta[o->nmeta++] = optarg; break;
+		case OPT_PUBLISHER_UID:
+		case OPT_PUBLISHER_GID:
+			if (abdctl_publisher_option(cmd, c, optarg, &o->pubs))
+				return ABDCTL_USAGE;
+			break;
+		case OPT_ALLOW_UID:
+		case OPT_ALLOW_GID:
+			if (!parse_ll(optarg, 0, (long long)UINT32_MAX - 1, &v) ||
+			    (c == OPT_ALLOW_UID ? o->nallow_uids : o->nallow_gids) >= 64) {
+				fprintf(stderr, "abdctl %s: --allow-%s wants a number (at most 64 of them), "
+				        "not '%s'\n", cmd, c == OPT_ALLOW_UID ? "uid" : "gid", optarg);
+				return ABDCTL_USAGE;
+			}
+			if (c == OPT_ALLOW_UID)
+				o->allow_uids[o->nallow_uids++] = (uid_t)v;
+			else
+				o->allow_gids[o->nallow_gids++] = (gid_t)v;
+			break;
+		default: return abdctl_bad_option(cmd, c, argv);
+		}
+	}
+	if (optind < argc && want_name)
+		o->name = argv[optind++];
+	if (optind < argc) {
+		fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, argv[optind]);
+		return ABDCTL_USAGE;
 	}
 	if (want_name && !o->name) {
 		fprintf(stderr, "abdctl %s: a service name is required (see --help)\n", cmd);
@@ -58,41 +105,29 @@ static int parse(const char *cmd, int argc, char **argv, struct opts *o, const c
 	return 0;
 }
 
-int abdctl_take_publishers(const char *cmd, int *argc, char **argv, struct abdctl_publishers *p)
+void abdctl_publishers_init(struct abdctl_publishers *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->opts.publisher_uids = p->uids;
 	p->opts.publisher_gids = p->gids;
-	int out = 1;
-	for (int i = 1; i < *argc; i++) {
-		bool u = !strcmp(argv[i], "--publisher-uid"), g = !strcmp(argv[i], "--publisher-gid");
-		if (!u && !g) {
-			argv[out++] = argv[i];
-			continue;
-		}
-		size_t *n = u ? &p->opts.n_publisher_uids : &p->opts.n_publisher_gids;
-		char *end = NULL;
-		long v = -1;
-		if (i + 1 < *argc) {
-			if (u && !strcmp(argv[i + 1], "any"))
-				v = -2;
-			else
-				v = strtol(argv[i + 1], &end, 10);
-		}
-		if (v == -1 || (v != -2 && (*end || v < 0 || v >= (long)UINT32_MAX)) ||
-		    *n >= ABD_PUBLISHER_MAX) {
-			fprintf(stderr, "abdctl %s: %s wants a number%s (at most %d of them)\n", cmd,
-			        argv[i], u ? " or 'any'" : "", ABD_PUBLISHER_MAX);
-			return ABDCTL_USAGE;
-		}
-		i++;
-		if (u)
-			p->uids[(*n)++] = v == -2 ? ABD_PUBLISHER_ANY : (uid_t)v;
-		else
-			p->gids[(*n)++] = (gid_t)v;
+}
+
+int abdctl_publisher_option(const char *cmd, int opt, const char *arg,
+                            struct abdctl_publishers *p)
+{
+	bool u = opt == OPT_PUBLISHER_UID;
+	size_t *n = u ? &p->opts.n_publisher_uids : &p->opts.n_publisher_gids;
+	long long v = 0;
+	bool any = u && !strcmp(arg, "any");
+	if ((!any && !parse_ll(arg, 0, (long long)UINT32_MAX - 1, &v)) || *n >= ABD_PUBLISHER_MAX) {
+		fprintf(stderr, "abdctl %s: --publisher-%s wants a number%s (at most %d of them), not '%s'\n",
+		        cmd, u ? "uid" : "gid", u ? " or 'any'" : "", ABD_PUBLISHER_MAX, arg);
+		return ABDCTL_USAGE;
 	}
-	*argc = out;
-	argv[out] = NULL;
+	if (u)
+		p->uids[(*n)++] = any ? ABD_PUBLISHER_ANY : (uid_t)v;
+	else
+		p->gids[(*n)++] = (gid_t)v;
 	return 0;
 }
 
@@ -246,10 +281,8 @@ void abdctl_list_help(FILE *out)
 int abdctl_list(int argc, char **argv)
 {
 	struct opts o;
-	struct abdctl_publishers pubs;
-	if (abdctl_take_publishers("list", &argc, argv, &pubs))
-		return ABDCTL_USAGE;
-	int r = parse("list", argc, argv, &o, "json all", false);
+	int r = parse("list", argc, argv, &o, "json all pub", false);
+	struct abdctl_publishers *pubs = &o.pubs;
 	if (r) {
 		free(o.meta);
 		return r;
@@ -273,7 +306,7 @@ int abdctl_list(int argc, char **argv)
 		const struct abd_entry *e = abd_snapshot_entry(snap, i);
 		if (!o.all && e->state != ABD_STATE_ALIVE)
 			continue;
-		int trusted = e->record ? abd_entry_trusted(reg, e, &pubs.opts) : -1;
+		int trusted = e->record ? abd_entry_trusted(reg, e, &pubs->opts) : -1;
 		if (o.json) {
 			fputs(first ? "\n" : ",\n", stdout);
 			entry_json(stdout, e, NULL, trusted);
@@ -358,10 +391,7 @@ static void on_event(struct abd_source *src, int status, enum abd_event_type typ
 int abdctl_watch(int argc, char **argv)
 {
 	struct opts o;
-	struct abdctl_publishers pubs;
-	if (abdctl_take_publishers("watch", &argc, argv, &pubs))
-		return ABDCTL_USAGE;
-	int r = parse("watch", argc, argv, &o, "json pidfd", false);
+	int r = parse("watch", argc, argv, &o, "json pidfd pub", false);
 	free(o.meta);
 	if (r)
 		return r;
@@ -378,7 +408,7 @@ int abdctl_watch(int argc, char **argv)
 	}
 	sigset_t old;
 	int sfd = signals_fd(&old);
-	struct watch_ctx ctx = { .json = o.json, .reg = reg, .pubs = &pubs.opts };
+	struct watch_ctx ctx = { .json = o.json, .reg = reg, .pubs = &o.pubs.opts };
 	int rc = ABDCTL_OK;
 	/* everything runs on the reactor: the watch (inotify, deaths) and the signals */
 	r = abd_reactor_new(0, &ctx.rx);
@@ -472,39 +502,10 @@ static void no_tmpfile(struct abd_registry *reg)
 	        abd_registry_fs_type(reg));
 }
 
-/* --allow-uid / --allow-gid, taken out of argv before the shared parser sees it. */
-static int take_allow(int *argc, char **argv, long *uids, int *nuids, long *gids, int *ngids)
-{
-	int out = 1;
-	for (int i = 1; i < *argc; i++) {
-		bool u = !strcmp(argv[i], "--allow-uid"), g = !strcmp(argv[i], "--allow-gid");
-		if ((u || g) && i + 1 < *argc) {
-			char *end;
-			long v = strtol(argv[++i], &end, 10);
-			if (*end || v < 0 || (u ? *nuids : *ngids) >= 64) {
-				fprintf(stderr, "abdctl publish: %s wants a number\n", argv[i - 1]);
-				return ABDCTL_USAGE;
-			}
-			if (u)
-				uids[(*nuids)++] = v;
-			else
-				gids[(*ngids)++] = v;
-		} else {
-			argv[out++] = argv[i];
-		}
-	}
-	*argc = out;
-	return 0;
-}
-
 int abdctl_publish(int argc, char **argv)
 {
 	struct opts o;
-	long uids[64], gids[64];
-	int nuids = 0, ngids = 0;
-	if (take_allow(&argc, argv, uids, &nuids, gids, &ngids))
-		return ABDCTL_USAGE;
-	int r = parse("publish", argc, argv, &o, "meta", true);
+	int r = parse("publish", argc, argv, &o, "meta allow", true);
 	if (r) {
 		free(o.meta);
 		return r;
@@ -551,10 +552,10 @@ int abdctl_publish(int argc, char **argv)
 		r = abd_record_add_fd(rec, "wake", abd_ring_wait_fd(ring), ABD_FD_EVENTFD);
 	if (r == 0)
 		r = abd_acquire_server_new(reg, 0, &srv);
-	for (int i = 0; r == 0 && i < nuids; i++)
-		r = abd_acquire_server_allow_uid(srv, (uid_t)uids[i]);
-	for (int i = 0; r == 0 && i < ngids; i++)
-		r = abd_acquire_server_allow_gid(srv, (gid_t)gids[i]);
+	for (int i = 0; r == 0 && i < o.nallow_uids; i++)
+		r = abd_acquire_server_allow_uid(srv, o.allow_uids[i]);
+	for (int i = 0; r == 0 && i < o.nallow_gids; i++)
+		r = abd_acquire_server_allow_gid(srv, o.allow_gids[i]);
 	if (r == 0)
 		r = abd_record_set_socket(rec, abd_acquire_server_socket(srv));
 	if (r < 0) {

@@ -2,6 +2,7 @@
 /* abdctl serve / send / recv: ring services (include/abd/service.h) from the shell. */
 #include <abd/abd.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -26,16 +27,15 @@ struct sopts {
 	uint64_t type_hash;
 	char **msgs;
 	int nmsgs;
+	struct abdctl_publishers pubs;
 };
 
 static bool number(const char *s, unsigned long *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 0);
-	if (!*s || *end || errno || s[0] == '-')
+	long long v;
+	if (!parse_ll(s, 0, LONG_MAX, &v))
 		return false;
-	*out = v;
+	*out = (unsigned long)v;
 	return true;
 }
 
@@ -70,66 +70,100 @@ static bool parse_type(const char *s, struct sopts *o)
 	return true;
 }
 
-/* Options shared by serve/send/recv plus the command's own ("cap slot count json msgs"). */
+/* Options shared by serve/send/recv plus the command's own ("cap slot count timeout json
+ * hold msgs pub"); 0 or ABDCTL_USAGE (said why). o->msgs: free it. */
 static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const char *allowed)
 {
+	enum {
+		OPT_CAPACITY = OPT_COMMAND, OPT_SLOT_SIZE, OPT_COUNT, OPT_TIMEOUT, OPT_TYPE, OPT_ESCAPED,
+		OPT_HOLD, OPT_EPOLL,
+	};
+	static const struct option longopts[] = {
+		ABDCTL_OPT_DIR,
+		ABDCTL_OPT_JSON,
+		ABDCTL_OPT_PUBLISHERS,
+		{ "capacity", required_argument, NULL, OPT_CAPACITY },
+		{ "slot-size", required_argument, NULL, OPT_SLOT_SIZE },
+		{ "count", required_argument, NULL, OPT_COUNT },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "type", required_argument, NULL, OPT_TYPE },
+		{ "escaped", no_argument, NULL, OPT_ESCAPED },
+		{ "hold", no_argument, NULL, OPT_HOLD },
+		{ "epoll", no_argument, NULL, OPT_EPOLL },
+		{ 0 },
+	};
 	memset(o, 0, sizeof(*o));
+	abdctl_publishers_init(&o->pubs);
 	o->timeout_ms = 5000;
 	o->msgs = calloc((size_t)argc, sizeof(*o->msgs));
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		bool more = i + 1 < argc;
-		unsigned long v;
-		if (!strcmp(a, "--dir") && more) {
-			o->dir = argv[++i];
-		} else if (!strncmp(a, "--dir=", 6)) {
-			o->dir = a + 6;
-		} else if (!strcmp(a, "--capacity") && more && strstr(allowed, "cap")) {
-			if (!number(argv[++i], &o->capacity))
+	if (!o->msgs)
+		return ABDCTL_FAIL;
+	abdctl_getopt_reset();
+	int c;
+	int li = -1;
+	while ((c = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
+		const char *need = c == OPT_CAPACITY ? "cap" : c == OPT_SLOT_SIZE ? "slot"
+		                 : c == OPT_COUNT ? "count" : c == OPT_TIMEOUT ? "timeout"
+		                 : c == OPT_JSON ? "json" : c == OPT_ESCAPED ? "msgs" : c == OPT_HOLD ? "hold"
+		                 : c == OPT_PUBLISHER_UID || c == OPT_PUBLISHER_GID ? "pub" : NULL;
+		if (need && !strstr(allowed, need)) {
+			fprintf(stderr, "abdctl %s: unexpected argument '--%s' (see --help)\n", cmd,
+			        longopts[li].name);
+			return ABDCTL_USAGE;
+		}
+		long long ms;
+		switch (c) {
+		case OPT_DIR: o->dir = optarg; break;
+		case OPT_JSON: o->json = true; break;
+		case OPT_ESCAPED: o->escaped = true; break;
+		case OPT_HOLD: o->hold = true; break;
+		case OPT_EPOLL: o->epoll = true; break;
+		case OPT_PUBLISHER_UID:
+		case OPT_PUBLISHER_GID:
+			if (abdctl_publisher_option(cmd, c, optarg, &o->pubs))
+				return ABDCTL_USAGE;
+			break;
+		case OPT_CAPACITY:
+		case OPT_SLOT_SIZE:
+		case OPT_COUNT:
+			if (!number(optarg, c == OPT_CAPACITY ? &o->capacity
+			                    : c == OPT_SLOT_SIZE ? &o->slot_size : &o->count))
 				goto bad_number;
-		} else if (!strcmp(a, "--slot-size") && more && strstr(allowed, "slot")) {
-			if (!number(argv[++i], &o->slot_size))
-				goto bad_number;
-		} else if (!strcmp(a, "--count") && more && strstr(allowed, "count")) {
-			if (!number(argv[++i], &o->count))
-				goto bad_number;
-			o->count_set = true;
-		} else if (!strcmp(a, "--timeout") && more && strstr(allowed, "timeout")) {
-			if (!strcmp(argv[++i], "-1"))
+			o->count_set |= c == OPT_COUNT;
+			break;
+		case OPT_TIMEOUT:
+			if (!strcmp(optarg, "-1"))
 				o->timeout_ms = -1;
-			else if (number(argv[i], &v))
-				o->timeout_ms = (long long)v;
+			else if (parse_ll(optarg, 0, INT64_MAX / 1000000, &ms))
+				o->timeout_ms = ms;
 			else
 				goto bad_number;
-		} else if (!strcmp(a, "--json") && strstr(allowed, "json")) {
-			o->json = true;
-		} else if (!strcmp(a, "--type") && more) {
-			if (!parse_type(argv[++i], o)) {
+			break;
+		case OPT_TYPE:
+			if (!parse_type(optarg, o)) {
 				fprintf(stderr, "abdctl %s: --type wants NAME[:SIZE[:HASH]] (SIZE in bytes, "
 				                "at most %u; HASH in hexadecimal), not '%s'\n", cmd,
-				        ABD_RING_MAX_SLOT_SIZE, argv[i]);
+				        ABD_RING_MAX_SLOT_SIZE, optarg);
 				return ABDCTL_USAGE;
 			}
-		} else if (!strcmp(a, "--escaped") && strstr(allowed, "msgs")) {
-			o->escaped = true;
-		} else if (!strcmp(a, "--hold") && strstr(allowed, "hold")) {
-			o->hold = true;
-		} else if (!strcmp(a, "--epoll")) {
-			o->epoll = true;
-		} else if (!strcmp(a, "--") && strstr(allowed, "msgs")) {
-			while (++i < argc)
-				o->msgs[o->nmsgs++] = argv[i];
-		} else if (a[0] != '-' && !o->name) {
-			o->name = a;
-		} else if (a[0] != '-' && strstr(allowed, "msgs")) {
-			o->msgs[o->nmsgs++] = argv[i];
-		} else {
-			fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, a);
-			return ABDCTL_USAGE;
+			break;
+		default: return abdctl_bad_option(cmd, c, argv);
 		}
 		continue;
 	bad_number:
-		fprintf(stderr, "abdctl %s: %s wants a non-negative number, not '%s'\n", cmd, a, argv[i]);
+		for (const struct option *l = longopts; l->name; l++)
+			if (l->val == c)
+				fprintf(stderr, "abdctl %s: --%s wants a non-negative number, not '%s'\n",
+				        cmd, l->name, optarg);
+		return ABDCTL_USAGE;
+	}
+	/* operands: the name, then (send) the messages; after "--" too */
+	if (optind < argc)
+		o->name = argv[optind++];
+	while (optind < argc && strstr(allowed, "msgs"))
+		o->msgs[o->nmsgs++] = argv[optind++];
+	if (optind < argc) {
+		fprintf(stderr, "abdctl %s: unexpected argument '%s' (see --help)\n", cmd, argv[optind]);
 		return ABDCTL_USAGE;
 	}
 	if (!o->name) {
@@ -286,7 +320,9 @@ static int64_t mono_ns(void)
 static int open_until_signal(const char *name, const struct abd_service_config *cfg,
                              unsigned flags, long long timeout_ms, struct abd_service **svc)
 {
-	int64_t deadline = timeout_ms < 0 ? -1 : mono_ns() + timeout_ms * 1000000;
+	/* timeout_ms <= INT64_MAX / 1000000 (sparse): a deadline past the clock's range is none */
+	int64_t now = mono_ns(), wait = timeout_ms * 1000000;
+	int64_t deadline = timeout_ms < 0 || wait > INT64_MAX - now ? -1 : now + wait;
 	for (;;) {
 		if (stop_signal)
 			return -EINTR;
@@ -447,10 +483,8 @@ void abdctl_send_help(FILE *out)
 int abdctl_send(int argc, char **argv)
 {
 	struct sopts o;
-	struct abdctl_publishers pubs;
-	if (abdctl_take_publishers("send", &argc, argv, &pubs))
-		return ABDCTL_USAGE;
-	int r = sparse("send", argc, argv, &o, "timeout msgs");
+	int r = sparse("send", argc, argv, &o, "timeout msgs pub");
+	struct abdctl_publishers *pubs = &o.pubs;
 	if (r) {
 		free(o.msgs);
 		return r;
@@ -475,10 +509,10 @@ int abdctl_send(int argc, char **argv)
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
 	set_type(&cfg, &o);
-	cfg.publisher_uids = pubs.uids;
-	cfg.n_publisher_uids = pubs.opts.n_publisher_uids;
-	cfg.publisher_gids = pubs.gids;
-	cfg.n_publisher_gids = pubs.opts.n_publisher_gids;
+	cfg.publisher_uids = pubs->uids;
+	cfg.n_publisher_uids = pubs->opts.n_publisher_uids;
+	cfg.publisher_gids = pubs->gids;
+	cfg.n_publisher_gids = pubs->opts.n_publisher_gids;
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	struct abd_service *svc;
 	catch_stop_signals();
@@ -576,20 +610,18 @@ void abdctl_recv_help(FILE *out)
 int abdctl_recv(int argc, char **argv)
 {
 	struct sopts o;
-	struct abdctl_publishers pubs;
-	if (abdctl_take_publishers("recv", &argc, argv, &pubs))
-		return ABDCTL_USAGE;
-	int r = sparse("recv", argc, argv, &o, "timeout count json");
+	int r = sparse("recv", argc, argv, &o, "timeout count json pub");
+	struct abdctl_publishers *pubs = &o.pubs;
 	free(o.msgs);
 	if (r)
 		return r;
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
 	set_type(&cfg, &o);
-	cfg.publisher_uids = pubs.uids;
-	cfg.n_publisher_uids = pubs.opts.n_publisher_uids;
-	cfg.publisher_gids = pubs.gids;
-	cfg.n_publisher_gids = pubs.opts.n_publisher_gids;
+	cfg.publisher_uids = pubs->uids;
+	cfg.n_publisher_uids = pubs->opts.n_publisher_uids;
+	cfg.publisher_gids = pubs->gids;
+	cfg.n_publisher_gids = pubs->opts.n_publisher_gids;
 	cfg.reactor_flags = o.epoll ? ABD_REACTOR_FORCE_EPOLL : 0;
 	catch_stop_signals();
 	struct abd_service *svc;

@@ -4,6 +4,7 @@
 #define ABD_TOOLS_ABDCTL_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 not found (or did not
@@ -47,25 +48,63 @@ void abdctl_recv_help(FILE *out);
 int abdctl_info(int argc, char **argv);
 void abdctl_info_help(FILE *out);
 
-/* JSON output: a string with every byte escaped so that any input stays valid JSON. */
+/* JSON output: a string, valid UTF-8 passed through, what JSON requires (and the control
+ * characters a terminal acts on) escaped; a byte that is not UTF-8 becomes \u00XX, so that
+ * any input stays valid JSON. s NULL: null. */
 void json_string(FILE *out, const char *s);
 void json_string_n(FILE *out, const char *s, size_t len);
 
-/* "EPERM" for -EPERM or EPERM; "E?" for an unknown number. */
+/* "EPERM" for -EPERM or EPERM (strerrorname_np where glibc has it, else errno_name_table);
+ * "E?" for a number neither knows. errno_name_table: the names of Linux's errnos, NULL for
+ * another number. */
 const char *errno_name(int err);
+const char *errno_name_table(int err);
 
 bool is_help_flag(const char *arg);
 
+/* Option values. parse_ll: s is a decimal number (digits, a '-' only where min < 0, nothing
+ * else) in [min, max]. parse_ms: milliseconds (or -1: no limit) as nanoseconds, refusing what
+ * would overflow. Both: false, and *out untouched, for anything else. */
+bool parse_ll(const char *s, long long min, long long max, long long *out);
+bool parse_ms(const char *s, int64_t *ns);
+
+/* Options are parsed with getopt_long (GNU: options and operands in any order, "--" ends
+ * the options, --name=value or --name value). Long options without a short form take values
+ * from 256 up; each command lists its own, plus these shared ones where they apply. */
+enum {
+	OPT_DIR = 256,
+	OPT_JSON,
+	OPT_PUBLISHER_UID,
+	OPT_PUBLISHER_GID,
+	OPT_COMMAND, /* first value free for a command's own */
+};
+#include <getopt.h>
+#define ABDCTL_OPT_DIR { "dir", required_argument, NULL, OPT_DIR }
+#define ABDCTL_OPT_JSON { "json", no_argument, NULL, OPT_JSON }
+#define ABDCTL_OPT_PUBLISHERS                                                              \
+	{ "publisher-uid", required_argument, NULL, OPT_PUBLISHER_UID },                       \
+	{ "publisher-gid", required_argument, NULL, OPT_PUBLISHER_GID }
+
+/* getopt_long returned c ('?': an unknown option, ':': a value missing) for argv: says so on
+ * stderr for command cmd and returns ABDCTL_USAGE. Call getopt_long with an optstring
+ * starting with ':' and opterr 0. */
+int abdctl_bad_option(const char *cmd, int c, char **argv);
+/* The start of a command's getopt_long loop: getopt's state reset, its messages off. */
+void abdctl_getopt_reset(void);
+
 /* --publisher-uid UID / --publisher-gid GID (repeatable; UID "any": every owner): the
- * publishers the caller trusts besides itself and root (registry.h, abd_lookup_opts), taken
- * out of argv before the command's own parser sees it. 0, or ABDCTL_USAGE (said why). */
+ * publishers the caller trusts besides itself and root (registry.h, abd_lookup_opts).
+ * abdctl_publishers_init first; abdctl_publisher_option for OPT_PUBLISHER_UID/_GID and its
+ * value: 0, or ABDCTL_USAGE (said why). */
 #include <abd/registry.h>
 struct abdctl_publishers {
 	uid_t uids[ABD_PUBLISHER_MAX];
 	gid_t gids[ABD_PUBLISHER_MAX];
 	struct abd_lookup_opts opts; /* pointing into uids/gids */
 };
-int abdctl_take_publishers(const char *cmd, int *argc, char **argv, struct abdctl_publishers *p);
+void abdctl_publishers_init(struct abdctl_publishers *p);
+int abdctl_publisher_option(const char *cmd, int opt, const char *arg,
+                            struct abdctl_publishers *p);
 #define ABDCTL_PUBLISHERS_HELP                                                              \
 	"--publisher-uid UID / --publisher-gid GID (repeatable; UID 'any' trusts everyone): also\n" \
 	"trust records published by that uid or group; by default only your own and root's are\n"  \
