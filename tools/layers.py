@@ -6,7 +6,8 @@ Prints, for the library's sources (runtime/, compat/, include/abd/), which file 
 and which file calls into which (a symbol one file defines and another uses), each edge tagged
 with the layers it joins. With --check it exits 1 when an edge points up (to a higher layer, or
 sideways to another layer of the same height), when a file breaks its layer's own direction,
-when files call each other in a circle, or when a source file has no layer here.
+when files call each other in a circle through two layers, or when a source file has no
+layer here. An ALLOW entry that no edge needs any more is noted on stderr.
 
 Calls are read from the symbols of the built library (nm on the static archive, --lib), so a
 call hidden behind an internal header or a macro is seen; without --lib they are read from the
@@ -62,6 +63,11 @@ ALLOW = {
 SOURCE_DIRS = ["runtime", "compat", "include/abd"]
 GENERATED = {"config.h", "include/abd/version.h"}  # made by meson; version.h also in base
 
+# A file not listed above takes the layer of the first prefix it starts with (a new ring or
+# reactor file belongs with its siblings); any other new file must be placed in LAYERS.
+PREFIXES = [("runtime/ring", "ring"), ("runtime/reactor", "reactor"), ("compat/reactor", "reactor"),
+            ("runtime/registry", "registry"), ("runtime/record", "registry")]
+
 LAYER_OF = {f: name for name, _, files in LAYERS for f in files}
 HEIGHT = {name: h for name, h, _ in LAYERS}
 
@@ -72,6 +78,10 @@ def sources():
         for f in sorted(os.listdir(os.path.join(ROOT, d))):
             if f.endswith((".c", ".h")):
                 out.append(f"{d}/{f}")
+    for f in out:
+        for prefix, layer in PREFIXES:
+            if f not in LAYER_OF and f.startswith(prefix):
+                LAYER_OF[f] = layer
     return out
 
 
@@ -233,10 +243,10 @@ def main():
 
     if args.dot:
         print("digraph abd {\n  rankdir=BT;")
-        for name, h, fs in LAYERS:
+        for name, h, _ in LAYERS:
             print(f'  subgraph "cluster_{name}" {{ label="{name} ({h})";')
-            for f in fs:
-                if f in files or f in GENERATED:
+            for f in files + sorted(GENERATED):
+                if LAYER_OF.get(f) == name:
                     print(f'    "{f}";')
             print("  }")
         for (a, b), why in sorted(edges.items()):
@@ -245,8 +255,10 @@ def main():
         print("}")
     else:
         print("# layers (height): files")
-        for name, h, fs in LAYERS:
-            print(f"{name} ({h}): {' '.join(f for f in fs if f in files or f in GENERATED)}")
+        for name, h, _ in LAYERS:
+            members = [f for f in files if LAYER_OF.get(f) == name]
+            members += [f for f in sorted(GENERATED) if LAYER_OF.get(f) == name]
+            print(f"{name} ({h}): {' '.join(members)}")
         print("\n# includes: file -> file it includes")
         for (a, b) in sorted(incs):
             print(f"{a} -> {b}")
@@ -278,9 +290,12 @@ def main():
     for comp in cycles(live):
         if len({LAYER_OF.get(f) for f in comp}) > 1:
             problems.append("cycle: " + " <-> ".join(comp))
+    # An allowance no longer needed is said, not failed: the change that removes the edge
+    # need not touch this file in the same commit.
     for e in sorted(ALLOW):
         if e not in edges:
-            problems.append(f"allowed edge {e[0]} -> {e[1]} is gone: remove it from ALLOW")
+            print(f"note: allowed edge {e[0]} -> {e[1]} is gone: remove it from ALLOW",
+                  file=sys.stderr)
     if problems:
         print("\n# problems", file=sys.stderr if args.check else sys.stdout)
         for p in problems:
