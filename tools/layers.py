@@ -118,7 +118,9 @@ def include_edges(files):
 def member(obj):
     """The source's base name in an nm -A prefix: "lib.a:ring.c.o", "dir/ring.c.o" and meson's
     "lib.a:.._compat_handshake.c.o" (a source outside the target's folder) -> "ring.c"..."""
-    name = os.path.basename(obj.rpartition(":")[2] or obj).removesuffix(".o")
+    name = os.path.basename(obj.rpartition(":")[2] or obj)
+    if name.endswith(".o"):  # (str.removesuffix is Python 3.9; Ubuntu 20.04 has 3.8)
+        name = name[:-2]
     return name.rpartition("_")[2]
 
 
