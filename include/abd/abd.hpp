@@ -500,7 +500,7 @@ public:
 	// ABD_STATE_ALIVE or ABD_STATE_STALE.
 	[[nodiscard]] result<abd_state> liveness(std::string_view record_name) noexcept
 	{
-		detail::c_string<255> n(record_name);
+		detail::c_string<ABD_RECORD_NAME_MAX> n(record_name);
 		if (!n.ok())
 			return detail::fail(std::errc::invalid_argument);
 		int e = abd_registry_liveness(get(), n.get());
