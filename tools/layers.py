@@ -226,13 +226,39 @@ def edge_problem(a, b):
     return None
 
 
+def self_test():
+    """The checker's own rules on made-up edges: what must fail fails, what may pass passes."""
+    sources()  # places files by prefix
+    must_fail = [("runtime/registry.c", "runtime/acquire.c"),   # up
+                 ("runtime/registry.c", "compat/handshake.h"),  # up, an include
+                 ("runtime/ring.c", "runtime/reactor.c"),       # up
+                 ("runtime/registry.c", "runtime/ring.c"),      # sideways
+                 ("runtime/ring.c", "runtime/ring-wait.c"),     # against the ring's direction
+                 ("runtime/ring-recover.c", "runtime/ring-wait.c")]
+    may_pass = [("runtime/acquire.c", "runtime/registry.c"), ("runtime/service.c", "runtime/ring.c"),
+                ("runtime/ring-wait.c", "runtime/ring.c"), ("runtime/reactor.c", "runtime/reactor-uring.c"),
+                ("runtime/reactor-uring.c", "runtime/reactor.c"), ("runtime/gc.c", "compat/handshake.c")]
+    bad = [f"not caught: {a} -> {b}" for a, b in must_fail if not edge_problem(a, b)]
+    bad += [f"refused: {a} -> {b}: {edge_problem(a, b)}" for a, b in may_pass if edge_problem(a, b)]
+    circle = {("runtime/registry.c", "runtime/acquire.c"): 1, ("runtime/acquire.c", "runtime/registry.c"): 1}
+    if cycles(circle) != [["runtime/acquire.c", "runtime/registry.c"]]:
+        bad.append("a circle through two files not found")
+    for b in bad:
+        print(b, file=sys.stderr)
+    print("layers self-test: " + ("FAILED" if bad else "ok"))
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", nargs="*", default=None,
                     help="static archive or object files to read the calls from (nm)")
     ap.add_argument("--check", action="store_true", help="exit 1 on an upward edge or a cycle")
     ap.add_argument("--dot", action="store_true", help="print a graphviz digraph")
+    ap.add_argument("--self-test", action="store_true", help="check the checker's rules")
     args = ap.parse_args()
+    if args.self_test:
+        return self_test()
 
     files = sources()
     incs = include_edges(files)
