@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -78,17 +79,20 @@ static int publisher(const char *dir, int sp, int stop_r, struct pubinfo *info, 
 	struct abd_record *rec;
 	struct abd_publication *pub;
 	uint8_t nonce[16];
-	if (getrandom(nonce, sizeof(nonce), 0) != 16 || abd_registry_open(dir, 0, &reg, NULL, 0) < 0 ||
-	    abd_ring_new(64, 256, 0, nonce, &ring) < 0 || abd_ring_wait_fd(ring) < 0 ||
+	/* two descriptors of two kinds: the ring and an eventfd beside it */
+	int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (wake < 0 || getrandom(nonce, sizeof(nonce), 0) != 16 ||
+	    abd_registry_open(dir, 0, &reg, NULL, 0) < 0 ||
+	    abd_ring_new(64, 256, 0, nonce, &ring) < 0 ||
 	    abd_acquire_server_new(reg, 0, &srv) < 0 || abd_record_new("bench.acquire", &rec) < 0 ||
 	    abd_record_set_instance(rec, nonce) < 0 ||
 	    abd_record_add_fd(rec, "ring", abd_ring_fd(ring), ABD_FD_MEMFD) < 0 ||
-	    abd_record_add_fd(rec, "wake", abd_ring_wait_fd(ring), ABD_FD_EVENTFD) < 0 ||
+	    abd_record_add_fd(rec, "wake", wake, ABD_FD_EVENTFD) < 0 ||
 	    abd_record_set_socket(rec, abd_acquire_server_socket(srv)) < 0 ||
 	    abd_publish(reg, rec, &pub) < 0 || abd_acquire_server_serve(srv, abd_publication_record(pub)) < 0)
 		return 1;
 	info->memfd = abd_ring_fd(ring);
-	info->evfd = abd_ring_wait_fd(ring);
+	info->evfd = wake;
 	__atomic_store_n(&info->ok, 1, __ATOMIC_RELEASE);
 	int fds[2] = { info->memfd, info->evfd };
 	for (;;) {

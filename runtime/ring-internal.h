@@ -11,7 +11,7 @@
 #include "internal.h"
 
 #define ABD__RING_MAGIC UINT64_C(0x31474e4952444241) /* "ABDRING1", little-endian */
-#define ABD__RING_VERSION 1u
+#define ABD__RING_VERSION 2u
 #define ABD__RING_HEADER_SIZE 512u
 #define ABD__RING_LINE 64u
 #define ABD__RING_LEASE_SIZE 64u
@@ -50,17 +50,35 @@ struct abd__ring_hdr {
 	uint64_t head;
 	uint32_t head_unfenced;
 	uint8_t pad2[52];
-	/* line 4: eventcount of consumers waiting for data; waker_cpu: 1 + the CPU the last waker
-	 * ran on when it woke them, 0 unknown (a hint: ring-wait.c, yield_hint) */
-	uint32_t data_futex;
-	uint32_t data_sleepers;
+	/* line 4: consumers waiting for data (ring-wait.c, docs/ring.md section 5). futex: bit 0
+	 * "armed" (a sleeper may be announced: publishers owe a wake) + a sequence in bits 1..31,
+	 * bumped at every disarm; arms: bumped at every arming, so that a waker's disarm (a 64-bit
+	 * CAS of futex and arms together) fails when a sleeper armed since it looked; waker_cpu: 1
+	 * + the CPU the last waker ran on, 0 unknown (a hint: yield_hint); sleeping: bit i set
+	 * while lease i is announced (a waker claims the bit, then wakes lease i's own word). */
+	union {
+		struct {
+			uint32_t data_futex;
+			uint32_t data_arms;
+		};
+		uint64_t data_pair; /* both, for the disarm CAS */
+	};
 	uint32_t data_waker_cpu;
-	uint8_t pad3[52];
-	/* line 5: eventcount of producers waiting for space */
-	uint32_t space_futex;
-	uint32_t space_sleepers;
+	uint32_t pad3;
+	uint64_t data_sleeping[ABD_RING_MAX_PARTICIPANTS / 64];
+	uint8_t pad3b[32];
+	/* line 5: the same for producers waiting for space */
+	union {
+		struct {
+			uint32_t space_futex;
+			uint32_t space_arms;
+		};
+		uint64_t space_pair; /* both, for the disarm CAS */
+	};
 	uint32_t space_waker_cpu;
-	uint8_t pad4[52];
+	uint32_t pad4;
+	uint64_t space_sleeping[ABD_RING_MAX_PARTICIPANTS / 64];
+	uint8_t pad4b[32];
 	/* line 6: statistics */
 	uint64_t pushed;
 	uint64_t popped;
@@ -76,23 +94,30 @@ struct abd__ring_hdr {
 _Static_assert(sizeof(struct abd__ring_hdr) == ABD__RING_HEADER_SIZE, "header is 8 lines");
 _Static_assert(offsetof(struct abd__ring_hdr, tail) == 128, "tail on line 2");
 _Static_assert(offsetof(struct abd__ring_hdr, data_futex) == 256, "data eventcount on line 4");
+_Static_assert(offsetof(struct abd__ring_hdr, data_arms) == 260, "arming count beside the word");
 _Static_assert(offsetof(struct abd__ring_hdr, data_waker_cpu) == 264, "data waker cpu on line 4");
-_Static_assert(offsetof(struct abd__ring_hdr, space_waker_cpu) == 328, "space waker cpu on line 5");
+_Static_assert(offsetof(struct abd__ring_hdr, data_sleeping) == 272, "data sleepers on line 4");
+_Static_assert(offsetof(struct abd__ring_hdr, space_futex) == 320, "space eventcount on line 5");
+_Static_assert(offsetof(struct abd__ring_hdr, space_sleeping) == 336, "space sleepers on line 5");
 _Static_assert(offsetof(struct abd__ring_hdr, closed) == 448, "closed word on line 7");
 
 enum { ABD__LEASE_FREE = 0, ABD__LEASE_HELD = 1 };
 struct abd__ring_lease {
 	uint32_t state;    /* ABD__LEASE_* */
 	uint32_t pid;      /* informational: the holder's pid in its own namespace */
-	uint32_t sleeping; /* bit 0: counted in data_sleepers; bit 1: in space_sleepers */
+	uint32_t pad1;     /* (unused) */
 	uint32_t gen;      /* bumped at every acquisition */
 	uint32_t roles;    /* informational: the holder's ABD_RING_PRODUCER/CONSUMER bits */
 	uint32_t pad0;
 	uint64_t pidns;    /* hint: the inode of the holder's PID namespace (0 unknown) */
-	uint8_t pad[32];
+	/* the holder's own wake words, [ABD_RING_WAIT_DATA] and [ABD_RING_WAIT_SPACE]: it sleeps
+	 * on them; a waker that claimed its sleeping bit adds 1 and FUTEX_WAKEs it */
+	uint32_t wake[2];
+	uint8_t pad[24];
 };
 _Static_assert(sizeof(struct abd__ring_lease) == ABD__RING_LEASE_SIZE, "lease is one line");
 _Static_assert(offsetof(struct abd__ring_lease, pidns) == 24, "pidns at byte 24 of a lease");
+_Static_assert(offsetof(struct abd__ring_lease, wake) == 32, "wake words at byte 32 of a lease");
 
 /* A slot: control word, length, payload. ctl = seq (32) | state (4) << 32 | lease (16) << 48. */
 struct abd__ring_slot {
@@ -178,7 +203,6 @@ struct abd_ring {
 	uint8_t nonce[ABD_RING_NONCE_SIZE];
 	int shfd;   /* the memfd handed to peers */
 	int lockfd; /* our own open file description: holds the lease and role locks */
-	int evfd;   /* eventfd or -1 */
 	unsigned roles;
 	unsigned lease;
 	bool use_futex;
@@ -224,12 +248,10 @@ struct abd_ring {
 	int64_t stuck_ns;
 	uint64_t stuck_pos, stuck_since;
 	unsigned stuck_what;
-	/* The last wait was for a live participant's claim (stall: ring-wait.c): a pidfd of that
-	 * participant, by the pid its lease names, so that the sleep ends when it exits. */
-	bool stalled, stall_exited;
-	unsigned stall_lease;
-	uint32_t stall_gen, stall_pid;
-	int stall_pidfd;
+	unsigned stuck_rounds; /* re-checks of the same claim: the next one waits 1 ms << this */
+	/* The last re-check found a live participant's claim in the way (ring-wait.c, blocked_by):
+	 * the sleep is bounded by ABD__STALL_POLL_NS. */
+	bool stalled;
 };
 
 static inline uint64_t abd__ring_checksum(const void *hdr)
@@ -256,6 +278,33 @@ static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_
 /* ring.c */
 void abd__ring_fast_update(struct abd_ring *r) ABD_NONBLOCKING;
 void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING;
+void abd__ring_wake_all(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING;
+unsigned abd__ring_sleepers(const struct abd_ring *r, enum abd_ring_wait_for what);
+/* The futex word of a 64-bit (futex, arms) pair (little- or big-endian). */
+static inline uint32_t abd__pair_word(uint64_t p)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (uint32_t)p;
+#else
+	return (uint32_t)(p >> 32);
+#endif
+}
+static inline uint64_t abd__pair(uint32_t word, uint32_t arms)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (uint64_t)arms << 32 | word;
+#else
+	return (uint64_t)word << 32 | arms;
+#endif
+}
+static inline uint32_t abd__pair_arms(uint64_t p)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return (uint32_t)(p >> 32);
+#else
+	return (uint32_t)p;
+#endif
+}
 void abd__ring_flush_stats(struct abd_ring *r);
 
 /* ring-recover.c */
@@ -268,14 +317,12 @@ unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
 
 /* ring-wait.c */
 uint64_t abd__ring_now_ns(void);
-void abd__ring_signal(struct abd_ring *r);
 struct abd__ring_backoff {
 	unsigned rounds;
 	int64_t nap_ns;
 	uint64_t since; /* when the round being counted began (abd__ring_now_ns), 0 before any */
 };
 int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns);
-bool abd__ring_evfd_ok(void);
 uint64_t abd__ring_pidns(void);
 
 #endif

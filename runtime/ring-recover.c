@@ -41,21 +41,13 @@ int abd__ring_lease_alive(struct abd_ring *r, unsigned lease)
 	return fl.l_type != F_UNLCK;
 }
 
-static void sleepers_dec(uint32_t *count)
+/* Withdraw a dead lease's announcements (its bits in the sleeping maps): a waker would
+ * otherwise spend a wake on it. */
+static void unsleep(struct abd_ring *r, unsigned i)
 {
-	uint32_t v = abd__load(count, RELAXED);
-	while (v && !abd__cas(count, &v, v - 1, SEQ_CST))
-		;
-}
-
-/* Undo what a lease had announced: its sleeper counts. */
-static void unsleep(struct abd_ring *r, struct abd__ring_lease *l)
-{
-	uint32_t s = __atomic_exchange_n(&l->sleeping, 0, __ATOMIC_SEQ_CST);
-	if (s & 1)
-		sleepers_dec(&r->h->data_sleepers);
-	if (s & 2)
-		sleepers_dec(&r->h->space_sleepers);
+	uint64_t bit = UINT64_C(1) << (i % 64);
+	__atomic_fetch_and(&r->h->data_sleeping[i / 64], ~bit, __ATOMIC_SEQ_CST);
+	__atomic_fetch_and(&r->h->space_sleeping[i / 64], ~bit, __ATOMIC_SEQ_CST);
 }
 
 /* Give up every slot claimed under `lease`: a producer's claim becomes a tombstone that
@@ -107,8 +99,8 @@ unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease)
 	}
 	if (n) {
 		abd__add(&r->h->recovered, n, RELAXED);
-		abd__ring_wake(r, ABD_RING_WAIT_DATA);
-		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+		abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
+		abd__ring_wake_all(r, ABD_RING_WAIT_SPACE);
 	}
 	return n;
 }
@@ -119,7 +111,7 @@ static unsigned cleanup(struct abd_ring *r, unsigned i)
 	struct abd__ring_lease *l = &r->leases[i];
 	if (abd__load(&l->state, ACQUIRE) == ABD__LEASE_FREE)
 		return 0;
-	unsleep(r, l);
+	unsleep(r, i);
 	unsigned n = abd__ring_sweep(r, i);
 	abd__store(&l->state, ABD__LEASE_FREE, RELEASE);
 	return n;
@@ -149,7 +141,7 @@ int abd__ring_take_lease(struct abd_ring *r)
 void abd__ring_drop_lease(struct abd_ring *r)
 {
 	struct abd__ring_lease *l = &r->leases[r->lease];
-	unsleep(r, l);
+	unsleep(r, r->lease);
 	abd__store(&l->state, ABD__LEASE_FREE, RELEASE);
 	abd__ring_lock(r->lockfd, ABD__RING_LOCK_LEASE0 + r->lease, false);
 }

@@ -1,17 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* Waiting: the eventcount in the header, and the blocking forms built on it.
+/* Waiting: the eventcounts in the header, each sleeper's own word, and the blocking forms.
  *
- * The futex word is bit 0 "armed" + a sequence in bits 1..31. A waiter arms it (fetch_or),
- * counts itself in the sleeper count (informational; its lease's sleeping bit lets a dead
- * sleeper's count be undone), re-checks the ring, and only then sleeps on the futex word
- * (expecting the armed value) or the eventfd. A waker publishes its slot with a sequentially
- * consistent store or CAS, then loads the word: either the waiter's re-check sees the slot or
- * the waker sees the armed bit, never neither. The first waker to see it armed disarms it and
- * bumps the sequence in one CAS, then wakes: a waiter that armed before the bump finds the
- * word changed and does not sleep. A sleeper that dies leaves the word armed: it costs the
- * next waker one spare wake, nothing more. */
+ * A waiter for `what` reads its own lease's word (the value it will sleep on), sets its bit in
+ * the header's sleeping map, arms the header word (bit 0; the arming count beside it is bumped),
+ * re-checks the ring, and only then sleeps on its own word. A waker publishes its slot with a
+ * sequentially consistent store or CAS, then loads the header word: either the waiter's
+ * re-check sees the slot or the waker sees the armed bit, never neither. A waker that sees it
+ * armed claims one sleeper's bit (ring.c, wake_n), adds one to that sleeper's word and wakes it:
+ * a waiter that has not slept yet finds its word changed and does not sleep. Only when no
+ * announced sleeper is left does a waker disarm the header word. A sleeper that dies leaves
+ * its bit: it costs one waker a spare wake, nothing more, and its lease's recovery clears it. */
 #include <abd/probe.h>
-#include <linux/aio_abi.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
@@ -22,11 +21,11 @@
 #include "compat/kernel.h"
 #include "ring-internal.h"
 
-#define ABD__STALL_POLL_NS 1000000 /* re-check a live claimer we depend on every 1 ms */
-/* ... or every 20 ms when its exit ends our sleep anyway (a pidfd of it, in our PID namespace:
- * sleep_on); the re-check then only serves the stuck timeout and a commit whose waker has no
- * eventfd */
-#define ABD__STALL_POLL_PIDFD_NS 20000000
+/* Behind a live participant's claim no waker owes us a wake for that participant's death (the
+ * kernel drops its lease lock; nothing a futex waiter can wait on): re-check its lease after
+ * 1 ms, doubling while the same claim stays in the way, up to 16 ms. */
+#define ABD__STALL_POLL_NS 1000000
+#define ABD__STALL_POLL_MAX_SHIFT 4
 #define ABD__SPIN 128 /* most try-op iterations before sleeping */
 #define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
 #define ABD__YIELD_BACKOFF_MAX 63 /* most yield hints ignored after fruitless yields */
@@ -39,116 +38,12 @@
 #define ABD__FRUITLESS_ROUNDS 32
 #define ABD__FRUITLESS_NAP_NS 20000
 #define ABD__FRUITLESS_NAP_MAX_NS 2000000
-/* The longest sleep on the eventfd alone: its wakers may be unable to signal it (below). */
-#define ABD__EVFD_SLICE_NS 20000000
 
 uint64_t abd__ring_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* ---- The eventfd, a description every participant shares (docs/ring.md, section 5) ----
- * Its status flags belong to that description: any participant may clear O_NONBLOCK on it at
- * any moment, and may saturate its count. A read(2) of an empty eventfd then sleeps, and so
- * does a write(2) while the count is saturated. So no participant reads or writes it with
- * read(2)/write(2):
- * - reads (drains) are preadv2(RWF_NOWAIT) (abd__eventfd_drain), which never sleeps whatever
- *   the flags say; on a kernel whose eventfd ignores RWF_NOWAIT (before 5.12) nobody reads it
- *   and nobody sleeps on it (abd__ring_evfd_ok says no): waiters use the futex word;
- * - wakes are made by the kernel's own eventfd_signal(), which never sleeps (a saturated count
- *   stays saturated): a zero-byte AIO read of our private lease descriptor submitted with
- *   IOCB_FLAG_RESFD completes inside io_submit and signals the eventfd. One AIO context per
- *   process, made on first use; its completions are reaped only when its ring fills. Without
- *   AIO (no io_setup, aio-max-nr reached) no wake goes through the eventfd, and every sleep on
- *   it is bounded by ABD__EVFD_SLICE_NS. */
-/* Small: io_setup counts it against the system-wide fs.aio-max-nr (65536 by default), one
- * context per process; a full ring of completions costs one io_getevents per this many wakes */
-#define ABD__AIO_EVENTS 16
-static aio_context_t aio_ctx;   /* 0: not made yet; ABD__AIO_NONE: unavailable */
-static pid_t aio_owner;         /* the process that made it (a forked child must make its own) */
-#define ABD__AIO_NONE ((aio_context_t)-1)
-
-static aio_context_t aio_get(void)
-{
-	aio_context_t c = __atomic_load_n(&aio_ctx, __ATOMIC_ACQUIRE);
-	if (c)
-		return c;
-	aio_context_t n = 0;
-	if (syscall(SYS_io_setup, ABD__AIO_EVENTS, &n) < 0)
-		n = ABD__AIO_NONE;
-	__atomic_store_n(&aio_owner, getpid(), __ATOMIC_RELAXED);
-	if (!__atomic_compare_exchange_n(&aio_ctx, &c, n, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		if (n != ABD__AIO_NONE)
-			syscall(SYS_io_destroy, n); /* another thread made one first */
-		return c;
-	}
-	return n;
-}
-
-static int aio_signal(aio_context_t c, int fd, int evfd)
-{
-	static unsigned char byte;
-	struct iocb cb = { 0 };
-	cb.aio_lio_opcode = IOCB_CMD_PREAD;
-	cb.aio_fildes = (uint32_t)fd;
-	cb.aio_buf = (uint64_t)(uintptr_t)&byte;
-	cb.aio_nbytes = 0;
-	cb.aio_flags = IOCB_FLAG_RESFD;
-	cb.aio_resfd = (uint32_t)evfd;
-	struct iocb *cbs[1] = { &cb };
-	return syscall(SYS_io_submit, c, 1, cbs) == 1 ? 0 : -errno;
-}
-
-void abd__ring_signal(struct abd_ring *r)
-{
-	if (r->evfd < 0 || r->lockfd < 0)
-		return;
-	for (int attempt = 0; attempt < 3; attempt++) {
-		aio_context_t c = aio_get();
-		if (c == ABD__AIO_NONE)
-			return;
-		int e = aio_signal(c, r->lockfd, r->evfd);
-		if (e == 0)
-			return;
-		if (e == -EAGAIN) {
-			/* the completion ring is full: reap it (any thread may) and submit again */
-			struct io_event ev[32];
-			struct timespec zero = { 0, 0 };
-			while (syscall(SYS_io_getevents, c, 0, 32, ev, &zero) == 32)
-				;
-		} else if (e == -EINVAL && __atomic_load_n(&aio_owner, __ATOMIC_RELAXED) != getpid()) {
-			/* a context of the process we were forked from: make our own */
-			__atomic_compare_exchange_n(&aio_ctx, &c, 0, false, __ATOMIC_ACQ_REL,
-			                            __ATOMIC_RELAXED);
-		} else {
-			return;
-		}
-	}
-}
-
-/* Can this kernel drain an eventfd without ever sleeping (abd__eventfd_drain)? Asked once, of
- * a private eventfd in blocking mode. */
-bool abd__ring_evfd_ok(void)
-{
-	static int ok; /* 0 unknown, 1 yes, -1 no; racing first calls store the same */
-	int v = __atomic_load_n(&ok, __ATOMIC_RELAXED);
-	if (!v) {
-		int fd = eventfd(0, EFD_CLOEXEC);
-		uint64_t x;
-		v = fd >= 0 && abd__eventfd_drain(fd, &x) == -EAGAIN ? 1 : -1;
-		abd__close(fd);
-		__atomic_store_n(&ok, v, __ATOMIC_RELAXED);
-	}
-	return v > 0;
-}
-
-static void evfd_drain(struct abd_ring *r)
-{
-	uint64_t v;
-	if (r->evfd >= 0 && abd__ring_evfd_ok())
-		(void)abd__eventfd_drain(r->evfd, &v);
 }
 
 static bool role_ok(const struct abd_ring *r, enum abd_ring_wait_for what)
@@ -161,13 +56,20 @@ static int stuck(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t pos,
                  struct abd__ring_slot *s, uint64_t c, bool takeable, int64_t *tmo)
 {
 	uint64_t now = abd__ring_now_ns();
-	*tmo = ABD__STALL_POLL_NS;
 	if (r->stuck_pos != pos || r->stuck_what != (unsigned)what) {
 		r->stuck_pos = pos;
 		r->stuck_what = what;
 		r->stuck_since = now;
+		r->stuck_rounds = 0;
+		*tmo = ABD__STALL_POLL_NS;
 		return 0;
 	}
+	if (r->stuck_rounds < ABD__STALL_POLL_MAX_SHIFT)
+		r->stuck_rounds++;
+	*tmo = (int64_t)ABD__STALL_POLL_NS << r->stuck_rounds;
+	if (r->stuck_ns > 0 && now - r->stuck_since < (uint64_t)r->stuck_ns &&
+	    (uint64_t)*tmo > r->stuck_ns - (now - r->stuck_since))
+		*tmo = (int64_t)(r->stuck_ns - (now - r->stuck_since)); /* not past the stuck timeout */
 	if (!takeable || r->stuck_ns == 0 || now - r->stuck_since < (uint64_t)r->stuck_ns)
 		return 0;
 	uint32_t seq = abd__ctl_seq(c);
@@ -196,7 +98,6 @@ static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 		return n < 0 ? n : 1;
 	}
 	r->stalled = true;
-	r->stall_lease = lease;
 	return stuck(r, what, pos, s, c, takeable, tmo);
 }
 
@@ -255,9 +156,8 @@ static _Thread_local __attribute__((tls_model("initial-exec"))) unsigned long th
 
 static void note_waker(struct abd_ring *r, enum abd_ring_wait_for what)
 {
-	const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-	if (abd__load(word, RELAXED) == r->prep_value[what])
-		return; /* no waker bumped the word: not woken (timeout, or the re-check said go) */
+	if (abd__load(&r->leases[r->lease].wake[what], RELAXED) == r->prep_value[what])
+		return; /* no waker picked us: not woken (timeout, or the re-check said go) */
 	const uint32_t *wc = what == ABD_RING_WAIT_SPACE ? &r->h->space_waker_cpu : &r->h->data_waker_cpu;
 	uint32_t waker = abd__load(wc, RELAXED);
 	int cpu = sched_getcpu();
@@ -278,13 +178,9 @@ static void finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	if (!(r->sleeping & bit))
 		return;
 	note_waker(r, what);
-	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
-	/* flag first, count second: a death in between leaves one extra sleeper counted (a
-	 * spare wake), never one too few (a lost wake) */
-	__atomic_fetch_and(&r->leases[r->lease].sleeping, ~bit, __ATOMIC_SEQ_CST);
-	uint32_t v = abd__load(count, RELAXED);
-	while (v && !abd__cas(count, &v, v - 1, SEQ_CST))
-		;
+	/* withdraw from the map, unless a waker claimed our bit already */
+	uint64_t *map = what == ABD_RING_WAIT_SPACE ? r->h->space_sleeping : r->h->data_sleeping;
+	__atomic_fetch_and(&map[r->lease / 64], ~(UINT64_C(1) << (r->lease % 64)), __ATOMIC_SEQ_CST);
 	r->sleeping &= ~bit;
 }
 
@@ -319,8 +215,8 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 	unsigned bit = what == ABD_RING_WAIT_SPACE ? 2 : 1;
 	if (r->sleeping & bit)
 		return -EALREADY;
-	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-	uint32_t *count = what == ABD_RING_WAIT_SPACE ? &r->h->space_sleepers : &r->h->data_sleepers;
+	uint64_t *pair = what == ABD_RING_WAIT_SPACE ? &r->h->space_pair : &r->h->data_pair;
+	uint64_t *map = what == ABD_RING_WAIT_SPACE ? r->h->space_sleeping : r->h->data_sleeping;
 	if (r->yield_hint[what] && r->yield_skip[what]) {
 		r->yield_hint[what] = false;
 		r->yield_skip[what]--;
@@ -347,11 +243,17 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		                                   : r->yield_backoff[what] * 2 + 1);
 		r->yield_skip[what] = r->yield_backoff[what];
 	}
-	*value = __atomic_fetch_or(word, 1, __ATOMIC_SEQ_CST) | 1;
+	/* our own word's value first: a wake that claims us from here on changes it */
+	*value = abd__load(&r->leases[r->lease].wake[what], SEQ_CST);
 	r->prep_value[what] = *value;
-	abd__add(count, 1, SEQ_CST);
-	__atomic_fetch_or(&r->leases[r->lease].sleeping, bit, __ATOMIC_SEQ_CST);
+	__atomic_fetch_or(&map[r->lease / 64], UINT64_C(1) << (r->lease % 64), __ATOMIC_SEQ_CST);
 	r->sleeping |= bit;
+	/* arm: bit 0 of the word, and the arming count beside it, in one CAS (see ring.c, wake_n:
+	 * a waker's disarm fails if we armed after it looked at the map) */
+	uint64_t p = abd__load(pair, SEQ_CST);
+	while (!abd__cas(pair, &p, abd__pair(abd__pair_word(p) | 1, abd__pair_arms(p) + 1), SEQ_CST))
+		;
+	uint32_t armed_word = abd__pair_word(p) | 1;
 	abd__ring_flush_stats(r);
 	/* the publisher's mode, after arming and before the re-check; multi-producer commits and
 	 * multi-consumer releases are CASes and leave it 0 (fenced) */
@@ -362,7 +264,7 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 		finish(r, what);
 		return e;
 	}
-	int64_t g = unfenced ? grace_left(r, what, *value) : -1;
+	int64_t g = unfenced ? grace_left(r, what, armed_word) : -1;
 	if (g >= 0 && (*tmo < 0 || g < *tmo))
 		*tmo = g;
 	return 0;
@@ -386,7 +288,6 @@ int abd_ring_wait_finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	abd__check(r, -EINVAL);
 	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
 	finish(r, what);
-	evfd_drain(r); /* never sleeps, whatever a peer did to the description's flags */
 	return 0;
 }
 
@@ -404,53 +305,9 @@ uint64_t abd__ring_pidns(void)
 	return v;
 }
 
-/* A pidfd of the participant whose claim we wait behind (blocked_by), or -1. The pid comes
- * from its lease (shared memory: untrusted), so the pidfd is only ever a hint that ends a sleep
- * early: the lock decides liveness. Only for a holder in our PID namespace (as its lease says).
- * -ESRCH: no such process, it may have just exited (the caller re-checks at once). */
-static int stall_pidfd(struct abd_ring *r)
-{
-	if (r->stall_lease >= r->lease_count || abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1)
-		return -1;
-	const struct abd__ring_lease *l = &r->leases[r->stall_lease];
-	uint32_t pid = abd__load(&l->pid, RELAXED), gen = abd__load(&l->gen, RELAXED);
-	uint64_t ns = abd__ring_pidns();
-	if (pid == 0 || pid > INT32_MAX || ns == 0 || abd__load(&l->pidns, RELAXED) != ns)
-		return -1;
-	if (r->stall_pidfd >= 0 && r->stall_pid == pid && r->stall_gen == gen)
-		return r->stall_exited ? -1 : r->stall_pidfd; /* exited, yet the lease holds: no hint */
-	abd__close(r->stall_pidfd);
-	r->stall_exited = false;
-	r->stall_pidfd = abd__pidfd_open((pid_t)pid, 0);
-	if (r->stall_pidfd < 0) {
-		int e = errno;
-		r->stall_pidfd = -1;
-		return e == ESRCH ? -ESRCH : -1;
-	}
-	r->stall_pid = pid;
-	r->stall_gen = gen;
-	return r->stall_pidfd;
-}
-
-/* The limit of a sleep behind a live claim (stuck's ABD__STALL_POLL_NS) when the claimer's
- * exit ends that sleep anyway: ABD__STALL_POLL_PIDFD_NS, or what is left of the stuck timeout
- * (at least ABD__STALL_POLL_NS). */
-static int64_t stall_limit(struct abd_ring *r)
-{
-	int64_t ns = ABD__STALL_POLL_PIDFD_NS;
-	if (r->stuck_ns > 0) {
-		int64_t left = r->stuck_ns - (int64_t)(abd__ring_now_ns() - r->stuck_since);
-		if (left < ns)
-			ns = left > ABD__STALL_POLL_NS ? left : ABD__STALL_POLL_NS;
-	}
-	return ns;
-}
-
-/* Sleep on the futex word (or the eventfd, or in short naps) for at most ns (-1: no limit).
- * Returns 0 (woken, timed out or spurious: the caller re-checks) or -EINTR. Behind a live
- * participant's claim, with an eventfd (which every waker with the ring's wait fd writes), the
- * sleep is a poll of the eventfd and of that participant's pidfd: its death ends the sleep
- * when the kernel reports it, not at the next 1 ms re-check. */
+/* Sleep on our own word for at most ns (-1: no limit). Returns 0 (woken, timed out or
+ * spurious: the caller re-checks) or -EINTR. Behind a live participant's claim the caller's
+ * limit is ABD__STALL_POLL_NS: no waker owes us a wake for that participant's death. */
 static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value, int64_t ns)
 {
 	struct timespec ts, *tsp = NULL;
@@ -461,48 +318,12 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	}
 	r->own_waits++;
 	abd__add(&r->h->waits, 1, RELAXED);
-	if (r->stalled && r->evfd >= 0 && abd__ring_evfd_ok()) {
-		int pfd = stall_pidfd(r);
-		if (pfd == -ESRCH)
-			return 0;
-		if (pfd >= 0) {
-			/* Drain what earlier wakes left in the eventfd (a futex sleeper's wakers signal it
-			 * too, and nobody reads it then), then look at the word: a wake made before the
-			 * drain has changed it; one made after it makes the eventfd readable. */
-			evfd_drain(r);
-			const uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-			if (abd__load(word, SEQ_CST) != value)
-				return 0;
-			struct pollfd p[2] = { { .fd = r->evfd, .events = POLLIN },
-			                       { .fd = pfd, .events = POLLIN } };
-			int e = ppoll(p, 2, tsp, NULL);
-			if (e < 0 && errno == EINTR)
-				return -EINTR;
-			if (e > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
-				r->stall_exited = true; /* the re-check decides; no second hint from it */
-			return 0;
-		}
-	}
 	if (r->use_futex) {
-		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, tsp, NULL, 0);
+		long e = syscall(SYS_futex, &r->leases[r->lease].wake[what], FUTEX_WAIT, value, tsp,
+		                 NULL, 0);
 		return e < 0 && errno == EINTR ? -EINTR : 0;
 	}
-	if (r->evfd >= 0 && abd__ring_evfd_ok()) {
-		/* bounded: a waker may have no way to signal the eventfd (abd__ring_signal) */
-		if (!tsp || ts.tv_sec > 0 || ts.tv_nsec > ABD__EVFD_SLICE_NS) {
-			ts.tv_sec = 0;
-			ts.tv_nsec = ABD__EVFD_SLICE_NS;
-			tsp = &ts;
-		}
-		struct pollfd p = { .fd = r->evfd, .events = POLLIN };
-		int e = ppoll(&p, 1, tsp, NULL);
-		if (e < 0 && errno == EINTR)
-			return -EINTR;
-		evfd_drain(r);
-		return 0;
-	}
-	/* neither futex nor eventfd: nap */
+	/* no futex (denied by the profile): nap */
 	struct timespec nap = { 0, 100000 };
 	if (tsp && (ts.tv_sec == 0 && ts.tv_nsec < nap.tv_nsec))
 		nap = ts;
@@ -590,8 +411,6 @@ static int blocking(struct abd_ring *r, enum abd_ring_wait_for what, int64_t tim
 				}
 				left = (int64_t)(deadline - now);
 			}
-			if (tmo == ABD__STALL_POLL_NS && r->stalled && r->evfd >= 0 && stall_pidfd(r) >= 0)
-				tmo = stall_limit(r);
 			if (tmo >= 0 && (left < 0 || tmo < left))
 				left = tmo;
 			int s = sleep_on(r, what, value, left);

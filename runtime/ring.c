@@ -65,8 +65,6 @@ static void ring_close(struct abd_ring *r)
 		munmap(r->base, r->map_size);
 	abd__close(r->shfd);
 	abd__close(r->lockfd);
-	abd__close(r->evfd);
-	abd__close(r->stall_pidfd);
 	free(r);
 }
 
@@ -75,7 +73,7 @@ static struct abd_ring *ring_alloc(void)
 	struct abd_ring *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->shfd = r->lockfd = r->evfd = r->stall_pidfd = -1;
+	r->shfd = r->lockfd = -1;
 	r->stuck_ns = 0; /* a live peer's slot is never taken unless the program asks */
 	r->stuck_pos = UINT64_MAX;
 	r->spin = 128;
@@ -202,11 +200,7 @@ int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags, const ui
 	/* The magic last: a peer that maps a half-built ring sees no magic. */
 	abd__store(&h->magic, ABD__RING_MAGIC, RELEASE);
 
-	if (abd_probe_has(ABD_FEAT_EVENTFD) == 1) {
-		r->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (r->evfd < 0)
-			goto fail_errno;
-	}
+	/* no eventfd: every sleeper waits on its own lease's word (docs/ring.md, section 5) */
 	return ring_open_finish(r, r->shfd, flags, out);
 
 fail_errno:
@@ -264,7 +258,6 @@ int abd_ring_attach_opts(int memfd, int wait_fd, const uint8_t *expected_nonce, 
 	abd__check(out, -EINVAL);
 	*out = NULL;
 	abd__check(memfd >= 0, -EINVAL);
-	abd__check(wait_fd >= -1, -EINVAL);
 	abd__check((flags & ~ABD__RING_ROLES) == 0, -EINVAL);
 	if (!opts)
 		opts = &defaults;
@@ -332,11 +325,7 @@ int abd_ring_attach_opts(int memfd, int wait_fd, const uint8_t *expected_nonce, 
 	r->shfd = fcntl(memfd, F_DUPFD_CLOEXEC, 3);
 	if (r->shfd < 0)
 		goto fail_errno;
-	if (wait_fd >= 0) {
-		r->evfd = fcntl(wait_fd, F_DUPFD_CLOEXEC, 3);
-		if (r->evfd < 0)
-			goto fail_errno;
-	}
+	/* wait_fd is not kept: sleepers wait on their own lease's word (docs/ring.md, section 5) */
 	return ring_open_finish(r, memfd, flags, out);
 
 fail_errno:
@@ -359,7 +348,7 @@ void abd_ring_free(struct abd_ring *r)
 		 * ends only then: runtime/service.c): tell it this one left. Nothing when nobody is
 		 * armed. */
 		if (r->roles & ABD_RING_PRODUCER)
-			abd__ring_wake(r, ABD_RING_WAIT_DATA);
+			abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
 	}
 	ring_close(r);
 }
@@ -373,7 +362,7 @@ int abd_ring_fd(const struct abd_ring *r)
 int abd_ring_wait_fd(const struct abd_ring *r)
 {
 	abd__check(r, -EINVAL);
-	return r->evfd >= 0 ? r->evfd : -ENODEV;
+	return -ENODEV; /* no ring has one: docs/ring.md, section 5 */
 }
 
 int abd_ring_nonce(const struct abd_ring *r, uint8_t *out)
@@ -406,7 +395,7 @@ const uint32_t *abd_ring_futex(const struct abd_ring *r, enum abd_ring_wait_for 
 {
 	if (!r)
 		return NULL;
-	return what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+	return &r->leases[r->lease].wake[what == ABD_RING_WAIT_SPACE];
 }
 
 /* Messages pushed (DATA) / popped (SPACE) by this handle and not yet added to the header. */
@@ -442,32 +431,101 @@ int abd_ring_stats(struct abd_ring *r, struct abd_ring_stats *out)
 	out->waits = abd__load(&r->h->waits, RELAXED);
 	out->own_wakes = r->own_wakes;
 	out->own_waits = r->own_waits;
+	out->data_sleepers = abd__ring_sleepers(r, ABD_RING_WAIT_DATA);
+	out->space_sleepers = abd__ring_sleepers(r, ABD_RING_WAIT_SPACE);
 	return 0;
 }
 
-/* The one syscall a fast path may owe: a sleeper armed the word. The first waker disarms it
- * (and bumps the sequence in bits 1..31) and makes the syscalls; later wakers find it disarmed
- * and make none, until a sleeper arms it again. */
-void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING
+/* Claim lease i's announcement of `what` (its bit in the sleeping map) and wake its own word.
+ * Returns what FUTEX_WAKE returns (0: the lease was not asleep in the kernel yet, or is gone),
+ * or -1 when the bit was not set (another waker claimed it, or the sleeper withdrew). */
+static int wake_lease(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t *map, unsigned i)
+	ABD_NONBLOCKING
 {
-	uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-	uint32_t w = abd__load(word, SEQ_CST);
-	if (!(w & 1) || !abd__cas(word, &w, (w + 2) & ~1u, SEQ_CST))
-		return; /* not armed, or another waker disarmed it and wakes */
-	/* The fast paths' one syscall. Neither call can sleep (FUTEX_WAKE never waits; the eventfd
-	 * is signalled by the kernel, never written: abd__ring_signal), so the realtime sanitizer
-	 * is told to let them through. Before it, the CPU we run on, for the sleepers we wake (a
-	 * hint, see ring-wait.c: yield_hint); sched_getcpu reads it from the rseq area (glibc
-	 * 2.35+) or the vDSO, no syscall. */
+	uint64_t bit = UINT64_C(1) << (i % 64);
+	if (!(__atomic_fetch_and(&map[i / 64], ~bit, __ATOMIC_SEQ_CST) & bit))
+		return -1;
+	uint32_t *w = &r->leases[i].wake[what];
+	__atomic_fetch_add(w, 1, __ATOMIC_SEQ_CST);
+	/* FUTEX_WAKE never sleeps: the realtime sanitizer is told to let it through */
+	ABD__RTSAN_EXEMPT_BEGIN;
+	long n = syscall(SYS_futex, w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	ABD__RTSAN_EXEMPT_END;
+	return n < 0 ? 0 : (int)n;
+}
+
+/* The syscall a fast path may owe: a sleeper armed the word (docs/ring.md, section 5). Each
+ * sleeper announced itself with its bit in the sleeping map and sleeps on its own lease's word:
+ * wake up to `max` of them that were asleep (a lease that was not asleep in the kernel, about to
+ * sleep or gone, costs a spare wake and does not count), each by claiming its bit, so that two
+ * wakers never wake the same sleeper for two messages. When no announced sleeper is left, disarm
+ * the word (bumping its sequence): publishers skip the wake until a sleeper arms it again. The
+ * disarm is a CAS of the word together with the arming count, so it fails when a sleeper armed
+ * after we looked at the map; then look again (a few times: a peer that re-arms for ever only
+ * makes us stop, armed, which costs the next publication a look). */
+static void wake_n(struct abd_ring *r, enum abd_ring_wait_for what, unsigned max) ABD_NONBLOCKING
+{
+	uint64_t *pair = what == ABD_RING_WAIT_SPACE ? &r->h->space_pair : &r->h->data_pair;
+	uint64_t *map = what == ABD_RING_WAIT_SPACE ? r->h->space_sleeping : r->h->data_sleeping;
+	unsigned woken = 0, words = (r->lease_count + 63) / 64;
+	bool any = false;
+	for (int round = 0; round < 4 && woken < max; round++) {
+		uint64_t p = abd__load(pair, SEQ_CST);
+		if (!(abd__pair_word(p) & 1) && max != UINT_MAX)
+			break; /* not armed, or another waker disarmed it (all: look at the map anyway) */
+		for (unsigned k = 0; k < words && woken < max; k++) {
+			uint64_t valid = r->lease_count - k * 64 >= 64 ? UINT64_MAX
+			                                               : (UINT64_C(1) << (r->lease_count - k * 64)) - 1;
+			uint64_t m = abd__load(&map[k], SEQ_CST) & valid;
+			while (m && woken < max) {
+				unsigned i = k * 64 + (unsigned)__builtin_ctzll(m);
+				m &= m - 1;
+				int n = wake_lease(r, what, map, i);
+				if (n >= 0)
+					any = true;
+				if (n > 0)
+					woken++;
+			}
+		}
+		if (woken >= max)
+			break; /* others may still sleep: the word stays armed for the next publication */
+		uint32_t w = abd__pair_word(p);
+		if (abd__cas(pair, &p, abd__pair((w + 2) & ~1u, abd__pair_arms(p)), SEQ_CST))
+			break;
+	}
+	if (!any)
+		return;
+	/* the CPU we run on, for the sleepers we woke (a hint, see ring-wait.c: yield_hint);
+	 * sched_getcpu reads it from the rseq area (glibc 2.35+) or the vDSO, no syscall */
 	uint32_t *waker_cpu = what == ABD_RING_WAIT_SPACE ? &r->h->space_waker_cpu : &r->h->data_waker_cpu;
 	ABD__RTSAN_EXEMPT_BEGIN;
 	int cpu = sched_getcpu();
-	abd__store(waker_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, RELAXED);
-	syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-	abd__ring_signal(r); /* the eventfd: never a write(2), see ring-wait.c */
 	ABD__RTSAN_EXEMPT_END;
+	abd__store(waker_cpu, cpu >= 0 ? (uint32_t)cpu + 1 : 0, RELAXED);
 	abd__add(&r->h->wakes, 1, RELAXED);
 	r->own_wakes++;
+}
+
+/* One message (or slot) made available: one sleeper. */
+void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING
+{
+	wake_n(r, what, 1);
+}
+
+/* Everyone announced: a close, a departure, a recovery. */
+void abd__ring_wake_all(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING
+{
+	wake_n(r, what, UINT_MAX);
+}
+
+/* How many leases are announced as sleeping for `what` (statistics; a peer may lie). */
+unsigned abd__ring_sleepers(const struct abd_ring *r, enum abd_ring_wait_for what)
+{
+	const uint64_t *map = what == ABD_RING_WAIT_SPACE ? r->h->space_sleeping : r->h->data_sleeping;
+	unsigned n = 0;
+	for (unsigned k = 0; k < (r->lease_count + 63) / 64; k++)
+		n += (unsigned)__builtin_popcountll(abd__load(&map[k], RELAXED));
+	return n;
 }
 
 /* A message's copy in or out: abd__ring_copy (include/abd/ring.h, shared with the streams'
@@ -875,7 +933,7 @@ int abd_ring_try_push_batch(struct abd_ring *r, const void *const *msgs, const s
 	bool wake = false;
 	int e = push_batch_nowake(r, msgs, lens, n, &wake);
 	if (abd__unlikely(wake))
-		abd__ring_wake(r, ABD_RING_WAIT_DATA);
+		wake_n(r, ABD_RING_WAIT_DATA, e > 0 ? (unsigned)e : 1);
 	return e;
 }
 
@@ -1308,7 +1366,7 @@ int abd_ring_try_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size_t
 	bool wake = false;
 	int e = pop_batch_nowake(r, bufs, stride, lens, n, &wake);
 	if (abd__unlikely(wake))
-		abd__ring_wake(r, ABD_RING_WAIT_SPACE);
+		wake_n(r, ABD_RING_WAIT_SPACE, e > 0 ? (unsigned)e : 1);
 	return e;
 }
 

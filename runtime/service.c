@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Services: a ring published under a name, opened by name (include/abd/service.h).
  *
- * The publisher's half: ring + eventfd + handshake server + record with the type in its
+ * The publisher's half: ring + handshake server + record with the type in its
  * metadata; the server runs on the reactor (an io source on its fd and a timer for its
  * deadline). The opener's half: a registry watch on the reactor, which finds the publisher
  * (open) and then learns of its withdrawal or death (closed). The closed state lives in two
@@ -27,12 +27,17 @@
 #include "reactor-internal.h"
 #include "ring-internal.h"
 
-#define SERVICE_PROTO "ring/1"
-/* Blocking waits sleep in the service's reactor where it has io_uring FUTEX_WAIT (no periodic
- * wake-up). Elsewhere (epoll, Linux < 6.7, or called from inside a reactor callback) they look
- * at the registry (opener) or the handshake server (publisher) at least this often, so a death
- * or a new opener is never waited on for long. */
-#define SLICE_NS (20ll * 1000 * 1000)
+#define SERVICE_PROTO "ring/2"
+/* Blocking waits sleep in the service's reactor, on a futex source of the handle's own word
+ * beside the reactor's other sources (the registry watch tells an opener of its publisher's
+ * death, the handshake server serves a publisher's openers): no periodic wake-up. Where the
+ * reactor cannot be run (a blocking call made from inside one of its callbacks, or from another
+ * thread than its owner), nothing can tell the sleeper of such an event: it sleeps on the word
+ * at most this long at a time, then looks (background). */
+#define REFUSED_SLICE_NS (100ll * 1000 * 1000)
+/* A closed ring that producers are still attached to ends (-EPIPE) when the last one leaves; a
+ * departing producer wakes the consumers, a dead one cannot: they look this often. */
+#define CLOSED_LOOK_NS (100ll * 1000 * 1000)
 /* A blocking wait sleeps this long on the plain futex before it moves into the reactor. */
 #define FIRST_NS (1000ll * 1000)
 /* An opener remembers this many failed candidates (the oldest retry is forgotten first). */
@@ -89,13 +94,13 @@ struct abd_service {
 	bool in_event, close_pending;
 	unsigned depth; /* blocking calls in progress (they may run the reactor) */
 	/* READABLE */
-	struct abd_source *rd_futex, *rd_io, *rd_timer, *rd_defer;
+	struct abd_source *rd_futex, *rd_timer, *rd_defer;
 	bool rd_waiting;
 	/* blocking push (SPACE) and pop (DATA) asleep in the reactor: io_uring FUTEX_WAIT sources
 	 * on the ring's words, one-shot, fired[] set by their callback */
 	struct abd_source *blk_src[2];
 	bool blk_fired[2];
-	bool blk_nofutex; /* the reactor has no futex source (epoll, or no FUTEX_WAIT opcode) */
+	bool blk_nofutex; /* the reactor could not make a futex source (no thread or eventfd) */
 
 	/* publisher: on the list of this process's publications */
 	uint8_t instance[ABD_INSTANCE_SIZE];
@@ -175,16 +180,12 @@ static bool zero(const void *p, size_t n)
 
 /* ------------------------------------------------------------------ closed state -- */
 
-/* Wake every sleeper of both eventcounts, armed or not: a closed ring owes everyone a look.
- * The sequence bump makes a waiter that is about to sleep with the old value return at once. */
+/* Wake every announced sleeper of both kinds, armed or not: a closed ring owes everyone a
+ * look. */
 static void wake_all(struct abd_ring *r)
 {
-	uint32_t *words[2] = { &r->h->data_futex, &r->h->space_futex };
-	for (int i = 0; i < 2; i++) {
-		__atomic_fetch_add(words[i], 2, __ATOMIC_SEQ_CST);
-		syscall(SYS_futex, words[i], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-	}
-	abd__ring_signal(r); /* never write(2) to the shared eventfd: ring-wait.c */
+	abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
+	abd__ring_wake_all(r, ABD_RING_WAIT_SPACE);
 }
 
 static inline bool shared_closed(const struct abd_service *svc) ABD_NONBLOCKING
@@ -1005,20 +1006,21 @@ static void background(struct abd_service *svc)
 		mark_closed(svc, -ESHUTDOWN);
 }
 
+/* Sleep on the handle's own word for at most ns (< 0: no limit). 0 or -EINTR. */
 static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
                        int64_t ns)
 {
-	struct abd_ring *r = svc->ring;
 	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-	if (r->use_futex) {
-		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
-		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, &ts, NULL, 0);
+	const uint32_t *word = abd_ring_futex(svc->ring, what);
+	if (svc->ring->use_futex) {
+		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, ns < 0 ? NULL : &ts, NULL, 0);
 		return e < 0 && errno == EINTR ? -EINTR : 0;
 	}
-	/* the eventfd only where it can be drained without sleeping (abd_ring_wait_finish) */
-	struct pollfd p = { .fd = r->evfd, .events = POLLIN };
-	int e = ppoll(&p, r->evfd >= 0 && abd__ring_evfd_ok() ? 1 : 0, &ts, NULL);
-	return e < 0 && errno == EINTR ? -EINTR : 0;
+	/* no futex (denied by the profile): nap */
+	struct timespec nap = { 0, 100000 };
+	if (ns >= 0 && ns < nap.tv_nsec)
+		nap.tv_nsec = (long)ns;
+	return nanosleep(&nap, NULL) < 0 && errno == EINTR ? -EINTR : 0;
 }
 
 static void blk_cb(abd__unused struct abd_source *src, abd__unused int status,
@@ -1027,12 +1029,12 @@ static void blk_cb(abd__unused struct abd_source *src, abd__unused int status,
 	*(bool *)ud = true;
 }
 
-/* Sleep in the service's reactor until the ring's futex word is woken (an io_uring
- * FUTEX_WAIT source), one of the reactor's own sources has work (the handshake server, the
- * registry watch: a publisher's death closes the handle from there) or ns pass (< 0: no
- * limit). No periodic wake-up. Returns 1 when it slept (0 or -EINTR in *err), 0 when it cannot
- * here: no futex source on this reactor, or run_once refused (called from inside one of its
- * callbacks, or from another thread than its owner): the caller sleeps in slices. */
+/* Sleep in the service's reactor until the handle's own word is woken (a futex source), one of
+ * the reactor's own sources has work (the handshake server, the registry watch: a publisher's
+ * death closes the handle from there) or ns pass (< 0: no limit). No periodic wake-up. Returns
+ * 1 when it slept (0 or -EINTR in *err), 0 when it cannot here: no futex source could be made,
+ * or run_once refused (called from inside one of its callbacks, or from another thread than its
+ * owner). */
 static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
                          int64_t ns, int *err)
 {
@@ -1050,7 +1052,7 @@ static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what, u
 		}
 	} else if (*fired) {
 		/* a fired source is re-armed with the word's current value; one still armed from an
-		 * earlier sleep is queued on the word already and wakes with the next FUTEX_WAKE */
+		 * earlier sleep waits on the word already and fires with the next wake */
 		*fired = false;
 		if (abd_source_futex_arm(*src, value) < 0) {
 			*fired = true;
@@ -1070,7 +1072,7 @@ static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what, u
 	return 1;
 }
 
-/* Wait once for `what` (or a slice, or the deadline): 0 to retry, -errno to stop. */
+/* Wait once for `what` (or the deadline): 0 to retry, -errno to stop. */
 static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64_t deadline)
 {
 	int64_t left = deadline >= 0 ? deadline - now_ns() : -1;
@@ -1085,16 +1087,12 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 		if (tmo >= 0 && (left < 0 || tmo < left))
 			left = tmo;
 		/* A busy stream's sleeps are short: take them on the plain futex, the cheapest wait,
-		 * with the reactor's turn after each as below. A wait that outlasts FIRST_NS moves
-		 * into the reactor (where one can), to sleep there without periodic wake-ups. */
-		bool reactor_ok = !svc->blk_nofutex && svc->ring->use_futex;
-		int64_t first = reactor_ok && (left < 0 || left > FIRST_NS) ? FIRST_NS : left;
-		if (!reactor_ok && (left < 0 || left > SLICE_NS))
-			first = SLICE_NS;
+		 * with the reactor's turn after each (background). A wait that outlasts FIRST_NS
+		 * moves into the reactor, to sleep there without periodic wake-ups. */
+		int64_t first = left < 0 || left > FIRST_NS ? FIRST_NS : left;
 		r = sleep_slice(svc, what, value, first);
 		const uint32_t *word = abd_ring_futex(svc->ring, what);
-		if (r == 0 && reactor_ok && (left < 0 || left > first) &&
-		    abd__load(word, ACQUIRE) == value) {
+		if (r == 0 && (left < 0 || left > first) && abd__load(word, ACQUIRE) == value) {
 			/* nothing woke us (the word is unchanged, our announcement stands): the rest of
 			 * the wait in the reactor, on the same value */
 			int64_t rest = left < 0 ? -1 : left - first;
@@ -1102,13 +1100,15 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 				abd_ring_wait_finish(svc->ring, what);
 				return r;
 			}
-			/* refused here (inside a callback, another thread): finish the slice */
-			r = sleep_slice(svc, what, value, rest < 0 || rest > SLICE_NS ? SLICE_NS : rest);
+			/* refused here (inside a callback, another thread): sleep on the word, then
+			 * look (background) */
+			r = sleep_slice(svc, what, value,
+			                rest < 0 || rest > REFUSED_SLICE_NS ? REFUSED_SLICE_NS : rest);
 		}
 	} else if (r == 0) {
-		/* closed, but a producer is still attached: look again in a millisecond */
-		struct timespec ts = { 0, 1000000 };
-		r = nanosleep(&ts, NULL) < 0 && errno == EINTR ? -EINTR : 0;
+		/* closed, but a producer is still attached: it wakes us when it leaves; one that dies
+		 * cannot (CLOSED_LOOK_NS) */
+		r = sleep_slice(svc, what, value, left < 0 || left > CLOSED_LOOK_NS ? CLOSED_LOOK_NS : left);
 	} else {
 		r = 0;
 	}
@@ -1181,10 +1181,9 @@ static void readable_disarm(struct abd_service *svc)
 		svc->rd_waiting = false;
 	}
 	abd_source_free(svc->rd_futex);
-	abd_source_free(svc->rd_io);
 	abd_source_free(svc->rd_timer);
 	abd_source_free(svc->rd_defer);
-	svc->rd_futex = svc->rd_io = svc->rd_timer = svc->rd_defer = NULL;
+	svc->rd_futex = svc->rd_timer = svc->rd_defer = NULL;
 }
 
 static void readable_fire(struct abd_service *svc)
@@ -1217,32 +1216,22 @@ static void rd_defer_cb(struct abd_source *src, abd__unused int status,
 	readable_fire(svc);
 }
 
-static void rd_io_cb(abd__unused struct abd_source *src, abd__unused int status,
-                     abd__unused uint64_t value, void *ud)
-{
-	struct abd_service *svc = ud;
-	if (!svc->rd_waiting) {
-		/* a wake meant for another sleeper of the eventfd, or one we no longer wait for:
-		 * drain it, so a level-triggered source does not spin (never a read(2), which a peer
-		 * clearing O_NONBLOCK on the shared description would make sleep) */
-		uint64_t v;
-		(void)abd__eventfd_drain(svc->ring->evfd, &v);
-		return;
-	}
-	readable_fire(svc);
-}
-
-/* The eventfd is shared by every sleeper of the ring: one of them may drain a wake meant for
- * all. A slice timer bounds what that can cost on the eventfd path. */
+/* A wake-up bound the ring asked for (a live peer's claim in the way, a publication that may
+ * still be in flight), or the look of a reactor that could not make a futex source. */
 static void rd_timer_cb(abd__unused struct abd_source *src, abd__unused int status,
                         abd__unused uint64_t value, void *ud)
 {
 	struct abd_service *svc = ud;
 	struct abd__ring_hdr *h = svc->ring->h;
-	if (abd__load(&h->tail, ACQUIRE) != abd__load(&h->head, ACQUIRE) || is_closed(svc))
+	if (abd__load(&h->tail, ACQUIRE) != abd__load(&h->head, ACQUIRE) || is_closed(svc)) {
 		readable_fire(svc);
-	else if (svc->rd_timer)
-		(void)abd_source_set_timer(svc->rd_timer, (uint64_t)SLICE_NS, 0, 0);
+		return;
+	}
+	if (svc->rd_waiting) { /* nothing yet: announce again, for a fresh bound */
+		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		svc->rd_waiting = false;
+	}
+	readable_arm(svc);
 }
 
 static void readable_arm(struct abd_service *svc)
@@ -1252,8 +1241,10 @@ static void readable_arm(struct abd_service *svc)
 	uint32_t value;
 	int64_t tmo;
 	int r = abd_ring_wait_prepare(svc->ring, ABD_RING_WAIT_DATA, &value, &tmo);
-	if (r != 0) {
+	if (r != 0 || is_closed(svc)) {
 		/* something to read already (or an error to report by a pop): next iteration */
+		if (r == 0)
+			abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
 		(void)abd_reactor_add_defer(svc->reactor, rd_defer_cb, svc, &svc->rd_defer);
 		return;
 	}
@@ -1267,10 +1258,7 @@ static void readable_arm(struct abd_service *svc)
 			futex_ok = abd_reactor_add_futex(svc->reactor, word, value, rd_futex_cb, svc,
 			                                 &svc->rd_futex) == 0;
 	}
-	if (!futex_ok && !svc->rd_io && svc->ring->evfd >= 0 && abd__ring_evfd_ok())
-		(void)abd_reactor_add_io(svc->reactor, svc->ring->evfd, POLLIN, rd_io_cb, svc,
-		                         &svc->rd_io);
-	int64_t t = futex_ok ? tmo : (tmo >= 0 && tmo < SLICE_NS ? tmo : SLICE_NS);
+	int64_t t = futex_ok ? tmo : (tmo >= 0 && tmo < REFUSED_SLICE_NS ? tmo : REFUSED_SLICE_NS);
 	if (t >= 0) {
 		if (t == 0)
 			t = 1;
@@ -1368,8 +1356,8 @@ int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *o
 	out->recovered = abd__load(&h->recovered, RELAXED);
 	out->wakes = abd__load(&h->wakes, RELAXED);
 	out->waits = abd__load(&h->waits, RELAXED);
-	out->data_sleepers = abd__load(&h->data_sleepers, RELAXED);
-	out->space_sleepers = abd__load(&h->space_sleepers, RELAXED);
+	out->data_sleepers = abd__ring_sleepers(svc->ring, ABD_RING_WAIT_DATA);
+	out->space_sleepers = abd__ring_sleepers(svc->ring, ABD_RING_WAIT_SPACE);
 	for (unsigned i = 0; i < r->lease_count; i++) {
 		if (i == r->lease || abd__load(&r->leases[i].state, ACQUIRE) != ABD__LEASE_HELD)
 			continue;

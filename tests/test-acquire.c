@@ -810,11 +810,13 @@ static int kcmp_steps(void *arg)
 	struct abd_ring *ring;
 	struct abd_record *rec, *found;
 	struct abd_publication *pub;
-	if (getrandom(nonce, sizeof(nonce), 0) != 16 || abd_registry_open(p->dir, 0, &reg, NULL, 0) ||
-	    abd_ring_new(64, 64, 0, nonce, &ring) || abd_ring_wait_fd(ring) < 0 ||
+	int wake = eventfd(0, EFD_CLOEXEC); /* an eventfd slot beside the ring */
+	if (wake < 0 || getrandom(nonce, sizeof(nonce), 0) != 16 ||
+	    abd_registry_open(p->dir, 0, &reg, NULL, 0) ||
+	    abd_ring_new(64, 64, 0, nonce, &ring) ||
 	    abd_record_new("self.svc", &rec) || abd_record_set_instance(rec, nonce) ||
 	    abd_record_add_fd(rec, "ring", abd_ring_fd(ring), ABD_FD_MEMFD) ||
-	    abd_record_add_fd(rec, "wake", abd_ring_wait_fd(ring), ABD_FD_EVENTFD) ||
+	    abd_record_add_fd(rec, "wake", wake, ABD_FD_EVENTFD) ||
 	    abd_publish(reg, rec, &pub) || abd_registry_lookup(reg, "self.svc", &found))
 		return 1;
 	struct abd_acquired *a = NULL;
@@ -831,7 +833,7 @@ static int kcmp_steps(void *arg)
 	/* the publisher's slot now holds another eventfd: kcmp says "not the same", readlink
 	 * "an eventfd": accepted, and kept in place of the old one */
 	int e2 = eventfd(0, EFD_CLOEXEC);
-	if (e2 < 0 || dup2(e2, abd_ring_wait_fd(ring)) < 0)
+	if (e2 < 0 || dup2(e2, wake) < 0)
 		return 4;
 	close(e2);
 	STEP(5, 0);
@@ -842,7 +844,7 @@ static int kcmp_steps(void *arg)
 	STEP(7, p->mask_kcmp ? -EPROTO : 0); /* masked: readlink, refused */
 	/* a pipe in the slot: not the kept file, and readlink cannot say: refused */
 	int pp[2];
-	if (pipe2(pp, O_CLOEXEC) < 0 || dup2(pp[0], abd_ring_wait_fd(ring)) < 0)
+	if (pipe2(pp, O_CLOEXEC) < 0 || dup2(pp[0], wake) < 0)
 		return 8;
 	close(pp[0]);
 	close(pp[1]);

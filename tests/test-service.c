@@ -838,7 +838,7 @@ static int flaky_main(void *arg)
 	if (memfd < 0 || ftruncate(memfd, 4096) < 0 || abd_record_new("svc.flaky", &rec) < 0 ||
 	    abd_record_add_fd(rec, "ring", memfd, ABD_FD_MEMFD) < 0 ||
 	    abd_record_set_socket(rec, name) < 0 ||
-	    abd_record_add_meta(rec, "abd.service", "ring/1") < 0 ||
+	    abd_record_add_meta(rec, "abd.service", "ring/2") < 0 ||
 	    abd_record_add_meta(rec, "abd.capacity", "2") < 0 ||
 	    abd_record_add_meta(rec, "abd.slot_size", "8") < 0 ||
 	    abd_record_add_meta(rec, "abd.type", "") < 0 ||

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Lock-free MPMC ring in a sealed memfd, shared between processes.
  *
- * One process creates the ring (abd_ring_new) and hands its two descriptors to peers
- * (abd_ring_fd: the memfd; abd_ring_wait_fd: the eventfd), who map it with abd_ring_attach.
+ * One process creates the ring (abd_ring_new) and hands its memfd to peers
+ * (abd_ring_fd), who map it with abd_ring_attach.
  * Every committed message is delivered exactly once to exactly one consumer, in FIFO order
  * per producer. A participant that dies at any instruction cannot wedge the ring: each
  * participant holds a lease (an OFD lock on a byte of the memfd, dropped by the kernel at
@@ -10,9 +10,9 @@
  * finds it. docs/ring.md specifies the shared-memory layout and the recovery rules.
  *
  * Fast paths (try forms, reserve/commit, peek/release) make no syscall and take no lock; the
- * one exception is the wake-up owed to a sleeping peer: a push makes one futex wake (+ one
- * eventfd signal) only when a consumer announced that it sleeps, and a pop does the same for a
- * producer waiting for space. Blocking forms wait on the ring's futex word.
+ * one exception is the wake-up owed to a sleeping peer: a push makes one futex wake only when a
+ * consumer announced that it sleeps, and wakes that one consumer on its own futex word; a pop
+ * does the same for a producer waiting for space. Blocking forms wait on the handle's own word.
  *
  * A handle is for one thread at a time; several threads or processes use several handles
  * (attach again). A handle must not be used in a child after fork(): attach there anew. */
@@ -50,18 +50,18 @@ enum abd_ring_wait_for {
 #define ABD_RING_MAX_PARTICIPANTS 128
 
 /* Create a ring of `capacity` slots (a power of two, 2 .. ABD_RING_MAX_CAPACITY), each holding
- * a message of up to `slot_size` bytes (1 .. ABD_RING_MAX_SLOT_SIZE), in a new sealed memfd,
- * plus an eventfd for waiters (when the kernel/feature mask offers eventfd). `nonce` is the
+ * a message of up to `slot_size` bytes (1 .. ABD_RING_MAX_SLOT_SIZE), in a new sealed memfd.
+ * `nonce` is the
  * 128-bit instance nonce stored in the header (NULL: random). `flags`: roles and modes above.
- * On success *out owns both descriptors; returns 0.
+ * On success *out owns the descriptor; returns 0.
  * Errors: -EINVAL (bad capacity, slot size, flags, out NULL), -ENOMEM, -EMFILE/-ENFILE,
- * or another -errno from memfd_create/ftruncate/fcntl/mmap/eventfd. */
+ * or another -errno from memfd_create/ftruncate/fcntl/mmap. */
 ABD_EXPORT ABD_NODISCARD int abd_ring_new(uint32_t capacity, uint32_t slot_size, unsigned flags,
                                           const uint8_t *nonce, struct abd_ring **out);
 
 /* Map a ring created elsewhere. `memfd` and `wait_fd` are borrowed: attach duplicates what it
- * keeps, so the caller may close them afterwards. `wait_fd` may be -1 (no eventfd: waiters
- * then use only the futex word). `expected_nonce` (16 bytes, or NULL to skip the check) must
+ * keeps, so the caller may close them afterwards. `wait_fd` is negative (none: what abd_ring_wait_fd
+ * returns), or an eventfd, which is checked and not kept (rings have no shared eventfd: waiters sleep on their own futex word). `expected_nonce` (16 bytes, or NULL to skip the check) must
  * match the header's nonce. `flags`: ABD_RING_PRODUCER and/or ABD_RING_CONSUMER (0: both).
  * Every header field is validated before any other use of the memory. A memfd larger than
  * ABD_RING_ATTACH_DEFAULT_MAX is refused (-EFBIG): abd_ring_attach_opts sets other limits.
@@ -103,8 +103,8 @@ ABD_DEFINE_POINTER_CLEANUP(struct abd_ring, abd_ring_free)
 /* The memfd to hand to peers (borrowed: owned by the ring, O_CLOEXEC). Never the descriptor
  * that holds this handle's lease. Returns the fd or -EINVAL. */
 ABD_EXPORT int abd_ring_fd(const struct abd_ring *ring);
-/* The eventfd waiters may sleep on (borrowed, O_CLOEXEC|O_NONBLOCK). Returns the fd, -EINVAL,
- * or -ENODEV when the ring has no eventfd. */
+/* Kept for source compatibility: a ring has no shared eventfd (every waiter sleeps on its own
+ * futex word, abd_ring_futex). Returns -ENODEV, or -EINVAL. */
 ABD_EXPORT int abd_ring_wait_fd(const struct abd_ring *ring);
 /* Copy the 128-bit instance nonce to out (16 bytes). Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_ring_nonce(const struct abd_ring *ring, uint8_t *out);
@@ -177,18 +177,20 @@ ABD_EXPORT int abd_ring_release(struct abd_ring *ring, const void *data) ABD_NON
 
 /* Announce that this handle is about to sleep until `what` becomes possible. Returns 1 when
  * it is possible already (do not sleep; nothing to cancel), 0 when the caller must now sleep:
- * either FUTEX_WAIT on the word abd_ring_futex() gives with the value stored in *futex_value
- * (shared futex: no FUTEX_PRIVATE_FLAG), or wait for abd_ring_wait_fd() to become readable.
+ * FUTEX_WAIT on the word abd_ring_futex() gives with the value stored in *futex_value (shared
+ * futex: no FUTEX_PRIVATE_FLAG), e.g. through abd_reactor_add_futex. The word is this handle's
+ * own: a waker that picks this handle adds one to it and wakes it; nobody else sleeps on it.
  * *timeout_ns receives the longest the caller should sleep (-1: no limit; a finite value while
- * a peer holds a slot the waiter depends on, so its death is noticed within a millisecond).
+ * a live peer holds a slot the waiter depends on, so that its death is noticed within a
+ * millisecond, or while a single publisher's last publication may still be in flight).
  * After waking (or giving up), call abd_ring_wait_finish, then retry the operation.
  * Errors: -EINVAL, -EPERM (wrong role), -EALREADY (already announced). Slow path: may make
  * syscalls (lease checks). */
 ABD_EXPORT ABD_NODISCARD int abd_ring_wait_prepare(struct abd_ring *ring, enum abd_ring_wait_for what,
                                                    uint32_t *futex_value, int64_t *timeout_ns);
-/* Withdraw the announcement and drain the eventfd. Returns 0 or -EINVAL. */
+/* Withdraw the announcement. Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_ring_wait_finish(struct abd_ring *ring, enum abd_ring_wait_for what);
-/* The 32-bit futex word waiters of `what` sleep on (inside the shared mapping). */
+/* This handle's 32-bit futex word for waiting for `what` (inside the shared mapping). */
 ABD_EXPORT const uint32_t *abd_ring_futex(const struct abd_ring *ring, enum abd_ring_wait_for what);
 
 /* ---- Recovery and statistics --------------------------------------------------------- */
@@ -212,9 +214,11 @@ struct abd_ring_stats {
 	uint64_t recovered; /* slots recovered from dead or stuck participants */
 	uint64_t wakes;     /* wake syscalls made (all participants) */
 	uint64_t own_wakes; /* wake syscalls made by this handle */
-	uint64_t own_waits; /* sleeps (futex/eventfd waits) made by this handle */
+	uint64_t own_waits; /* sleeps (futex waits) made by this handle */
 	uint64_t waits;     /* sleeps made (all participants) */
-	uint64_t reserved[3];
+	uint32_t data_sleepers;  /* participants announced as waiting for data (a peer may lie) */
+	uint32_t space_sleepers; /* ... for space */
+	uint64_t reserved[2];
 };
 /* Counters are flushed from each handle every few hundred operations and on its slow paths:
  * other participants' figures may lag. Returns 0 or -EINVAL. */

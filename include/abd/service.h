@@ -21,9 +21,9 @@
  * The blocking calls below (open, push, pop) wait by themselves and also notice a publisher's
  * death without the reactor being run; the event then follows at the next reactor iteration.
  *
- * Record metadata of a service (docs/service.md): abd.service = "ring/1", abd.capacity,
+ * Record metadata of a service (docs/service.md): abd.service = "ring/2", abd.capacity,
  * abd.slot_size, abd.type (name), abd.type_size (decimal, 0: variable), abd.type_hash (16 hex
- * digits). Slots: "ring" (memfd) and "wake" (eventfd). The ring header's `closed` word (ring
+ * digits). Slot: "ring" (memfd). The ring header's `closed` word (ring
  * line 7, docs/ring.md) says the publisher withdrew (1) or died (2).
  *
  * Threads: a service handle is used by one thread at a time, the thread that owns its reactor.
@@ -154,7 +154,7 @@ ABD_EXPORT ABD_NODISCARD int abd_service_publish(const char *name,
  *   -E2BIG        more than ABD_SERVICE_ALLOW_MAX publisher uids or gids
  *   -ETIMEDOUT    no alive trusted publisher of that name appeared (or answered) in time
  *   -EPROTOTYPE   cfg names a type and the service's type name, size or hash differ
- *   -EPROTONOSUPPORT  the record is not a ring service (no abd.service = ring/1 metadata), or
+ *   -EPROTONOSUPPORT  the record is not a ring service (no abd.service = ring/2 metadata), or
  *                 a future version of one
  *   -EMSGSIZE     cfg->type_size exceeds the service's slot size
  *   -EACCES       the publisher's access policy refused us (acquire.h)
