@@ -250,8 +250,12 @@ struct abd_ring {
 	unsigned stuck_what;
 	unsigned stuck_rounds; /* re-checks of the same claim: the next one waits 1 ms << this */
 	/* The last re-check found a live participant's claim in the way (ring-wait.c, blocked_by):
-	 * the sleep is bounded by ABD__STALL_POLL_NS. */
-	bool stalled;
+	 * a pidfd of that participant, by the pid its lease names, so that the sleep ends when it
+	 * exits. */
+	bool stalled, stall_exited;
+	unsigned stall_lease;
+	uint32_t stall_gen, stall_pid;
+	int stall_pidfd;
 };
 
 static inline uint64_t abd__ring_checksum(const void *hdr)

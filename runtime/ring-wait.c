@@ -98,6 +98,7 @@ static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 		return n < 0 ? n : 1;
 	}
 	r->stalled = true;
+	r->stall_lease = lease;
 	return stuck(r, what, pos, s, c, takeable, tmo);
 }
 
@@ -305,9 +306,40 @@ uint64_t abd__ring_pidns(void)
 	return v;
 }
 
+/* A pidfd of the participant whose claim we wait behind (blocked_by), or -1. The pid comes
+ * from its lease (shared memory: untrusted), so the pidfd is only ever a hint that ends a sleep
+ * early: the lock decides liveness. Only for a holder in our PID namespace (as its lease says).
+ * -ESRCH: no such process, it may have just exited (the caller re-checks at once). */
+static int stall_pidfd(struct abd_ring *r)
+{
+	if (r->stall_lease >= r->lease_count || abd_probe_has(ABD_FEAT_PIDFD_OPEN) != 1)
+		return -1;
+	const struct abd__ring_lease *l = &r->leases[r->stall_lease];
+	uint32_t pid = abd__load(&l->pid, RELAXED), gen = abd__load(&l->gen, RELAXED);
+	uint64_t ns = abd__ring_pidns();
+	if (pid == 0 || pid > INT32_MAX || ns == 0 || abd__load(&l->pidns, RELAXED) != ns)
+		return -1;
+	if (r->stall_pidfd >= 0 && r->stall_pid == pid && r->stall_gen == gen)
+		return r->stall_exited ? -1 : r->stall_pidfd; /* exited, yet the lease holds: no hint */
+	abd__close(r->stall_pidfd);
+	r->stall_exited = false;
+	r->stall_pidfd = abd__pidfd_open((pid_t)pid, 0);
+	if (r->stall_pidfd < 0) {
+		int e = errno;
+		r->stall_pidfd = -1;
+		return e == ESRCH ? -ESRCH : -1;
+	}
+	r->stall_pid = pid;
+	r->stall_gen = gen;
+	return r->stall_pidfd;
+}
+
 /* Sleep on our own word for at most ns (-1: no limit). Returns 0 (woken, timed out or
- * spurious: the caller re-checks) or -EINTR. Behind a live participant's claim the caller's
- * limit is ABD__STALL_POLL_NS: no waker owes us a wake for that participant's death. */
+ * spurious: the caller re-checks) or -EINTR. Behind a live participant's claim (the caller's
+ * limit is then the stall back-off, stuck) the claimer's commit or death is what we wait for:
+ * with a pidfd of it, the sleep is a poll of that pidfd, so that its death ends the sleep when
+ * the kernel reports it (its commit is seen at the end of the back-off step); without one, a
+ * sleep on our word (its commit wakes us, its death is seen at the end of the step). */
 static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value, int64_t ns)
 {
 	struct timespec ts, *tsp = NULL;
@@ -318,6 +350,20 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 	}
 	r->own_waits++;
 	abd__add(&r->h->waits, 1, RELAXED);
+	if (r->stalled && ns >= 0) {
+		int pfd = stall_pidfd(r);
+		if (pfd == -ESRCH)
+			return 0;
+		if (pfd >= 0) {
+			struct pollfd p = { .fd = pfd, .events = POLLIN };
+			int e = ppoll(&p, 1, tsp, NULL);
+			if (e < 0 && errno == EINTR)
+				return -EINTR;
+			if (e > 0)
+				r->stall_exited = true; /* the re-check decides; no second hint from it */
+			return 0;
+		}
+	}
 	if (r->use_futex) {
 		long e = syscall(SYS_futex, &r->leases[r->lease].wake[what], FUTEX_WAIT, value, tsp,
 		                 NULL, 0);

@@ -61,6 +61,7 @@ static int reopen_private(int fd)
 
 static void ring_close(struct abd_ring *r)
 {
+	abd__close(r->stall_pidfd);
 	if (r->base)
 		munmap(r->base, r->map_size);
 	abd__close(r->shfd);
@@ -73,7 +74,7 @@ static struct abd_ring *ring_alloc(void)
 	struct abd_ring *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->shfd = r->lockfd = -1;
+	r->shfd = r->lockfd = r->stall_pidfd = -1;
 	r->stuck_ns = 0; /* a live peer's slot is never taken unless the program asks */
 	r->stuck_pos = UINT64_MAX;
 	r->spin = 128;
