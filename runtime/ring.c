@@ -455,6 +455,13 @@ static int wake_lease(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 	return n < 0 ? 0 : (int)n;
 }
 
+/* The bits of word k of a sleeping map that name a lease of ours (a peer may set others). */
+static inline uint64_t map_valid(const struct abd_ring *r, unsigned k) ABD_NONBLOCKING
+{
+	unsigned n = r->lease_count - k * 64;
+	return n >= 64 ? UINT64_MAX : (UINT64_C(1) << n) - 1;
+}
+
 /* The syscall a fast path may owe: a sleeper armed the word (docs/ring.md, section 5). Each
  * sleeper announced itself with its bit in the sleeping map and sleeps on its own lease's word:
  * wake up to `max` of them that were asleep (a lease that was not asleep in the kernel, about to
@@ -475,9 +482,7 @@ static void wake_n(struct abd_ring *r, enum abd_ring_wait_for what, unsigned max
 		if (!(abd__pair_word(p) & 1) && max != UINT_MAX)
 			break; /* not armed, or another waker disarmed it (all: look at the map anyway) */
 		for (unsigned k = 0; k < words && woken < max; k++) {
-			uint64_t valid = r->lease_count - k * 64 >= 64 ? UINT64_MAX
-			                                               : (UINT64_C(1) << (r->lease_count - k * 64)) - 1;
-			uint64_t m = abd__load(&map[k], SEQ_CST) & valid;
+			uint64_t m = abd__load(&map[k], SEQ_CST) & map_valid(r, k);
 			while (m && woken < max) {
 				unsigned i = k * 64 + (unsigned)__builtin_ctzll(m);
 				m &= m - 1;
@@ -488,10 +493,17 @@ static void wake_n(struct abd_ring *r, enum abd_ring_wait_for what, unsigned max
 					woken++;
 			}
 		}
-		if (woken >= max)
-			break; /* others may still sleep: the word stays armed for the next publication */
+		if (woken >= max) {
+			bool more = false;
+			for (unsigned k = 0; k < words && !more; k++)
+				more = (abd__load(&map[k], SEQ_CST) & map_valid(r, k)) != 0;
+			if (more)
+				break; /* others still sleep: the word stays armed for the next publication */
+		}
+		/* nobody left announced: disarm, unless a sleeper armed since we loaded p */
 		uint32_t w = abd__pair_word(p);
-		if (abd__cas(pair, &p, abd__pair((w + 2) & ~1u, abd__pair_arms(p)), SEQ_CST))
+		if (abd__cas(pair, &p, abd__pair((w + 2) & ~1u, abd__pair_arms(p)), SEQ_CST) ||
+		    woken >= max)
 			break;
 	}
 	if (!any)
@@ -525,7 +537,7 @@ unsigned abd__ring_sleepers(const struct abd_ring *r, enum abd_ring_wait_for wha
 	const uint64_t *map = what == ABD_RING_WAIT_SPACE ? r->h->space_sleeping : r->h->data_sleeping;
 	unsigned n = 0;
 	for (unsigned k = 0; k < (r->lease_count + 63) / 64; k++)
-		n += (unsigned)__builtin_popcountll(abd__load(&map[k], RELAXED));
+		n += (unsigned)__builtin_popcountll(abd__load(&map[k], RELAXED) & map_valid(r, k));
 	return n;
 }
 

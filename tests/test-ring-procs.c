@@ -1443,3 +1443,83 @@ ABD_TEST(ring_procs, blocking_pingpong_never_stalls)
 	if (there >= 0)
 		pingpong(here, there);
 }
+
+/* No herd: four consumers blocked on one work-queue ring, one producer publishing a message
+ * every 2 ms. Each message wakes one sleeper (the one whose bit the producer claimed), which
+ * takes it and sleeps again: the consumers' sleeps add up to about one per message. With every
+ * sleeper woken per message (one shared word, FUTEX_WAKE of all) they would add up to four. */
+#define HERD_CONSUMERS 4
+struct herd {
+	int memfd;
+	uint64_t sleeps[HERD_CONSUMERS];
+	unsigned got[HERD_CONSUMERS];
+};
+
+static int herd_consumer(void *arg, unsigned i)
+{
+	struct herd *h = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(h->memfd, -1, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	for (;;) {
+		uint32_t v;
+		int n = abd_ring_pop(r, &v, sizeof(v), 10ll * 1000 * 1000 * 1000);
+		if (n != (int)sizeof(v))
+			return 2;
+		if (v == UINT32_MAX)
+			break; /* the stop message: one per consumer */
+		h->got[i]++;
+	}
+	struct abd_ring_stats st;
+	abd_ring_stats(r, &st);
+	h->sleeps[i] = st.own_waits;
+	abd_ring_free(r);
+	return 0;
+}
+
+static int herd_c0(void *a) { return herd_consumer(a, 0); }
+static int herd_c1(void *a) { return herd_consumer(a, 1); }
+static int herd_c2(void *a) { return herd_consumer(a, 2); }
+static int herd_c3(void *a) { return herd_consumer(a, 3); }
+
+ABD_TEST(ring_procs, one_message_wakes_one_of_four_blocked_consumers)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(64, 8, ABD_RING_PRODUCER, NULL, &r), 0);
+	struct herd *h = shared_alloc(sizeof(*h));
+	h->memfd = abd_ring_fd(r);
+	int (*fns[HERD_CONSUMERS])(void *) = { herd_c0, herd_c1, herd_c2, herd_c3 };
+	pid_t pids[HERD_CONSUMERS];
+	for (int i = 0; i < HERD_CONSUMERS; i++)
+		pids[i] = abd_test_fork(fns[i], h);
+	/* every consumer asleep before the first message */
+	for (struct abd_ring_stats s = { 0 }; abd_ring_stats(r, &s) == 0 && s.data_sleepers < HERD_CONSUMERS;)
+		usleep(1000);
+	const uint32_t n = 200;
+	for (uint32_t v = 0; v < n; v++) {
+		cr_assert_eq(abd_ring_push(r, &v, sizeof(v), -1), 0);
+		usleep(2000);
+	}
+	for (int i = 0; i < HERD_CONSUMERS; i++) {
+		uint32_t stop = UINT32_MAX;
+		cr_assert_eq(abd_ring_push(r, &stop, sizeof(stop), -1), 0);
+	}
+	uint64_t sleeps = 0;
+	unsigned got = 0;
+	for (int i = 0; i < HERD_CONSUMERS; i++) {
+		cr_assert_eq(abd_test_wait(pids[i]), 0, "consumer %d", i);
+		sleeps += h->sleeps[i];
+		got += h->got[i];
+	}
+	cr_assert_eq(got, n, "every message delivered once");
+	cr_log_info("%u messages, %llu consumer sleeps", n, (unsigned long long)sleeps);
+	/* one sleep per message and per consumer's last wait, and a few spares (a consumer woken
+	 * while another took the message first sleeps again) */
+	cr_assert_leq(sleeps, n * 3 / 2 + HERD_CONSUMERS, "a herd: %llu sleeps for %u messages",
+	              (unsigned long long)sleeps, n);
+	munmap(h, sizeof(*h));
+	abd_ring_free(r);
+	alarm(0);
+}
