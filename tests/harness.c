@@ -158,6 +158,12 @@ long abd_test_read_long(const char *path)
 	return v;
 }
 
+static void nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
+	nanosleep(&ts, NULL);
+}
+
 long abd_test_ctxsw(pid_t pid)
 {
 	char path[64];
@@ -190,6 +196,36 @@ long abd_test_ctxsw(pid_t pid)
 	return threads ? sum : -1;
 }
 
+/* The state letter of /proc/PID/stat (R, S, D, T...), 0 when unreadable. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *end = strrchr(buf, ')'); /* the command name may hold anything */
+	return end && end[1] == ' ' ? end[2] : 0;
+}
+
+void abd_test_wait_asleep(pid_t pid)
+{
+	uint64_t end = abd_test_now_ns() + 10000000000ull;
+	long last = abd_test_ctxsw(pid);
+	for (;;) {
+		nap_ms(100);
+		long now = abd_test_ctxsw(pid);
+		cr_assert_geq(now, 0, "pid %d is gone", (int)pid);
+		if (now == last && proc_state(pid) == 'S')
+			return;
+		cr_assert_lt(abd_test_now_ns(), end, "pid %d did not settle asleep in 10 s", (int)pid);
+		last = now;
+	}
+}
+
 void abd_test_ptrace_interrupt(pid_t pid)
 {
 	cr_assert_eq(ptrace(PTRACE_SEIZE, pid, 0, 0), 0, "PTRACE_SEIZE: %s", strerror(errno));
@@ -199,12 +235,6 @@ void abd_test_ptrace_interrupt(pid_t pid)
 	cr_assert_eq(waitpid(pid, &status, __WALL), pid, "waitpid: %s", strerror(errno));
 	cr_assert(WIFSTOPPED(status), "the child stopped under ptrace (status %#x)", status);
 	cr_assert_eq(ptrace(PTRACE_DETACH, pid, 0, 0), 0, "PTRACE_DETACH: %s", strerror(errno));
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000l };
-	nanosleep(&ts, NULL);
 }
 
 void abd_test_stop_cont(pid_t pid)

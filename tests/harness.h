@@ -57,6 +57,10 @@ long abd_test_read_long(const char *path);
  * (/proc/PID/task/ * /status), or -1 when pid cannot be read. Two counts around an idle stretch
  * say how often a waiting process woke up: a count, not a timing. */
 long abd_test_ctxsw(pid_t pid);
+/* Wait (10 s at most) until pid sleeps: state S in /proc/PID/stat and no voluntary context
+ * switch for 100 ms. Then a count of its wake-ups starts from a settled sleeper, whatever the
+ * machine's load did to its start. */
+void abd_test_wait_asleep(pid_t pid);
 
 /* What a debugger's attach does to a sleeping child (strace -p, gdb -p): PTRACE_SEIZE,
  * PTRACE_INTERRUPT (its sleep ends, no handler runs), the stop seen, PTRACE_DETACH. */

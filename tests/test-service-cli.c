@@ -421,7 +421,7 @@ ABD_TEST(service_cli, recv_waiting_for_a_name_sleeps_and_survives_stops)
 	const char *recv[] = { NULL, "recv", "--dir", dir, "--timeout", "-1", "cli.later", NULL };
 	int ofd, efd;
 	pid_t r = start_piped(recv, &ofd, &efd);
-	nap_ms(300); /* asleep, waiting for the name */
+	abd_test_wait_asleep(r); /* waiting for the name */
 	long before = abd_test_ctxsw(r);
 	nap_ms(2000);
 	long woke = abd_test_ctxsw(r) - before;

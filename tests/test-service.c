@@ -377,7 +377,8 @@ static void open_sleeps_until_published(bool given)
 	char dir[256];
 	abd_test_mkdtemp(dir, sizeof(dir));
 	struct opener o = { .dir = dir, .name = "svc.later", .given = given };
-	pid_t op = start_opener(&o, 300);
+	pid_t op = start_opener(&o, 0);
+	abd_test_wait_asleep(op);
 	long before = abd_test_ctxsw(op);
 	nap_ms(2000);
 	long woke = abd_test_ctxsw(op) - before;
