@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The ring's shared-memory layout (docs/ring.md is the specification) and the private handle.
- * Internal to ring.c, ring-wait.c and ring-recover.c. */
+ * Internal to the ring's files; they use each other in one direction: ring-lease.c <- ring.c
+ * <- ring-wait.c and ring-recover.c. */
 #ifndef ABD_RUNTIME_RING_INTERNAL_H
 #define ABD_RUNTIME_RING_INTERNAL_H
 
@@ -279,6 +280,17 @@ static inline struct abd__ring_slot *abd__slot(const struct abd_ring *r, uint64_
 	return (struct abd__ring_slot *)(r->slots + (size_t)(pos & r->mask) * r->stride);
 }
 
+/* ring-lease.c: the lease table, the bottom of the ring's files (ring.c, then ring-wait.c and
+ * ring-recover.c, use it; it uses none of them). take_lease and reap_lease return the slots
+ * a dead holder's cleanup recovered (>= 0) or -errno: the caller wakes the sleepers. */
+int abd__ring_take_lease(struct abd_ring *r);
+void abd__ring_drop_lease(struct abd_ring *r);
+int abd__ring_lease_alive(struct abd_ring *r, unsigned lease);
+int abd__ring_reap_lease(struct abd_ring *r, unsigned lease);
+int abd__ring_lock(int fd, int64_t byte, bool lock);
+unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
+uint64_t abd__ring_pidns(void);
+
 /* ring.c */
 void abd__ring_fast_update(struct abd_ring *r) ABD_NONBLOCKING;
 void abd__ring_wake(struct abd_ring *r, enum abd_ring_wait_for what) ABD_NONBLOCKING;
@@ -311,14 +323,6 @@ static inline uint32_t abd__pair_arms(uint64_t p)
 }
 void abd__ring_flush_stats(struct abd_ring *r);
 
-/* ring-recover.c */
-int abd__ring_take_lease(struct abd_ring *r);
-void abd__ring_drop_lease(struct abd_ring *r);
-int abd__ring_lease_alive(struct abd_ring *r, unsigned lease);
-int abd__ring_reap_lease(struct abd_ring *r, unsigned lease);
-int abd__ring_lock(int fd, int64_t byte, bool lock);
-unsigned abd__ring_sweep(struct abd_ring *r, unsigned lease);
-
 /* ring-wait.c */
 uint64_t abd__ring_now_ns(void);
 struct abd__ring_backoff {
@@ -327,6 +331,5 @@ struct abd__ring_backoff {
 	uint64_t since; /* when the round being counted began (abd__ring_now_ns), 0 before any */
 };
 int abd__ring_backoff(struct abd__ring_backoff *b, int64_t left_ns);
-uint64_t abd__ring_pidns(void);
 
 #endif

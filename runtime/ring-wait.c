@@ -95,6 +95,10 @@ static int blocked_by(struct abd_ring *r, enum abd_ring_wait_for what, uint64_t 
 		return alive;
 	if (!alive) {
 		int n = abd__ring_reap_lease(r, lease);
+		if (n > 0) {
+			abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
+			abd__ring_wake_all(r, ABD_RING_WAIT_SPACE);
+		}
 		return n < 0 ? n : 1;
 	}
 	r->stalled = true;
@@ -290,20 +294,6 @@ int abd_ring_wait_finish(struct abd_ring *r, enum abd_ring_wait_for what)
 	abd__check(what == ABD_RING_WAIT_DATA || what == ABD_RING_WAIT_SPACE, -EINVAL);
 	finish(r, what);
 	return 0;
-}
-
-/* The inode of our PID namespace, which a lease records (ring-recover.c): a pid in a lease
- * means the same process to us only when it is ours too. 0 when unknown. */
-uint64_t abd__ring_pidns(void)
-{
-	static uint64_t ino; /* one value per process: racing first calls store the same */
-	uint64_t v = __atomic_load_n(&ino, __ATOMIC_RELAXED);
-	if (!v) {
-		struct stat st;
-		v = stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
-		__atomic_store_n(&ino, v, __ATOMIC_RELAXED);
-	}
-	return v;
 }
 
 /* A pidfd of the participant whose claim we wait behind (blocked_by), or -1. The pid comes

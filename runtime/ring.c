@@ -100,6 +100,10 @@ static int ring_join(struct abd_ring *r, unsigned flags)
 	int e = abd__ring_take_lease(r);
 	if (e < 0)
 		return e;
+	if (e > 0) { /* the lease's dead holder left slots: whoever waits for them may go on */
+		abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
+		abd__ring_wake_all(r, ABD_RING_WAIT_SPACE);
+	}
 	/* A single producer/consumer owns its position; the shared copy may lag by one when its
 	 * predecessor died between publishing a slot and storing the position: the fast path
 	 * steps over such slots. */
@@ -341,8 +345,10 @@ void abd_ring_free(struct abd_ring *r)
 	if (!r)
 		return;
 	if (r->lockfd >= 0 && r->leases) {
-		if (r->held)
-			abd__ring_sweep(r, r->lease);
+		if (r->held && abd__ring_sweep(r, r->lease)) {
+			abd__ring_wake_all(r, ABD_RING_WAIT_DATA);
+			abd__ring_wake_all(r, ABD_RING_WAIT_SPACE);
+		}
 		abd__ring_flush_stats(r);
 		abd__ring_drop_lease(r);
 		/* A consumer may be asleep waiting for the last producers to leave (a closed service
