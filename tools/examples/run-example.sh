@@ -89,6 +89,37 @@ latency)
 	wait $ping; report "ping notices the killed echo process (EPIPE)" 4 $?
 	rm -f "$pingout"
 	;;
+pubsub-python)
+	# tools/examples/pubsub.py (PYTHONPATH and ABD_LIBRARY: set by meson) with itself and C.
+	py=${ABD_PYTHON:-python3}
+	src=$(dirname "$0")
+	out=$(mktemp)
+	# A mixed pair starts its C side once the Python side is up: an interpreter may take
+	# seconds to start (ci/vm's emulated CPU), and the C programs wait 10 s for their peer.
+	start_py() { # start_py TEXT ARGS...: run pubsub.py ARGS in the background, wait for TEXT
+		local text=$1; shift
+		: >"$out"
+		timeout 60 "$py" "$src/pubsub.py" "$@" > >(tee -a "$out" | sed -u 's/^/# /') 2>&1 &
+		pypid=$!
+		for _ in $(seq 600); do
+			grep -q "$text" "$out" && break
+			sleep 0.1
+		done
+	}
+	run_bg "$py" "$src/pubsub.py" sub "$name" 20; sub=$!
+	run_bg "$py" "$src/pubsub.py" pub "$name" 20; pub=$!
+	wait $sub; report "Python asyncio subscriber got all 20 messages, then EPIPE" 0 $?
+	wait $pub; report "Python publisher" 0 $?
+	start_py "waiting for" sub "$name.c-pub" 7; sub=$pypid
+	run_bg "$bin/pubsub-publisher" "$name.c-pub" 7; pub=$!
+	wait $sub; report "Python subscriber of a C publisher" 0 $?
+	wait $pub; report "C publisher to a Python subscriber" 0 $?
+	start_py "published" pub "$name.py-pub" 7; pub=$pypid
+	run_bg "$bin/pubsub-subscriber" "$name.py-pub" 7; sub=$!
+	wait $sub; report "C subscriber of a Python publisher" 0 $?
+	wait $pub; report "Python publisher to a C subscriber" 0 $?
+	rm -f "$out"
+	;;
 *)
 	echo "Bail out! unknown scenario $scenario"
 	exit 1

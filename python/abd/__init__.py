@@ -1,0 +1,598 @@
+# SPDX-License-Identifier: MIT
+"""abd: brokerless discovery and shared-memory rings between processes on one Linux host.
+
+Python binding of libabd_runtime (the C library; docs/python.md). A publisher::
+
+    import abd
+    with abd.publish("camera.frames", role="producer") as svc:
+        svc.push(b"frame 1")
+
+and a consumer in another process::
+
+    with abd.open("camera.frames", timeout=5, role="consumer") as svc:
+        data = svc.pop()            # bytes; BrokenPipeError once the publisher left
+
+Errors are OSError subclasses carrying the C library's errno (TimeoutError for ETIMEDOUT,
+BrokenPipeError for EPIPE, PermissionError for EPERM/EACCES, ...). Blocking calls release the
+GIL. asyncio: abd.aio (``await svc.pop()`` through the reactor's descriptor).
+
+Timeouts are in seconds (float); None waits forever, 0 does not wait.
+"""
+import ctypes
+import dataclasses
+import errno as _errno
+import os
+import select
+import time
+
+from . import _ffi
+from ._ffi import lib
+
+__all__ = ["publish", "open", "Service", "Message", "list", "info", "watch", "Watch", "Entry",
+           "Event", "probe", "version", "library_path"]
+
+_list = list  # the builtin; abd.list is the registry listing
+
+
+def _err(r, what, name=None):
+    """OSError(errno, message[, name]): Python picks the subclass from the errno."""
+    e = -r
+    if name is not None:
+        return OSError(e, f"{what}: {os.strerror(e)}", name)
+    return OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _check(r, what, name=None):
+    if r < 0:
+        raise _err(r, what, name)
+    return r
+
+
+def _ns(timeout):
+    """Seconds (None: forever) to the C library's nanoseconds (< 0: forever)."""
+    if timeout is None or timeout < 0:
+        return -1
+    return int(timeout * 1e9)
+
+
+def _str(p):
+    return p.decode("utf-8", "surrogateescape") if p is not None else None
+
+
+def _enc(s):
+    if s is None:
+        return None
+    return os.fsencode(s) if not isinstance(s, bytes) else s
+
+
+def version():
+    """The loaded library's version string, e.g. "0.1.0"."""
+    return _str(lib.abd_version_string())
+
+
+def library_path():
+    """Which libabd_runtime was loaded (the ABD_LIBRARY path, or what the linker found)."""
+    return _ffi.lib_path
+
+
+_ROLES = {"producer": _ffi.SERVICE_PRODUCER, "consumer": _ffi.SERVICE_CONSUMER,
+          "both": _ffi.SERVICE_PRODUCER | _ffi.SERVICE_CONSUMER,
+          "observer": _ffi.SERVICE_OBSERVER}
+
+
+def _ids(seq):
+    seq = _list(seq or ())
+    if not seq:
+        return None, 0
+    return (ctypes.c_uint32 * len(seq))(*[ctypes.c_uint32(int(x)).value for x in seq]), len(seq)
+
+
+def _config(dir, capacity=0, slot_size=0, type_name=None, type_size=0, type_hash=0,
+            allow_uids=(), allow_gids=(), publisher_uids=(), publisher_gids=(), epoll=False):
+    cfg = _ffi.ServiceConfig()
+    keep = []  # arrays the struct points into: alive until the call returns
+    cfg.dir = _enc(dir)
+    cfg.capacity, cfg.slot_size = capacity, slot_size
+    cfg.type_name = _enc(type_name)
+    cfg.type_size, cfg.type_hash = type_size, type_hash
+    for field, seq in (("allow_uids", allow_uids), ("allow_gids", allow_gids),
+                       ("publisher_uids", publisher_uids), ("publisher_gids", publisher_gids)):
+        arr, n = _ids(seq)
+        keep.append(arr)
+        if arr is not None:
+            setattr(cfg, field, ctypes.cast(arr, ctypes.POINTER(ctypes.c_uint32)))
+        setattr(cfg, "n_" + field, n)
+    cfg.reactor_flags = _ffi.REACTOR_FORCE_EPOLL if epoll else 0
+    return cfg, keep
+
+
+def publish(name, *, role="both", dir=None, capacity=0, slot_size=0, type_name=None,
+            type_size=0, type_hash=0, allow_uids=(), allow_gids=(), single_producer=False,
+            single_consumer=False, epoll=False):
+    """Create a ring service and publish it as `name` (abd_service_publish).
+
+    role: "producer", "consumer", "both" or "observer" (this handle's role). capacity (a power
+    of two; 0: 256) and slot_size (the largest message; 0: 256) shape the ring. type_name,
+    type_size, type_hash: the message type openers must match (type_size != 0: every message
+    is exactly that long). allow_uids/allow_gids: who else may open it (default: the same uid
+    and root). epoll: force the epoll reactor. Returns a Service; raises OSError."""
+    flags = _ROLES[role] | (_ffi.SERVICE_SINGLE_PRODUCER if single_producer else 0) | \
+        (_ffi.SERVICE_SINGLE_CONSUMER if single_consumer else 0)
+    cfg, keep = _config(dir, capacity, slot_size, type_name, type_size, type_hash,
+                        allow_uids, allow_gids, epoll=epoll)
+    out = ctypes.c_void_p()
+    _check(lib.abd_service_publish(_enc(name), ctypes.byref(cfg), flags, ctypes.byref(out)),
+           "abd_service_publish", name)
+    del keep
+    return Service(out.value)
+
+
+def open(name, timeout=None, *, role="both", dir=None, type_name=None, type_size=0,
+         type_hash=0, publisher_uids=(), publisher_gids=(), pidfd_getfd=False,
+         scm_rights=False, epoll=False):
+    """Open the service `name`, waiting up to `timeout` seconds (None: forever, 0: only what
+    is there now) for an alive trusted publisher (abd_service_open). The wait releases the GIL.
+
+    type_*: accept only a service of this type (EPROTOTYPE otherwise). publisher_uids/gids:
+    trust these publishers too (default: the same uid and root; 0xffffffff: anyone).
+    pidfd_getfd/scm_rights force an acquisition path. Returns a Service; raises OSError
+    (TimeoutError when none appeared in time)."""
+    flags = _ROLES[role] | (_ffi.SERVICE_PIDFD_GETFD if pidfd_getfd else 0) | \
+        (_ffi.SERVICE_SCM_RIGHTS if scm_rights else 0)
+    cfg, keep = _config(dir, type_name=type_name, type_size=type_size, type_hash=type_hash,
+                        publisher_uids=publisher_uids, publisher_gids=publisher_gids,
+                        epoll=epoll)
+    out = ctypes.c_void_p()
+    _check(lib.abd_service_open(_enc(name), ctypes.byref(cfg), flags, _ns(timeout),
+                                ctypes.byref(out)), "abd_service_open", name)
+    del keep
+    return Service(out.value)
+
+
+def _buffer_arg(data):
+    """A pointer and a length for a bytes-like object, without a copy where ctypes allows."""
+    if isinstance(data, bytes):
+        return data, len(data)
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        b = mv.tobytes()
+        return b, len(b)
+    if mv.readonly:
+        b = mv.tobytes()
+        return b, len(b)
+    n = mv.nbytes
+    if n == 0:
+        return None, 0
+    return (ctypes.c_char * n).from_buffer(mv.cast("B")), n
+
+
+class Message:
+    """A message popped in place (Service.peek): ``view`` is a read-only memoryview of the
+    ring's slot in shared memory, no copy made. It is valid only until the message is
+    released: the end of the ``with`` block, or release(); the view is released then too
+    (using it raises ValueError). Do not keep slices of it past that point: the slot goes back
+    to the producers, who overwrite it. Copy what you keep (bytes(msg.view))."""
+
+    __slots__ = ("_svc", "_ptr", "view", "_arr")
+
+    def __init__(self, svc, ptr, n):
+        self._svc, self._ptr = svc, ptr
+        self._arr = (ctypes.c_char * n).from_address(ptr) if n else None
+        self.view = memoryview(self._arr).cast("B").toreadonly() if n else memoryview(b"")
+
+    def __len__(self):
+        return self.view.nbytes
+
+    def __bytes__(self):
+        return self.view.tobytes()
+
+    def release(self):
+        """Hand the slot back to the producers (abd_ring_release). Raises OSError with
+        EOWNERDEAD when the slot was taken from this handle meanwhile (what was read may be
+        garbled: discard it)."""
+        if self._ptr is None:
+            return
+        self.view.release()
+        ptr, self._ptr, self._arr = self._ptr, None, None
+        _check(lib.abd_ring_release(self._svc._ring, ptr), "abd_ring_release")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        if getattr(self, "_ptr", None) is not None and self._svc._h:
+            try:
+                self.release()
+            except OSError:
+                pass
+
+
+class Service:
+    """A published or opened ring service (struct abd_service). Close it (close(), or use it
+    as a context manager). A handle is used by one thread at a time; its reactor belongs to
+    the thread that published or opened it (the one abd.aio must run on)."""
+
+    def __init__(self, handle):
+        self._h = handle
+        st = self.stats()
+        self.capacity, self.slot_size = st["capacity"], st["slot_size"]
+        self._buf = ctypes.create_string_buffer(max(1, self.slot_size))
+        self._ring = lib.abd_service_ring(handle)
+        self._event_fn = None  # the ctypes callback abd.aio sets: kept alive here
+        name, size, hsh = ctypes.c_char_p(), ctypes.c_uint32(), ctypes.c_uint64()
+        lib.abd_service_type(handle, ctypes.byref(name), ctypes.byref(size), ctypes.byref(hsh))
+        self.type = (_str(name.value) or "", size.value, hsh.value)
+
+    def _handle(self):
+        if not self._h:
+            raise OSError(_errno.EBADF, "abd service: the handle is closed")
+        return self._h
+
+    # ---- messages
+    def push(self, data, timeout=None):
+        """Push one message (a bytes-like object), waiting up to timeout seconds for space
+        (None: forever; 0: not at all). Raises BlockingIOError (EAGAIN) when full with
+        timeout 0, TimeoutError, BrokenPipeError (the publisher left), OSError(EMSGSIZE)."""
+        p, n = _buffer_arg(data)
+        if timeout == 0:
+            r = lib.abd_service_try_push(self._handle(), p, n)
+        else:
+            r = lib.abd_service_push(self._handle(), p, n, _ns(timeout))
+        _check(r, "abd_service_push")
+
+    def try_push(self, data):
+        """Push without waiting: True, or False when the ring is full."""
+        p, n = _buffer_arg(data)
+        r = lib.abd_service_try_push(self._handle(), p, n)
+        if r == -_errno.EAGAIN:
+            return False
+        _check(r, "abd_service_try_push")
+        return True
+
+    def pop_into(self, buffer, timeout=None):
+        """Pop one message into a writable buffer (bytearray, memoryview, array...), waiting
+        up to timeout seconds; returns its length. Raises OSError(EMSGSIZE) when the message is
+        longer than the buffer (it stays in the ring), TimeoutError, BrokenPipeError (the
+        publisher left and everything it sent was read)."""
+        mv = memoryview(buffer).cast("B")
+        if mv.readonly:
+            raise TypeError("pop_into needs a writable buffer")
+        n = mv.nbytes
+        arr = (ctypes.c_char * n).from_buffer(mv) if n else None
+        if timeout == 0:
+            r = lib.abd_service_try_pop(self._handle(), arr, n)
+        else:
+            r = lib.abd_service_pop(self._handle(), arr, n, _ns(timeout))
+        return _check(r, "abd_service_pop")
+
+    def pop(self, timeout=None):
+        """Pop one message as bytes, waiting up to timeout seconds (None: forever; 0: not at
+        all: BlockingIOError when empty). The wait releases the GIL. Raises TimeoutError,
+        BrokenPipeError once the publisher left and the ring is drained (messages sent before
+        it left are delivered first)."""
+        h = self._handle()
+        if timeout == 0:
+            r = lib.abd_service_try_pop(h, self._buf, self.slot_size)
+        else:
+            r = lib.abd_service_pop(h, self._buf, self.slot_size, _ns(timeout))
+        _check(r, "abd_service_pop")
+        return ctypes.string_at(self._buf, r)
+
+    def try_pop(self):
+        """Pop without waiting: bytes, or None when the ring is empty."""
+        r = lib.abd_service_try_pop(self._handle(), self._buf, self.slot_size)
+        if r == -_errno.EAGAIN:
+            return None
+        _check(r, "abd_service_try_pop")
+        return ctypes.string_at(self._buf, r)
+
+    def peek(self, timeout=None):
+        """Pop one message in place, without copying it: a Message whose ``view`` is a
+        read-only memoryview of the ring slot in shared memory, valid until the message is
+        released (the end of ``with svc.peek() as msg:``, or msg.release()). Waits up to
+        timeout seconds (None: forever, 0: BlockingIOError when empty) on the ring's eventfd
+        in slices of at most 20 ms, with the GIL released. Raises BrokenPipeError once the
+        publisher left and the ring is drained. The view is the message as it lies in the
+        slot: a typed handle's size check is not applied (ring.h, abd_ring_try_peek)."""
+        h = self._handle()
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        ptr, n = ctypes.c_void_p(), ctypes.c_size_t()
+        while True:
+            r = lib.abd_ring_try_peek(self._ring, ctypes.byref(ptr), ctypes.byref(n))
+            if r == 0:
+                return Message(self, ptr.value, n.value)
+            if r != -_errno.EAGAIN:
+                _check(r, "abd_ring_try_peek")
+            if lib.abd_service_closed(h) != 0:
+                # closed: messages committed before are still there; then EPIPE
+                r = lib.abd_ring_try_peek(self._ring, ctypes.byref(ptr), ctypes.byref(n))
+                if r == 0:
+                    return Message(self, ptr.value, n.value)
+                raise OSError(_errno.EPIPE, "abd_ring_try_peek: the publisher left",
+                              self.name)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                if timeout == 0:
+                    raise OSError(_errno.EAGAIN, "abd_ring_try_peek: empty")
+                raise OSError(_errno.ETIMEDOUT, "abd service peek: timed out", self.name)
+            self._wait_data(0.02 if left is None else min(left, 0.02))
+
+    def _wait_data(self, slice_s):
+        val, tmo = ctypes.c_uint32(), ctypes.c_int64()
+        r = lib.abd_ring_wait_prepare(self._ring, _ffi.RING_WAIT_DATA, ctypes.byref(val),
+                                      ctypes.byref(tmo))
+        if r != 0:
+            _check(r, "abd_ring_wait_prepare")
+            return
+        try:
+            if tmo.value >= 0:
+                slice_s = min(slice_s, tmo.value / 1e9)
+            fd = lib.abd_ring_wait_fd(self._ring)
+            if fd >= 0:
+                p = select.poll()
+                p.register(fd, select.POLLIN)
+                p.poll(max(1, int(slice_s * 1000)))
+            else:
+                time.sleep(slice_s)
+        finally:
+            lib.abd_ring_wait_finish(self._ring, _ffi.RING_WAIT_DATA)
+
+    # ---- state
+    @property
+    def name(self):
+        return _str(lib.abd_service_name(self._h)) if self._h else None
+
+    @property
+    def record_name(self):
+        return _str(lib.abd_service_record_name(self._h)) if self._h else None
+
+    @property
+    def is_publisher(self):
+        return lib.abd_service_is_publisher(self._handle()) == 1
+
+    @property
+    def publisher_pid(self):
+        return lib.abd_service_publisher_pid(self._handle())
+
+    @property
+    def closed(self):
+        """None while the publisher is there; else errno.ESHUTDOWN (it withdrew) or
+        errno.ECONNRESET (it died), as far as this handle knows. True-ish once it left."""
+        if not self._h:
+            return _errno.EBADF
+        r = lib.abd_service_closed(self._h)
+        return -r if r < 0 else None
+
+    def stats(self):
+        """A snapshot of the ring's figures (abd_service_stats) as a dict."""
+        st = _ffi.ServiceStats()
+        _check(lib.abd_service_stats(self._handle(), ctypes.byref(st)), "abd_service_stats")
+        return {f: getattr(st, f) for f, _ in _ffi.ServiceStats._fields_ if f != "reserved"}
+
+    # ---- embedding
+    def reactor_fd(self):
+        """The descriptor of the service's reactor that polls readable when it has work
+        (abd_reactor_fd): watch it in your loop, then call run_once(0)."""
+        return _check(lib.abd_reactor_fd(lib.abd_service_reactor(self._handle())),
+                      "abd_reactor_fd")
+
+    def run_once(self, timeout=0):
+        """Run the service's reactor once (abd_reactor_run_once), waiting up to timeout
+        seconds for work. Returns the number of callbacks run."""
+        return _check(lib.abd_reactor_run_once(lib.abd_service_reactor(self._handle()),
+                                               _ns(timeout)), "abd_reactor_run_once")
+
+    def close(self):
+        """Leave the service (abd_service_close). A publisher withdraws: its openers get
+        BrokenPipeError after draining. Idempotent."""
+        h, self._h = self._h, None
+        if h:
+            lib.abd_service_close(h)
+        self._event_fn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown: the module may be gone already
+                pass
+
+    def __repr__(self):
+        state = "closed" if not self._h else ("publisher" if self.is_publisher else "opener")
+        return f"<abd.Service {self.name!r} {state}>"
+
+
+# ---------------------------------------------------------------------------- registry
+
+@dataclasses.dataclass
+class Entry:
+    """One registry entry (struct abd_entry) with its record's metadata."""
+    name: str
+    state: str              # "alive", "stale" or "invalid"
+    service: str = None     # None when invalid
+    pid: int = 0
+    uid: int = 0
+    instance: str = None    # 32 hex digits; None when invalid
+    reason: str = None      # why invalid
+    trusted: bool = False   # would a lookup (open) take it (the default publisher policy)
+    socket: str = None      # handshake socket path
+    published_ns: int = 0
+    meta: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Event:
+    """A registry change: type "added", "removed", "died" or "overflow", and the entry."""
+    type: str
+    entry: Entry
+
+
+def _entry(reg, e):
+    c = e.contents
+    ent = Entry(name=_str(c.name), state=_str(lib.abd_state_name(c.state)),
+                service=_str(c.service), pid=c.pid, uid=c.uid, reason=_str(c.reason))
+    if c.instance:
+        ent.instance = bytes(c.instance[:16]).hex()
+    if c.record:
+        ent.socket = _str(lib.abd_record_socket(c.record)) or None
+        ent.published_ns = lib.abd_record_published_ns(c.record)
+        k, v = ctypes.c_char_p(), ctypes.c_char_p()
+        for i in range(lib.abd_record_meta_count(c.record)):
+            if lib.abd_record_meta_at(c.record, i, ctypes.byref(k), ctypes.byref(v)) == 0:
+                ent.meta[_str(k.value)] = _str(v.value)
+        ent.trusted = reg is not None and lib.abd_entry_trusted(reg, e, None) == 1
+    return ent
+
+
+class _Registry:
+    def __init__(self, dir):
+        out = ctypes.c_void_p()
+        why = ctypes.create_string_buffer(256)
+        r = lib.abd_registry_open(_enc(dir), 0, ctypes.byref(out), why, len(why))
+        if r < 0:
+            raise OSError(-r, f"abd_registry_open: {os.strerror(-r)} ({_str(why.value)})",
+                          dir)
+        self.h = out.value
+
+    def close(self):
+        h, self.h = self.h, None
+        if h:
+            lib.abd_registry_free(h)
+
+
+def list(dir=None, all=False):
+    """The registry's entries (abd_registry_snapshot): alive services; all=True adds stale
+    records and invalid entries (with the reason). dir None: the default registry directory
+    ($ABD_REGISTRY, /run/abd, ...). Returns a list of Entry, sorted by name."""
+    reg = _Registry(dir)
+    try:
+        snap = ctypes.c_void_p()
+        _check(lib.abd_registry_snapshot(reg.h, ctypes.byref(snap)), "abd_registry_snapshot")
+        try:
+            out = [_entry(reg.h, lib.abd_snapshot_entry(snap, i))
+                   for i in range(lib.abd_snapshot_count(snap))]
+        finally:
+            lib.abd_snapshot_free(snap)
+    finally:
+        reg.close()
+    return sorted((e for e in out if all or e.state == "alive"), key=lambda e: e.name)
+
+
+def info(name, dir=None):
+    """The records of service `name` (alive ones first, newest first), each an Entry with its
+    metadata: abd.service, abd.capacity, abd.slot_size, abd.type, ... (docs/service.md).
+    Raises FileNotFoundError (ENOENT) when the registry holds none."""
+    recs = [e for e in list(dir, all=True) if e.service == name]
+    if not recs:
+        raise OSError(_errno.ENOENT, "abd info: no record of that service", name)
+    recs.sort(key=lambda e: (e.state != "alive", -e.published_ns))
+    return recs
+
+
+class Watch:
+    """Registry changes as they happen (abd_watch_new_opts): the first read reports every
+    entry as "added", then each change once. service: only that service's records. pidfd:
+    also learn deaths from a pidfd per publisher. fileno() polls readable when read(0) has
+    work (asyncio: loop.add_reader(w.fileno(), ...))."""
+
+    def __init__(self, dir=None, service=None, pidfd=False):
+        self._reg = _Registry(dir)
+        opts = _ffi.WatchOpts()
+        opts.flags = _ffi.WATCH_PIDFD if pidfd else 0
+        opts.service = _enc(service)
+        out = ctypes.c_void_p()
+        r = lib.abd_watch_new_opts(self._reg.h, ctypes.byref(opts), ctypes.byref(out))
+        if r < 0:
+            self._reg.close()
+            raise _err(r, "abd_watch_new_opts", service)
+        self._h = out.value
+        self._events = []
+        self._fn = _ffi.WATCH_FN(self._on_event)
+
+    def _on_event(self, _ud, type_, entry):
+        self._events.append(Event(_str(lib.abd_event_name(type_)), _entry(self._reg.h, entry)))
+
+    def fileno(self):
+        return lib.abd_watch_fd(self._handle())
+
+    def _handle(self):
+        if not self._h:
+            raise OSError(_errno.EBADF, "abd watch: closed")
+        return self._h
+
+    def read(self, timeout=None):
+        """The events that happened, waiting up to timeout seconds (None: until one does;
+        0: none) for the first. The wait releases the GIL. Returns a list (empty on
+        timeout)."""
+        ms = -1 if timeout is None or timeout < 0 else int(timeout * 1000)
+        h = self._handle()
+        if ms == 0:
+            r = lib.abd_watch_process(h, self._fn, None)
+        else:
+            r = lib.abd_watch_wait(h, ms, self._fn, None)
+        ev, self._events = self._events, []
+        _check(r, "abd_watch_wait")
+        return ev
+
+    def __iter__(self):
+        while True:
+            yield from self.read()
+
+    def close(self):
+        h, self._h = self._h, None
+        if h:
+            lib.abd_watch_free(h)
+            self._reg.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_h", None):
+            self.close()
+
+
+def watch(dir=None, service=None, pidfd=False):
+    """A Watch of the registry (see Watch)."""
+    return Watch(dir, service, pidfd)
+
+
+def probe():
+    """What this kernel offers and what abd picks (abd_probe_*, the same as `abdctl probe`):
+    a dict with version, backend, fd_transfer, wake, ptrace_scope (None without Yama),
+    cap_sys_ptrace, features {name: bool} and errors {name: errno name} of missing ones."""
+    feats, errs = {}, {}
+    i = 0
+    while True:
+        n = lib.abd_feature_name(i)
+        if n is None:
+            break
+        n = _str(n)
+        feats[n] = lib.abd_probe_has(i) == 1
+        if not feats[n]:
+            e = -lib.abd_probe_error(i)
+            errs[n] = _errno.errorcode.get(e, str(e))
+        i += 1
+    scope = lib.abd_probe_ptrace_scope()
+    return {
+        "version": version(),
+        "backend": _str(lib.abd_backend_name(lib.abd_choose_backend())),
+        "fd_transfer": _str(lib.abd_fd_transfer_name(lib.abd_choose_fd_transfer())),
+        "wake": _str(lib.abd_wake_name(lib.abd_choose_wake())),
+        "ptrace_scope": None if scope < 0 else scope,
+        "cap_sys_ptrace": lib.abd_probe_cap_sys_ptrace() == 1,
+        "features": feats,
+        "errors": errs,
+    }

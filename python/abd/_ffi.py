@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: MIT
+"""The ctypes declarations of the C API (include/abd/*.h) that the package uses, and the
+loading of libabd_runtime. Nothing here is public: abd/__init__.py is the interface.
+
+Every function gets its argtypes and restype here, so that a wrong call is a TypeError and not
+a corrupted stack; the structures mirror the C ones field by field (tests/test_ffi.py compiles
+a C program that prints their sizes and offsets and compares them with these)."""
+import ctypes
+import ctypes.util
+import os
+
+c_int, c_uint, c_size_t, c_char_p, c_void_p = (ctypes.c_int, ctypes.c_uint, ctypes.c_size_t,
+                                                ctypes.c_char_p, ctypes.c_void_p)
+c_u32, c_u64, c_i64 = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64
+c_pid, c_uid = ctypes.c_int, ctypes.c_uint32
+P = ctypes.POINTER
+
+SONAME = "libabd_runtime.so.0"
+
+
+def _load():
+    """$ABD_LIBRARY (a path: the build tree's library in tests), else what the dynamic linker
+    finds: ctypes.util.find_library (the ldconfig cache), then the soname itself (which
+    LD_LIBRARY_PATH and the default directories resolve)."""
+    explicit = os.environ.get("ABD_LIBRARY")
+    if explicit:
+        return ctypes.CDLL(explicit, use_errno=False), explicit
+    errors = []
+    for cand in (ctypes.util.find_library("abd_runtime"), SONAME):
+        if not cand:
+            continue
+        try:
+            return ctypes.CDLL(cand), cand
+        except OSError as e:
+            errors.append(str(e))
+    raise ImportError("abd: cannot load libabd_runtime (install abd, or set ABD_LIBRARY to "
+                      "the path of libabd_runtime.so.0): " + "; ".join(errors))
+
+
+lib, lib_path = _load()
+
+
+class ServiceConfig(ctypes.Structure):  # struct abd_service_config
+    _fields_ = [
+        ("dir", c_char_p),
+        ("capacity", c_u32),
+        ("slot_size", c_u32),
+        ("type_name", c_char_p),
+        ("type_size", c_u32),
+        ("type_hash", c_u64),
+        ("allow_uids", P(c_uid)),
+        ("n_allow_uids", c_uint),
+        ("allow_gids", P(c_uid)),
+        ("n_allow_gids", c_uint),
+        ("ptracer", c_pid),
+        ("reactor", c_void_p),
+        ("reactor_flags", c_uint),
+        ("publisher_uids", P(c_uid)),
+        ("n_publisher_uids", c_size_t),
+        ("publisher_gids", P(c_uid)),
+        ("n_publisher_gids", c_size_t),
+        ("reserved", c_void_p * 4),
+    ]
+
+
+class ServiceStats(ctypes.Structure):  # struct abd_service_stats
+    _fields_ = [(n, c_u64) for n in ("capacity", "slot_size", "occupancy", "pushed", "popped",
+                                     "recovered", "wakes", "waits")] + \
+               [(n, c_u32) for n in ("producers", "consumers", "data_sleepers",
+                                     "space_sleepers")] + \
+               [("reserved", c_u64 * 6)]
+
+
+class Entry(ctypes.Structure):  # struct abd_entry
+    _fields_ = [
+        ("name", c_char_p),
+        ("state", c_int),
+        ("reason", c_char_p),
+        ("record", c_void_p),
+        ("service", c_char_p),
+        ("instance", P(ctypes.c_uint8)),
+        ("pid", c_pid),
+        ("uid", c_uid),
+        ("reserved", c_void_p * 4),
+    ]
+
+
+class WatchOpts(ctypes.Structure):  # struct abd_watch_opts
+    _fields_ = [("flags", c_uint), ("service", c_char_p), ("reserved", c_void_p * 6)]
+
+
+# Sizes and offsets the layout test compares with C: name -> (ctypes class, C struct name).
+STRUCTS = {"abd_service_config": ServiceConfig, "abd_service_stats": ServiceStats,
+           "abd_entry": Entry, "abd_watch_opts": WatchOpts}
+
+EVENT_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_void_p)
+WATCH_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, P(Entry))
+
+_protos = {
+    # version.h, probe.h
+    "abd_version": (c_int, []),
+    "abd_version_string": (c_char_p, []),
+    "abd_probe_features": (c_u64, []),
+    "abd_probe_has": (c_int, [c_int]),
+    "abd_probe_error": (c_int, [c_int]),
+    "abd_feature_name": (c_char_p, [c_int]),
+    "abd_probe_ptrace_scope": (c_int, []),
+    "abd_probe_cap_sys_ptrace": (c_int, []),
+    "abd_choose_backend": (c_int, []),
+    "abd_choose_fd_transfer": (c_int, []),
+    "abd_choose_wake": (c_int, []),
+    "abd_backend_name": (c_char_p, [c_int]),
+    "abd_fd_transfer_name": (c_char_p, [c_int]),
+    "abd_wake_name": (c_char_p, [c_int]),
+    # registry.h
+    "abd_registry_open": (c_int, [c_char_p, c_uint, P(c_void_p), c_char_p, c_size_t]),
+    "abd_registry_free": (None, [c_void_p]),
+    "abd_registry_path": (c_char_p, [c_void_p]),
+    "abd_registry_snapshot": (c_int, [c_void_p, P(c_void_p)]),
+    "abd_snapshot_count": (c_size_t, [c_void_p]),
+    "abd_snapshot_entry": (P(Entry), [c_void_p, c_size_t]),
+    "abd_snapshot_free": (None, [c_void_p]),
+    "abd_entry_trusted": (c_int, [c_void_p, P(Entry), c_void_p]),
+    "abd_state_name": (c_char_p, [c_int]),
+    "abd_event_name": (c_char_p, [c_int]),
+    "abd_record_meta_count": (c_size_t, [c_void_p]),
+    "abd_record_meta_at": (c_int, [c_void_p, c_size_t, P(c_char_p), P(c_char_p)]),
+    "abd_record_socket": (c_char_p, [c_void_p]),
+    "abd_record_published_ns": (c_u64, [c_void_p]),
+    "abd_watch_new_opts": (c_int, [c_void_p, P(WatchOpts), P(c_void_p)]),
+    "abd_watch_free": (None, [c_void_p]),
+    "abd_watch_fd": (c_int, [c_void_p]),
+    "abd_watch_process": (c_int, [c_void_p, WATCH_FN, c_void_p]),
+    "abd_watch_wait": (c_int, [c_void_p, c_int, WATCH_FN, c_void_p]),
+    # reactor.h
+    "abd_reactor_fd": (c_int, [c_void_p]),
+    "abd_reactor_run_once": (c_int, [c_void_p, c_i64]),
+    "abd_reactor_backend": (c_int, [c_void_p]),
+    # ring.h (the zero-copy forms)
+    "abd_ring_try_peek": (c_int, [c_void_p, P(c_void_p), P(c_size_t)]),
+    "abd_ring_release": (c_int, [c_void_p, c_void_p]),
+    "abd_ring_wait_prepare": (c_int, [c_void_p, c_int, P(c_u32), P(c_i64)]),
+    "abd_ring_wait_finish": (c_int, [c_void_p, c_int]),
+    "abd_ring_wait_fd": (c_int, [c_void_p]),
+    # service.h
+    "abd_service_publish": (c_int, [c_char_p, P(ServiceConfig), c_uint, P(c_void_p)]),
+    "abd_service_open": (c_int, [c_char_p, P(ServiceConfig), c_uint, c_i64, P(c_void_p)]),
+    "abd_service_close": (None, [c_void_p]),
+    "abd_service_try_push": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "abd_service_try_pop": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "abd_service_push": (c_int, [c_void_p, c_void_p, c_size_t, c_i64]),
+    "abd_service_pop": (c_int, [c_void_p, c_void_p, c_size_t, c_i64]),
+    "abd_service_set_event_fn": (c_int, [c_void_p, EVENT_FN, c_void_p]),
+    "abd_service_reactor": (c_void_p, [c_void_p]),
+    "abd_service_ring": (c_void_p, [c_void_p]),
+    "abd_service_closed": (c_int, [c_void_p]),
+    "abd_service_name": (c_char_p, [c_void_p]),
+    "abd_service_record_name": (c_char_p, [c_void_p]),
+    "abd_service_is_publisher": (c_int, [c_void_p]),
+    "abd_service_publisher_pid": (c_pid, [c_void_p]),
+    "abd_service_type": (c_int, [c_void_p, P(c_char_p), P(c_u32), P(c_u64)]),
+    "abd_service_stats": (c_int, [c_void_p, P(ServiceStats)]),
+}
+
+for _name, (_res, _args) in _protos.items():
+    _f = getattr(lib, _name)
+    _f.restype = _res
+    _f.argtypes = _args
+
+# Constants of the headers the package uses (include/abd/*.h).
+SERVICE_PRODUCER, SERVICE_CONSUMER = 1 << 0, 1 << 1
+SERVICE_SINGLE_PRODUCER, SERVICE_SINGLE_CONSUMER = 1 << 2, 1 << 3
+SERVICE_PIDFD_GETFD, SERVICE_SCM_RIGHTS, SERVICE_OBSERVER = 1 << 4, 1 << 5, 1 << 6
+SERVICE_EVENT_CLOSED, SERVICE_EVENT_READABLE = 1, 2
+REACTOR_FORCE_EPOLL, REACTOR_FORCE_IO_URING = 0x1, 0x2
+REGISTRY_CREATE = 1 << 0
+WATCH_PIDFD = 1 << 0
+RING_WAIT_DATA = 0  # enum abd_ring_wait_for
