@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,11 +282,37 @@ static void parse_env_mask(void)
 	atomic_fetch_or(&probe.disabled, mask);
 }
 
+static void *probe_io_uring_thread(void *arg)
+{
+	(void)arg;
+	probe_io_uring();
+	return NULL;
+}
+
+/* Closing an io_uring makes the kernel queue task work with TWA_SIGNAL to each thread that
+ * used it, some milliseconds later (io_ring_exit_work): that thread's next interruptible wait
+ * (epoll_wait, io_uring_enter, poll) then returns EINTR with no signal at all, which a reactor
+ * would report as one. The probe's rings are therefore made and closed by a short-lived
+ * thread (all signals blocked), which takes that task work with it. */
+static void probe_io_uring_aside(void)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	int e = pthread_create(&t, NULL, probe_io_uring_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e == 0)
+		pthread_join(t, NULL);
+	else
+		probe_io_uring();
+}
+
 static void run_probe(void)
 {
 	int saved = errno;
 	probe.kernel = 0;
-	probe_io_uring();
+	probe_io_uring_aside();
 	probe_pidfd();
 	probe_misc();
 	parse_env_mask();

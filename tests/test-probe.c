@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -91,6 +93,22 @@ ABD_TEST(probe, concurrent_first_probe_agrees)
 		pthread_join(t[i], NULL);
 	for (int i = 1; i < 8; i++)
 		cr_assert_eq(got[i], got[0]);
+}
+
+/* The probe makes and closes io_uring rings; the kernel's teardown of a ring queues task work
+ * (TWA_SIGNAL) to the threads that used it a few milliseconds later, which would end the
+ * caller's next wait with EINTR and no signal: a reactor would report an interruption that
+ * never happened. Each test runs in a new process, so this is its first probe. */
+ABD_TEST(probe, first_probe_leaves_no_eintr_behind)
+{
+	(void)abd_probe_features();
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	cr_assert_geq(ep, 0);
+	struct epoll_event ev;
+	int n = epoll_wait(ep, &ev, 1, 300);
+	int e = errno;
+	close(ep);
+	cr_assert_eq(n, 0, "epoll_wait after the probe: %d (%s)", n, n < 0 ? strerror(e) : "event");
 }
 
 ABD_TEST(probe, profile_choices)
