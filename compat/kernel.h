@@ -36,6 +36,9 @@
 #ifndef __NR_io_uring_register
 #define __NR_io_uring_register 427
 #endif
+#ifndef __NR_futex_waitv
+#define __NR_futex_waitv 449
+#endif
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -68,7 +71,16 @@
 #define ABD_IORING_OP_FUTEX_WAITV 53
 #define ABD_IORING_REGISTER_PROBE 8
 #define ABD_FUTEX2_SIZE_U32 0x02
+#define ABD_FUTEX2_PRIVATE 0x80 /* = FUTEX_PRIVATE_FLAG */
 #define ABD_FUTEX_BITSET_MATCH_ANY 0xffffffffu
+
+/* futex_waitv(2) (5.16): sleep until one of several words is woken or differs. */
+struct abd__futex_waitv {
+	uint64_t val;
+	uint64_t uaddr;
+	uint32_t flags;
+	uint32_t reserved;
+};
 
 /* The raw syscalls return -errno, never touching the caller's errno meaning. */
 static inline int abd__sys_ret(long r)

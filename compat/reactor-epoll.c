@@ -195,6 +195,7 @@ static void dispatch(struct abd_reactor *r, struct abd__cookie *ck, uint32_t rev
 	}
 	case ABD__TAG_EVENTFD_READ:
 	case ABD__TAG_FUTEX_WAIT:
+	case ABD__TAG_FUTEX_THREAD:
 	case ABD__TAG_READ:
 	case ABD__TAG_DEFER:
 	case ABD__TAG_OWNER:

@@ -187,7 +187,8 @@ INHERIT = {
 REACTOR_ADD = ["-EINVAL", "-EBUSY", "-ECHILD", "-ENOMEM", "-EOPNOTSUPP"]
 for _f in ("abd_reactor_add_io", "abd_reactor_add_eventfd", "abd_reactor_add_pidfd",
            "abd_reactor_add_timer", "abd_reactor_add_futex", "abd_reactor_add_defer"):
-    INHERIT[_f] = (None, REACTOR_ADD + (["-EEXIST"] if _f == "abd_reactor_add_io" else []))
+    INHERIT[_f] = (None, REACTOR_ADD + (["-EEXIST"] if _f == "abd_reactor_add_io" else [])
+                   + (["-EAGAIN", "-EMFILE", "-ENFILE"] if _f == "abd_reactor_add_futex" else []))
 # Return types that can carry a -errno; calls returning anything else (void, pointers, size_t,
 # enums, unsigned) cannot, whatever their shared comment says.
 ERRNO_TYPES = {"int", "long", "int64_t", "ssize_t", "pid_t"}

@@ -10,6 +10,7 @@
 
 #include <abd/reactor.h>
 
+#include "compat/futex-thread.h"
 #include "config.h"
 #include "runtime/internal.h"
 
@@ -22,6 +23,8 @@ enum abd__tag {
 	ABD__TAG_PIDFD_POLL,      /* abd_source: poll on a pidfd (exit) */
 	ABD__TAG_TIMER,           /* abd_source: io_uring TIMEOUT, or its timerfd under epoll */
 	ABD__TAG_FUTEX_WAIT,      /* abd_source: IORING_OP_FUTEX_WAIT */
+	ABD__TAG_FUTEX_THREAD,    /* abd_source: a futex wait served by a thread; never reaches the
+	                           * kernel (its doorbell, an eventfd source, does) */
 	ABD__TAG_DEFER,           /* abd_source: deferred call; never reaches the kernel */
 	ABD__TAG_READ,            /* abd_source: io_uring READ into a caller buffer (inotify) */
 	ABD__TAG_READ_POLL,       /* abd_source: poll, then read(2) into the caller buffer */
@@ -104,7 +107,8 @@ struct abd_source {
 	abd_source_fn *fn;
 	void *userdata;
 	struct abd__list link;     /* reactor->sources, then reactor->zombies */
-	struct abd__list qlink;    /* reactor->defers / reactor->pending (one at a time) */
+	struct abd__list qlink;    /* reactor->defers / reactor->pending (one at a time), or
+	                            * reactor->futex_threads (FUTEX_THREAD) */
 	int fd;                    /* borrowed user fd; the timerfd (owned) under epoll */
 	uint32_t events;           /* poll events (io) */
 	uint64_t value;            /* eventfd read buffer (the kernel writes it) */
@@ -117,6 +121,9 @@ struct abd_source {
 	/* futex */
 	const uint32_t *word;
 	uint32_t expected;
+	struct abd__futex_thread *thread; /* FUTEX_THREAD: the thread waiting on the word */
+	struct abd_source *bell;          /* FUTEX_THREAD: the eventfd source of its doorbell */
+	uint32_t thread_seq;              /* FUTEX_THREAD: the number of the thread's current wait */
 	int replay_res;            /* ABD__PEND_REPLAY: the completion's result */
 	/* read: the caller's buffer (the kernel writes it while a READ is in flight) */
 	void *buf;
@@ -139,11 +146,13 @@ struct abd_reactor {
 	struct abd__list zombies;   /* freed sources the kernel (or the current dispatch) holds */
 	struct abd__list defers;    /* deferred calls queued for the next iteration */
 	struct abd__list pending;   /* io_uring: arms/cancels waiting for SQ room */
+	struct abd__list futex_thread_sources; /* FUTEX_THREAD sources, looked at every turn */
 	unsigned dispatched;        /* callbacks run in this run_once */
 	bool interrupted;           /* this run_once's wait returned EINTR (abd__reactor_interrupted) */
 	struct abd__cookie cancel_ck;
 	struct abd__cookie wake_ck;
 	unsigned sq_entries;        /* io_uring SQ size (tests make it small) */
+	bool futex_threads;         /* ABD__REACTOR_FUTEX_THREADS */
 	void *impl;                 /* the backend's state */
 };
 
@@ -169,7 +178,7 @@ struct abd__backend {
 	void (*drain)(struct abd_reactor *r);
 	/* Make the embedding fd readable (deferred work is queued). */
 	void (*wake)(struct abd_reactor *r);
-	/* Whether this backend can wait on futex words. */
+	/* Whether this backend waits on futex words itself (else a thread serves each one). */
 	bool (*has_futex)(struct abd_reactor *r);
 };
 
@@ -238,8 +247,20 @@ static inline bool abd__source_dead(const struct abd_source *s)
 	return s->dead;
 }
 
-/* Tests: a reactor with a tiny io_uring SQ, to exercise the full-SQ and CQ-overflow paths. */
+/* Tests: a reactor with a tiny io_uring SQ, to exercise the full-SQ and CQ-overflow paths.
+ * flags may add ABD__REACTOR_FUTEX_THREADS: futex sources are served by threads even where
+ * the backend waits on futex words itself (io_uring 6.7+), so that this kernel also runs
+ * what an io_uring without FUTEX_WAIT (5.10-6.6) does. */
+#define ABD__REACTOR_FUTEX_THREADS 0x80000000u
 int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_reactor **out);
+
+/* Whether the backend ever sees this source (deferred calls, owners and futex waits served by
+ * a thread live in the common code only). */
+static inline bool abd__source_in_kernel(const struct abd_source *s)
+{
+	return s->ck.tag != ABD__TAG_DEFER && s->ck.tag != ABD__TAG_OWNER &&
+	       s->ck.tag != ABD__TAG_FUTEX_THREAD;
+}
 
 static inline uint64_t abd__clock_ns(void)
 {

@@ -392,6 +392,7 @@ static void complete(struct abd_reactor *r, void *cookie, int res)
 	}
 	case ABD__TAG_DEFER:
 	case ABD__TAG_OWNER:
+	case ABD__TAG_FUTEX_THREAD:
 	case ABD__TAG_CANCEL:
 	case ABD__TAG_WAKE:
 		return;
@@ -522,7 +523,7 @@ static int migrate_off_defer(struct abd_reactor *r)
 	}
 	for (struct abd__list *l = r->sources.next; l != &r->sources; l = l->next) {
 		struct abd_source *s = abd__container_of(l, struct abd_source, link);
-		if (s->kind != ABD__SRC_DEFER && s->armed && !s->inflight && s->pending == ABD__PEND_NONE)
+		if (abd__source_in_kernel(s) && s->armed && !s->inflight && s->pending == ABD__PEND_NONE)
 			uring_arm(r, s);
 	}
 	return e;

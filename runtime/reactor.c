@@ -44,7 +44,10 @@ int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_react
 {
 	abd__check(out, -EINVAL);
 	*out = NULL;
-	abd__check(!(flags & ~(ABD_REACTOR_FORCE_EPOLL | ABD_REACTOR_FORCE_IO_URING)), -EINVAL);
+	abd__check(!(flags & ~(ABD_REACTOR_FORCE_EPOLL | ABD_REACTOR_FORCE_IO_URING |
+	                       ABD__REACTOR_FUTEX_THREADS)), -EINVAL);
+	bool futex_threads = flags & ABD__REACTOR_FUTEX_THREADS;
+	flags &= ~ABD__REACTOR_FUTEX_THREADS;
 	abd__check(flags != (ABD_REACTOR_FORCE_EPOLL | ABD_REACTOR_FORCE_IO_URING), -EINVAL);
 	abd__check(sq_entries >= 1 && sq_entries <= 4096, -EINVAL);
 
@@ -77,9 +80,11 @@ int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_react
 	abd__list_init(&r->zombies);
 	abd__list_init(&r->defers);
 	abd__list_init(&r->pending);
+	abd__list_init(&r->futex_thread_sources);
 	r->cancel_ck.tag = ABD__TAG_CANCEL;
 	r->wake_ck.tag = ABD__TAG_WAKE;
 	r->sq_entries = sq_entries;
+	r->futex_threads = futex_threads;
 	int e = be->init(r);
 	if (e < 0) {
 		free(r);
@@ -91,6 +96,9 @@ int abd__reactor_new_sized(unsigned flags, unsigned sq_entries, struct abd_react
 
 ABD_EXPORT int abd_reactor_new(unsigned flags, struct abd_reactor **out)
 {
+	if (out)
+		*out = NULL;
+	abd__check(!(flags & ABD__REACTOR_FUTEX_THREADS), -EINVAL);
 	return abd__reactor_new_sized(flags, 256, out);
 }
 
@@ -136,6 +144,20 @@ static void reap_zombies(struct abd_reactor *r)
 	}
 }
 
+static void source_kill(struct abd_reactor *r, struct abd_source *s);
+
+/* A futex wait served by a thread goes: the thread first (joined, so that it touches neither
+ * the word nor the eventfd any more), then the doorbell's source, then the eventfd. */
+static void futex_thread_kill(struct abd_reactor *r, struct abd_source *s)
+{
+	abd__list_del(&s->qlink);
+	abd__futex_thread_stop(s->thread);
+	source_kill(r, s->bell);
+	abd__futex_thread_free(s->thread);
+	s->thread = NULL;
+	s->bell = NULL;
+}
+
 /* Kill a source: no callback from now on; the memory goes once nobody holds it. */
 static void source_kill(struct abd_reactor *r, struct abd_source *s)
 {
@@ -145,6 +167,9 @@ static void source_kill(struct abd_reactor *r, struct abd_source *s)
 	if (s->kind == ABD__SRC_DEFER) {
 		abd__list_del(&s->qlink);
 		s->armed = false;
+	} else if (s->ck.tag == ABD__TAG_FUTEX_THREAD) {
+		if (s->thread)
+			futex_thread_kill(r, s);
 	} else if (s->kind != ABD__SRC_OWNER) {
 		r->be->disarm(r, s);
 	}
@@ -161,12 +186,13 @@ static void source_kill(struct abd_reactor *r, struct abd_source *s)
 		source_destroy(s);
 }
 
-/* An owner among the live sources, or NULL. */
+/* A live source that owns other sources (an owner; a futex wait served by a thread, whose
+ * doorbell is a source), or NULL. Those go first: they free what they own. */
 static struct abd_source *first_owner(struct abd_reactor *r)
 {
 	for (struct abd__list *e = r->sources.next; e != &r->sources; e = e->next) {
 		struct abd_source *s = abd__container_of(e, struct abd_source, link);
-		if (s->kind == ABD__SRC_OWNER)
+		if (s->kind == ABD__SRC_OWNER || s->ck.tag == ABD__TAG_FUTEX_THREAD)
 			return s;
 	}
 	return NULL;
@@ -207,6 +233,11 @@ ABD_EXPORT void abd_source_free(struct abd_source *s)
 			void (*hook)(void *) = s->on_kill;
 			s->on_kill = NULL;
 			hook(s->userdata);
+		}
+		if (s->thread) {
+			/* fork copied no thread: only the eventfd and the memory are the child's */
+			source_destroy(s->bell);
+			abd__futex_thread_free(s->thread);
 		}
 		source_destroy(s);
 		return;
@@ -374,6 +405,56 @@ ABD_EXPORT int abd_source_set_timer(struct abd_source *s, uint64_t when_ns, uint
 	return r->be->arm(r, s);
 }
 
+/* The doorbell of a futex wait served by a thread rang: the wait ended. The bell's own
+ * dispatch counted the callback run here. */
+static void futex_thread_rang(struct abd_source *bell, int status, uint64_t value, void *ud)
+{
+	(void)bell, (void)value;
+	struct abd_source *s = ud;
+	int res = status;
+	if (s->dead || !s->armed || (status == 0 && !abd__futex_thread_report(s->thread,
+	                                                                      s->thread_seq, &res))) {
+		/* the report of a wait the loop settled already (futex_threads_look): no callback */
+		s->reactor->dispatched--;
+		return;
+	}
+	s->armed = false;
+	s->fn(s, res < 0 ? res : 0, res < 0 ? 0 : (uint64_t)res, s->userdata);
+	if (!s->dead && !s->armed)
+		abd__source_finished(s->reactor, s);
+}
+
+/* A futex source where the backend cannot wait on the word: a thread waits and rings an
+ * eventfd the backend watches (compat/futex-thread.c). */
+static int futex_thread_start(struct abd_reactor *r, struct abd_source *s, struct abd_source **out)
+{
+	if (abd_probe_has(ABD_FEAT_FUTEX) != 1) {
+		free(s);
+		return -EOPNOTSUPP;
+	}
+	s->ck.tag = ABD__TAG_FUTEX_THREAD;
+	int e = abd__futex_thread_start(s->word, &s->thread);
+	if (e < 0) {
+		free(s);
+		return e;
+	}
+	/* The parent before its bell in the list: abd_reactor_free meets it first anyway. */
+	abd__list_add_tail(&r->sources, &s->link);
+	e = abd_reactor_add_eventfd(r, s->thread->efd, futex_thread_rang, s, &s->bell);
+	if (e < 0) {
+		abd__futex_thread_stop(s->thread);
+		abd__futex_thread_free(s->thread);
+		source_destroy(s);
+		return e;
+	}
+	s->armed = true;
+	s->thread_seq = abd__futex_thread_arm(s->thread, s->expected);
+	abd__list_add_tail(&r->futex_thread_sources, &s->qlink);
+	if (out)
+		*out = s;
+	return 0;
+}
+
 ABD_EXPORT int abd_reactor_add_futex(struct abd_reactor *r, const uint32_t *word, uint32_t expected,
                                      abd_source_fn *fn, void *userdata, struct abd_source **out)
 {
@@ -384,14 +465,14 @@ ABD_EXPORT int abd_reactor_add_futex(struct abd_reactor *r, const uint32_t *word
 	int e = check_owner(r);
 	if (e < 0)
 		return e;
-	if (!r->be->has_futex(r))
-		return -EOPNOTSUPP;
 	struct abd_source *s;
 	if ((e = source_new(r, ABD__SRC_FUTEX, fn, userdata, out, &s)) < 0)
 		return e;
-	s->ck.tag = ABD__TAG_FUTEX_WAIT;
 	s->word = word;
 	s->expected = expected;
+	if (r->futex_threads || !r->be->has_futex(r))
+		return futex_thread_start(r, s, out);
+	s->ck.tag = ABD__TAG_FUTEX_WAIT;
 	return source_start(r, s, out);
 }
 
@@ -406,6 +487,11 @@ ABD_EXPORT int abd_source_futex_arm(struct abd_source *s, uint32_t expected)
 	if (s->armed)
 		return -EALREADY;
 	s->expected = expected;
+	if (s->ck.tag == ABD__TAG_FUTEX_THREAD) {
+		s->armed = true;
+		s->thread_seq = abd__futex_thread_arm(s->thread, expected);
+		return 0;
+	}
 	return r->be->arm(r, s);
 }
 
@@ -485,6 +571,32 @@ int abd__reactor_check(const struct abd_reactor *r)
 
 /* ---- the loop ---- */
 
+/* Futex waits served by threads whose word has moved already end in this turn, value 0, as
+ * IORING_OP_FUTEX_WAIT would have completed at the wake: a wake and another event that came
+ * together (the last message, then its publisher's exit) are reported in the order they
+ * happened, not behind the thread's ring of the bell (then ignored: a report of a wait the
+ * loop settled). One look per source per turn; a load each, no syscall. */
+static void futex_threads_look(struct abd_reactor *r)
+{
+	if (abd__list_empty(&r->futex_thread_sources))
+		return;
+	struct abd__list todo;
+	abd__list_init(&todo);
+	abd__list_splice(&todo, &r->futex_thread_sources);
+	while (!abd__list_empty(&todo)) {
+		struct abd_source *s = abd__container_of(todo.next, struct abd_source, qlink);
+		abd__list_del(&s->qlink);
+		abd__list_add_tail(&r->futex_thread_sources, &s->qlink);
+		if (!s->armed || __atomic_load_n(s->word, __ATOMIC_ACQUIRE) == s->expected)
+			continue;
+		s->armed = false;
+		r->dispatched++;
+		s->fn(s, 0, 0, s->userdata); /* may free any source: each leaves its list */
+		if (!s->dead && !s->armed)
+			abd__source_finished(r, s);
+	}
+}
+
 ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
 {
 	abd__check(r, -EINVAL);
@@ -505,6 +617,7 @@ ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
 	r->dispatched = 0;
 	r->interrupted = false;
 	e = r->be->wait(r, timeout_ns);
+	futex_threads_look(r);
 	while (!abd__list_empty(&due)) {
 		struct abd_source *s = abd__container_of(due.next, struct abd_source, qlink);
 		abd__list_del(&s->qlink);

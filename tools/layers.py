@@ -36,6 +36,7 @@ LAYERS = [
     ("ring", 1, ["runtime/ring-lease.c", "runtime/ring.c", "runtime/ring-wait.c", "runtime/ring-recover.c",
                  "runtime/ring-internal.h", "include/abd/ring.h"]),
     ("reactor", 2, ["runtime/reactor.c", "runtime/reactor-uring.c", "compat/reactor-epoll.c",
+                    "compat/futex-thread.c", "compat/futex-thread.h",
                     "runtime/reactor-internal.h", "include/abd/reactor.h"]),
     ("acquire", 3, ["runtime/acquire.c", "runtime/watch.c", "runtime/gc.c",
                     "compat/handshake.c", "compat/handshake.h", "include/abd/acquire.h"]),

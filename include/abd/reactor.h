@@ -9,14 +9,17 @@
  *
  * Descriptors given to the reactor (fd, eventfd, pidfd) are *borrowed*: the caller keeps them
  * open until the source is freed and closes them afterwards. Descriptors the reactor creates
- * (ring, epoll, timerfds, the embedding fd) are its own, O_CLOEXEC, and closed by
- * abd_reactor_free().
+ * (ring, epoll, timerfds, the embedding fd, the eventfd of a futex source's thread) are its
+ * own, O_CLOEXEC, and closed by abd_reactor_free() (or when their source is freed).
  *
  * Threads: a reactor belongs to the thread that created it. Every call from another thread
- * returns -EBUSY (void calls do nothing). After fork() the child must not use the parent's
+ * returns -EBUSY (void calls do nothing). The only threads it makes itself serve futex
+ * sources where the backend cannot wait on a futex word (abd_reactor_add_futex); they block
+ * every signal and run no callback. After fork() the child must not use the parent's
  * reactor: calls return -ECHILD; abd_reactor_free() and abd_source_free() in the child only
  * release the child's memory and descriptors and never touch the kernel objects it still
- * shares with the parent.
+ * shares with the parent (fork copies no futex thread: the parent's keep serving the
+ * parent).
  *
  * Callbacks run from abd_reactor_run_once()/abd_reactor_run() on the owning thread. A
  * callback may add and free sources and call abd_reactor_stop(); it must not call
@@ -118,11 +121,19 @@ ABD_EXPORT int abd_source_set_timer(struct abd_source *source, uint64_t when_ns,
 
 /* Wait until the 32-bit word (4-byte aligned; may be in shared memory, waited on as a shared,
  * non-private futex) is woken with FUTEX_WAKE while it holds expected, or holds another value
- * already: fn(value 1 if woken, 0 if the word differed). One-shot: re-arm with
+ * when the wait begins: fn(value 1 if woken, 0 if the word differed); either way, look at the
+ * word again (a wake may be meant for another sleeper of the word). One-shot: re-arm with
  * abd_source_futex_arm() after checking the word. The word's memory must stay mapped until
- * the source is freed. io_uring only (IORING_OP_FUTEX_WAIT, Linux 6.7; probe feature
- * ABD_FEAT_URING_FUTEX_WAIT): elsewhere -EOPNOTSUPP, and the caller waits on an eventfd
- * source instead (producers wake both kinds of sleeper). */
+ * the source is freed. Every backend: io_uring waits with IORING_OP_FUTEX_WAIT where the
+ * kernel has it (Linux 6.7, probe feature ABD_FEAT_URING_FUTEX_WAIT); elsewhere (epoll,
+ * older io_uring) a thread of the reactor's own, one per source with all signals blocked,
+ * waits on the word and wakes the loop through a private eventfd in the reactor's set, so
+ * abd_reactor_fd() reports it too. Such a wait begins a moment after the call returns (a
+ * word changed meanwhile gives value 0), and a turn of the loop that finds the word moved
+ * ends it there, value 0, wake or not; freeing the source wakes and joins the thread (where
+ * futex_waitv is missing, with a FUTEX_WAKE on the word: its other sleepers see a spurious
+ * wake-up). Errors as for every add call, and -EAGAIN (no thread could be made), -EMFILE or
+ * -ENFILE (no eventfd), -EOPNOTSUPP (the probe has no futex(2) at all). */
 ABD_EXPORT int abd_reactor_add_futex(struct abd_reactor *reactor, const uint32_t *word,
                                      uint32_t expected, abd_source_fn *fn, void *userdata,
                                      struct abd_source **out);

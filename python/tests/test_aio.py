@@ -16,15 +16,16 @@ import abd.aio
 
 
 def _threads():
-    """This process's threads, io_uring's kernel workers (iou-*) and asyncio's own waitpid
-    threads for its subprocesses aside."""
+    """This process's threads, io_uring's kernel workers (iou-*), the library's futex threads
+    (abd-futex: where the reactor cannot wait on a futex word itself, docs/reactor.md) and
+    asyncio's own waitpid threads for its subprocesses aside."""
     n = -sum(t.name.startswith("waitpid-") for t in threading.enumerate())
     for t in os.listdir("/proc/self/task"):
         try:
             comm = open(f"/proc/self/task/{t}/comm").read().strip()
         except OSError:
             continue
-        n += not comm.startswith("iou-")
+        n += not comm.startswith("iou-") and comm != "abd-futex"
     return n
 
 
