@@ -22,7 +22,6 @@ import ctypes
 import dataclasses
 import errno as _errno
 import os
-import select
 import time
 
 from . import _ffi
@@ -293,8 +292,9 @@ class Service:
         """Pop one message in place, without copying it: a Message whose ``view`` is a
         read-only memoryview of the ring slot in shared memory, valid until the message is
         released (the end of ``with svc.peek() as msg:``, or msg.release()). Waits up to
-        timeout seconds (None: forever, 0: BlockingIOError when empty) on the ring's eventfd
-        in slices of at most 20 ms, with the GIL released. Raises BrokenPipeError once the
+        timeout seconds (None: forever, 0: BlockingIOError when empty) on the handle's own
+        wake word (futex), in slices of at most 100 ms (to notice a publisher that left),
+        with the GIL released. Raises BrokenPipeError once the
         publisher left and the ring is drained. The view is the message as it lies in the
         slot: a typed handle's size check is not applied (ring.h, abd_ring_try_peek)."""
         h = self._handle()
@@ -318,9 +318,11 @@ class Service:
                 if timeout == 0:
                     raise OSError(_errno.EAGAIN, "abd_ring_try_peek: empty")
                 raise OSError(_errno.ETIMEDOUT, "abd service peek: timed out", self.name)
-            self._wait_data(0.02 if left is None else min(left, 0.02))
+            self._wait_data(0.1 if left is None else min(left, 0.1))
 
     def _wait_data(self, slice_s):
+        """One sleep of at most slice_s on the handle's own data wake word (the eventcount of
+        ring.h: announce, sleep, withdraw), the GIL released."""
         val, tmo = ctypes.c_uint32(), ctypes.c_int64()
         r = lib.abd_ring_wait_prepare(self._ring, _ffi.RING_WAIT_DATA, ctypes.byref(val),
                                       ctypes.byref(tmo))
@@ -330,11 +332,9 @@ class Service:
         try:
             if tmo.value >= 0:
                 slice_s = min(slice_s, tmo.value / 1e9)
-            fd = lib.abd_ring_wait_fd(self._ring)
-            if fd >= 0:
-                p = select.poll()
-                p.register(fd, select.POLLIN)
-                p.poll(max(1, int(slice_s * 1000)))
+            word = lib.abd_ring_futex(self._ring, _ffi.RING_WAIT_DATA)
+            if _ffi.futex is not None and word:
+                _ffi.futex(word, val.value, slice_s)
             else:
                 time.sleep(slice_s)
         finally:

@@ -141,7 +141,7 @@ _protos = {
     "abd_ring_release": (c_int, [c_void_p, c_void_p]),
     "abd_ring_wait_prepare": (c_int, [c_void_p, c_int, P(c_u32), P(c_i64)]),
     "abd_ring_wait_finish": (c_int, [c_void_p, c_int]),
-    "abd_ring_wait_fd": (c_int, [c_void_p]),
+    "abd_ring_futex": (c_void_p, [c_void_p, c_int]),
     # service.h
     "abd_service_publish": (c_int, [c_char_p, P(ServiceConfig), c_uint, P(c_void_p)]),
     "abd_service_open": (c_int, [c_char_p, P(ServiceConfig), c_uint, c_i64, P(c_void_p)]),
@@ -176,3 +176,25 @@ REACTOR_FORCE_EPOLL, REACTOR_FORCE_IO_URING = 0x1, 0x2
 REGISTRY_CREATE = 1 << 0
 WATCH_PIDFD = 1 << 0
 RING_WAIT_DATA = 0  # enum abd_ring_wait_for
+
+
+# futex(2) through libc's syscall(), for Service.peek's wait on the handle's own wake word
+# (ring.h, abd_ring_wait_prepare: a shared futex, no FUTEX_PRIVATE_FLAG). None where the
+# syscall number of this machine is not known here: peek then naps instead.
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+FUTEX_WAIT = 0
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "riscv64": 98, "ppc64le": 221, "s390x": 238,
+              "i686": 240, "armv7l": 240}.get(os.uname().machine)
+futex = None
+if _SYS_FUTEX is not None:
+    _syscall = ctypes.CDLL(None, use_errno=True).syscall
+    _syscall.restype = ctypes.c_long
+    _syscall.argtypes = [ctypes.c_long, c_void_p, c_int, c_u32, P(Timespec), c_void_p, c_int]
+
+    def futex(word, value, timeout_s):
+        """FUTEX_WAIT on word while it holds value, at most timeout_s seconds."""
+        ts = Timespec(int(timeout_s), int((timeout_s % 1) * 1e9))
+        _syscall(_SYS_FUTEX, word, FUTEX_WAIT, value, ctypes.byref(ts), None, 0)

@@ -140,8 +140,7 @@ class AsyncService:
 
     async def push(self, data, timeout=None):
         """Push one message. A full ring is waited for in steps of 1 ms doubling up to 20 ms
-        (the C library has no space event yet; the blocking C push on epoll takes the same
-        slices), so the loop keeps running. Raises TimeoutError, BrokenPipeError,
+        (the service has no space event), so the loop keeps running. Raises TimeoutError, BrokenPipeError,
         OSError(EMSGSIZE)."""
         deadline = None if timeout is None else self._loop.time() + timeout
         step = 0.001

@@ -69,12 +69,12 @@ def test_an_awaiting_pop_uses_no_cpu_while_idle_and_wakes_on_another_process(reg
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         idle_runs = runs
         assert not task.done()
-        # (5% of a CPU; times $ABD_TEST_SCALE in an emulated CPU, where each of the epoll
-        # backend's 50 safety wake-ups per second costs more: a busy loop takes 50-100%)
+        # (5% of a CPU; times $ABD_TEST_SCALE in an emulated CPU, where each timed look
+        # costs more: a busy loop takes 50-100%)
         limit = 0.05 * min(SCALE, 4)
         assert cpu < limit * wall, f"{cpu:.3f} s of CPU in {wall:.2f} s idle ({idle_runs} runs)"
-        # the reactor ran only when its descriptor said so: no spinning loop (the epoll
-        # backend's eventfd wait has a 20 ms safety slice, 50 per second at most)
+        # the reactor ran only when its descriptor said so: no spinning loop (a reactor
+        # without futex sources looks on a timer: a few times per second)
         assert idle_runs <= 60, f"{idle_runs} reactor iterations in an idle second"
         assert _threads() == threads, "a thread was started for the service"
         # the message is the only thing that happens now: the ring's wake must end the wait

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from conftest import LONG, python_child
+from conftest import LONG, SCALE, python_child
 
 import abd
 
@@ -175,3 +175,31 @@ def test_a_python_publisher_in_another_process_and_its_death(regdir):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+LATE_PUSHER = """
+import abd, sys, time
+svc = abd.open(sys.argv[1], 60, dir=sys.argv[2], role="producer")
+time.sleep(1.0)
+svc.push(b"late")
+"""
+
+
+def test_a_blocking_peek_sleeps_until_another_process_pushes(regdir):
+    with abd.publish("py.peekwait", dir=regdir, role="consumer") as svc:
+        child = python_child(LATE_PUSHER, "py.peekwait", regdir)
+        try:
+            # the child opens through this publisher: serve it (the handshake path)
+            while svc.stats()["producers"] == 0:
+                svc.run_once(0.05)
+            cpu = time.process_time()
+            with svc.peek(LONG) as msg:
+                assert bytes(msg.view) == b"late"
+            cpu = time.process_time() - cpu
+            # about a second of waiting on the wake word: no spinning
+            assert cpu < 0.1 * SCALE, f"{cpu:.3f} s of CPU in a blocking peek"
+            assert child.wait(LONG) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
