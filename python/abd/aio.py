@@ -8,10 +8,10 @@ How it works (docs/python.md): the service's reactor descriptor (abd_reactor_fd)
 loop.add_reader; when it polls readable the loop calls abd_reactor_run_once(reactor, 0), which
 serves the publisher's handshakes and the opener's registry watch and delivers the service's
 events. While a coroutine waits in pop(), the service's event callback is set
-(abd_service_set_event_fn), which arms ABD_SERVICE_EVENT_READABLE: the reactor sleeps on the
-ring's futex word (io_uring) or eventfd (epoll) and a producer's wake makes the descriptor
-readable. Then the waiters pop with the try form. No thread, no polling: an idle awaiting
-coroutine costs nothing until a message (or the publisher's departure) arrives.
+(abd_service_set_event_fn), which arms ABD_SERVICE_EVENT_READABLE: the reactor sleeps on a
+futex source of the handle's wake word, and a producer's wake makes the descriptor readable.
+Then the waiters pop with the try form. The binding starts no thread and does not poll: an
+idle awaiting coroutine costs nothing until a message (or the publisher's departure) arrives.
 
 The service must be published or opened on the thread that runs the loop (its reactor belongs
 to that thread); abd.aio.open/publish do that. One service, one loop.
