@@ -3,6 +3,7 @@
  *
  *   wake-up latency (ping-pong, A bare, B sleeping in the reactor):
  *     abd-reactor-uring-futex    IORING_OP_FUTEX_WAIT source   vs bare-futex   (rtt)
+ *     abd-reactor-epoll-futex    futex source served by a thread (epoll) vs bare-futex (rtt)
  *     abd-reactor-uring-eventfd  io_uring READ eventfd source  vs bare-eventfd (rtt)
  *     abd-reactor-epoll-eventfd  epoll eventfd source          vs bare-eventfd (rtt)
  *   dispatch throughput with 1,000 idle eventfd sources registered (one process: write the
@@ -38,7 +39,7 @@
 
 static const char *const modes[] = {BENCH_SPLIT, BENCH_SHARED};
 
-enum kind { K_URING_FUTEX, K_URING_EVENTFD, K_EPOLL_EVENTFD };
+enum kind { K_URING_FUTEX, K_URING_EVENTFD, K_EPOLL_EVENTFD, K_EPOLL_FUTEX };
 
 struct rx_shm {
 	alignas(64) uint32_t ping;
@@ -111,11 +112,11 @@ static int rx_init(enum bench_role role, void *shm, void *arg, void **state)
 	*state = st;
 	if (role == BENCH_A)
 		return 0;
-	int e = abd_reactor_new(st->kind == K_EPOLL_EVENTFD ? ABD_REACTOR_FORCE_EPOLL
-	                                                   : ABD_REACTOR_FORCE_IO_URING, &st->r);
+	bool epoll = st->kind == K_EPOLL_EVENTFD || st->kind == K_EPOLL_FUTEX;
+	int e = abd_reactor_new(epoll ? ABD_REACTOR_FORCE_EPOLL : ABD_REACTOR_FORCE_IO_URING, &st->r);
 	if (e < 0)
 		return bench_fail("abd_reactor_new: %s", strerror(-e));
-	if (st->kind == K_URING_FUTEX)
+	if (st->kind == K_URING_FUTEX || st->kind == K_EPOLL_FUTEX)
 		e = abd_reactor_add_futex(st->r, &st->shm->ping, 0, on_futex, st, &st->src);
 	else
 		e = abd_reactor_add_eventfd(st->r, st->shm->b_in, on_eventfd, st, &st->src);
@@ -137,7 +138,7 @@ static int rx_ping(void *state, uint64_t *ns)
 {
 	(void)ns;
 	struct rx_state *st = state;
-	if (st->kind == K_URING_FUTEX) {
+	if (st->kind == K_URING_FUTEX || st->kind == K_EPOLL_FUTEX) {
 		uint32_t v = ++st->seq;
 		__atomic_store_n(&st->shm->ping, v, __ATOMIC_RELEASE);
 		bench_futex_wake(&st->shm->ping);
@@ -180,6 +181,7 @@ static void wake_latency(void)
 		{K_URING_FUTEX, "abd-reactor-uring-futex", "bare-futex", 4},
 		{K_URING_EVENTFD, "abd-reactor-uring-eventfd", "bare-eventfd", 8},
 		{K_EPOLL_EVENTFD, "abd-reactor-epoll-eventfd", "bare-eventfd", 8},
+		{K_EPOLL_FUTEX, "abd-reactor-epoll-futex", "bare-futex", 4},
 	};
 	uint64_t n = bench_iters(10000, 1000);
 	for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
@@ -187,7 +189,8 @@ static void wake_latency(void)
 			struct bench_row row = {.subject = subjects[i].subject, .case_name = "rtt",
 			                        .cpus = modes[m], .msg_bytes = subjects[i].bytes,
 			                        .baseline = subjects[i].baseline};
-			if (subjects[i].kind != K_EPOLL_EVENTFD && !abd_probe_has(ABD_FEAT_IO_URING)) {
+			if ((subjects[i].kind == K_URING_FUTEX || subjects[i].kind == K_URING_EVENTFD) &&
+			    !abd_probe_has(ABD_FEAT_IO_URING)) {
 				bench_skip(&row, "io_uring unavailable (probe)");
 				continue;
 			}

@@ -124,6 +124,7 @@ struct abd_source {
 	struct abd__futex_thread *thread; /* FUTEX_THREAD: the thread waiting on the word */
 	struct abd_source *bell;          /* FUTEX_THREAD: the eventfd source of its doorbell */
 	uint32_t thread_seq;              /* FUTEX_THREAD: the number of the thread's current wait */
+	uint64_t fired_turn;              /* FUTEX_THREAD: the reactor's turn when it last fired */
 	int replay_res;            /* ABD__PEND_REPLAY: the completion's result */
 	/* read: the caller's buffer (the kernel writes it while a READ is in flight) */
 	void *buf;
@@ -148,6 +149,7 @@ struct abd_reactor {
 	struct abd__list pending;   /* io_uring: arms/cancels waiting for SQ room */
 	struct abd__list futex_thread_sources; /* FUTEX_THREAD sources, looked at every turn */
 	unsigned dispatched;        /* callbacks run in this run_once */
+	uint64_t turn;              /* run_once calls so far */
 	bool interrupted;           /* this run_once's wait returned EINTR (abd__reactor_interrupted) */
 	struct abd__cookie cancel_ck;
 	struct abd__cookie wake_ck;

@@ -419,6 +419,7 @@ static void futex_thread_rang(struct abd_source *bell, int status, uint64_t valu
 		return;
 	}
 	s->armed = false;
+	s->fired_turn = s->reactor->turn;
 	s->fn(s, res < 0 ? res : 0, res < 0 ? 0 : (uint64_t)res, s->userdata);
 	if (!s->dead && !s->armed)
 		abd__source_finished(s->reactor, s);
@@ -575,7 +576,8 @@ int abd__reactor_check(const struct abd_reactor *r)
  * IORING_OP_FUTEX_WAIT would have completed at the wake: a wake and another event that came
  * together (the last message, then its publisher's exit) are reported in the order they
  * happened, not behind the thread's ring of the bell (then ignored: a report of a wait the
- * loop settled). One look per source per turn; a load each, no syscall. */
+ * loop settled). A load per source, no syscall; at most one callback per source per turn
+ * (not for a source whose bell already rang in it), as with io_uring. */
 static void futex_threads_look(struct abd_reactor *r)
 {
 	if (abd__list_empty(&r->futex_thread_sources))
@@ -587,9 +589,11 @@ static void futex_threads_look(struct abd_reactor *r)
 		struct abd_source *s = abd__container_of(todo.next, struct abd_source, qlink);
 		abd__list_del(&s->qlink);
 		abd__list_add_tail(&r->futex_thread_sources, &s->qlink);
-		if (!s->armed || __atomic_load_n(s->word, __ATOMIC_ACQUIRE) == s->expected)
+		if (!s->armed || s->fired_turn == r->turn ||
+		    __atomic_load_n(s->word, __ATOMIC_ACQUIRE) == s->expected)
 			continue;
 		s->armed = false;
+		s->fired_turn = r->turn;
 		r->dispatched++;
 		s->fn(s, 0, 0, s->userdata); /* may free any source: each leaves its list */
 		if (!s->dead && !s->armed)
@@ -614,6 +618,7 @@ ABD_EXPORT int abd_reactor_run_once(struct abd_reactor *r, int64_t timeout_ns)
 		timeout_ns = 0;
 
 	r->depth++;
+	r->turn++;
 	r->dispatched = 0;
 	r->interrupted = false;
 	e = r->be->wait(r, timeout_ns);

@@ -1023,6 +1023,39 @@ FUTEX_TEST(futex_word_moved_ends_the_wait_in_the_next_turn)
 	abd_reactor_free(r);
 }
 
+static void rearm_stale(struct abd_source *s, int status, uint64_t value, void *ud)
+{
+	(void)status, (void)value;
+	(*(int *)ud)++;
+	cr_assert_eq(abd_source_futex_arm(s, 0), 0); /* the word holds 1: ends at once again */
+}
+
+/* A source fires at most once per turn of the loop, as with io_uring (where a re-arm reaches
+ * the kernel at the next wait): its thread's ring of the bell and the loop's look at the
+ * word do not both call it in one turn. */
+FUTEX_TEST(futex_source_fires_at_most_once_per_turn)
+{
+	struct abd_reactor *r = new_reactor(flags);
+	_Atomic uint32_t *word = map_word();
+	atomic_store(word, 1);
+	int calls = 0;
+	struct abd_source *s;
+	cr_assert_eq(abd_reactor_add_futex(r, (const uint32_t *)word, 0, rearm_stale, &calls, &s), 0);
+	for (int i = 0; i < 300; i++) {
+		int before = calls;
+		int n = abd_reactor_run_once(r, 10 * 1000000);
+		cr_assert_geq(n, 0);
+		cr_assert_leq(calls - before, 1, "%d callbacks of one source in one turn", calls - before);
+		cr_assert_eq(n, calls - before, "run_once counts the callbacks it ran");
+		if (i % 3 == 0)
+			usleep(200); /* let the thread ring between turns */
+	}
+	cr_assert_gt(calls, 100);
+	abd_source_free(s);
+	munmap((void *)word, 4096);
+	abd_reactor_free(r);
+}
+
 /* A futex thread blocks every signal, so that process-directed signals always go to the
  * application's threads. Where the kernel waits on the word itself there is no thread. */
 FUTEX_TEST(futex_thread_blocks_every_signal)
