@@ -495,6 +495,14 @@ static void wake_n(struct abd_ring *r, enum abd_ring_wait_for what, unsigned max
 				int n = wake_lease(r, what, map, i);
 				if (n >= 0)
 					any = true;
+				/* Not asleep in the kernel: either about to sleep (it will find its word
+				 * changed and go on: the wake is delivered) or dead (then another sleeper
+				 * must have it). Its lease lock tells which, without waking anyone else. */
+				if (n == 0 && max != UINT_MAX) {
+					ABD__RTSAN_EXEMPT_BEGIN; /* F_OFD_GETLK never sleeps */
+					n = abd__ring_lease_alive(r, i) != 0;
+					ABD__RTSAN_EXEMPT_END;
+				}
 				if (n > 0)
 					woken++;
 			}

@@ -1523,3 +1523,65 @@ ABD_TEST(ring_procs, one_message_wakes_one_of_four_blocked_consumers)
 	abd_ring_free(r);
 	alarm(0);
 }
+
+/* A sleeper killed while asleep leaves its announcement: the next message must still reach a
+ * live sleeper, not be spent on the dead one (its wake word is woken for nobody; the waker
+ * asks its lease lock and goes on to the next). */
+static int sleep_forever_consumer(void *arg)
+{
+	struct herd *h = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(h->memfd, -1, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	uint32_t v;
+	(void)abd_ring_pop(r, &v, sizeof(v), -1);
+	return 2; /* killed before anything arrives */
+}
+
+static int one_pop_consumer(void *arg)
+{
+	struct herd *h = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(h->memfd, -1, NULL, ABD_RING_CONSUMER, &r) < 0)
+		return 1;
+	uint32_t v;
+	int n = abd_ring_pop(r, &v, sizeof(v), 10ll * 1000 * 1000 * 1000);
+	h->got[1] = n == (int)sizeof(v) ? v : 0;
+	return n == (int)sizeof(v) ? 0 : 2;
+}
+
+ABD_TEST(ring_procs, a_dead_sleeper_does_not_swallow_the_wake)
+{
+	watchdog();
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, ABD_RING_PRODUCER, NULL, &r), 0);
+	struct herd *h = shared_alloc(sizeof(*h));
+	h->memfd = abd_ring_fd(r);
+	/* the doomed sleeper first: it takes lease 1, which a waker looks at before the live
+	 * sleeper's lease 2; both asleep, then the doomed one dies (its bit stays) */
+	pid_t dead = abd_test_fork(sleep_forever_consumer, h);
+	for (struct abd_ring_stats s = { 0 }; abd_ring_stats(r, &s) == 0 && s.data_sleepers < 1;)
+		usleep(1000);
+	pid_t live = abd_test_fork(one_pop_consumer, h);
+	for (struct abd_ring_stats s = { 0 }; abd_ring_stats(r, &s) == 0 && s.data_sleepers < 2;)
+		usleep(1000);
+	abd_test_wait_asleep(live);
+	kill(dead, SIGKILL);
+	cr_assert_eq(abd_test_wait(dead), 128 + SIGKILL);
+	struct abd_ring_stats s1;
+	cr_assert_eq(abd_ring_stats(r, &s1), 0);
+	cr_assert_eq(s1.data_sleepers, 2, "the dead sleeper's announcement is still there");
+	uint64_t t0 = abd_test_now_ns();
+	uint32_t v = 42;
+	cr_assert_eq(abd_ring_try_push(r, &v, sizeof(v)), 0);
+	cr_assert_eq(abd_test_wait(live), 0, "the live sleeper got the message");
+	uint64_t ms = (abd_test_now_ns() - t0) / 1000000;
+	cr_assert_eq(h->got[1], 42u);
+	cr_assert_lt(ms, 2000, "woken by the push, not by its 10 s deadline (%llu ms)",
+	             (unsigned long long)ms);
+	munmap(h, sizeof(*h));
+	abd_ring_free(r);
+	alarm(0);
+}
