@@ -1370,3 +1370,88 @@ ABD_TEST(service, a_signal_interrupts_a_blocking_pop)
 	sigaction(SIGUSR1, &old, NULL);
 	abd_test_rmtree(dir);
 }
+
+/* A blocked call sleeps until there is work: a consumer blocked in pop on an empty ring and a
+ * producer blocked in push on a full one make at most a handful of wake-ups in 2 s (a count
+ * of voluntary context switches, not a timing), on every profile: no periodic look. When the
+ * other side acts, the blocked call completes at once. */
+struct blocked {
+	const char *dir, *name;
+	bool push;
+	int ready_w;
+};
+
+static int blocked_main(void *arg)
+{
+	struct blocked *b = arg;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = b->dir;
+	struct abd_service *svc;
+	unsigned flags = b->push ? ABD_SERVICE_PRODUCER : ABD_SERVICE_CONSUMER;
+	if (abd_service_open(b->name, &cfg, flags, 3 * SEC, &svc) < 0)
+		return 10;
+	int e = 0;
+	if (b->push) /* fill the ring (capacity 2) without blocking */
+		for (int i = 0; i < 2 && e == 0; i++)
+			e = abd_service_push(svc, "f", 1, 0);
+	if (e < 0 || write(b->ready_w, "r", 1) != 1)
+		return 11;
+	char buf[16];
+	e = b->push ? abd_service_push(svc, "late", 4, 8 * SEC) : abd_service_pop(svc, buf, sizeof(buf), 8 * SEC);
+	abd_service_close(svc);
+	return b->push ? (e == 0 ? 0 : 12) : (e == 4 && memcmp(buf, "late", 4) == 0 ? 0 : 13);
+}
+
+static void blocked_call_sleeps(bool push)
+{
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = dir;
+	cfg.capacity = 2;
+	cfg.slot_size = 16;
+	struct abd_service *pub;
+	cr_assert_eq(abd_service_publish("svc.blocked", &cfg,
+	                                 push ? ABD_SERVICE_CONSUMER : ABD_SERVICE_PRODUCER, &pub), 0);
+	int fds[2];
+	cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+	struct blocked b = { dir, "svc.blocked", push, fds[1] };
+	pid_t c = abd_test_fork(blocked_main, &b);
+	close(fds[1]);
+	/* serve the handshake until the child says it is about to block */
+	struct pollfd p = { .fd = fds[0], .events = POLLIN };
+	while (poll(&p, 1, 0) == 0)
+		(void)abd_reactor_run_once(abd_service_reactor(pub), 10 * 1000 * 1000);
+	char ch;
+	cr_assert_eq(read(fds[0], &ch, 1), 1, "the child failed before blocking");
+	close(fds[0]);
+	abd_test_wait_asleep(c); /* asleep in its blocking call */
+	long before = abd_test_ctxsw(c);
+	nap_ms(2000);
+	long woke = abd_test_ctxsw(c) - before;
+	cr_expect_geq(before, 0);
+	cr_expect_leq(woke, 3, "a %s blocked for 2 s woke %ld times", push ? "producer" : "consumer",
+	              woke);
+	uint64_t t0 = abd_test_now_ns();
+	char buf[16];
+	if (push)
+		cr_assert_eq(abd_service_pop(pub, buf, sizeof(buf), SEC), 1, "made room");
+	else
+		cr_assert_eq(abd_service_push(pub, "late", 4, SEC), 0);
+	int st = abd_test_wait_within(c, 3 * SEC);
+	uint64_t ms = (abd_test_now_ns() - t0) / 1000000;
+	cr_assert_eq(st, 0, "the blocked %s ended with %d", push ? "push" : "pop", st);
+	cr_expect_lt(ms, 500, "the blocked call took %llu ms to complete", (unsigned long long)ms);
+	abd_service_close(pub);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service, a_blocked_pop_sleeps_until_a_message)
+{
+	blocked_call_sleeps(false);
+}
+
+ABD_TEST(service, a_blocked_push_sleeps_until_room)
+{
+	blocked_call_sleeps(true);
+}
