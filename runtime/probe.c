@@ -460,8 +460,8 @@ ABD_EXPORT enum abd_wake abd_choose_wake(void)
 	if (abd_choose_backend() == ABD_BACKEND_IO_URING && abd_probe_has(ABD_FEAT_URING_FUTEX_WAIT) &&
 	    abd_probe_has(ABD_FEAT_URING_FUTEX_WAKE) && abd_probe_has(ABD_FEAT_FUTEX))
 		return ABD_WAKE_IO_URING_FUTEX;
-	if (abd_probe_has(ABD_FEAT_EVENTFD))
-		return ABD_WAKE_EVENTFD;
+	/* a reactor's futex source is then served by a thread of its own (FUTEX_WAIT); rings have
+	 * no eventfd, so ABD_WAKE_EVENTFD is never chosen */
 	return ABD_WAKE_FUTEX;
 }
 

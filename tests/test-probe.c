@@ -119,7 +119,7 @@ ABD_TEST(probe, profile_choices)
 	if (profile_is("linux-5.4")) {
 		cr_assert_eq(b, ABD_BACKEND_EPOLL);
 		cr_assert_eq(t, ABD_FD_TRANSFER_SCM_RIGHTS);
-		cr_assert_eq(w, ABD_WAKE_EVENTFD);
+		cr_assert_eq(w, ABD_WAKE_FUTEX);
 		cr_assert_eq(abd_probe_error(ABD_FEAT_PIDFD_GETFD), -ENOSYS);
 		cr_assert_eq(abd_probe_error(ABD_FEAT_IO_URING), -EINVAL);
 		cr_assert_eq(abd_probe_error(ABD_FEAT_MFD_NOEXEC_SEAL), -EINVAL);
@@ -132,7 +132,7 @@ ABD_TEST(probe, profile_choices)
 	} else if (profile_is("no-io_uring")) {
 		cr_assert_eq(b, ABD_BACKEND_EPOLL);
 		cr_assert_eq(abd_probe_error(ABD_FEAT_IO_URING), -EPERM);
-		cr_assert_eq(w, ABD_WAKE_EVENTFD);
+		cr_assert_eq(w, ABD_WAKE_FUTEX);
 	} else {
 		/* Natively every choice follows the features. */
 		cr_assert_eq(b == ABD_BACKEND_IO_URING, abd_probe_has(ABD_FEAT_IO_URING) &&

@@ -76,6 +76,9 @@ ABD_EXPORT int abd_probe_tmpfile(const char *dir);
 /* The choices the library makes from the probe. */
 enum abd_backend { ABD_BACKEND_IO_URING = 1, ABD_BACKEND_EPOLL = 2 };
 enum abd_fd_transfer { ABD_FD_TRANSFER_PIDFD_GETFD = 1, ABD_FD_TRANSFER_SCM_RIGHTS = 2 };
+/* How a reactor waits for a ring's futex word: io_uring FUTEX_WAIT (Linux 6.7+, io_uring
+ * backend), else FUTEX_WAIT in a thread of the futex source. ABD_WAKE_EVENTFD is kept for
+ * source compatibility and never chosen (rings have no eventfd). */
 enum abd_wake { ABD_WAKE_IO_URING_FUTEX = 1, ABD_WAKE_FUTEX = 2, ABD_WAKE_EVENTFD = 3 };
 
 ABD_EXPORT enum abd_backend abd_choose_backend(void);

@@ -8,7 +8,7 @@
  *
  * Either side may push, pop or both (the roles are per handle); `abdctl serve` publishes a
  * consumer, `abdctl send` opens a producer. Underneath: a ring (include/abd/ring.h) in a sealed
- * memfd with its eventfd, a record in the registry (registry.h) whose instance id is the ring's
+ * memfd, a record in the registry (registry.h) whose instance id is the ring's
  * nonce and whose metadata states the geometry and message type, and the publisher's handshake
  * server (acquire.h). Openers watch the registry, so the publisher's withdrawal or death reaches
  * them as an event, and push/pop on a closed service return -EPIPE: never a crash (the seals
@@ -110,7 +110,7 @@ struct abd_service_config {
 };
 
 /* Create a ring service and publish it as `name` (1..ABD_SERVICE_MAX bytes of [A-Za-z0-9._-],
- * no leading dot): a ring (capacity x slot_size, the given modes), its eventfd, a handshake
+ * no leading dot): a ring (capacity x slot_size, the given modes), a handshake
  * server with the access policy, and the record. The service serves openers from its reactor:
  * run it (own reactor: abd_service_reactor) or the blocking calls of the publisher do it, so
  * that a publisher that only pushes with blocking calls also answers openers while it waits.
@@ -207,13 +207,13 @@ ABD_EXPORT ABD_NODISCARD int abd_service_try_pop(struct abd_service *svc, void *
  * space or a message. They sleep in the service's reactor, so that a publisher blocked in
  * push still answers openers and an opener blocked in pop learns of the publisher's death
  * even when nobody else runs the reactor; with a given reactor its other callbacks may run
- * then. They first sleep up to 1 ms on the ring's futex word (a busy stream's waits end
- * there, at the cost of a plain futex wait); a longer wait moves into the reactor where it
- * has io_uring FUTEX_WAIT (Linux 6.7+): the ring's futex word is one of its sources and
- * nothing wakes the sleeper but a message (or space), a reactor event or the timeout. Elsewhere (epoll, older kernels) they sleep on the futex word (or eventfd) in
- * slices of at most 20 ms and run the reactor once without blocking between slices. Called
- * from inside a callback of that reactor (or from a thread other than its owner) they take
- * the slices and skip the reactor (an opener then checks the publisher's record itself).
+ * then. They first sleep up to 1 ms on the handle's own futex word in the ring (a busy
+ * stream's waits end there, at the cost of a plain futex wait); a longer wait moves into the
+ * reactor, where that word is one of its sources (abd_reactor_add_futex, every backend) and
+ * nothing wakes the sleeper but a message (or space), a reactor event or the timeout. Called
+ * from inside a callback of that reactor (or from a thread other than its owner) they sleep
+ * on the word in slices of at most 100 ms and skip the reactor (an opener then checks the
+ * publisher's record itself between slices).
  * Additional returns: -ETIMEDOUT, -EINTR (a signal handler ran while it slept; on an
  * embedded io_uring reactor, rarely, io_uring's own task-work notification too: retry),
  * -ECANCELED (a callback run meanwhile closed this handle: it is gone when the call
