@@ -256,9 +256,18 @@ static int prepare(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t *va
 	/* arm: bit 0 of the word, and the arming count beside it, in one CAS (see ring.c, wake_n:
 	 * a waker's disarm fails if we armed after it looked at the map) */
 	uint64_t p = abd__load(pair, SEQ_CST);
-	while (!abd__cas(pair, &p, abd__pair(abd__pair_word(p) | 1, abd__pair_arms(p) + 1), SEQ_CST))
-		;
+	bool paired = false;
+	for (int i = 0; i < 64 && !paired; i++) /* bounded: a peer may write the pair in a loop */
+		paired = abd__cas(pair, &p, abd__pair(abd__pair_word(p) | 1, abd__pair_arms(p) + 1), SEQ_CST);
 	uint32_t armed_word = abd__pair_word(p) | 1;
+	if (!paired) {
+		/* the two halves apart: still armed and counted, only the disarm's guard is weaker,
+		 * and only while a peer keeps rewriting the words */
+		uint32_t *word = what == ABD_RING_WAIT_SPACE ? &r->h->space_futex : &r->h->data_futex;
+		uint32_t *arms = what == ABD_RING_WAIT_SPACE ? &r->h->space_arms : &r->h->data_arms;
+		armed_word = __atomic_fetch_or(word, 1, __ATOMIC_SEQ_CST) | 1;
+		__atomic_fetch_add(arms, 1, __ATOMIC_SEQ_CST);
+	}
 	abd__ring_flush_stats(r);
 	/* the publisher's mode, after arming and before the re-check; multi-producer commits and
 	 * multi-consumer releases are CASes and leave it 0 (fenced) */
