@@ -16,19 +16,33 @@ Errors are OSError subclasses carrying the C library's errno (TimeoutError for E
 BrokenPipeError for EPIPE, PermissionError for EPERM/EACCES, ...). Blocking calls release the
 GIL. asyncio: abd.aio (``await svc.pop()`` through the reactor's descriptor).
 
+Typed services carry one C struct per message, checked by name, size and layout hash at open
+as C (ABD_SERVICE_TYPED) and C++ (abd::service<T>) check it::
+
+    class Sample(ctypes.Structure):
+        abd_type_name = "example.sample"
+        abd_type_layout = "u64 seq; f64 value; u32 sensor; u32 check"
+        _fields_ = [("seq", ctypes.c_uint64), ("value", ctypes.c_double),
+                    ("sensor", ctypes.c_uint32), ("check", ctypes.c_uint32)]
+
+    svc = abd.open("example.samples", 5, type=Sample, role="consumer")
+    s = svc.pop()                   # a Sample
+
 Timeouts are in seconds (float); None waits forever, 0 does not wait.
 """
 import ctypes
 import dataclasses
 import errno as _errno
 import os
+import re as _re
+import struct as _struct
 import time
 
 from . import _ffi
 from ._ffi import lib
 
-__all__ = ["publish", "open", "Service", "Message", "list", "info", "watch", "Watch", "Entry",
-           "Event", "probe", "version", "library_path"]
+__all__ = ["publish", "open", "Service", "Message", "MessageType", "type_hash", "list", "info",
+           "watch", "Watch", "Entry", "Event", "probe", "version", "library_path"]
 
 _list = list  # the builtin; abd.list is the registry listing
 
@@ -79,6 +93,85 @@ _ROLES = {"producer": _ffi.SERVICE_PRODUCER, "consumer": _ffi.SERVICE_CONSUMER,
           "observer": _ffi.SERVICE_OBSERVER}
 
 
+# ---------------------------------------------------------------------------- message types
+
+_FNV_OFFSET, _FNV_PRIME, _U64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
+_TYPE_NAME = _re.compile(r"[A-Za-z0-9._:<>-]{1,64}")
+_CTYPES_BASES = (ctypes.Structure, ctypes.Union, ctypes.Array, ctypes._SimpleCData)
+
+
+def type_hash(layout):
+    """The type hash of a layout description (str or bytes): FNV-1a 64 over its bytes (UTF-8),
+    up to a NUL if there is one; the same value as C's abd_service_type_hash(layout) and C++'s
+    abd::type_hash(layout)."""
+    data = layout.encode() if isinstance(layout, str) else bytes(layout)
+    h = _FNV_OFFSET
+    for b in data.split(b"\0", 1)[0]:
+        h = ((h ^ b) * _FNV_PRIME) & _U64
+    return h
+
+
+class MessageType:
+    """The message type of a typed service: its identity (name, layout, hence size and hash)
+    and how a Python value becomes the message's bytes and back.
+
+    MessageType(name, layout, ctype): messages are instances of a ctypes type (a
+    ctypes.Structure subclass mirrors a C struct, padding included): push takes an instance,
+    pop returns a new one. MessageType(name, layout, "=QdII"): a struct module format: push
+    takes a tuple, pop returns a tuple (size struct.calcsize: spell out a C struct's padding,
+    trailing padding included, with "x"). publish and open take either this or, directly, a
+    ctypes type that carries abd_type_name and abd_type_layout as class attributes (the
+    convention of C++'s abd::message_type<T>)."""
+
+    __slots__ = ("name", "layout", "size", "hash", "ctype", "struct")
+
+    def __init__(self, name, layout, ctype_or_format):
+        if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name):
+            raise ValueError(f"abd message type name {name!r}: 1..64 characters of "
+                             "[A-Za-z0-9._:<>-]")
+        self.name, self.layout, self.hash = name, layout, type_hash(layout)
+        self.ctype = self.struct = None
+        if isinstance(ctype_or_format, (str, bytes)):
+            self.struct = _struct.Struct(ctype_or_format)
+            self.size = self.struct.size
+        elif isinstance(ctype_or_format, type) and issubclass(ctype_or_format, _CTYPES_BASES):
+            self.ctype = ctype_or_format
+            self.size = ctypes.sizeof(ctype_or_format)
+        else:
+            raise TypeError("abd.MessageType: give a ctypes type or a struct format, not "
+                            f"{ctype_or_format!r}")
+        if not 0 < self.size <= 1 << 24:  # ABD_RING_MAX_SLOT_SIZE
+            raise ValueError(f"abd message type {name}: {self.size} bytes do not fit a slot")
+
+    @classmethod
+    def of(cls, t):
+        """t itself if it is a MessageType; a ctypes type with abd_type_name and
+        abd_type_layout as a MessageType."""
+        if isinstance(t, cls):
+            return t
+        if isinstance(t, type) and issubclass(t, _CTYPES_BASES):
+            name, layout = getattr(t, "abd_type_name", None), getattr(t, "abd_type_layout", None)
+            if name is None or layout is None:
+                raise TypeError(f"abd: {t.__name__} needs the class attributes abd_type_name "
+                                "and abd_type_layout (the strings its C and C++ peers use)")
+            return cls(name, layout, t)
+        raise TypeError(f"abd: type= takes a ctypes type or an abd.MessageType, not {t!r}")
+
+    def __repr__(self):
+        how = self.ctype.__name__ if self.ctype is not None else repr(self.struct.format)
+        return (f"abd.MessageType({self.name!r}, {self.layout!r}, {how}: "
+                f"{self.size} bytes, hash {self.hash:#018x})")
+
+
+def _typed_args(type, type_name, type_size, type_hash):
+    if type is None:
+        return None, type_name, type_size, type_hash
+    if type_name is not None or type_size or type_hash:
+        raise ValueError("abd: give type= or type_name/type_size/type_hash, not both")
+    mt = MessageType.of(type)
+    return mt, mt.name, mt.size, mt.hash
+
+
 def _ids(seq):
     seq = _list(seq or ())
     if not seq:
@@ -105,39 +198,45 @@ def _config(dir, capacity=0, slot_size=0, type_name=None, type_size=0, type_hash
     return cfg, keep
 
 
-def publish(name, *, role="both", dir=None, capacity=0, slot_size=0, type_name=None,
-            type_size=0, type_hash=0, allow_uids=(), allow_gids=(), single_producer=False,
-            single_consumer=False, epoll=False):
+def publish(name, *, role="both", dir=None, capacity=0, slot_size=0, type=None,
+            type_name=None, type_size=0, type_hash=0, allow_uids=(), allow_gids=(),
+            single_producer=False, single_consumer=False, epoll=False):
     """Create a ring service and publish it as `name` (abd_service_publish).
 
     role: "producer", "consumer", "both" or "observer" (this handle's role). capacity (a power
-    of two; 0: 256) and slot_size (the largest message; 0: 256) shape the ring. type_name,
-    type_size, type_hash: the message type openers must match (type_size != 0: every message
-    is exactly that long). allow_uids/allow_gids: who else may open it (default: the same uid
-    and root). epoll: force the epoll reactor. Returns a Service; raises OSError."""
+    of two; 0: 256) and slot_size (the largest message; 0: the type's size, or 256) shape the
+    ring. type: a typed service (a ctypes type with abd_type_name and abd_type_layout, or an
+    abd.MessageType): push takes and pop returns that type, and openers must give the same
+    identity. type_name, type_size, type_hash: the same identity given by hand (type_size != 0:
+    every message is exactly that long). allow_uids/allow_gids: who else may open it (default:
+    the same uid and root). epoll: force the epoll reactor. Returns a Service; raises
+    OSError."""
     flags = _ROLES[role] | (_ffi.SERVICE_SINGLE_PRODUCER if single_producer else 0) | \
         (_ffi.SERVICE_SINGLE_CONSUMER if single_consumer else 0)
+    mt, type_name, type_size, type_hash = _typed_args(type, type_name, type_size, type_hash)
     cfg, keep = _config(dir, capacity, slot_size, type_name, type_size, type_hash,
                         allow_uids, allow_gids, epoll=epoll)
     out = ctypes.c_void_p()
     _check(lib.abd_service_publish(_enc(name), ctypes.byref(cfg), flags, ctypes.byref(out)),
            "abd_service_publish", name)
     del keep
-    return Service(out.value)
+    return Service(out.value, mt)
 
 
-def open(name, timeout=None, *, role="both", dir=None, type_name=None, type_size=0,
-         type_hash=0, publisher_uids=(), publisher_gids=(), pidfd_getfd=False,
+def open(name, timeout=None, *, role="both", dir=None, type=None, type_name=None,
+         type_size=0, type_hash=0, publisher_uids=(), publisher_gids=(), pidfd_getfd=False,
          scm_rights=False, epoll=False):
     """Open the service `name`, waiting up to `timeout` seconds (None: forever, 0: only what
     is there now) for an alive trusted publisher (abd_service_open). The wait releases the GIL.
 
-    type_*: accept only a service of this type (EPROTOTYPE otherwise). publisher_uids/gids:
+    type (as publish's), or type_name/type_size/type_hash: accept only a service of this type
+    (OSError with errno EPROTOTYPE otherwise). publisher_uids/gids:
     trust these publishers too (default: the same uid and root; 0xffffffff: anyone).
     pidfd_getfd/scm_rights force an acquisition path. Returns a Service; raises OSError
     (TimeoutError when none appeared in time)."""
     flags = _ROLES[role] | (_ffi.SERVICE_PIDFD_GETFD if pidfd_getfd else 0) | \
         (_ffi.SERVICE_SCM_RIGHTS if scm_rights else 0)
+    mt, type_name, type_size, type_hash = _typed_args(type, type_name, type_size, type_hash)
     cfg, keep = _config(dir, type_name=type_name, type_size=type_size, type_hash=type_hash,
                         publisher_uids=publisher_uids, publisher_gids=publisher_gids,
                         epoll=epoll)
@@ -145,7 +244,7 @@ def open(name, timeout=None, *, role="both", dir=None, type_name=None, type_size
     _check(lib.abd_service_open(_enc(name), ctypes.byref(cfg), flags, _ns(timeout),
                                 ctypes.byref(out)), "abd_service_open", name)
     del keep
-    return Service(out.value)
+    return Service(out.value, mt)
 
 
 def _buffer_arg(data):
@@ -212,13 +311,18 @@ class Message:
 class Service:
     """A published or opened ring service (struct abd_service). Close it (close(), or use it
     as a context manager). A handle is used by one thread at a time; its reactor belongs to
-    the thread that published or opened it (the one abd.aio must run on)."""
+    the thread that published or opened it (the one abd.aio must run on).
 
-    def __init__(self, handle):
+    message_type: the MessageType given as type= to publish or open (None: messages are
+    bytes); type: the (name, size, hash) the service was published with."""
+
+    def __init__(self, handle, message_type=None):
         self._h = handle
+        self.message_type = message_type
         st = self.stats()
         self.capacity, self.slot_size = st["capacity"], st["slot_size"]
         self._buf = ctypes.create_string_buffer(max(1, self.slot_size))
+        self._view = memoryview(self._buf).cast("B")
         self._ring = lib.abd_service_ring(handle)
         self._event_fn = None  # the ctypes callback abd.aio sets: kept alive here
         name, size, hsh = ctypes.c_char_p(), ctypes.c_uint32(), ctypes.c_uint64()
@@ -231,11 +335,44 @@ class Service:
         return self._h
 
     # ---- messages
+    def _arg(self, data):
+        """A pointer and a length for a message: an instance of the message type (typed), else
+        any bytes-like object."""
+        mt = self.message_type
+        if mt is not None:
+            if mt.ctype is not None and isinstance(data, mt.ctype):
+                return ctypes.byref(data), mt.size
+            if mt.struct is not None and isinstance(data, tuple):
+                b = mt.struct.pack(*data)
+                return b, len(b)
+            try:
+                return _buffer_arg(data)
+            except TypeError:
+                what = mt.ctype.__name__ if mt.ctype is not None else "tuple"
+                raise TypeError(f"abd service of {mt.name}: push takes a {what} (or its "
+                                f"{mt.size} bytes), not {data.__class__.__name__}") from None
+        return _buffer_arg(data)
+
+    def _decode(self, n):
+        """The message of n bytes that a pop left in self._buf: bytes, or a value of the
+        message type."""
+        mt = self.message_type
+        if mt is None:
+            return self._view[:n].tobytes()
+        if n != mt.size:  # the library checks a typed handle's sizes: a peer broke the ring
+            raise OSError(_errno.EBADMSG, f"abd_service_pop: {n} bytes, not a {mt.name}",
+                          self.name)
+        if mt.ctype is not None:
+            return mt.ctype.from_buffer_copy(self._buf)
+        return mt.struct.unpack_from(self._buf)
+
     def push(self, data, timeout=None):
-        """Push one message (a bytes-like object), waiting up to timeout seconds for space
-        (None: forever; 0: not at all). Raises BlockingIOError (EAGAIN) when full with
-        timeout 0, TimeoutError, BrokenPipeError (the publisher left), OSError(EMSGSIZE)."""
-        p, n = _buffer_arg(data)
+        """Push one message, waiting up to timeout seconds for space (None: forever; 0: not at
+        all). data: a bytes-like object; on a typed service an instance of its ctypes type or
+        a tuple for its struct format (or the message's exact bytes). Raises BlockingIOError
+        (EAGAIN) when full with timeout 0, TimeoutError, BrokenPipeError (the publisher left),
+        OSError(EMSGSIZE)."""
+        p, n = self._arg(data)
         if timeout == 0:
             r = lib.abd_service_try_push(self._handle(), p, n)
         else:
@@ -244,7 +381,7 @@ class Service:
 
     def try_push(self, data):
         """Push without waiting: True, or False when the ring is full."""
-        p, n = _buffer_arg(data)
+        p, n = self._arg(data)
         r = lib.abd_service_try_push(self._handle(), p, n)
         if r == -_errno.EAGAIN:
             return False
@@ -252,10 +389,11 @@ class Service:
         return True
 
     def pop_into(self, buffer, timeout=None):
-        """Pop one message into a writable buffer (bytearray, memoryview, array...), waiting
-        up to timeout seconds; returns its length. Raises OSError(EMSGSIZE) when the message is
-        longer than the buffer (it stays in the ring), TimeoutError, BrokenPipeError (the
-        publisher left and everything it sent was read)."""
+        """Pop one message into a writable buffer (bytearray, memoryview, array, an instance of
+        the message's ctypes type...), waiting up to timeout seconds; returns its length.
+        Raises OSError(EMSGSIZE) when the message is longer than the buffer (it stays in the
+        ring), TimeoutError, BrokenPipeError (the publisher left and everything it sent was
+        read)."""
         mv = memoryview(buffer).cast("B")
         if mv.readonly:
             raise TypeError("pop_into needs a writable buffer")
@@ -268,25 +406,38 @@ class Service:
         return _check(r, "abd_service_pop")
 
     def pop(self, timeout=None):
-        """Pop one message as bytes, waiting up to timeout seconds (None: forever; 0: not at
-        all: BlockingIOError when empty). The wait releases the GIL. Raises TimeoutError,
+        """Pop one message, waiting up to timeout seconds (None: forever; 0: not at all:
+        BlockingIOError when empty): bytes, or on a typed service a new instance of its ctypes
+        type (a tuple for a struct format). The wait releases the GIL. Raises TimeoutError,
         BrokenPipeError once the publisher left and the ring is drained (messages sent before
         it left are delivered first)."""
         h = self._handle()
+        mt = self.message_type
+        if mt is not None and mt.ctype is not None:  # straight into the new instance
+            obj = mt.ctype()
+            if timeout == 0:
+                r = lib.abd_service_try_pop(h, ctypes.byref(obj), mt.size)
+            else:
+                r = lib.abd_service_pop(h, ctypes.byref(obj), mt.size, _ns(timeout))
+            _check(r, "abd_service_pop")
+            if r != mt.size:
+                raise OSError(_errno.EBADMSG, f"abd_service_pop: {r} bytes, not a {mt.name}",
+                              self.name)
+            return obj
         if timeout == 0:
             r = lib.abd_service_try_pop(h, self._buf, self.slot_size)
         else:
             r = lib.abd_service_pop(h, self._buf, self.slot_size, _ns(timeout))
         _check(r, "abd_service_pop")
-        return ctypes.string_at(self._buf, r)
+        return self._decode(r)
 
     def try_pop(self):
-        """Pop without waiting: bytes, or None when the ring is empty."""
+        """Pop without waiting: what pop returns, or None when the ring is empty."""
         r = lib.abd_service_try_pop(self._handle(), self._buf, self.slot_size)
         if r == -_errno.EAGAIN:
             return None
         _check(r, "abd_service_try_pop")
-        return ctypes.string_at(self._buf, r)
+        return self._decode(r)
 
     def peek(self, timeout=None):
         """Pop one message in place, without copying it: a Message whose ``view`` is a

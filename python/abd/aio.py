@@ -83,7 +83,10 @@ class AsyncService:
                 if r == -_errno.EPIPE:
                     self._fail_all(_err(r, "abd_service_pop", svc.name))
             else:
-                fut.set_result(_ffi.ctypes.string_at(svc._buf, r))
+                try:
+                    fut.set_result(svc._decode(r))
+                except OSError as e:
+                    fut.set_exception(e)
         self._arm(bool(self._waiters))
 
     def _arm(self, want):
@@ -107,14 +110,14 @@ class AsyncService:
 
     # ---- messages
     async def pop(self, timeout=None):
-        """Pop one message as bytes, waiting (without blocking the loop) up to timeout
+        """Pop one message (bytes, or the message type of a typed service), waiting (without blocking the loop) up to timeout
         seconds (None: forever). Raises TimeoutError, BrokenPipeError once the publisher left
         and the ring is drained, OSError for the other errors of abd_service_try_pop."""
         svc = self.service
         if not self._waiters:
             r = lib.abd_service_try_pop(svc._handle(), svc._buf, svc.slot_size)
             if r >= 0:
-                return _ffi.ctypes.string_at(svc._buf, r)
+                return svc._decode(r)
             if r != -_errno.EAGAIN:
                 raise _err(r, "abd_service_pop", svc.name)
         fut = self._loop.create_future()
