@@ -257,6 +257,13 @@ struct abd_ring {
 	unsigned stall_lease;
 	uint32_t stall_gen, stall_pid;
 	int stall_pidfd;
+	/* Where the kernel can (IORING_OP_FUTEX_WAIT), a stalled sleep waits for our word (the
+	 * claimer's commit wakes it) and the claimer's pidfd at once, through an io_uring of this
+	 * handle made at its first such sleep (ring-wait.c, stall_uring_wait; freed with it). */
+	void *stall_uring;
+	pid_t stall_uring_tid; /* the thread that made it: its only submitter */
+	bool stall_uring_off;  /* the kernel or its policy said no: never tried again */
+	void (*stall_uring_free)(struct abd_ring *r); /* set with it: ring.c frees it through this */
 };
 
 static inline uint64_t abd__ring_checksum(const void *hdr)

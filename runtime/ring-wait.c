@@ -14,18 +14,30 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "compat/kernel.h"
+#include "config.h"
 #include "ring-internal.h"
+
+#if ABD_HAVE_LIBURING
+#include <liburing.h>
+#endif
 
 /* Behind a live participant's claim no waker owes us a wake for that participant's death (the
  * kernel drops its lease lock; nothing a futex waiter can wait on): re-check its lease after
- * 1 ms, doubling while the same claim stays in the way, up to 16 ms. */
+ * 1 ms, doubling while the same claim stays in the way, up to 16 ms. Its commit does wake us
+ * (we are announced), its exit makes its pidfd readable: where io_uring has FUTEX_WAIT the
+ * sleep waits for both at once; elsewhere it waits on the word in 1 ms steps for the first
+ * ABD__STALL_FUTEX_NS of the stall (a preempted claimer commits within a few time slices),
+ * then polls the pidfd for the rest of each back-off step (a stopped or very slow claimer's
+ * commit is then seen at the end of the step, its death at once). */
 #define ABD__STALL_POLL_NS 1000000
 #define ABD__STALL_POLL_MAX_SHIFT 4
+#define ABD__STALL_FUTEX_NS 8000000
 #define ABD__SPIN 128 /* most try-op iterations before sleeping */
 #define ABD__SPIN_MIN 16 /* fewest: enough to catch a busy peer's answer on another CPU */
 #define ABD__YIELD_BACKOFF_MAX 63 /* most yield hints ignored after fruitless yields */
@@ -333,12 +345,139 @@ static int stall_pidfd(struct abd_ring *r)
 	return r->stall_pidfd;
 }
 
+#if ABD_HAVE_LIBURING
+enum { STALL_WORD = 1, STALL_PIDFD = 2, STALL_CANCEL = 3 };
+
+static void stall_uring_free(struct abd_ring *r)
+{
+	if (!r->stall_uring)
+		return;
+	io_uring_queue_exit(r->stall_uring);
+	free(r->stall_uring);
+	r->stall_uring = NULL;
+}
+
+/* The handle's io_uring for stalled sleeps, made by the calling thread (its single issuer, with
+ * deferred task work: no task work is ever queued on the thread outside our own wait), or NULL
+ * where the kernel or its policy has no IORING_OP_FUTEX_WAIT. */
+static struct io_uring *stall_uring(struct abd_ring *r)
+{
+	pid_t tid = gettid();
+	if (r->stall_uring && r->stall_uring_tid != tid)
+		stall_uring_free(r); /* another thread uses the handle now */
+	if (r->stall_uring || r->stall_uring_off)
+		return r->stall_uring;
+	if (abd_choose_backend() != ABD_BACKEND_IO_URING ||
+	    abd_probe_has(ABD_FEAT_URING_FUTEX_WAIT) != 1) {
+		r->stall_uring_off = true;
+		return NULL;
+	}
+	struct io_uring *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL; /* this sleep takes the other way; the next one tries again */
+	int e = io_uring_queue_init(4, u, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+	if (e < 0) {
+		free(u);
+		if (e != -ENOMEM && e != -EMFILE && e != -ENFILE)
+			r->stall_uring_off = true;
+		return NULL;
+	}
+	r->stall_uring = u;
+	r->stall_uring_tid = tid;
+	r->stall_uring_free = stall_uring_free;
+	return u;
+}
+
+/* Behind a live claim: sleep until our word is woken (the claimer committed), the claimer's
+ * pidfd says it exited, or tsp (relative; NULL: no limit). Returns 0 (slept: the caller
+ * re-checks), -EINTR, or 1 when there is no such io_uring (the caller sleeps another way).
+ * Whatever ended the wait, both requests are cancelled and reaped before returning. */
+static int stall_uring_wait(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value,
+                            int pfd, const struct timespec *tsp)
+{
+	struct io_uring *u = stall_uring(r);
+	if (!u)
+		return 1;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(u);
+	/* liburing 2.3 has no helper: fd = futex2 flags (shared word), addr = word, addr2 = value */
+	io_uring_prep_rw(ABD_IORING_OP_FUTEX_WAIT, sqe, ABD_FUTEX2_SIZE_U32,
+	                 &r->leases[r->lease].wake[what], 0, value);
+	sqe->addr3 = ABD_FUTEX_BITSET_MATCH_ANY;
+	io_uring_sqe_set_data64(sqe, STALL_WORD);
+	sqe = io_uring_get_sqe(u);
+	io_uring_prep_poll_add(sqe, pfd, POLLIN);
+	io_uring_sqe_set_data64(sqe, STALL_PIDFD);
+	struct __kernel_timespec kts, *kp = NULL;
+	if (tsp) {
+		kts.tv_sec = tsp->tv_sec;
+		kts.tv_nsec = tsp->tv_nsec;
+		kp = &kts;
+	}
+	struct io_uring_cqe *cqe;
+	int e = io_uring_submit_and_wait_timeout(u, &cqe, 1, kp, NULL);
+	if (e < 0 && e != -ETIME && e != -EINTR) {
+		/* not even submitted, or the ring is unusable: drop it, sleep the other way */
+		if (io_uring_sq_ready(u) > 0) {
+			stall_uring_free(r);
+			r->stall_uring_off = true;
+			return 1;
+		}
+	}
+	bool interrupted = e == -EINTR;
+	/* reap: both requests end (completed or cancelled) before we return */
+	unsigned pending = STALL_WORD | STALL_PIDFD, cancels = 0;
+	for (bool cancelled = false; pending || cancels;) {
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(u, head, cqe) {
+			uint64_t d = io_uring_cqe_get_data64(cqe);
+			if (d == STALL_CANCEL)
+				cancels--;
+			else if (d == STALL_WORD || d == STALL_PIDFD)
+				pending &= ~(unsigned)d;
+			if (d == STALL_PIDFD && cqe->res > 0)
+				r->stall_exited = true; /* the re-check decides; no second hint from it */
+			n++;
+		}
+		io_uring_cq_advance(u, n);
+		if (!pending && !cancels)
+			break;
+		if (!cancelled && pending) {
+			for (unsigned d = STALL_WORD; d <= STALL_PIDFD; d++) {
+				if (!(pending & d))
+					continue;
+				sqe = io_uring_get_sqe(u);
+				io_uring_prep_cancel64(sqe, d, 0);
+				io_uring_sqe_set_data64(sqe, STALL_CANCEL);
+				cancels++;
+			}
+			cancelled = true;
+		}
+		e = io_uring_submit_and_wait(u, 1);
+		if (e == -EINTR)
+			interrupted = true;
+		else if (e < 0) {
+			/* cannot reap: the ring goes (its exit cancels what is left) */
+			stall_uring_free(r);
+			r->stall_uring_off = true;
+			break;
+		}
+	}
+	return interrupted ? -EINTR : 0;
+}
+#else
+static int stall_uring_wait(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value,
+                            int pfd, const struct timespec *tsp)
+{
+	(void)r, (void)what, (void)value, (void)pfd, (void)tsp;
+	return 1;
+}
+#endif
+
 /* Sleep on our own word for at most ns (-1: no limit). Returns 0 (woken, timed out or
  * spurious: the caller re-checks) or -EINTR. Behind a live participant's claim (the caller's
- * limit is then the stall back-off, stuck) the claimer's commit or death is what we wait for:
- * with a pidfd of it, the sleep is a poll of that pidfd, so that its death ends the sleep when
- * the kernel reports it (its commit is seen at the end of the back-off step); without one, a
- * sleep on our word (its commit wakes us, its death is seen at the end of the step). */
+ * limit is then the stall back-off, stuck) the claimer's commit or death is what we wait for
+ * (ABD__STALL_FUTEX_NS says how): the pidfd is a pid from shared memory, a hint that can only
+ * end a sleep early; the lease decides. */
 static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t value, int64_t ns)
 {
 	struct timespec ts, *tsp = NULL;
@@ -354,13 +493,22 @@ static int sleep_on(struct abd_ring *r, enum abd_ring_wait_for what, uint32_t va
 		if (pfd == -ESRCH)
 			return 0;
 		if (pfd >= 0) {
-			struct pollfd p = { .fd = pfd, .events = POLLIN };
-			int e = ppoll(&p, 1, tsp, NULL);
-			if (e < 0 && errno == EINTR)
-				return -EINTR;
-			if (e > 0)
-				r->stall_exited = true; /* the re-check decides; no second hint from it */
-			return 0;
+			int e = stall_uring_wait(r, what, value, pfd, tsp);
+			if (e <= 0)
+				return e;
+			if (abd__ring_now_ns() - r->stuck_since >= ABD__STALL_FUTEX_NS) {
+				struct pollfd p = { .fd = pfd, .events = POLLIN };
+				e = ppoll(&p, 1, tsp, NULL);
+				if (e < 0 && errno == EINTR)
+					return -EINTR;
+				if (e > 0)
+					r->stall_exited = true;
+				return 0;
+			}
+			if (ns > ABD__STALL_POLL_NS) { /* early in the stall: the word, 1 ms at a time */
+				ts.tv_sec = 0;
+				ts.tv_nsec = ABD__STALL_POLL_NS;
+			}
 		}
 	}
 	if (r->use_futex) {

@@ -62,6 +62,8 @@ static int reopen_private(int fd)
 static void ring_close(struct abd_ring *r)
 {
 	abd__close(r->stall_pidfd);
+	if (r->stall_uring_free)
+		r->stall_uring_free(r);
 	if (r->base)
 		munmap(r->base, r->map_size);
 	abd__close(r->shfd);

@@ -527,6 +527,76 @@ ABD_TEST(ring_procs, slow_live_consumer_keeps_its_slot)
 	alarm(0);
 }
 
+/* A waiter behind a live producer's claim is woken by that producer's commit, however long the
+ * stall has lasted: it does not sleep out its back-off step (up to 16 ms) first. The producer
+ * commits 35 ms into the stall, inside a 16 ms step (1+2+4+8+16 ms end at 31, the next at 47);
+ * a waiter that only polls the producer's pidfd returns about 12 ms late. */
+struct late_commit {
+	int memfd;
+	int sock;
+};
+
+static int commit_late(void *arg)
+{
+	struct late_commit *lc = arg;
+	child_setup();
+	struct abd_ring *r;
+	if (abd_ring_attach(lc->memfd, -1, NULL, ABD_RING_PRODUCER, &r) < 0)
+		return 1;
+	void *w;
+	if (abd_ring_try_reserve(r, &w) < 0)
+		return 2;
+	uint64_t t = abd_test_now_ns();
+	if (write(lc->sock, &t, sizeof(t)) != sizeof(t))
+		return 3;
+	struct timespec d = { 0, 35000000 };
+	nanosleep(&d, NULL);
+	memcpy(w, "A", 1);
+	t = abd_test_now_ns();
+	int e = abd_ring_commit(r, w, 1);
+	if (write(lc->sock, &t, sizeof(t)) != sizeof(t))
+		return 4;
+	struct timespec hold = { 0, 100000000 }; /* alive while the parent looks */
+	nanosleep(&hold, NULL);
+	abd_ring_free(r);
+	return e == 0 ? 0 : 5;
+}
+
+ABD_TEST(ring_procs, a_commit_behind_a_stall_wakes_the_waiter)
+{
+	watchdog();
+	abd_test_require(ABD_FEAT_PIDFD_OPEN);
+	abd_test_require(ABD_FEAT_URING_FUTEX_WAIT);
+	if (abd_choose_backend() != ABD_BACKEND_IO_URING)
+		cr_skip_test("profile %s: io_uring is not the backend here; a stalled waiter then "
+		             "watches the word for the first 8 ms of the stall only (docs/ring.md §5)",
+		             abd_test_profile());
+	struct abd_ring *r;
+	cr_assert_eq(abd_ring_new(8, 8, 0, NULL, &r), 0);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct late_commit lc = { abd_ring_fd(r), sv[1] };
+	pid_t c = abd_test_fork(commit_late, &lc);
+	uint64_t reserved, committed;
+	cr_assert_eq(read(sv[0], &reserved, sizeof(reserved)), (ssize_t)sizeof(reserved));
+	cr_assert_eq(abd_ring_try_push(r, "b", 1), 0, "a committed message behind the live claim");
+	char b[8];
+	cr_assert_eq(abd_ring_pop(r, b, sizeof(b), 5000000000ll), 1);
+	uint64_t back = abd_test_now_ns();
+	cr_assert_eq(b[0], 'A', "the claimer's message first");
+	cr_assert_eq(read(sv[0], &committed, sizeof(committed)), (ssize_t)sizeof(committed));
+	cr_assert_geq(back, committed);
+	cr_assert_lt(back - committed, 6000000u,
+	             "the pop returned %.1f ms after the commit (%.1f ms into the stall): it slept "
+	             "out its back-off step instead of being woken",
+	             (double)(back - committed) / 1e6, (double)(committed - reserved) / 1e6);
+	cr_assert_eq(abd_test_wait(c), 0);
+	close(sv[0]);
+	close(sv[1]);
+	abd_ring_free(r);
+	alarm(0);
+}
+
 /* ---- Nothing committed is lost when the service ends (docs/protocol.md) ---- */
 
 #define DRAIN_N 10
