@@ -35,6 +35,7 @@ LAYERS = [
                      "runtime/registry-internal.h", "include/abd/registry.h"]),
     ("ring", 1, ["runtime/ring-lease.c", "runtime/ring.c", "runtime/ring-wait.c", "runtime/ring-recover.c",
                  "runtime/ring-internal.h", "include/abd/ring.h"]),
+    ("rpc", 2, ["runtime/rpc.c", "runtime/rpc-internal.h"]),
     ("reactor", 2, ["runtime/reactor.c", "runtime/reactor-uring.c", "compat/reactor-epoll.c",
                     "compat/futex-thread.c", "compat/futex-thread.h",
                     "runtime/reactor-internal.h", "include/abd/reactor.h"]),
