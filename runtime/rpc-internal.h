@@ -39,12 +39,14 @@ struct abd__rpc_hdr {
 	uint32_t cell_size;     /* largest response */
 	uint32_t cell_stride;   /* round_up(32 + cell_size, 64) */
 	uint64_t mailbox_stride; /* 64 + cells * cell_stride */
-	uint64_t total_size;    /* 128 + mailboxes * mailbox_stride */
-	uint64_t checksum;      /* FNV-1a 64 of bytes 0..63 */
-	uint8_t pad[128 - 72];
+	uint64_t reserved0;     /* zero */
+	uint64_t total_size;    /* 128 + mailboxes * mailbox_stride (offset 64, as in a ring) */
+	uint64_t checksum;      /* FNV-1a 64 of bytes 0..71 */
+	uint8_t pad[128 - 80];
 };
 _Static_assert(sizeof(struct abd__rpc_hdr) == ABD__RPC_HEADER_SIZE, "two lines");
-_Static_assert(offsetof(struct abd__rpc_hdr, checksum) == 64, "checksum after 64 bytes");
+_Static_assert(offsetof(struct abd__rpc_hdr, total_size) == 64, "the size where a ring has it");
+_Static_assert(offsetof(struct abd__rpc_hdr, checksum) == 72, "checksum after 72 bytes");
 
 /* Line 0 of a mailbox: the word its client sleeps on, bumped after every response written
  * into the mailbox; responses: how many were written (statistics). */

@@ -311,7 +311,7 @@ int abd__rpc_client_new(struct abd_ring *ring, int resp_fd, struct abd__rpc_clie
 	    h.header_size != ABD__RPC_HEADER_SIZE || h.checksum != abd__rpc_checksum(&h) ||
 	    geometry_for(h.mailboxes, h.cells, h.cell_size, &g) < 0 ||
 	    h.mailboxes != ring->lease_count || h.cell_stride != g.cell_stride ||
-	    h.mailbox_stride != g.mailbox_stride || h.total_size != g.total ||
+	    h.mailbox_stride != g.mailbox_stride || h.reserved0 || h.total_size != g.total ||
 	    g.total != (uint64_t)st.st_size)
 		e = -EPROTO;
 	else if (memcmp(h.nonce, ring->nonce, sizeof(h.nonce)) != 0)

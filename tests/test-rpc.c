@@ -615,3 +615,78 @@ ABD_TEST(rpc, a_hostile_client_gets_no_forged_answer_delivered_and_stalls_nobody
 	munmap(counts, 8 * sizeof(int));
 	server_stop(&sv);
 }
+
+/* ---- a client checks the response file before it uses it ---- */
+
+/* A copy of the server's response file with one header field changed (checksum fixed up
+ * unless told otherwise), sealed as a server would seal it. */
+static int forged_file(int real, size_t size, size_t off, uint64_t value, size_t width,
+                       bool fix_checksum)
+{
+	int fd = memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+	struct abd__rpc_hdr h;
+	cr_assert_eq(pread(real, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	memcpy((unsigned char *)&h + off, &value, width);
+	if (fix_checksum)
+		h.checksum = abd__rpc_checksum(&h);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+	                                        F_SEAL_SEAL), 0);
+	return fd;
+}
+
+ABD_TEST(rpc, a_client_refuses_a_forged_response_file)
+{
+	watchdog();
+	struct server sv = server_start(0);
+	struct stat st;
+	cr_assert_eq(fstat(sv.resp_fd, &st), 0);
+	size_t size = (size_t)st.st_size;
+	struct abd_ring *ring;
+	cr_assert_eq(abd_ring_attach(sv.ring_fd, -1, NULL, ABD_RING_PRODUCER, &ring), 0);
+	struct abd__rpc_client *c = NULL;
+	/* the real one, copied: accepted */
+	int fd = forged_file(sv.resp_fd, size, 0, ABD__RPC_MAGIC, 8, true);
+	cr_expect_eq(abd__rpc_client_new(ring, fd, &c), 0);
+	abd__rpc_client_free(c);
+	close(fd);
+	const struct {
+		size_t off, width;
+		uint64_t value;
+		bool fix;
+		int want;
+	} cases[] = {
+		{ offsetof(struct abd__rpc_hdr, magic), 8, 0x4141414141414141ull, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, version), 4, 2, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, mailboxes), 4, 64, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, cells), 4, 0, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, cells), 4, 1000, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, cell_size), 4, 1u << 30, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, cell_stride), 4, 64, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, mailbox_stride), 8, 64, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, total_size), 8, 1ull << 40, true, -EPROTO },
+		{ offsetof(struct abd__rpc_hdr, version), 4, 1, false, 0 }, /* unchanged: sanity */
+		{ offsetof(struct abd__rpc_hdr, cells), 4, 9, false, -EPROTO }, /* bad checksum */
+		{ offsetof(struct abd__rpc_hdr, nonce), 8, 12345, true, -ESTALE },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fd = forged_file(sv.resp_fd, size, cases[i].off, cases[i].value, cases[i].width,
+		                 cases[i].fix);
+		c = NULL;
+		int e = abd__rpc_client_new(ring, fd, &c);
+		cr_expect_eq(e, cases[i].want, "case %zu: %d", i, e);
+		abd__rpc_client_free(c);
+		close(fd);
+	}
+	/* a file larger than a response file may be (sparse: costs nothing) */
+	fd = memfd_create("huge", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_eq(ftruncate(fd, (off_t)4 << 40), 0);
+	cr_assert_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE |
+	                                        F_SEAL_SEAL), 0);
+	cr_expect_eq(abd__rpc_client_new(ring, fd, &c), -EFBIG);
+	close(fd);
+	abd_ring_free(ring);
+	server_stop(&sv);
+}
