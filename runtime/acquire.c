@@ -27,6 +27,7 @@
  * an 8-byte magic, the 128-bit nonce at offset 16, the file's total size at offset 64. Read
  * with pread, never mapped, before anything trusts it. */
 #define SHM_MAGIC "ABDRING1"
+#define SHM_BCAST_MAGIC "ABDBCST1"
 #define SHM_NONCE_OFF 16
 #define SHM_SIZE_OFF 64
 #define SHM_HEADER_MIN 512
@@ -778,7 +779,9 @@ static int verify_memfd(int fd, const uint8_t *nonce, uint64_t *size)
 		return got < 0 ? -errno : -EPROTO;
 	uint64_t total;
 	memcpy(&total, h + SHM_SIZE_OFF, 8);
-	if (memcmp(h, SHM_MAGIC, 8) != 0 || total != (uint64_t)st.st_size)
+	/* a ring, or a broadcast channel's data file (the same offsets: bcast.c) */
+	if ((memcmp(h, SHM_MAGIC, 8) != 0 && memcmp(h, SHM_BCAST_MAGIC, 8) != 0) ||
+	    total != (uint64_t)st.st_size)
 		return -EPROTO;
 	if (memcmp(h + SHM_NONCE_OFF, nonce, ABD_INSTANCE_SIZE) != 0)
 		return -ESTALE;

@@ -26,6 +26,7 @@
 #include "internal.h"
 #include "reactor-internal.h"
 #include "ring-internal.h"
+#include "service-internal.h"
 
 #define SERVICE_PROTO "ring/2"
 /* Blocking waits sleep in the service's reactor, on a futex source of the handle's own word
@@ -40,8 +41,6 @@
 #define CLOSED_LOOK_NS (100ll * 1000 * 1000)
 /* A blocking wait sleeps this long on the plain futex before it moves into the reactor. */
 #define FIRST_NS (1000ll * 1000)
-/* An opener remembers this many failed candidates (the oldest retry is forgotten first). */
-#define FAILED_MAX 16
 /* Back-off of a candidate that failed for a passing reason (alive but not answering: no
  * kernel event says when it starts to): first retry, and the cap. */
 #define RETRY_FIRST_NS (1000ll * 1000)
@@ -49,63 +48,6 @@
 /* Closed word values in the ring header (docs/ring.md line 7). */
 enum { CLOSED_OPEN = 0, CLOSED_WITHDRAWN = 1, CLOSED_DIED = 2 };
 
-struct abd_service {
-	char name[ABD_SERVICE_MAX + 1];
-	char record_name[ABD_RECORD_NAME_MAX + 1];
-	char type_name[ABD_SERVICE_TYPE_MAX + 1];
-	uint32_t type_size; /* the service's type size (0: variable) */
-	uint64_t type_hash;
-	uint32_t msg_size; /* every message of this handle has exactly this size (0: any) */
-	bool publisher;
-	unsigned roles; /* ABD_RING_PRODUCER / ABD_RING_CONSUMER bits; 0 for an observer */
-	pid_t pub_pid;
-	int closed; /* 0, -ESHUTDOWN or -ECONNRESET: what this handle learnt */
-	int64_t hint_checked_ns; /* opener: when the registry last denied the header's closed word */
-
-	struct abd_registry *reg;
-	struct abd_reactor *reactor;
-	bool own_reactor;
-	struct abd_ring *ring;
-
-	/* publisher */
-	struct abd_publication *pub;
-	struct abd_acquire_server *srv;
-	struct abd_source *srv_src;
-
-	/* opener */
-	struct abd_watch *watch;
-	struct abd_source *watch_src;
-	bool changed; /* open: an event named our service */
-	/* open: candidates that failed, passed over (lookup's skip list) until retry_ns (final:
-	 * for the rest of the open) or until the registry says they left */
-	struct failed_candidate {
-		uint8_t instance[ABD_INSTANCE_SIZE];
-		int64_t retry_ns;  /* INT64_MAX: failed for good */
-		int64_t backoff_ns;
-	} failed[FAILED_MAX];
-	unsigned nfailed;
-	int final_err; /* the first error of a candidate that failed for good */
-
-	/* events */
-	abd_service_event_fn *fn;
-	void *ud;
-	struct abd_source *closed_src;
-	bool closed_delivered;
-	bool in_event, close_pending;
-	unsigned depth; /* blocking calls in progress (they may run the reactor) */
-	/* READABLE */
-	struct abd_source *rd_futex, *rd_timer, *rd_defer;
-	bool rd_waiting;
-	/* blocking push (SPACE) and pop (DATA) asleep in the reactor: io_uring FUTEX_WAIT sources
-	 * on the ring's words, one-shot, fired[] set by their callback */
-	struct abd_source *blk_src[2];
-	bool blk_fired[2];
-	bool blk_nofutex; /* the reactor could not make a futex source (no thread or eventfd) */
-
-	/* publisher: on the list of this process's publications */
-	uint8_t instance[ABD_INSTANCE_SIZE];
-	struct abd_service *next_local;
-};
 
 /* This process's publishers. An opener of a service published by its own process attaches
  * to the ring directly: a handshake with itself would wait for a server that only runs when
@@ -148,12 +90,14 @@ static int local_attach(const uint8_t *instance, unsigned flags, struct abd_ring
 	return r;
 }
 
-static int64_t now_ns(void)
+int64_t abd__service_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+#define now_ns abd__service_now_ns
 
 static bool type_name_valid(const char *s)
 {
@@ -190,17 +134,32 @@ static void wake_all(struct abd_ring *r)
 
 static inline bool shared_closed(const struct abd_service *svc) ABD_NONBLOCKING
 {
+	if (abd__unlikely(svc->kind == ABD__SERVICE_BCAST)) {
+		ABD__RTSAN_EXEMPT_BEGIN; /* one load */
+		bool c = abd__bcast_closed(svc->bc);
+		ABD__RTSAN_EXEMPT_END;
+		return c;
+	}
 	return abd__load(&svc->ring->h->closed, RELAXED) != CLOSED_OPEN;
+}
+
+/* The service has its channel (an opener: it opened). */
+static inline bool opened(const struct abd_service *svc)
+{
+	return svc->ring || svc->bc;
 }
 
 /* What the header's closed word says (a hint: any participant can write it). */
 static int hint_status(const struct abd_service *svc)
 {
+	if (svc->kind == ABD__SERVICE_BCAST)
+		return -ESHUTDOWN;
 	uint32_t w = abd__load(&svc->ring->h->closed, ACQUIRE);
 	return w == CLOSED_OPEN ? 0 : w == CLOSED_DIED ? -ECONNRESET : -ESHUTDOWN;
 }
 
 static bool hint_confirmed(struct abd_service *svc);
+static void mark_closed(struct abd_service *svc, int status);
 
 /* The closed word in the ring header is shared memory: any participant, a hostile one too, can
  * store "closed" there. The publisher's own state is its own (svc->closed, set only by its
@@ -212,6 +171,13 @@ static inline bool is_closed(struct abd_service *svc) ABD_NONBLOCKING
 		return true;
 	if (abd__likely(svc->publisher || !shared_closed(svc)))
 		return false;
+	/* a broadcast channel's closed word is the publisher's alone (sealed data file) */
+	if (svc->kind == ABD__SERVICE_BCAST) {
+		ABD__RTSAN_EXEMPT_BEGIN;
+		mark_closed(svc, -ESHUTDOWN);
+		ABD__RTSAN_EXEMPT_END;
+		return true;
+	}
 	/* the registry's word on it: openat + F_OFD_GETLK, which never sleep */
 	ABD__RTSAN_EXEMPT_BEGIN;
 	bool c = hint_confirmed(svc);
@@ -240,6 +206,15 @@ static void mark_closed(struct abd_service *svc, int status)
 {
 	if (svc->closed)
 		return;
+	if (svc->kind == ABD__SERVICE_BCAST) {
+		/* subscribers cannot write the data file: each learns it from its own watch (or
+		 * the publisher's closed word); blocked calls of this handle look when the
+		 * reactor's turn that brought the news returns */
+		abd__bcast_set_closed(svc->bc);
+		svc->closed = status;
+		deliver_closed_later(svc);
+		return;
+	}
 	uint32_t expect = CLOSED_OPEN;
 	uint32_t want = status == -ECONNRESET ? CLOSED_DIED : CLOSED_WITHDRAWN;
 	if (!abd__cas(&svc->ring->h->closed, &expect, want, SEQ_CST))
@@ -298,13 +273,13 @@ static void on_watch(void *ud, enum abd_event_type type, const struct abd_entry 
 	if (type == ABD_EVENT_OVERFLOW) {
 		/* events were lost (the rescan that follows an overflow reports what it finds):
 		 * an opener looks again rather than trust that the rescan saw everything */
-		if (!svc->ring)
+		if (!opened(svc))
 			svc->changed = true;
 		return;
 	}
 	if (!e->name)
 		return;
-	if (svc->ring) {
+	if (opened(svc)) {
 		if (strcmp(e->name, svc->record_name) != 0)
 			return;
 		if (type == ABD_EVENT_DIED)
@@ -337,7 +312,7 @@ static void watch_cb(abd__unused struct abd_source *src, int status, enum abd_ev
 	/* The source is inactive now. The directory itself went away: nobody can find the
 	 * service any more, call it withdrawn. Other failures (ENOMEM...) leave the ring's closed
 	 * word, which the publisher and other openers still set, as the only news. */
-	if (status == -EIDRM && svc->ring)
+	if (status == -EIDRM && opened(svc))
 		mark_closed(svc, -ESHUTDOWN);
 }
 
@@ -396,7 +371,7 @@ static unsigned ring_roles(unsigned flags)
 	(ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER | ABD_SERVICE_SINGLE_PRODUCER |         \
 	 ABD_SERVICE_SINGLE_CONSUMER | ABD_SERVICE_OBSERVER)
 
-static int add_meta_u64(struct abd_record *rec, const char *key, bool hex, uint64_t v)
+int abd__service_add_meta_u64(struct abd_record *rec, const char *key, bool hex, uint64_t v)
 {
 	char buf[32];
 	if (hex)
@@ -406,14 +381,20 @@ static int add_meta_u64(struct abd_record *rec, const char *key, bool hex, uint6
 	return abd_record_add_meta(rec, key, buf);
 }
 
-int abd_service_publish(const char *name, const struct abd_service_config *cfg, unsigned flags,
-                        struct abd_service **out)
+static int publish(const char *name, const struct abd_service_config *cfg,
+                   const struct abd_broadcast_opts *bopts, enum abd__service_kind kind,
+                   unsigned flags, struct abd_service **out)
 {
 	static const struct abd_service_config defaults;
 	abd__check(out, -EINVAL);
 	*out = NULL;
 	abd__check(name && abd_service_name_valid(name), -EINVAL);
 	abd__check(!(flags & ~PUBLISH_FLAGS), -EINVAL);
+	/* a broadcast publisher is its channel's one producer */
+	abd__check(kind != ABD__SERVICE_BCAST ||
+	                   !(flags & (ABD_SERVICE_CONSUMER | ABD_SERVICE_SINGLE_PRODUCER |
+	                              ABD_SERVICE_SINGLE_CONSUMER)),
+	           -EINVAL);
 	/* an observer holds no role; in a single-producer/consumer ring every handle holds one */
 	abd__check(!(flags & ABD_SERVICE_OBSERVER) ||
 	                   !(flags & (ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER |
@@ -428,18 +409,23 @@ int abd_service_publish(const char *name, const struct abd_service_config *cfg, 
 	uint32_t slot = cfg->slot_size ? cfg->slot_size
 	                : cfg->type_size ? cfg->type_size : ABD_SERVICE_DEFAULT_SLOT_SIZE;
 	abd__check(cap >= 2 && cap <= ABD_RING_MAX_CAPACITY && !(cap & (cap - 1)), -EINVAL);
-	abd__check(slot >= 1 && slot <= ABD_RING_MAX_SLOT_SIZE, -EINVAL);
+	abd__check(slot >= 1 && slot <= (kind == ABD__SERVICE_BCAST ? ABD_BROADCAST_MAX_PAYLOAD
+	                                                          : ABD_RING_MAX_SLOT_SIZE),
+	           -EINVAL);
 	abd__check(cfg->type_size <= slot, -EINVAL);
 
 	struct abd_service *svc = calloc(1, sizeof(*svc));
 	if (!svc)
 		return -ENOMEM;
 	svc->publisher = true;
+	svc->kind = kind;
 	snprintf(svc->name, sizeof(svc->name), "%s", name);
 	snprintf(svc->type_name, sizeof(svc->type_name), "%s", cfg->type_name ? cfg->type_name : "");
 	svc->type_size = svc->msg_size = cfg->type_size;
 	svc->type_hash = cfg->type_hash;
 	svc->roles = ring_roles(flags);
+	if (kind == ABD__SERVICE_BCAST && !(flags & ABD_SERVICE_OBSERVER))
+		svc->roles = ABD_RING_PRODUCER;
 	svc->pub_pid = getpid();
 
 	struct abd_record *rec = NULL;
@@ -455,29 +441,32 @@ int abd_service_publish(const char *name, const struct abd_service_config *cfg, 
 		goto fail;
 	}
 	nonce[0] |= 1; /* never all zero */
-	r = abd_ring_new(cap, slot, modes | svc->roles, nonce, &svc->ring);
-	if (r == 0 && !svc->roles) /* an observer: counted by nobody */
-		abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
-	if (r == 0)
-		r = abd_record_new(name, &rec);
+	r = abd_record_new(name, &rec);
 	if (r == 0)
 		r = abd_record_set_instance(rec, nonce);
-	if (r == 0)
-		r = abd_record_add_fd(rec, "ring", abd_ring_fd(svc->ring), ABD_FD_MEMFD);
-	if (r == 0 && abd_ring_wait_fd(svc->ring) >= 0)
-		r = abd_record_add_fd(rec, "wake", abd_ring_wait_fd(svc->ring), ABD_FD_EVENTFD);
-	if (r == 0)
-		r = abd_record_add_meta(rec, "abd.service", SERVICE_PROTO);
-	if (r == 0)
-		r = add_meta_u64(rec, "abd.capacity", false, cap);
-	if (r == 0)
-		r = add_meta_u64(rec, "abd.slot_size", false, slot);
+	if (r == 0 && kind == ABD__SERVICE_BCAST) {
+		r = abd__sbc_create(svc, cfg, bopts, flags, nonce, rec);
+	} else if (r == 0) {
+		r = abd_ring_new(cap, slot, modes | svc->roles, nonce, &svc->ring);
+		if (r == 0 && !svc->roles) /* an observer: counted by nobody */
+			abd__store(&svc->ring->leases[svc->ring->lease].roles, 0u, RELAXED);
+		if (r == 0)
+			r = abd_record_add_fd(rec, "ring", abd_ring_fd(svc->ring), ABD_FD_MEMFD);
+		if (r == 0 && abd_ring_wait_fd(svc->ring) >= 0)
+			r = abd_record_add_fd(rec, "wake", abd_ring_wait_fd(svc->ring), ABD_FD_EVENTFD);
+		if (r == 0)
+			r = abd_record_add_meta(rec, "abd.service", SERVICE_PROTO);
+		if (r == 0)
+			r = abd__service_add_meta_u64(rec, "abd.capacity", false, cap);
+		if (r == 0)
+			r = abd__service_add_meta_u64(rec, "abd.slot_size", false, slot);
+	}
 	if (r == 0)
 		r = abd_record_add_meta(rec, "abd.type", svc->type_name);
 	if (r == 0)
-		r = add_meta_u64(rec, "abd.type_size", false, svc->type_size);
+		r = abd__service_add_meta_u64(rec, "abd.type_size", false, svc->type_size);
 	if (r == 0)
-		r = add_meta_u64(rec, "abd.type_hash", true, svc->type_hash);
+		r = abd__service_add_meta_u64(rec, "abd.type_hash", true, svc->type_hash);
 	if (r == 0)
 		r = abd_acquire_server_new(svc->reg, 0, &svc->srv);
 	for (unsigned i = 0; r == 0 && i < cfg->n_allow_uids; i++)
@@ -513,13 +502,26 @@ fail:
 	return r;
 }
 
+int abd_service_publish(const char *name, const struct abd_service_config *cfg, unsigned flags,
+                        struct abd_service **out)
+{
+	return publish(name, cfg, NULL, ABD__SERVICE_RING, flags, out);
+}
+
+int abd_service_publish_broadcast(const char *name, const struct abd_service_config *cfg,
+                                  const struct abd_broadcast_opts *opts, unsigned flags,
+                                  struct abd_service **out)
+{
+	return publish(name, cfg, opts, ABD__SERVICE_BCAST, flags, out);
+}
+
 /* ------------------------------------------------------------------ open -- */
 
 #define OPEN_FLAGS                                                                     \
 	(ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER | ABD_SERVICE_PIDFD_GETFD |             \
 	 ABD_SERVICE_SCM_RIGHTS | ABD_SERVICE_OBSERVER)
 
-static bool meta_u64(const struct abd_record *rec, const char *key, int base, uint64_t *v)
+bool abd__service_meta_u64(const struct abd_record *rec, const char *key, int base, uint64_t *v)
 {
 	const char *s = abd_record_meta(rec, key);
 	if (!s || !*s)
@@ -539,11 +541,20 @@ static int check_record(struct abd_service *svc, const struct abd_record *rec,
 {
 	const char *proto = abd_record_meta(rec, "abd.service");
 	const char *tname = abd_record_meta(rec, "abd.type");
-	uint64_t cap, slot, tsize, thash;
-	if (!proto || strcmp(proto, SERVICE_PROTO) != 0 || !tname ||
-	    !meta_u64(rec, "abd.capacity", 10, &cap) || !meta_u64(rec, "abd.slot_size", 10, &slot) ||
-	    !meta_u64(rec, "abd.type_size", 10, &tsize) ||
-	    !meta_u64(rec, "abd.type_hash", 16, &thash) || strlen(tname) > ABD_SERVICE_TYPE_MAX ||
+	uint64_t cap, slot = 0, tsize, thash;
+	svc->kind = proto && strcmp(proto, ABD__SBC_PROTO) == 0 ? ABD__SERVICE_BCAST
+	                                                         : ABD__SERVICE_RING;
+	if (svc->kind == ABD__SERVICE_BCAST) {
+		int r = abd__sbc_check_record(svc, rec, &slot);
+		if (r < 0)
+			return r;
+	} else if (!proto || strcmp(proto, SERVICE_PROTO) != 0 ||
+	           !abd__service_meta_u64(rec, "abd.capacity", 10, &cap) ||
+	           !abd__service_meta_u64(rec, "abd.slot_size", 10, &slot)) {
+		return -EPROTONOSUPPORT;
+	}
+	if (!tname || !abd__service_meta_u64(rec, "abd.type_size", 10, &tsize) ||
+	    !abd__service_meta_u64(rec, "abd.type_hash", 16, &thash) || strlen(tname) > ABD_SERVICE_TYPE_MAX ||
 	    tsize > slot)
 		return -EPROTONOSUPPORT;
 	if (cfg->type_name && *cfg->type_name &&
@@ -565,7 +576,7 @@ static struct abd_ring_attach_opts declared_geometry(const struct abd_record *re
 {
 	struct abd_ring_attach_opts o = { 0 };
 	uint64_t cap = 0, slot = 0;
-	if (meta_u64(rec, "abd.capacity", 10, &cap) && meta_u64(rec, "abd.slot_size", 10, &slot) &&
+	if (abd__service_meta_u64(rec, "abd.capacity", 10, &cap) && abd__service_meta_u64(rec, "abd.slot_size", 10, &slot) &&
 	    cap >= 1 && cap <= ABD_RING_MAX_CAPACITY && slot >= 1 && slot <= ABD_RING_MAX_SLOT_SIZE) {
 		o.capacity = (uint32_t)cap;
 		o.slot_size = (uint32_t)slot;
@@ -582,6 +593,37 @@ static bool closing_as_we_came(struct abd_service *svc, const struct abd_record 
 	return abd_registry_liveness(svc->reg, svc->record_name) != ABD_STATE_ALIVE;
 }
 
+/* A broadcast candidate: its channel through acquisition, or directly from its publisher's
+ * handle when that is in this process. */
+static int bcast_attach_candidate(struct abd_service *svc, const struct abd_record *rec,
+                                  unsigned aflags)
+{
+	int r = -ENOENT;
+	if (abd_record_pid(rec) == getpid()) {
+		pthread_mutex_lock(&local_lock);
+		for (struct abd_service *p = local_pubs; p; p = p->next_local)
+			if (p->bc && memcmp(p->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
+				r = abd__sbc_attach(svc, rec, NULL, p);
+				break;
+			}
+		pthread_mutex_unlock(&local_lock);
+	}
+	if (r == -ENOENT) {
+		struct abd_acquired *a = NULL;
+		r = abd_acquire(svc->reg, rec, aflags, -1, &a);
+		if (r == 0)
+			r = abd__sbc_attach(svc, rec, a, NULL);
+		abd_acquired_free(a);
+	}
+	if (r == 0 && abd__bcast_closed(svc->bc))
+		r = -EAGAIN; /* withdrawing: wait for its removal or a successor */
+	if (r < 0 && svc->bc) {
+		abd__bcast_free(svc->bc);
+		svc->bc = NULL;
+	}
+	return r;
+}
+
 /* Attach to the candidate rec: 0, or the error of the acquisition or the attach. */
 static int attach_candidate(struct abd_service *svc, const struct abd_record *rec,
                             unsigned flags)
@@ -595,6 +637,8 @@ static int attach_candidate(struct abd_service *svc, const struct abd_record *re
 	/* the observer attaches with both roles but does not count itself (stats) */
 	unsigned rflags = svc->roles ? svc->roles : ABD_RING_PRODUCER | ABD_RING_CONSUMER;
 	int r = -ENOENT;
+	if (svc->kind == ABD__SERVICE_BCAST)
+		return bcast_attach_candidate(svc, rec, aflags);
 	if (abd_record_pid(rec) == getpid())
 		r = local_attach(abd_record_instance(rec), rflags, &svc->ring);
 	if (r == -ENOENT) {
@@ -882,6 +926,8 @@ static void real_close(struct abd_service *svc)
 		abd__cas(&svc->ring->h->closed, &expect, CLOSED_WITHDRAWN, SEQ_CST);
 		wake_all(svc->ring);
 	}
+	if (svc->publisher && svc->bc)
+		abd__bcast_close(svc->bc);
 	readable_disarm(svc);
 	abd_source_free(svc->blk_src[0]);
 	abd_source_free(svc->blk_src[1]);
@@ -893,6 +939,7 @@ static void real_close(struct abd_service *svc)
 	abd_acquire_server_free(svc->srv);
 	abd_watch_free(svc->watch);
 	abd_ring_free(svc->ring);
+	abd__bcast_free(svc->bc);
 	if (svc->own_reactor)
 		abd_reactor_free(svc->reactor);
 	abd_registry_free(svc->reg);
@@ -930,6 +977,13 @@ int abd_service_try_push(struct abd_service *svc, const void *data, size_t len) 
 		return -EMSGSIZE;
 	if (is_closed(svc))
 		return -EPIPE;
+	if (abd__unlikely(svc->kind != ABD__SERVICE_RING)) {
+		/* a broadcast publication makes no call that sleeps (a futex wake at most) */
+		ABD__RTSAN_EXEMPT_BEGIN;
+		int r = abd__sbc_try_push(svc, data, len);
+		ABD__RTSAN_EXEMPT_END;
+		return r;
+	}
 	return abd_ring_try_push(svc->ring, data, len);
 }
 
@@ -980,6 +1034,12 @@ int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size) ABD_NON
 	abd__check(svc && (buf || !size), -EINVAL);
 	if (abd__unlikely(!(svc->roles & ABD_RING_CONSUMER)))
 		return -EPERM;
+	if (abd__unlikely(svc->kind != ABD__SERVICE_RING)) {
+		ABD__RTSAN_EXEMPT_BEGIN; /* as try_push */
+		int r = abd__sbc_try_pop(svc, buf, size);
+		ABD__RTSAN_EXEMPT_END;
+		return typed_len(svc, r);
+	}
 	int r = abd_ring_try_pop(svc->ring, buf, size);
 	if (abd__unlikely(r == -EAGAIN) && is_closed(svc)) {
 		/* a closed ring's end: F_OFD_GETLK per producer lease, which never sleeps */
@@ -1006,13 +1066,37 @@ static void background(struct abd_service *svc)
 		mark_closed(svc, -ESHUTDOWN);
 }
 
+/* The kind's wait announcement (ring: abd_ring_wait_prepare; broadcast: service-bcast.c):
+ * 0 and the word to sleep on with its value (and a bound in *tmo, < 0 none), 1 to go on
+ * without sleeping, or -errno. finish withdraws it. */
+static int chan_prepare(struct abd_service *svc, enum abd_ring_wait_for what,
+                        const uint32_t **word, uint32_t *value, int64_t *tmo)
+{
+	if (svc->kind == ABD__SERVICE_BCAST)
+		return abd__sbc_wait_prepare(svc, word, value, tmo);
+	*word = abd_ring_futex(svc->ring, what);
+	return abd_ring_wait_prepare(svc->ring, what, value, tmo);
+}
+
+static void chan_finish(struct abd_service *svc, enum abd_ring_wait_for what)
+{
+	if (svc->kind == ABD__SERVICE_BCAST)
+		abd__bcast_wait_finish(svc->bc);
+	else
+		abd_ring_wait_finish(svc->ring, what);
+}
+
+static bool chan_futex(const struct abd_service *svc)
+{
+	return svc->kind == ABD__SERVICE_BCAST ? abd_probe_has(ABD_FEAT_FUTEX) == 1
+	                                       : svc->ring->use_futex;
+}
+
 /* Sleep on the handle's own word for at most ns (< 0: no limit). 0 or -EINTR. */
-static int sleep_slice(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
-                       int64_t ns)
+static int sleep_slice(struct abd_service *svc, const uint32_t *word, uint32_t value, int64_t ns)
 {
 	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-	const uint32_t *word = abd_ring_futex(svc->ring, what);
-	if (svc->ring->use_futex) {
+	if (chan_futex(svc)) {
 		long e = syscall(SYS_futex, word, FUTEX_WAIT, value, ns < 0 ? NULL : &ts, NULL, 0);
 		return e < 0 && errno == EINTR ? -EINTR : 0;
 	}
@@ -1035,17 +1119,16 @@ static void blk_cb(abd__unused struct abd_source *src, abd__unused int status,
  * 1 when it slept (0 or -EINTR in *err), 0 when it cannot here: no futex source could be made,
  * or run_once refused (called from inside one of its callbacks, or from another thread than its
  * owner). */
-static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what, uint32_t value,
-                         int64_t ns, int *err)
+static int reactor_sleep(struct abd_service *svc, enum abd_ring_wait_for what,
+                         const uint32_t *word, uint32_t value, int64_t ns, int *err)
 {
-	if (svc->blk_nofutex || !svc->ring->use_futex)
+	if (svc->blk_nofutex || !chan_futex(svc))
 		return 0;
 	struct abd_source **src = &svc->blk_src[what];
 	bool *fired = &svc->blk_fired[what];
 	if (!*src) {
 		*fired = false;
-		if (abd_reactor_add_futex(svc->reactor, abd_ring_futex(svc->ring, what), value, blk_cb,
-		                          fired, src) < 0) {
+		if (abd_reactor_add_futex(svc->reactor, word, value, blk_cb, fired, src) < 0) {
 			*src = NULL;
 			svc->blk_nofutex = true;
 			return 0;
@@ -1080,7 +1163,8 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 		return -ETIMEDOUT;
 	uint32_t value;
 	int64_t tmo;
-	int r = abd_ring_wait_prepare(svc->ring, what, &value, &tmo);
+	const uint32_t *word;
+	int r = chan_prepare(svc, what, &word, &value, &tmo);
 	if (r < 0)
 		return r;
 	if (r == 0 && !is_closed(svc)) {
@@ -1090,29 +1174,28 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 		 * with the reactor's turn after each (background). A wait that outlasts FIRST_NS
 		 * moves into the reactor, to sleep there without periodic wake-ups. */
 		int64_t first = left < 0 || left > FIRST_NS ? FIRST_NS : left;
-		r = sleep_slice(svc, what, value, first);
-		const uint32_t *word = abd_ring_futex(svc->ring, what);
+		r = sleep_slice(svc, word, value, first);
 		if (r == 0 && (left < 0 || left > first) && abd__load(word, ACQUIRE) == value) {
 			/* nothing woke us (the word is unchanged, our announcement stands): the rest of
 			 * the wait in the reactor, on the same value */
 			int64_t rest = left < 0 ? -1 : left - first;
-			if (reactor_sleep(svc, what, value, rest, &r)) {
-				abd_ring_wait_finish(svc->ring, what);
+			if (reactor_sleep(svc, what, word, value, rest, &r)) {
+				chan_finish(svc, what);
 				return r;
 			}
 			/* refused here (inside a callback, another thread): sleep on the word, then
 			 * look (background) */
-			r = sleep_slice(svc, what, value,
+			r = sleep_slice(svc, word, value,
 			                rest < 0 || rest > REFUSED_SLICE_NS ? REFUSED_SLICE_NS : rest);
 		}
 	} else if (r == 0) {
 		/* closed, but a producer is still attached: it wakes us when it leaves; one that dies
 		 * cannot (CLOSED_LOOK_NS) */
-		r = sleep_slice(svc, what, value, left < 0 || left > CLOSED_LOOK_NS ? CLOSED_LOOK_NS : left);
+		r = sleep_slice(svc, word, value, left < 0 || left > CLOSED_LOOK_NS ? CLOSED_LOOK_NS : left);
 	} else {
 		r = 0;
 	}
-	abd_ring_wait_finish(svc->ring, what);
+	chan_finish(svc, what);
 	if (r == 0) {
 		background(svc);
 		if (abd__reactor_interrupted(svc->reactor))
@@ -1121,11 +1204,24 @@ static int wait_once(struct abd_service *svc, enum abd_ring_wait_for what, int64
 	return r;
 }
 
-/* The blocking loop of push and pop. A callback run meanwhile (background) may close the
- * handle: the close waits for this loop to end, which then answers -ECANCELED. */
-static int blocking(struct abd_service *svc, bool push, void *buf, const void *data,
-                    size_t len, int64_t timeout_ns)
+static int try_op(struct abd_service *svc, enum abd__service_op op,
+                  struct abd__service_args *a)
 {
+	switch (op) {
+	case ABD__OP_PUSH: return abd_service_try_push(svc, a->data, a->len);
+	case ABD__OP_POP: return abd_service_try_pop(svc, a->buf, a->len);
+	case ABD__OP_LOAN: return abd_service_loan(svc, a->len, a->loan, 0);
+	case ABD__OP_PEEK: return abd_service_peek(svc, a->peek, a->peek_len, 0);
+	}
+	return -EINVAL;
+}
+
+/* The blocking loop of every form. A callback run meanwhile (background) may close the
+ * handle: the close waits for this loop to end, which then answers -ECANCELED. */
+int abd__service_blocking(struct abd_service *svc, enum abd__service_op op,
+                          struct abd__service_args *a, int64_t timeout_ns)
+{
+	bool push = op == ABD__OP_PUSH || op == ABD__OP_LOAN;
 	int64_t deadline = -1;
 	int r;
 	/* rounds that found nothing to do after a wait: a peer scribbling over the ring's words can
@@ -1134,7 +1230,7 @@ static int blocking(struct abd_service *svc, bool push, void *buf, const void *d
 	bool waited = false;
 	svc->depth++;
 	for (;;) {
-		r = push ? abd_service_try_push(svc, data, len) : abd_service_try_pop(svc, buf, len);
+		r = try_op(svc, op, a);
 		if (r != -EAGAIN || timeout_ns == 0)
 			break;
 		if (deadline < 0 && timeout_ns > 0)
@@ -1161,13 +1257,17 @@ static int blocking(struct abd_service *svc, bool push, void *buf, const void *d
 int abd_service_push(struct abd_service *svc, const void *data, size_t len, int64_t timeout_ns)
 {
 	abd__check(svc, -EINVAL);
-	return blocking(svc, true, NULL, data, len, timeout_ns);
+	return abd__service_blocking(svc, ABD__OP_PUSH,
+	                             &(struct abd__service_args){ .data = data, .len = len },
+	                             timeout_ns);
 }
 
 int abd_service_pop(struct abd_service *svc, void *buf, size_t size, int64_t timeout_ns)
 {
 	abd__check(svc, -EINVAL);
-	return blocking(svc, false, buf, NULL, size, timeout_ns);
+	return abd__service_blocking(svc, ABD__OP_POP,
+	                             &(struct abd__service_args){ .buf = buf, .len = size },
+	                             timeout_ns);
 }
 
 /* ------------------------------------------------------------------ READABLE -- */
@@ -1177,7 +1277,7 @@ static void readable_arm(struct abd_service *svc);
 static void readable_disarm(struct abd_service *svc)
 {
 	if (svc->rd_waiting) {
-		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		chan_finish(svc, ABD_RING_WAIT_DATA);
 		svc->rd_waiting = false;
 	}
 	abd_source_free(svc->rd_futex);
@@ -1189,7 +1289,7 @@ static void readable_disarm(struct abd_service *svc)
 static void readable_fire(struct abd_service *svc)
 {
 	if (svc->rd_waiting) {
-		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		chan_finish(svc, ABD_RING_WAIT_DATA);
 		svc->rd_waiting = false;
 	}
 	event(svc, ABD_SERVICE_EVENT_READABLE, 0);
@@ -1222,13 +1322,15 @@ static void rd_timer_cb(abd__unused struct abd_source *src, abd__unused int stat
                         abd__unused uint64_t value, void *ud)
 {
 	struct abd_service *svc = ud;
-	struct abd__ring_hdr *h = svc->ring->h;
-	if (abd__load(&h->tail, ACQUIRE) != abd__load(&h->head, ACQUIRE) || is_closed(svc)) {
+	/* (a broadcast subscriber: the look itself, a READABLE that may find nothing) */
+	if (svc->kind != ABD__SERVICE_RING ||
+	    abd__load(&svc->ring->h->tail, ACQUIRE) != abd__load(&svc->ring->h->head, ACQUIRE) ||
+	    is_closed(svc)) {
 		readable_fire(svc);
 		return;
 	}
 	if (svc->rd_waiting) { /* nothing yet: announce again, for a fresh bound */
-		abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+		chan_finish(svc, ABD_RING_WAIT_DATA);
 		svc->rd_waiting = false;
 	}
 	readable_arm(svc);
@@ -1240,18 +1342,18 @@ static void readable_arm(struct abd_service *svc)
 		return;
 	uint32_t value;
 	int64_t tmo;
-	int r = abd_ring_wait_prepare(svc->ring, ABD_RING_WAIT_DATA, &value, &tmo);
+	const uint32_t *word;
+	int r = chan_prepare(svc, ABD_RING_WAIT_DATA, &word, &value, &tmo);
 	if (r != 0 || is_closed(svc)) {
 		/* something to read already (or an error to report by a pop): next iteration */
 		if (r == 0)
-			abd_ring_wait_finish(svc->ring, ABD_RING_WAIT_DATA);
+			chan_finish(svc, ABD_RING_WAIT_DATA);
 		(void)abd_reactor_add_defer(svc->reactor, rd_defer_cb, svc, &svc->rd_defer);
 		return;
 	}
 	svc->rd_waiting = true;
 	bool futex_ok = false;
-	const uint32_t *word = abd_ring_futex(svc->ring, ABD_RING_WAIT_DATA);
-	if (svc->ring->use_futex) {
+	if (chan_futex(svc)) {
 		if (svc->rd_futex)
 			futex_ok = abd_source_futex_arm(svc->rd_futex, value) == 0;
 		else
@@ -1295,6 +1397,11 @@ struct abd_reactor *abd_service_reactor(const struct abd_service *svc)
 struct abd_ring *abd_service_ring(const struct abd_service *svc)
 {
 	return svc ? svc->ring : NULL;
+}
+
+bool abd__service_is_closed(struct abd_service *svc)
+{
+	return is_closed(svc);
 }
 
 int abd_service_closed(const struct abd_service *svc)
@@ -1342,6 +1449,10 @@ int abd_service_type(const struct abd_service *svc, const char **name, uint32_t 
 int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out)
 {
 	abd__check(svc && out, -EINVAL);
+	if (svc->kind == ABD__SERVICE_BCAST) {
+		abd__sbc_stats(svc, out);
+		return 0;
+	}
 	struct abd_ring *r = svc->ring;
 	struct abd__ring_hdr *h = r->h;
 	memset(out, 0, sizeof(*out));

@@ -39,9 +39,11 @@ LAYERS = [
     ("reactor", 2, ["runtime/reactor.c", "runtime/reactor-uring.c", "compat/reactor-epoll.c",
                     "compat/futex-thread.c", "compat/futex-thread.h",
                     "runtime/reactor-internal.h", "include/abd/reactor.h"]),
+    ("broadcast", 2, ["runtime/bcast.c", "runtime/bcast-internal.h"]),
     ("acquire", 3, ["runtime/acquire.c", "runtime/watch.c", "runtime/gc.c",
                     "compat/handshake.c", "compat/handshake.h", "include/abd/acquire.h"]),
-    ("service", 4, ["runtime/service.c", "include/abd/service.h"]),
+    ("service", 4, ["runtime/service.c", "runtime/service-bcast.c", "runtime/service-internal.h",
+                    "include/abd/service.h"]),
     ("umbrella", 5, ["include/abd/abd.h"]),
 ]
 

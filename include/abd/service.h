@@ -278,12 +278,100 @@ struct abd_service_stats {
 	uint32_t consumers;      /* live participants with the consumer role, this handle excluded */
 	uint32_t data_sleepers;  /* consumers asleep waiting for a message */
 	uint32_t space_sleepers; /* producers asleep waiting for space */
-	uint64_t reserved[6];
+	uint64_t lost;           /* broadcast subscriber: messages it missed (abd_service_lost) */
+	uint64_t reserved[5];
 };
-/* A snapshot of the ring's figures, read from shared memory (one F_OFD_GETLK per held
+/* A snapshot of the ring's figures (a broadcast service: capacity, slot_size = the largest
+ * message, pushed = messages published, popped = this subscriber's position, occupancy = what
+ * it has still to read, consumers = live subscribers, wakes, lost), read from shared memory (one F_OFD_GETLK per held
  * participant lease to count the live ones: a slow path, not for every message). Returns 0
  * or -EINVAL. */
 ABD_EXPORT int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out);
+
+/* ---- Broadcast services ---------------------------------------------------------------- */
+
+/* A broadcast service delivers every message to every subscriber, in order (a work queue,
+ * above, gives each message to one consumer). One publisher (the publishing handle) and at
+ * most `subscribers` subscribers at a time; one shared copy of each payload in a pool the
+ * subscribers map read-only (the publisher seals it against writes by anyone else); a history
+ * of the last `history` messages for subscribers that join late. docs/broadcast.md. Record
+ * metadata: abd.service = "bcast/1", abd.capacity, abd.slot_size (largest message),
+ * abd.subscribers, abd.history, abd.policy ("block" or "overwrite"), abd.type*. Slots: "data"
+ * (memfd, sealed read-only for all but the publisher) and "control" (memfd). */
+enum abd_broadcast_policy {
+	/* A subscriber that lags a whole ring (capacity messages) holds the publisher back: its
+	 * push/loan waits for room (or its timeout); a dead subscriber holds nobody back. */
+	ABD_BROADCAST_BLOCK = 0,
+	/* The publisher never waits: the oldest message is overwritten and a lagging subscriber
+	 * skips what it lost (abd_service_lost counts it). */
+	ABD_BROADCAST_OVERWRITE = 1,
+};
+#define ABD_BROADCAST_MAX_SUBSCRIBERS 64
+#define ABD_BROADCAST_DEFAULT_SUBSCRIBERS 8
+#define ABD_BROADCAST_MAX_PAYLOAD (1u << 30)
+
+struct abd_broadcast_opts {
+	uint32_t subscribers; /* at most this many at a time (1 .. 64; 0: 8); more: -EUSERS */
+	uint32_t history;     /* messages a late subscriber still gets (< capacity; 0: none) */
+	uint32_t policy;      /* enum abd_broadcast_policy */
+	uint32_t reserved0;   /* zero */
+	uint64_t reserved[4]; /* zero */
+};
+
+/* Publish a broadcast service: as abd_service_publish (name, cfg: capacity = slots, slot_size =
+ * the largest message, up to ABD_BROADCAST_MAX_PAYLOAD; type, access policy, reactor), with
+ * opts (NULL: defaults). The handle is the publisher: push/try_push publish a copy,
+ * loan/send publish in place; pop gives -EPERM. flags: 0, ABD_SERVICE_PRODUCER or
+ * ABD_SERVICE_OBSERVER (holds the service, publishes nothing). The payload pool is capacity +
+ * subscribers + 1 chunks of slot_size bytes (rounded up to 64), a sparse memfd: only what is
+ * written takes memory.
+ * Returns 0 and *out, or the errors of abd_service_publish, and:
+ *   -EINVAL       opts out of range (subscribers, history >= capacity, policy), reserved not
+ *                 zero, ABD_SERVICE_CONSUMER or a ring mode in flags
+ *   -EOPNOTSUPP   the kernel has no F_SEAL_FUTURE_WRITE (Linux < 5.1) */
+ABD_EXPORT ABD_NODISCARD int abd_service_publish_broadcast(const char *name,
+                                                           const struct abd_service_config *cfg,
+                                                           const struct abd_broadcast_opts *opts,
+                                                           unsigned flags,
+                                                           struct abd_service **out);
+
+/* abd_service_open opens either kind. Opening a broadcast service subscribes (the handle has
+ * the consumer role; ABD_SERVICE_OBSERVER: no role and no seat, for statistics): it starts
+ * with the history (the last `history` messages still kept), then gets every message. A
+ * broadcast service takes no producer: ABD_SERVICE_PRODUCER alone gives -EPERM. Additional
+ * open errors: -EUSERS (every subscriber seat is held by a live subscriber).
+ * On a subscriber, pop/try_pop (and the typed forms) read the next message; push gives -EPERM. */
+
+/* Publisher: lend a chunk of the payload pool (at least size bytes, up to the slot size) to
+ * write a message in place, then abd_service_send it (or abd_service_unloan). One loan at a
+ * time. Waits up to timeout_ns (as push: 0 no wait, < 0 forever) for room under the BLOCK
+ * policy. The chunk belongs to the caller until send/unloan.
+ * Returns 0 and *buf, or -EAGAIN (no room and timeout_ns 0), -ETIMEDOUT, -EINTR, -ECANCELED,
+ * -EMSGSIZE (size > slot size), -EBUSY (a loan is out), -EPIPE (closed), -EPERM (not a
+ * broadcast publisher), -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_service_loan(struct abd_service *svc, size_t size, void **buf,
+                                              int64_t timeout_ns);
+/* Publisher: publish len bytes of the loaned chunk buf (no copy). Returns 0, or -EINVAL (buf
+ * is not the loan), -EMSGSIZE (len > slot size), -EPERM. */
+ABD_EXPORT ABD_NODISCARD int abd_service_send(struct abd_service *svc, void *buf, size_t len);
+/* Publisher: give the loan back unsent. Returns 0 or -EINVAL, -EPERM. */
+ABD_EXPORT int abd_service_unloan(struct abd_service *svc, void *buf);
+
+/* Subscriber: the next message in place (read-only: the pool is the publisher's), valid until
+ * abd_service_release; its chunk is not reused while held, even when the OVERWRITE policy
+ * overwrites the message's slot. Waits as pop. Returns 0 with *data and *len, or -EAGAIN,
+ * -ETIMEDOUT, -EINTR, -ECANCELED, -EPIPE (closed and drained), -EBUSY (a peek is held),
+ * -EBADMSG (a slot the publisher garbled: skipped), -EPERM (not a subscriber), -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_service_peek(struct abd_service *svc, const void **data,
+                                              size_t *len, int64_t timeout_ns);
+/* Subscriber: done with the peeked message. Returns 0, or -EINVAL (nothing peeked), -EPERM. */
+ABD_EXPORT int abd_service_release(struct abd_service *svc);
+/* Subscriber: messages it missed since it joined (overwritten before it read them: the
+ * OVERWRITE policy, or a peer that forged its cursor). Returns the count (>= 0) or -EINVAL;
+ * 0 for every other handle. */
+ABD_EXPORT int64_t abd_service_lost(const struct abd_service *svc);
+/* 1 for a broadcast service, 0 for a ring (work queue), -EINVAL for NULL. */
+ABD_EXPORT int abd_service_is_broadcast(const struct abd_service *svc);
 
 /* ---- Typed services ------------------------------------------------------------------ */
 
@@ -306,7 +394,10 @@ static inline uint64_t abd_service_type_hash(const char *layout)
  * abd_service_type_hash(layout) into the configuration, for publish and open alike), and
  * name_try_push(svc, const type *), name_push(svc, const type *, timeout_ns),
  * name_try_pop(svc, type *) and name_pop(svc, type *, timeout_ns), returning 0 or the
- * service's -errno; a popped message of another size gives -EBADMSG. The type must be
+ * service's -errno; a popped message of another size gives -EBADMSG. For broadcast services
+ * also name_loan(svc, type **, timeout_ns) and name_send(svc, type *) (a typed loan, written
+ * in place), and name_peek(svc, const type **, timeout_ns) (-EBADMSG for another size: the
+ * message is released). The type must be
  * trivially copyable and at most ABD_RING_MAX_SLOT_SIZE bytes (checked at compile time). */
 #define ABD_SERVICE_TYPED(name, type, type_name_, layout_)                             \
 	ABD_RING__STATIC_ASSERT(sizeof(type) > 0 && sizeof(type) <= ABD_RING_MAX_SLOT_SIZE, \
@@ -335,6 +426,31 @@ static inline uint64_t abd_service_type_hash(const char *layout)
 	{                                                                                  \
 		int n_ = abd_service_pop(s, v, sizeof(type), t);                               \
 		return n_ < 0 ? n_ : n_ == (int)sizeof(type) ? 0 : -EBADMSG;                   \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_loan(struct abd_service *s, type **v,    \
+	                                               int64_t t)                          \
+	{                                                                                  \
+		void *p_ = 0;                                                                  \
+		int r_ = abd_service_loan(s, sizeof(type), &p_, t);                            \
+		*v = (type *)p_;                                                               \
+		return r_;                                                                     \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_send(struct abd_service *s, type *v)     \
+	{                                                                                  \
+		return abd_service_send(s, v, sizeof(type));                                   \
+	}                                                                                  \
+	ABD_RING__UNUSED static inline int name##_peek(struct abd_service *s, const type **v, \
+	                                               int64_t t)                          \
+	{                                                                                  \
+		const void *p_ = 0;                                                            \
+		size_t n_ = 0;                                                                 \
+		int r_ = abd_service_peek(s, &p_, &n_, t);                                     \
+		if (r_ == 0 && n_ != sizeof(type)) {                                           \
+			(void)abd_service_release(s);                                              \
+			r_ = -EBADMSG;                                                             \
+		}                                                                              \
+		*v = r_ == 0 ? (const type *)p_ : 0;                                           \
+		return r_;                                                                     \
 	}
 
 ABD_END_DECLS
