@@ -46,6 +46,7 @@ struct wentry {
 	struct abd_source *psrc; /* the pidfd's reactor source while attached */
 	int pidfd;
 	size_t index;          /* in w->v */
+	size_t hash;           /* hash_name(it.name) */
 	struct wentry *next;   /* hash chain */
 };
 
@@ -97,20 +98,35 @@ static bool wanted(const struct abd_watch *w, const char *name)
 
 /* ------------------------------------------------------------------ the table -- */
 
+/* Eight bytes a step: a name is mostly its 32 hex digits, and an event's name is hashed once
+ * (find, then insert) and its entry keeps the hash (erase, grow). */
 static size_t hash_name(const char *s)
 {
-	uint64_t h = 1469598103934665603u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211u;
-	return (size_t)h;
+	size_t len = strlen(s);
+	uint64_t h = 0x9e3779b97f4a7c15u ^ len;
+	for (; len >= 8; s += 8, len -= 8) {
+		uint64_t x;
+		memcpy(&x, s, 8);
+		h = (h ^ x) * 0xff51afd7ed558ccdu;
+		h ^= h >> 32;
+	}
+	uint64_t x = 0;
+	memcpy(&x, s, len);
+	h = (h ^ x) * 0xc4ceb9fe1a85ec53u;
+	return (size_t)(h ^ (h >> 29));
+}
+
+static struct wentry *find_hashed(struct abd_watch *w, const char *name, size_t hash)
+{
+	for (struct wentry *e = w->buckets[hash & (w->nbuckets - 1)]; e; e = e->next)
+		if (e->hash == hash && strcmp(e->it.name, name) == 0)
+			return e;
+	return NULL;
 }
 
 static struct wentry *find(struct abd_watch *w, const char *name)
 {
-	for (struct wentry *e = w->buckets[hash_name(name) & (w->nbuckets - 1)]; e; e = e->next)
-		if (strcmp(e->it.name, name) == 0)
-			return e;
-	return NULL;
+	return find_hashed(w, name, hash_name(name));
 }
 
 static int grow(struct abd_watch *w)
@@ -130,7 +146,7 @@ static int grow(struct abd_watch *w)
 			return -ENOMEM;
 		for (size_t i = 0; i < w->n; i++) {
 			struct wentry *e = w->v[i];
-			size_t h = hash_name(e->it.name) & (nb - 1);
+			size_t h = e->hash & (nb - 1);
 			e->next = b[h];
 			b[h] = e;
 		}
@@ -141,8 +157,8 @@ static int grow(struct abd_watch *w)
 	return 0;
 }
 
-/* Takes it (moved into the table). */
-static int insert(struct abd_watch *w, struct abd__item *it)
+/* Takes it (moved into the table); hash: hash_name(it->name). */
+static int insert(struct abd_watch *w, struct abd__item *it, size_t hash)
 {
 	int r = grow(w);
 	struct wentry *e = r < 0 ? NULL : calloc(1, sizeof(*e));
@@ -156,8 +172,9 @@ static int insert(struct abd_watch *w, struct abd__item *it)
 	e->w = w;
 	e->pidfd = -1;
 	e->index = w->n;
+	e->hash = hash;
 	w->v[w->n++] = e;
-	size_t h = hash_name(e->it.name) & (w->nbuckets - 1);
+	size_t h = hash & (w->nbuckets - 1);
 	e->next = w->buckets[h];
 	w->buckets[h] = e;
 	return 0;
@@ -178,7 +195,7 @@ static void disarm(struct abd_watch *w, struct wentry *e)
 
 static void erase(struct abd_watch *w, struct wentry *e)
 {
-	struct wentry **pp = &w->buckets[hash_name(e->it.name) & (w->nbuckets - 1)];
+	struct wentry **pp = &w->buckets[e->hash & (w->nbuckets - 1)];
 	while (*pp != e)
 		pp = &(*pp)->next;
 	*pp = e->next;
@@ -283,7 +300,8 @@ static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type
 {
 	if (!wanted(w, name))
 		return 0;
-	struct wentry *e = find(w, name);
+	size_t hash = hash_name(name);
+	struct wentry *e = find_hashed(w, name, hash);
 	struct abd__item it;
 	/* The record's descriptor is closed after the event is out: one syscall less between a
 	 * publication and the caller hearing of it. */
@@ -311,7 +329,7 @@ static int reconcile(struct abd_watch *w, const char *name, unsigned char d_type
 		emit(w, ABD_EVENT_REMOVED, &e->it.e);
 		erase(w, e);
 	}
-	if ((r = insert(w, &it)) < 0)
+	if ((r = insert(w, &it, hash)) < 0)
 		return r;
 	e = w->v[w->n - 1];
 	if (e->it.e.state == ABD_STATE_ALIVE && (w->flags & ABD_WATCH_PIDFD) && arm(w, e) == -ESRCH &&
