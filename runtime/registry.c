@@ -709,6 +709,9 @@ fail:
 	return r;
 }
 
+/* linkat(AT_EMPTY_PATH) was refused (ENOENT) where the /proc path then worked. */
+static atomic_bool empty_path_refused;
+
 /* The record is complete and locked: only now does it get a name. One linkat. */
 ABD_EXPORT int abd_publish_commit(struct abd_publication *pub)
 {
@@ -719,12 +722,21 @@ ABD_EXPORT int abd_publish_commit(struct abd_publication *pub)
 	 * descriptor) would publish a pid that is not its own. */
 	if (self_pid() != pub->rec->pid)
 		return -ECHILD;
-	if (linkat(AT_FDCWD, pub->proc, pub->reg->dirfd, pub->name, AT_SYMLINK_FOLLOW) < 0) {
-		int r = -errno;
-		/* Without /proc, AT_EMPTY_PATH does the same (needs CAP_DAC_READ_SEARCH before 6.10). */
-		if (r != -ENOENT || linkat(pub->fd, "", pub->reg->dirfd, pub->name, AT_EMPTY_PATH) < 0)
-			return r;
+	/* AT_EMPTY_PATH links the descriptor itself: no walk of /proc/self/fd/N and of its magic
+	 * link (a third of a link + unlink on tmpfs, measured). The kernel lets a caller with
+	 * CAP_DAC_READ_SEARCH do it, and from 6.10 the credentials that opened the file; anyone
+	 * else gets ENOENT, and this process links through /proc from then on. */
+	bool empty = !atomic_load_explicit(&empty_path_refused, memory_order_relaxed);
+	if (empty && linkat(pub->fd, "", pub->reg->dirfd, pub->name, AT_EMPTY_PATH) == 0) {
+		pub->linked = true;
+		return 0;
 	}
+	if (empty && errno != ENOENT)
+		return -errno;
+	if (linkat(AT_FDCWD, pub->proc, pub->reg->dirfd, pub->name, AT_SYMLINK_FOLLOW) < 0)
+		return -errno;
+	if (empty)
+		atomic_store_explicit(&empty_path_refused, true, memory_order_relaxed);
 	pub->linked = true;
 	return 0;
 }

@@ -70,6 +70,9 @@ static const struct rule linux54[] = {
 	/* SO_PEERPIDFD (77) and SO_PASSPIDFD (76) are 6.5 */
 	{ "getsockopt", ENOPROTOOPT, 2, 0, 77, 0 },
 	{ "setsockopt", ENOPROTOOPT, 2, 0, 76, 0 },
+	/* linkat(AT_EMPTY_PATH) without CAP_DAC_READ_SEARCH (before 6.10: a publisher that is not
+	 * root): ENOENT, for every caller here, so that each publication takes the /proc path */
+	{ "linkat", ENOENT, 4, 2, 0x1000 /* AT_EMPTY_PATH */, 0x1000 },
 };
 
 static const struct rule no_ptrace[] = {
