@@ -27,6 +27,7 @@ static const struct {
 	{"recover", bench_recover, "a SIGKILL inside a ring claim: kill -> the consumer sleeping behind it gets the next message, vs kill -> F_OFD_SETLKW returns"},
 	{"idle", bench_idle, "wake-ups per second of a process asleep in pop, push, open, a 1k-service watch; native, linux-5.4, no-io_uring; vs bare futex/eventfd"},
 	{"herd", bench_herd, "4 consumers blocked on one work-queue ring (abd_ring, abd_service), 1 producer: wake-ups per message paced, throughput unpaced; vs 1 consumer"},
+	{"fanout", bench_fanout, "broadcast: 1 publisher, 1/2/4 subscribers, 64 B/64 KiB/4 MiB loans, throughput and latency; vs iceoryx"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

@@ -223,6 +223,14 @@ void bench_emit_versus(const struct bench_row *row, const struct bench_row *mine
 /* The median of each figure of rows[0..n) (skipped ones left out) into *out's figures. */
 void bench_row_median(struct bench_row *out, const struct bench_row *rows, unsigned n);
 
+/* ---- iceoryx's daemon (perf/peers.c; only with ABD_PERF_ICEORYX) ----
+ * bench_roudi_start forks a keeper that makes a private mount namespace (tmpfs on /tmp and
+ * /dev/shm) and execs iox-roudi with the given TOML configuration; 0 and *roudi, or -errno.
+ * A child joins its namespaces with bench_roudi_join before iox_runtime_init. */
+int bench_roudi_start(const char *config, pid_t *roudi);
+void bench_roudi_stop(pid_t *roudi);
+int bench_roudi_join(pid_t pid);
+
 /* ---- named subjects, so one family can run another family's rows beside its own ---- */
 
 struct bench_subject {
@@ -359,6 +367,7 @@ void bench_service_rtt(const char *cpus, uint64_t iters);
 void bench_recover(void);
 void bench_idle(void);
 void bench_herd(void);
+void bench_fanout(void);
 /* abd-perf --idle-worker KIND DIR FD: one process of the idle family (perf/bench-idle.c). */
 int bench_idle_worker(const char *kind, const char *dir, const char *fd);
 

@@ -301,32 +301,31 @@ static const char *private_mounts(void)
 	return NULL;
 }
 
-static void roudi_stop(struct peer_shm *s)
+void bench_roudi_stop(pid_t *roudi)
 {
-	if (s->roudi <= 0)
+	if (*roudi <= 0)
 		return;
-	kill(s->roudi, SIGTERM);
+	kill(*roudi, SIGTERM);
 	for (int i = 0; i < 300; i++) { /* 3 s, then no more asking */
-		if (waitpid(s->roudi, NULL, WNOHANG) == s->roudi) {
-			s->roudi = 0;
+		if (waitpid(*roudi, NULL, WNOHANG) == *roudi) {
+			*roudi = 0;
 			return;
 		}
 		usleep(10000);
 	}
-	kill(s->roudi, SIGKILL);
-	waitpid(s->roudi, NULL, 0);
-	s->roudi = 0;
+	kill(*roudi, SIGKILL);
+	waitpid(*roudi, NULL, 0);
+	*roudi = 0;
 }
 
-/* Forks the keeper, which sets up the namespace and execs iox-roudi; waits for roudi's
- * socket. The keeper reports a failed step through the pipe; exec closes it (O_CLOEXEC). */
-static int roudi_start(void *shm, void *arg)
+/* Forks the keeper, which sets up the namespace and execs iox-roudi with `config`; waits for
+ * roudi's socket. The keeper reports a failed step through the pipe; exec closes it
+ * (O_CLOEXEC). */
+int bench_roudi_start(const char *config, pid_t *roudi)
 {
-	struct peer_shm *s = shm;
-	int p[2], r = dir_prepare(shm, arg);
+	int p[2];
 	char why[160] = "";
-	if (r < 0)
-		return r;
+	*roudi = 0;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	pid_t pid = fork();
@@ -338,7 +337,7 @@ static int roudi_start(void *shm, void *arg)
 		prctl(PR_SET_PDEATHSIG, SIGTERM); /* survives exec: roudi goes with abd-perf */
 		const char *step = private_mounts();
 		int fd;
-		if (!step && write_file("/tmp/roudi.toml", roudi_config) < 0)
+		if (!step && write_file("/tmp/roudi.toml", config) < 0)
 			step = "write /tmp/roudi.toml";
 		if (!step && (fd = open("/tmp/roudi.log", O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) >= 0) {
 			dup2(fd, 1), dup2(fd, 2);
@@ -354,11 +353,10 @@ static int roudi_start(void *shm, void *arg)
 	close(p[1]);
 	ssize_t n = read(p[0], why, sizeof(why) - 1);
 	close(p[0]);
-	s->roudi = pid;
+	*roudi = pid;
 	if (n > 0) {
 		why[n] = 0;
-		roudi_stop(s);
-		bench_rmdir(s->dir);
+		bench_roudi_stop(roudi);
 		return bench_fail("roudi keeper: %s", why), -ENOTSUP;
 	}
 	/* roudi is running in its namespace: wait for its socket, seen through its root. */
@@ -369,14 +367,30 @@ static int roudi_start(void *shm, void *arg)
 		if (stat(sock, &st) == 0)
 			return 0;
 		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			s->roudi = 0;
+			*roudi = 0;
 			break;
 		}
 		usleep(10000);
 	}
-	roudi_stop(s);
-	bench_rmdir(s->dir);
+	bench_roudi_stop(roudi);
 	return -ETIMEDOUT;
+}
+
+static void roudi_stop(struct peer_shm *s)
+{
+	bench_roudi_stop(&s->roudi);
+}
+
+static int roudi_start(void *shm, void *arg)
+{
+	struct peer_shm *s = shm;
+	int r = dir_prepare(shm, arg);
+	if (r < 0)
+		return r;
+	r = bench_roudi_start(roudi_config, &s->roudi);
+	if (r < 0)
+		bench_rmdir(s->dir);
+	return r;
 }
 
 static void roudi_cleanup(void *shm, void *arg)
@@ -386,7 +400,7 @@ static void roudi_cleanup(void *shm, void *arg)
 }
 
 /* In a child: join the keeper's namespaces (its user namespace first, when it made one). */
-static int join_roudi(pid_t pid)
+int bench_roudi_join(pid_t pid)
 {
 	char path[64];
 	struct stat mine, theirs;
@@ -427,7 +441,7 @@ static int ix_init(enum bench_role role, void *shm, void *arg, void **state)
 	*state = x;
 	x->bytes = s->bytes;
 	x->busy = s->busy;
-	int r = join_roudi(s->roudi);
+	int r = bench_roudi_join(s->roudi);
 	if (r < 0)
 		return r;
 	iox_set_loglevel(Iceoryx_LogLevel_Warn);
