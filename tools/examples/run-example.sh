@@ -89,6 +89,20 @@ latency)
 	wait $ping; report "ping notices the killed echo process (EPIPE)" 4 $?
 	rm -f "$pingout"
 	;;
+camera)
+	# tools/examples/camera.c: 4 MiB frames broadcast in place to three subscribers of
+	# different speeds; one of them is killed mid-run and costs the others nothing.
+	run_bg "$bin/camera" sub "$name" 0 200; fast=$!
+	run_bg "$bin/camera" sub "$name" 30 200; slow=$!
+	"$bin/camera" sub "$name" 2 > >(sed -u 's/^/# /') 2>&1 & doomed=$! # no timeout wrapper: kill it
+	run_bg "$bin/camera" pub "$name" 200 3; pub=$!
+	sleep 1
+	kill -9 $doomed
+	wait $doomed; report "the subscriber killed mid-run" 137 $?
+	wait $pub; report "camera published 200 frames of 4 MiB, never held back" 0 $?
+	wait $fast; report "fast subscriber: frames intact, received + lost = 200" 0 $?
+	wait $slow; report "slow subscriber: frames intact, received + lost = 200" 0 $?
+	;;
 pubsub-python)
 	# tools/examples/pubsub.py (PYTHONPATH and ABD_LIBRARY: set by meson) with itself and C.
 	py=${ABD_PYTHON:-python3}
