@@ -468,6 +468,23 @@ int abd__rpc_poll(struct abd__rpc_client *c, uint64_t ticket, void *buf, size_t 
 	return -EAGAIN;
 }
 
+bool abd__rpc_ready(const struct abd__rpc_client *c, uint64_t ticket)
+{
+	if (!c)
+		return false;
+	for (unsigned k = 0; k < c->g.cells; k++) {
+		uint64_t id = c->pending[k];
+		if (!id || (ticket && id != ticket))
+			continue;
+		struct abd__rpc_cell v;
+		const struct abd__rpc_cell *cell = cell_at(c->base, &c->g, c->slot, k);
+		/* a cell being rewritten counts as ready: the look that follows reads it again */
+		if (!read_cell(c, cell, 0, NULL, 0, &v) || (v.gen == c->gen && v.id == id))
+			return true;
+	}
+	return false;
+}
+
 static int futex_sleep(void *arg, const uint32_t *word, uint32_t value, int64_t ns)
 {
 	const struct abd__rpc_client *c = arg;

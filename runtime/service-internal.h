@@ -18,6 +18,7 @@
 enum abd__service_kind {
 	ABD__SERVICE_RING = 0,  /* a work queue: abd.service = ring/2 */
 	ABD__SERVICE_BCAST = 1, /* a broadcast channel: abd.service = bcast/1 (service-bcast.c) */
+	ABD__SERVICE_RPC = 2,   /* request-response: abd.service = rpc/1 (service-rpc.c) */
 };
 
 /* Retry values of a candidate: docs/service.md. */
@@ -43,6 +44,11 @@ struct abd_service {
 	enum abd__service_kind kind;
 	struct abd_ring *ring;
 	struct abd__bcast *bc;
+	/* request-response (service-rpc.c): the request ring is `ring`; the server's response
+	 * file, or a client's view of it and the call a blocking wait is for (0: any) */
+	struct abd__rpc_server *rpcs;
+	struct abd__rpc_client *rpcc;
+	uint64_t rpc_ticket;
 
 	/* publisher */
 	struct abd_publication *pub;
@@ -90,7 +96,10 @@ int abd__service_add_meta_u64(struct abd_record *rec, const char *key, bool hex,
 bool abd__service_meta_u64(const struct abd_record *rec, const char *key, int base, uint64_t *v);
 /* The blocking loop of every form: op until it stops saying -EAGAIN, waiting on the kind's
  * word in between (docs/service.md, "Waiting"). */
-enum abd__service_op { ABD__OP_PUSH, ABD__OP_POP, ABD__OP_LOAN, ABD__OP_PEEK };
+enum abd__service_op {
+	ABD__OP_PUSH, ABD__OP_POP, ABD__OP_LOAN, ABD__OP_PEEK,
+	ABD__OP_TAKE, ABD__OP_SEND, ABD__OP_ANSWER, /* request-response */
+};
 struct abd__service_args {
 	const void *data;
 	void *buf;
@@ -98,6 +107,7 @@ struct abd__service_args {
 	void **loan;
 	const void **peek;
 	size_t *peek_len;
+	uint64_t *token; /* take: the token; send: the ticket; answer: the ticket */
 };
 int abd__service_blocking(struct abd_service *svc, enum abd__service_op op,
                           struct abd__service_args *a, int64_t timeout_ns);
@@ -121,5 +131,24 @@ int abd__sbc_try_pop(struct abd_service *svc, void *buf, size_t size);
 int abd__sbc_wait_prepare(struct abd_service *svc, const uint32_t **word, uint32_t *value,
                           int64_t *tmo);
 void abd__sbc_stats(const struct abd_service *svc, struct abd_service_stats *out);
+
+/* service-rpc.c */
+#define ABD__SRPC_PROTO "rpc/1"
+struct abd__rpc_server;
+struct abd__rpc_client;
+int abd__srpc_create(struct abd_service *svc, const struct abd_service_config *cfg,
+                     const struct abd_rpc_opts *opts, const uint8_t *nonce,
+                     struct abd_record *rec);
+/* the record's request-response geometry: 0 and the largest request, or -EPROTONOSUPPORT */
+int abd__srpc_check_record(const struct abd_record *rec, uint64_t *max_request);
+/* attach to the server's files: its descriptors acquired (a), or its own handle (local) */
+int abd__srpc_attach(struct abd_service *svc, const struct abd_record *rec,
+                     const struct abd_acquired *a, const struct abd_service *local);
+void abd__srpc_free(struct abd_service *svc);
+int abd__srpc_try_send(struct abd_service *svc, const void *data, size_t len, uint64_t *ticket);
+int abd__srpc_try_answer(struct abd_service *svc, uint64_t ticket, void *buf, size_t size);
+/* a client's wait: its mailbox word (1: the answer waited for is there already) */
+int abd__srpc_wait_prepare(struct abd_service *svc, const uint32_t **word, uint32_t *value,
+                           int64_t *tmo);
 
 #endif

@@ -382,8 +382,8 @@ int abd__service_add_meta_u64(struct abd_record *rec, const char *key, bool hex,
 }
 
 static int publish(const char *name, const struct abd_service_config *cfg,
-                   const struct abd_broadcast_opts *bopts, enum abd__service_kind kind,
-                   unsigned flags, struct abd_service **out)
+                   const struct abd_broadcast_opts *bopts, const struct abd_rpc_opts *ropts,
+                   enum abd__service_kind kind, unsigned flags, struct abd_service **out)
 {
 	static const struct abd_service_config defaults;
 	abd__check(out, -EINVAL);
@@ -395,6 +395,8 @@ static int publish(const char *name, const struct abd_service_config *cfg,
 	                   !(flags & (ABD_SERVICE_CONSUMER | ABD_SERVICE_SINGLE_PRODUCER |
 	                              ABD_SERVICE_SINGLE_CONSUMER)),
 	           -EINVAL);
+	/* a request-response server is its requests' one consumer */
+	abd__check(kind != ABD__SERVICE_RPC || !(flags & ~ABD_SERVICE_CONSUMER), -EINVAL);
 	/* an observer holds no role; in a single-producer/consumer ring every handle holds one */
 	abd__check(!(flags & ABD_SERVICE_OBSERVER) ||
 	                   !(flags & (ABD_SERVICE_PRODUCER | ABD_SERVICE_CONSUMER |
@@ -446,6 +448,8 @@ static int publish(const char *name, const struct abd_service_config *cfg,
 		r = abd_record_set_instance(rec, nonce);
 	if (r == 0 && kind == ABD__SERVICE_BCAST) {
 		r = abd__sbc_create(svc, cfg, bopts, flags, nonce, rec);
+	} else if (r == 0 && kind == ABD__SERVICE_RPC) {
+		r = abd__srpc_create(svc, cfg, ropts, nonce, rec);
 	} else if (r == 0) {
 		r = abd_ring_new(cap, slot, modes | svc->roles, nonce, &svc->ring);
 		if (r == 0 && !svc->roles) /* an observer: counted by nobody */
@@ -505,14 +509,21 @@ fail:
 int abd_service_publish(const char *name, const struct abd_service_config *cfg, unsigned flags,
                         struct abd_service **out)
 {
-	return publish(name, cfg, NULL, ABD__SERVICE_RING, flags, out);
+	return publish(name, cfg, NULL, NULL, ABD__SERVICE_RING, flags, out);
 }
 
 int abd_service_publish_broadcast(const char *name, const struct abd_service_config *cfg,
                                   const struct abd_broadcast_opts *opts, unsigned flags,
                                   struct abd_service **out)
 {
-	return publish(name, cfg, opts, ABD__SERVICE_BCAST, flags, out);
+	return publish(name, cfg, opts, NULL, ABD__SERVICE_BCAST, flags, out);
+}
+
+int abd_service_publish_rpc(const char *name, const struct abd_service_config *cfg,
+                            const struct abd_rpc_opts *opts, unsigned flags,
+                            struct abd_service **out)
+{
+	return publish(name, cfg, NULL, opts, ABD__SERVICE_RPC, flags, out);
 }
 
 /* ------------------------------------------------------------------ open -- */
@@ -542,9 +553,14 @@ static int check_record(struct abd_service *svc, const struct abd_record *rec,
 	const char *proto = abd_record_meta(rec, "abd.service");
 	const char *tname = abd_record_meta(rec, "abd.type");
 	uint64_t cap, slot = 0, tsize, thash;
-	svc->kind = proto && strcmp(proto, ABD__SBC_PROTO) == 0 ? ABD__SERVICE_BCAST
-	                                                         : ABD__SERVICE_RING;
-	if (svc->kind == ABD__SERVICE_BCAST) {
+	svc->kind = proto && strcmp(proto, ABD__SBC_PROTO) == 0    ? ABD__SERVICE_BCAST
+	            : proto && strcmp(proto, ABD__SRPC_PROTO) == 0 ? ABD__SERVICE_RPC
+	                                                            : ABD__SERVICE_RING;
+	if (svc->kind == ABD__SERVICE_RPC) {
+		int r = abd__srpc_check_record(rec, &slot);
+		if (r < 0)
+			return r;
+	} else if (svc->kind == ABD__SERVICE_BCAST) {
 		int r = abd__sbc_check_record(svc, rec, &slot);
 		if (r < 0)
 			return r;
@@ -624,6 +640,38 @@ static int bcast_attach_candidate(struct abd_service *svc, const struct abd_reco
 	return r;
 }
 
+/* A request-response candidate: its files through acquisition, or directly from its server's
+ * handle when that is in this process. */
+static int rpc_attach_candidate(struct abd_service *svc, const struct abd_record *rec,
+                                unsigned aflags)
+{
+	int r = -ENOENT;
+	if (abd_record_pid(rec) == getpid()) {
+		pthread_mutex_lock(&local_lock);
+		for (struct abd_service *p = local_pubs; p; p = p->next_local)
+			if (p->rpcs && memcmp(p->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
+				r = abd__srpc_attach(svc, rec, NULL, p);
+				break;
+			}
+		pthread_mutex_unlock(&local_lock);
+	}
+	if (r == -ENOENT) {
+		struct abd_acquired *a = NULL;
+		r = abd_acquire(svc->reg, rec, aflags, -1, &a);
+		if (r == 0)
+			r = abd__srpc_attach(svc, rec, a, NULL);
+		abd_acquired_free(a);
+	}
+	if (r == 0 && shared_closed(svc) && closing_as_we_came(svc, rec))
+		r = -EAGAIN; /* withdrawing: wait for its removal or a successor */
+	if (r < 0) {
+		abd__srpc_free(svc);
+		abd_ring_free(svc->ring);
+		svc->ring = NULL;
+	}
+	return r;
+}
+
 /* Attach to the candidate rec: 0, or the error of the acquisition or the attach. */
 static int attach_candidate(struct abd_service *svc, const struct abd_record *rec,
                             unsigned flags)
@@ -639,6 +687,8 @@ static int attach_candidate(struct abd_service *svc, const struct abd_record *re
 	int r = -ENOENT;
 	if (svc->kind == ABD__SERVICE_BCAST)
 		return bcast_attach_candidate(svc, rec, aflags);
+	if (svc->kind == ABD__SERVICE_RPC)
+		return rpc_attach_candidate(svc, rec, aflags);
 	if (abd_record_pid(rec) == getpid())
 		r = local_attach(abd_record_instance(rec), rflags, &svc->ring);
 	if (r == -ENOENT) {
@@ -938,6 +988,7 @@ static void real_close(struct abd_service *svc)
 		(void)abd_withdraw(svc->pub);
 	abd_acquire_server_free(svc->srv);
 	abd_watch_free(svc->watch);
+	abd__srpc_free(svc); /* before the ring it borrows */
 	abd_ring_free(svc->ring);
 	abd__bcast_free(svc->bc);
 	if (svc->own_reactor)
@@ -978,6 +1029,8 @@ int abd_service_try_push(struct abd_service *svc, const void *data, size_t len) 
 	if (is_closed(svc))
 		return -EPIPE;
 	if (abd__unlikely(svc->kind != ABD__SERVICE_RING)) {
+		if (svc->kind == ABD__SERVICE_RPC)
+			return -EPERM; /* abd_service_call */
 		/* a broadcast publication makes no call that sleeps (a futex wake at most) */
 		ABD__RTSAN_EXEMPT_BEGIN;
 		int r = abd__sbc_try_push(svc, data, len);
@@ -1035,6 +1088,8 @@ int abd_service_try_pop(struct abd_service *svc, void *buf, size_t size) ABD_NON
 	if (abd__unlikely(!(svc->roles & ABD_RING_CONSUMER)))
 		return -EPERM;
 	if (abd__unlikely(svc->kind != ABD__SERVICE_RING)) {
+		if (svc->kind == ABD__SERVICE_RPC)
+			return -EPERM; /* abd_service_take */
 		ABD__RTSAN_EXEMPT_BEGIN; /* as try_push */
 		int r = abd__sbc_try_pop(svc, buf, size);
 		ABD__RTSAN_EXEMPT_END;
@@ -1074,6 +1129,8 @@ static int chan_prepare(struct abd_service *svc, enum abd_ring_wait_for what,
 {
 	if (svc->kind == ABD__SERVICE_BCAST)
 		return abd__sbc_wait_prepare(svc, word, value, tmo);
+	if (svc->rpcc && what == ABD_RING_WAIT_DATA) /* a client waits for an answer */
+		return abd__srpc_wait_prepare(svc, word, value, tmo);
 	*word = abd_ring_futex(svc->ring, what);
 	return abd_ring_wait_prepare(svc->ring, what, value, tmo);
 }
@@ -1082,6 +1139,8 @@ static void chan_finish(struct abd_service *svc, enum abd_ring_wait_for what)
 {
 	if (svc->kind == ABD__SERVICE_BCAST)
 		abd__bcast_wait_finish(svc->bc);
+	else if (svc->rpcc && what == ABD_RING_WAIT_DATA)
+		return; /* nothing announced: the server wakes every sleeper of the word */
 	else
 		abd_ring_wait_finish(svc->ring, what);
 }
@@ -1212,6 +1271,9 @@ static int try_op(struct abd_service *svc, enum abd__service_op op,
 	case ABD__OP_POP: return abd_service_try_pop(svc, a->buf, a->len);
 	case ABD__OP_LOAN: return abd_service_loan(svc, a->len, a->loan, 0);
 	case ABD__OP_PEEK: return abd_service_peek(svc, a->peek, a->peek_len, 0);
+	case ABD__OP_TAKE: return abd_service_try_take(svc, a->buf, a->len, a->token);
+	case ABD__OP_SEND: return abd__srpc_try_send(svc, a->data, a->len, a->token);
+	case ABD__OP_ANSWER: return abd__srpc_try_answer(svc, *a->token, a->buf, a->len);
 	}
 	return -EINVAL;
 }
@@ -1221,7 +1283,7 @@ static int try_op(struct abd_service *svc, enum abd__service_op op,
 int abd__service_blocking(struct abd_service *svc, enum abd__service_op op,
                           struct abd__service_args *a, int64_t timeout_ns)
 {
-	bool push = op == ABD__OP_PUSH || op == ABD__OP_LOAN;
+	bool push = op == ABD__OP_PUSH || op == ABD__OP_LOAN || op == ABD__OP_SEND;
 	int64_t deadline = -1;
 	int r;
 	/* rounds that found nothing to do after a wait: a peer scribbling over the ring's words can
@@ -1323,7 +1385,7 @@ static void rd_timer_cb(abd__unused struct abd_source *src, abd__unused int stat
 {
 	struct abd_service *svc = ud;
 	/* (a broadcast subscriber: the look itself, a READABLE that may find nothing) */
-	if (svc->kind != ABD__SERVICE_RING ||
+	if (svc->kind == ABD__SERVICE_BCAST || svc->rpcc ||
 	    abd__load(&svc->ring->h->tail, ACQUIRE) != abd__load(&svc->ring->h->head, ACQUIRE) ||
 	    is_closed(svc)) {
 		readable_fire(svc);
@@ -1382,7 +1444,7 @@ int abd_service_set_event_fn(struct abd_service *svc, abd_service_event_fn *fn, 
 		return 0;
 	}
 	deliver_closed_later(svc);
-	if (svc->roles & ABD_RING_CONSUMER)
+	if ((svc->roles & ABD_RING_CONSUMER) || svc->rpcc)
 		readable_arm(svc);
 	return 0;
 }

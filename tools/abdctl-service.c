@@ -349,8 +349,9 @@ void abdctl_serve_help(FILE *out)
 	        "the epoll reactor. --type NAME[:SIZE[:HASH]] publishes a typed service: openers that\n"
 	        "name a type must name the same one (abd_service_config's type_name, type_size,\n"
 	        "type_hash; SIZE in bytes, 0 or absent: any length; HASH in hexadecimal).\n\n"
-	        "Exit: 0 stopped by a signal or after --count messages, 1 failure, 2 usage.\n",
+	        "Exit: 0 stopped by a signal or after --count messages, 1 failure, 2 usage.\n\n",
 	        ABD_SERVICE_DEFAULT_CAPACITY, ABD_SERVICE_DEFAULT_SLOT_SIZE);
+	abdctl_serve_reply_help(out);
 }
 
 struct serve_state {
@@ -398,6 +399,10 @@ static void serve_signal(UNUSED struct abd_source *src, UNUSED int status,
 
 int abdctl_serve(int argc, char **argv)
 {
+	/* --reply[=MODE]: a request-response server (abdctl-rpc.c) */
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (!strcmp(argv[i], "--reply") || !strncmp(argv[i], "--reply=", 8))
+			return abdctl_serve_reply(argc, argv);
 	struct sopts o;
 	int r = sparse("serve", argc, argv, &o, "cap slot count json hold");
 	free(o.msgs);

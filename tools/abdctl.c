@@ -25,6 +25,8 @@ static const struct abdctl_command commands[] = {
 	{ "send", "send messages (arguments or stdin lines) to a ring service", abdctl_send,
 	  abdctl_send_help },
 	{ "recv", "receive messages from a ring service", abdctl_recv, abdctl_recv_help },
+	{ "call", "call a request-response service and print the answers", abdctl_call,
+	  abdctl_call_help },
 };
 
 static void usage(FILE *out)

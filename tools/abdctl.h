@@ -45,6 +45,11 @@ int abdctl_send(int argc, char **argv);
 void abdctl_send_help(FILE *out);
 int abdctl_recv(int argc, char **argv);
 void abdctl_recv_help(FILE *out);
+int abdctl_call(int argc, char **argv);
+void abdctl_call_help(FILE *out);
+/* abdctl serve --reply (abdctl-rpc.c): a request-response server */
+int abdctl_serve_reply(int argc, char **argv);
+void abdctl_serve_reply_help(FILE *out);
 int abdctl_info(int argc, char **argv);
 void abdctl_info_help(FILE *out);
 

@@ -42,8 +42,8 @@ LAYERS = [
     ("broadcast", 2, ["runtime/bcast.c", "runtime/bcast-internal.h"]),
     ("acquire", 3, ["runtime/acquire.c", "runtime/watch.c", "runtime/gc.c",
                     "compat/handshake.c", "compat/handshake.h", "include/abd/acquire.h"]),
-    ("service", 4, ["runtime/service.c", "runtime/service-bcast.c", "runtime/service-internal.h",
-                    "include/abd/service.h"]),
+    ("service", 4, ["runtime/service.c", "runtime/service-bcast.c", "runtime/service-rpc.c",
+                    "runtime/service-internal.h", "include/abd/service.h"]),
     ("umbrella", 5, ["include/abd/abd.h"]),
 ]
 

@@ -230,7 +230,8 @@ enum abd_service_event {
 	 * registry directory was removed (-ESHUTDOWN). Delivered once to every opener; push/pop
 	 * return -EPIPE from then on (pop after draining). */
 	ABD_SERVICE_EVENT_CLOSED = 1,
-	/* (consumer role) messages may be waiting: pop with the try form until -EAGAIN. Armed
+	/* (consumer role) messages may be waiting: pop with the try form until -EAGAIN; a
+	 * request-response server: requests (try_take); a client: answers (call_poll). Armed
 	 * again after the callback returns; delivered only while a callback is set. Status 0. */
 	ABD_SERVICE_EVENT_READABLE = 2,
 };
@@ -372,6 +373,95 @@ ABD_EXPORT int abd_service_release(struct abd_service *svc);
 ABD_EXPORT int64_t abd_service_lost(const struct abd_service *svc);
 /* 1 for a broadcast service, 0 for a ring (work queue), -EINVAL for NULL. */
 ABD_EXPORT int abd_service_is_broadcast(const struct abd_service *svc);
+
+/* ---- Request-response ------------------------------------------------------------------ */
+
+/* A request-response service: clients call, the server answers each call, and an answer
+ * reaches only the call it answers (docs/rpc.md). Requests travel through a ring (the
+ * server is its single consumer, each client a producer: cfg.capacity slots of up to
+ * cfg.slot_size bytes of request); answers through a response file only the server can
+ * write (sealed with F_SEAL_FUTURE_WRITE; clients map it read-only), one mailbox of
+ * `in_flight` cells per client. Answers are readable by every client the server admits:
+ * give clients of different trust different services (docs/security.md). Record metadata:
+ * abd.service = "rpc/1", abd.capacity, abd.slot_size (the largest request),
+ * abd.response_size, abd.in_flight, abd.type* (the request type). Slots: "ring" (memfd),
+ * "responses" (memfd, checked by the client: seals, size, header, nonce). */
+#define ABD_RPC_DEFAULT_IN_FLIGHT 8u
+#define ABD_RPC_MAX_IN_FLIGHT 64u
+#define ABD_RPC_MAX_REQUEST (ABD_RING_MAX_SLOT_SIZE - 24u) /* the ring slot holds a header */
+
+struct abd_rpc_opts {
+	uint32_t response_size; /* the largest answer (1 .. ABD_RING_MAX_SLOT_SIZE; 0: slot_size) */
+	uint32_t in_flight;     /* calls one client may have in flight (1 .. 64; 0: 8) */
+	uint64_t reserved[3];   /* zero */
+};
+
+/* Publish a request-response service: as abd_service_publish (name; cfg: capacity, slot_size
+ * = the largest request, up to ABD_RPC_MAX_REQUEST, type, access policy, reactor), with opts
+ * (NULL: defaults). The handle is the server: take/try_take and reply; push/pop give -EPERM.
+ * flags: 0 or ABD_SERVICE_CONSUMER. Its READABLE event says requests are waiting.
+ * Returns 0 and *out, or the errors of abd_service_publish, and:
+ *   -EINVAL  opts out of range, reserved not zero, another flag
+ *   -EFBIG   the response file would exceed 1 GiB (128 mailboxes x in_flight x response_size)
+ * abd_service_open opens either kind; opening a request-response service makes a client
+ * (flags 0 or ABD_SERVICE_PRODUCER; ABD_SERVICE_CONSUMER alone: -EPERM), up to 127 at a
+ * time (-EUSERS). On a client, push/pop give -EPERM. */
+ABD_EXPORT ABD_NODISCARD int abd_service_publish_rpc(const char *name,
+                                                     const struct abd_service_config *cfg,
+                                                     const struct abd_rpc_opts *opts,
+                                                     unsigned flags, struct abd_service **out);
+
+/* Server: take the next request into buf; *token names it for abd_service_reply. Requests
+ * of one client come in the order it sent them. Malformed requests (a header that names no
+ * mailbox or cell: a hostile client's) are dropped and counted. try_take returns at once;
+ * take waits up to timeout_ns (as pop). Returns the request's length, or -EAGAIN (none, or
+ * only malformed ones), -EMSGSIZE (the request is longer than size: it stays, take again with
+ * more room), -ETIMEDOUT, -EINTR, -ECANCELED (take, as pop), -EPIPE (after close began),
+ * -EPERM (not a server), -EINVAL. */
+ABD_EXPORT ABD_NODISCARD int abd_service_try_take(struct abd_service *svc, void *buf, size_t size,
+                                                  uint64_t *token);
+ABD_EXPORT ABD_NODISCARD int abd_service_take(struct abd_service *svc, void *buf, size_t size,
+                                              uint64_t *token, int64_t timeout_ns);
+/* Server: answer the request of token with len bytes (reply) or with an error the caller's
+ * call returns (reply_error: a -errno, > -4096). Never blocks: one write into the caller's
+ * mailbox and, when the caller may sleep, one FUTEX_WAKE. Returns 0, or -ESTALE (answered
+ * already, or the caller gave that call up and sent a newer one in its cell: nothing is
+ * written), -EMSGSIZE (len > response_size), -EPERM (not a server), -EINVAL (a token this
+ * server never gave). */
+ABD_EXPORT int abd_service_reply(struct abd_service *svc, uint64_t token, const void *data,
+                                 size_t len);
+ABD_EXPORT int abd_service_reply_error(struct abd_service *svc, uint64_t token, int error);
+
+/* Client: call the server with len bytes and wait up to timeout_ns (< 0: forever; 0: only
+ * an answer that is there at once) for its answer, copied into resp. The wait sleeps in the
+ * service's reactor (as pop), on the client's own word in the response file beside the
+ * registry watch: a server that dies or withdraws ends it with -EPIPE within the reactor turn
+ * that reports it. Returns the answer's length, or the server's error (reply_error), or
+ * -ETIMEDOUT (no answer in time: the call is given up, a later answer is dropped), -EPIPE
+ * (the server left), -EBUSY (in_flight calls pending already), -EMSGSIZE (a request longer
+ * than the slot size, or a typed handle's request of another size; or an answer longer than
+ * size), -EBADMSG (an answer no server writes), -EINTR, -ECANCELED (as pop), -EPERM (not a
+ * client), -EINVAL. Whatever the error, the call has ended: a later answer is dropped. */
+ABD_EXPORT ABD_NODISCARD int abd_service_call(struct abd_service *svc, const void *req, size_t len,
+                                              void *resp, size_t size, int64_t timeout_ns);
+/* Client, the asynchronous form: send a request (waiting up to timeout_ns for room in the
+ * ring: 0 is a try, -EAGAIN when full) and get *ticket; poll for its answer (-EAGAIN: not
+ * yet; never sleeps), wait for it (as abd_service_call), or cancel it (a later answer is
+ * dropped). With an event callback set, ABD_SERVICE_EVENT_READABLE says an answer may have
+ * come: poll the tickets. A ticket ends with its answer, -ETIMEDOUT (call_wait), -EPIPE,
+ * -EBADMSG, the server's error, or cancel; after -EAGAIN, -EMSGSIZE (an answer longer than
+ * size: it stays), -EINTR or -ECANCELED it is still in flight. Errors as abd_service_call;
+ * cancel: 0, -EINVAL (no such ticket in flight), -EPERM. */
+ABD_EXPORT ABD_NODISCARD int abd_service_call_send(struct abd_service *svc, const void *req,
+                                                   size_t len, uint64_t *ticket,
+                                                   int64_t timeout_ns);
+ABD_EXPORT ABD_NODISCARD int abd_service_call_poll(struct abd_service *svc, uint64_t ticket,
+                                                   void *resp, size_t size);
+ABD_EXPORT ABD_NODISCARD int abd_service_call_wait(struct abd_service *svc, uint64_t ticket,
+                                                   void *resp, size_t size, int64_t timeout_ns);
+ABD_EXPORT int abd_service_call_cancel(struct abd_service *svc, uint64_t ticket);
+/* 1 for a request-response service (server or client), 0 otherwise, -EINVAL for NULL. */
+ABD_EXPORT int abd_service_is_rpc(const struct abd_service *svc);
 
 /* ---- Typed services ------------------------------------------------------------------ */
 
