@@ -103,6 +103,28 @@ camera)
 	wait $fast; report "fast subscriber: frames intact, received + lost = 200" 0 $?
 	wait $slow; report "slow subscriber: frames intact, received + lost = 200" 0 $?
 	;;
+rpc)
+	# tools/examples/rpc-calc.c: three callers, 4 calls in flight each, of one server; then a
+	# server killed while a caller waits: the caller gets EPIPE at once (exit 4).
+	run_bg "$bin/rpc-calc" serve "$name" 300; srv=$!
+	run_bg "$bin/rpc-calc" call "$name" 100; c1=$!
+	run_bg "$bin/rpc-calc" call "$name" 100; c2=$!
+	run_bg "$bin/rpc-calc" call "$name" 100; c3=$!
+	wait $c1; report "caller 1: 100 answers, each its own" 0 $?
+	wait $c2; report "caller 2: 100 answers, each its own" 0 $?
+	wait $c3; report "caller 3: 100 answers, each its own" 0 $?
+	wait $srv; report "server answered 300 calls and withdrew" 0 $?
+	"$bin/rpc-calc" serve "$name.kill" 0 > >(sed -u 's/^/# /') 2>&1 & srv=$! # no timeout wrapper: kill it
+	callout=$(mktemp)
+	timeout 60 "$bin/rpc-calc" call "$name.kill" 0 > >(tee "$callout" | sed -u 's/^/# /') 2>&1 & cl=$!
+	for _ in $(seq 300); do
+		grep -q 'calls answered' "$callout" && break
+		sleep 0.1
+	done
+	kill -9 $srv
+	wait $cl; report "the caller notices the killed server (EPIPE)" 4 $?
+	rm -f "$callout"
+	;;
 pubsub-python)
 	# tools/examples/pubsub.py (PYTHONPATH and ABD_LIBRARY: set by meson) with itself and C.
 	py=${ABD_PYTHON:-python3}
