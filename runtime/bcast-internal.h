@@ -51,7 +51,8 @@ struct abd__bcast;
  * F_SEAL_FUTURE_WRITE), -ENOMEM, -errno. */
 int abd__bcast_new(const struct abd__bcast_geom *g, const uint8_t *nonce,
                    struct abd__bcast **out);
-/* Subscriber (or observer: data only, ctl_fd ignored, no lease): both descriptors borrowed.
+/* Subscriber (or observer: no seat; the control file, if given, mapped read-only for the
+ * statistics): both descriptors borrowed.
  * expect: the geometry the opener was told of (NULL: any), max_map: 0 = default limit.
  * 0, -EINVAL, -EPROTO (seals, size, header), -ESTALE (nonce), -EFBIG, -EUSERS (every entry
  * held by a live subscriber), -errno. */
@@ -103,6 +104,7 @@ void abd__bcast_wait_finish(struct abd__bcast *b);
 struct abd__bcast_stats {
 	uint64_t head;      /* messages published */
 	uint64_t wakes;     /* wake syscalls the publisher made */
+	uint64_t bytes;     /* payload bytes published */
 	uint64_t last_len;  /* the newest message's length */
 	uint64_t last_ns;   /* CLOCK_MONOTONIC of the newest message's send (0 none) */
 	uint32_t subscribers; /* live subscribers (F_OFD_GETLK each; 0 for an observer) */
@@ -110,7 +112,5 @@ struct abd__bcast_stats {
 };
 /* A snapshot from the data header (observer-safe: no write). */
 void abd__bcast_stats(struct abd__bcast *b, struct abd__bcast_stats *out);
-/* bytes of the messages in [from, head): a bounded walk of the slots (hz), 0 for those gone */
-uint64_t abd__bcast_bytes_since(struct abd__bcast *b, uint64_t from, uint64_t *head);
 
 #endif

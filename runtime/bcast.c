@@ -63,7 +63,8 @@ struct bc_hdr {
 	uint8_t pad1[48];
 	/* line 3: statistics */
 	uint64_t wakes;
-	uint8_t pad2[56];
+	uint64_t bytes; /* payload bytes published */
+	uint8_t pad2[48];
 	uint8_t reserved[512 - 256];
 };
 _Static_assert(sizeof(struct bc_hdr) == ABD__BCAST_HEADER_SIZE, "data header");
@@ -472,6 +473,7 @@ int abd__bcast_send(struct abd__bcast *b, const void *buf, size_t len)
 	b->slot_chunk[k] = (uint32_t)c;
 	b->loan = 0;
 	b->head = n + 1;
+	abd__store(&b->h->bytes, abd__load(&b->h->bytes, RELAXED) + len, RELAXED);
 	abd__store(&b->h->head, n + 1, RELEASE);
 	abd__store(&b->h->head32, (uint32_t)(n + 1), SEQ_CST);
 	if (abd__load(&b->c->sleepers, SEQ_CST)) {
@@ -602,6 +604,7 @@ int abd__bcast_attach(int data_fd, int ctl_fd, const uint8_t *nonce,
 	*out = NULL;
 	abd__check(flags == ABD__BCAST_SUBSCRIBER || flags == ABD__BCAST_OBSERVER, -EINVAL);
 	abd__check(data_fd >= 0 && (flags == ABD__BCAST_OBSERVER || ctl_fd >= 0), -EINVAL);
+	/* (an observer given the control file maps it read-only, for the statistics) */
 	if (!max_map)
 		max_map = ABD__BCAST_ATTACH_MAX;
 	uint64_t size;
@@ -642,7 +645,7 @@ int abd__bcast_attach(int data_fd, int ctl_fd, const uint8_t *nonce,
 		b->g.max_payload = expect->max_payload;
 	b->slots = (struct bc_slot *)(b->data + ABD__BCAST_HEADER_SIZE);
 	b->pool = b->data + copy.pool_offset;
-	if (b->observer) {
+	if (b->observer && ctl_fd < 0) {
 		*out = b;
 		return 0;
 	}
@@ -654,7 +657,9 @@ int abd__bcast_attach(int data_fd, int ctl_fd, const uint8_t *nonce,
 		goto fail;
 	}
 	b->ctl_size = (size_t)csize;
-	m = mmap(NULL, b->ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, ctl_fd, 0);
+	/* an observer only reads it (statistics: the live subscribers) */
+	m = mmap(NULL, b->ctl_size, b->observer ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+	         ctl_fd, 0);
 	if (m == MAP_FAILED)
 		goto fail_errno;
 	b->c = m;
@@ -663,7 +668,7 @@ int abd__bcast_attach(int data_fd, int ctl_fd, const uint8_t *nonce,
 		e = b->lockfd;
 		goto fail;
 	}
-	if ((e = join(b)) < 0)
+	if (!b->observer && (e = join(b)) < 0)
 		goto fail;
 	*out = b;
 	return 0;
@@ -797,11 +802,14 @@ static int nothing(struct abd__bcast *b)
 	return abd__load(&b->h->head, ACQUIRE) > b->pos ? -EAGAIN : -EPIPE;
 }
 
-int abd__bcast_try_recv(struct abd__bcast *b, void *buf, size_t size)
+/* The next message: copied into buf (peek NULL), or held in place (*peek, *peek_len). */
+static int next_msg(struct abd__bcast *b, void *buf, size_t size, const void **peek,
+                    size_t *peek_len)
 {
-	abd__check(b && !b->publisher && !b->observer && (buf || !size), -EINVAL);
 	if (b->peeked)
 		return -EBUSY;
+	uint64_t bit = UINT64_C(1) << b->idx;
+	struct bc_entry *en = &b->e[b->idx];
 	for (int tries = 0; tries < LOCATE_TRIES; tries++) {
 		struct bc_slot *s;
 		uint32_t len, chunk;
@@ -814,9 +822,25 @@ int abd__bcast_try_recv(struct abd__bcast *b, void *buf, size_t size)
 				continue; /* the last messages landed as we looked */
 			return r;
 		}
+		const unsigned char *p = b->pool + (uint64_t)chunk * b->chunk_size;
+		if (peek) {
+			/* hold the chunk, then check that the slot still names it: the publisher
+			 * reuses a chunk only after it looked at the holders (seq_cst both sides) */
+			__atomic_fetch_or(&b->c->holding, bit, __ATOMIC_SEQ_CST);
+			abd__store(&en->held, chunk + 1, SEQ_CST);
+			if (abd__load(&s->seq, SEQ_CST) != b->pos + 1) {
+				abd__store(&en->held, 0u, RELEASE);
+				overrun(b);
+				continue;
+			}
+			*peek = p;
+			*peek_len = len;
+			b->peeked = true;
+			return 0;
+		}
 		if (len > size)
 			return -EMSGSIZE;
-		memcpy(buf, b->pool + (uint64_t)chunk * b->chunk_size, len);
+		memcpy(buf, p, len);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		if (abd__load(&s->seq, RELAXED) != b->pos + 1) {
 			overrun(b); /* overwritten while we copied: the copy is void */
@@ -828,40 +852,16 @@ int abd__bcast_try_recv(struct abd__bcast *b, void *buf, size_t size)
 	return -EAGAIN;
 }
 
+int abd__bcast_try_recv(struct abd__bcast *b, void *buf, size_t size)
+{
+	abd__check(b && !b->publisher && !b->observer && (buf || !size), -EINVAL);
+	return next_msg(b, buf, size, NULL, NULL);
+}
+
 int abd__bcast_peek(struct abd__bcast *b, const void **data, size_t *len)
 {
 	abd__check(b && !b->publisher && !b->observer && data && len, -EINVAL);
-	if (b->peeked)
-		return -EBUSY;
-	uint64_t bit = UINT64_C(1) << b->idx;
-	struct bc_entry *en = &b->e[b->idx];
-	for (int tries = 0; tries < LOCATE_TRIES; tries++) {
-		struct bc_slot *s;
-		uint32_t n, chunk;
-		int r = locate(b, &s, &n, &chunk);
-		if (r < 0)
-			return r;
-		if (r == 0) {
-			r = nothing(b);
-			if (r == -EAGAIN && closed(b))
-				continue;
-			return r;
-		}
-		/* hold the chunk, then check that the slot still names it: the publisher reuses a
-		 * chunk only after it looked at the holders (seq_cst on both sides) */
-		__atomic_fetch_or(&b->c->holding, bit, __ATOMIC_SEQ_CST);
-		abd__store(&en->held, chunk + 1, SEQ_CST);
-		if (abd__load(&s->seq, SEQ_CST) != b->pos + 1) {
-			abd__store(&en->held, 0u, RELEASE);
-			overrun(b);
-			continue;
-		}
-		*data = b->pool + (uint64_t)chunk * b->chunk_size;
-		*len = n;
-		b->peeked = true;
-		return 0;
-	}
-	return -EAGAIN;
+	return next_msg(b, NULL, 0, data, len);
 }
 
 int abd__bcast_release(struct abd__bcast *b)
@@ -958,6 +958,7 @@ void abd__bcast_stats(struct abd__bcast *b, struct abd__bcast_stats *out)
 	uint64_t head = abd__load(&b->h->head, ACQUIRE);
 	out->head = head;
 	out->wakes = abd__load(&b->h->wakes, RELAXED);
+	out->bytes = abd__load(&b->h->bytes, RELAXED);
 	out->closed = abd__load(&b->h->closed, RELAXED);
 	if (head) {
 		struct bc_slot *s = &b->slots[(head - 1) & b->mask];
@@ -974,24 +975,6 @@ void abd__bcast_stats(struct abd__bcast *b, struct abd__bcast_stats *out)
 		return;
 	for (unsigned i = 0; i < b->g.subscribers; i++)
 		if (abd__load(&b->e[i].state, ACQUIRE) == ENTRY_HELD &&
-		    (i == b->idx && !b->publisher ? 1 : entry_alive(b, i)) == 1)
+		    (i == b->idx && !b->publisher && !b->observer ? 1 : entry_alive(b, i)) == 1)
 			out->subscribers++;
-}
-
-uint64_t abd__bcast_bytes_since(struct abd__bcast *b, uint64_t from, uint64_t *headp)
-{
-	uint64_t head = abd__load(&b->h->head, ACQUIRE), sum = 0;
-	*headp = head;
-	if (from + b->g.capacity < head)
-		from = head - b->g.capacity;
-	for (uint64_t p = from; p < head; p++) {
-		struct bc_slot *s = &b->slots[p & b->mask];
-		if (abd__load(&s->seq, ACQUIRE) != p + 1)
-			continue;
-		uint32_t len = abd__load(&s->len, RELAXED);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		if (abd__load(&s->seq, RELAXED) == p + 1)
-			sum += len;
-	}
-	return sum;
 }

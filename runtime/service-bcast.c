@@ -146,6 +146,8 @@ void abd__sbc_stats(const struct abd_service *svc, struct abd_service_stats *out
 	out->wakes = st.wakes;
 	out->consumers = st.subscribers;
 	out->lost = abd__bcast_lost(svc->bc);
+	out->bytes = st.bytes;
+	out->last_send_ns = st.last_ns;
 	if (!svc->publisher && svc->roles) {
 		out->popped = abd__bcast_pos(svc->bc);
 		out->occupancy = st.head > out->popped ? st.head - out->popped : 0;

@@ -190,7 +190,7 @@ ABD_TEST(service_cli, recv_json_and_the_exit_codes)
 ABD_TEST(service_cli, help_and_usage_errors)
 {
 	char buf[4096];
-	const char *cmds[] = { "serve", "send", "recv", "info" };
+	const char *cmds[] = { "serve", "send", "recv", "info", "pub", "sub", "hz" };
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		const char *help[] = { NULL, cmds[i], "--help", NULL };
 		cr_assert_eq(run(help, NULL, buf, sizeof(buf)), 0, "%s --help", cmds[i]);
@@ -570,5 +570,138 @@ ABD_TEST(service_cli, send_passes_over_another_users_service_unless_trusted)
 	slurp(o[0], out, sizeof(out));
 	cr_assert_eq(abd_test_wait(srv), 0);
 	cr_assert_str_eq(out, "trusted\n", "uid %d's serve received: %s", PUB_USER, out);
+	abd_test_rmtree(dir);
+}
+
+/* ------------------------------------------------------------------ broadcast: pub/sub/hz -- */
+
+ABD_TEST(service_cli, pub_reaches_every_sub_and_a_late_sub_gets_the_history)
+{
+	char dir[256], out[2][1024], buf[1024];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	const char *sub[] = { NULL, "sub", "--dir", dir, "cli.fan", NULL };
+	int fd[2];
+	pid_t s[2];
+	for (int i = 0; i < 2; i++)
+		s[i] = start(sub, NULL, &fd[i]);
+	const char *pub[] = { NULL, "pub", "--dir", dir, "--wait", "2", "cli.fan", "one", "two", "3",
+		              NULL };
+	cr_assert_eq(run(pub, NULL, buf, sizeof(buf)), 0);
+	for (int i = 0; i < 2; i++) {
+		slurp(fd[i], out[i], sizeof(out[i]));
+		cr_assert_eq(abd_test_wait(s[i]), 4, "sub exits 4 once the publisher left");
+		cr_assert_str_eq(out[i], "one\ntwo\n3\n", "subscriber %d", i);
+	}
+	/* --hold with a history: a subscriber that comes later gets the last 2 */
+	const char *hold[] = { NULL, "pub", "--dir", dir, "--capacity", "4", "--history", "2",
+		               "--hold", "cli.hist", NULL };
+	pid_t h = start(hold, "a\nb\nc\n", NULL);
+	wait_alive(dir, "cli.hist");
+	const char *late[] = { NULL, "sub", "--dir", dir, "--count", "2", "--json", "cli.hist", NULL };
+	cr_assert_eq(run(late, NULL, out[0], sizeof(out[0])), 0);
+	cr_assert_str_eq(out[0], "{\"seq\":0,\"len\":1,\"data\":\"b\"}\n"
+	                         "{\"seq\":1,\"len\":1,\"data\":\"c\"}\n");
+	/* sub on a ring service: 6 */
+	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.ring", NULL };
+	pid_t r = start(serve, NULL, NULL);
+	wait_alive(dir, "cli.ring");
+	const char *subring[] = { NULL, "sub", "--dir", dir, "cli.ring", NULL };
+	cr_assert_eq(run(subring, NULL, buf, sizeof(buf)), 6);
+	kill(r, SIGTERM);
+	kill(h, SIGTERM);
+	cr_assert_eq(abd_test_wait(h), 0);
+	abd_test_wait(r);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service_cli, sub_reports_what_the_overwrite_policy_took)
+{
+	char dir[256], out[8192];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_service_config cfg = { .dir = dir, .capacity = 4, .slot_size = 16 };
+	struct abd_broadcast_opts bo = { .subscribers = 2, .policy = ABD_BROADCAST_OVERWRITE };
+	struct abd_service *pub;
+	cr_assert_eq(abd_service_publish_broadcast("cli.over", &cfg, &bo, 0, &pub), 0);
+	const char *sub[] = { NULL, "sub", "--dir", dir, "--json", "cli.over", NULL };
+	int fd;
+	pid_t s = start(sub, NULL, &fd);
+	for (uint64_t end = abd_test_now_ns() + 10 * SEC;;) { /* serve its open */
+		struct abd_service_stats st;
+		cr_assert_eq(abd_service_stats(pub, &st), 0);
+		if (st.consumers == 1)
+			break;
+		cr_assert_lt(abd_test_now_ns(), end);
+		abd_reactor_run_once(abd_service_reactor(pub), 5 * 1000 * 1000);
+	}
+	/* it cannot read while stopped: 20 messages through 4 slots */
+	kill(s, SIGSTOP);
+	for (int i = 0; i < 20; i++) {
+		char m[8];
+		int n = snprintf(m, sizeof(m), "m%d", i);
+		cr_assert_eq(abd_service_try_push(pub, m, (size_t)n), 0);
+	}
+	kill(s, SIGCONT);
+	struct timespec ts = { 0, 300 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	abd_service_close(pub);
+	slurp(fd, out, sizeof(out));
+	cr_assert_eq(abd_test_wait(s), 4);
+	long msgs = 0, lost = -1;
+	for (char *p = out; (p = strchr(p, '{')); p++) {
+		if (!strncmp(p, "{\"seq\"", 6))
+			msgs++;
+		char *t = strstr(p, "\"total_lost\":");
+		if (!strncmp(p, "{\"lost\"", 7) && t)
+			lost = strtol(t + 13, NULL, 10);
+	}
+	cr_assert_gt(lost, 0, "no loss reported: %s", out);
+	cr_assert_eq(msgs + lost, 20, "%ld printed + %ld lost: %s", msgs, lost, out);
+	cr_assert(strstr(out, "\"data\":\"m19\""), "the newest is delivered: %s", out);
+	abd_test_rmtree(dir);
+}
+
+ABD_TEST(service_cli, hz_shows_the_rate_of_a_running_stream_without_a_seat)
+{
+	char dir[256], out[4096];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct abd_service_config cfg = { .dir = dir, .capacity = 64, .slot_size = 100 };
+	/* one seat only: hz must not take it */
+	struct abd_broadcast_opts bo = { .subscribers = 1 };
+	struct abd_service *pub;
+	cr_assert_eq(abd_service_publish_broadcast("cli.hz", &cfg, &bo, 0, &pub), 0);
+	const char *hz[] = { NULL, "hz", "--dir", dir, "--interval", "200", "--count", "3", "--json",
+		             "cli.hz", NULL };
+	int fd;
+	pid_t h = start(hz, NULL, &fd);
+	char msg[100] = { 0 };
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	uint64_t end = abd_test_now_ns() + 20 * SEC;
+	size_t n = 0;
+	/* a stream of 100-byte messages, about 2000 a second, until hz printed its 3 lines */
+	for (;;) {
+		cr_assert_lt(abd_test_now_ns(), end, "hz printed: %.*s", (int)n, out);
+		cr_assert_eq(abd_service_try_push(pub, msg, sizeof(msg)), 0);
+		abd_reactor_run_once(abd_service_reactor(pub), 500 * 1000);
+		if (poll(&p, 1, 0) == 1) {
+			ssize_t r = read(fd, out + n, sizeof(out) - 1 - n);
+			if (r <= 0)
+				break;
+			n += (size_t)r;
+		}
+	}
+	out[n] = 0;
+	close(fd);
+	cr_assert_eq(abd_test_wait(h), 0);
+	char *last = NULL;
+	for (char *q = out; (q = strstr(q, "{\"service\"")); q++)
+		last = q;
+	cr_assert(last && strstr(last, "\"kind\":\"broadcast\""), "%s", out);
+	double rate = strtod(strstr(last, "\"msgs_per_s\":") + 13, NULL);
+	double bps = strtod(strstr(last, "\"bytes_per_s\":") + 14, NULL);
+	cr_assert_gt(rate, 100, "%s", out);
+	cr_assert(bps > rate * 99 && bps < rate * 101 + 1000, "100 bytes a message: %s", out);
+	cr_assert(strstr(last, "\"latency_us\""), "%s", out);
+	cr_assert(strstr(last, "\"subscribers\":0"), "hz is no subscriber: %s", out);
+	abd_service_close(pub);
 	abd_test_rmtree(dir);
 }

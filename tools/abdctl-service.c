@@ -28,6 +28,10 @@ struct sopts {
 	char **msgs;
 	int nmsgs;
 	struct abdctl_publishers pubs;
+	/* broadcast (pub, hz) */
+	unsigned long subscribers, history, wait_subs;
+	uint32_t policy;
+	long long interval_ms;
 };
 
 static bool number(const char *s, unsigned long *out)
@@ -76,7 +80,7 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 {
 	enum {
 		OPT_CAPACITY = OPT_COMMAND, OPT_SLOT_SIZE, OPT_COUNT, OPT_TIMEOUT, OPT_TYPE, OPT_ESCAPED,
-		OPT_HOLD, OPT_EPOLL,
+		OPT_HOLD, OPT_EPOLL, OPT_SUBSCRIBERS, OPT_HISTORY, OPT_POLICY, OPT_WAIT, OPT_INTERVAL,
 	};
 	static const struct option longopts[] = {
 		ABDCTL_OPT_DIR,
@@ -90,11 +94,17 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 		{ "escaped", no_argument, NULL, OPT_ESCAPED },
 		{ "hold", no_argument, NULL, OPT_HOLD },
 		{ "epoll", no_argument, NULL, OPT_EPOLL },
+		{ "subscribers", required_argument, NULL, OPT_SUBSCRIBERS },
+		{ "history", required_argument, NULL, OPT_HISTORY },
+		{ "policy", required_argument, NULL, OPT_POLICY },
+		{ "wait", required_argument, NULL, OPT_WAIT },
+		{ "interval", required_argument, NULL, OPT_INTERVAL },
 		{ 0 },
 	};
 	memset(o, 0, sizeof(*o));
 	abdctl_publishers_init(&o->pubs);
 	o->timeout_ms = 5000;
+	o->interval_ms = 1000;
 	o->msgs = calloc((size_t)argc, sizeof(*o->msgs));
 	if (!o->msgs)
 		return ABDCTL_FAIL;
@@ -105,7 +115,9 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 		const char *need = c == OPT_CAPACITY ? "cap" : c == OPT_SLOT_SIZE ? "slot"
 		                 : c == OPT_COUNT ? "count" : c == OPT_TIMEOUT ? "timeout"
 		                 : c == OPT_JSON ? "json" : c == OPT_ESCAPED ? "msgs" : c == OPT_HOLD ? "hold"
-		                 : c == OPT_PUBLISHER_UID || c == OPT_PUBLISHER_GID ? "pub" : NULL;
+		                 : c == OPT_PUBLISHER_UID || c == OPT_PUBLISHER_GID ? "pub"
+		                 : c == OPT_SUBSCRIBERS || c == OPT_HISTORY || c == OPT_POLICY ? "bcast"
+		                 : c == OPT_WAIT ? "wait" : c == OPT_INTERVAL ? "interval" : NULL;
 		if (need && !strstr(allowed, need)) {
 			fprintf(stderr, "abdctl %s: unexpected argument '--%s' (see --help)\n", cmd,
 			        longopts[li].name);
@@ -123,11 +135,30 @@ static int sparse(const char *cmd, int argc, char **argv, struct sopts *o, const
 			if (abdctl_publisher_option(cmd, c, optarg, &o->pubs))
 				return ABDCTL_USAGE;
 			break;
+		case OPT_POLICY:
+			if (strcmp(optarg, "block") != 0 && strcmp(optarg, "overwrite") != 0) {
+				fprintf(stderr, "abdctl %s: --policy wants 'block' or 'overwrite', not '%s'\n",
+				        cmd, optarg);
+				return ABDCTL_USAGE;
+			}
+			o->policy = strcmp(optarg, "overwrite") == 0 ? ABD_BROADCAST_OVERWRITE
+			                                              : ABD_BROADCAST_BLOCK;
+			break;
+		case OPT_INTERVAL:
+			if (!parse_ll(optarg, 1, INT64_MAX / 1000000, &o->interval_ms))
+				goto bad_number;
+			break;
 		case OPT_CAPACITY:
 		case OPT_SLOT_SIZE:
 		case OPT_COUNT:
+		case OPT_SUBSCRIBERS:
+		case OPT_HISTORY:
+		case OPT_WAIT:
 			if (!number(optarg, c == OPT_CAPACITY ? &o->capacity
-			                    : c == OPT_SLOT_SIZE ? &o->slot_size : &o->count))
+			                    : c == OPT_SLOT_SIZE ? &o->slot_size
+			                    : c == OPT_SUBSCRIBERS ? &o->subscribers
+			                    : c == OPT_HISTORY ? &o->history
+			                    : c == OPT_WAIT ? &o->wait_subs : &o->count))
 				goto bad_number;
 			o->count_set |= c == OPT_COUNT;
 			break;
@@ -237,7 +268,8 @@ static const char *explain(int r)
 	case -EPIPE: return "the publisher left (withdrew or died)";
 	case -EACCES: return "the publisher's access policy refused us";
 	case -EPROTOTYPE: return "the service carries another message type";
-	case -EPROTONOSUPPORT: return "that record is not a ring service";
+	case -EPROTONOSUPPORT: return "that record is not a service of a kind this abd knows";
+	case -EUSERS: return "every subscriber seat is taken (the publisher's --subscribers)";
 	default: return strerror(-r);
 	}
 }
@@ -466,6 +498,32 @@ int abdctl_serve(int argc, char **argv)
 
 /* ------------------------------------------------------------------ send -- */
 
+/* The arguments' escapes, checked before anything is opened: 0 and *lens (free it), or an
+ * exit code (o->msgs freed). */
+static int decode_msgs(const char *cmd, struct sopts *o, size_t **lensp)
+{
+	size_t *lens = calloc((size_t)o->nmsgs + 1, sizeof(*lens));
+	for (int i = 0; lens && i < o->nmsgs; i++) {
+		ssize_t len = (ssize_t)strlen(o->msgs[i]);
+		if (o->escaped && (len = unescape(o->msgs[i], (size_t)len)) < 0) {
+			fprintf(stderr, "abdctl %s: message %d: a bad escape (--escaped takes \\\\ and "
+			                "\\xNN)\n", cmd, i + 1);
+			free(lens);
+			free(o->msgs);
+			return ABDCTL_USAGE;
+		}
+		lens[i] = (size_t)len;
+	}
+	if (!lens) {
+		free(o->msgs);
+		return ABDCTL_FAIL;
+	}
+	*lensp = lens;
+	return 0;
+}
+
+static int send_all(const char *cmd, struct abd_service *svc, struct sopts *o, size_t *lens);
+
 void abdctl_send_help(FILE *out)
 {
 	fprintf(out,
@@ -494,23 +552,9 @@ int abdctl_send(int argc, char **argv)
 		free(o.msgs);
 		return r;
 	}
-	/* the arguments' escapes are checked before anything is opened */
-	size_t *lens = calloc((size_t)o.nmsgs + 1, sizeof(*lens));
-	for (int i = 0; lens && i < o.nmsgs; i++) {
-		ssize_t len = (ssize_t)strlen(o.msgs[i]);
-		if (o.escaped && (len = unescape(o.msgs[i], (size_t)len)) < 0) {
-			fprintf(stderr, "abdctl send: message %d: a bad escape (--escaped takes \\\\ and "
-			                "\\xNN)\n", i + 1);
-			free(lens);
-			free(o.msgs);
-			return ABDCTL_USAGE;
-		}
-		lens[i] = (size_t)len;
-	}
-	if (!lens) {
-		free(o.msgs);
-		return ABDCTL_FAIL;
-	}
+	size_t *lens;
+	if ((r = decode_msgs("send", &o, &lens)))
+		return r;
 	struct abd_service_config cfg = { 0 };
 	cfg.dir = o.dir;
 	set_type(&cfg, &o);
@@ -533,16 +577,24 @@ int abdctl_send(int argc, char **argv)
 		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
 		return exit_for(r);
 	}
+	return send_all("send", svc, &o, lens);
+}
+
+/* Push the arguments (or the lines of standard input), then report: the exit code. Frees
+ * lens and o->msgs; closes svc. */
+static int send_all(const char *cmd, struct abd_service *svc, struct sopts *o, size_t *lens)
+{
+	int r = 0;
 	unsigned long sent = 0;
 	bool complete = false; /* every message sent (or end of input reached) */
-	if (o.nmsgs) {
-		for (int i = 0; r >= 0 && i < o.nmsgs && !stop_signal; i++) {
-			while ((r = abd_service_push(svc, o.msgs[i], lens[i], -1)) == -EINTR &&
+	if (o->nmsgs) {
+		for (int i = 0; r >= 0 && i < o->nmsgs && !stop_signal; i++) {
+			while ((r = abd_service_push(svc, o->msgs[i], lens[i], -1)) == -EINTR &&
 			       !stop_signal)
 				; /* not our signal (ptrace, SIGSTOP/SIGCONT): push again */
 			sent += r >= 0;
 		}
-		complete = sent == (unsigned long)o.nmsgs;
+		complete = sent == (unsigned long)o->nmsgs;
 	} else {
 		char *line = NULL;
 		size_t cap = 0;
@@ -559,7 +611,7 @@ int abdctl_send(int argc, char **argv)
 			}
 			if (n > 0 && line[n - 1] == '\n')
 				line[--n] = 0;
-			if (o.escaped && (n = unescape(line, (size_t)n)) < 0)
+			if (o->escaped && (n = unescape(line, (size_t)n)) < 0)
 				r = -EILSEQ;
 			else
 				while ((r = abd_service_push(svc, line, (size_t)n, -1)) == -EINTR &&
@@ -570,23 +622,30 @@ int abdctl_send(int argc, char **argv)
 		free(line);
 	}
 	free(lens);
-	free(o.msgs);
+	free(o->msgs);
+	o->msgs = NULL;
 	if (stop_signal && !complete && (r >= 0 || r == -EINTR)) {
 		/* stopped before everything was sent (the message being pushed, if any, was not) */
-		fprintf(stderr, "abdctl send: %s: interrupted by %s after %lu message%s\n", o.name,
+		fprintf(stderr, "abdctl %s: %s: interrupted by %s after %lu message%s\n", cmd, o->name,
 		        strsignal(stop_signal), sent, sent == 1 ? "" : "s");
 		abd_service_close(svc);
 		return 128 + stop_signal;
 	}
-	if (r == -EMSGSIZE && o.type_size)
-		fprintf(stderr, "abdctl send: %s: message %lu: not %u bytes (type %s)\n", o.name,
-		        sent + 1, o.type_size, o.type_name);
+	if (r == -EMSGSIZE && o->type_size)
+		fprintf(stderr, "abdctl %s: %s: message %lu: not %u bytes (type %s)\n", cmd, o->name,
+		        sent + 1, o->type_size, o->type_name);
 	else if (r == -EILSEQ)
-		fprintf(stderr, "abdctl send: %s: message %lu: a bad escape (--escaped takes \\\\ "
-		        "and \\xNN)\n", o.name, sent + 1);
+		fprintf(stderr, "abdctl %s: %s: message %lu: a bad escape (--escaped takes \\\\ "
+		        "and \\xNN)\n", cmd, o->name, sent + 1);
 	else if (r < 0)
-		fprintf(stderr, "abdctl send: %s: message %lu: %s\n", o.name, sent + 1,
+		fprintf(stderr, "abdctl %s: %s: message %lu: %s\n", cmd, o->name, sent + 1,
 		        r == -EMSGSIZE ? "longer than the service's slot size" : explain(r));
+	if (r >= 0 && o->hold) {
+		/* pub --hold: serve late subscribers (the history) until a signal */
+		fprintf(stderr, "holding %s\n", abd_service_record_name(svc));
+		while (!stop_signal)
+			(void)abd_reactor_run_once(abd_service_reactor(svc), 1000ll * 1000 * 1000);
+	}
 	abd_service_close(svc);
 	if (r == -EILSEQ)
 		return ABDCTL_USAGE;
@@ -612,10 +671,11 @@ void abdctl_recv_help(FILE *out)
 	        "5 access denied by the publisher's policy, 6 not a ring service / another type.\n");
 }
 
-int abdctl_recv(int argc, char **argv)
+/* recv, and sub (a broadcast service only: losses reported) */
+static int receive(const char *cmd, int argc, char **argv, bool sub)
 {
 	struct sopts o;
-	int r = sparse("recv", argc, argv, &o, "timeout count json pub");
+	int r = sparse(cmd, argc, argv, &o, "timeout count json pub");
 	struct abdctl_publishers *pubs = &o.pubs;
 	free(o.msgs);
 	if (r)
@@ -634,15 +694,34 @@ int abdctl_recv(int argc, char **argv)
 	if (r == -EINTR)
 		return ABDCTL_OK; /* stopped by SIGINT/SIGTERM/SIGHUP while waiting: a clean end */
 	if (r < 0) {
-		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
+		fprintf(stderr, "abdctl %s: %s: %s\n", cmd, o.name, explain(r));
 		return exit_for(r);
 	}
-	size_t size = (size_t)abd_ring_slot_size(abd_service_ring(svc));
+	if (sub && abd_service_is_broadcast(svc) != 1) {
+		fprintf(stderr, "abdctl sub: %s: not a broadcast service (abdctl recv takes a ring)\n",
+		        o.name);
+		abd_service_close(svc);
+		return ABDCTL_MISMATCH;
+	}
+	struct abd_service_stats sst;
+	size_t size = abd_service_stats(svc, &sst) == 0 ? (size_t)sst.slot_size : 0;
 	char *buf = malloc(size ? size : 1);
 	unsigned long seen = 0;
+	int64_t lost = 0;
 	r = buf ? 0 : -ENOMEM;
 	while (r >= 0 && (!o.count_set || seen < o.count) && !stop_signal) {
 		r = abd_service_pop(svc, buf, size, -1);
+		int64_t l = abd_service_lost(svc);
+		if (l > lost) { /* overwritten before we read them (the overwrite policy) */
+			if (o.json)
+				printf("{\"lost\":%lld,\"total_lost\":%lld}\n", (long long)(l - lost),
+				       (long long)l);
+			else
+				fprintf(stderr, "abdctl %s: %s: lost %lld message%s (%lld in all)\n", cmd,
+				        o.name, (long long)(l - lost), l - lost == 1 ? "" : "s",
+				        (long long)l);
+			lost = l;
+		}
 		/* -EINTR: our signal (the loop ends) or a spurious one (ptrace, SIGSTOP/SIGCONT:
 		 * pop again) */
 		if (r == -EINTR || r == -EBADMSG || r == -EOWNERDEAD) {
@@ -655,8 +734,222 @@ int abdctl_recv(int argc, char **argv)
 		}
 	}
 	if (r < 0)
-		fprintf(stderr, "abdctl recv: %s: %s\n", o.name, explain(r));
+		fprintf(stderr, "abdctl %s: %s: %s\n", cmd, o.name, explain(r));
 	free(buf);
 	abd_service_close(svc);
 	return r < 0 ? exit_for(r) : ABDCTL_OK;
+}
+
+int abdctl_recv(int argc, char **argv)
+{
+	return receive("recv", argc, argv, false);
+}
+
+/* ------------------------------------------------------------------ pub / sub / hz -- */
+
+void abdctl_pub_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl pub [--dir DIR] [--capacity N] [--slot-size B] [--subscribers N]\n"
+	        "                  [--history N] [--policy block|overwrite] [--wait N] [--timeout MS]\n"
+	        "                  [--type T] [--escaped] [--hold] NAME [MSG...]\n\n"
+	        "Publishes a broadcast service NAME (every subscriber gets every message:\n"
+	        "docs/broadcast.md): capacity N slots (a power of two, default %u), messages of up\n"
+	        "to B bytes (default %u), at most --subscribers N at a time (default %u), the last\n"
+	        "--history N messages kept for late subscribers (< capacity, default 0), and what a\n"
+	        "slow subscriber costs: --policy block (the default: pub waits for it) or overwrite\n"
+	        "(it loses the oldest messages, and is told how many). --wait N first waits up to\n"
+	        "--timeout MS (default 5000; -1 forever) for N subscribers. Then sends each MSG (or\n"
+	        "each line of standard input) and withdraws: subscribers get what was sent, then the\n"
+	        "service closes. --hold stays (serving the history to late subscribers) until\n"
+	        "SIGINT/SIGTERM. --escaped and --type as for send.\n\n"
+	        "Exit: 0 all sent, 1 failure, 2 usage, 3 fewer than --wait N subscribers came in time,\n"
+	        "128 + N stopped by signal N before everything was sent.\n",
+	        ABD_SERVICE_DEFAULT_CAPACITY, ABD_SERVICE_DEFAULT_SLOT_SIZE,
+	        ABD_BROADCAST_DEFAULT_SUBSCRIBERS);
+}
+
+int abdctl_pub(int argc, char **argv)
+{
+	struct sopts o;
+	int r = sparse("pub", argc, argv, &o, "cap slot bcast wait timeout msgs hold");
+	if (r) {
+		free(o.msgs);
+		return r;
+	}
+	size_t *lens;
+	if ((r = decode_msgs("pub", &o, &lens)))
+		return r;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o.dir;
+	cfg.capacity = (uint32_t)o.capacity;
+	cfg.slot_size = (uint32_t)o.slot_size;
+	set_type(&cfg, &o);
+	struct abd_broadcast_opts bo = { .subscribers = (uint32_t)o.subscribers,
+		                         .history = (uint32_t)o.history, .policy = o.policy };
+	struct abd_service *svc = NULL;
+	if (o.subscribers > ABD_BROADCAST_MAX_SUBSCRIBERS || o.slot_size > ABD_BROADCAST_MAX_PAYLOAD ||
+	    o.capacity > UINT32_MAX)
+		r = -EINVAL;
+	else
+		r = abd_service_publish_broadcast(o.name, &cfg, &bo, 0, &svc);
+	if (r < 0) {
+		fprintf(stderr, "abdctl pub: %s: %s\n", o.name,
+		        r == -EINVAL ? "bad geometry (--capacity a power of two, --history below it, "
+		                       "--subscribers 1..64, --slot-size up to 1 GiB) or --type"
+		                     : strerror(-r));
+		free(lens);
+		free(o.msgs);
+		return r == -EINVAL ? ABDCTL_USAGE : ABDCTL_FAIL;
+	}
+	catch_stop_signals();
+	int64_t deadline = o.timeout_ms < 0 ? -1 : mono_ns() + o.timeout_ms * 1000000;
+	for (;;) { /* --wait N: serve openers until N subscribers are there */
+		struct abd_service_stats st;
+		if (abd_service_stats(svc, &st) == 0 && st.consumers >= o.wait_subs)
+			break;
+		if (stop_signal || (deadline >= 0 && mono_ns() >= deadline)) {
+			fprintf(stderr, "abdctl pub: %s: %s before %lu subscriber%s came\n", o.name,
+			        stop_signal ? "interrupted" : "timed out", o.wait_subs,
+			        o.wait_subs == 1 ? "" : "s");
+			free(lens);
+			free(o.msgs);
+			abd_service_close(svc);
+			return stop_signal ? 128 + stop_signal : ABDCTL_NOTFOUND;
+		}
+		(void)abd_reactor_run_once(abd_service_reactor(svc), 10ll * 1000 * 1000);
+	}
+	return send_all("pub", svc, &o, lens);
+}
+
+void abdctl_sub_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl sub [--dir DIR] [--timeout MS] [--count N] [--type T] [--json] [--epoll]\n"
+	        "                  [--publisher-uid UID]... [--publisher-gid GID]... NAME\n\n"
+	        "Subscribes to the broadcast service NAME (waiting up to --timeout MS, default 5000;\n"
+	        "-1: forever) and prints every message, first the history the publisher keeps, as\n"
+	        "recv does (--json: one object per line). Messages the overwrite policy took before\n"
+	        "they were read are reported: on stderr ('lost N messages'), or with --json as a line\n"
+	        "{\"lost\":N,\"total_lost\":M}. Stops after --count N messages, on SIGINT/SIGTERM, or\n"
+	        "when the publisher has left and everything it sent is printed.\n"
+	        ABDCTL_PUBLISHERS_HELP "\n"
+	        "Exit: as recv; 6 also when NAME is a ring service, not a broadcast one.\n");
+}
+
+int abdctl_sub(int argc, char **argv)
+{
+	return receive("sub", argc, argv, true);
+}
+
+void abdctl_hz_help(FILE *out)
+{
+	fprintf(out,
+	        "usage: abdctl hz [--dir DIR] [--timeout MS] [--interval MS] [--count N] [--json]\n"
+	        "                 [--publisher-uid UID]... [--publisher-gid GID]... NAME\n\n"
+	        "Watches a running service without taking part: it attaches as an observer (no\n"
+	        "seat, no role: it never holds a publisher back nor takes a message) and prints,\n"
+	        "every --interval MS (default 1000), the message rate, and for a broadcast service\n"
+	        "the bytes per second, the live subscribers and the latency from a message's send to\n"
+	        "the moment hz saw it (min / median / max of the interval; hz looks every\n"
+	        "millisecond, so this tells a steady stream from a stalled or bursty one; abd-perf\n"
+	        "measures latency precisely). --count N stops after N lines. Stops when the\n"
+	        "publisher leaves.\n"
+	        ABDCTL_PUBLISHERS_HELP "\n"
+	        "Exit: 0 --count reached or interrupted, 3 no such service appeared in time, 4 the\n"
+	        "publisher left, 1 failure, 2 usage.\n");
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int abdctl_hz(int argc, char **argv)
+{
+	struct sopts o;
+	int r = sparse("hz", argc, argv, &o, "timeout interval count json pub");
+	free(o.msgs);
+	if (r)
+		return r;
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = o.dir;
+	cfg.publisher_uids = o.pubs.uids;
+	cfg.n_publisher_uids = o.pubs.opts.n_publisher_uids;
+	cfg.publisher_gids = o.pubs.gids;
+	cfg.n_publisher_gids = o.pubs.opts.n_publisher_gids;
+	catch_stop_signals();
+	struct abd_service *svc;
+	r = open_until_signal(o.name, &cfg, ABD_SERVICE_OBSERVER, o.timeout_ms, &svc);
+	if (r == -EINTR)
+		return ABDCTL_OK;
+	if (r < 0) {
+		fprintf(stderr, "abdctl hz: %s: %s\n", o.name, explain(r));
+		return exit_for(r);
+	}
+	bool bcast = abd_service_is_broadcast(svc) == 1;
+	size_t cap = 1024, n = 0;
+	uint64_t *lat = malloc(cap * sizeof(*lat));
+	struct abd_service_stats st, prev;
+	r = lat ? abd_service_stats(svc, &prev) : -ENOMEM;
+	int64_t t0 = mono_ns();
+	unsigned long lines = 0;
+	uint64_t seen_head = r == 0 ? prev.pushed : 0;
+	while (r >= 0 && !stop_signal && (!o.count_set || lines < o.count)) {
+		struct timespec ms = { 0, 1000 * 1000 };
+		nanosleep(&ms, NULL);
+		(void)abd_reactor_run_once(abd_service_reactor(svc), 0); /* the publisher's news */
+		if (abd_service_closed(svc) != 0) {
+			r = -EPIPE;
+			break;
+		}
+		if ((r = abd_service_stats(svc, &st)) < 0)
+			break;
+		int64_t now = mono_ns();
+		if (bcast && st.pushed != seen_head && st.last_send_ns && n < cap) {
+			lat[n++] = (uint64_t)now > st.last_send_ns ? (uint64_t)now - st.last_send_ns : 0;
+			seen_head = st.pushed;
+		}
+		if (now - t0 < o.interval_ms * 1000000)
+			continue;
+		double secs = (double)(now - t0) / 1e9;
+		double rate = (double)(st.pushed - prev.pushed) / secs;
+		double bps = (double)(st.bytes - prev.bytes) / secs;
+		qsort(lat, n, sizeof(*lat), cmp_u64);
+		double lmin = n ? (double)lat[0] / 1e3 : 0, lmed = n ? (double)lat[n / 2] / 1e3 : 0,
+		       lmax = n ? (double)lat[n - 1] / 1e3 : 0;
+		if (o.json) {
+			printf("{\"service\":");
+			json_string(stdout, o.name);
+			printf(",\"kind\":\"%s\",\"msgs_per_s\":%.1f,\"total\":%llu",
+			       bcast ? "broadcast" : "ring", rate, (unsigned long long)st.pushed);
+			if (bcast) {
+				printf(",\"bytes_per_s\":%.1f,\"subscribers\":%u", bps, st.consumers);
+				if (n)
+					printf(",\"latency_us\":{\"min\":%.1f,\"median\":%.1f,\"max\":%.1f}",
+					       lmin, lmed, lmax);
+			}
+			printf("}\n");
+		} else if (bcast) {
+			printf("%s: %.1f msg/s, %.1f B/s, %u subscriber%s", o.name, rate, bps,
+			       st.consumers, st.consumers == 1 ? "" : "s");
+			if (n)
+				printf(", latency min %.1f us, median %.1f us, max %.1f us", lmin, lmed,
+				       lmax);
+			printf("\n");
+		} else {
+			printf("%s: %.1f msg/s\n", o.name, rate);
+		}
+		fflush(stdout);
+		lines++;
+		prev = st;
+		t0 = now;
+		n = 0;
+	}
+	free(lat);
+	if (r < 0 && r != -EPIPE)
+		fprintf(stderr, "abdctl hz: %s: %s\n", o.name, explain(r));
+	abd_service_close(svc);
+	return r == -EPIPE ? ABDCTL_CLOSED : r < 0 ? exit_for(r) : ABDCTL_OK;
 }

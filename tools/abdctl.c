@@ -25,6 +25,12 @@ static const struct abdctl_command commands[] = {
 	{ "send", "send messages (arguments or stdin lines) to a ring service", abdctl_send,
 	  abdctl_send_help },
 	{ "recv", "receive messages from a ring service", abdctl_recv, abdctl_recv_help },
+	{ "pub", "publish a broadcast service and send messages to every subscriber", abdctl_pub,
+	  abdctl_pub_help },
+	{ "sub", "subscribe to a broadcast service and print every message", abdctl_sub,
+	  abdctl_sub_help },
+	{ "hz", "a running service's message rate, bytes/s and latency", abdctl_hz,
+	  abdctl_hz_help },
 	{ "call", "call a request-response service and print the answers", abdctl_call,
 	  abdctl_call_help },
 };

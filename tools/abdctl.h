@@ -45,6 +45,12 @@ int abdctl_send(int argc, char **argv);
 void abdctl_send_help(FILE *out);
 int abdctl_recv(int argc, char **argv);
 void abdctl_recv_help(FILE *out);
+int abdctl_pub(int argc, char **argv);
+void abdctl_pub_help(FILE *out);
+int abdctl_sub(int argc, char **argv);
+void abdctl_sub_help(FILE *out);
+int abdctl_hz(int argc, char **argv);
+void abdctl_hz_help(FILE *out);
 int abdctl_call(int argc, char **argv);
 void abdctl_call_help(FILE *out);
 /* abdctl serve --reply (abdctl-rpc.c): a request-response server */

@@ -280,11 +280,13 @@ struct abd_service_stats {
 	uint32_t data_sleepers;  /* consumers asleep waiting for a message */
 	uint32_t space_sleepers; /* producers asleep waiting for space */
 	uint64_t lost;           /* broadcast subscriber: messages it missed (abd_service_lost) */
-	uint64_t reserved[5];
+	uint64_t bytes;          /* broadcast: payload bytes published */
+	uint64_t last_send_ns;   /* broadcast: CLOCK_MONOTONIC when the newest message was sent */
+	uint64_t reserved[3];
 };
 /* A snapshot of the ring's figures (a broadcast service: capacity, slot_size = the largest
  * message, pushed = messages published, popped = this subscriber's position, occupancy = what
- * it has still to read, consumers = live subscribers, wakes, lost), read from shared memory (one F_OFD_GETLK per held
+ * it has still to read, consumers = live subscribers, wakes, lost, bytes, last_send_ns), read from shared memory (one F_OFD_GETLK per held
  * participant lease to count the live ones: a slow path, not for every message). Returns 0
  * or -EINVAL. */
 ABD_EXPORT int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out);
