@@ -284,11 +284,11 @@ struct abd_service_stats {
 	uint64_t last_send_ns;   /* broadcast: CLOCK_MONOTONIC when the newest message was sent */
 	uint64_t reserved[3];
 };
-/* A snapshot of the ring's figures (a broadcast service: capacity, slot_size = the largest
- * message, pushed = messages published, popped = this subscriber's position, occupancy = what
- * it has still to read, consumers = live subscribers, wakes, lost, bytes, last_send_ns), read from shared memory (one F_OFD_GETLK per held
- * participant lease to count the live ones: a slow path, not for every message). Returns 0
- * or -EINVAL. */
+/* A snapshot of the ring's figures, read from shared memory (one F_OFD_GETLK per held
+ * participant lease to count the live ones: a slow path, not for every message). A broadcast
+ * service: capacity, slot_size = the largest message, pushed = messages published, popped =
+ * this subscriber's position, occupancy = what it has still to read, consumers = live
+ * subscribers, wakes, lost, bytes, last_send_ns. Returns 0 or -EINVAL. */
 ABD_EXPORT int abd_service_stats(const struct abd_service *svc, struct abd_service_stats *out);
 
 /* ---- Broadcast services ---------------------------------------------------------------- */

@@ -68,7 +68,7 @@ class ServiceStats(ctypes.Structure):  # struct abd_service_stats
                                      "recovered", "wakes", "waits")] + \
                [(n, c_u32) for n in ("producers", "consumers", "data_sleepers",
                                      "space_sleepers")] + \
-               [("lost", c_u64), ("reserved", c_u64 * 5)]
+               [("lost", c_u64), ("bytes", c_u64), ("last_send_ns", c_u64), ("reserved", c_u64 * 3)]
 
 
 class Entry(ctypes.Structure):  # struct abd_entry
