@@ -11,6 +11,21 @@
 
 #include "perf/bench.h"
 
+#if !ABD_PERF_CPP
+/* Built without a C++26 compiler: the cpp family's rows, skipped with the reason. */
+void bench_cpp(void)
+{
+	static const char *const cases[] = { "throughput-svc", "throughput", "throughput-block",
+	                                     "throughput-typed" };
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		bench_skip(&(struct bench_row){ .subject = i ? "abd-cpp-service" : "abd-cpp-ring",
+		                                .case_name = cases[i], .cpus = BENCH_SPLIT,
+		                                .msg_bytes = 64 },
+		           "abd-perf was built without a C++ compiler taking -std=c++26 "
+		           "(meson setup with CXX=clang++-22)");
+}
+#endif
+
 /* One line per family. */
 static const struct {
 	const char *name;
@@ -26,6 +41,7 @@ static const struct {
 	{"service", bench_service, "service front door vs the ring it wraps: try/blocking push-pop through abd_service_* and abd_ring_* on one setup"},
 	{"recover", bench_recover, "a SIGKILL inside a ring claim: kill -> the consumer sleeping behind it gets the next message, vs kill -> F_OFD_SETLKW returns"},
 	{"idle", bench_idle, "wake-ups per second of a process asleep in pop, push, open, a 1k-service watch; native, linux-5.4, no-io_uring; vs bare futex/eventfd"},
+	{"cpp", bench_cpp, "the service family's workloads through <abd/abd.hpp> (ring, service, blocking, typed) vs the same in C"},
 	{"herd", bench_herd, "4 consumers blocked on one work-queue ring (abd_ring, abd_service), 1 producer: wake-ups per message paced, throughput unpaced; vs 1 consumer"},
 	{"fanout", bench_fanout, "broadcast: 1 publisher, 1/2/4 subscribers, 64 B/64 KiB/4 MiB loans, throughput and latency; vs iceoryx"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},

@@ -9,7 +9,8 @@
  * closed flag, the blocking loop):
  *   abd-ring    throughput-svc / throughput-svc-block   baseline bare-spsc "throughput-64B"
  *   abd-service throughput     / throughput-block       baseline abd-ring, the same case + -svc
- * Spin rows also count syscalls per message (the fast paths make none). */
+ * Spin rows also count syscalls per message (the fast paths make none). The same pair is the C
+ * baseline of the cpp family (bench_service_pair, perf/bench-cpp.cpp). */
 #include <abd/abd.h>
 #include <errno.h>
 #include <stdatomic.h>
@@ -32,7 +33,17 @@ struct shared {
 struct cfg {
 	bool direct; /* through abd_ring_* on the service's ring */
 	bool block;
+	bool typed;  /* the service carries the 64-byte type BENCH_MSG64_TYPE (the cpp family) */
 };
+
+/* The message type of the typed rows, as every side sets it (the C++ rows through
+ * abd::service<T>, these through the same three fields). */
+static void s_typed(struct abd_service_config *cfg)
+{
+	cfg->type_name = BENCH_MSG64_TYPE;
+	cfg->type_size = BYTES;
+	cfg->type_hash = abd_service_type_hash(BENCH_MSG64_LAYOUT);
+}
 
 struct state {
 	struct abd_service *svc;
@@ -73,6 +84,8 @@ static int s_init(enum bench_role role, void *shm, void *arg, void **out)
 	cfg.dir = s->dir;
 	cfg.capacity = 1024;
 	cfg.slot_size = BYTES;
+	if (st_child.c->typed)
+		s_typed(&cfg);
 	int r = abd_service_publish(NAME, &cfg, ABD_SERVICE_CONSUMER, &st_child.svc);
 	if (r < 0)
 		return bench_fail("publish: %s", strerror(-r));
@@ -86,6 +99,8 @@ static int s_open(struct state *st)
 	cfg.dir = st->s->dir;
 	cfg.capacity = 1024;
 	cfg.slot_size = BYTES;
+	if (st->c->typed)
+		s_typed(&cfg);
 	int r = abd_service_open(NAME, &cfg, ABD_SERVICE_PRODUCER, 10ll * 1000 * 1000 * 1000, &st->svc);
 	if (r < 0)
 		return bench_fail("open: %s", strerror(-r));
@@ -162,6 +177,16 @@ static int s_consume(void *state, uint64_t n)
 			return -EBADMSG;
 	}
 	return 0;
+}
+
+void bench_service_pair(struct bench_pair *p, bool direct, bool block, bool typed)
+{
+	static struct cfg cfgs[2][2][2];
+	struct cfg *c = &cfgs[direct][block][typed];
+	*c = (struct cfg){ .direct = direct, .block = block, .typed = typed };
+	*p = (struct bench_pair){ .shm_size = sizeof(struct shared), .arg = c, .prepare = s_prepare,
+	                          .cleanup = s_cleanup, .init = s_init, .fini = s_fini,
+	                          .produce = s_produce, .consume = s_consume };
 }
 
 /* abd-ring throughput-svc[-block] against bare-spsc throughput, then abd-service

@@ -18,6 +18,7 @@
 #ifndef ABD_PERF_BENCH_H
 #define ABD_PERF_BENCH_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <stdint.h>
@@ -92,7 +93,6 @@ extern bool bench_spin_yields;
 extern int bench_cpu_self, bench_cpu_other;
 static inline void bench_relax(void)
 {
-	extern int sched_yield(void);
 	if (bench_spin_yields)
 		sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
@@ -364,6 +364,17 @@ void bench_service(void);
 /* The pingpong family's service rows: abd-service rtt-block-io_uring / rtt-block-epoll, a
  * 64-byte round trip through two services with blocking push/pop (perf/bench-service.c). */
 void bench_service_rtt(const char *cpus, uint64_t iters);
+/* The service family's producer/consumer pair (perf/bench-service.c): one process publishes
+ * a service of 1024 slots of 64 bytes (consumer role), the other opens it (producer role);
+ * 64-byte messages through abd_ring_* on the service's ring (direct) or abd_service_*,
+ * spinning on the try forms or blocking; typed: the service carries the message type below.
+ * The C side of the cpp family's rows. */
+void bench_service_pair(struct bench_pair *p, bool direct, bool block, bool typed);
+#define BENCH_MSG64_TYPE "perf.msg64"
+#define BENCH_MSG64_LAYOUT "u64 seq; u8 pad[56]"
+/* C++ through <abd/abd.hpp> against the same workloads in C (perf/bench-cpp.cpp; skipped rows
+ * when abd-perf was built without a C++26 compiler). */
+void bench_cpp(void);
 void bench_recover(void);
 void bench_idle(void);
 void bench_herd(void);

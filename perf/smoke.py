@@ -3,7 +3,11 @@
 contract: exit 0, one JSON object per line with bench/subject, a figure or skipped+reason on
 each; on every abd-... row baseline/ratio_of/ratio, and on a measured one the interleaved
 rounds: rounds = 2, ratio_min <= ratio <= ratio_max and the baseline's figure beside them.
-Also that --rounds refuses a bad count. No figure is judged: speed is not a test."""
+Also that --rounds refuses a bad count. No figure is judged: speed is not a test.
+    smoke.py ABD_PERF [PYTHON_BENCH BUILD]
+With PYTHON_BENCH (perf/python-bench.py) the Python family runs too, with --iters 1000 (the
+shape is what is checked), against BUILD's library; without pyzmq its pyzmq rows are skipped
+with the reason, and the contract is the same."""
 import json
 import subprocess
 import sys
@@ -40,15 +44,19 @@ def row_problems(row, baselines=frozenset()):
     return problems
 
 
-def main(exe):
+def main(exe, pybench=None, build=None):
     families = [l.split()[0] for l in subprocess.run(
         [exe, "list"], check=True, capture_output=True, text=True).stdout.splitlines() if l.strip()]
+    commands = [[exe, "--quick", "--json", "--rounds", str(ROUNDS), fam] for fam in families]
+    if pybench:
+        families.append("python")
+        commands.append([sys.executable, pybench, "--quick", "--json", "--rounds", str(ROUNDS),
+                         "--iters", "1000", "--build", build])
     print(f"1..{len(families) + 1}")
     failed = 0
-    for n, fam in enumerate(families, 1):
+    for n, (fam, cmd) in enumerate(zip(families, commands), 1):
         bad = 0
-        run = subprocess.run([exe, "--quick", "--json", "--rounds", str(ROUNDS), fam],
-                             capture_output=True, text=True)
+        run = subprocess.run(cmd, capture_output=True, text=True)
         rows = 0
         parsed = []
         for line in run.stdout.splitlines():
@@ -84,4 +92,4 @@ def main(exe):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:4]))

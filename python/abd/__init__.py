@@ -68,6 +68,17 @@ def _ns(timeout):
     return int(timeout * 1e9)
 
 
+_hot_try_push, _hot_try_pop = _ffi.hot["abd_service_try_push"], _ffi.hot["abd_service_try_pop"]
+_hot_push, _hot_pop = _ffi.hot["abd_service_push"], _ffi.hot["abd_service_pop"]
+_FOREVER = ctypes.c_int64(-1)  # never changed: shared by every call that waits forever
+_EAGAIN = -_errno.EAGAIN
+
+
+def _tmo(timeout):
+    """Seconds (None: forever) as the c_int64 nanoseconds the hot calls take."""
+    return _FOREVER if timeout is None else ctypes.c_int64(_ns(timeout))
+
+
 def _str(p):
     return p.decode("utf-8", "surrogateescape") if p is not None else None
 
@@ -323,6 +334,11 @@ class Service:
         self.capacity, self.slot_size = st["capacity"], st["slot_size"]
         self._buf = ctypes.create_string_buffer(max(1, self.slot_size))
         self._view = memoryview(self._buf).cast("B")
+        # the hot calls' arguments, made once (_ffi.hot: every argument a ctypes object)
+        self._hp, self._slot = ctypes.c_void_p(handle), ctypes.c_size_t(self.slot_size)
+        self._into = None  # pop_into's last buffer: (buffer, its ctypes array, c_size_t)
+        self._push_n, self._push_size = 0, ctypes.c_size_t(0)
+        self._type_size = ctypes.c_size_t(message_type.size if message_type else 0)
         self._ring = lib.abd_service_ring(handle)
         self._event_fn = None  # the ctypes callback abd.aio sets: kept alive here
         name, size, hsh = ctypes.c_char_p(), ctypes.c_uint32(), ctypes.c_uint64()
@@ -366,26 +382,49 @@ class Service:
             return mt.ctype.from_buffer_copy(self._buf)
         return mt.struct.unpack_from(self._buf)
 
+    # The message calls below are the hot path: they call _ffi.hot's functions with arguments
+    # made once per handle where they can, try the non-blocking form first (when a message or
+    # a slot is there, the blocking form would do just that, with one more argument to
+    # convert), and check the handle only on an error (a closed handle passes NULL: -EINVAL).
+    def _fail(self, r, what):
+        if not self._h:
+            return OSError(_errno.EBADF, "abd service: the handle is closed")
+        return _err(r, what)
+
+    def _size(self, n):
+        """n as a c_size_t, the one of the previous push when n is the same."""
+        if n != self._push_n:
+            self._push_n, self._push_size = n, ctypes.c_size_t(n)
+        return self._push_size
+
     def push(self, data, timeout=None):
         """Push one message, waiting up to timeout seconds for space (None: forever; 0: not at
         all). data: a bytes-like object; on a typed service an instance of its ctypes type or
         a tuple for its struct format (or the message's exact bytes). Raises BlockingIOError
         (EAGAIN) when full with timeout 0, TimeoutError, BrokenPipeError (the publisher left),
         OSError(EMSGSIZE)."""
-        p, n = self._arg(data)
-        if timeout == 0:
-            r = lib.abd_service_try_push(self._handle(), p, n)
+        if self.message_type is None and data.__class__ is bytes:  # the common case, inline
+            p, n = data, len(data)
         else:
-            r = lib.abd_service_push(self._handle(), p, n, _ns(timeout))
-        _check(r, "abd_service_push")
+            p, n = self._arg(data)
+        size = self._size(n)
+        r = _hot_try_push(self._hp, p, size)
+        if r == _EAGAIN and timeout != 0:
+            r = _hot_push(self._hp, p, size, _FOREVER if timeout is None else _tmo(timeout))
+        if r < 0:
+            raise self._fail(r, "abd_service_push")
 
     def try_push(self, data):
         """Push without waiting: True, or False when the ring is full."""
-        p, n = self._arg(data)
-        r = lib.abd_service_try_push(self._handle(), p, n)
-        if r == -_errno.EAGAIN:
-            return False
-        _check(r, "abd_service_try_push")
+        if self.message_type is None and data.__class__ is bytes:
+            p, n = data, len(data)
+        else:
+            p, n = self._arg(data)
+        r = _hot_try_push(self._hp, p, self._size(n))
+        if r < 0:
+            if r == _EAGAIN:
+                return False
+            raise self._fail(r, "abd_service_try_push")
         return True
 
     def pop_into(self, buffer, timeout=None):
@@ -393,17 +432,24 @@ class Service:
         the message's ctypes type...), waiting up to timeout seconds; returns its length.
         Raises OSError(EMSGSIZE) when the message is longer than the buffer (it stays in the
         ring), TimeoutError, BrokenPipeError (the publisher left and everything it sent was
-        read)."""
-        mv = memoryview(buffer).cast("B")
-        if mv.readonly:
-            raise TypeError("pop_into needs a writable buffer")
-        n = mv.nbytes
-        arr = (ctypes.c_char * n).from_buffer(mv) if n else None
-        if timeout == 0:
-            r = lib.abd_service_try_pop(self._handle(), arr, n)
-        else:
-            r = lib.abd_service_pop(self._handle(), arr, n, _ns(timeout))
-        return _check(r, "abd_service_pop")
+        read). The handle keeps the last buffer it was given exported (a bytearray then cannot
+        be resized) until it is given another one or closed: popping into the same buffer
+        again costs no new export."""
+        into = self._into
+        if into is None or into[0] is not buffer:
+            mv = memoryview(buffer).cast("B")
+            if mv.readonly:
+                raise TypeError("pop_into needs a writable buffer")
+            n = mv.nbytes
+            into = self._into = (buffer, (ctypes.c_char * n).from_buffer(mv) if n else None,
+                                 ctypes.c_size_t(n))
+        r = _hot_try_pop(self._hp, into[1], into[2])
+        if r == _EAGAIN and timeout != 0:
+            r = _hot_pop(self._hp, into[1], into[2],
+                         _FOREVER if timeout is None else _tmo(timeout))
+        if r < 0:
+            raise self._fail(r, "abd_service_pop")
+        return r
 
     def pop(self, timeout=None):
         """Pop one message, waiting up to timeout seconds (None: forever; 0: not at all:
@@ -411,33 +457,39 @@ class Service:
         type (a tuple for a struct format). The wait releases the GIL. Raises TimeoutError,
         BrokenPipeError once the publisher left and the ring is drained (messages sent before
         it left are delivered first)."""
-        h = self._handle()
         mt = self.message_type
         if mt is not None and mt.ctype is not None:  # straight into the new instance
             obj = mt.ctype()
-            if timeout == 0:
-                r = lib.abd_service_try_pop(h, ctypes.byref(obj), mt.size)
-            else:
-                r = lib.abd_service_pop(h, ctypes.byref(obj), mt.size, _ns(timeout))
-            _check(r, "abd_service_pop")
-            if r != mt.size:
-                raise OSError(_errno.EBADMSG, f"abd_service_pop: {r} bytes, not a {mt.name}",
-                              self.name)
-            return obj
-        if timeout == 0:
-            r = lib.abd_service_try_pop(h, self._buf, self.slot_size)
+            ref, size = ctypes.byref(obj), self._type_size
         else:
-            r = lib.abd_service_pop(h, self._buf, self.slot_size, _ns(timeout))
-        _check(r, "abd_service_pop")
-        return self._decode(r)
+            ref, size = self._buf, self._slot
+        r = _hot_try_pop(self._hp, ref, size)
+        if r == _EAGAIN and timeout != 0:
+            r = _hot_pop(self._hp, ref, size, _FOREVER if timeout is None else _tmo(timeout))
+        if r < 0:
+            raise self._fail(r, "abd_service_pop")
+        if mt is None:
+            return self._view[:r].tobytes()
+        if ref is self._buf:
+            return self._decode(r)
+        if r != mt.size:  # the library checks a typed handle's sizes: a peer broke the ring
+            raise OSError(_errno.EBADMSG, f"abd_service_pop: {r} bytes, not a {mt.name}",
+                          self.name)
+        return obj
 
     def try_pop(self):
         """Pop without waiting: what pop returns, or None when the ring is empty."""
-        r = lib.abd_service_try_pop(self._handle(), self._buf, self.slot_size)
-        if r == -_errno.EAGAIN:
-            return None
-        _check(r, "abd_service_try_pop")
-        return self._decode(r)
+        if self.message_type is not None:
+            try:
+                return self.pop(0)
+            except BlockingIOError:
+                return None
+        r = _hot_try_pop(self._hp, self._buf, self._slot)
+        if r < 0:
+            if r == _EAGAIN:
+                return None
+            raise self._fail(r, "abd_service_try_pop")
+        return self._view[:r].tobytes()
 
     def peek(self, timeout=None):
         """Pop one message in place, without copying it: a Message whose ``view`` is a
@@ -540,6 +592,7 @@ class Service:
         """Leave the service (abd_service_close). A publisher withdraws: its openers get
         BrokenPipeError after draining. Idempotent."""
         h, self._h = self._h, None
+        self._hp, self._into = None, None
         if h:
             lib.abd_service_close(h)
         self._event_fn = None
