@@ -590,7 +590,8 @@ ABD_TEST(rpc, a_hostile_client_gets_no_forged_answer_delivered_and_stalls_nobody
 		cr_expect_eq(abd_test_wait_within(honest[i], (uint64_t)run + 10000 * MS), 0, "honest %u", i);
 	cr_log_info("forged %d, delivered ok %d, garbled %d, hostile delivered %d, overruns %d",
 	            counts[4], counts[3], counts[1], counts[0], counts[2]);
-	cr_expect_gt(counts[4], 1000, "the hostile client forged requests");
+	/* a sanity floor, not a rate: under an emulated CPU (ci/vm, TCG) a few hundred */
+	cr_expect_gt(counts[4], 100, "the hostile client forged requests");
 	cr_expect_eq(counts[0], 0, "no forged answer was delivered to a caller");
 	cr_expect_eq(counts[2], 0, "no call overran its deadline");
 	cr_expect_eq(kill(sv.pid, 0), 0, "the server is alive");
