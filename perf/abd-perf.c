@@ -44,6 +44,7 @@ static const struct {
 	{"cpp", bench_cpp, "the service family's workloads through <abd/abd.hpp> (ring, service, blocking, typed) vs the same in C"},
 	{"herd", bench_herd, "4 consumers blocked on one work-queue ring (abd_ring, abd_service), 1 producer: wake-ups per message paced, throughput unpaced; vs 1 consumer"},
 	{"fanout", bench_fanout, "broadcast: 1 publisher, 1/2/4 subscribers, 64 B/64 KiB/4 MiB loans, throughput and latency; vs iceoryx"},
+	{"rpc", bench_rpc, "request-response: a 64 B call (request ring + the caller's mailbox) vs two one-way hand-offs through two services"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

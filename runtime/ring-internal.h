@@ -106,7 +106,7 @@ enum { ABD__LEASE_FREE = 0, ABD__LEASE_HELD = 1 };
 struct abd__ring_lease {
 	uint32_t state;    /* ABD__LEASE_* */
 	uint32_t pid;      /* informational: the holder's pid in its own namespace */
-	uint32_t pad1;     /* (unused) */
+	uint32_t asleep;   /* a request-response client's "wake me" (rpc.c); 0 otherwise */
 	uint32_t gen;      /* bumped at every acquisition */
 	uint32_t roles;    /* informational: the holder's ABD_RING_PRODUCER/CONSUMER bits */
 	uint32_t pad0;

@@ -137,6 +137,9 @@ int abd__rpc_send(struct abd__rpc_client *c, const void *data, size_t len, uint6
  * status, -EAGAIN not yet, -EMSGSIZE longer than size (it stays: poll again with more room),
  * -EINVAL not a ticket in flight. A response ends the ticket. */
 int abd__rpc_poll(struct abd__rpc_client *c, uint64_t ticket, void *buf, size_t size);
+/* Say (true) that the client may sleep on its word from now on, so that the server wakes it
+ * after an answer, or (false) that it does not: before looking at its cells, and after. */
+void abd__rpc_announce(struct abd__rpc_client *c, bool asleep);
 /* Whether the answer of ticket (0: of any ticket in flight) has come, without taking it. */
 bool abd__rpc_ready(const struct abd__rpc_client *c, uint64_t ticket);
 /* Give up a ticket: a response that comes later is never delivered. 0 or -EINVAL. */

@@ -252,9 +252,12 @@ int abd__rpc_reply(struct abd__rpc_server *s, uint64_t token, const void *data, 
 	abd__store(&cell->seq, v + 2, RELEASE);
 	abd__add(&m->responses, 1, RELAXED);
 	abd__add(&m->futex, 1, SEQ_CST);
-	/* Every waiter of the word, not one: anybody holding the file may sleep on any word, and
-	 * a wake for one could go to such a squatter instead of the caller. */
-	if ((t->flags & ABD__RPC_REQ_WAKE) && s->use_futex)
+	/* A wake only when the caller said it may sleep (its lease's `asleep`, stored before it
+	 * looks at its cell: either it sees this answer or we see the word; docs/rpc.md). Every
+	 * waiter of the word, not one: anybody holding the file may sleep on any word, and a wake
+	 * for one could go to such a squatter instead of the caller. */
+	if ((t->flags & ABD__RPC_REQ_WAKE) && s->use_futex &&
+	    abd__load(&s->ring->leases[mb].asleep, SEQ_CST))
 		syscall(SYS_futex, &m->futex, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 	return 0;
 }
@@ -342,6 +345,7 @@ int abd__rpc_client_new(struct abd_ring *ring, int resp_fd, struct abd__rpc_clie
 	c->gen = abd__load(&ring->leases[ring->lease].gen, RELAXED);
 	c->epoch = (uint64_t)(epoch | 1) << 48; /* never 0: a free cell's id is 0 */
 	c->use_futex = ring->use_futex;
+	abd__store(&ring->leases[ring->lease].asleep, 0u, RELAXED); /* a predecessor's */
 	*out = c;
 	return 0;
 }
@@ -468,6 +472,11 @@ int abd__rpc_poll(struct abd__rpc_client *c, uint64_t ticket, void *buf, size_t 
 	return -EAGAIN;
 }
 
+void abd__rpc_announce(struct abd__rpc_client *c, bool asleep)
+{
+	abd__store(&c->ring->leases[c->slot].asleep, asleep ? 1u : 0u, SEQ_CST);
+}
+
 bool abd__rpc_ready(const struct abd__rpc_client *c, uint64_t ticket)
 {
 	if (!c)
@@ -512,25 +521,33 @@ int abd__rpc_wait(struct abd__rpc_client *c, uint64_t ticket, void *buf, size_t 
 	 * mailbox; past a few dozen in a row the loop naps (ring-wait.c) */
 	struct abd__ring_backoff backoff = { 0 };
 	for (bool first = true;; first = false) {
-		uint32_t v = abd__load(word, ACQUIRE);
+		abd__rpc_announce(c, true); /* before the look: see abd__rpc_reply */
+		uint32_t v = abd__load(word, SEQ_CST);
 		int r = abd__rpc_poll(c, ticket, buf, size);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			abd__rpc_announce(c, false);
 			return r;
+		}
 		int64_t left = -1;
 		if (deadline >= 0) {
 			left = deadline - (int64_t)abd__ring_now_ns();
 			if (left <= 0) {
+				abd__rpc_announce(c, false);
 				abd__rpc_cancel(c, ticket);
 				return -ETIMEDOUT;
 			}
 		}
 		if (!first) {
 			r = abd__ring_backoff(&backoff, left);
-			if (r < 0)
+			if (r < 0) {
+				abd__rpc_announce(c, false);
 				return r;
+			}
 		}
 		r = sleep(arg, word, v, left);
-		if (r < 0)
+		if (r < 0) {
+			abd__rpc_announce(c, false);
 			return r;
+		}
 	}
 }

@@ -150,5 +150,6 @@ int abd__srpc_try_answer(struct abd_service *svc, uint64_t ticket, void *buf, si
 /* a client's wait: its mailbox word (1: the answer waited for is there already) */
 int abd__srpc_wait_prepare(struct abd_service *svc, const uint32_t **word, uint32_t *value,
                            int64_t *tmo);
+void abd__srpc_wait_finish(struct abd_service *svc);
 
 #endif

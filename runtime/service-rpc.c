@@ -120,10 +120,22 @@ int abd__srpc_wait_prepare(struct abd_service *svc, const uint32_t **word, uint3
                            int64_t *tmo)
 {
 	*word = abd__rpc_futex(svc->rpcc);
-	*value = abd__load(*word, ACQUIRE);
+	abd__rpc_announce(svc->rpcc, true); /* withdrawn by abd__srpc_wait_finish */
+	*value = abd__load(*word, SEQ_CST);
 	*tmo = -1;
 	/* after the value: an answer written since is either seen here or moves the word */
-	return abd__rpc_ready(svc->rpcc, svc->rpc_ticket) ? 1 : 0;
+	if (!abd__rpc_ready(svc->rpcc, svc->rpc_ticket))
+		return 0;
+	abd__srpc_wait_finish(svc);
+	return 1;
+}
+
+/* The announcement stays while a READABLE wait is armed on the word: a blocking wait that ends
+ * meanwhile must not withdraw it. (READABLE's own end leaves it set until the next wait: a
+ * spare wake per answer at worst, never a missing one.) */
+void abd__srpc_wait_finish(struct abd_service *svc)
+{
+	abd__rpc_announce(svc->rpcc, svc->rd_waiting);
 }
 
 /* ------------------------------------------------------------------ server -- */

@@ -1140,7 +1140,7 @@ static void chan_finish(struct abd_service *svc, enum abd_ring_wait_for what)
 	if (svc->kind == ABD__SERVICE_BCAST)
 		abd__bcast_wait_finish(svc->bc);
 	else if (svc->rpcc && what == ABD_RING_WAIT_DATA)
-		return; /* nothing announced: the server wakes every sleeper of the word */
+		abd__srpc_wait_finish(svc);
 	else
 		abd_ring_wait_finish(svc->ring, what);
 }

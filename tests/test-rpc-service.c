@@ -43,6 +43,7 @@ struct shared {
 	int ready;       /* the server published */
 	int pending;     /* clients with their calls in flight */
 	int answer;      /* 0: the server answers; 1: it takes and keeps every request */
+	int delay_ms;    /* the server answers this long after it took the request */
 	uint64_t killed; /* when the parent killed the server (abd_test_now_ns) */
 	uint64_t taken;
 	int64_t worst_ns[16]; /* per client: kill -> the last -EPIPE */
@@ -87,6 +88,8 @@ static int server_main(void *arg)
 		__atomic_add_fetch(&a->sh->taken, 1, __ATOMIC_RELAXED);
 		if (__atomic_load_n(&a->sh->answer, __ATOMIC_ACQUIRE))
 			continue; /* keep it: the caller waits */
+		if (a->sh->delay_ms)
+			usleep((useconds_t)a->sh->delay_ms * 1000);
 		size_t m = answer(req, (size_t)n, resp);
 		if (abd_service_reply(svc, token, resp, m) < 0)
 			return 12;
@@ -169,6 +172,35 @@ ABD_TEST(rpc_service, clients_in_several_processes_get_their_own_answers)
 	for (unsigned i = 0; i < 4; i++)
 		cr_expect_eq(abd_test_wait_within(cl[i], 60 * SEC), 0, "client %u", i);
 	cr_expect_eq(sh->taken, 4ull * calls * 4);
+	kill(srv, SIGKILL);
+	abd_test_wait(srv);
+	munmap(sh, sizeof(*sh));
+	abd_test_rmtree(dir);
+}
+
+/* ---- a caller asleep in its call is woken by the answer, not by its deadline ---- */
+
+ABD_TEST(rpc_service, a_sleeping_caller_is_woken_by_its_answer)
+{
+	watchdog();
+	char dir[256];
+	abd_test_mkdtemp(dir, sizeof(dir));
+	struct shared *sh = shared_alloc(sizeof(*sh));
+	sh->delay_ms = 100; /* the caller is asleep in the reactor by then */
+	struct proc_args sa;
+	pid_t srv = server_start(dir, sh, &sa);
+	struct abd_service *svc;
+	cr_assert_eq(open_client(dir, &svc), 0);
+	char resp[64];
+	for (int i = 0; i < 3; i++) {
+		uint64_t t0 = abd_test_now_ns();
+		int n = abd_service_call(svc, "wake", 4, resp, sizeof(resp), 5 * SEC);
+		uint64_t ms = (abd_test_now_ns() - t0) / MS;
+		cr_expect_eq(n, 6, "call %d: %d", i, n);
+		cr_expect(ms >= 100 && ms < 1000, "call %d took %llu ms: the answer woke it", i,
+		          (unsigned long long)ms);
+	}
+	abd_service_close(svc);
 	kill(srv, SIGKILL);
 	abd_test_wait(srv);
 	munmap(sh, sizeof(*sh));
