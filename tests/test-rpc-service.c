@@ -465,6 +465,8 @@ ABD_TEST(rpc_service, abdctl_serve_reply_answers_abdctl_call)
 	run(hold, NULL, 0, &ring);
 	const char *wrong[] = { NULL, "call", "--dir", dir, "ring", "x", NULL };
 	cr_expect_eq(run(wrong, out, sizeof(out), NULL), 6);
+	const char *send[] = { NULL, "send", "--dir", dir, "calc", "x", NULL };
+	cr_expect_eq(run(send, out, sizeof(out), NULL), 6, "send to a request-response service");
 	const char *usage[] = { NULL, "call", "--dir", dir, "calc", NULL };
 	cr_expect_eq(run(usage, out, sizeof(out), NULL), 2, "a message is required");
 	/* the server stops on SIGTERM, withdrawn: a call then finds nobody */

@@ -577,6 +577,14 @@ int abdctl_send(int argc, char **argv)
 		fprintf(stderr, "abdctl send: %s: %s\n", o.name, explain(r));
 		return exit_for(r);
 	}
+	if (abd_service_is_rpc(svc) == 1) {
+		fprintf(stderr, "abdctl send: %s: a request-response service (abdctl call calls it)\n",
+		        o.name);
+		abd_service_close(svc);
+		free(lens);
+		free(o.msgs);
+		return ABDCTL_MISMATCH;
+	}
 	return send_all("send", svc, &o, lens);
 }
 
