@@ -900,6 +900,33 @@ static unsigned sp_push_batch(struct abd_ring *r, const void *const *msgs, const
 	unsigned done = 0;
 	int e = 0;
 	while (done < n) {
+		if (r->sp_fast) {
+			/* sp_claim's fast case over the run, the handle's fields in locals: each copy
+			 * stores bytes, which may alias the handle as far as the compiler knows, and it
+			 * would load them again for every message */
+			unsigned char *slots = r->slots;
+			uint64_t mask = r->mask, stride = r->stride, cap = r->cap;
+			uint64_t t = r->sp_tail, head = r->sp_head_cache;
+			while (done < n) {
+				if (t - head >= cap) {
+					head = abd__load(&r->h->head, ACQUIRE);
+					if (t - head >= cap)
+						break; /* full: sp_claim below says so */
+				}
+				struct abd__ring_slot *slot =
+					(struct abd__ring_slot *)(slots + (size_t)(t & mask) * stride);
+				size_t len = lens[done];
+				copy_msg(slot->data, msgs[done], len);
+				abd__store(&slot->len, (uint32_t)len, RELAXED);
+				abd__store(&slot->ctl, abd__ctl((uint32_t)t, ABD__SLOT_FULL, 0), RELEASE);
+				t++;
+				done++;
+			}
+			r->sp_tail = t; /* counted as positions moved (stats_pending) */
+			r->sp_head_cache = head;
+			if (done == n)
+				break;
+		}
 		struct abd__ring_slot *s;
 		e = sp_claim(r, &s);
 		if (e < 0)
@@ -1333,6 +1360,34 @@ static unsigned sc_pop_batch(struct abd_ring *r, void *bufs, size_t stride, size
 	unsigned done = 0, given = 0;
 	int e = 0;
 	while (done < n) {
+		/* sc_claim's common case over the run, the handle's fields in locals (as
+		 * sp_push_batch); the length is read once, checked, and used. Anything else (empty,
+		 * a message too long for the stride or the slot, tombstones) is left to sc_claim. */
+		unsigned char *slots = r->slots;
+		uint64_t mask = r->mask, rstride = r->stride, cap = r->cap;
+		size_t max = stride < r->slot_size ? stride : r->slot_size;
+		uint64_t pos = r->sc_head;
+		unsigned char *out = (unsigned char *)bufs + (size_t)done * stride;
+		while (done < n) {
+			struct abd__ring_slot *slot =
+				(struct abd__ring_slot *)(slots + (size_t)(pos & mask) * rstride);
+			if (abd__load(&slot->ctl, ACQUIRE) != abd__ctl((uint32_t)pos, ABD__SLOT_FULL, 0))
+				break;
+			uint32_t len = abd__load(&slot->len, RELAXED);
+			if (len > max)
+				break;
+			copy_msg(out, slot->data, len);
+			if (!spsc)
+				abd__store(&slot->ctl,
+				           abd__ctl((uint32_t)(pos + cap), ABD__SLOT_FREE, 0), RELEASE);
+			pos++;
+			given++;
+			lens[done++] = len;
+			out += stride;
+		}
+		r->sc_head = pos; /* counted as positions moved (stats_pending) */
+		if (done == n)
+			break;
 		struct abd__ring_slot *s;
 		e = sc_claim(r, stride, &s);
 		if (e < 0)
