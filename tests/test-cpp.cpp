@@ -4,7 +4,8 @@
 // checked before they reach C, timeouts, the typed service against a C peer in another process
 // (tests/cpp-peer.c, ABD_SERVICE_TYPED) in both directions, a mismatched layout refused with
 // EPROTOTYPE, the reactor embedded in a poll() loop, rings with their loan guards, the
-// registry, watch and acquisition owners.
+// registry, watch and acquisition owners; broadcast services with their loan and peek guards,
+// fanned out to subscriber processes and against the C peer's typed loan/peek both ways.
 #include <abd/abd.hpp>
 
 #include <algorithm>
@@ -117,6 +118,13 @@ static_assert(move_only<abd::snapshot> && move_only<abd::watch> && move_only<abd
 static_assert(move_only<abd::source> && move_only<abd::ring> && move_only<abd::acquired>);
 static_assert(move_only<abd::acquire_server> && move_only<abd::unique_fd>);
 static_assert(move_only<abd::reservation> && move_only<abd::peeked> && move_only<abd::ring_stream>);
+static_assert(move_only<abd::loan_guard<>> && move_only<abd::loan_guard<cpp_sample>>);
+static_assert(move_only<abd::peek_guard<>> && move_only<abd::peek_guard<cpp_sample>>);
+// send() consumes the loan: it is called on an rvalue (std::move(loan).send()), never on an lvalue.
+template <class G>
+concept sendable_lvalue = requires(G &g) { g.send(); };
+static_assert(!sendable_lvalue<abd::loan_guard<>> && !sendable_lvalue<abd::loan_guard<cpp_sample>>);
+static_assert(requires(abd::loan_guard<> &g) { std::move(g).send(1); });
 static_assert(std::is_copy_constructible_v<abd::reactor_ref> && std::is_copy_constructible_v<abd::ring_ref>);
 // The identity is computed at compile time, as the C function computes it at run time.
 static_assert(abd::service<cpp_sample>::identity.size == sizeof(cpp_sample));
@@ -545,6 +553,323 @@ void test_registry_and_acquire()
 	TAP_CHECK(count_fds() == before, "no descriptor left behind (%d before, %d after)", before, count_fds());
 }
 
+
+// ----------------------------------------------------------------------------- broadcast --
+
+// Broadcast message i: 8..207 bytes, its number then a pattern of its own.
+std::size_t bmsg_len(std::uint64_t i) { return 8 + i % 200; }
+void bmsg_fill(std::span<std::byte> b, std::uint64_t i)
+{
+	std::memcpy(b.data(), &i, 8);
+	for (std::size_t k = 8; k < b.size(); k++)
+		b[k] = std::byte((i * 31 + k) & 0xff);
+}
+bool bmsg_ok(std::span<const std::byte> b, std::uint64_t i)
+{
+	std::uint64_t v = 0;
+	if (b.size() != bmsg_len(i))
+		return false;
+	std::memcpy(&v, b.data(), 8);
+	bool ok = v == i;
+	for (std::size_t k = 8; k < b.size(); k++)
+		ok &= b[k] == std::byte((i * 31 + k) & 0xff);
+	return ok;
+}
+
+// Runs the publisher's reactor (it answers the handshakes) until n subscribers hold a seat.
+template <class S>
+bool wait_subscribers(S &pub, std::uint64_t n)
+{
+	for (int i = 0; i < 2000; i++) {
+		auto st = pub.stats();
+		if (st && st->consumers >= n)
+			return true;
+		(void)pub.reactor().run_once(10ms);
+	}
+	return false;
+}
+
+// A subscriber process: every message in order, intact, none lost, then broken_pipe. In place
+// (peek guards), or copied (pop) when copy is set. Its exit code says what went wrong.
+int fanout_subscriber(const name_buf &name, std::uint64_t count, bool copy)
+{
+	auto sub = abd::service<>::subscribe(name, {.dir = dir}, 10s);
+	if (!sub)
+		return 10;
+	std::array<std::byte, 256> buf;
+	for (std::uint64_t i = 0; i < count; i++) {
+		if (copy) {
+			auto n = sub->pop(buf, 10s);
+			if (!n)
+				return 11;
+			if (!bmsg_ok(std::span(buf).first(*n), i))
+				return 12;
+		} else {
+			auto m = sub->peek(10s);
+			if (!m)
+				return 11;
+			if (!bmsg_ok(m->data(), i))
+				return 12;
+		}
+	}
+	auto end = sub->peek(10s);
+	if (end || end.error() != std::errc::broken_pipe)
+		return 13;
+	auto lost = sub->lost();
+	if (!lost || *lost != 0)
+		return 14;
+	return 0;
+}
+
+void test_broadcast_fanout()
+{
+	int before = count_fds();
+	name_buf name = fresh_name("fan");
+	constexpr int subs = 3;
+	constexpr std::uint64_t count = 500;
+	pid_t kids[subs];
+	for (int k = 0; k < subs; k++) {
+		kids[k] = fork();
+		if (kids[k] == 0)
+			_exit(fanout_subscriber(name, count, k == subs - 1));
+	}
+	{
+		auto pub = abd::service<>::publish_broadcast(name, {.dir = dir, .capacity = 8, .slot_size = 256},
+		                                             {.subscribers = 4}, abd::service_flags::producer);
+		TAP_CHECK(pub.has_value(), "publish_broadcast an untyped service: %s", pub ? "ok" : why(pub.error()));
+		TAP_CHECK(pub && pub->is_broadcast() && pub->is_publisher(), "the handle is a broadcast publisher");
+		bool up = pub && wait_subscribers(*pub, subs);
+		TAP_CHECK(up, "%d subscriber processes subscribed", subs);
+		bool ok = up;
+		for (std::uint64_t i = 0; ok && i < count; i++) {
+			auto l = pub->loan(bmsg_len(i), 10s);
+			ok = l && l->data().size() == bmsg_len(i);
+			if (ok) {
+				bmsg_fill(l->data(), i);
+				ok = std::move(*l).send().has_value() && !*l;
+			}
+		}
+		TAP_CHECK(ok, "%llu messages of 8..207 bytes lent, written in place and sent (capacity 8: the BLOCK "
+		          "publisher keeps pace with the slowest subscriber)",
+		          static_cast<unsigned long long>(count));
+		auto st = pub ? pub->stats() : abd::result<abd::service_stats>(std::unexpected(pub.error()));
+		TAP_CHECK(st && st->pushed == count, "the publisher's stats count them");
+	}
+	int codes[subs], good = 0;
+	for (int k = 0; k < subs; k++)
+		good += (codes[k] = wait_exit(kids[k])) == 0;
+	TAP_CHECK(good == subs, "every subscriber process got every message in order and intact, none lost, then "
+	          "broken_pipe; two through peek guards, one through pop (exits %d %d %d)",
+	          codes[0], codes[1], codes[2]);
+	TAP_CHECK(count_fds() == before, "no descriptor left behind (%d before, %d after)", before, count_fds());
+}
+
+void test_broadcast_loan_dropped()
+{
+	int before = count_fds();
+	name_buf name = fresh_name("loan");
+	{
+		auto pub = abd::service<>::publish_broadcast(name, {.dir = dir, .capacity = 4, .slot_size = 64},
+		                                             {.subscribers = 1}, abd::service_flags::producer);
+		TAP_CHECK(pub.has_value(), "publish a broadcast service");
+		if (!pub)
+			return;
+		auto sub = abd::service<>::subscribe(name, {.dir = dir}, 5s);
+		TAP_CHECK(sub.has_value(), "subscribe to it: %s", sub ? "ok" : why(sub.error()));
+		if (!sub)
+			return;
+		{
+			auto l = pub->loan(5, 0s);
+			TAP_CHECK(l && l->data().size() == 5, "loan 5 bytes: the guard's data() is that span");
+			if (l)
+				std::memcpy(l->data().data(), "drop!", 5);
+			auto second = pub->loan(5, 0s);
+			TAP_CHECK(!second && second.error() == std::errc::device_or_resource_busy,
+			          "a second loan while one is out: device_or_resource_busy (EBUSY)");
+			abd::loan_guard<> moved = l ? std::move(*l) : abd::loan_guard<>();
+			TAP_CHECK(l && !*l && l->data().empty() && moved && moved.data().size() == 5,
+			          "a moved loan: the moved-from guard is empty, the new one holds the chunk");
+		} // destroyed unsent
+		auto none = sub->peek(0s);
+		TAP_CHECK(!none && none.error() == std::errc::resource_unavailable_try_again,
+		          "a loan destroyed unsent is not delivered: %s", none ? "delivered" : why(none.error()));
+		auto next = pub->loan(4, 0s);
+		TAP_CHECK(next.has_value(), "its destructor gave the chunk back: the next loan succeeds: %s",
+		          next ? "ok" : why(next.error()));
+		if (next) {
+			std::memcpy(next->data().data(), "sent", 4);
+			TAP_CHECK(std::move(*next).send().has_value() && !*next, "send() publishes it and empties the guard");
+		}
+		{
+			auto m = sub->peek(1s);
+			TAP_CHECK(m && std::string_view(reinterpret_cast<const char *>(m->data().data()), m->data().size()) == "sent",
+			          "the subscriber gets the sent message, never the dropped one");
+		}
+		auto big = pub->loan(64, 0s);
+		if (big) {
+			auto r = std::move(*big).send(65);
+			TAP_CHECK(!r && r.error() == std::errc::message_size && *big,
+			          "send(len) over the slot size: message_size, and the guard keeps the loan");
+			TAP_CHECK(std::move(*big).send(3).has_value(), "which it then sends shorter");
+		} else
+			TAP_CHECK(false, "loan the whole slot: %s", why(big.error()));
+		auto m3 = sub->peek(1s);
+		TAP_CHECK(m3 && m3->data().size() == 3, "send(3) published 3 bytes");
+		m3 = abd::result<abd::peek_guard<>>(std::unexpected(std::error_code()));
+		auto back = pub->loan(8, 0s);
+		TAP_CHECK(back && back->unloan().has_value() && !*back && pub->loan(8, 0s).has_value(),
+		          "unloan() gives the chunk back at once");
+		auto wrong_side = sub->loan(8, 0s);
+		auto wrong_side2 = pub->peek(0s);
+		TAP_CHECK(!wrong_side && wrong_side.error() == std::errc::operation_not_permitted && !wrong_side2 &&
+		              wrong_side2.error() == std::errc::operation_not_permitted,
+		          "a subscriber cannot loan, a publisher cannot peek (operation_not_permitted)");
+		// A guard that outlives its service holds nothing and touches nothing.
+		auto late = pub->loan(8, 0s);
+		pub->close();
+		TAP_CHECK(late && !*late && late->data().empty(), "a loan whose service closed is empty");
+		if (late) {
+			auto r = std::move(*late).send();
+			TAP_CHECK(!r && r.error().value() == ESTALE, "and its send() gives ESTALE: %s", r ? "sent" : why(r.error()));
+		}
+		auto after = sub->peek(1s);
+		TAP_CHECK(!after && after.error() == std::errc::broken_pipe, "nothing of it reached the subscriber: broken_pipe");
+	}
+	TAP_CHECK(count_fds() == before, "no descriptor left behind (%d before, %d after)", before, count_fds());
+}
+
+void test_broadcast_peek_releases()
+{
+	name_buf name = fresh_name("peek");
+	auto pub = abd::service<cpp_sample>::publish_broadcast(name, {.dir = dir, .capacity = 2},
+	                                                        {.subscribers = 1, .policy = abd::broadcast_policy::block},
+	                                                        abd::service_flags::producer);
+	TAP_CHECK(pub.has_value(), "publish_broadcast abd::service<cpp_sample>, BLOCK, capacity 2");
+	if (!pub)
+		return;
+	auto wrong = abd::service<cpp_sample_v2>::subscribe(name, {.dir = dir}, 0s);
+	TAP_CHECK(!wrong && wrong.error() == std::errc::wrong_protocol_type,
+	          "a subscriber with another layout is refused: wrong_protocol_type (EPROTOTYPE): %s",
+	          wrong ? "subscribed" : why(wrong.error()));
+	auto sub = abd::service<cpp_sample>::subscribe(name, {.dir = dir}, 5s);
+	TAP_CHECK(sub.has_value() && sub->is_broadcast(), "a subscriber of the same type gets it");
+	if (!sub)
+		return;
+	bool ok = true;
+	for (std::uint64_t i = 0; i < 2 && ok; i++) {
+		auto l = pub->loan(1s);
+		ok = l.has_value();
+		if (ok) {
+			*l.value() = cpp_sample_make(i);
+			ok = std::move(*l).send().has_value();
+		}
+	}
+	TAP_CHECK(ok, "two typed loans written as cpp_sample and sent");
+	auto full = pub->loan(0s);
+	TAP_CHECK(!full && full.error() == std::errc::resource_unavailable_try_again,
+	          "a whole ring ahead of its subscriber, the BLOCK publisher has no room (EAGAIN)");
+	{
+		auto m = sub->peek(1s);
+		TAP_CHECK(m && cpp_sample_ok(m->get(), 0) && (*m)->sensor == 7,
+		          "peek the first sample in place as a const cpp_sample");
+		auto again = sub->peek(0s);
+		TAP_CHECK(!again && again.error() == std::errc::device_or_resource_busy,
+		          "a second peek while one is held: device_or_resource_busy (EBUSY)");
+		auto still = pub->loan(0s);
+		TAP_CHECK(!still && still.error() == std::errc::resource_unavailable_try_again,
+		          "while the peek guard holds the sample, the publisher still has no room");
+	}
+	auto room = pub->loan(0s);
+	TAP_CHECK(room.has_value(), "the peek guard's destruction released it: the publisher has room again: %s",
+	          room ? "ok" : why(room.error()));
+	if (room) {
+		**room = cpp_sample_make(2);
+		(void)std::move(*room).send();
+	}
+	auto m1 = sub->peek(1s);
+	abd::peek_guard<cpp_sample> held = m1 ? std::move(*m1) : abd::peek_guard<cpp_sample>();
+	TAP_CHECK(m1 && !*m1 && !m1->get() && held && cpp_sample_ok(held.get(), 1),
+	          "a moved peek guard: the moved-from one is empty, the new one holds sample 1");
+	TAP_CHECK(held.release().has_value() && !held, "release() lets it go at once");
+	auto m2 = sub->peek(1s);
+	TAP_CHECK(m2 && cpp_sample_ok(m2->get(), 2), "the next peek is sample 2");
+	auto lost = sub->lost();
+	TAP_CHECK(lost && *lost == 0, "nothing lost");
+	sub->close();
+	TAP_CHECK(m2 && !*m2 && !m2->get(), "a peek guard whose service closed holds nothing (its destructor touches nothing)");
+	auto queue = abd::service<cpp_sample>::publish(fresh_name("queue"), {.dir = dir});
+	auto not_bcast = queue ? abd::service<cpp_sample>::subscribe(queue->name(), {.dir = dir}, 1s)
+	                       : abd::result<abd::service<cpp_sample>>(std::unexpected(queue.error()));
+	TAP_CHECK(!not_bcast && not_bcast.error() == std::errc::protocol_not_supported,
+	          "subscribe() to a work queue: protocol_not_supported: %s", not_bcast ? "subscribed" : why(not_bcast.error()));
+}
+
+void test_broadcast_c_publisher(bool v2)
+{
+	name_buf name = fresh_name(v2 ? "bcpubv2" : "bcpub");
+	pid_t peer = spawn_peer("bpub", name, 100, v2);
+	auto sub = abd::service<cpp_sample>::subscribe(name, {.dir = dir}, 10s);
+	if (v2) {
+		TAP_CHECK(!sub && sub.error() == std::errc::wrong_protocol_type,
+		          "subscribing to a C broadcast publisher of another layout: wrong_protocol_type: %s",
+		          sub ? "subscribed" : why(sub.error()));
+		kill(peer, SIGKILL);
+		(void)wait_exit(peer);
+		return;
+	}
+	TAP_CHECK(sub.has_value(), "C++ subscribes to a C publisher's typed broadcast service: %s",
+	          sub ? "ok" : why(sub.error()));
+	long got = 0, bad = 0;
+	if (sub) {
+		for (;;) {
+			auto s = sub->peek(10s);
+			if (!s) {
+				TAP_CHECK(s.error() == std::errc::broken_pipe, "the stream ends with broken_pipe: %s", why(s.error()));
+				break;
+			}
+			bad += !cpp_sample_ok(s->get(), static_cast<std::uint64_t>(got++));
+		}
+	}
+	TAP_CHECK(got == 100 && bad == 0,
+	          "the C++ peek guards read the C publisher's 100 loaned samples intact (%ld, %ld bad)", got, bad);
+	TAP_CHECK(wait_exit(peer) == 0, "the C publisher (name_loan/name_send) exited 0");
+}
+
+void test_broadcast_cpp_publisher(bool v2)
+{
+	name_buf name = fresh_name(v2 ? "bcppv2" : "bcpp");
+	auto pub = abd::service<cpp_sample>::publish_broadcast(name, {.dir = dir, .capacity = 16}, {.subscribers = 2},
+	                                                        abd::service_flags::producer);
+	TAP_CHECK(pub.has_value(), "C++ publishes a typed broadcast service");
+	if (!pub)
+		return;
+	pid_t peer = spawn_peer("bsub", name, 100, v2);
+	if (v2) {
+		int code = -1;
+		for (int i = 0; i < 1000 && code < 0; i++) {
+			(void)pub->reactor().run_once(10ms);
+			int st;
+			if (waitpid(peer, &st, WNOHANG) == peer)
+				code = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		}
+		TAP_CHECK(code == 3, "a C subscriber with another layout is refused with EPROTOTYPE (exit %d)", code);
+		return;
+	}
+	TAP_CHECK(wait_subscribers(*pub, 1), "the C subscriber subscribed");
+	bool ok = true;
+	for (std::uint64_t i = 0; i < 100 && ok; i++) {
+		auto l = pub->loan(10s);
+		ok = l.has_value();
+		if (ok) {
+			**l = cpp_sample_make(i);
+			ok = std::move(*l).send().has_value();
+		}
+	}
+	TAP_CHECK(ok, "100 samples lent as cpp_sample and sent");
+	pub->close();
+	TAP_CHECK(wait_exit(peer) == 0, "the C subscriber (name_peek) got them all, none lost, then EPIPE");
+}
+
 } // namespace
 
 int main()
@@ -567,6 +892,13 @@ int main()
 	test_reactor_sources();
 	test_ring();
 	test_registry_and_acquire();
+	test_broadcast_fanout();
+	test_broadcast_loan_dropped();
+	test_broadcast_peek_releases();
+	test_broadcast_c_publisher(false);
+	test_broadcast_c_publisher(true);
+	test_broadcast_cpp_publisher(false);
+	test_broadcast_cpp_publisher(true);
 	TAP_CHECK(count_fds() == fds, "no descriptor left behind by the whole program (%d, %d)", fds, count_fds());
 	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 	return tap_done();

@@ -1334,6 +1334,254 @@ private:
 	bool ok_;
 };
 
+// What a service shares with its outstanding loan or peek guard: the C handle (nullptr once
+// the service closed, so that a guard that outlived it touches nothing) and the chunk lent or
+// peeked (nullptr when none). Counted by hand, not atomically: a service and its guards are
+// used by one thread at a time (service.h).
+struct guard_link {
+	abd_service *svc;
+	const void *out;
+	unsigned refs;
+};
+class link_ptr {
+public:
+	link_ptr() noexcept = default;
+	explicit link_ptr(guard_link *p) noexcept : p_(p) {} // adopts one reference
+	link_ptr(link_ptr &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+	link_ptr &operator=(link_ptr &&o) noexcept
+	{
+		if (this != &o) {
+			reset();
+			p_ = std::exchange(o.p_, nullptr);
+		}
+		return *this;
+	}
+	link_ptr(const link_ptr &) = delete;
+	link_ptr &operator=(const link_ptr &) = delete;
+	~link_ptr() { reset(); }
+	void reset() noexcept
+	{
+		if (guard_link *p = std::exchange(p_, nullptr); p && --p->refs == 0)
+			delete p;
+	}
+	[[nodiscard]] link_ptr share() const noexcept
+	{
+		if (p_)
+			p_->refs++;
+		return link_ptr(p_);
+	}
+	[[nodiscard]] guard_link *get() const noexcept { return p_; }
+	guard_link *operator->() const noexcept { return p_; }
+	explicit operator bool() const noexcept { return p_ != nullptr; }
+
+private:
+	guard_link *p_ = nullptr;
+};
+
+// A chunk of the payload pool as a T (the pool's chunks are 64-byte aligned).
+template <class T>
+[[nodiscard]] T *in_chunk(const void *p) noexcept
+{
+	return std::launder(reinterpret_cast<T *>(const_cast<void *>(p)));
+}
+} // namespace detail
+
+template <class T>
+class service;
+
+// A chunk of a broadcast publisher's payload pool, lent by service::loan to write a message in
+// place: std::move(loan).send() publishes it (no copy); destroyed unsent, it is given back
+// (abd_service_unloan) and nobody sees it. loan_guard<> is bytes (data(): the size asked for),
+// loan_guard<T> one T (*loan, loan->field: the chunk's previous bytes until written).
+// One loan at a time per service: a second loan while this one is out is errc::device_or_
+// resource_busy. Destroy the guard before its service; one that outlived it (or a moved-from
+// guard) holds nothing: operator bool is false, data() is empty, send() gives ESTALE
+// (errc::invalid_argument for a moved-from one), and its destructor does nothing.
+template <class T = void>
+class loan_guard {
+public:
+	loan_guard() noexcept = default;
+	loan_guard(loan_guard &&o) noexcept
+	    : link_(std::move(o.link_)), data_(std::exchange(o.data_, nullptr)), size_(o.size_)
+	{
+	}
+	loan_guard &operator=(loan_guard &&o) noexcept
+	{
+		if (this != &o) {
+			(void)unloan();
+			link_ = std::move(o.link_);
+			data_ = std::exchange(o.data_, nullptr);
+			size_ = o.size_;
+		}
+		return *this;
+	}
+	loan_guard(const loan_guard &) = delete;
+	loan_guard &operator=(const loan_guard &) = delete;
+	~loan_guard() { (void)unloan(); }
+
+	// Whether it holds a loan of a service still open.
+	explicit operator bool() const noexcept { return data_ && link_ && link_->svc; }
+	[[nodiscard]] std::span<std::byte> data() const noexcept
+	    requires std::is_void_v<T>
+	{
+		return *this ? std::span<std::byte>(static_cast<std::byte *>(data_), size_) : std::span<std::byte>();
+	}
+	[[nodiscard]] T *get() const noexcept
+	    requires(!std::is_void_v<T>)
+	{
+		return *this ? detail::in_chunk<T>(data_) : nullptr;
+	}
+	template <class U = T>
+	    requires(!std::is_void_v<U>)
+	U &operator*() const noexcept
+	{
+		return *detail::in_chunk<U>(data_);
+	}
+	T *operator->() const noexcept
+	    requires(!std::is_void_v<T>)
+	{
+		return detail::in_chunk<T>(data_);
+	}
+
+	// Publish the first len bytes (loan_guard<>; at most the slot size), or all of it. The
+	// guard is empty afterwards, except after errc::message_size (len over the slot size):
+	// the loan stays out, to send again or be given back by the destructor.
+	result<void> send(std::size_t len) &&
+	    requires std::is_void_v<T>
+	{
+		return send_(len);
+	}
+	result<void> send() && { return send_(size_); }
+	// Give the chunk back unsent now (the destructor does it otherwise).
+	result<void> unloan() noexcept
+	{
+		if (!data_)
+			return {};
+		void *d = std::exchange(data_, nullptr);
+		detail::link_ptr l = std::move(link_);
+		if (!l || !l->svc)
+			return {};
+		l->out = nullptr;
+		return detail::check(abd_service_unloan(l->svc, d));
+	}
+
+private:
+	template <class>
+	friend class service;
+	loan_guard(detail::link_ptr l, void *data, std::size_t size) noexcept
+	    : link_(std::move(l)), data_(data), size_(size)
+	{
+	}
+	result<void> send_(std::size_t len) noexcept
+	{
+		if (!data_)
+			return detail::fail(std::errc::invalid_argument);
+		if (!link_ || !link_->svc) {
+			data_ = nullptr;
+			link_.reset();
+			return detail::fail(-ESTALE);
+		}
+		int e = abd_service_send(link_->svc, data_, len);
+		if (e == -EMSGSIZE) // the loan stays out
+			return detail::fail(e);
+		link_->out = nullptr;
+		data_ = nullptr;
+		link_.reset();
+		return detail::check(e);
+	}
+	detail::link_ptr link_;
+	void *data_ = nullptr;
+	std::size_t size_ = 0;
+};
+
+// A broadcast subscriber's next message, read in place (service::peek): read-only, valid while
+// the guard holds it; its destructor (or release()) lets it go, and only then does the
+// subscriber move on (a BLOCK publisher waits for that). peek_guard<> is bytes (data()),
+// peek_guard<T> one const T. One peek at a time per service (another while this one is held:
+// errc::device_or_resource_busy). Destroy it before its service; one that outlived it (or a
+// moved-from one) holds nothing: operator bool is false, data() is empty.
+template <class T = void>
+class peek_guard {
+public:
+	peek_guard() noexcept = default;
+	peek_guard(peek_guard &&o) noexcept
+	    : link_(std::move(o.link_)), data_(std::exchange(o.data_, nullptr)), len_(o.len_)
+	{
+	}
+	peek_guard &operator=(peek_guard &&o) noexcept
+	{
+		if (this != &o) {
+			(void)release();
+			link_ = std::move(o.link_);
+			data_ = std::exchange(o.data_, nullptr);
+			len_ = o.len_;
+		}
+		return *this;
+	}
+	peek_guard(const peek_guard &) = delete;
+	peek_guard &operator=(const peek_guard &) = delete;
+	~peek_guard() { (void)release(); }
+
+	explicit operator bool() const noexcept { return data_ && link_ && link_->svc; }
+	[[nodiscard]] std::span<const std::byte> data() const noexcept
+	    requires std::is_void_v<T>
+	{
+		return *this ? std::span<const std::byte>(static_cast<const std::byte *>(data_), len_)
+		             : std::span<const std::byte>();
+	}
+	[[nodiscard]] const T *get() const noexcept
+	    requires(!std::is_void_v<T>)
+	{
+		return *this ? detail::in_chunk<const T>(data_) : nullptr;
+	}
+	template <class U = T>
+	    requires(!std::is_void_v<U>)
+	const U &operator*() const noexcept
+	{
+		return *detail::in_chunk<const U>(data_);
+	}
+	const T *operator->() const noexcept
+	    requires(!std::is_void_v<T>)
+	{
+		return detail::in_chunk<const T>(data_);
+	}
+	// Done with the message now (the destructor does it otherwise).
+	result<void> release() noexcept
+	{
+		if (!data_)
+			return {};
+		data_ = nullptr;
+		detail::link_ptr l = std::move(link_);
+		if (!l || !l->svc)
+			return {};
+		l->out = nullptr;
+		return detail::check(abd_service_release(l->svc));
+	}
+
+private:
+	template <class>
+	friend class service;
+	peek_guard(detail::link_ptr l, const void *data, std::size_t len) noexcept
+	    : link_(std::move(l)), data_(data), len_(len)
+	{
+	}
+	detail::link_ptr link_;
+	const void *data_ = nullptr;
+	std::size_t len_ = 0;
+};
+
+// What a broadcast publisher chooses (abd_broadcast_opts), zero meaning the C default.
+enum class broadcast_policy : std::uint32_t {
+	block = ABD_BROADCAST_BLOCK,         // a subscriber a whole ring behind holds the publisher back
+	overwrite = ABD_BROADCAST_OVERWRITE, // the oldest message is overwritten; lost() counts it
+};
+struct broadcast_options {
+	std::uint32_t subscribers = 0; // at most this many at a time (1..64; 0: 8)
+	std::uint32_t history = 0;     // messages a late subscriber still gets (< capacity)
+	broadcast_policy policy = broadcast_policy::block;
+};
+
+namespace detail {
 // What every service handle has, typed or not.
 class service_base {
 public:
@@ -1343,6 +1591,7 @@ public:
 	// Leave the service now (the destructor does it otherwise).
 	void close() noexcept
 	{
+		detach_guards();
 		own_.reset();
 		event_.reset();
 	}
@@ -1378,6 +1627,17 @@ public:
 	[[nodiscard]] reactor_ref reactor() const noexcept { return abd_service_reactor(get()); }
 	// The ring, for the zero-copy and batch forms (they do not check closed()).
 	[[nodiscard]] ring_ref ring() const noexcept { return abd_service_ring(get()); }
+	// A broadcast service (publisher or subscriber), not a work queue.
+	[[nodiscard]] bool is_broadcast() const noexcept { return abd_service_is_broadcast(get()) == 1; }
+	// A broadcast subscriber: the messages it missed since it joined (overwritten before it
+	// read them under the OVERWRITE policy); 0 for every other handle.
+	[[nodiscard]] result<std::uint64_t> lost() const noexcept
+	{
+		std::int64_t n = abd_service_lost(get());
+		if (n < 0)
+			return fail(static_cast<int>(n));
+		return static_cast<std::uint64_t>(n);
+	}
 
 	// Events from the service's reactor: fn(abd_service_event event, int status).
 	template <class F>
@@ -1412,10 +1672,11 @@ protected:
 			close();
 			own_ = std::move(o.own_);
 			event_ = std::move(o.event_);
+			link_ = std::move(o.link_);
 		}
 		return *this;
 	}
-	~service_base() = default;
+	~service_base() { detach_guards(); }
 
 	static int publish_raw(std::string_view name, const service_options &o, service_flags flags,
 	                       abd_service **out) noexcept
@@ -1435,6 +1696,57 @@ protected:
 			return -EINVAL;
 		return abd_service_open(n.get(), c.get(), static_cast<unsigned>(flags), limit.ns(), out);
 	}
+	static int publish_broadcast_raw(std::string_view name, const service_options &o,
+	                                 const broadcast_options &b, service_flags flags,
+	                                 abd_service **out) noexcept
+	{
+		name_string n(name);
+		service_config c(o);
+		if (!n.ok() || !c.ok())
+			return -EINVAL;
+		abd_broadcast_opts opts{};
+		opts.subscribers = b.subscribers;
+		opts.history = b.history;
+		opts.policy = static_cast<std::uint32_t>(b.policy);
+		return abd_service_publish_broadcast(n.get(), c.get(), &opts, static_cast<unsigned>(flags), out);
+	}
+	// open() as a subscriber, refusing a work queue (protocol_not_supported).
+	static int subscribe_raw(std::string_view name, const service_options &o, timeout limit,
+	                         abd_service **out) noexcept
+	{
+		int e = open_raw(name, o, service_flags::consumer, limit, out);
+		if (e == 0 && abd_service_is_broadcast(*out) != 1) {
+			abd_service_close(std::exchange(*out, nullptr));
+			e = -EPROTONOSUPPORT;
+		}
+		return e;
+	}
+
+	// A loan (buf) or a peek (data, len) for a new guard: the link shared with it.
+	[[nodiscard]] result<link_ptr> lend(std::size_t size, timeout limit, void **buf) noexcept
+	{
+		guard_link *l = link();
+		if (!l)
+			return fail(get() ? -ENOMEM : -EINVAL);
+		if (l->out)
+			return fail(-EBUSY);
+		if (int e = abd_service_loan(get(), size, buf, limit.ns()); e < 0)
+			return fail(e);
+		l->out = *buf;
+		return link_.share();
+	}
+	[[nodiscard]] result<link_ptr> look(timeout limit, const void **data, std::size_t *len) noexcept
+	{
+		guard_link *l = link();
+		if (!l)
+			return fail(get() ? -ENOMEM : -EINVAL);
+		if (l->out)
+			return fail(-EBUSY);
+		if (int e = abd_service_peek(get(), data, len, limit.ns()); e < 0)
+			return fail(e);
+		l->out = *data;
+		return link_.share();
+	}
 
 private:
 	template <class C>
@@ -1442,9 +1754,31 @@ private:
 	{
 		static_cast<callback<C> *>(userdata)->fn(event, status);
 	}
+	guard_link *link() noexcept
+	{
+		if (!link_ && get())
+			link_ = link_ptr(new (std::nothrow) guard_link{get(), nullptr, 1});
+		return link_.get();
+	}
+	// The service is closing: give back what a guard still holds, and tell the guard.
+	void detach_guards() noexcept
+	{
+		if (guard_link *l = link_.get()) {
+			if (l->out && l->svc) {
+				if (abd_service_is_publisher(l->svc) == 1)
+					(void)abd_service_unloan(l->svc, const_cast<void *>(l->out));
+				else
+					(void)abd_service_release(l->svc);
+			}
+			l->svc = nullptr;
+			l->out = nullptr;
+		}
+		link_.reset();
+	}
 	// Declared first, destroyed last: the service goes before its callback.
 	std::unique_ptr<callback_base> event_;
 	owner<abd_service, abd_service_close> own_;
+	link_ptr link_;
 };
 } // namespace detail
 
@@ -1507,6 +1841,57 @@ public:
 	{
 		std::array<std::byte, sizeof(T)> b;
 		return as_value(abd_service_pop(get(), b.data(), b.size(), limit.ns()), b);
+	}
+
+	// ---- broadcast (docs/broadcast.md): every subscriber gets every message.
+
+	// Publish a broadcast service of T: this handle is its publisher (push, loan).
+	[[nodiscard]] static result<service> publish_broadcast(std::string_view name, service_options o = {},
+	                                                       broadcast_options b = {},
+	                                                       service_flags flags = service_flags::none) noexcept
+	{
+		typed(o);
+		abd_service *s = nullptr;
+		if (int e = publish_broadcast_raw(name, o, b, flags, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Subscribe to the broadcast service `name` (open() as a consumer; a work queue of that
+	// name: protocol_not_supported). It starts with the publisher's history.
+	[[nodiscard]] static result<service> subscribe(std::string_view name, service_options o = {},
+	                                               timeout limit = forever) noexcept
+	{
+		typed(o);
+		abd_service *s = nullptr;
+		if (int e = subscribe_raw(name, o, limit, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Publisher: a chunk of the pool to write one T in place, waiting up to limit for room
+	// (BLOCK policy). std::move(l).send() publishes it; dropped, it is given back.
+	[[nodiscard]] result<loan_guard<T>> loan(timeout limit = forever) noexcept
+	{
+		void *buf = nullptr;
+		auto l = lend(sizeof(T), limit, &buf);
+		if (!l)
+			return std::unexpected(l.error());
+		return loan_guard<T>(std::move(*l), buf, sizeof(T));
+	}
+	// Subscriber: the next message in place, held until the guard goes. A message of another
+	// size is released and gives errc::bad_message.
+	[[nodiscard]] result<peek_guard<T>> peek(timeout limit = forever) noexcept
+	{
+		const void *data = nullptr;
+		std::size_t len = 0;
+		auto l = look(limit, &data, &len);
+		if (!l)
+			return std::unexpected(l.error());
+		peek_guard<T> g(std::move(*l), data, len);
+		if (len != sizeof(T)) {
+			(void)g.release();
+			return detail::fail(-EBADMSG);
+		}
+		return g;
 	}
 
 private:
@@ -1577,6 +1962,50 @@ public:
 	result<std::size_t> pop(std::span<char> buf, timeout limit = forever) noexcept
 	{
 		return pop(std::as_writable_bytes(buf), limit);
+	}
+
+	// ---- broadcast (docs/broadcast.md): every subscriber gets every message.
+
+	// Publish a broadcast service: this handle is its publisher (push, loan).
+	[[nodiscard]] static result<service> publish_broadcast(std::string_view name, const service_options &o = {},
+	                                                       const broadcast_options &b = {},
+	                                                       service_flags flags = service_flags::none) noexcept
+	{
+		abd_service *s = nullptr;
+		if (int e = publish_broadcast_raw(name, o, b, flags, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Subscribe to the broadcast service `name` (open() as a consumer; a work queue of that
+	// name: protocol_not_supported). It starts with the publisher's history.
+	[[nodiscard]] static result<service> subscribe(std::string_view name, const service_options &o = {},
+	                                               timeout limit = forever) noexcept
+	{
+		abd_service *s = nullptr;
+		if (int e = subscribe_raw(name, o, limit, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Publisher: size bytes of the pool (at most the slot size) to write a message in place,
+	// waiting up to limit for room (BLOCK policy). std::move(l).send(len) publishes it;
+	// dropped, it is given back.
+	[[nodiscard]] result<loan_guard<>> loan(std::size_t size, timeout limit = forever) noexcept
+	{
+		void *buf = nullptr;
+		auto l = lend(size, limit, &buf);
+		if (!l)
+			return std::unexpected(l.error());
+		return loan_guard<>(std::move(*l), buf, size);
+	}
+	// Subscriber: the next message in place, held until the guard goes.
+	[[nodiscard]] result<peek_guard<>> peek(timeout limit = forever) noexcept
+	{
+		const void *data = nullptr;
+		std::size_t len = 0;
+		auto l = look(limit, &data, &len);
+		if (!l)
+			return std::unexpected(l.error());
+		return peek_guard<>(std::move(*l), data, len);
 	}
 
 private:
