@@ -23,6 +23,7 @@
 #define ABD__BCAST_MAGIC "ABDBCST1"
 #define ABD__BCAST_VERSION 1u
 #define ABD__BCAST_HEADER_SIZE 512u
+#define ABD__BCAST_CHECKSUM_OFF 88u /* FNV-1a 64 of the bytes before it */
 #define ABD__BCAST_SLOT_SIZE 32u
 #define ABD__BCAST_ENTRY_SIZE 64u
 #define ABD__BCAST_CTL_HEADER 512u

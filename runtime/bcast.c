@@ -71,6 +71,7 @@ _Static_assert(sizeof(struct bc_hdr) == ABD__BCAST_HEADER_SIZE, "data header");
 _Static_assert(offsetof(struct bc_hdr, nonce) == 16, "nonce where acquire reads it");
 _Static_assert(offsetof(struct bc_hdr, total_size) == 64, "size where acquire reads it");
 _Static_assert(offsetof(struct bc_hdr, head) == 128, "head on line 2");
+_Static_assert(offsetof(struct bc_hdr, checksum) == ABD__BCAST_CHECKSUM_OFF, "checksum");
 
 struct bc_slot {
 	uint64_t seq; /* message number + 1 while the slot holds it; 0 while rewritten */

@@ -430,12 +430,14 @@ static int big_main(void *arg)
 ABD_TEST(broadcast, loans_of_64_mib_are_read_in_place)
 {
 	struct bt t;
-	bt_init(&t, 2, 1, 0, ABD_BROADCAST_BLOCK);
+	bt_init(&t, 2, 4, 0, ABD_BROADCAST_BLOCK);
 	t.cfg.slot_size = BIG;
 	struct abd_service *pub;
 	cr_assert_eq(abd_service_publish_broadcast(t.name, &t.cfg, &t.opts, 0, &pub), 0);
-	pid_t kid = abd_test_fork(big_main, &t);
-	wait_ready(&t, pub, 1);
+	pid_t kids[4];
+	for (int i = 0; i < 4; i++)
+		kids[i] = abd_test_fork(big_main, &t);
+	wait_ready(&t, pub, 4);
 	for (int m = 0; m < 3; m++) {
 		unsigned char *p;
 		cr_assert_eq(abd_service_loan(pub, BIG, (void **)&p, 20 * SEC), 0);
@@ -444,12 +446,16 @@ ABD_TEST(broadcast, loans_of_64_mib_are_read_in_place)
 		p[BIG - 1] = (unsigned char)(m + 2);
 		cr_assert_eq(abd_service_send(pub, p, BIG), 0);
 	}
-	/* one copy: the pool holds the pages written, not one per subscriber */
+	/* one copy: four subscribers read the pool in place; it holds the pages written */
 	struct stat st;
 	cr_assert_eq(fstat(abd__bcast_data_fd(pub->bc), &st), 0);
 	cr_assert_lt((uint64_t)st.st_blocks * 512, (uint64_t)16 << 20, "pool resident %lld",
 	             (long long)st.st_blocks * 512);
-	cr_assert_eq(abd_test_wait_within(kid, 60 * SEC), 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(abd_test_wait_within(kids[i], 60 * SEC), 0);
+	cr_assert_eq(fstat(abd__bcast_data_fd(pub->bc), &st), 0);
+	cr_assert_lt((uint64_t)st.st_blocks * 512, (uint64_t)16 << 20, "pool resident %lld",
+	             (long long)st.st_blocks * 512);
 	void *x;
 	cr_assert_eq(abd_service_loan(pub, BIG + 1, &x, 0), -EMSGSIZE);
 	abd_service_close(pub);
@@ -591,5 +597,71 @@ ABD_TEST(broadcast, scribbling_over_the_control_file_makes_nobody_hang_or_spin)
 	kill(sc, SIGKILL);
 	abd_test_wait(sc);
 	abd_service_close(pub);
+	bt_fini(&t);
+}
+
+/* ------------------------------------------------------------------ random deaths -- */
+
+/* Reads forever, by copy and in place, until killed. */
+static int reader_main(void *arg)
+{
+	struct bt *t = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct abd_service *s = sub_open(t);
+	if (!s)
+		return 10;
+	for (unsigned i = 0;; i++) {
+		uint64_t v;
+		const void *p;
+		size_t n;
+		if (i & 1) {
+			if (abd_service_peek(s, &p, &n, 50 * MS) == 0)
+				(void)abd_service_release(s);
+		} else {
+			(void)abd_service_pop(s, &v, sizeof(v), 50 * MS);
+		}
+	}
+}
+
+ABD_TEST(broadcast, subscribers_killed_at_random_points_block_nobody)
+{
+	struct bt t;
+	/* three seats: the reader in order, and one killed reader after another (each takes the
+	 * seat a dead one left) */
+	bt_init(&t, 8, 3, 0, ABD_BROADCAST_BLOCK);
+	t.n = (long)abd_test_scaled(4000, 400);
+	struct abd_service *pub;
+	cr_assert_eq(abd_service_publish_broadcast(t.name, &t.cfg, &t.opts, 0, &pub), 0);
+	pid_t good = abd_test_fork(in_order_main, &t);
+	wait_subscribers(pub, 1);
+	struct abd_reactor *r = abd_service_reactor(pub);
+	pid_t victim = abd_test_fork(reader_main, &t);
+	unsigned killed = 0;
+	long respawn = -1; /* a lap after a death: its seat is free only if the publisher freed it */
+	uint64_t x = abd_test_now_ns();
+	for (long i = 0; i < t.n; i++) {
+		uint64_t v = (uint64_t)i;
+		cr_assert_eq(abd_service_push(pub, &v, sizeof(v), 10 * SEC), 0, "push %ld", i);
+		abd_reactor_run_once(r, 0); /* the victims' handshakes */
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (i == respawn)
+			victim = abd_test_fork(reader_main, &t);
+		else if (victim > 0 && x % 97 == 0) {
+			struct timespec d = { 0, (long)(x % 2000) * 1000 };
+			nanosleep(&d, NULL); /* let it run into some call first */
+			kill(victim, SIGKILL);
+			cr_assert_eq(abd_test_wait(victim), 128 + SIGKILL, "the victim ended by itself");
+			killed++;
+			victim = -1;
+			respawn = i + 2 * 8;
+		}
+	}
+	if (victim > 0) {
+		kill(victim, SIGKILL);
+		abd_test_wait(victim);
+	}
+	fprintf(stderr, "random deaths: %u subscribers killed\n", killed);
+	abd_service_close(pub);
+	cr_assert_eq(abd_test_wait_within(good, 60 * SEC), 0);
 	bt_fini(&t);
 }
