@@ -665,3 +665,63 @@ ABD_TEST(broadcast, subscribers_killed_at_random_points_block_nobody)
 	cr_assert_eq(abd_test_wait_within(good, 60 * SEC), 0);
 	bt_fini(&t);
 }
+
+/* A publisher child that pushes 0, 1, 2, ... (BLOCK) until it is killed. */
+static int endless_pub_main(void *arg)
+{
+	struct bt *t = arg;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	struct abd_service *pub;
+	if (abd_service_publish_broadcast(t->name, &t->cfg, &t->opts, 0, &pub) != 0)
+		return 10;
+	for (;;) {
+		struct abd_service_stats st;
+		abd_service_stats(pub, &st);
+		if (st.consumers >= 1)
+			break;
+		abd_reactor_run_once(abd_service_reactor(pub), 5 * MS);
+	}
+	for (uint64_t v = 0;; v++)
+		if (abd_service_push(pub, &v, sizeof(v), 10 * SEC) != 0)
+			return 11;
+}
+
+ABD_TEST(broadcast, a_publisher_killed_at_a_random_point_leaves_every_committed_message)
+{
+	for (int round = 0; round < 5; round++) {
+		struct bt t;
+		bt_init(&t, 16, 2, 0, ABD_BROADCAST_BLOCK);
+		pid_t pubpid = abd_test_fork(endless_pub_main, &t);
+		struct abd_service *s = sub_open(&t);
+		cr_assert_not_null(s);
+		/* read some, then kill it at a random moment while it pushes */
+		uint64_t v = 0, want = 0;
+		for (; want < 100; want++) {
+			cr_assert_eq(abd_service_pop(s, &v, sizeof(v), 10 * SEC), 8);
+			cr_assert_eq(v, want);
+		}
+		struct timespec d = { 0, (long)(abd_test_now_ns() % 3000) * 1000 };
+		nanosleep(&d, NULL);
+		kill(pubpid, SIGKILL);
+		cr_assert_eq(abd_test_wait(pubpid), 128 + SIGKILL);
+		/* the handle learns of the death first (its registry watch), then drains */
+		for (uint64_t end = abd_test_now_ns() + 10 * SEC; abd_service_closed(s) == 0;) {
+			cr_assert_lt(abd_test_now_ns(), end, "the death did not reach the subscriber");
+			abd_reactor_run_once(abd_service_reactor(s), 10 * MS);
+		}
+		cr_assert_eq(abd_service_closed(s), -ECONNRESET);
+		/* everything it committed, in order, with no gap; then -EPIPE */
+		int r;
+		while ((r = abd_service_pop(s, &v, sizeof(v), 10 * SEC)) == 8) {
+			cr_assert_eq(v, want, "after the publisher's death");
+			want++;
+		}
+		cr_assert_eq(r, -EPIPE);
+		struct abd_service_stats st;
+		cr_assert_eq(abd_service_stats(s, &st), 0);
+		cr_assert_eq(st.pushed, want, "drained up to the head the publisher committed");
+		cr_assert_eq(abd_service_lost(s), 0);
+		abd_service_close(s);
+		bt_fini(&t);
+	}
+}
