@@ -5,7 +5,8 @@
 // (tests/cpp-peer.c, ABD_SERVICE_TYPED) in both directions, a mismatched layout refused with
 // EPROTOTYPE, the reactor embedded in a poll() loop, rings with their loan guards, the
 // registry, watch and acquisition owners; broadcast services with their loan and peek guards,
-// fanned out to subscriber processes and against the C peer's typed loan/peek both ways.
+// fanned out to subscriber processes and against the C peer's typed loan/peek both ways;
+// request-response with a forked C++ server, pending calls as guards.
 #include <abd/abd.hpp>
 
 #include <algorithm>
@@ -124,6 +125,7 @@ static_assert(move_only<abd::peek_guard<>> && move_only<abd::peek_guard<cpp_samp
 template <class G>
 concept sendable_lvalue = requires(G &g) { g.send(); };
 static_assert(!sendable_lvalue<abd::loan_guard<>> && !sendable_lvalue<abd::loan_guard<cpp_sample>>);
+static_assert(move_only<abd::pending_call>);
 static_assert(requires(abd::loan_guard<> &g) { std::move(g).send(1); });
 static_assert(std::is_copy_constructible_v<abd::reactor_ref> && std::is_copy_constructible_v<abd::ring_ref>);
 // The identity is computed at compile time, as the C function computes it at run time.
@@ -870,6 +872,135 @@ void test_broadcast_cpp_publisher(bool v2)
 	TAP_CHECK(wait_exit(peer) == 0, "the C subscriber (name_peek) got them all, none lost, then EPIPE");
 }
 
+
+// ----------------------------------------------------------------------------- rpc --
+
+// A C++ request-response server process: answers sample i with 3 i (a u64), sample 999 with
+// io_error; its exit code says what went wrong.
+int rpc_server(const name_buf &name)
+{
+	auto srv = abd::service<cpp_sample>::publish_rpc(name, {.dir = dir, .capacity = 16}, {.in_flight = 2});
+	if (!srv)
+		return 10;
+	for (;;) {
+		auto req = srv->take(30s);
+		if (!req)
+			return 11;
+		if (!cpp_sample_ok(&req->value, req->value.seq))
+			(void)srv->reply_error(req->token, std::errc::bad_message);
+		else if (req->value.seq == 999)
+			(void)srv->reply_error(req->token, std::errc::io_error);
+		else
+			(void)srv->reply_value(req->token, std::uint64_t{req->value.seq * 3});
+	}
+}
+
+void test_rpc_forked_server()
+{
+	int before = count_fds();
+	name_buf name = fresh_name("rpc");
+	pid_t server = fork();
+	if (server == 0)
+		_exit(rpc_server(name));
+	{
+		auto wrong = abd::service<cpp_sample_v2>::open(name, {.dir = dir}, abd::service_flags::none, 10s);
+		TAP_CHECK(!wrong && wrong.error() == std::errc::wrong_protocol_type,
+		          "a client with another request layout is refused: wrong_protocol_type: %s",
+		          wrong ? "opened" : why(wrong.error()));
+		auto client = abd::service<cpp_sample>::open(name, {.dir = dir}, abd::service_flags::none, 10s);
+		TAP_CHECK(client && client->is_rpc() && !client->is_broadcast(),
+		          "a C++ client opens the C++ server's request-response service: %s", client ? "ok" : why(client.error()));
+		if (!client) {
+			kill(server, SIGKILL);
+			(void)wait_exit(server);
+			return;
+		}
+		bool ok = true;
+		for (std::uint64_t i = 0; i < 200 && ok; i++) {
+			auto v = client->call_value<std::uint64_t>(cpp_sample_make(i), 5s);
+			ok = v && *v == 3 * i;
+		}
+		TAP_CHECK(ok, "200 calls with a deadline, each answered with its own value (call_value)");
+		std::array<std::byte, 16> resp{};
+		auto n = client->call(cpp_sample_make(7), resp, 5s);
+		std::uint64_t got = 0;
+		if (n && *n == sizeof got)
+			std::memcpy(&got, resp.data(), sizeof got);
+		TAP_CHECK(n && *n == 8 && got == 21, "call() gives the answer's length in a span");
+		auto err = client->call_value<std::uint64_t>(cpp_sample_make(999), 5s);
+		TAP_CHECK(!err && err.error() == std::errc::io_error, "the server's reply_error reaches the caller: %s",
+		          err ? "answered" : why(err.error()));
+		{
+			auto a = client->call_send(cpp_sample_make(20), 1s);
+			auto b = client->call_send(cpp_sample_make(21), 1s);
+			auto c = client->call_send(cpp_sample_make(22), 1s);
+			TAP_CHECK(a && b && a->pending() && !c && c.error() == std::errc::device_or_resource_busy,
+			          "two calls in flight (in_flight 2), a third: device_or_resource_busy");
+		} // a and b destroyed unanswered
+		auto d = client->call_send(cpp_sample_make(23), 1s);
+		auto e = client->call_send(cpp_sample_make(24), 1s);
+		TAP_CHECK(d && e, "pending calls destroyed unwaited were cancelled: their places are free again: %s",
+		          !d ? why(d.error()) : !e ? why(e.error()) : "ok");
+		if (d && e) {
+			auto ve = e->wait(resp, 5s);
+			auto vd = d->wait(std::span(resp).subspan(8), 5s);
+			std::uint64_t x = 0, y = 0;
+			std::memcpy(&x, resp.data(), 8);
+			std::memcpy(&y, resp.data() + 8, 8);
+			TAP_CHECK(ve && vd && x == 72 && y == 69 && !d->pending() && !e->pending(),
+			          "each waited call gets its own answer, none of the cancelled ones (%llu %llu)",
+			          static_cast<unsigned long long>(x), static_cast<unsigned long long>(y));
+		}
+		auto late = client->call_send(cpp_sample_make(30), 1s);
+		abd::service<cpp_sample> moved = std::move(*client);
+		TAP_CHECK(late && late->pending(), "a call stays pending when its service is moved");
+		kill(server, SIGKILL);
+		auto dead = late ? late->wait(resp, 10s) : abd::result<std::size_t>(std::unexpected(late.error()));
+		// (the server may have answered it before the kill)
+		TAP_CHECK(dead ? *dead == 8 : dead.error() == std::errc::broken_pipe,
+		          "the server killed: the pending call ends with broken_pipe: %s", dead ? "answered first" : why(dead.error()));
+		auto after = moved.call_value<std::uint64_t>(cpp_sample_make(31), 10s);
+		TAP_CHECK(!after && after.error() == std::errc::broken_pipe, "and a new call too: %s",
+		          after ? "answered" : why(after.error()));
+	}
+	TAP_CHECK(wait_exit(server) == 128 + SIGKILL, "the server was killed");
+	TAP_CHECK(count_fds() == before, "no descriptor left behind (%d before, %d after)", before, count_fds());
+}
+
+void test_rpc_bytes_same_process()
+{
+	name_buf name = fresh_name("rpcb");
+	auto srv = abd::service<>::publish_rpc(name, {.dir = dir, .slot_size = 64}, {.response_size = 64, .in_flight = 1});
+	TAP_CHECK(srv && srv->is_rpc(), "publish_rpc an untyped request-response service: %s", srv ? "ok" : why(srv.error()));
+	if (!srv)
+		return;
+	auto client = abd::service<>::open(name, {.dir = dir}, abd::service_flags::none, 5s);
+	TAP_CHECK(client.has_value(), "open it as a client");
+	if (!client)
+		return;
+	auto p = client->call_send("ping", 1s);
+	std::array<std::byte, 64> buf;
+	auto none = srv->try_take(std::span(buf).first(2));
+	TAP_CHECK(!none && none.error() == std::errc::message_size, "try_take into a span too small: message_size (it stays)");
+	auto req = srv->take(buf, 1s);
+	TAP_CHECK(req && req->size == 4 && std::memcmp(buf.data(), "ping", 4) == 0, "take() gives the request and a token");
+	std::array<char, 64> out{};
+	auto early = p ? p->poll(std::as_writable_bytes(std::span(out))) : abd::result<std::size_t>(std::unexpected(p.error()));
+	TAP_CHECK(!early && early.error() == std::errc::resource_unavailable_try_again && p->pending(),
+	          "poll() before the answer: resource_unavailable_try_again, still pending");
+	TAP_CHECK(req && srv->reply(req->token, "pong").has_value(), "reply() with a string_view");
+	auto twice = req ? srv->reply(req->token, "again") : abd::result<void>();
+	TAP_CHECK(!twice && twice.error().value() == ESTALE, "a second reply to the same token: ESTALE");
+	auto n = p->wait(std::as_writable_bytes(std::span(out)), 1s);
+	TAP_CHECK(n && std::string_view(out.data(), *n) == "pong" && !p->pending(), "wait() gets the answer and ends the call");
+	auto orphan = client->call_send("lost", 1s);
+	client->close();
+	auto stale = orphan ? orphan->wait(std::as_writable_bytes(std::span(out)), 1s)
+	                    : abd::result<std::size_t>(std::unexpected(orphan.error()));
+	TAP_CHECK(orphan && !orphan->pending() && !stale && stale.error().value() == ESTALE,
+	          "a pending call whose service closed is detached (ESTALE): %s", stale ? "answered" : why(stale.error()));
+}
+
 } // namespace
 
 int main()
@@ -899,6 +1030,8 @@ int main()
 	test_broadcast_c_publisher(true);
 	test_broadcast_cpp_publisher(false);
 	test_broadcast_cpp_publisher(true);
+	test_rpc_forked_server();
+	test_rpc_bytes_same_process();
 	TAP_CHECK(count_fds() == fds, "no descriptor left behind by the whole program (%d, %d)", fds, count_fds());
 	nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 	return tap_done();

@@ -8,6 +8,9 @@
 //   auto in = abd::service<sample>::open("camera.samples", {}, abd::service_flags::consumer, 5s);
 //   abd::result<sample> s = in->pop(abd::forever);
 //
+// Broadcast services lend and peek in place through guards (loan_guard, peek_guard), and a
+// request-response client's asynchronous call is a guard too (pending_call): docs/cpp.md.
+//
 // Every handle is a move-only owner that frees what it owns (the C free function) when it goes
 // out of scope; a *_ref is a borrowed, copyable view of a handle another object owns. Every call
 // returns abd::result<T> (std::expected<T, std::error_code>, generic category: the C call's
@@ -1581,6 +1584,101 @@ struct broadcast_options {
 	broadcast_policy policy = broadcast_policy::block;
 };
 
+// What a request-response server offers (abd_rpc_opts), zero meaning the C default.
+struct rpc_options {
+	std::uint32_t response_size = 0; // the largest answer (0: the slot size)
+	std::uint32_t in_flight = 0;     // calls one client may have in flight (1..64; 0: 8)
+};
+
+// A request a server took (service::take): its length in the buffer given, and the token that
+// names it for reply().
+struct rpc_request {
+	std::size_t size;
+	std::uint64_t token;
+};
+
+namespace detail {
+class service_base;
+}
+
+// A request-response client's call in flight (service::call_send): poll() or wait() for the
+// answer; a call destroyed (or moved from) before it ended is cancelled (abd_service_call_
+// cancel), so its answer is dropped and its in_flight place is free again. A call ends with
+// its answer, timed_out (wait), broken_pipe, bad_message, the server's error, or cancel();
+// after resource_unavailable_try_again (poll: not yet), message_size (an answer longer than
+// the buffer: it stays), interrupted or operation_canceled it is still in flight. Destroy it
+// before its service; one that outlived it is detached (pending() false, poll/wait ESTALE).
+class pending_call {
+public:
+	pending_call() noexcept = default;
+	pending_call(pending_call &&o) noexcept
+	    : link_(std::move(o.link_)), ticket_(o.ticket_), pending_(std::exchange(o.pending_, false))
+	{
+	}
+	pending_call &operator=(pending_call &&o) noexcept
+	{
+		if (this != &o) {
+			(void)cancel();
+			link_ = std::move(o.link_);
+			ticket_ = o.ticket_;
+			pending_ = std::exchange(o.pending_, false);
+		}
+		return *this;
+	}
+	pending_call(const pending_call &) = delete;
+	pending_call &operator=(const pending_call &) = delete;
+	~pending_call() { (void)cancel(); }
+
+	// Still in flight (not answered, failed or cancelled), on a service still open.
+	[[nodiscard]] bool pending() const noexcept { return pending_ && link_ && link_->svc; }
+	[[nodiscard]] std::uint64_t ticket() const noexcept { return ticket_; }
+	// The answer's length in resp, if it came (never sleeps).
+	result<std::size_t> poll(std::span<std::byte> resp) noexcept
+	{
+		if (!usable())
+			return detail::fail(pending_ ? -ESTALE : -EINVAL);
+		return end(abd_service_call_poll(link_->svc, ticket_, resp.data(), resp.size()));
+	}
+	result<std::size_t> wait(std::span<std::byte> resp, timeout limit = forever) noexcept
+	{
+		if (!usable())
+			return detail::fail(pending_ ? -ESTALE : -EINVAL);
+		return end(abd_service_call_wait(link_->svc, ticket_, resp.data(), resp.size(), limit.ns()));
+	}
+	// Give the call up now (the destructor does it otherwise): a later answer is dropped.
+	result<void> cancel() noexcept
+	{
+		if (!std::exchange(pending_, false))
+			return {};
+		detail::link_ptr l = std::move(link_);
+		if (!l || !l->svc)
+			return {};
+		return detail::check(abd_service_call_cancel(l->svc, ticket_));
+	}
+
+private:
+	friend class detail::service_base;
+	pending_call(detail::link_ptr l, std::uint64_t ticket) noexcept
+	    : link_(std::move(l)), ticket_(ticket), pending_(true)
+	{
+	}
+	[[nodiscard]] bool usable() const noexcept { return pending_ && link_ && link_->svc; }
+	result<std::size_t> end(int n) noexcept
+	{
+		bool still = n == -EAGAIN || n == -EMSGSIZE || n == -EINTR || n == -ECANCELED;
+		if (!still) {
+			pending_ = false;
+			link_.reset();
+		}
+		if (n < 0)
+			return detail::fail(n);
+		return static_cast<std::size_t>(n);
+	}
+	detail::link_ptr link_;
+	std::uint64_t ticket_ = 0;
+	bool pending_ = false;
+};
+
 namespace detail {
 // What every service handle has, typed or not.
 class service_base {
@@ -1637,6 +1735,51 @@ public:
 		if (n < 0)
 			return fail(static_cast<int>(n));
 		return static_cast<std::uint64_t>(n);
+	}
+	// A request-response service (server or client).
+	[[nodiscard]] bool is_rpc() const noexcept { return abd_service_is_rpc(get()) == 1; }
+
+	// ---- request-response, server side (docs/rpc.md).
+
+	// Answer the request of token with bytes, with the bytes of a trivially copyable value, or
+	// with an error its caller's call returns (a generic_category code). Never blocks. ESTALE:
+	// answered already, or the caller gave that call up.
+	result<void> reply(std::uint64_t token, std::span<const std::byte> answer) noexcept
+	{
+		return check(abd_service_reply(get(), token, answer.data(), answer.size()));
+	}
+	result<void> reply(std::uint64_t token, std::string_view answer) noexcept
+	{
+		return reply(token, std::as_bytes(std::span(answer)));
+	}
+	template <class R>
+	    requires(!std::is_convertible_v<const R &, std::string_view> &&
+	             !std::is_convertible_v<const R &, std::span<const std::byte>>)
+	result<void> reply_value(std::uint64_t token, const R &answer) noexcept
+	{
+		static_assert(std::is_trivially_copyable_v<R>, "an answer is copied as bytes: R must be trivially copyable");
+		return reply(token, std::as_bytes(std::span<const R, 1>(&answer, 1)));
+	}
+	result<void> reply_error(std::uint64_t token, std::error_code e) noexcept
+	{
+		if (e.category() != std::generic_category() || e.value() <= 0 || e.value() >= 4096)
+			return fail(std::errc::invalid_argument);
+		return check(abd_service_reply_error(get(), token, -e.value()));
+	}
+	result<void> reply_error(std::uint64_t token, std::errc e) noexcept
+	{
+		return reply_error(token, std::make_error_code(e));
+	}
+
+	// An answer of n bytes in b as an R (another size: bad_message); for call_value.
+	template <class R>
+	[[nodiscard]] static result<R> answer_as(result<std::size_t> n, const std::array<std::byte, sizeof(R)> &b) noexcept
+	{
+		if (!n)
+			return std::unexpected(n.error());
+		if (*n != sizeof(R))
+			return fail(-EBADMSG);
+		return std::bit_cast<R>(b);
 	}
 
 	// Events from the service's reactor: fn(abd_service_event event, int status).
@@ -1720,6 +1863,46 @@ protected:
 			e = -EPROTONOSUPPORT;
 		}
 		return e;
+	}
+	static int publish_rpc_raw(std::string_view name, const service_options &o, const rpc_options &r,
+	                           service_flags flags, abd_service **out) noexcept
+	{
+		name_string n(name);
+		service_config c(o);
+		if (!n.ok() || !c.ok())
+			return -EINVAL;
+		abd_rpc_opts opts{};
+		opts.response_size = r.response_size;
+		opts.in_flight = r.in_flight;
+		return abd_service_publish_rpc(n.get(), c.get(), &opts, static_cast<unsigned>(flags), out);
+	}
+	[[nodiscard]] result<rpc_request> take_raw(std::span<std::byte> buf, timeout limit, bool wait) noexcept
+	{
+		rpc_request r{0, 0};
+		int n = wait ? abd_service_take(get(), buf.data(), buf.size(), &r.token, limit.ns())
+		             : abd_service_try_take(get(), buf.data(), buf.size(), &r.token);
+		if (n < 0)
+			return fail(n);
+		r.size = static_cast<std::size_t>(n);
+		return r;
+	}
+	[[nodiscard]] result<std::size_t> call_raw(std::span<const std::byte> req, std::span<std::byte> resp,
+	                                           timeout limit) noexcept
+	{
+		int n = abd_service_call(get(), req.data(), req.size(), resp.data(), resp.size(), limit.ns());
+		if (n < 0)
+			return fail(n);
+		return static_cast<std::size_t>(n);
+	}
+	[[nodiscard]] result<pending_call> call_send_raw(std::span<const std::byte> req, timeout limit) noexcept
+	{
+		guard_link *l = link();
+		if (!l)
+			return fail(get() ? -ENOMEM : -EINVAL);
+		std::uint64_t ticket = 0;
+		if (int e = abd_service_call_send(get(), req.data(), req.size(), &ticket, limit.ns()); e < 0)
+			return fail(e);
+		return pending_call(link_.share(), ticket);
 	}
 
 	// A loan (buf) or a peek (data, len) for a new guard: the link shared with it.
@@ -1894,12 +2077,63 @@ public:
 		return g;
 	}
 
+	// ---- request-response (docs/rpc.md): requests are T, answers bytes or a value R.
+
+	// Publish a request-response service whose requests are T: this handle is the server.
+	[[nodiscard]] static result<service> publish_rpc(std::string_view name, service_options o = {},
+	                                                 rpc_options r = {},
+	                                                 service_flags flags = service_flags::none) noexcept
+	{
+		typed(o);
+		abd_service *s = nullptr;
+		if (int e = publish_rpc_raw(name, o, r, flags, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Server: the next request and its token for reply() / reply_value() / reply_error(). A
+	// request of another size (an untyped client's) is answered with bad_message and gives it.
+	struct request {
+		T value;
+		std::uint64_t token;
+	};
+	[[nodiscard]] result<request> take(timeout limit = forever) noexcept { return take_value(limit, true); }
+	[[nodiscard]] result<request> try_take() noexcept { return take_value(forever, false); }
+	// Client: call with req; the answer's length in resp, or the answer as an R.
+	[[nodiscard]] result<std::size_t> call(const T &req, std::span<std::byte> resp, timeout limit = forever) noexcept
+	{
+		return call_raw(std::as_bytes(std::span<const T, 1>(&req, 1)), resp, limit);
+	}
+	template <class R>
+	[[nodiscard]] result<R> call_value(const T &req, timeout limit = forever) noexcept
+	{
+		static_assert(std::is_trivially_copyable_v<R>, "an answer is copied as bytes: R must be trivially copyable");
+		std::array<std::byte, sizeof(R)> b;
+		return answer_as<R>(call(req, b, limit), b);
+	}
+	// Client, asynchronous: send req (waiting up to limit for room), then poll/wait the call.
+	[[nodiscard]] result<pending_call> call_send(const T &req, timeout limit = forever) noexcept
+	{
+		return call_send_raw(std::as_bytes(std::span<const T, 1>(&req, 1)), limit);
+	}
+
 private:
 	static void typed(service_options &o) noexcept
 	{
 		o.type_name = identity.name;
 		o.type_size = identity.size;
 		o.type_hash = identity.hash;
+	}
+	result<request> take_value(timeout limit, bool wait) noexcept
+	{
+		std::array<std::byte, sizeof(T)> b;
+		auto r = take_raw(b, limit, wait);
+		if (!r)
+			return std::unexpected(r.error());
+		if (r->size != sizeof(T)) {
+			(void)abd_service_reply_error(get(), r->token, -EBADMSG);
+			return detail::fail(-EBADMSG);
+		}
+		return request{std::bit_cast<T>(b), r->token};
 	}
 	static result<T> as_value(int n, const std::array<std::byte, sizeof(T)> &b) noexcept
 	{
@@ -2006,6 +2240,47 @@ public:
 		if (!l)
 			return std::unexpected(l.error());
 		return peek_guard<>(std::move(*l), data, len);
+	}
+
+	// ---- request-response (docs/rpc.md): requests and answers are bytes.
+
+	// Publish a request-response service: this handle is the server.
+	[[nodiscard]] static result<service> publish_rpc(std::string_view name, const service_options &o = {},
+	                                                 const rpc_options &r = {},
+	                                                 service_flags flags = service_flags::none) noexcept
+	{
+		abd_service *s = nullptr;
+		if (int e = publish_rpc_raw(name, o, r, flags, &s); e < 0)
+			return detail::fail(e);
+		return service(s);
+	}
+	// Server: the next request into buf: its length and its token for reply().
+	[[nodiscard]] result<rpc_request> take(std::span<std::byte> buf, timeout limit = forever) noexcept
+	{
+		return take_raw(buf, limit, true);
+	}
+	[[nodiscard]] result<rpc_request> try_take(std::span<std::byte> buf) noexcept
+	{
+		return take_raw(buf, forever, false);
+	}
+	// Client: call with req, the answer's length in resp.
+	[[nodiscard]] result<std::size_t> call(std::span<const std::byte> req, std::span<std::byte> resp,
+	                                       timeout limit = forever) noexcept
+	{
+		return call_raw(req, resp, limit);
+	}
+	[[nodiscard]] result<std::size_t> call(std::string_view req, std::span<char> resp,
+	                                       timeout limit = forever) noexcept
+	{
+		return call_raw(std::as_bytes(std::span(req)), std::as_writable_bytes(resp), limit);
+	}
+	[[nodiscard]] result<pending_call> call_send(std::span<const std::byte> req, timeout limit = forever) noexcept
+	{
+		return call_send_raw(req, limit);
+	}
+	[[nodiscard]] result<pending_call> call_send(std::string_view req, timeout limit = forever) noexcept
+	{
+		return call_send_raw(std::as_bytes(std::span(req)), limit);
 	}
 
 private:
