@@ -638,6 +638,8 @@ void bench_pingpong_family(void)
 		                                      .baseline_case = "rtt-64B-asleep"},
 		               nblock);
 		bench_service_rtt(cpus, nblock);
+		p.arg = &block;
+		bench_rpc_rtt(cpus, nblock, &p);
 	}
 	/* the rest of the floors and the peers, in the same run */
 	bench_subject_run("bare-spsc");

@@ -362,6 +362,129 @@ void bench_service_rtt(const char *cpus, uint64_t iters)
 	}
 }
 
+/* ---- request-response (the pingpong family) ----
+ * B publishes "perf.rpc" (abd_service_publish_rpc: requests and answers of 64 bytes, one call in
+ * flight) on a reactor of its own (the row's backend, checked); A opens it in its first ping,
+ * as above, and calls: abd_service_call(64 bytes, answer into 64 bytes, no timeout), which
+ * pushes the request into the ring and sleeps in its reactor on its own word in the response
+ * file; B takes the request (abd_service_take, no timeout) and replies with the same bytes.
+ * Against the same round trip made of two one-way hand-offs: abd-service rtt-block-BACKEND
+ * (two services on the same kind of reactor, blocking push and pop) and, for the row
+ * call-vs-ring, abd-ring rtt-block (two rings, blocking forms, no reactor). */
+
+static struct {
+	struct abd_reactor *reactor;
+	struct abd_service *svc;
+} rpc_child;
+
+static int rpc_init(enum bench_role role, void *shm, void *arg, void **out)
+{
+	struct rtt_cfg *c = arg;
+	struct shared *s = shm;
+	rtt_shm = s;
+	*out = c;
+	int r = abd_reactor_new(c->reactor_flags, &rpc_child.reactor);
+	if (r == -EOPNOTSUPP && c->backend == ABD_BACKEND_IO_URING)
+		return bench_fail("io_uring: not available here (the probe or the profile lacks it)");
+	if (r < 0)
+		return bench_fail("abd_reactor_new: %s", strerror(-r));
+	if ((r = abd_reactor_backend(rpc_child.reactor)) != c->backend)
+		return bench_fail("the reactor runs on %s, not %s", abd_backend_name((enum abd_backend)r),
+		                  abd_backend_name((enum abd_backend)c->backend));
+	if (role == BENCH_A)
+		return 0; /* opens in its first ping */
+	s->pong_pid = getpid();
+	struct abd_service_config cfg = { 0 };
+	cfg.dir = s->dir;
+	cfg.capacity = 64;
+	cfg.slot_size = BYTES;
+	cfg.reactor = rpc_child.reactor;
+	struct abd_rpc_opts o = { .response_size = BYTES, .in_flight = 1 };
+	r = abd_service_publish_rpc("perf.rpc", &cfg, &o, 0, &rpc_child.svc);
+	return r < 0 ? bench_fail("publish_rpc: %s", strerror(-r)) : 0;
+}
+
+static void rpc_fini(enum bench_role role, void *state)
+{
+	(void)role, (void)state;
+	abd_service_close(rpc_child.svc);
+	abd_reactor_free(rpc_child.reactor);
+	rpc_child.svc = NULL;
+	rpc_child.reactor = NULL;
+}
+
+static int rpc_ping(void *state, uint64_t *ns)
+{
+	(void)state, (void)ns;
+	unsigned char msg[BYTES] = { 1 }, resp[BYTES];
+	static uint64_t seq;
+	uint64_t v = ++seq, got;
+	int r;
+	if (!rpc_child.svc) {
+		struct abd_service_config cfg = { 0 };
+		cfg.dir = rtt_shm->dir;
+		cfg.reactor = rpc_child.reactor;
+		r = abd_service_open("perf.rpc", &cfg, 0, 10ll * 1000 * 1000 * 1000, &rpc_child.svc);
+		if (r < 0)
+			return bench_fail("open: %s", strerror(-r));
+	}
+	memcpy(msg, &v, sizeof(v));
+	r = abd_service_call(rpc_child.svc, msg, sizeof(msg), resp, sizeof(resp), -1);
+	if (r != BYTES)
+		return r < 0 ? r : -EBADMSG;
+	memcpy(&got, resp, sizeof(got));
+	return got == v ? 0 : -EBADMSG;
+}
+
+static int rpc_pong(void *state)
+{
+	(void)state;
+	unsigned char msg[BYTES];
+	uint64_t token;
+	int r = abd_service_take(rpc_child.svc, msg, sizeof(msg), &token, -1);
+	if (r != BYTES)
+		return r < 0 ? r : -EBADMSG;
+	return abd_service_reply(rpc_child.svc, token, msg, sizeof(msg));
+}
+
+void bench_rpc_rtt(const char *cpus, uint64_t iters, const struct bench_pair *ring_block)
+{
+	static struct rtt_cfg cfgs[] = {
+		{ ABD_REACTOR_FORCE_IO_URING, ABD_BACKEND_IO_URING, false },
+		{ ABD_REACTOR_FORCE_EPOLL, ABD_BACKEND_EPOLL, false },
+	};
+	static const char *const names[][2] = { { "call-io_uring", "rtt-block-io_uring" },
+		                                { "call-epoll", "rtt-block-epoll" } };
+	for (int vs_ring = 0; vs_ring < 2; vs_ring++) {
+		for (size_t i = 0; i < (vs_ring ? 1 : 2); i++) {
+			struct bench_pair rpc = { .shm_size = sizeof(struct shared), .arg = &cfgs[i],
+			                          .prepare = s_prepare, .cleanup = s_cleanup,
+			                          .init = rpc_init, .fini = rpc_fini, .ping = rpc_ping,
+			                          .pong = rpc_pong };
+			struct bench_pair svc = { .shm_size = sizeof(struct shared), .arg = &cfgs[i],
+			                          .prepare = s_prepare, .cleanup = s_cleanup,
+			                          .init = rtt_init, .fini = rtt_fini, .ping = rtt_ping,
+			                          .pong = rtt_pong };
+			struct bench_pair_sample mine = { &rpc, iters, false };
+			struct bench_pair_sample theirs = { vs_ring ? ring_block : &svc, iters, false };
+			struct bench_row row = { .subject = "abd-rpc",
+			                         .case_name = vs_ring ? "call-vs-ring" : names[i][0],
+			                         .cpus = cpus, .msg_bytes = BYTES,
+			                         .baseline = vs_ring ? "abd-ring" : "abd-service",
+			                         .baseline_case = vs_ring ? "rtt-block" : names[i][1] };
+			struct bench_versus *v = calloc(1, sizeof(*v));
+			if (!v)
+				return;
+			v->fn = bench_pair_sample;
+			v->ctx = &mine;
+			v->base_fn = bench_pair_sample;
+			v->base_ctx = &theirs;
+			bench_versus(v, row);
+			free(v);
+		}
+	}
+}
+
 void bench_service(void)
 {
 	uint64_t spin = bench_iters(2000000, 100000), block = bench_iters(500000, 20000);

@@ -375,6 +375,9 @@ void bench_service_pair(struct bench_pair *p, bool direct, bool block, bool type
 /* C++ through <abd/abd.hpp> against the same workloads in C (perf/bench-cpp.cpp; skipped rows
  * when abd-perf was built without a C++26 compiler). */
 void bench_cpp(void);
+/* perf/bench-service.c: request-response round trips (the pingpong family); ring_block is the
+ * abd-ring rtt-block pair of perf/bench-ring.c, the call-vs-ring row's baseline. */
+void bench_rpc_rtt(const char *cpus, uint64_t iters, const struct bench_pair *ring_block);
 void bench_recover(void);
 void bench_idle(void);
 void bench_herd(void);
