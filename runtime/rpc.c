@@ -457,8 +457,9 @@ int abd__rpc_poll(struct abd__rpc_client *c, uint64_t ticket, void *buf, size_t 
 		if (v.gen != c->gen || v.id != ticket)
 			return -EAGAIN;
 		int r;
-		if (v.len > c->g.cell_size || v.status > 0 || v.len > (uint32_t)INT_MAX)
-			r = -EBADMSG; /* not what a server writes */
+		if (v.len > c->g.cell_size || v.status > 0 || v.status < -4095 ||
+		    v.len > (uint32_t)INT_MAX)
+			r = -EBADMSG; /* not what a server writes (an errno is 1..4095) */
 		else if (v.status < 0)
 			r = v.status;
 		else if (v.len > size)

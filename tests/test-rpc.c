@@ -695,3 +695,43 @@ ABD_TEST(rpc, a_client_refuses_a_forged_response_file)
 	abd_ring_free(ring);
 	server_stop(&sv);
 }
+
+/* ---- an answer a server does not write is refused, not returned ---- */
+
+ABD_TEST(rpc, a_client_refuses_an_answer_no_server_writes)
+{
+	struct abd_ring *sring, *cring;
+	struct abd__rpc_server *s;
+	struct abd__rpc_client *c;
+	cr_assert_eq(abd_ring_new(16, ABD__RPC_REQ_HDR + 64, ABD_RING_CONSUMER | ABD_RING_SINGLE_CONSUMER,
+	                          NULL, &sring), 0);
+	cr_assert_eq(abd__rpc_server_new(sring, 2, 64, &s), 0);
+	cr_assert_eq(abd_ring_attach(abd_ring_fd(sring), -1, NULL, ABD_RING_PRODUCER, &cring), 0);
+	cr_assert_eq(abd__rpc_client_new(cring, abd__rpc_server_fd(s), &c), 0);
+	char buf[64];
+	uint64_t t, token;
+	/* an errno out of range (a server of ours refuses to send a positive one) */
+	cr_assert_eq(abd__rpc_send(c, "q", 1, &t), 0);
+	cr_assert_eq(abd__rpc_take(s, buf, sizeof(buf), &token), 1);
+	cr_assert_eq(abd__rpc_reply(s, token, NULL, 0, -100000), 0);
+	cr_expect_eq(abd__rpc_poll(c, t, buf, sizeof(buf)), -EBADMSG);
+	cr_expect_eq(abd__rpc_in_flight(c), 0, "the call ended");
+	/* an errno in range is the call's result */
+	cr_assert_eq(abd__rpc_send(c, "q", 1, &t), 0);
+	cr_assert_eq(abd__rpc_take(s, buf, sizeof(buf), &token), 1);
+	cr_assert_eq(abd__rpc_reply(s, token, NULL, 0, -ENOENT), 0);
+	cr_expect_eq(abd__rpc_poll(c, t, buf, sizeof(buf)), -ENOENT);
+	/* an answer longer than the caller's buffer stays for a larger one */
+	cr_assert_eq(abd__rpc_send(c, "q", 1, &t), 0);
+	cr_assert_eq(abd__rpc_take(s, buf, sizeof(buf), &token), 1);
+	cr_assert_eq(abd__rpc_reply(s, token, "0123456789", 10, 0), 0);
+	cr_expect_eq(abd__rpc_poll(c, t, buf, 4), -EMSGSIZE);
+	cr_expect_eq(abd__rpc_poll(c, t, buf, sizeof(buf)), 10);
+	cr_expect_eq(abd__rpc_reply(s, token, "x", 1, 0), -ESTALE, "answered once");
+	cr_expect_eq(abd__rpc_reply(s, token, NULL, 0, 1), -EINVAL);
+	cr_expect_eq(abd__rpc_reply(s, 0, NULL, 0, 0), -EINVAL);
+	abd__rpc_client_free(c);
+	abd_ring_free(cring);
+	abd__rpc_server_free(s);
+	abd_ring_free(sring);
+}
