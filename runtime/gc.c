@@ -89,15 +89,10 @@ static int gc_tmp_dir(int dirfd, const char *name)
  * (names[0..n)). Returns how many. */
 static int gc_sockets(int dirfd, char *const *alive, size_t nalive, unsigned *failed)
 {
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
+	DIR *d;
+	int oe = abd__opendir_fresh(dirfd, &d);
+	if (oe < 0)
+		return oe;
 	int removed = 0;
 	struct dirent *e;
 	while ((e = readdir(d))) {

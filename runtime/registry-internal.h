@@ -7,6 +7,7 @@
 #define ABD_RUNTIME_REGISTRY_INTERNAL_H
 
 #include <abd/registry.h>
+#include <dirent.h>
 #include <errno.h>
 #include "config.h"
 #include <limits.h>
@@ -244,6 +245,9 @@ struct abd__dirent {
 	char *name;
 	unsigned char type;
 };
+/* The directory dirfd names, read through a fresh open file description (our own offset):
+ * 0 and *out (closedir it), or -errno. */
+int abd__opendir_fresh(int dirfd, DIR **out);
 int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *n);
 void abd__list_free(struct abd__dirent *list, size_t n);
 

@@ -1142,20 +1142,29 @@ void abd__list_free(struct abd__dirent *list, size_t n)
 	free(list);
 }
 
-int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *count)
+int abd__opendir_fresh(int dirfd, DIR **out)
 {
-	*out = NULL;
-	*count = 0;
 	/* A fresh open file description: our own offset, whoever else reads the directory. */
 	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
+	*out = fdopendir(fd);
+	if (!*out) {
 		int e = -errno;
 		close(fd);
 		return e;
 	}
+	return 0;
+}
+
+int abd__list_dir(int dirfd, struct abd__dirent **out, size_t *count)
+{
+	*out = NULL;
+	*count = 0;
+	DIR *d;
+	int oe = abd__opendir_fresh(dirfd, &d);
+	if (oe < 0)
+		return oe;
 	struct abd__dirent *list = NULL;
 	size_t n = 0, cap = 0;
 	int r = 0;
