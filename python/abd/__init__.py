@@ -41,7 +41,7 @@ import time
 from . import _ffi
 from ._ffi import lib
 
-__all__ = ["publish", "open", "Service", "Message", "MessageType", "type_hash", "list", "info",
+__all__ = ["publish", "publish_broadcast", "publish_rpc", "open", "Service", "Message", "Loan", "MessageType", "type_hash", "list", "info",
            "watch", "Watch", "Entry", "Event", "probe", "version", "library_path"]
 
 _list = list  # the builtin; abd.list is the registry listing
@@ -258,6 +258,61 @@ def open(name, timeout=None, *, role="both", dir=None, type=None, type_name=None
     return Service(out.value, mt)
 
 
+_POLICIES = {"block": _ffi.BROADCAST_BLOCK, "overwrite": _ffi.BROADCAST_OVERWRITE}
+
+
+def publish_broadcast(name, *, subscribers=0, history=0, policy="block", role="producer",
+                      dir=None, capacity=0, slot_size=0, type=None, type_name=None, type_size=0,
+                      type_hash=0, allow_uids=(), allow_gids=(), epoll=False):
+    """Create a broadcast service and publish it as `name` (abd_service_publish_broadcast,
+    docs/broadcast.md): every subscriber gets every message, in order. The handle is the
+    publisher: push copies a message in, loan lends a chunk of the payload pool to write one in
+    place. Subscribers open it with abd.open (pop, peek, lost).
+
+    subscribers: at most this many at a time (1..64; 0: 8); history: messages a late
+    subscriber still gets (< capacity); policy: "block" (a subscriber a whole ring behind holds
+    push/loan back) or "overwrite" (the publisher never waits; a lagging subscriber skips, and
+    its ``lost`` counts). role: "producer" or "observer". capacity, slot_size (the largest
+    message), type, allow_uids, allow_gids, dir, epoll: as publish's. Raises OSError."""
+    if policy not in _POLICIES:
+        raise ValueError(f"abd broadcast policy {policy!r}: 'block' or 'overwrite'")
+    if role not in ("producer", "observer"):
+        raise ValueError(f"abd broadcast role {role!r}: 'producer' or 'observer'")
+    mt, type_name, type_size, type_hash = _typed_args(type, type_name, type_size, type_hash)
+    cfg, keep = _config(dir, capacity, slot_size, type_name, type_size, type_hash,
+                        allow_uids, allow_gids, epoll=epoll)
+    opts = _ffi.BroadcastOpts(subscribers=subscribers, history=history,
+                              policy=_POLICIES[policy])
+    out = ctypes.c_void_p()
+    _check(lib.abd_service_publish_broadcast(_enc(name), ctypes.byref(cfg), ctypes.byref(opts),
+                                             _ROLES[role], ctypes.byref(out)),
+           "abd_service_publish_broadcast", name)
+    del keep
+    return Service(out.value, mt)
+
+
+def publish_rpc(name, *, response_size=0, in_flight=0, dir=None, capacity=0, slot_size=0,
+                type=None, type_name=None, type_size=0, type_hash=0, allow_uids=(),
+                allow_gids=(), epoll=False):
+    """Create a request-response service and publish it as `name` (abd_service_publish_rpc,
+    docs/rpc.md). The handle is the server: take a request, then reply (or reply_error) with
+    its token. Clients open it with abd.open and call.
+
+    slot_size: the largest request (0: 256); capacity: requests the ring holds; response_size:
+    the largest answer (0: slot_size); in_flight: calls one client may have pending (1..64;
+    0: 8). type (the request type), allow_uids, allow_gids, dir, epoll: as publish's. Raises
+    OSError."""
+    mt, type_name, type_size, type_hash = _typed_args(type, type_name, type_size, type_hash)
+    cfg, keep = _config(dir, capacity, slot_size, type_name, type_size, type_hash,
+                        allow_uids, allow_gids, epoll=epoll)
+    opts = _ffi.RpcOpts(response_size=response_size, in_flight=in_flight)
+    out = ctypes.c_void_p()
+    _check(lib.abd_service_publish_rpc(_enc(name), ctypes.byref(cfg), ctypes.byref(opts), 0,
+                                       ctypes.byref(out)), "abd_service_publish_rpc", name)
+    del keep
+    return Service(out.value, mt)
+
+
 def _buffer_arg(data):
     """A pointer and a length for a bytes-like object, without a copy where ctypes allows."""
     if isinstance(data, bytes):
@@ -282,10 +337,10 @@ class Message:
     (using it raises ValueError). Do not keep slices of it past that point: the slot goes back
     to the producers, who overwrite it. Copy what you keep (bytes(msg.view))."""
 
-    __slots__ = ("_svc", "_ptr", "view", "_arr")
+    __slots__ = ("_svc", "_ptr", "view", "_arr", "_bcast")
 
-    def __init__(self, svc, ptr, n):
-        self._svc, self._ptr = svc, ptr
+    def __init__(self, svc, ptr, n, bcast=False):
+        self._svc, self._ptr, self._bcast = svc, ptr, bcast
         self._arr = (ctypes.c_char * n).from_address(ptr) if n else None
         self.view = memoryview(self._arr).cast("B").toreadonly() if n else memoryview(b"")
 
@@ -303,6 +358,9 @@ class Message:
             return
         self.view.release()
         ptr, self._ptr, self._arr = self._ptr, None, None
+        if self._bcast:  # a broadcast subscriber's peek (abd_service_release)
+            _check(lib.abd_service_release(self._svc._handle()), "abd_service_release")
+            return
         _check(lib.abd_ring_release(self._svc._ring, ptr), "abd_ring_release")
 
     def __enter__(self):
@@ -315,6 +373,65 @@ class Message:
         if getattr(self, "_ptr", None) is not None and self._svc._h:
             try:
                 self.release()
+            except OSError:
+                pass
+
+
+class Loan:
+    """A chunk of a broadcast publisher's payload pool lent to write a message in place
+    (Service.loan): ``view`` is a writable memoryview of it (indexing the Loan writes it too:
+    ``loan[:n] = data``). send(n) publishes its first n bytes; leaving the ``with`` block (or
+    close()) without sending gives it back unsent (abd_service_unloan). The view is released
+    either way: using it afterwards raises ValueError."""
+
+    __slots__ = ("_svc", "_ptr", "view", "_arr")
+
+    def __init__(self, svc, ptr, n):
+        self._svc, self._ptr = svc, ptr
+        self._arr = (ctypes.c_char * n).from_address(ptr)
+        self.view = memoryview(self._arr).cast("B")
+
+    def __len__(self):
+        return self.view.nbytes
+
+    def __getitem__(self, i):
+        return self.view[i]
+
+    def __setitem__(self, i, v):
+        self.view[i] = v
+
+    def _end(self):
+        ptr, self._ptr, self._arr = self._ptr, None, None
+        self.view.release()
+        return ptr
+
+    def send(self, n=None):
+        """Publish the first n bytes (None: the whole chunk) of the loan (abd_service_send).
+        The loan ends: the view is released."""
+        if self._ptr is None:
+            raise ValueError("abd loan: sent or given back already")
+        n = self.view.nbytes if n is None else n
+        ptr = self._end()
+        _check(lib.abd_service_send(self._svc._handle(), ptr, n), "abd_service_send")
+
+    def close(self):
+        """Give the loan back unsent (abd_service_unloan), unless sent. Idempotent."""
+        if self._ptr is None:
+            return
+        ptr = self._end()
+        if self._svc._h:
+            _check(lib.abd_service_unloan(self._svc._h, ptr), "abd_service_unloan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_ptr", None) is not None and self._svc._h:
+            try:
+                self.close()
             except OSError:
                 pass
 
@@ -344,6 +461,10 @@ class Service:
         name, size, hsh = ctypes.c_char_p(), ctypes.c_uint32(), ctypes.c_uint64()
         lib.abd_service_type(handle, ctypes.byref(name), ctypes.byref(size), ctypes.byref(hsh))
         self.type = (_str(name.value) or "", size.value, hsh.value)
+        # "ring" (a work queue), "broadcast" or "rpc"
+        self.kind = ("broadcast" if lib.abd_service_is_broadcast(handle) == 1 else
+                     "rpc" if lib.abd_service_is_rpc(handle) == 1 else "ring")
+        self._resp = None  # an rpc client's answer buffer (grown to the largest answer seen)
 
     def _handle(self):
         if not self._h:
@@ -499,10 +620,16 @@ class Service:
         wake word (futex), in slices of at most 100 ms (to notice a publisher that left),
         with the GIL released. Raises BrokenPipeError once the
         publisher left and the ring is drained. The view is the message as it lies in the
-        slot: a typed handle's size check is not applied (ring.h, abd_ring_try_peek)."""
+        slot: a typed handle's size check is not applied (ring.h, abd_ring_try_peek).
+        A broadcast subscriber peeks with abd_service_peek (one wait in the library, the GIL
+        released; released by abd_service_release): its chunk is not reused while held."""
         h = self._handle()
-        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         ptr, n = ctypes.c_void_p(), ctypes.c_size_t()
+        if self.kind == "broadcast":  # abd_service_peek, released by abd_service_release
+            _check(lib.abd_service_peek(h, ctypes.byref(ptr), ctypes.byref(n), _ns(timeout)),
+                   "abd_service_peek")
+            return Message(self, ptr.value, n.value, bcast=True)
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         while True:
             r = lib.abd_ring_try_peek(self._ring, ctypes.byref(ptr), ctypes.byref(n))
             if r == 0:
@@ -522,6 +649,82 @@ class Service:
                     raise OSError(_errno.EAGAIN, "abd_ring_try_peek: empty")
                 raise OSError(_errno.ETIMEDOUT, "abd service peek: timed out", self.name)
             self._wait_data(0.1 if left is None else min(left, 0.1))
+
+    # ---- broadcast services
+    def loan(self, size=None, timeout=None):
+        """Broadcast publisher: lend a chunk of the payload pool of at least size bytes (None:
+        the slot size) to write a message in place (abd_service_loan), waiting up to timeout
+        seconds for room under the "block" policy. Returns a Loan: ``with pub.loan(n) as buf:
+        buf[:n] = data; buf.send(n)``; leaving the block unsent gives it back. One loan at a
+        time (OSError EBUSY). Raises BlockingIOError (timeout 0), TimeoutError,
+        OSError(EMSGSIZE) (size > slot size), PermissionError (not a broadcast publisher)."""
+        size = self.slot_size if size is None else size
+        ptr = ctypes.c_void_p()
+        _check(lib.abd_service_loan(self._handle(), size, ctypes.byref(ptr), _ns(timeout)),
+               "abd_service_loan")
+        return Loan(self, ptr.value, size)
+
+    @property
+    def lost(self):
+        """Broadcast subscriber: the messages it missed since it joined (overwritten before
+        it read them: the "overwrite" policy); 0 for every other handle."""
+        return _check(lib.abd_service_lost(self._handle()), "abd_service_lost")
+
+    # ---- request-response
+    def take(self, timeout=None):
+        """Request-response server: the next request, waiting up to timeout seconds (None:
+        forever, 0: BlockingIOError when none): (request bytes, token); answer it with
+        reply(token, data) or reply_error(token, errno). The wait releases the GIL."""
+        tok = ctypes.c_uint64()
+        r = lib.abd_service_take(self._handle(), self._buf, self.slot_size, ctypes.byref(tok),
+                                 _ns(timeout))
+        _check(r, "abd_service_take")
+        return self._view[:r].tobytes(), tok.value
+
+    def try_take(self):
+        """take without waiting: (request, token), or None when no request is waiting."""
+        tok = ctypes.c_uint64()
+        r = lib.abd_service_try_take(self._handle(), self._buf, self.slot_size,
+                                     ctypes.byref(tok))
+        if r == _EAGAIN:
+            return None
+        _check(r, "abd_service_try_take")
+        return self._view[:r].tobytes(), tok.value
+
+    def reply(self, token, data):
+        """Request-response server: answer the request of token with data (bytes-like;
+        abd_service_reply). Never blocks. Raises OSError ESTALE (answered already, or the
+        caller gave up), EMSGSIZE (longer than response_size)."""
+        p, n = _buffer_arg(data)
+        _check(lib.abd_service_reply(self._handle(), token, p, n), "abd_service_reply")
+
+    def reply_error(self, token, error):
+        """Request-response server: answer the request of token with an error: the caller's
+        call raises OSError(error) (error: a positive errno, e.g. errno.EINVAL)."""
+        _check(lib.abd_service_reply_error(self._handle(), token, -abs(int(error))),
+               "abd_service_reply_error")
+
+    def call(self, data, timeout=None):
+        """Request-response client: send data (bytes-like) as a request and wait up to
+        timeout seconds (None: forever) for its answer: bytes. The wait releases the GIL.
+        Raises the server's error (reply_error) as OSError, TimeoutError (the call is given
+        up), BrokenPipeError (the server left), OSError EBUSY (in_flight calls pending),
+        EMSGSIZE (request longer than the slot size)."""
+        h = self._handle()
+        p, n = _buffer_arg(data)
+        ticket = ctypes.c_uint64()
+        tmo = _ns(timeout)
+        _check(lib.abd_service_call_send(h, p, n, ctypes.byref(ticket), tmo), "abd_service_call")
+        if self._resp is None:
+            self._resp = ctypes.create_string_buffer(max(1, self.slot_size))
+        r = lib.abd_service_call_wait(h, ticket.value, self._resp, len(self._resp), tmo)
+        if r == -_errno.EMSGSIZE:  # an answer longer than the buffer: it stays, take it
+            self._resp = ctypes.create_string_buffer(_ffi.RING_MAX_SLOT_SIZE)
+            r = lib.abd_service_call_poll(h, ticket.value, self._resp, len(self._resp))
+        if r in (-_errno.EINTR, -_errno.ECANCELED, -_errno.EMSGSIZE, _EAGAIN):
+            lib.abd_service_call_cancel(h, ticket.value)  # still in flight: give it up
+        _check(r, "abd_service_call")
+        return ctypes.string_at(self._resp, r)
 
     def _wait_data(self, slice_s):
         """One sleep of at most slice_s on the handle's own data wake word (the eventcount of

@@ -89,9 +89,19 @@ class WatchOpts(ctypes.Structure):  # struct abd_watch_opts
     _fields_ = [("flags", c_uint), ("service", c_char_p), ("reserved", c_void_p * 6)]
 
 
+class BroadcastOpts(ctypes.Structure):  # struct abd_broadcast_opts
+    _fields_ = [("subscribers", c_u32), ("history", c_u32), ("policy", c_u32),
+                ("reserved0", c_u32), ("reserved", c_u64 * 4)]
+
+
+class RpcOpts(ctypes.Structure):  # struct abd_rpc_opts
+    _fields_ = [("response_size", c_u32), ("in_flight", c_u32), ("reserved", c_u64 * 3)]
+
+
 # Sizes and offsets the layout test compares with C: name -> (ctypes class, C struct name).
 STRUCTS = {"abd_service_config": ServiceConfig, "abd_service_stats": ServiceStats,
-           "abd_entry": Entry, "abd_watch_opts": WatchOpts}
+           "abd_entry": Entry, "abd_watch_opts": WatchOpts,
+           "abd_broadcast_opts": BroadcastOpts, "abd_rpc_opts": RpcOpts}
 
 EVENT_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, c_int, c_void_p)
 WATCH_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int, P(Entry))
@@ -160,6 +170,28 @@ _protos = {
     "abd_service_publisher_pid": (c_pid, [c_void_p]),
     "abd_service_type": (c_int, [c_void_p, P(c_char_p), P(c_u32), P(c_u64)]),
     "abd_service_stats": (c_int, [c_void_p, P(ServiceStats)]),
+    # service.h, broadcast services
+    "abd_service_publish_broadcast": (c_int, [c_char_p, P(ServiceConfig), P(BroadcastOpts),
+                                              c_uint, P(c_void_p)]),
+    "abd_service_loan": (c_int, [c_void_p, c_size_t, P(c_void_p), c_i64]),
+    "abd_service_send": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "abd_service_unloan": (c_int, [c_void_p, c_void_p]),
+    "abd_service_peek": (c_int, [c_void_p, P(c_void_p), P(c_size_t), c_i64]),
+    "abd_service_release": (c_int, [c_void_p]),
+    "abd_service_lost": (c_i64, [c_void_p]),
+    "abd_service_is_broadcast": (c_int, [c_void_p]),
+    # service.h, request-response
+    "abd_service_publish_rpc": (c_int, [c_char_p, P(ServiceConfig), P(RpcOpts), c_uint,
+                                        P(c_void_p)]),
+    "abd_service_try_take": (c_int, [c_void_p, c_void_p, c_size_t, P(c_u64)]),
+    "abd_service_take": (c_int, [c_void_p, c_void_p, c_size_t, P(c_u64), c_i64]),
+    "abd_service_reply": (c_int, [c_void_p, c_u64, c_void_p, c_size_t]),
+    "abd_service_reply_error": (c_int, [c_void_p, c_u64, c_int]),
+    "abd_service_call_send": (c_int, [c_void_p, c_void_p, c_size_t, P(c_u64), c_i64]),
+    "abd_service_call_poll": (c_int, [c_void_p, c_u64, c_void_p, c_size_t]),
+    "abd_service_call_wait": (c_int, [c_void_p, c_u64, c_void_p, c_size_t, c_i64]),
+    "abd_service_call_cancel": (c_int, [c_void_p, c_u64]),
+    "abd_service_is_rpc": (c_int, [c_void_p]),
 }
 
 for _name, (_res, _args) in _protos.items():
@@ -189,6 +221,8 @@ REACTOR_FORCE_EPOLL, REACTOR_FORCE_IO_URING = 0x1, 0x2
 REGISTRY_CREATE = 1 << 0
 WATCH_PIDFD = 1 << 0
 RING_WAIT_DATA = 0  # enum abd_ring_wait_for
+BROADCAST_BLOCK, BROADCAST_OVERWRITE = 0, 1  # enum abd_broadcast_policy
+RING_MAX_SLOT_SIZE = 1 << 24
 
 
 # futex(2) through libc's syscall(), for Service.peek's wait on the handle's own wake word
