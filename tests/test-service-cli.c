@@ -601,6 +601,14 @@ ABD_TEST(service_cli, pub_reaches_every_sub_and_a_late_sub_gets_the_history)
 	cr_assert_eq(run(late, NULL, out[0], sizeof(out[0])), 0);
 	cr_assert_str_eq(out[0], "{\"seq\":0,\"len\":1,\"data\":\"b\"}\n"
 	                         "{\"seq\":1,\"len\":1,\"data\":\"c\"}\n");
+	/* info shows it as a broadcast service */
+	const char *info[] = { NULL, "info", "--dir", dir, "cli.hist", NULL };
+	cr_assert_eq(run(info, NULL, buf, sizeof(buf)), 0);
+	cr_assert(strstr(buf, "broadcast 4 slots of 256 bytes") && strstr(buf, "3 messages"), "%s",
+	          buf);
+	const char *infoj[] = { NULL, "info", "--dir", dir, "--json", "cli.hist", NULL };
+	cr_assert_eq(run(infoj, NULL, buf, sizeof(buf)), 0);
+	cr_assert(strstr(buf, "\"kind\":\"broadcast\",\"bytes\":3,"), "%s", buf);
 	/* sub on a ring service: 6 */
 	const char *serve[] = { NULL, "serve", "--dir", dir, "--hold", "cli.ring", NULL };
 	pid_t r = start(serve, NULL, NULL);

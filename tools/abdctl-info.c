@@ -35,6 +35,7 @@ struct ring_live {
 	const char *type;
 	uint32_t type_size;
 	int closed;
+	bool broadcast;
 };
 
 /* Attach as an observer (no role, not counted) and sample the statistics twice. */
@@ -68,6 +69,7 @@ static void ring_live(const char *dir, const char *name, unsigned flags, int64_t
 	snprintf(type, sizeof(type), "%s", out->type);
 	out->type = type;
 	out->closed = abd_service_closed(svc);
+	out->broadcast = abd_service_is_broadcast(svc) == 1;
 	abd_service_close(svc);
 }
 
@@ -277,7 +279,7 @@ int abdctl_info(int argc, char **argv)
 			       "\"producers\":%u,\"consumers\":%u,\"data_sleepers\":%u,"
 			       "\"space_sleepers\":%u,\"pushed\":%llu,\"popped\":%llu,\"recovered\":%llu,"
 			       "\"wakes\":%llu,\"pushed_per_s\":%.1f,\"popped_per_s\":%.1f,"
-			       "\"interval_s\":%.3f,\"closed\":%s}",
+			       "\"interval_s\":%.3f,\"closed\":%s",
 			       live.type_size, (unsigned long long)b->capacity,
 			       (unsigned long long)b->slot_size, (unsigned long long)b->occupancy,
 			       b->producers, b->consumers, b->data_sleepers, b->space_sleepers,
@@ -286,6 +288,11 @@ int abdctl_info(int argc, char **argv)
 			       rate(live.a.pushed, b->pushed, live.seconds),
 			       rate(live.a.popped, b->popped, live.seconds), live.seconds,
 			       live.closed ? "true" : "false");
+			/* a broadcast service: consumers are its live subscribers (docs/broadcast.md) */
+			if (live.broadcast)
+				printf(",\"kind\":\"broadcast\",\"bytes\":%llu,\"bytes_per_s\":%.1f",
+				       (unsigned long long)b->bytes, rate(live.a.bytes, b->bytes, live.seconds));
+			printf("}");
 		} else if (live.err != -ENOENT) {
 			printf(",\"ring\":{\"error\":\"%s\"}", errno_name(live.err));
 		}
@@ -331,16 +338,26 @@ int abdctl_info(int argc, char **argv)
 			const struct abd_service_stats *b = &live.b;
 			printf("type     %s (%s)\n", *live.type ? live.type : "bytes",
 			       live.type_size ? "fixed size" : "variable size");
-			printf("ring     %llu slots of %llu bytes, %llu waiting%s\n",
-			       (unsigned long long)b->capacity, (unsigned long long)b->slot_size,
-			       (unsigned long long)b->occupancy, live.closed ? ", CLOSED" : "");
-			printf("peers    %u producers, %u consumers attached; %u consumers and %u producers "
-			       "asleep\n", b->producers, b->consumers, b->data_sleepers, b->space_sleepers);
-			printf("traffic  %llu pushed, %llu popped, %llu recovered; %.0f msg/s in, %.0f msg/s "
-			       "out (over %.2f s)\n",
-			       (unsigned long long)b->pushed, (unsigned long long)b->popped,
-			       (unsigned long long)b->recovered, rate(live.a.pushed, b->pushed, live.seconds),
-			       rate(live.a.popped, b->popped, live.seconds), live.seconds);
+			if (live.broadcast) {
+				printf("broadcast %llu slots of %llu bytes, %u subscribers; %llu messages "
+				       "(%.0f msg/s), %llu bytes (%.0f B/s) published%s\n",
+				       (unsigned long long)b->capacity, (unsigned long long)b->slot_size,
+				       b->consumers, (unsigned long long)b->pushed,
+				       rate(live.a.pushed, b->pushed, live.seconds),
+				       (unsigned long long)b->bytes, rate(live.a.bytes, b->bytes, live.seconds),
+				       live.closed ? ", CLOSED" : "");
+			} else {
+				printf("ring     %llu slots of %llu bytes, %llu waiting%s\n",
+				       (unsigned long long)b->capacity, (unsigned long long)b->slot_size,
+				       (unsigned long long)b->occupancy, live.closed ? ", CLOSED" : "");
+				printf("peers    %u producers, %u consumers attached; %u consumers and %u producers "
+				       "asleep\n", b->producers, b->consumers, b->data_sleepers, b->space_sleepers);
+				printf("traffic  %llu pushed, %llu popped, %llu recovered; %.0f msg/s in, %.0f msg/s "
+				       "out (over %.2f s)\n",
+				       (unsigned long long)b->pushed, (unsigned long long)b->popped,
+				       (unsigned long long)b->recovered, rate(live.a.pushed, b->pushed, live.seconds),
+				       rate(live.a.popped, b->popped, live.seconds), live.seconds);
+			}
 		} else if (live.err != -ENOENT) {
 			printf("ring     no live statistics: %s\n", errno_name(live.err));
 		}
