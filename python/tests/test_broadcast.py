@@ -5,13 +5,14 @@ C camera example's frames in place; the "overwrite" policy counts what a lagging
 lost; a loan left unsent is given back and never delivered. Real processes throughout."""
 import errno
 import os
+import re
 import struct
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import BUILD, LONG, SRC
+from conftest import BUILD, LONG, ROOT, SRC
 
 import abd
 
@@ -198,3 +199,27 @@ def test_broadcast_errors_are_oserrors_with_errno(regdir):
                 pub.loan(8)
             assert e.value.errno == errno.EBUSY  # one loan at a time
             buf.send(0)
+
+
+def _doc_blocks():
+    """The ```python blocks of docs/python.md whose first line is "# FILE.py: ...", by FILE."""
+    with open(os.path.join(ROOT, "docs", "python.md")) as f:
+        text = f.read()
+    return {m.group(2): m.group(1)
+            for m in re.finditer(r"```python\n(# (\w+\.py):.*?)```", text, re.S)}
+
+
+def test_the_broadcast_example_of_docs_python_md_runs(regdir, tmp_path):
+    blocks = _doc_blocks()
+    for f in ("bcast_pub.py", "bcast_sub.py"):
+        assert f in blocks, f"docs/python.md has no block starting with '# {f}:'"
+        (tmp_path / f).write_text(blocks[f])
+    env = dict(os.environ, ABD_REGISTRY=regdir, PYTHONPATH=SRC)
+    run = [subprocess.Popen([sys.executable, f], env=env, cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for f in ("bcast_sub.py", "bcast_sub.py", "bcast_pub.py")]
+    outs = [p.communicate(timeout=LONG * 3) for p in run]
+    for p, (out, _) in zip(run, outs):
+        assert p.returncode == 0, out
+    for out, _ in outs[:2]:
+        assert out.strip() == "100 readings, 0 lost", out

@@ -5,12 +5,13 @@ Service.call; docs/python.md): a Python client of a Python server and of the C e
 (BrokenPipeError, EPIPE) and an unanswered call (TimeoutError, ETIMEDOUT). Real processes."""
 import errno
 import os
+import re
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import BUILD, LONG, SRC
+from conftest import BUILD, LONG, ROOT, SRC
 
 import abd
 
@@ -169,3 +170,28 @@ def test_rpc_roles_and_errors(regdir):
             srv.call(b"x", timeout=0)
         with pytest.raises(PermissionError):  # nor push
             srv.push(b"x", timeout=0)
+
+
+@pytest.mark.parametrize("server", ["python", "c"])
+def test_the_rpc_example_of_docs_python_md_runs(regdir, tmp_path, server):
+    with open(os.path.join(ROOT, "docs", "python.md")) as f:
+        text = f.read()
+    blocks = {m.group(2): m.group(1)
+              for m in re.finditer(r"```python\n(# (\w+\.py):.*?)```", text, re.S)}
+    for f in ("calc_server.py", "calc_client.py"):
+        assert f in blocks, f"docs/python.md has no block starting with '# {f}:'"
+        (tmp_path / f).write_text(blocks[f])
+    env = dict(os.environ, ABD_REGISTRY=regdir, PYTHONPATH=SRC)
+    if server == "python":
+        argv = [sys.executable, "calc_server.py"]
+    else:
+        argv = [os.path.join(BUILD, "tools", "examples", "rpc-calc"), "serve", "demo.calc", "99"]
+        if not os.access(argv[0], os.X_OK):
+            pytest.fail(f"{argv[0]} is not built")
+    srv = subprocess.Popen(argv, env=env, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    cli = subprocess.Popen([sys.executable, "calc_client.py"], env=env, cwd=tmp_path,
+                           text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    (out_c, _), (out_s, _) = cli.communicate(timeout=LONG * 3), srv.communicate(timeout=LONG * 3)
+    assert srv.returncode == 0, out_s
+    assert cli.returncode == 0 and out_c.strip() == "the server left", out_c
