@@ -5,7 +5,9 @@
  * word), wakes the futex words, flips O_NONBLOCK on the shared eventfd and memfd descriptions
  * and saturates the eventfd's count, while victim processes (the publisher, openers that
  * produce and consume, a sleeper) run every blocking call with deadlines: push, pop, open,
- * the ring's own blocking forms, wait_prepare/finish, the reactor's run_once.
+ * the ring's own blocking forms, wait_prepare/finish, the reactor's run_once. The publisher
+ * also serves a request-response service (take, reply) whose request ring the peer writes
+ * over the same way, while a caller calls it with deadlines (call, call_send + call_wait).
  *
  * Pass (TAP, one line per victim): no victim crashed or hung; every call returned within its
  * deadline plus the slack (ABD_CHAOS_SLACK_MS, default 250 ms), not counting the time the
@@ -41,11 +43,13 @@
 
 #define MS 1000000ll
 #define NAME "chaos.ring"
+#define RPC_NAME "chaos.rpc"
 #define SLOT 64
 #define CAP 16
 
-enum { V_PUBLISHER, V_CONSUMER, V_PRODUCER, V_SLEEPER, V_COUNT };
-static const char *const vnames[V_COUNT] = { "publisher", "consumer", "producer", "sleeper" };
+enum { V_PUBLISHER, V_CONSUMER, V_PRODUCER, V_SLEEPER, V_CALLER, V_COUNT };
+static const char *const vnames[V_COUNT] = { "publisher", "consumer", "producer", "sleeper",
+	                                     "caller" };
 
 struct vstats {
 	uint64_t calls, timeouts, errors, over;
@@ -188,26 +192,69 @@ static int publisher(int ready_w)
 	struct vstats *v = &sh->v[V_PUBLISHER];
 	v->fds_before = count_fds() - 1; /* ready_w is closed below */
 	struct abd_service_config cfg = config();
-	struct abd_service *svc;
+	struct abd_service *svc, *rpc;
 	if (abd_service_publish(NAME, &cfg, 0, &svc) < 0)
 		return 10;
+	cfg.reactor = abd_service_reactor(svc); /* one reactor serves both */
+	if (abd_service_publish_rpc(RPC_NAME, &cfg, NULL, 0, &rpc) < 0)
+		return 12;
 	if (write(ready_w, "p", 1) != 1)
 		return 11;
 	close(ready_w);
 	unsigned char buf[256];
 	while (running()) {
 		int64_t t = some_timeout();
-		switch (rnd() % 4) {
+		uint64_t token;
+		switch (rnd() % 5) {
 		case 0: TIMED(v, "service push", t, abd_service_push(svc, "pub", 3, t)); break;
 		case 1: TIMED(v, "service pop", t, abd_service_pop(svc, buf, sizeof(buf), t)); break;
 		case 2: (void)abd_service_try_push(svc, "try", 3); break;
+		case 3:
+			if (TIMED(v, "service take", t, abd_service_take(rpc, buf, sizeof(buf), &token, t)) >= 0)
+				(void)abd_service_reply(rpc, token, "answer", 6);
+			break;
 		default:
 			/* the handshakes of openers are served here */
 			TIMED(v, "reactor run_once", t,
 			      abd_reactor_run_once(abd_service_reactor(svc), t > 0 ? t : 1 * MS));
 		}
 	}
+	abd_service_close(rpc); /* before the service whose reactor it borrows */
 	abd_service_close(svc);
+	v->fds_after = count_fds();
+	v->done = 1;
+	return 0;
+}
+
+/* A caller of the request-response service: open, a burst of calls with deadlines, close. */
+static int caller(int which)
+{
+	child_setup((unsigned)which);
+	struct vstats *v = &sh->v[which];
+	v->fds_before = count_fds();
+	unsigned char buf[256];
+	while (running()) {
+		struct abd_service_config cfg = config();
+		struct abd_service *svc = NULL;
+		int64_t ot = 300 * MS;
+		int e = TIMED(v, "open", ot + ABD_ACQUIRE_TIMEOUT_NS,
+		              abd_service_open(RPC_NAME, &cfg, 0, ot, &svc));
+		if (e < 0) {
+			struct timespec nap = { 0, 2 * MS };
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		for (int k = 0; k < 64 && running(); k++) {
+			int64_t t = some_timeout();
+			uint64_t ticket;
+			if (rnd() % 2) {
+				TIMED(v, "call", t, abd_service_call(svc, "q", 1, buf, sizeof(buf), t));
+			} else if (TIMED(v, "call_send", t, abd_service_call_send(svc, "q", 1, &ticket, t)) == 0 &&
+			           TIMED(v, "call_wait", t, abd_service_call_wait(svc, ticket, buf, sizeof(buf), t)) < 0)
+				(void)abd_service_call_cancel(svc, ticket);
+		}
+		abd_service_close(svc);
+	}
 	v->fds_after = count_fds();
 	v->done = 1;
 	return 0;
@@ -332,6 +379,19 @@ static int chaos(void)
 		return 12;
 	unsigned char geometry[128];
 	memcpy(geometry, m, sizeof(geometry));
+	/* the request ring of the request-response service: written over the same way, and fed
+	 * garbage requests (any length, any header: mailboxes and cells out of range too) */
+	struct abd_service *rsvc;
+	if (abd_service_open(RPC_NAME, &cfg, 0, 5000 * MS, &rsvc) < 0)
+		return 13;
+	struct abd_ring *rring = abd_service_ring(rsvc);
+	int rfd = abd_ring_fd(rring);
+	if (fstat(rfd, &st) < 0)
+		return 14;
+	size_t rsize = (size_t)st.st_size;
+	unsigned char *rm = mmap(NULL, rsize, PROT_READ | PROT_WRITE, MAP_SHARED, rfd, 0);
+	if (rm == MAP_FAILED)
+		return 15;
 	bool garbled = false;
 	uint64_t n = 0;
 	while (running()) {
@@ -342,7 +402,21 @@ static int chaos(void)
 			memcpy(m, geometry, sizeof(geometry));
 			garbled = false;
 		}
-		if (kind < 600) {
+		if (kind < 75) {
+			uint64_t req[SLOT / 8];
+			for (size_t i = 0; i < SLOT / 8; i++)
+				req[i] = adversarial(rnd() % 300);
+			(void)abd_ring_try_push(rring, req, rnd() % (SLOT + 1));
+			sh->chaos_writes++;
+		} else if (kind < 150) {
+			/* a word of the request ring's state: header lines 2-7, leases, slots */
+			size_t at = (r >> 10) % 2 ? 128 + (rnd() % (384 / 4)) * 4
+			                          : 512 + (rnd() % ((rsize - 512) / 4)) * 4;
+			uint64_t rtail = __atomic_load_n((uint64_t *)(void *)(rm + 128), __ATOMIC_RELAXED);
+			__atomic_store_n((uint32_t *)(void *)(rm + at), (uint32_t)adversarial(rtail),
+			                 __ATOMIC_RELAXED);
+			sh->chaos_writes++;
+		} else if (kind < 600) {
 			/* a word anywhere the ring's state lives: header lines 2-7, leases, slots */
 			size_t at;
 			switch ((r >> 10) % 4) {
@@ -396,6 +470,8 @@ static int chaos(void)
 	}
 	memcpy(m, geometry, sizeof(geometry));
 	munmap(m, size);
+	munmap(rm, rsize);
+	abd_service_close(rsvc);
 	abd_service_close(svc);
 	sh->chaos_done = 1;
 	return 0;
@@ -464,6 +540,7 @@ int main(void)
 	pids[V_CONSUMER] = spawn(opener, V_CONSUMER);
 	pids[V_PRODUCER] = spawn(opener, V_PRODUCER);
 	pids[V_SLEEPER] = spawn(opener, V_SLEEPER);
+	pids[V_CALLER] = spawn(caller, V_CALLER);
 	pids[V_COUNT] = spawn(run_chaos, 0);
 
 	/* every process must be done a little after the stop time: a hang is killed and reported */
