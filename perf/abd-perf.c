@@ -36,7 +36,7 @@ static const struct {
 	{"discovery", bench_discovery, "registry: publish -> watcher, enumerate 1k/10k, exit -> died, vs inotify/readdir/pidfd"},
 	{"reactor", bench_reactor, "reactor: wake-up through io_uring futex/eventfd and epoll vs bare, dispatch and idle CPU with 1k sources"},
 	{"ring", bench_ring, "shared-memory ring throughput 1P1C/2P2C, 8 B-1 KiB, spin/blocking; syscalls per message"},
-	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings (spin, blocking) and two services (blocking; io_uring, epoll) vs floors and peers"},
+	{"pingpong", bench_pingpong_family, "round trip 64 B through two rings (spin, blocking), two services (blocking; io_uring, epoll) and a request-response call vs floors and peers"},
 	{"acquire", bench_acquire, "acquisition with verification by pidfd_getfd and by the SCM_RIGHTS handshake vs bare pidfd_getfd / socketpair SCM_RIGHTS"},
 	{"service", bench_service, "service front door vs the ring it wraps: try/blocking push-pop through abd_service_* and abd_ring_* on one setup"},
 	{"recover", bench_recover, "a SIGKILL inside a ring claim: kill -> the consumer sleeping behind it gets the next message, vs kill -> F_OFD_SETLKW returns"},
@@ -44,7 +44,6 @@ static const struct {
 	{"cpp", bench_cpp, "the service family's workloads through <abd/abd.hpp> (ring, service, blocking, typed) vs the same in C"},
 	{"herd", bench_herd, "4 consumers blocked on one work-queue ring (abd_ring, abd_service), 1 producer: wake-ups per message paced, throughput unpaced; vs 1 consumer"},
 	{"fanout", bench_fanout, "broadcast: 1 publisher, 1/2/4 subscribers, 64 B/64 KiB/4 MiB loans, throughput and latency; vs iceoryx"},
-	{"rpc", bench_rpc, "request-response: a 64 B call (request ring + the caller's mailbox) vs two one-way hand-offs through two services"},
 	{"peers", bench_peers, "peer libraries: ZeroMQ ipc, nng ipc, iceoryx (skipped when not built)"},
 };
 #define NFAMILIES (sizeof(families) / sizeof(families[0]))

@@ -382,7 +382,6 @@ void bench_recover(void);
 void bench_idle(void);
 void bench_herd(void);
 void bench_fanout(void);
-void bench_rpc(void);
 /* abd-perf --idle-worker KIND DIR FD: one process of the idle family (perf/bench-idle.c). */
 int bench_idle_worker(const char *kind, const char *dir, const char *fd);
 
