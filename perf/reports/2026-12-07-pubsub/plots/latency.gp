@@ -1,0 +1,17 @@
+set terminal pngcairo size 2024,712 font ',10'
+set output '/tmp/report-pubsub/latency.png'
+set title 'p50 latency, µs (log scale; lower is better)'
+set ylabel 'µs'
+set datafile missing '-'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set xtics rotate by -40 left nomirror
+set grid ytics
+set key top left
+set bmargin 30
+set rmargin 12
+set logscale y
+plot '/tmp/report-pubsub/plots/latency.dat' using 2:xtic(1) title 'split', \
+     '/tmp/report-pubsub/plots/latency.dat' using 3:xtic(1) title 'shared'
