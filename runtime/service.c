@@ -609,17 +609,21 @@ static bool closing_as_we_came(struct abd_service *svc, const struct abd_record 
 	return abd_registry_liveness(svc->reg, svc->record_name) != ABD_STATE_ALIVE;
 }
 
-/* A broadcast candidate: its channel through acquisition, or directly from its publisher's
- * handle when that is in this process. */
-static int bcast_attach_candidate(struct abd_service *svc, const struct abd_record *rec,
-                                  unsigned aflags)
+typedef int kind_attach_fn(struct abd_service *svc, const struct abd_record *rec,
+                           const struct abd_acquired *a, const struct abd_service *local);
+
+/* A broadcast or request-response candidate: attach (abd__sbc_attach, abd__srpc_attach) to its
+ * publisher's own handle when that is in this process, else to the descriptors acquired. */
+static int attach_kind(struct abd_service *svc, const struct abd_record *rec, unsigned aflags,
+                       kind_attach_fn *attach)
 {
 	int r = -ENOENT;
 	if (abd_record_pid(rec) == getpid()) {
 		pthread_mutex_lock(&local_lock);
 		for (struct abd_service *p = local_pubs; p; p = p->next_local)
-			if (p->bc && memcmp(p->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
-				r = abd__sbc_attach(svc, rec, NULL, p);
+			if ((svc->kind == ABD__SERVICE_BCAST ? p->bc != NULL : p->rpcs != NULL) &&
+			    memcmp(p->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
+				r = attach(svc, rec, NULL, p);
 				break;
 			}
 		pthread_mutex_unlock(&local_lock);
@@ -628,9 +632,17 @@ static int bcast_attach_candidate(struct abd_service *svc, const struct abd_reco
 		struct abd_acquired *a = NULL;
 		r = abd_acquire(svc->reg, rec, aflags, -1, &a);
 		if (r == 0)
-			r = abd__sbc_attach(svc, rec, a, NULL);
+			r = attach(svc, rec, a, NULL);
 		abd_acquired_free(a);
 	}
+	return r;
+}
+
+/* A broadcast candidate: its channel. */
+static int bcast_attach_candidate(struct abd_service *svc, const struct abd_record *rec,
+                                  unsigned aflags)
+{
+	int r = attach_kind(svc, rec, aflags, abd__sbc_attach);
 	if (r == 0 && abd__bcast_closed(svc->bc))
 		r = -EAGAIN; /* withdrawing: wait for its removal or a successor */
 	if (r < 0 && svc->bc) {
@@ -640,28 +652,11 @@ static int bcast_attach_candidate(struct abd_service *svc, const struct abd_reco
 	return r;
 }
 
-/* A request-response candidate: its files through acquisition, or directly from its server's
- * handle when that is in this process. */
+/* A request-response candidate: its files. */
 static int rpc_attach_candidate(struct abd_service *svc, const struct abd_record *rec,
                                 unsigned aflags)
 {
-	int r = -ENOENT;
-	if (abd_record_pid(rec) == getpid()) {
-		pthread_mutex_lock(&local_lock);
-		for (struct abd_service *p = local_pubs; p; p = p->next_local)
-			if (p->rpcs && memcmp(p->instance, abd_record_instance(rec), ABD_INSTANCE_SIZE) == 0) {
-				r = abd__srpc_attach(svc, rec, NULL, p);
-				break;
-			}
-		pthread_mutex_unlock(&local_lock);
-	}
-	if (r == -ENOENT) {
-		struct abd_acquired *a = NULL;
-		r = abd_acquire(svc->reg, rec, aflags, -1, &a);
-		if (r == 0)
-			r = abd__srpc_attach(svc, rec, a, NULL);
-		abd_acquired_free(a);
-	}
+	int r = attach_kind(svc, rec, aflags, abd__srpc_attach);
 	if (r == 0 && shared_closed(svc) && closing_as_we_came(svc, rec))
 		r = -EAGAIN; /* withdrawing: wait for its removal or a successor */
 	if (r < 0) {
